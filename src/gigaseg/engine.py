@@ -1,0 +1,583 @@
+"""Exact tiled forward and backward over array-like gigapixel images, and the memory planner.
+
+``tiled_backward`` accumulates into each parameter's ``.grad`` exactly what ``loss.backward()``
+on the whole image would, up to floating-point summation order, while reading the image tile by
+tile: memory depends on the tile size, not the image size. ``tiled_predict`` does the same for
+the forward pass. ``plan`` picks the tile size from a memory budget.
+
+Typical use (one training step on a 16000 x 64000 region stored on disk)::
+
+    image = np.load("image.npy", mmap_mode="r")        # (H, W, 3) uint8
+    mask = np.load("mask.npy", mmap_mode="r")          # (H, W) uint8 {0, 1}
+    optimizer.zero_grad()
+    loss = tiled_backward(model, image, mask, loss="bce+dice", memory_budget="4GB")
+    optimizer.step()
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._units import format_bytes, parse_bytes
+from .errors import ConfigError, InputError, PlanError, UnsupportedModelError
+from .losses import DICE_SMOOTH, check_loss_name
+from .model import UNet, UNetConfig
+
+__all__ = [
+    "Plan",
+    "plan",
+    "tiled_backward",
+    "tiled_predict",
+    "resolve_device",
+    "check_local",
+    "DEFAULT_MEMORY_BUDGET",
+]
+
+#: Budget used when none is given: small tiles are cache-friendly and leave room for the rest.
+DEFAULT_MEMORY_BUDGET = 1 * 2**30
+
+# NOTE [Exact tiling]
+# Tiles partition the output: each core tile [y0, y1) x [x0, x1) has y0 and x0 on multiples of
+# the total stride S, so every strided layer sees the whole-image sampling grid. The model runs
+# on a crop that extends the core by a halo on each side (clipped at the image border, where the
+# model's own zero padding then matches the whole image's). Outputs within the halo of a crop
+# edge that is not an image edge are wrong (they saw zero padding instead of real neighbours)
+# but they are discarded: only the core's logits enter the loss. Because the core's logits and
+# their whole computation graph are identical to the whole image's, backpropagating the core's
+# loss through the crop gives exactly its share of the whole-image gradient. The left/top halo
+# is rounded up to a multiple of S to keep the crop origin on the grid.
+#
+# NOTE [Two-pass Dice]
+# Soft Dice couples all pixels through I = sum(p*y), P = sum(p), Y = sum(y). Pass 1 runs the
+# forward pass tile by tile without autograd to gather them. Then dDice/dp_i = A*y_i + B with
+# A = -2/D, B = (2I + 1)/D^2, D = P + Y + 1, so pass 2 backpropagates, tile by tile, the
+# surrogate A*sum_t(p*y) + B*sum_t(p) whose gradient is exactly the tile's share.
+
+_LOCAL_MODULES = (
+    nn.Conv2d,
+    nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity,
+    nn.Softplus, nn.Mish, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish,
+    nn.Sequential, nn.ModuleList,
+)
+_NON_LOCAL_REASONS = (
+    (nn.modules.batchnorm._BatchNorm, "normalizes with statistics of the whole batch/image in training mode"),
+    (nn.GroupNorm, "normalizes with statistics over the whole image"),
+    (nn.modules.instancenorm._InstanceNorm, "normalizes with statistics over the whole image"),
+    (nn.LayerNorm, "normalizes over whole feature maps"),
+    (nn.modules.pooling._AdaptiveAvgPoolNd, "pools over the whole image"),
+    (nn.modules.pooling._AdaptiveMaxPoolNd, "pools over the whole image"),
+    (nn.MultiheadAttention, "attends over all positions"),
+    (nn.Linear, "mixes positions along the width axis of an NCHW tensor"),
+    (nn.modules.dropout._DropoutNd, "draws random masks that differ between tiles in training mode"),
+)
+
+
+def check_local(model: nn.Module) -> UNetConfig:
+    """Check that ``model`` can be tiled exactly and return its config.
+
+    Raises:
+        UnsupportedModelError: naming the module path of the first layer that is not local
+            (whole-image statistics, global pooling, attention, ...) or not a ``UNet``.
+    """
+    if not isinstance(model, UNet):
+        raise UnsupportedModelError(
+            f"the tiled engine needs a gigaseg.UNet (its config gives the stride and halo); "
+            f"got {type(model).__name__}"
+        )
+    for path, module in model.named_modules():
+        if path == "" or isinstance(module, _LOCAL_MODULES):
+            if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+                raise UnsupportedModelError(
+                    f"module {path!r} (Conv2d) pads with {module.padding_mode!r}; tiling is exact only "
+                    "with zero padding"
+                )
+            continue
+        for kind, reason in _NON_LOCAL_REASONS:
+            if isinstance(module, kind):
+                if kind in (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd) and not module.training:
+                    break  # eval-mode BatchNorm is an affine map and eval Dropout the identity
+                raise UnsupportedModelError(
+                    f"module {path!r} ({type(module).__name__}) {reason}, so the model cannot be "
+                    "tiled exactly; remove it or use a local layer (gigaseg's UNet has no normalization)"
+                )
+        else:
+            raise UnsupportedModelError(
+                f"module {path!r} ({type(module).__name__}) is not known to be local; the tiled engine "
+                "supports convolutions, pointwise activations and the UNet's own containers"
+            )
+    return model.config
+
+
+def resolve_device(device: str | torch.device | None, model: nn.Module | None = None) -> torch.device:
+    """The torch device for ``device``: ``None`` = the model's, ``"auto"`` = cuda, then mps, then cpu."""
+    if device is None:
+        if model is not None:
+            for p in model.parameters():
+                return p.device
+        return torch.device("cpu")
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but this PyTorch has no CUDA device; use --device cpu or auto")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
+    return dev
+
+
+# --- the planner ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the engine tiles an image.
+
+    Attributes:
+        height, width: image size in pixels.
+        tile: (th, tw) core tile size in pixels, multiples of the total stride.
+        grid: (rows, cols) number of tiles.
+        halo: receptive-field radius in pixels (each side of a crop).
+        keep: what is kept between tiles.
+        predicted_peak_bytes: the planner's estimate of the process's peak memory.
+        memory_budget: the budget it had, in bytes.
+        recompute: total crop pixels / image pixels (the halo overhead of one pass).
+        mode: ``"train"`` or ``"predict"``.
+    """
+
+    height: int
+    width: int
+    tile: tuple[int, int]
+    grid: tuple[int, int]
+    halo: int
+    keep: str
+    predicted_peak_bytes: int
+    memory_budget: int
+    recompute: float
+    mode: str
+
+    @property
+    def n_tiles(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["n_tiles"] = self.n_tiles
+        return d
+
+
+# Memory model. Peak = _BASE_BYTES (the Python + PyTorch process itself) + bytes per crop pixel
+# * crop pixels. Bytes per pixel come from counting the float tensors alive at the peak of a
+# tile's forward + backward (see _floats_per_pixel), calibrated against measured peaks by
+# ``gigaseg bench step`` (benchmarks/RESULTS.md).
+_BASE_BYTES = 400 * 2**20
+_SAFETY = 1.25
+
+
+def _floats_per_pixel(config: UNetConfig, mode: str) -> float:
+    """Floats alive per input pixel of a crop at the peak of one tile (forward + backward)."""
+    c = (config.in_channels, *config.channels)
+    if mode == "predict":
+        # input, upsampled d1, the concatenation, logits, probabilities (+ level-1 leftovers)
+        full = c[0] + c[1] + (c[1] + c[0]) + 2
+        low = 0.0
+        jump = 1
+        for i in range(config.depth):
+            jump *= config.strides[i]
+            low += 3 * (c[i + 1] + (c[i + 2] if i + 2 < len(c) else 0)) / jump**2
+        return full + low
+    # training: every saved activation plus gradients of the largest tensors at the peak of
+    # the backward pass. Full resolution: input, up(d1), cat, its gradient, up's gradient,
+    # logits and ~8 one-channel loss/gradient maps.
+    full = c[0] + c[1] + 2 * (c[1] + c[0]) + c[1] + 10
+    low = 0.0
+    jump = 1
+    for i in range(config.depth):
+        jump *= config.strides[i]
+        deeper = c[i + 2] if i + 2 < len(c) else 0
+        # conv out, act out, up(deeper), cat, decoder conv out, act out, and their gradients
+        low += 2 * (2 * c[i + 1] + deeper + (deeper + c[i + 1]) + 2 * c[i + 1]) / jump**2
+    return full + low
+
+
+def _crop_pixels(n: int, tile: int, lead: int, trail: int) -> int:
+    """Sum over the tiles along one axis of the crop lengths (core plus clipped halos)."""
+    total = 0
+    for t0 in range(0, n, tile):
+        t1 = min(t0 + tile, n)
+        total += min(n, t1 + trail) - max(0, t0 - lead)
+    return total
+
+
+def _halos(config: UNetConfig) -> tuple[int, int]:
+    s = config.total_stride
+    return math.ceil(config.halo / s) * s, config.halo
+
+
+def _peak_bytes(config: UNetConfig, th: int, tw: int, itemsize: int, mode: str) -> int:
+    lead, trail = _halos(config)
+    crop = (th + lead + trail) * (tw + lead + trail)
+    per_pixel = _floats_per_pixel(config, mode) * itemsize * _SAFETY + 4  # + uint8 image/mask
+    return int(_BASE_BYTES + per_pixel * crop)
+
+
+def plan(
+    config: UNetConfig,
+    height: int,
+    width: int,
+    *,
+    memory_budget: int | str | None = None,
+    mode: str = "train",
+    dtype: torch.dtype = torch.float32,
+) -> Plan:
+    """Choose the largest tile whose predicted peak memory fits ``memory_budget``.
+
+    Args:
+        config: the model's config (stride and halo).
+        height, width: image size in pixels.
+        memory_budget: bytes or a string like ``"4GB"``; default ``DEFAULT_MEMORY_BUDGET``.
+        mode: ``"train"`` (forward + backward) or ``"predict"`` (forward only).
+        dtype: the model's floating-point type.
+
+    Raises:
+        PlanError: when even the smallest tile does not fit; names the smallest budget that would.
+    """
+    if mode not in ("train", "predict"):
+        raise ConfigError(f"unknown plan mode {mode!r}; choose 'train' or 'predict'")
+    _check_size(height, width)
+    budget = parse_bytes(memory_budget if memory_budget is not None else DEFAULT_MEMORY_BUDGET)
+    s = config.total_stride
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    h_max, w_max = _round_up(height, s), _round_up(width, s)
+
+    def shape_for(side: int) -> tuple[int, int]:
+        # a square tile of area side^2, reshaped when the image is thinner than the tile
+        th = min(side, h_max)
+        tw = min(w_max, _round_up(max(side * side // th, s), s)) if th < side else min(side, w_max)
+        if tw < side and th == side:
+            th = min(h_max, _round_up(max(side * side // tw, s), s))
+        return th, tw
+
+    smallest = _peak_bytes(config, *shape_for(s), itemsize, mode)
+    if smallest > budget:
+        raise PlanError(
+            f"no tiling fits a memory budget of {format_bytes(budget)}: the smallest tile "
+            f"({s} x {s} pixels plus a {config.halo}-pixel halo) needs about {format_bytes(smallest)}; "
+            f"give --memory-budget {math.ceil(smallest / 2**20)}MiB or more"
+        )
+    lo, hi = 1, max(h_max, w_max) // s
+    while lo < hi:  # largest side (in strides) that fits
+        mid = (lo + hi + 1) // 2
+        if _peak_bytes(config, *shape_for(mid * s), itemsize, mode) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    th, tw = shape_for(lo * s)
+    return _make_plan(config, height, width, (th, tw), budget, mode, itemsize)
+
+
+def _make_plan(config, height, width, tile, budget, mode, itemsize) -> Plan:
+    th, tw = tile
+    lead, trail = _halos(config)
+    recompute = _crop_pixels(height, th, lead, trail) * _crop_pixels(width, tw, lead, trail) / (height * width)
+    return Plan(
+        height=height,
+        width=width,
+        tile=(th, tw),
+        grid=(math.ceil(height / th), math.ceil(width / tw)),
+        halo=config.halo,
+        keep="nothing between tiles: each tile is recomputed from the image with its halo",
+        predicted_peak_bytes=_peak_bytes(config, th, tw, itemsize, mode),
+        memory_budget=budget,
+        recompute=round(recompute, 4),
+        mode=mode,
+    )
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _check_size(height: int, width: int) -> None:
+    if height < 1 or width < 1:
+        raise InputError(f"the image is empty ({height} x {width} pixels); give an image of at least 1 x 1")
+
+
+# --- input validation ----------------------------------------------------------------------
+
+
+def _check_image(image: Any) -> tuple[int, int]:
+    shape = getattr(image, "shape", None)
+    dtype = getattr(image, "dtype", None)
+    if shape is None or dtype is None:
+        raise InputError(
+            f"image must be an (H, W, 3) uint8 array-like (numpy array, np.memmap, zarr array); "
+            f"got {type(image).__name__}"
+        )
+    if len(shape) != 3 or shape[2] != 3:
+        raise InputError(
+            f"image must have shape (H, W, 3) (RGB, channels last); got shape {tuple(shape)}. "
+            "Drop an alpha channel with image[..., :3]; convert greyscale to RGB"
+        )
+    if np.dtype(dtype) != np.uint8:
+        raise InputError(
+            f"image must be uint8 (0-255), got dtype {np.dtype(dtype)}; "
+            "convert with (image * 255).round().astype(np.uint8) if it holds floats in [0, 1]"
+        )
+    _check_size(int(shape[0]), int(shape[1]))
+    return int(shape[0]), int(shape[1])
+
+
+def _check_mask(mask: Any, height: int, width: int) -> None:
+    shape = getattr(mask, "shape", None)
+    dtype = getattr(mask, "dtype", None)
+    if shape is None or dtype is None:
+        raise InputError(f"mask must be an (H, W) uint8 array-like; got {type(mask).__name__}")
+    if tuple(shape) != (height, width):
+        raise InputError(
+            f"mask shape {tuple(shape)} does not match the image's (H, W) = ({height}, {width})"
+        )
+    if np.dtype(dtype) != np.uint8:
+        raise InputError(f"mask must be uint8 with values 0 and 1, got dtype {np.dtype(dtype)}")
+
+
+def _check_mask_values(mask_tile: np.ndarray, y0: int, x0: int) -> None:
+    if mask_tile.size and mask_tile.max() > 1:
+        bad = np.argwhere(mask_tile > 1)[0]
+        raise InputError(
+            f"mask value {int(mask_tile[bad[0], bad[1]])} at (x={x0 + bad[1]}, y={y0 + bad[0]}) is not "
+            "0 or 1; training masks hold 0 (background) and 1 (tissue) - map 255 to 1, or crop out "
+            "ignore (255) pixels"
+        )
+
+
+def _tile_size(tile: int | Sequence[int], config: UNetConfig) -> tuple[int, int]:
+    th, tw = (tile, tile) if isinstance(tile, (int, np.integer)) else tuple(tile)
+    s = config.total_stride
+    for t in (th, tw):
+        if t < 1 or t % s:
+            nearest = max(s, round(t / s) * s)
+            raise ConfigError(
+                f"tile size {t} is not a positive multiple of the model's total stride {s}; "
+                f"use {nearest}"
+            )
+    return int(th), int(tw)
+
+
+# --- tiles -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tile:
+    y0: int  # core, image pixels
+    y1: int
+    x0: int
+    x1: int
+    cy0: int  # crop, image pixels
+    cy1: int
+    cx0: int
+    cx1: int
+
+    @property
+    def core_in_crop(self) -> tuple[slice, slice]:
+        return (slice(self.y0 - self.cy0, self.y1 - self.cy0), slice(self.x0 - self.cx0, self.x1 - self.cx0))
+
+
+def _tiles(height: int, width: int, th: int, tw: int, config: UNetConfig) -> Iterator[_Tile]:
+    lead, trail = _halos(config)
+    for y0 in range(0, height, th):
+        y1 = min(y0 + th, height)
+        for x0 in range(0, width, tw):
+            x1 = min(x0 + tw, width)
+            yield _Tile(y0, y1, x0, x1, max(0, y0 - lead), min(height, y1 + trail),
+                        max(0, x0 - lead), min(width, x1 + trail))
+
+
+def _read_input(image: Any, t: _Tile, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    crop = np.ascontiguousarray(image[t.cy0:t.cy1, t.cx0:t.cx1])
+    x = torch.from_numpy(crop).to(device)
+    # same arithmetic as the whole-image reference: uint8 -> float, then / 255
+    return x.permute(2, 0, 1).unsqueeze(0).to(dtype).div_(255)
+
+
+def _read_mask(mask: Any, t: _Tile) -> np.ndarray:
+    m = np.ascontiguousarray(mask[t.y0:t.y1, t.x0:t.x1])
+    _check_mask_values(m, t.y0, t.x0)
+    return m
+
+
+def _prepare(model, image, tile, memory_budget, device, mode):
+    config = check_local(model)
+    height, width = _check_image(image)
+    dev = resolve_device(device, model)
+    params = list(model.parameters())
+    if params and params[0].device != dev:
+        model.to(dev)
+        params = list(model.parameters())
+    dtype = params[0].dtype if params else torch.float32
+    if tile is None:
+        th, tw = plan(config, height, width, memory_budget=memory_budget, mode=mode, dtype=dtype).tile
+    else:
+        th, tw = _tile_size(tile, config)
+    return config, height, width, dev, dtype, th, tw
+
+
+def _progress(iterable, total: int, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="tile", delay=2.0, leave=False)
+
+
+# --- the engine --------------------------------------------------------------------------------
+
+
+def tiled_backward(
+    model: nn.Module,
+    image: Any,
+    mask: Any,
+    *,
+    loss: str = "bce+dice",
+    memory_budget: int | str | None = None,
+    tile: int | Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> float:
+    """Whole-image loss and its exact gradient, computed tile by tile.
+
+    Accumulates into each parameter's ``.grad`` what ``loss.backward()`` on the whole image
+    would, where the model input is ``image / 255`` as (1, 3, H, W) floats of the model's dtype.
+    On any error the ``.grad`` of every parameter is left as it was.
+
+    Args:
+        model: a ``gigaseg.UNet`` (other models are refused; see ``check_local``).
+        image: (H, W, 3) uint8 RGB array-like (numpy array, ``np.memmap``, zarr array); read
+            tile by tile, never materialized as floats.
+        mask: (H, W) uint8 array-like with values 0 (background) and 1 (tissue).
+        loss: ``"bce"``, ``"dice"`` or ``"bce+dice"``.
+        memory_budget: bytes or a string such as ``"4GB"``; the planner picks the tile from it.
+        tile: core tile size (int or (th, tw)), a multiple of the total stride; overrides the plan.
+        device: ``None`` (the model's device), ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``;
+            the model is moved there if needed.
+        progress: show a progress bar over tiles when a step takes more than a few seconds.
+
+    Returns:
+        The loss value on the whole image.
+    """
+    check_loss_name(loss)
+    config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "train")
+    _check_mask(mask, height, width)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the model has no parameter that requires grad; nothing to backpropagate")
+    n_pixels = height * width
+    use_bce, use_dice = loss in ("bce", "bce+dice"), loss in ("dice", "bce+dice")
+    tiles = list(_tiles(height, width, th, tw, config))
+    bce_sum = 0.0
+
+    # Pass 1 (Dice only): global sums I = sum(p*y), P = sum(p), Y = sum(y) and the BCE sum.
+    if use_dice:
+        inter = p_sum = y_sum = 0.0
+        with torch.no_grad():
+            for t in _progress(tiles, len(tiles), progress, "dice sums"):
+                y_np = _read_mask(mask, t)
+                logits = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
+                y = torch.from_numpy(y_np).to(dev, dtype)
+                p = torch.sigmoid(logits)
+                inter += float((p * y).sum(dtype=torch.float64))
+                p_sum += float(p.sum(dtype=torch.float64))
+                y_sum += float(y_np.sum(dtype=np.int64))
+                if use_bce:
+                    bce_sum += float(_bce_sum(logits, y))
+        denom = p_sum + y_sum + DICE_SMOOTH
+        dice_value = 1.0 - (2.0 * inter + DICE_SMOOTH) / denom
+        coef_inter = -2.0 / denom
+        coef_p = (2.0 * inter + DICE_SMOOTH) / denom**2
+
+    # Pass 2: per-tile backward of the tile's exact share of the loss; gradients are summed
+    # privately and added to .grad only once every tile has succeeded.
+    grads = [torch.zeros_like(p) for p in params]
+    for t in _progress(tiles, len(tiles), progress, "backward"):
+        y_np = _read_mask(mask, t)
+        logits = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
+        y = torch.from_numpy(y_np).to(dev, dtype)
+        surrogate = logits.new_zeros(())
+        if use_bce:
+            tile_bce = _bce_sum(logits, y)
+            surrogate = surrogate + tile_bce / n_pixels
+            if not use_dice:
+                bce_sum += float(tile_bce.detach())
+        if use_dice:
+            p = torch.sigmoid(logits)
+            surrogate = surrogate + coef_inter * (p * y).sum() + coef_p * p.sum()
+        for acc, g in zip(grads, torch.autograd.grad(surrogate, params, allow_unused=True)):
+            if g is not None:
+                acc += g
+        del logits, surrogate
+
+    for p, g in zip(params, grads):
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad += g
+    return (bce_sum / n_pixels if use_bce else 0.0) + (dice_value if use_dice else 0.0)
+
+
+def _bce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
+
+
+def tiled_predict(
+    model: nn.Module,
+    image: Any,
+    *,
+    out: Any = None,
+    memory_budget: int | str | None = None,
+    tile: int | Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+) -> Any:
+    """Per-pixel tissue probabilities ``sigmoid(model(image / 255))``, computed tile by tile.
+
+    Args:
+        model: a ``gigaseg.UNet``.
+        image: (H, W, 3) uint8 RGB array-like, read tile by tile.
+        out: optional (H, W) array-like to write into (e.g. ``np.memmap`` or zarr): float
+            arrays get probabilities, uint8 arrays get ``round(255 * p)``. Default: a new
+            float32 numpy array.
+        memory_budget, tile, device, progress: as for ``tiled_backward``.
+
+    Returns:
+        ``out`` (or the new array), (H, W).
+    """
+    config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "predict")
+    if out is None:
+        out = np.empty((height, width), dtype=np.float32)
+    elif tuple(getattr(out, "shape", ())) != (height, width):
+        raise InputError(f"out must have shape (H, W) = ({height}, {width}), got {getattr(out, 'shape', None)}")
+    out_dtype = np.dtype(out.dtype)
+    if not (out_dtype.kind == "f" or out_dtype == np.uint8):
+        raise InputError(f"out must be a float or uint8 array, got dtype {out_dtype}")
+    tiles = list(_tiles(height, width, th, tw, config))
+    with torch.no_grad():
+        for t in _progress(tiles, len(tiles), progress, "predict"):
+            logits = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
+            p = torch.sigmoid(logits)
+            if out_dtype == np.uint8:
+                p = torch.round(p * 255).to(torch.uint8)
+            out[t.y0:t.y1, t.x0:t.x1] = p.cpu().numpy()
+    return out

@@ -1,0 +1,357 @@
+"""The U-Net family: ``UNetConfig``, ``UNet``, presets, and stride / receptive-field arithmetic.
+
+Every layer is local (convolutions, pointwise activations, nearest upsampling, concatenation),
+so the network can be evaluated tile by tile with halos and give exactly the whole-image
+result (see ``gigaseg.engine``). There are no normalization layers.
+
+Architecture, for a config of depth D with channels ``c_1..c_D`` and strides ``s_1..s_D``:
+
+    e_0 = x                                   (3 channels, full resolution)
+    e_i = act(conv_{k_enc[i]}, stride s_i)(e_{i-1})     i = 1..D   (c_i channels)
+    d_D = e_D
+    d_i = act(conv_{k_dec[i]}(cat(up_{s_{i+1}}(d_{i+1}), e_i)))    i = D-1..1
+    logits = conv_{k_dec[0]}(cat(up_{s_1}(d_1), x))     (1 channel, full resolution)
+
+so there is a skip connection at every level, full resolution included. The input is
+zero-padded at the bottom and right to a multiple of the total stride, and the logits are
+cropped back to the input's height and width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = ["UNetConfig", "UNet", "PRESETS", "preset", "count_parameters", "layer_table"]
+
+_ACTIVATIONS = {
+    "relu": lambda: nn.ReLU(),
+    "leaky_relu": lambda: nn.LeakyReLU(0.01),
+    "elu": lambda: nn.ELU(),
+    "gelu": lambda: nn.GELU(),
+    "silu": lambda: nn.SiLU(),
+    "tanh": lambda: nn.Tanh(),
+}
+
+
+def _tuple(name: str, value: Any) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value)
+    except TypeError as exc:
+        raise ConfigError(f"UNetConfig.{name} must be a sequence of integers, got {value!r}") from exc
+    if any(int(v) != v for v in value):
+        raise ConfigError(f"UNetConfig.{name} must hold integers, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Hyperparameters of a ``UNet``; the config is stored in every checkpoint.
+
+    Attributes:
+        depth: number of resolution levels below full resolution (>= 1).
+        channels: feature channels at each level, encoder and decoder alike (length ``depth``).
+        strides: downsampling factor of each encoder level (length ``depth``).
+        encoder_kernels: odd kernel size of each encoder convolution (length ``depth``).
+        decoder_kernels: odd kernel size of each decoder convolution, index 0 being the
+            full-resolution output convolution (length ``depth``).
+        activation: one of ``relu, leaky_relu, elu, gelu, silu, tanh``.
+        in_channels: input channels (3 for RGB).
+    """
+
+    depth: int = 3
+    channels: tuple[int, ...] = (2, 4, 8)
+    strides: tuple[int, ...] = (4, 4, 2)
+    encoder_kernels: tuple[int, ...] = (15, 11, 7)
+    decoder_kernels: tuple[int, ...] = (3, 3, 3)
+    activation: str = "leaky_relu"
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "strides", "encoder_kernels", "decoder_kernels"):
+            object.__setattr__(self, name, _tuple(name, getattr(self, name)))
+        if not isinstance(self.depth, int) or self.depth < 1:
+            raise ConfigError(f"UNetConfig.depth must be an integer >= 1, got {self.depth!r}")
+        for name in ("channels", "strides", "encoder_kernels", "decoder_kernels"):
+            value = getattr(self, name)
+            if len(value) != self.depth:
+                raise ConfigError(
+                    f"UNetConfig.{name} has {len(value)} entries but depth is {self.depth}: "
+                    f"give one per level, e.g. {name}={tuple(value[:1]) * self.depth}"
+                )
+        for name in ("channels", "strides"):
+            if min(getattr(self, name)) < 1:
+                raise ConfigError(f"UNetConfig.{name} must be >= 1 everywhere, got {getattr(self, name)}")
+        for name in ("encoder_kernels", "decoder_kernels"):
+            for k in getattr(self, name):
+                if k < 1 or k % 2 == 0:
+                    raise ConfigError(
+                        f"UNetConfig.{name} must hold odd sizes >= 1 (a centred 'same' convolution), "
+                        f"got {getattr(self, name)}; use {k + 1 if k % 2 == 0 else 1} instead of {k}"
+                    )
+        if self.activation not in _ACTIVATIONS:
+            raise ConfigError(
+                f"UNetConfig.activation {self.activation!r} is unknown; choose one of {sorted(_ACTIVATIONS)}"
+            )
+        if self.in_channels < 1:
+            raise ConfigError(f"UNetConfig.in_channels must be >= 1, got {self.in_channels}")
+
+    # --- geometry -----------------------------------------------------------------------
+    @property
+    def total_stride(self) -> int:
+        """Product of the strides: tile origins must sit on multiples of it."""
+        return math.prod(self.strides)
+
+    @property
+    def halo(self) -> int:
+        """How far (in full-resolution pixels, each side) an output pixel's inputs can lie.
+
+        Output pixel ``i`` depends only on input pixels ``[i - halo, i + halo]``. Computed
+        by tracking, for every tensor, the span of inputs that one of its elements reads.
+        """
+        # (jump, left, right): element j of a tensor with this jump reads input pixels
+        # [jump * j - left, jump * j + jump - 1 + right]  (see NOTE [Receptive field]).
+        enc = [(1, 0, 0)]
+        jump, left, right = 1, 0, 0
+        for s, k in zip(self.strides, self.encoder_kernels):
+            r = k // 2
+            # conv of stride s: element j reads elements s*j - r .. s*j + r of the previous tensor
+            left, right = left + jump * r, right + jump * r + (jump - 1) - (jump * s - 1)
+            jump *= s
+            enc.append((jump, left, right))
+        jump, left, right = enc[-1]
+        for level in range(self.depth - 1, -1, -1):
+            s = self.strides[level]
+            # nearest upsampling by s: element i reads element i // s
+            jump //= s
+            left, right = left + jump * (s - 1), right + jump * (s - 1)
+            # concatenation with the skip of the same resolution, then a conv of radius r
+            r = self.decoder_kernels[level] // 2
+            left = max(left, enc[level][1]) + jump * r
+            right = max(right, enc[level][2]) + jump * r
+        return max(left, right, 0)
+
+    @property
+    def receptive_field(self) -> int:
+        """Side of the square window of input pixels that can influence one output pixel."""
+        return 2 * self.halo + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "UNetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown UNetConfig fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+# NOTE [Receptive field]
+# Element j of a tensor whose "jump" (stride relative to the input) is J covers input pixels
+# [J*j - left, J*j + (J - 1) + right]. A conv of radius r and stride s reads elements
+# s*j - r .. s*j + r, so left grows by J*r and right by J*r + (J - 1) - (J*s - 1); nearest
+# upsampling by s maps output i to element i // s, which adds (J/s)*(s - 1) on both sides.
+# At full resolution (J = 1) the halo is the larger one-sided extent. The tests check it
+# against the empirical extent of an input gradient.
+
+PRESETS: dict[str, UNetConfig] = {
+    # Our reading of the paper's model (its layers were not published): 4,492 parameters,
+    # large encoder kernels (15, 11, 7), strides 4, 4, 2 (total 32).
+    "paper": UNetConfig(),
+    # A small model for fast tests.
+    "tiny": UNetConfig(
+        depth=2, channels=(2, 4), strides=(2, 2), encoder_kernels=(5, 3), decoder_kernels=(3, 3)
+    ),
+}
+
+
+def preset(name: str) -> UNetConfig:
+    """The preset config called ``name`` (``paper`` or ``tiny``)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+class StridedConv2d(nn.Conv2d):
+    """A centred ("same"-padded) strided convolution with a faster weight gradient on CPU.
+
+    Same parameters and forward values as ``nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2)``.
+    See NOTE [Space-to-depth weight gradient].
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.stride[0]
+        if s == 1 or not (torch.is_grad_enabled() and self.weight.requires_grad):
+            return super().forward(x)
+        return _StridedConvFunction.apply(x, self.weight, self.bias, s)
+
+
+# NOTE [Space-to-depth weight gradient]
+# PyTorch's CPU kernel for the weight gradient of a large-kernel, high-stride convolution with
+# very few channels (the paper model's 15 x 15, stride-4, 3 -> 2 first layer) is ~15x slower than
+# its forward pass. The same convolution is a stride-1 convolution of the space-to-depth
+# (pixel-unshuffled) input with a rearranged kernel: out[j] = sum_t W[t + r] x[s j + t]
+# = sum_A sum_d W'[s A + d] xs[d, j + A], where x is padded by P = ceil(r / s) * s on the top/left,
+# W' is W shifted by P - r and zero-padded to Kp = ceil((P + r + 1) / s) * s taps, and
+# xs = pixel_unshuffle(x_padded, s). Its weight gradient is a well-shaped stride-1 problem.
+# The forward pass stays the plain strided convolution; only the weight gradient uses this
+# identity, so forward values are identical and the gradient equal up to summation order.
+
+
+def _s2d_geometry(k: int, s: int) -> tuple[int, int, int]:
+    r = k // 2
+    pad = -(-r // s) * s
+    taps = -(-(pad + r + 1) // s) * s
+    return r, pad, taps
+
+
+class _StridedConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, s):
+        k = weight.shape[-1]
+        ctx.save_for_backward(x, weight)
+        ctx.s = s
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, stride=s, padding=k // 2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        s = ctx.s
+        c_out, c_in, k, _ = weight.shape
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, None, [s, s], [k // 2, k // 2], [1, 1], False, [0, 0], 1,
+                [True, False, False],
+            )[0]
+        if ctx.needs_input_grad[1]:
+            r, pad, taps = _s2d_geometry(k, s)
+            a = taps // s
+            h, w = x.shape[-2:]
+            # rows of the padded input: s * (outputs + a - 1), outputs = ceil(h / s)
+            extra_h = s * (-(-h // s) + a - 1) - pad - h
+            extra_w = s * (-(-w // s) + a - 1) - pad - w
+            xs = F.pixel_unshuffle(F.pad(x, (pad, extra_w, pad, extra_h)), s)
+            w2 = weight.new_empty((c_out, c_in * s * s, a, a))
+            g2 = torch.ops.aten.convolution_backward(
+                grad_out.contiguous(), xs, w2, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                [False, True, False],
+            )[1]
+            g_full = g2.reshape(c_out, c_in, s, s, a, a).permute(0, 1, 4, 2, 5, 3).reshape(c_out, c_in, taps, taps)
+            lo = pad - r
+            grad_w = g_full[:, :, lo:lo + k, lo:lo + k].contiguous()
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum(dim=(0, 2, 3))
+        return grad_x, grad_w, grad_b, None
+
+
+class _ConvAct(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, activation: str | None) -> None:
+        super().__init__()
+        self.conv = StridedConv2d(c_in, c_out, k, stride=stride, padding=k // 2)
+        if activation is not None:
+            self.act = _ACTIVATIONS[activation]()
+
+
+class UNet(nn.Module):
+    """Fully convolutional U-Net; see the module docstring for the architecture.
+
+    Args:
+        config: the hyperparameters; ``UNet()`` builds the ``paper`` preset.
+    """
+
+    def __init__(self, config: UNetConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or UNetConfig()
+        c = (config.in_channels, *config.channels)
+        self.encoder = nn.ModuleList(
+            _ConvAct(c[i], c[i + 1], config.encoder_kernels[i], config.strides[i], config.activation)
+            for i in range(config.depth)
+        )
+        # decoder[i] produces d_{i+1} for i >= 1 ... kept in level order: decoder[0] is the head.
+        self.decoder = nn.ModuleList(
+            _ConvAct(
+                c[i + 2] + c[i + 1],
+                c[i + 1],
+                config.decoder_kernels[i + 1],
+                1,
+                config.activation,
+            )
+            for i in range(config.depth - 1)
+        )
+        self.head = _ConvAct(c[1] + c[0], 1, config.decoder_kernels[0], 1, None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for ``x``.
+
+        Args:
+            x: (N, C, H, W) floats, RGB in [0, 1] (uint8 / 255); any H and W.
+
+        Returns:
+            (N, 1, H, W) logits at the input's full resolution.
+        """
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != cfg.in_channels:
+            raise ValueError(
+                f"UNet expects an (N, {cfg.in_channels}, H, W) tensor, got shape {tuple(x.shape)}"
+            )
+        h, w = x.shape[-2:]
+        s = cfg.total_stride
+        pad_h, pad_w = (-h) % s, (-w) % s
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        skips = [x]
+        for block in self.encoder:
+            skips.append(block(skips[-1]))
+        d = skips[-1]
+        for level in range(cfg.depth - 1, 0, -1):
+            d = _upsample(d, cfg.strides[level])
+            d = self.decoder[level - 1](torch.cat([d, skips[level]], dim=1))
+        d = _upsample(d, cfg.strides[0])
+        logits = self.head(torch.cat([d, x], dim=1))
+        return logits[..., :h, :w]
+
+
+def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    if factor == 1:
+        return x
+    return F.interpolate(x, scale_factor=factor, mode="nearest")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def layer_table(config: UNetConfig) -> list[dict[str, Any]]:
+    """One row per convolution: name, in/out channels, kernel, stride, resolution, parameters."""
+    c = (config.in_channels, *config.channels)
+    rows = []
+    jump = 1
+    for i in range(config.depth):
+        k, s = config.encoder_kernels[i], config.strides[i]
+        jump *= s
+        rows.append(dict(layer=f"encoder.{i}", c_in=c[i], c_out=c[i + 1], kernel=k, stride=s,
+                         resolution=f"1/{jump}", params=k * k * c[i] * c[i + 1] + c[i + 1]))
+    for i in range(config.depth - 1, 0, -1):
+        k = config.decoder_kernels[i]
+        c_in = c[i + 1] + c[i]
+        jump //= config.strides[i]
+        rows.append(dict(layer=f"decoder.{i - 1}", c_in=c_in, c_out=c[i], kernel=k, stride=1,
+                         resolution=f"1/{jump}", params=k * k * c_in * c[i] + c[i]))
+    k = config.decoder_kernels[0]
+    rows.append(dict(layer="head", c_in=c[1] + c[0], c_out=1, kernel=k, stride=1,
+                     resolution="1/1", params=k * k * (c[1] + c[0]) + 1))
+    return rows
