@@ -407,10 +407,18 @@ def _tiles(height: int, width: int, th: int, tw: int, config: UNetConfig) -> Ite
 
 
 def _read_input(image: Any, t: _Tile, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    crop = np.ascontiguousarray(image[t.cy0:t.cy1, t.cx0:t.cx1])
-    x = torch.from_numpy(crop).to(device)
-    # same arithmetic as the whole-image reference: uint8 -> float, then / 255
-    return x.permute(2, 0, 1).unsqueeze(0).to(dtype).div_(255)
+    crop = np.asarray(image[t.cy0:t.cy1, t.cx0:t.cx1])
+    if not (crop.flags.c_contiguous and crop.flags.writeable):
+        crop = np.array(crop, order="C")  # torch.from_numpy wants a writeable array
+    return _to_input(torch.from_numpy(crop).to(device), dtype)
+
+
+def _to_input(hwc: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H, W) floats in [0, 1], channels-last, as ``image / 255``."""
+    h, w, c = hwc.shape
+    x = torch.empty((1, c, h, w), dtype=dtype, device=hwc.device, memory_format=torch.channels_last)
+    x.copy_(hwc.permute(2, 0, 1).unsqueeze(0))
+    return x.div_(255)
 
 
 def _read_mask(mask: Any, t: _Tile) -> np.ndarray:

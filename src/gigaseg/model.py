@@ -312,16 +312,46 @@ class UNet(nn.Module):
         pad_h, pad_w = (-h) % s, (-w) % s
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
+        # NOTE [Channels last]: with few channels, PyTorch's CPU convolutions are several times
+        # faster on NHWC ("channels last") tensors; an (H, W, 3) uint8 image permuted to NCHW
+        # already is one. Keep every activation in that layout.
+        x = _channels_last(x)
         skips = [x]
         for block in self.encoder:
-            skips.append(block(skips[-1]))
+            skips.append(block(skips[-1]).contiguous(memory_format=torch.channels_last))
         d = skips[-1]
         for level in range(cfg.depth - 1, 0, -1):
-            d = _upsample(d, cfg.strides[level])
-            d = self.decoder[level - 1](torch.cat([d, skips[level]], dim=1))
-        d = _upsample(d, cfg.strides[0])
-        logits = self.head(torch.cat([d, x], dim=1))
-        return logits[..., :h, :w]
+            block = self.decoder[level - 1]
+            d = block.act(_conv_of_cat(block.conv, _upsample(d, cfg.strides[level]), skips[level]))
+            d = d.contiguous(memory_format=torch.channels_last)
+        logits = _conv_of_cat(self.head.conv, _upsample(d, cfg.strides[0]), x)
+        if pad_h or pad_w:
+            logits = logits[..., :h, :w]
+        return logits
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with the canonical NHWC strides (a copy only when it has other strides).
+
+    ``Tensor.contiguous(memory_format=...)`` accepts a batch stride that differs from
+    H * W * C when N == 1, but ``torch.cat`` then falls back to NCHW output.
+    """
+    n, c, h, w = x.shape
+    if x.stride() == (h * w * c, 1, w * c, c):
+        return x
+    return x.clone(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) \
+        else x.contiguous(memory_format=torch.channels_last)
+
+
+def _conv_of_cat(conv: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``conv(torch.cat([a, b], dim=1))`` without building the concatenation.
+
+    A convolution over concatenated channels is the sum of convolutions over each group of
+    channels; skipping the full-resolution copy makes the output layer ~1.5x faster on CPU.
+    """
+    ca = a.shape[1]
+    w = conv.weight
+    return F.conv2d(a, w[:, :ca], conv.bias, padding=conv.padding) + F.conv2d(b, w[:, ca:], None, padding=conv.padding)
 
 
 def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
