@@ -26,7 +26,7 @@ import torch
 from . import __version__
 from ._memory import MemorySampler, peak_rss_bytes
 from ._units import parse_bytes
-from .engine import plan, resolve_device, tiled_backward
+from .engine import plan, resolve_device, reuse_freed_memory, tiled_backward
 from .errors import ConfigError
 from .losses import check_loss_name, loss_fn
 from .model import UNet, UNetConfig, count_parameters, preset
@@ -142,6 +142,7 @@ def bench_step(
         raise ConfigError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     config = preset(preset_name)
     dev = resolve_device(device)
+    reuse_freed_memory()  # for naive steps too, so both modes allocate alike
     torch.manual_seed(seed)
     model = UNet(config).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -427,7 +427,36 @@ def _read_mask(mask: Any, t: _Tile) -> np.ndarray:
     return m
 
 
+# NOTE [Heap reuse]
+# Every tile allocates the same large tensors again. glibc serves allocations above its mmap
+# threshold (at most 32 MiB) with fresh mmap'd pages and unmaps them on free, so each tile
+# page-faults its whole working set in again: ~200,000 faults per 16 MP step, seconds at a
+# gigapixel. Serving large blocks from the heap and not trimming it below 1 GiB keeps the
+# pages of one tile for the next. The peak is unchanged (the heap never holds more than one
+# tile's working set plus what the process had), and the setting is process-wide, so it is
+# made once, on the first call of the engine, not at import.
+_HEAP_TUNED = False
+
+
+def reuse_freed_memory() -> bool:
+    """Keep freed large blocks in the process heap for the next tile (glibc only; once)."""
+    global _HEAP_TUNED
+    if _HEAP_TUNED:
+        return True
+    _HEAP_TUNED = True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_max = -1, -4
+        return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**30))
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return False
+
+
 def _prepare(model, image, tile, memory_budget, device, mode):
+    reuse_freed_memory()
     config = check_local(model)
     height, width = _check_image(image)
     dev = resolve_device(device, model)
@@ -558,6 +587,7 @@ def tiled_predict(
     tile: int | Sequence[int] | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
+    logits: bool = False,
 ) -> Any:
     """Per-pixel tissue probabilities ``sigmoid(model(image / 255))``, computed tile by tile.
 
@@ -566,25 +596,29 @@ def tiled_predict(
         image: (H, W, 3) uint8 RGB array-like, read tile by tile.
         out: optional (H, W) array-like to write into (e.g. ``np.memmap`` or zarr): float
             arrays get probabilities, uint8 arrays get ``round(255 * p)``. Default: a new
-            float32 numpy array.
+            numpy array, float64 for a float64 model, else float32.
         memory_budget, tile, device, progress: as for ``tiled_backward``.
+        logits: return the logits ``model(image / 255)`` instead of probabilities.
 
     Returns:
         ``out`` (or the new array), (H, W).
     """
     config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "predict")
     if out is None:
-        out = np.empty((height, width), dtype=np.float32)
+        out = np.empty((height, width), dtype=np.float64 if dtype == torch.float64 else np.float32)
     elif tuple(getattr(out, "shape", ())) != (height, width):
         raise InputError(f"out must have shape (H, W) = ({height}, {width}), got {getattr(out, 'shape', None)}")
     out_dtype = np.dtype(out.dtype)
-    if not (out_dtype.kind == "f" or out_dtype == np.uint8):
-        raise InputError(f"out must be a float or uint8 array, got dtype {out_dtype}")
+    if not (out_dtype.kind == "f" or (out_dtype == np.uint8 and not logits)):
+        raise InputError(
+            f"out must be a float array{'' if logits else ' or a uint8 array (probabilities * 255)'}, "
+            f"got dtype {out_dtype}"
+        )
     tiles = list(_tiles(height, width, th, tw, config))
     with torch.no_grad():
         for t in _progress(tiles, len(tiles), progress, "predict"):
-            logits = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
-            p = torch.sigmoid(logits)
+            z = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
+            p = z if logits else torch.sigmoid(z)
             if out_dtype == np.uint8:
                 p = torch.round(p * 255).to(torch.uint8)
             out[t.y0:t.y1, t.x0:t.x1] = p.cpu().numpy()

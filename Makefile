@@ -1,0 +1,33 @@
+# Two commands on a fresh machine:
+#   make demo   - create .venv, install gigaseg, and show the exact tiled engine at work
+#   make test   - create .venv, install gigaseg with test extras, and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of PyTorch 2.13.0 lies on disk on our Linux x86_64 / Python 3.11 machines and
+# an unpinned install would pull a CUDA build of several GB; elsewhere pip picks the build
+# for the platform. Override with `make TORCH=torch==X.Y.Z`.
+TORCH ?= $(shell $(PYTHON) -c "import platform, sys; print('torch==2.13.0' if (platform.system(), platform.machine(), sys.version_info[:2]) == ('Linux', 'x86_64', (3, 11)) else 'torch>=2.1')")
+
+.PHONY: demo test bench install clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[all,test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: $(BIN)/.installed
+	$(BIN)/gigaseg bench exactness
+	$(BIN)/gigaseg bench step --height 4000 --width 16000 --preset paper --steps 2
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/scaling.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,321 @@
+"""Tiled vs whole-image equivalence: loss value, logits and every parameter gradient.
+
+float64: each parameter tensor's relative error ||g_tiled - g_ref|| / ||g_ref|| <= 1e-9;
+float32: <= 1e-4.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gigaseg import (
+    ConfigError,
+    InputError,
+    PlanError,
+    UNet,
+    UNetConfig,
+    UnsupportedModelError,
+    plan,
+    preset,
+    tiled_backward,
+    tiled_predict,
+)
+from gigaseg.engine import resolve_device
+from gigaseg.losses import loss_fn
+
+TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+CONFIGS = {
+    "paper": preset("paper"),  # depth 3, strides 4/4/2, kernels 15/11/7
+    "tiny": preset("tiny"),  # depth 2, stride 2
+    "d1-s8-k15": UNetConfig(1, (3,), (8,), (15,), (5,)),
+    "d2-s4-k13": UNetConfig(2, (2, 3), (4, 2), (13, 5), (3, 5), activation="gelu"),
+    "d4-s2-k3..9": UNetConfig(4, (2, 3, 4, 5), (2, 2, 2, 2), (3, 5, 7, 9), (3, 5, 3, 7), activation="elu"),
+    "d3-s8-k3": UNetConfig(3, (2, 2, 3), (2, 8, 2), (3, 3, 3), (3, 3, 3), activation="tanh"),
+}
+
+
+def _data(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = (rng.random((h, w)) < 0.4).astype(np.uint8)
+    return image, mask
+
+
+def _reference(model: UNet, image: np.ndarray, mask: np.ndarray, loss: str):
+    dtype = next(model.parameters()).dtype
+    x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).to(dtype) / 255
+    model.zero_grad(set_to_none=True)
+    logits = model(x)
+    value = loss_fn(loss)(logits, torch.from_numpy(mask)[None, None])
+    value.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return float(value.detach()), logits.detach()[0, 0], grads
+
+
+def _check(model, image, mask, loss, tile, dtype):
+    ref_loss, ref_logits, ref_grads = _reference(model, image, mask, loss)
+    value = tiled_backward(model, image, mask, loss=loss, tile=tile)
+    tol = TOL[dtype]
+    assert value == pytest.approx(ref_loss, rel=tol, abs=tol)
+    for (name, p), g in zip(model.named_parameters(), ref_grads):
+        assert float(g.norm()) > 0, f"{name}: the reference gradient is zero; pick another seed"
+        err = float((p.grad - g).norm() / g.norm())
+        assert err <= tol, f"{name}: relative gradient error {err:.2e} > {tol:.0e}"
+    logits = tiled_predict(model, image, tile=tile, logits=True)
+    assert logits.dtype == (np.float64 if dtype == torch.float64 else np.float32)
+    np.testing.assert_allclose(logits, ref_logits.numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+@pytest.mark.parametrize("loss", ["bce", "dice", "bce+dice"])
+def test_tiled_equals_whole_image_float64(name, loss):
+    config = CONFIGS[name]
+    s = config.total_stride
+    torch.manual_seed(0)
+    model = UNet(config).double()
+    # not a multiple of the stride, several tiles in both directions, a partial last tile
+    h, w = 3 * s + config.halo + 5, 2 * s + 2 * config.halo + 3
+    image, mask = _data(h, w)
+    _check(model, image, mask, loss, tile=s * max(1, 64 // s), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", ["paper", "d4-s2-k3..9"])
+def test_tiled_equals_whole_image_float32(name):
+    torch.manual_seed(1)
+    model = UNet(CONFIGS[name])
+    image, mask = _data(300, 170, seed=1)
+    _check(model, image, mask, "bce+dice", tile=64, dtype=torch.float32)
+
+
+@pytest.mark.parametrize("tile", [32, 64, (96, 32), (32, 160), 512])
+def test_several_tile_sizes(tile):
+    torch.manual_seed(2)
+    model = UNet(preset("paper")).double()
+    image, mask = _data(150, 230, seed=2)
+    _check(model, image, mask, "bce+dice", tile=tile, dtype=torch.float64)
+
+
+def test_image_smaller_than_one_tile():
+    torch.manual_seed(3)
+    model = UNet(preset("paper")).double()
+    image, mask = _data(19, 27, seed=3)
+    _check(model, image, mask, "bce+dice", tile=64, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("shape", [(40, 600), (600, 40), (1, 200), (200, 1)])
+def test_one_by_n_grids(shape):
+    torch.manual_seed(4)
+    model = UNet(preset("paper")).double()
+    image, mask = _data(*shape, seed=4)
+    _check(model, image, mask, "bce+dice", tile=64, dtype=torch.float64)
+
+
+def test_planner_tile_gives_same_result():
+    torch.manual_seed(5)
+    model = UNet(preset("paper")).double()
+    image, mask = _data(200, 260, seed=5)
+    _check(model, image, mask, "bce+dice", tile=None, dtype=torch.float64)
+
+
+def test_gradients_accumulate_like_backward():
+    torch.manual_seed(6)
+    model = UNet(preset("tiny")).double()
+    image, mask = _data(40, 52, seed=6)
+    _, _, ref = _reference(model, image, mask, "bce")
+    tiled_backward(model, image, mask, loss="bce", tile=8)
+    tiled_backward(model, image, mask, loss="bce", tile=16)
+    for p, g in zip(model.parameters(), ref):
+        torch.testing.assert_close(p.grad, 2 * g, rtol=1e-9, atol=1e-12)
+
+
+def test_predict_probabilities_and_out_arrays(tmp_path):
+    torch.manual_seed(7)
+    model = UNet(preset("paper"))
+    image, _ = _data(130, 75, seed=7)
+    x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0).float() / 255
+    with torch.no_grad():
+        ref = torch.sigmoid(model(x))[0, 0].numpy()
+    np.testing.assert_allclose(tiled_predict(model, image, tile=32), ref, rtol=1e-5, atol=1e-6)
+    out = np.lib.format.open_memmap(tmp_path / "p.npy", mode="w+", dtype=np.float32, shape=(130, 75))
+    assert tiled_predict(model, image, out=out, tile=64) is out
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    out8 = tiled_predict(model, image, out=np.zeros((130, 75), np.uint8), tile=64)
+    assert np.abs(out8.astype(int) - np.round(ref * 255)).max() <= 1
+    with pytest.raises(InputError, match="shape"):
+        tiled_predict(model, image, out=np.zeros((10, 10), np.float32))
+
+
+class _TileOnly:
+    """An array-like that serves slices only up to a size, to prove tile-by-tile reading."""
+
+    def __init__(self, array: np.ndarray, max_pixels: int) -> None:
+        self.array, self.max_pixels = array, max_pixels
+        self.shape, self.dtype, self.largest = array.shape, array.dtype, 0
+
+    def __getitem__(self, key):
+        out = self.array[key]
+        pixels = out.shape[0] * out.shape[1]
+        self.largest = max(self.largest, pixels)
+        if pixels > self.max_pixels:
+            raise AssertionError(f"read {pixels} pixels at once")
+        return out
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole array was materialized")
+
+
+def test_reads_tile_by_tile():
+    model = UNet(preset("paper"))
+    image, mask = _data(512, 640)
+    crop = (128 + 128 + 127) ** 2
+    img, msk = _TileOnly(image, crop), _TileOnly(mask, 128 * 128)
+    tiled_backward(model, img, msk, tile=128)
+    tiled_predict(model, img, tile=128)
+    assert 0 < img.largest <= crop
+
+
+def test_memmap_input(tmp_path):
+    torch.manual_seed(8)
+    model = UNet(preset("tiny")).double()
+    image, mask = _data(60, 90, seed=8)
+    np.save(tmp_path / "i.npy", image)
+    np.save(tmp_path / "m.npy", mask)
+    img = np.load(tmp_path / "i.npy", mmap_mode="r")
+    msk = np.load(tmp_path / "m.npy", mmap_mode="r")
+    _, _, ref = _reference(model, image, mask, "bce+dice")
+    tiled_backward(model, img, msk, tile=16)
+    for p, g in zip(model.parameters(), ref):
+        assert float((p.grad - g).norm() / g.norm()) <= 1e-9
+
+
+# --- bad input: a clear exception and .grad untouched ------------------------------------
+
+
+def _model_with_grads(layer: nn.Module | None = None):
+    torch.manual_seed(9)
+    model = UNet(preset("paper"))
+    if layer is not None:
+        model.encoder[0].act = layer
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    return model, [p.grad.clone() for p in model.parameters()]
+
+
+def _assert_untouched(model, before):
+    for p, g in zip(model.parameters(), before):
+        assert torch.equal(p.grad, g)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda i, m: (i.astype(np.float32), m), "uint8"),
+        (lambda i, m: (np.concatenate([i, i[..., :1]], axis=2), m), r"\(H, W, 3\)"),
+        (lambda i, m: (i[..., 0], m), r"\(H, W, 3\)"),
+        (lambda i, m: (i, m[:-1]), "does not match"),
+        (lambda i, m: (i, m.astype(np.float32)), "uint8"),
+        (lambda i, m: (i[:0], m[:0]), "empty"),
+        (lambda i, m: (i, np.where(m == 1, 255, 0).astype(np.uint8)), "not 0 or 1"),
+        (lambda i, m: ([[1, 2, 3]], m), "array-like"),
+    ],
+    ids=["float-image", "four-channels", "greyscale", "mask-shape", "mask-dtype", "empty", "mask-255", "list"],
+)
+def test_bad_input_leaves_grad_untouched(make, match):
+    model, before = _model_with_grads()
+    image, mask = make(*_data(100, 120))
+    with pytest.raises(InputError, match=match):
+        tiled_backward(model, image, mask, tile=32)
+    _assert_untouched(model, before)
+
+
+@pytest.mark.parametrize("loss", ["bce", "bce+dice"])
+def test_error_in_the_last_tile_leaves_grad_untouched(loss):
+    model, before = _model_with_grads()
+    image, mask = _data(100, 120)
+    mask[-1, -1] = 2  # only the last tile holds it: earlier tiles have run
+    with pytest.raises(InputError, match=r"mask value 2 at \(x=119, y=99\)"):
+        tiled_backward(model, image, mask, tile=32, loss=loss)
+    _assert_untouched(model, before)
+
+
+def test_bad_options():
+    model, before = _model_with_grads()
+    image, mask = _data(64, 64)
+    with pytest.raises(ConfigError, match="unknown loss 'focal'.*bce"):
+        tiled_backward(model, image, mask, loss="focal")
+    with pytest.raises(ConfigError, match="multiple of the model's total stride 32; use 32"):
+        tiled_backward(model, image, mask, tile=40)
+    with pytest.raises(ConfigError, match="memory size"):
+        tiled_backward(model, image, mask, memory_budget="lots")
+    _assert_untouched(model, before)
+
+
+@pytest.mark.parametrize(
+    "layer, match",
+    [
+        (nn.BatchNorm2d(2), r"'encoder\.0\.act' \(BatchNorm2d\)"),
+        (nn.GroupNorm(1, 2), r"'encoder\.0\.act' \(GroupNorm\)"),
+        (nn.InstanceNorm2d(2), r"'encoder\.0\.act' \(InstanceNorm2d\)"),
+        (nn.AdaptiveAvgPool2d(1), r"'encoder\.0\.act' \(AdaptiveAvgPool2d\)"),
+        (nn.Dropout2d(0.1), r"'encoder\.0\.act' \(Dropout2d\)"),
+        (nn.Upsample(scale_factor=2, mode="bilinear"), r"'encoder\.0\.act' \(Upsample\) is not known to be local"),
+    ],
+)
+def test_non_local_layers_are_refused(layer, match):
+    model, before = _model_with_grads(layer)
+    image, mask = _data(64, 64)
+    with pytest.raises(UnsupportedModelError, match=match):
+        tiled_backward(model, image, mask)
+    with pytest.raises(UnsupportedModelError, match=match):
+        tiled_predict(model, image)
+    _assert_untouched(model, before)
+
+
+def test_eval_mode_batchnorm_is_local_and_other_models_refused():
+    model = UNet(preset("tiny"))
+    model.encoder[0].act = nn.BatchNorm2d(2).eval()
+    tiled_predict(model, _data(16, 16)[0])
+    with pytest.raises(UnsupportedModelError, match="needs a gigaseg.UNet"):
+        tiled_predict(nn.Conv2d(3, 1, 3), _data(16, 16)[0])
+
+
+# --- planner and devices --------------------------------------------------------------------
+
+
+def test_plan_fits_budget_and_grid():
+    config = preset("paper")
+    p = plan(config, 16000, 64000, memory_budget="2GB")
+    assert p.predicted_peak_bytes <= 2e9
+    assert p.tile[0] % 32 == 0 and p.tile[1] % 32 == 0
+    assert p.grid == (-(-16000 // p.tile[0]), -(-64000 // p.tile[1]))
+    bigger = plan(config, 16000, 64000, memory_budget="8GB")
+    assert bigger.tile[0] * bigger.tile[1] > p.tile[0] * p.tile[1]
+    assert bigger.recompute < p.recompute
+    thin = plan(config, 40, 100000, memory_budget="1GB")
+    assert thin.tile[0] == 64 and thin.grid[0] == 1 and thin.tile[1] > 1000
+    assert plan(config, 100, 100, mode="predict").grid == (1, 1)
+    assert "recomputed" in p.keep and p.to_dict()["n_tiles"] == p.n_tiles
+
+
+def test_plan_error_names_the_smallest_budget():
+    with pytest.raises(PlanError, match=r"give --memory-budget \d+MiB or more"):
+        plan(preset("paper"), 16000, 64000, memory_budget="100MB")
+    with pytest.raises(InputError, match="empty"):
+        plan(preset("paper"), 0, 10)
+    with pytest.raises(ConfigError, match="mode"):
+        plan(preset("paper"), 10, 10, mode="fast")
+
+
+def test_devices():
+    assert resolve_device("auto").type in ("cuda", "mps", "cpu")
+    assert resolve_device(None).type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError, match="unknown device"):
+        resolve_device("tpu9")

@@ -1,0 +1,105 @@
+"""The U-Net family: presets, shapes, config validation, stride and halo arithmetic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gigaseg import ConfigError, UNet, UNetConfig, count_parameters, preset
+from gigaseg.model import StridedConv2d, _StridedConvFunction, layer_table
+
+
+def test_paper_preset():
+    config = preset("paper")
+    model = UNet(config)
+    assert count_parameters(model) == 4492
+    assert sum(row["params"] for row in layer_table(config)) == 4492
+    assert min(config.encoder_kernels) >= 7 and config.strides[0] >= 4 and config.total_stride >= 32
+    assert not any(isinstance(m, (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm)) for m in model.modules())
+    assert count_parameters(UNet(preset("tiny"))) < 1000
+
+
+@pytest.mark.parametrize("name", ["paper", "tiny"])
+@pytest.mark.parametrize("hw", [(1, 1), (37, 101), (64, 64), (65, 33)])
+def test_full_resolution_logits_for_any_size(name, hw):
+    model = UNet(preset(name))
+    out = model(torch.rand(2, 3, *hw))
+    assert out.shape == (2, 1, *hw)
+
+
+def test_padding_is_internal_and_cropped():
+    """Logits of an image equal the top-left crop of the logits of its zero-padded version."""
+    torch.manual_seed(0)
+    model = UNet(preset("paper")).double()
+    x = torch.rand(1, 3, 50, 70, dtype=torch.float64)
+    padded = F.pad(x, (0, 26, 0, 14))  # to 64 x 96, multiples of 32
+    torch.testing.assert_close(model(x), model(padded)[..., :50, :70])
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        preset("paper"),
+        preset("tiny"),
+        UNetConfig(1, (3,), (8,), (15,), (5,)),
+        UNetConfig(4, (2, 3, 4, 5), (2, 2, 2, 2), (3, 5, 7, 9), (3, 5, 3, 7)),
+        UNetConfig(2, (2, 3), (4, 8), (1, 1), (1, 1)),
+        UNetConfig(2, (2, 3), (3, 2), (9, 5), (5, 3)),
+    ],
+)
+def test_halo_matches_the_empirical_receptive_field(config):
+    """The analytic halo equals the extent of the input gradient of one output pixel."""
+    torch.manual_seed(0)
+    model = UNet(config).double()
+    size = config.total_stride * 4 + 2 * config.halo + 16
+    x = torch.rand(1, 3, size, size, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    extent = 0
+    for c in range(size // 2, size // 2 + config.total_stride):
+        (g,) = torch.autograd.grad(out[0, 0, c, c], x, retain_graph=True)
+        rows = (g.abs().sum(dim=(0, 1, 3)) > 0).nonzero()[:, 0]
+        extent = max(extent, c - int(rows.min()), int(rows.max()) - c)
+    assert extent == config.halo
+    assert config.receptive_field == 2 * config.halo + 1
+
+
+@pytest.mark.parametrize("k, s", [(15, 4), (7, 2), (3, 2), (5, 8), (1, 4), (9, 3), (11, 4)])
+@pytest.mark.parametrize("hw", [(24, 32), (23, 41), (5, 7)])
+def test_strided_conv_gradient(k, s, hw):
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, *hw, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 3, k, k, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: _StridedConvFunction.apply(x, w, b, s), (x, w, b))
+    out = _StridedConvFunction.apply(x, w, b, s)
+    g = torch.randn_like(out)
+    ours = torch.autograd.grad(out, [x, w, b], g)
+    ref = torch.autograd.grad(F.conv2d(x, w, b, stride=s, padding=k // 2), [x, w, b], g)
+    for a, r in zip(ours, ref):
+        assert float((a - r).norm() / r.norm()) < 1e-12
+    conv = StridedConv2d(3, 2, k, stride=s, padding=k // 2).double()
+    torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight, conv.bias, stride=s, padding=k // 2))
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="channels has 2 entries but depth is 3"):
+        UNetConfig(3, (2, 4), (4, 4, 2), (15, 11, 7), (3, 3, 3))
+    with pytest.raises(ConfigError, match="odd"):
+        UNetConfig(1, (2,), (2,), (4,), (3,))
+    with pytest.raises(ConfigError, match="activation 'swish' is unknown"):
+        UNetConfig(activation="swish")
+    with pytest.raises(ConfigError, match="depth"):
+        UNetConfig(0, (), (), (), ())
+    with pytest.raises(ConfigError, match=">= 1"):
+        UNetConfig(1, (0,), (2,), (3,), (3,))
+    with pytest.raises(ConfigError, match="unknown preset 'big'"):
+        preset("big")
+    with pytest.raises(ConfigError, match="unknown UNetConfig fields"):
+        UNetConfig.from_dict({"depth": 1, "colour": 3})
+
+
+def test_config_round_trip():
+    config = UNetConfig(2, [2, 3], [4, 2], [9, 5], [3, 3], activation="silu")
+    assert config.channels == (2, 3)
+    assert UNetConfig.from_dict(config.to_dict()) == config
