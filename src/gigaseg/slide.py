@@ -1,0 +1,559 @@
+"""Reading whole-slide images and plain images through one interface.
+
+``open_slide(path)`` returns a :class:`Slide` with OpenSlide's contract: locations and
+sizes are ``(x, y)`` / ``(w, h)``; ``read_region`` takes its location in level-0 pixels
+and its size in pixels of the level read, and returns an ``(h, w, 3)`` uint8 RGB array.
+Pixels outside the slide are white (255), like out-of-scan glass.
+
+Backends, tried in this order for a file (the first that recognises the format wins):
+
+- ``openslide`` (openslide-python + openslide-bin): vendor formats (SVS, NDPI, MRXS, SCN,
+  Philips TIFF, DICOM WSI, ...). A directory is read as a DICOM WSI series.
+- ``tifffile``: plain, tiled, pyramidal (pages or SubIFDs) and OME-TIFF, including strip
+  TIFFs that OpenSlide refuses. Tried before OpenSlide for files OpenSlide calls
+  ``generic-tiff``, because OpenSlide's generic reader ignores SubIFD pyramids.
+- ``pillow``: PNG, JPEG and the other formats Pillow reads; one level, held in memory.
+
+A backend that does not recognise the file declines and the next one is tried; a backend
+that recognises the file and finds it broken (truncated, corrupt) stops the search, so a
+fallback never hides that error. When every backend declines, the error lists each reason,
+the first one first.
+
+Example::
+
+    with open_slide("CMU-1-Small-Region.svs") as slide:
+        rgb = slide.read_region((0, 0), 0, (512, 512))            # (512, 512, 3) uint8
+        rgb_1um = slide.read_region_at_mpp((0, 0), 1.0, (256, 256))
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError, SlideError
+
+__all__ = ["BACKENDS", "Slide", "open_slide"]
+
+#: Backend names accepted by ``open_slide(..., backend=...)``, in the default order.
+BACKENDS = ("openslide", "tifffile", "pillow")
+
+# Largest block edge (level pixels) handed to a backend in one call: bounds the
+# intermediate memory of a huge read (OpenSlide returns RGBA) to ~64 MiB per block.
+_BLOCK = 4096
+
+# A pyramid level whose mpp is within this relative tolerance of the target counts as
+# "not coarser than the target" (pyramid levels are rounded: a nominal 2x level of an
+# odd-sized slide has a downsample of 2.0003).
+_MPP_TOLERANCE = 0.01
+
+_INSTALL_HINT = "install the slide extras: pip install 'gigaseg[slides]'"
+
+
+class _Decline(Exception):
+    """Raised by a backend's opener when the file is not in a format it reads."""
+
+
+class Slide(abc.ABC):
+    """A multi-resolution image: the contract every backend implements.
+
+    A backend subclass provides the pyramid geometry (to ``__init__``), ``_read_level``
+    (a box wholly inside one level) and ``_close``; everything else (argument checks,
+    clipping, white fill, blockwise reads, mpp-based resampling) lives here.
+
+    Frames: ``l0_`` level-0 pixels, ``lvl_`` pixels of one pyramid level. Level ``k``
+    pixel ``lvl_x`` covers level-0 ``[lvl_x * d, (lvl_x + 1) * d)`` with ``d`` its
+    downsample, so a level-0 location maps to ``floor(l0_x / d)``.
+    """
+
+    #: Backend name, one of :data:`BACKENDS`.
+    backend: str = ""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        level_dimensions: Sequence[tuple[int, int]],
+        *,
+        mpp: tuple[float, float] | None,
+    ) -> None:
+        self._path = Path(path)
+        self._level_dimensions = tuple((int(w), int(h)) for w, h in level_dimensions)
+        l0_w, l0_h = self._level_dimensions[0]
+        # Same rule as OpenSlide: the mean of the two axes' ratios.
+        self._level_downsamples = tuple(
+            1.0 if k == 0 else (l0_w / w + l0_h / h) / 2.0
+            for k, (w, h) in enumerate(self._level_dimensions)
+        )
+        self._mpp = mpp
+        self._mpp_given = False
+        self._closed = False
+
+    # -- the backend contract ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def _read_level(self, level: int, lvl_x: int, lvl_y: int, lvl_w: int, lvl_h: int) -> np.ndarray:
+        """Read a box wholly inside ``level``: ``(lvl_h, lvl_w, 3)`` uint8 RGB."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Release the backend's file handles."""
+
+    def _repr_extra(self) -> str:
+        return ""
+
+    # -- geometry ----------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        """The file (or DICOM directory) this slide was opened from."""
+        return self._path
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """Level-0 size ``(w, h)`` in pixels."""
+        return self._level_dimensions[0]
+
+    @property
+    def level_count(self) -> int:
+        """Number of pyramid levels (1 for a plain image)."""
+        return len(self._level_dimensions)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """``(w, h)`` of each level, finest first."""
+        return self._level_dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        """Downsample of each level relative to level 0 (OpenSlide's definition)."""
+        return self._level_downsamples
+
+    @property
+    def mpp(self) -> tuple[float, float] | None:
+        """Level-0 microns per pixel ``(x, y)``, or None when the file does not say."""
+        return self._mpp
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        """The coarsest level whose downsample is <= ``downsample`` (0 if none is)."""
+        downsample = float(downsample)
+        best = 0
+        for level, level_ds in enumerate(self._level_downsamples):
+            if level_ds <= downsample:
+                best = level
+        return best
+
+    def get_best_level_for_mpp(self, target_mpp: float | tuple[float, float]) -> int:
+        """The coarsest level not coarser than ``target_mpp`` (1% tolerance), else 0.
+
+        Raises:
+            SlideError: the slide has no mpp.
+        """
+        mpp_x, mpp_y = self._require_mpp("get_best_level_for_mpp")
+        t_mpp_x, t_mpp_y = self._check_target_mpp(target_mpp)
+        best = 0
+        for level, level_ds in enumerate(self._level_downsamples):
+            if (
+                mpp_x * level_ds <= t_mpp_x * (1 + _MPP_TOLERANCE)
+                and mpp_y * level_ds <= t_mpp_y * (1 + _MPP_TOLERANCE)
+                and level_ds >= self._level_downsamples[best]
+            ):
+                best = level
+        return best
+
+    # -- reading -----------------------------------------------------------------------
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        """Read a region of one level.
+
+        Args:
+            location: ``(x, y)`` of the top-left corner in level-0 pixels.
+            level: pyramid level, 0 is the finest.
+            size: ``(w, h)`` in pixels of ``level``.
+
+        Returns:
+            ``(h, w, 3)`` uint8 RGB. The part outside the slide is white (255).
+
+        Raises:
+            SlideError: bad level or size, a region wholly outside the slide, a closed
+                slide, or a read failure (corrupt data).
+        """
+        self._check_open()
+        l0_x, l0_y = self._int_pair(location, "location")
+        lvl_w, lvl_h = self._int_pair(size, "size")
+        level = self._check_level(level)
+        self._check_size(lvl_w, lvl_h)
+        level_ds = self._level_downsamples[level]
+        lvl_x, lvl_y = _l0_to_lvl(l0_x, level_ds), _l0_to_lvl(l0_y, level_ds)
+        level_w, level_h = self._level_dimensions[level]
+        if lvl_x >= level_w or lvl_y >= level_h or lvl_x + lvl_w <= 0 or lvl_y + lvl_h <= 0:
+            raise SlideError(
+                f"{self._path}: region at level-0 location {(l0_x, l0_y)} of size "
+                f"{(lvl_w, lvl_h)} at level {level} lies wholly outside the level "
+                f"(its size is {(level_w, level_h)}); pick a location inside the slide "
+                f"(level 0 is {self.dimensions})"
+            )
+        return self._read_box(level, lvl_x, lvl_y, lvl_w, lvl_h)
+
+    def read_region_at_mpp(
+        self,
+        location: tuple[int, int],
+        target_mpp: float | tuple[float, float],
+        size: tuple[int, int],
+    ) -> np.ndarray:
+        """Read a region resampled to a target resolution.
+
+        Reads from the coarsest level not coarser than ``target_mpp`` (no upsampling
+        unless the target is finer than level 0), then resamples: area averaging
+        (Pillow BOX) when shrinking, bilinear when enlarging by more than 1% (within
+        1%, BOX keeps the nearest pixel). Output pixel ``(i, j)``
+        covers level-0 ``[x + i * s, x + (i + 1) * s)`` with ``s = target_mpp / mpp``.
+        The resampling reads real neighbouring pixels around the region (white beyond
+        the slide), so a large read equals the mosaic of its parts.
+
+        Args:
+            location: ``(x, y)`` of the top-left corner in level-0 pixels.
+            target_mpp: microns per pixel of the output, one number or ``(x, y)``.
+            size: ``(w, h)`` of the output, in target-resolution pixels.
+
+        Returns:
+            ``(h, w, 3)`` uint8 RGB.
+
+        Raises:
+            SlideError: the slide has no mpp (pass ``mpp=`` to :func:`open_slide` or
+                ``--mpp``), a bad size, or a region wholly outside the slide.
+            ConfigError: ``target_mpp`` is not a positive number.
+        """
+        self._check_open()
+        mpp_x, mpp_y = self._require_mpp("read_region_at_mpp")
+        t_mpp_x, t_mpp_y = self._check_target_mpp(target_mpp)
+        l0_x, l0_y = self._int_pair(location, "location")
+        t_w, t_h = self._int_pair(size, "size")
+        self._check_size(t_w, t_h)
+        # Level-0 pixels per output pixel.
+        l0_step_x, l0_step_y = t_mpp_x / mpp_x, t_mpp_y / mpp_y
+        l0_w, l0_h = self.dimensions
+        if (
+            l0_x >= l0_w
+            or l0_y >= l0_h
+            or l0_x + t_w * l0_step_x <= 0
+            or l0_y + t_h * l0_step_y <= 0
+        ):
+            raise SlideError(
+                f"{self._path}: region at level-0 location {(l0_x, l0_y)} of size "
+                f"{(t_w, t_h)} at {t_mpp_x:g} um/px lies wholly outside the slide "
+                f"(level 0 is {self.dimensions} at {mpp_x:g} um/px); pick a location inside it"
+            )
+        level = self.get_best_level_for_mpp((t_mpp_x, t_mpp_y))
+        level_ds = self._level_downsamples[level]
+        # NOTE [Resampling frame]: everything below is in the chosen level's frame,
+        # with float coordinates; lvl_step_* is level pixels per output pixel.
+        lvl_x0, lvl_y0 = l0_x / level_ds, l0_y / level_ds
+        lvl_step_x, lvl_step_y = l0_step_x / level_ds, l0_step_y / level_ds
+        if (
+            abs(lvl_step_x - 1) < 1e-9
+            and abs(lvl_step_y - 1) < 1e-9
+            and abs(lvl_x0 - round(lvl_x0)) < 1e-6
+            and abs(lvl_y0 - round(lvl_y0)) < 1e-6
+        ):
+            return self._read_box(level, round(lvl_x0), round(lvl_y0), t_w, t_h)
+        return self._resample(level, lvl_x0, lvl_y0, lvl_step_x, lvl_step_y, t_w, t_h)
+
+    def close(self) -> None:
+        """Close the file. Idempotent; reads after it raise SlideError."""
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> Slide:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._mpp is None:
+            mpp = "None"
+        else:
+            mpp = f"({self._mpp[0]:.6g}, {self._mpp[1]:.6g})" + (" [given]" if self._mpp_given else "")
+        downsamples = ", ".join(f"{d:.4g}" for d in self._level_downsamples)
+        state = ", closed" if self._closed else ""
+        return (
+            f"Slide('{self._path}', backend={self.backend!r}, "
+            f"dimensions={self.dimensions}, levels={self.level_count}, "
+            f"downsamples=({downsamples}), mpp={mpp}{self._repr_extra()}{state})"
+        )
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _read_box(self, level: int, lvl_x: int, lvl_y: int, lvl_w: int, lvl_h: int) -> np.ndarray:
+        """Read any box of a level (white outside it), in blocks of at most _BLOCK."""
+        out = np.full((lvl_h, lvl_w, 3), 255, dtype=np.uint8)
+        level_w, level_h = self._level_dimensions[level]
+        in_x0, in_y0 = max(lvl_x, 0), max(lvl_y, 0)
+        in_x1, in_y1 = min(lvl_x + lvl_w, level_w), min(lvl_y + lvl_h, level_h)
+        for b_y in range(in_y0, in_y1, _BLOCK):
+            for b_x in range(in_x0, in_x1, _BLOCK):
+                b_w, b_h = min(_BLOCK, in_x1 - b_x), min(_BLOCK, in_y1 - b_y)
+                try:
+                    block = self._read_level(level, b_x, b_y, b_w, b_h)
+                except SlideError:
+                    raise
+                except Exception as exc:  # a backend's own error: corrupt data, I/O
+                    raise SlideError(
+                        f"{self._path}: reading level {level} box (x, y, w, h) = "
+                        f"{(b_x, b_y, b_w, b_h)} failed with the {self.backend} backend: "
+                        f"{type(exc).__name__}: {exc}; the file may be truncated or corrupt"
+                    ) from exc
+                out[b_y - lvl_y : b_y - lvl_y + b_h, b_x - lvl_x : b_x - lvl_x + b_w] = block
+        return out
+
+    def _resample(
+        self,
+        level: int,
+        lvl_x0: float,
+        lvl_y0: float,
+        lvl_step_x: float,
+        lvl_step_y: float,
+        t_w: int,
+        t_h: int,
+    ) -> np.ndarray:
+        from PIL import Image
+
+        # A step within the level-choice tolerance below 1 comes from rounded pyramid
+        # sizes (downsample 2.0003 for a nominal 2), not from a finer target: BOX then
+        # picks the nearest source pixel instead of blurring two with BILINEAR.
+        shrinking = min(lvl_step_x, lvl_step_y) >= 1 - _MPP_TOLERANCE
+        resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
+        max_step = max(lvl_step_x, lvl_step_y)
+        # Source pixels read around each block: Pillow's BOX kernel reaches step / 2
+        # source pixels from an output pixel's centre, BILINEAR max(step, 1).
+        if shrinking:
+            margin = math.ceil(max_step / 2) + 2
+        else:
+            margin = math.ceil(max(max_step, 1.0)) + 2
+        # Output block edge so that one block reads at most ~_BLOCK**2 source pixels.
+        t_block = max(1, int(_BLOCK / max(max_step, 1.0)))
+        out = np.empty((t_h, t_w, 3), dtype=np.uint8)
+        for t_y in range(0, t_h, t_block):
+            t_y1 = min(t_y + t_block, t_h)
+            box_y0, box_y1 = lvl_y0 + t_y * lvl_step_y, lvl_y0 + t_y1 * lvl_step_y
+            src_y = math.floor(box_y0) - margin
+            src_h = math.ceil(box_y1) + margin - src_y
+            for t_x in range(0, t_w, t_block):
+                t_x1 = min(t_x + t_block, t_w)
+                box_x0, box_x1 = lvl_x0 + t_x * lvl_step_x, lvl_x0 + t_x1 * lvl_step_x
+                src_x = math.floor(box_x0) - margin
+                src_w = math.ceil(box_x1) + margin - src_x
+                src = self._read_box(level, src_x, src_y, src_w, src_h)
+                block = Image.fromarray(src).resize(
+                    (t_x1 - t_x, t_y1 - t_y),
+                    resample,
+                    box=(box_x0 - src_x, box_y0 - src_y, box_x1 - src_x, box_y1 - src_y),
+                )
+                out[t_y:t_y1, t_x:t_x1] = np.asarray(block)
+        return out
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SlideError(f"{self._path}: the slide is closed; open it again with open_slide()")
+
+    def _check_level(self, level) -> int:
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
+            raise SlideError(
+                f"{self._path}: level must be an integer, got {level!r}; "
+                f"use 0 to {self.level_count - 1}"
+            )
+        if not 0 <= level < self.level_count:
+            raise SlideError(
+                f"{self._path}: level {level} is out of range; this slide has "
+                f"{self.level_count} level(s), use 0 to {self.level_count - 1}"
+            )
+        return int(level)
+
+    def _check_size(self, w: int, h: int) -> None:
+        if w <= 0 or h <= 0:
+            raise SlideError(
+                f"{self._path}: region size (w, h) = {(w, h)} must be positive in both axes"
+            )
+
+    def _int_pair(self, value, name: str) -> tuple[int, int]:
+        try:
+            a, b = value
+        except (TypeError, ValueError):
+            raise SlideError(
+                f"{self._path}: {name} must be a pair of integers (x, y) / (w, h), got {value!r}"
+            ) from None
+        pair = []
+        for v in (a, b):
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                pair.append(int(v))
+            elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+                pair.append(int(v))
+            else:
+                raise SlideError(
+                    f"{self._path}: {name} must be a pair of integers, got {value!r}; "
+                    f"round it to whole pixels"
+                )
+        return pair[0], pair[1]
+
+    def _require_mpp(self, what: str) -> tuple[float, float]:
+        if self._mpp is None:
+            raise SlideError(
+                f"{self._path}: {what} needs the slide's resolution (microns per pixel), "
+                f"which the file does not state; pass it with --mpp on the command line "
+                f"or open_slide(..., mpp=...) in Python (e.g. 0.25 for 40x, 0.5 for 20x)"
+            )
+        return self._mpp
+
+    def _check_target_mpp(self, target_mpp) -> tuple[float, float]:
+        pair = _mpp_pair(target_mpp)
+        if pair is None:
+            raise ConfigError(
+                f"{self._path}: target mpp must be a positive finite number or a pair "
+                f"(x, y) of them, got {target_mpp!r}"
+            )
+        return pair
+
+
+def _l0_to_lvl(l0: int, level_ds: float) -> int:
+    """Level-0 coordinate to the level pixel that holds it (exact on level 0)."""
+    if level_ds == 1.0:
+        return l0
+    return math.floor(l0 / level_ds + 1e-9)
+
+
+def _mpp_pair(value) -> tuple[float, float] | None:
+    """``value`` (a number or an (x, y) pair) as two positive finite floats, else None."""
+    if isinstance(value, (str, bytes, bool)):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        value = (value, value)
+    try:
+        x, y = (float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+        return None
+    return x, y
+
+
+def open_slide(
+    path: str | os.PathLike,
+    *,
+    mpp: float | tuple[float, float] | None = None,
+    backend: str | None = None,
+) -> Slide:
+    """Open a whole-slide image, a plain image, or a DICOM WSI series directory.
+
+    Args:
+        path: a slide or image file, or a directory holding one DICOM WSI series.
+        mpp: microns per pixel of level 0, one number or ``(x, y)``; replaces what the
+            file says (or supplies it when the file says nothing).
+        backend: force one of :data:`BACKENDS`; None tries them in a sensible order.
+
+    Returns:
+        An open :class:`Slide`; use it as a context manager or call ``close()``.
+
+    Raises:
+        SlideError: missing file, a directory with no slide, a truncated or corrupt
+            file, or a format no backend reads.
+        ConfigError: a bad ``mpp`` or ``backend`` value.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ConfigError(f"slide path must be a string or a path, got {path!r}")
+    path = Path(path).expanduser()
+    mpp_override = None
+    if mpp is not None:
+        mpp_override = _mpp_pair(mpp)
+        if mpp_override is None:
+            raise ConfigError(
+                f"{path}: mpp must be a positive finite number of microns per pixel or a "
+                f"pair (x, y) of them, got {mpp!r} (e.g. 0.25 for 40x, 0.5 for 20x)"
+            )
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} or None, got {backend!r}")
+    if not path.exists():
+        raise SlideError(f"{path}: no such file or directory; check the path")
+
+    if path.is_dir():
+        if backend not in (None, "openslide"):
+            raise SlideError(
+                f"{path}: is a directory, which only the openslide backend reads (as a "
+                f"DICOM WSI series); pass a file, or backend='openslide' or None"
+            )
+        from ._slide_openslide import dicom_file_in_directory, open_openslide
+
+        slide = open_openslide(dicom_file_in_directory(path), shown_path=path)
+    else:
+        slide = _open_file(path, backend)
+
+    if mpp_override is not None:
+        slide._mpp = mpp_override
+        slide._mpp_given = True
+    return slide
+
+
+def _open_file(path: Path, backend: str | None) -> Slide:
+    if not path.is_file():
+        raise SlideError(f"{path}: not a regular file; pass a slide or image file")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise SlideError(f"{path}: cannot be read ({exc}); check its permissions") from exc
+
+    if backend is not None:
+        order = (backend,)
+    else:
+        from ._slide_openslide import detect_vendor
+
+        vendor = detect_vendor(path)
+        if vendor is None:
+            order = ("tifffile", "pillow", "openslide")
+        elif vendor == "generic-tiff":
+            order = ("tifffile", "openslide", "pillow")
+        else:
+            order = ("openslide", "tifffile", "pillow")
+
+    declines: list[str] = []
+    for name in order:
+        opener = _opener(name)
+        try:
+            return opener(path)
+        except _Decline as exc:
+            declines.append(f"{name}: {exc}")
+    reasons = "; ".join(declines)
+    raise SlideError(
+        f"{path}: unsupported format, no backend reads it ({reasons}); gigaseg reads "
+        f"SVS, NDPI, MRXS, SCN, DICOM WSI, TIFF/OME-TIFF, PNG and JPEG"
+    )
+
+
+def _opener(name: str):
+    if name == "openslide":
+        from ._slide_openslide import open_openslide
+
+        return open_openslide
+    if name == "tifffile":
+        from ._slide_tiff import open_tifffile
+
+        return open_tifffile
+    from ._slide_pillow import open_pillow
+
+    return open_pillow
+
+
+def _composite_over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Straight (non-premultiplied) RGB + alpha over white: ``(h, w, 3)`` uint8."""
+    if alpha.size == 0 or alpha.min() == 255:
+        return np.ascontiguousarray(rgb)
+    a = alpha.astype(np.uint32)[..., None]
+    out = (rgb.astype(np.uint32) * a + 255 * (255 - a) + 127) // 255
+    return out.astype(np.uint8)
