@@ -38,3 +38,16 @@ def test_help_is_instant_and_lists_benchmarks(capsys):
         main(["bench", "--help"])
     out = capsys.readouterr().out
     assert "step" in out and "exactness" in out
+
+
+def test_import_and_help_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gigaseg, gigaseg.cli\n"
+        "parser = gigaseg.cli.build_parser()\n"
+        "assert 'torch' not in sys.modules, 'importing gigaseg pulled in torch'\n"
+        "assert set(gigaseg.__all__) <= set(dir(gigaseg))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,9 +1,13 @@
 """gigaseg: exact, memory-bounded end-to-end deep learning on whole gigapixel pathology images.
 
-The public API is re-exported here; see ``__all__``.
+The public API is re-exported here (see ``__all__``). Names are imported lazily on first use
+so that ``import gigaseg`` and ``gigaseg --help`` do not pay for importing PyTorch.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .errors import (
     ConfigError,
@@ -16,28 +20,44 @@ from .errors import (
 
 __version__ = "0.1.0"
 
-from .engine import Plan, plan, tiled_backward, tiled_predict  # noqa: E402
-from .losses import bce_dice_loss, bce_loss, dice_loss  # noqa: E402
-from .model import PRESETS, UNet, UNetConfig, count_parameters, preset  # noqa: E402
+# public name -> module that defines it
+_LAZY = {
+    "UNet": "model",
+    "UNetConfig": "model",
+    "PRESETS": "model",
+    "preset": "model",
+    "count_parameters": "model",
+    "bce_loss": "losses",
+    "dice_loss": "losses",
+    "bce_dice_loss": "losses",
+    "Plan": "engine",
+    "plan": "engine",
+    "tiled_backward": "engine",
+    "tiled_predict": "engine",
+    "open_slide": "slide",
+    "Slide": "slide",
+}
 
 __all__ = [
     "__version__",
-    "UNet",
-    "UNetConfig",
-    "PRESETS",
-    "preset",
-    "count_parameters",
-    "bce_loss",
-    "dice_loss",
-    "bce_dice_loss",
-    "Plan",
-    "plan",
-    "tiled_backward",
-    "tiled_predict",
     "GigasegError",
     "ConfigError",
     "InputError",
     "PlanError",
     "SlideError",
     "UnsupportedModelError",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gigaseg' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
