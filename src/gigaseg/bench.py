@@ -26,7 +26,7 @@ import torch
 from . import __version__
 from ._memory import MemorySampler, peak_rss_bytes
 from ._units import parse_bytes
-from .engine import plan, resolve_device, reuse_freed_memory, tiled_backward
+from .engine import _owned, _to_input, plan, resolve_device, reuse_freed_memory, tiled_backward
 from .errors import ConfigError
 from .losses import check_loss_name, loss_fn
 from .model import UNet, UNetConfig, count_parameters, preset
@@ -108,9 +108,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _naive_step(model: UNet, image: np.ndarray, mask: np.ndarray, loss: str, device: torch.device) -> float:
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(device)
-    x = x.permute(2, 0, 1).unsqueeze(0).float().div_(255)
-    y = torch.from_numpy(np.ascontiguousarray(mask)).to(device).unsqueeze(0).unsqueeze(0)
+    # the whole image in memory, converted exactly as the engine converts a tile
+    x = _to_input(torch.from_numpy(_owned(image)).to(device), torch.float32)
+    y = torch.from_numpy(_owned(mask)).to(device).unsqueeze(0).unsqueeze(0)
     value = loss_fn(loss)(model(x), y)
     value.backward()
     return float(value.detach())
@@ -240,7 +240,7 @@ def bench_exactness(*, losses: tuple[str, ...] = ("bce", "dice", "bce+dice"), se
                 err = max(float((p.grad - g).norm() / g.norm()) for p, g in zip(model.parameters(), ref))
                 cases.append({
                     "config": name, "height": h, "width": w, "tile": tile, "dtype": str(dtype).replace("torch.", ""),
-                    "loss": loss, "max_rel_grad_error": err, "loss_abs_error": abs(value - float(ref_loss)),
+                    "loss": loss, "max_rel_grad_error": err, "loss_abs_error": abs(value - float(ref_loss.detach())),
                 })
     worst = {
         dt: max(c["max_rel_grad_error"] for c in cases if c["dtype"] == dt) for dt in ("float64", "float32")

@@ -407,10 +407,15 @@ def _tiles(height: int, width: int, th: int, tw: int, config: UNetConfig) -> Ite
 
 
 def _read_input(image: Any, t: _Tile, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    crop = np.asarray(image[t.cy0:t.cy1, t.cx0:t.cx1])
-    if not (crop.flags.c_contiguous and crop.flags.writeable):
-        crop = np.array(crop, order="C")  # torch.from_numpy wants a writeable array
-    return _to_input(torch.from_numpy(crop).to(device), dtype)
+    return _to_input(torch.from_numpy(_owned(image[t.cy0:t.cy1, t.cx0:t.cx1])).to(device), dtype)
+
+
+def _owned(block: Any) -> np.ndarray:
+    """``block`` as a C-contiguous, writeable numpy array (torch.from_numpy wants one)."""
+    block = np.asarray(block)
+    if not (block.flags.c_contiguous and block.flags.writeable):
+        block = np.array(block, order="C")
+    return block
 
 
 def _to_input(hwc: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -422,7 +427,7 @@ def _to_input(hwc: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _read_mask(mask: Any, t: _Tile) -> np.ndarray:
-    m = np.ascontiguousarray(mask[t.y0:t.y1, t.x0:t.x1])
+    m = _owned(mask[t.y0:t.y1, t.x0:t.x1])
     _check_mask_values(m, t.y0, t.x0)
     return m
 
