@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from gigaseg import ConfigError, UNet, UNetConfig, count_parameters, preset
-from gigaseg.model import StridedConv2d, _StridedConvFunction, layer_table
+from gigaseg.model import StridedConv2d, _ConvFunction, layer_table
 
 
 def test_paper_preset():
@@ -64,15 +64,16 @@ def test_halo_matches_the_empirical_receptive_field(config):
     assert config.receptive_field == 2 * config.halo + 1
 
 
-@pytest.mark.parametrize("k, s", [(15, 4), (7, 2), (3, 2), (5, 8), (1, 4), (9, 3), (11, 4)])
-@pytest.mark.parametrize("hw", [(24, 32), (23, 41), (5, 7)])
-def test_strided_conv_gradient(k, s, hw):
+@pytest.mark.parametrize("k, s", [(15, 4), (7, 2), (3, 2), (5, 8), (1, 4), (9, 3), (11, 4), (3, 1), (7, 1), (1, 1)])
+@pytest.mark.parametrize("hw", [(23, 41), (5, 7), (48, 16)])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_conv_gradient(k, s, hw, layout):
     torch.manual_seed(0)
-    x = torch.rand(1, 3, *hw, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(1, 3, *hw, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_(True)
     w = torch.randn(2, 3, k, k, dtype=torch.float64, requires_grad=True)
     b = torch.randn(2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, b: _StridedConvFunction.apply(x, w, b, s), (x, w, b))
-    out = _StridedConvFunction.apply(x, w, b, s)
+    assert torch.autograd.gradcheck(lambda x, w, b: _ConvFunction.apply(x, w, b, s), (x, w, b))
+    out = _ConvFunction.apply(x, w, b, s)
     g = torch.randn_like(out)
     ours = torch.autograd.grad(out, [x, w, b], g)
     ref = torch.autograd.grad(F.conv2d(x, w, b, stride=s, padding=k // 2), [x, w, b], g)
@@ -103,3 +104,20 @@ def test_config_round_trip():
     config = UNetConfig(2, [2, 3], [4, 2], [9, 5], [3, 3], activation="silu")
     assert config.channels == (2, 3)
     assert UNetConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("name", ["paper", "tiny"])
+def test_model_gradients_equal_plain_pytorch(name, monkeypatch):
+    """The custom convolution backward gives the gradients of plain F.conv2d autograd."""
+    import gigaseg.model as model_module
+
+    torch.manual_seed(0)
+    model = UNet(preset(name)).double()
+    x = torch.rand(1, 3, 77, 130, dtype=torch.float64)
+    ours = torch.autograd.grad(model(x).square().sum(), list(model.parameters()))
+    monkeypatch.setattr(
+        model_module, "_conv", lambda x, w, b, s: F.conv2d(x, w, b, stride=s, padding=w.shape[-1] // 2)
+    )
+    ref = torch.autograd.grad(model(x).square().sum(), list(model.parameters()))
+    for a, r in zip(ours, ref):
+        assert float((a - r).norm() / r.norm()) < 1e-12

@@ -183,16 +183,17 @@ class Plan:
 # * crop pixels. Bytes per pixel come from counting the float tensors alive at the peak of a
 # tile's forward + backward (see _floats_per_pixel), calibrated against measured peaks by
 # ``gigaseg bench step`` (benchmarks/RESULTS.md).
-_BASE_BYTES = 400 * 2**20
-_SAFETY = 1.25
+_BASE_BYTES = 256 * 2**20  # measured: ~150 MiB for Python + PyTorch + a small model
+_SAFETY = 1.1  # measured peaks (paper preset, 1k-3k tiles) are 5-10% below the count
 
 
 def _floats_per_pixel(config: UNetConfig, mode: str) -> float:
     """Floats alive per input pixel of a crop at the peak of one tile (forward + backward)."""
     c = (config.in_channels, *config.channels)
     if mode == "predict":
-        # input, upsampled d1, the concatenation, logits, probabilities (+ level-1 leftovers)
-        full = c[0] + c[1] + (c[1] + c[0]) + 2
+        # input and its uint8 crop, upsampled d1, the two partial convolutions of the head and
+        # their sum, probabilities and their copy for the output (measured: ~17 for paper)
+        full = 2 * (c[0] + c[1]) + 7
         low = 0.0
         jump = 1
         for i in range(config.depth):
@@ -555,21 +556,26 @@ def tiled_backward(
     grads = [torch.zeros_like(p) for p in params]
     for t in _progress(tiles, len(tiles), progress, "backward"):
         y_np = _read_mask(mask, t)
-        logits = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
-        y = torch.from_numpy(y_np).to(dev, dtype)
-        surrogate = logits.new_zeros(())
-        if use_bce:
-            tile_bce = _bce_sum(logits, y)
-            surrogate = surrogate + tile_bce / n_pixels
-            if not use_dice:
-                bce_sum += float(tile_bce.detach())
-        if use_dice:
-            p = torch.sigmoid(logits)
-            surrogate = surrogate + coef_inter * (p * y).sum() + coef_p * p.sum()
-        for acc, g in zip(grads, torch.autograd.grad(surrogate, params, allow_unused=True)):
+        logits = model(_read_input(image, t, dev, dtype))
+        with torch.no_grad():
+            z = logits[0, 0][t.core_in_crop]
+            y = torch.from_numpy(y_np).to(dev, dtype)
+            if use_bce and not use_dice:
+                bce_sum += float(_bce_sum(z, y))
+            # dLoss/dlogits: (p - y) / N for the mean BCE, (A y + B) p (1 - p) for Dice (NOTE
+            # [Two-pass Dice]); zero on the halo, whose outputs belong to other tiles.
+            p = torch.sigmoid(z)
+            grad_logits = torch.zeros_like(logits)
+            core = grad_logits[0, 0][t.core_in_crop]
+            if use_bce:
+                core.copy_(p).sub_(y).div_(n_pixels)
+            if use_dice:
+                core.add_((coef_inter * y + coef_p) * p * (1 - p))
+            del z, y, p, core
+        for acc, g in zip(grads, torch.autograd.grad(logits, params, grad_logits, allow_unused=True)):
             if g is not None:
                 acc += g
-        del logits, surrogate
+        del logits, grad_logits
 
     for p, g in zip(params, grads):
         if p.grad is None:

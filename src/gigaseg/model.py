@@ -184,29 +184,36 @@ def preset(name: str) -> UNetConfig:
 
 
 class StridedConv2d(nn.Conv2d):
-    """A centred ("same"-padded) strided convolution with a faster weight gradient on CPU.
+    """A centred ("same"-padded) convolution with faster gradients on CPU.
 
-    Same parameters and forward values as ``nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2)``.
-    See NOTE [Space-to-depth weight gradient].
+    Same parameters and forward values as ``nn.Conv2d(c_in, c_out, k, stride=s, padding=k // 2)``
+    (odd ``k``). See NOTE [Convolution gradients].
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.stride[0]
-        if s == 1 or not (torch.is_grad_enabled() and self.weight.requires_grad):
-            return super().forward(x)
-        return _StridedConvFunction.apply(x, self.weight, self.bias, s)
+        return _conv(x, self.weight, self.bias, self.stride[0])
 
 
-# NOTE [Space-to-depth weight gradient]
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> torch.Tensor:
+    """Centred convolution of odd kernel size, with the custom backward when it is needed."""
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _ConvFunction.apply(x, weight, bias, stride)
+    return F.conv2d(x, weight, bias, stride=stride, padding=weight.shape[-1] // 2)
+
+
+# NOTE [Convolution gradients]
 # PyTorch's CPU kernel for the weight gradient of a large-kernel, high-stride convolution with
-# very few channels (the paper model's 15 x 15, stride-4, 3 -> 2 first layer) is ~15x slower than
-# its forward pass. The same convolution is a stride-1 convolution of the space-to-depth
-# (pixel-unshuffled) input with a rearranged kernel: out[j] = sum_t W[t + r] x[s j + t]
-# = sum_A sum_d W'[s A + d] xs[d, j + A], where x is padded by P = ceil(r / s) * s on the top/left,
-# W' is W shifted by P - r and zero-padded to Kp = ceil((P + r + 1) / s) * s taps, and
-# xs = pixel_unshuffle(x_padded, s). Its weight gradient is a well-shaped stride-1 problem.
-# The forward pass stays the plain strided convolution; only the weight gradient uses this
-# identity, so forward values are identical and the gradient equal up to summation order.
+# very few channels (the paper model's 15 x 15, stride-4, 3 -> 2 first layer) is ~15x slower
+# than the forward pass, and its kernels take slow paths when a 1-channel gradient arrives with
+# NCHW strides (the head's). The backward below hands the kernels channels-last gradients and
+# computes strided weight gradients through an exact rewrite: a stride-s convolution equals a
+# stride-1 convolution of the space-to-depth (pixel-unshuffled) input with a rearranged kernel,
+#   out[j] = sum_t W[t + r] x[s j + t] = sum_A sum_d W'[s A + d] xs[d, j + A],
+# where x is padded by P = ceil(r / s) * s on the top/left, W' is W shifted by P - r and
+# zero-padded to Kp = ceil((P + r + 1) / s) * s taps, and xs = pixel_unshuffle(x_padded, s).
+# Its weight gradient is a well-shaped stride-1 problem. The forward pass is the plain
+# convolution, so forward values are identical and gradients equal up to summation order
+# (tests/test_model.py checks both against plain autograd).
 
 
 def _s2d_geometry(k: int, s: int) -> tuple[int, int, int]:
@@ -216,34 +223,51 @@ def _s2d_geometry(k: int, s: int) -> tuple[int, int, int]:
     return r, pad, taps
 
 
-class _StridedConvFunction(torch.autograd.Function):
+def _space_to_depth(x: torch.Tensor, s: int, pad: int, a: int) -> torch.Tensor:
+    """``pixel_unshuffle`` of ``x`` zero-padded by ``pad`` on the top/left and enough on the
+    bottom/right for ``ceil(h / s) + a - 1`` rows and columns of blocks."""
+    n, c, h, w = x.shape
+    ho, wo = -(-h // s), -(-w // s)
+    rows, cols = ho + a - 1, wo + a - 1
+    if h % s or w % s or pad % s:
+        return F.pixel_unshuffle(F.pad(x, (pad, s * cols - pad - w, pad, s * rows - pad - h)), s)
+    # one copy instead of pad + unshuffle: write x's blocks straight into place
+    xs = x.new_empty((n, c * s * s, rows, cols))
+    pb = pad // s
+    xs[:, :, :pb].zero_()
+    xs[:, :, pb + ho:].zero_()
+    xs[:, :, pb:pb + ho, :pb].zero_()
+    xs[:, :, pb:pb + ho, pb + wo:].zero_()
+    interior = xs.view(n, c, s, s, rows, cols)[:, :, :, :, pb:pb + ho, pb:pb + wo]
+    interior.copy_(x.view(n, c, ho, s, wo, s).permute(0, 1, 3, 5, 2, 4))
+    return xs
+
+
+class _ConvFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, s):
-        k = weight.shape[-1]
         ctx.save_for_backward(x, weight)
         ctx.s = s
         ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias, stride=s, padding=k // 2)
+        return F.conv2d(x, weight, bias, stride=s, padding=weight.shape[-1] // 2)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
         s = ctx.s
         c_out, c_in, k, _ = weight.shape
+        if x.is_contiguous(memory_format=torch.channels_last):
+            grad_out = _channels_last(grad_out)
         grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
+        if ctx.needs_input_grad[0] or (ctx.needs_input_grad[1] and s == 1):
+            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
                 grad_out, x, weight, None, [s, s], [k // 2, k // 2], [1, 1], False, [0, 0], 1,
-                [True, False, False],
-            )[0]
-        if ctx.needs_input_grad[1]:
+                [ctx.needs_input_grad[0], ctx.needs_input_grad[1] and s == 1, False],
+            )
+        if ctx.needs_input_grad[1] and s > 1:
             r, pad, taps = _s2d_geometry(k, s)
             a = taps // s
-            h, w = x.shape[-2:]
-            # rows of the padded input: s * (outputs + a - 1), outputs = ceil(h / s)
-            extra_h = s * (-(-h // s) + a - 1) - pad - h
-            extra_w = s * (-(-w // s) + a - 1) - pad - w
-            xs = F.pixel_unshuffle(F.pad(x, (pad, extra_w, pad, extra_h)), s)
+            xs = _space_to_depth(x, s, pad, a)
             w2 = weight.new_empty((c_out, c_in * s * s, a, a))
             g2 = torch.ops.aten.convolution_backward(
                 grad_out.contiguous(), xs, w2, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
@@ -331,16 +355,20 @@ class UNet(nn.Module):
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """``x`` with the canonical NHWC strides (a copy only when it has other strides).
+    """``x`` with the canonical NHWC strides (a copy only when its memory order differs).
 
-    ``Tensor.contiguous(memory_format=...)`` accepts a batch stride that differs from
-    H * W * C when N == 1, but ``torch.cat`` then falls back to NCHW output.
+    ``Tensor.contiguous(memory_format=...)`` accepts any stride for a size-1 dimension (N == 1
+    or C == 1), but PyTorch's CPU kernels then pick slow NCHW paths (a 1-channel gradient
+    made the head's backward ~5x slower).
     """
     n, c, h, w = x.shape
-    if x.stride() == (h * w * c, 1, w * c, c):
+    strides = (h * w * c, 1, w * c, c)
+    if x.stride() == strides:
         return x
-    return x.clone(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) \
-        else x.contiguous(memory_format=torch.channels_last)
+    if x.is_contiguous(memory_format=torch.channels_last) or (c == 1 and x.is_contiguous()):
+        # same memory order, only the strides of size-1 dimensions differ: relabel them
+        return x.as_strided(x.shape, strides)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _conv_of_cat(conv: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -351,7 +379,7 @@ def _conv_of_cat(conv: nn.Conv2d, a: torch.Tensor, b: torch.Tensor) -> torch.Ten
     """
     ca = a.shape[1]
     w = conv.weight
-    return F.conv2d(a, w[:, :ca], conv.bias, padding=conv.padding) + F.conv2d(b, w[:, ca:], None, padding=conv.padding)
+    return _conv(a, w[:, :ca], conv.bias, 1) + _conv(b, w[:, ca:], None, 1)
 
 
 def _upsample(x: torch.Tensor, factor: int) -> torch.Tensor:
