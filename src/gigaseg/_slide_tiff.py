@@ -373,7 +373,6 @@ def _level_pages(path: Path, tif) -> list:
 def _tiff_mpp(tif, page) -> tuple[float, float] | None:
     """Level-0 microns per pixel from OME metadata, an Aperio description or the
     XResolution / YResolution / ResolutionUnit tags; None when absent or implausible."""
-    import tifffile
 
     mpp = None
     if tif.is_ome and tif.ome_metadata:
