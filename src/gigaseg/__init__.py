@@ -15,6 +15,7 @@ from .errors import (
     InputError,
     PlanError,
     SlideError,
+    StoreError,
     UnsupportedModelError,
 )
 
@@ -36,6 +37,14 @@ _LAZY = {
     "tiled_predict": "engine",
     "open_slide": "slide",
     "Slide": "slide",
+    "render_region": "synth",
+    "write_slide": "synth",
+    "RegionStore": "store",
+    "Region": "store",
+    "prepare_region": "store",
+    "prepare_synthetic": "store",
+    "RegionDataset": "dataset",
+    "rasterize_geojson": "geojson",
 }
 
 __all__ = [
@@ -45,6 +54,7 @@ __all__ = [
     "InputError",
     "PlanError",
     "SlideError",
+    "StoreError",
     "UnsupportedModelError",
     *_LAZY,
 ]

@@ -9,6 +9,7 @@ __all__ = [
     "PlanError",
     "UnsupportedModelError",
     "SlideError",
+    "StoreError",
 ]
 
 
@@ -34,3 +35,7 @@ class UnsupportedModelError(GigasegError, TypeError):
 
 class SlideError(GigasegError, OSError):
     """A slide cannot be opened or read."""
+
+
+class StoreError(GigasegError, OSError):
+    """A region store is missing, malformed, or cannot hold what was asked."""

@@ -1,0 +1,141 @@
+"""``gigaseg synth`` (write a synthetic slide) and ``gigaseg bench synth``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def register(subparsers, formatter_class) -> None:
+    p = subparsers.add_parser(
+        "synth",
+        help="write a synthetic H&E slide and its exact tissue mask",
+        description=(
+            "Write a synthetic H&E whole-slide image as a pyramidal JPEG BigTIFF (OUT.tiff), its\n"
+            "exact tissue mask (OUT.mask.tiff, uint8 0/1) and the effective configuration (OUT.json).\n"
+            "The same --seed, --width, --height and --mpp always give the same slide."
+        ),
+        formatter_class=formatter_class,
+    )
+    p.add_argument("out", metavar="OUT.tiff", help="output slide path")
+    _geometry_args(p, width=None, height=None)
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100")
+    p.add_argument("--tile", type=int, default=512, help="TIFF tile size, px (multiple of 16)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_synth)
+
+
+def register_bench(bench_subparsers, formatter_class) -> None:
+    p = bench_subparsers.add_parser(
+        "synth",
+        help="time writing a synthetic slide (JSON)",
+        description="Write a synthetic slide to a temporary folder; print speed, memory and file sizes as JSON.",
+        formatter_class=formatter_class,
+    )
+    _geometry_args(p, width=64000, height=16000)
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100")
+    p.add_argument("--json", action="store_true", help="print JSON (always on; accepted for uniformity)")
+    p.add_argument("--keep", metavar="DIR", default=None, help="write into DIR and keep the files")
+    p.set_defaults(func=run_bench)
+
+
+def _geometry_args(p: argparse.ArgumentParser, width, height) -> None:
+    req = width is None
+    none = argparse.SUPPRESS  # no "(default: None)" in --help for required options
+    p.add_argument("--width", type=int, default=none if req else width, required=req, help="slide width, level-0 px")
+    p.add_argument("--height", type=int, default=none if req else height, required=req,
+                   help="slide height, level-0 px")
+    p.add_argument("--seed", type=int, default=none if req else 0, required=req, help="slide seed (>= 0)")
+    p.add_argument("--mpp", type=float, default=0.5, help="micrometres per pixel")
+
+
+def run_synth(args) -> int:
+    from . import __version__
+    from .synth import write_slide
+
+    out = Path(args.out)
+    slide, mask = write_slide(out, width=args.width, height=args.height, seed=args.seed, mpp=args.mpp,
+                              tile=args.tile, quality=args.quality, progress=not args.no_progress)
+    config = {
+        "command": "synth",
+        "gigaseg_version": __version__,
+        "out": str(slide),
+        "mask": str(mask),
+        "width": args.width,
+        "height": args.height,
+        "seed": args.seed,
+        "mpp": args.mpp,
+        "quality": args.quality,
+        "tile": args.tile,
+    }
+    cfg = slide.with_suffix(".json")
+    tmp = cfg.with_name(cfg.name + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    os.replace(tmp, cfg)
+    print(slide)
+    print(mask)
+    return 0
+
+
+def _status_bytes(field: str) -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return -1
+
+
+def run_bench(args) -> int:
+    import tempfile
+
+    from . import __version__
+    from .synth import write_slide
+
+    peak_anon = [_status_bytes("RssAnon")]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.05):
+            peak_anon[0] = max(peak_anon[0], _status_bytes("RssAnon"))
+
+    with tempfile.TemporaryDirectory(prefix="gigaseg-bench-synth-") as tmpd:
+        folder = Path(args.keep) if args.keep else Path(tmpd)
+        folder.mkdir(parents=True, exist_ok=True)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        t0 = time.perf_counter()
+        slide, mask = write_slide(folder / "bench.tiff", width=args.width, height=args.height, seed=args.seed,
+                                  mpp=args.mpp, quality=args.quality, progress=False)
+        seconds = time.perf_counter() - t0
+        stop.set()
+        sampler.join()
+        peak_anon[0] = max(peak_anon[0], _status_bytes("RssAnon"))
+        pixels = args.width * args.height
+        result = {
+            "benchmark": "synth",
+            "gigaseg_version": __version__,
+            "width": args.width,
+            "height": args.height,
+            "mpp": args.mpp,
+            "seed": args.seed,
+            "quality": args.quality,
+            "pixels": pixels,
+            "seconds": round(seconds, 3),
+            "megapixels_per_second": round(pixels / seconds / 1e6, 3),
+            "peak_rss_bytes": _status_bytes("VmHWM"),
+            "peak_anon_bytes": peak_anon[0],
+            "slide_bytes": slide.stat().st_size,
+            "mask_bytes": mask.stat().st_size,
+            "threads": min(2, os.cpu_count() or 1),
+            "cpu_count": os.cpu_count(),
+        }
+    print(json.dumps(result), file=sys.stdout)
+    return 0
