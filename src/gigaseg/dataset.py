@@ -1,0 +1,383 @@
+"""Reading a region store for training: lazy, augmented views of whole regions.
+
+``RegionDataset(store, split="train", augment=True, seed=0)`` gives, for each region,
+a ``RegionSample`` whose ``.image`` (H, W, 3) and ``.mask`` (H, W) are array-likes: they
+have ``shape``, ``dtype`` (uint8) and ``ndim``, and ``view[y0:y1, x0:x1]`` returns a
+numpy array read from disk for that tile only. The whole region is never copied.
+
+# NOTE [Augmentation as index transforms]
+The 8 symmetries of the square (the dihedral group: identity, 3 rotations by 90
+degrees, 4 flips) are applied as index transforms. Element (transpose, flip_y, flip_x)
+means: view = flip(transpose(region)), transpose first (it swaps H and W), then
+flip rows, then columns. A view slice [y0:y1, x0:x1] maps to one rectangle of the
+stored array; the tile is read, then transposed and flipped (small, in memory).
+The colour jitter is per pixel (lookup tables, exact arithmetic), with its
+parameters drawn once per sample, so a tile read in pieces equals the tile read
+whole, bit for bit, and image and mask stay aligned.
+
+Parameters of sample ``i`` at ``epoch`` come from ``np.random.default_rng([seed,
+epoch, i])``: reproducible, and independent of the order in which samples are read.
+
+Example::
+
+    ds = RegionDataset("regions/", split="train", augment=True, seed=0)
+    s = ds.sample(0, epoch=3)
+    tile = s.image[0:2304, 0:2304]          # (2304, 2304, 3) uint8
+    target = s.mask[0:2304, 0:2304]         # (2304, 2304) uint8
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .errors import ConfigError, InputError
+from .store import RegionStore, StoreError
+
+__all__ = [
+    "Dihedral",
+    "DIHEDRAL",
+    "StainJitter",
+    "RegionView",
+    "RegionSample",
+    "RegionDataset",
+    "JITTERS",
+]
+
+JITTERS = ("hed", "rgb", "none")
+
+
+class Dihedral(NamedTuple):
+    """One of the 8 symmetries of the square: transpose first, then flip rows, then columns."""
+
+    transpose: bool = False
+    flip_y: bool = False
+    flip_x: bool = False
+
+    def apply(self, arr: np.ndarray) -> np.ndarray:
+        """The transform of a whole (small) array (H, W[, C]): the reference definition."""
+        if self.transpose:
+            arr = np.swapaxes(arr, 0, 1)
+        if self.flip_y:
+            arr = np.flip(arr, 0)
+        if self.flip_x:
+            arr = np.flip(arr, 1)
+        return arr
+
+    def out_shape(self, h: int, w: int) -> tuple[int, int]:
+        """(H, W) of the view of an (h, w) array."""
+        return (w, h) if self.transpose else (h, w)
+
+
+#: The 8 dihedral transforms; index 0 is the identity.
+DIHEDRAL = tuple(Dihedral(bool(t), bool(fy), bool(fx)) for t in (0, 1) for fy in (0, 1) for fx in (0, 1))
+
+# Stain vectors of haematoxylin, eosin and DAB (rows: stains, columns: OD in R, G, B),
+# Ruifrok & Johnston 2001, as in scikit-image's rgb_from_hed.
+_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float64)
+_RGB_FROM_HED /= np.linalg.norm(_RGB_FROM_HED, axis=1, keepdims=True)
+_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
+_OD_STEPS = 2048  # quantisation of optical density for the output table (1/2048 OD)
+_OD_MAX = float(np.log(256.0))
+_OD_LUT = (-np.log((np.arange(256, dtype=np.float64) + 1.0) / 256.0)).astype(np.float32)
+_OD_OUT = np.clip(
+    np.rint(256.0 * np.exp(-np.arange(int(np.ceil(_OD_MAX * _OD_STEPS)) + 1) / _OD_STEPS) - 1.0), 0, 255
+).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class StainJitter:
+    """A per-pixel colour transform with fixed parameters (drawn once per sample).
+
+    kind "hed": Tellez et al. (2018) style HED jitter: optical density is unmixed into
+    haematoxylin, eosin and DAB, each scaled by ``alpha`` and shifted by ``beta``, and
+    mixed back. Computed with lookup tables and float32 multiply-adds in a fixed order,
+    so any pixel's result does not depend on the tile it is read in.
+    kind "rgb": per-channel gamma, gain and offset, as a 256-entry table per channel.
+    """
+
+    kind: str
+    alpha: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    beta: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    gamma: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator, kind: str, strength: float) -> "StainJitter | None":
+        """Draw parameters: alpha in [1 - s, 1 + s], beta in [-s, s], gamma in [e^-s, e^s]."""
+        if kind == "none" or strength <= 0:
+            return None
+        s = float(strength)
+        alpha = tuple(float(v) for v in rng.uniform(1 - s, 1 + s, 3))
+        beta = tuple(float(v) for v in rng.uniform(-s, s, 3))
+        if kind == "hed":
+            return cls("hed", alpha, beta)
+        if kind == "rgb":
+            gamma = tuple(float(v) for v in np.exp(rng.uniform(-s, s, 3)))
+            return cls("rgb", alpha, beta, gamma)
+        raise ConfigError(f"jitter {kind!r} is not valid: use one of {', '.join(JITTERS)}")
+
+    def _tables(self):
+        if self.kind == "rgb":
+            x = np.arange(256, dtype=np.float64) / 255.0
+            luts = [
+                np.clip(np.rint(255.0 * ((x ** g) * a + b)), 0, 255).astype(np.uint8)
+                for a, b, g in zip(self.alpha, self.beta, self.gamma)
+            ]
+            return luts
+        m = _HED_FROM_RGB @ np.diag(self.alpha) @ _RGB_FROM_HED  # od' = od @ m + c
+        c = np.asarray(self.beta) @ _RGB_FROM_HED
+        return m.astype(np.float32), c.astype(np.float32)
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        """Apply to an (h, w, 3) uint8 tile; returns a new (h, w, 3) uint8 array."""
+        tables = self._tables()
+        out = np.empty(tile.shape, np.uint8)
+        if self.kind == "rgb":
+            for ch in range(3):
+                np.take(tables[ch], tile[..., ch], out=out[..., ch])
+            return out
+        m, c = tables
+        # Optical density scaled to table steps: od' * STEPS = sum_c od_c * (m[c, k] * STEPS) + c_k * STEPS.
+        m = m * np.float32(_OD_STEPS)
+        c = c * np.float32(_OD_STEPS)
+        od = [np.take(_OD_LUT, tile[..., ch]) for ch in range(3)]
+        acc = np.empty(tile.shape[:2], np.float32)
+        tmp = np.empty(tile.shape[:2], np.float32)
+        idx = np.empty(tile.shape[:2], np.intp)
+        for k in range(3):
+            np.multiply(od[0], m[0, k], out=acc)
+            np.multiply(od[1], m[1, k], out=tmp)
+            np.add(acc, tmp, out=acc)
+            np.multiply(od[2], m[2, k], out=tmp)
+            np.add(acc, tmp, out=acc)
+            np.add(acc, c[k], out=acc)
+            np.clip(acc, 0, _OD_OUT.shape[0] - 1, out=acc)
+            np.rint(acc, out=acc)
+            np.copyto(idx, acc, casting="unsafe")
+            out[..., k] = _OD_OUT[idx]
+        return out
+
+
+def _span(key, n: int, axis: str) -> tuple[int, int, bool]:
+    """(start, stop, squeeze) of a step-1 slice or an integer on an axis of length n."""
+    if isinstance(key, (int, np.integer)):
+        i = int(key)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {int(key)} is out of range for {axis} of size {n}")
+        return i, i + 1, True
+    if isinstance(key, slice):
+        if key.step not in (None, 1):
+            raise InputError(f"region views support slices with step 1 only, got step {key.step} on {axis}")
+        start, stop, _ = key.indices(n)
+        return start, max(start, stop), False
+    raise InputError(f"region views take [y0:y1, x0:x1] slices or integers, got {key!r} on {axis}")
+
+
+class RegionView:
+    """A lazy (H, W[, 3]) uint8 view of a stored array under a dihedral transform and an
+    optional colour jitter; slicing reads just the tile and returns a C-contiguous,
+    writeable numpy array that the caller owns.
+
+    Args:
+        base: the stored array-like, (H, W, 3) or (H, W), supporting ``base[y0:y1, x0:x1]``.
+        transform: the dihedral transform.
+        jitter: a colour transform for images (None for masks or no jitter).
+    """
+
+    def __init__(self, base, transform: Dihedral = DIHEDRAL[0], jitter: StainJitter | None = None):
+        self.base = base
+        self.transform = transform
+        self.jitter = jitter
+        h, w = (int(v) for v in base.shape[:2])
+        self._base_hw = (h, w)
+        self.shape = transform.out_shape(h, w) + tuple(int(v) for v in base.shape[2:])
+
+    dtype = np.dtype(np.uint8)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        return f"RegionView(shape={self.shape}, transform={tuple(int(v) for v in self.transform)}, jitter={self.jitter})"
+
+    def __getitem__(self, key) -> np.ndarray:
+        if not isinstance(key, tuple):
+            key = (key,)
+        if key and key[-1] is Ellipsis:
+            key = key[:-1]
+        if len(key) > 2:
+            extra = key[2:]
+            if self.ndim != 3 or len(extra) != 1 or extra[0] != slice(None):
+                raise InputError(f"region views take [y0:y1, x0:x1] (optionally [..., :]), got {key!r}")
+            key = key[:2]
+        key = key + (slice(None),) * (2 - len(key))
+        hv, wv = self.shape[:2]
+        y0, y1, sq_y = _span(key[0], hv, "rows")
+        x0, x1, sq_x = _span(key[1], wv, "columns")
+        t = self.transform
+        # View rows/cols -> rows/cols of the transposed array T (before the flips).
+        ty0, ty1 = (hv - y1, hv - y0) if t.flip_y else (y0, y1)
+        tx0, tx1 = (wv - x1, wv - x0) if t.flip_x else (x0, x1)
+        if t.transpose:
+            block = np.asarray(self.base[tx0:tx1, ty0:ty1])
+            block = np.swapaxes(block, 0, 1)
+        else:
+            block = np.asarray(self.base[ty0:ty1, tx0:tx1])
+        if t.flip_y:
+            block = block[::-1]
+        if t.flip_x:
+            block = block[:, ::-1]
+        if self.jitter is not None and block.size:
+            block = self.jitter(np.ascontiguousarray(block))
+        else:
+            block = np.ascontiguousarray(block)
+            if not block.flags.writeable:  # a view into a read-only memmap: hand out an owned copy
+                block = block.copy()
+        if sq_y and sq_x:
+            return block[0, 0]
+        if sq_y:
+            return block[0]
+        if sq_x:
+            return block[:, 0]
+        return block
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[:, :]
+        return arr if dtype is None else arr.astype(dtype)
+
+
+@dataclass
+class RegionSample:
+    """One region as the engine sees it for one epoch.
+
+    Attributes:
+        image: (H, W, 3) uint8 view (H, W after the transform).
+        mask: (H, W) uint8 view, 0 background, 1 tissue, 255 ignore.
+        name: the region's name.
+        index: the region's index in the dataset.
+        epoch: the epoch the augmentation was drawn for.
+        transform: the dihedral transform.
+        jitter: the colour transform, or None.
+        meta: the region's metadata (``region.json``).
+    """
+
+    image: RegionView
+    mask: RegionView
+    name: str
+    index: int
+    epoch: int
+    transform: Dihedral
+    jitter: StainJitter | None
+    meta: dict
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the sample's views."""
+        return self.mask.shape
+
+
+class RegionDataset:
+    """The regions of one split of a store, as augmented lazy samples.
+
+    Args:
+        store: a ``RegionStore`` or the path of one.
+        split: "train", "val", or None for every region.
+        augment: draw a dihedral transform and a colour jitter per sample.
+        seed: base seed of the augmentation draws.
+        jitter: "hed" (default), "rgb" or "none".
+        jitter_strength: the spread of the jitter parameters (0.05: mild).
+
+    Raises:
+        StoreError: not a store, no region in the split, or a region without its mask.
+    """
+
+    def __init__(
+        self,
+        store: RegionStore | str | os.PathLike,
+        split: str | None = "train",
+        *,
+        augment: bool = True,
+        seed: int = 0,
+        jitter: str = "hed",
+        jitter_strength: float = 0.05,
+    ):
+        if jitter not in JITTERS:
+            raise ConfigError(f"jitter {jitter!r} is not valid: use one of {', '.join(JITTERS)}")
+        if not jitter_strength >= 0:
+            raise ConfigError(f"jitter_strength {jitter_strength} must be >= 0")
+        self.store = store if isinstance(store, RegionStore) else RegionStore(store)
+        self.split = split
+        self.regions = self.store.regions if split is None else self.store.split(split)
+        if not self.regions:
+            raise StoreError(
+                f"store {self.store.path} has no regions in split {split!r} ({len(self.store)} regions in all); "
+                "add some with gigaseg prepare, or assign one with RegionStore.set_split"
+            )
+        for region in self.regions:
+            for kind in ("image", "mask"):
+                if not region._file(kind).exists():
+                    raise StoreError(
+                        f"region {region.name!r} in {self.store.path} has no {kind} ({region._file(kind)} is "
+                        f"missing); rebuild it with gigaseg prepare or remove it with RegionStore.remove"
+                    )
+        self.augment = bool(augment)
+        self.seed = int(seed)
+        self.jitter = jitter
+        self.jitter_strength = float(jitter_strength)
+
+    def __len__(self) -> int:
+        return len(self.regions)
+
+    def __repr__(self) -> str:
+        return (
+            f"RegionDataset({str(self.store.path)!r}, split={self.split!r}, regions={len(self)}, "
+            f"augment={self.augment}, seed={self.seed})"
+        )
+
+    def __getitem__(self, index: int) -> RegionSample:
+        return self.sample(index, 0)
+
+    def params(self, index: int, epoch: int = 0) -> tuple[Dihedral, StainJitter | None]:
+        """The augmentation of sample ``index`` at ``epoch`` (identity when not augmenting)."""
+        if not self.augment:
+            return DIHEDRAL[0], None
+        rng = np.random.default_rng([self.seed, int(epoch), int(index)])
+        transform = DIHEDRAL[int(rng.integers(8))]
+        jitter = StainJitter.draw(rng, self.jitter, self.jitter_strength)
+        return transform, jitter
+
+    def sample(self, index: int, epoch: int = 0) -> RegionSample:
+        """Region ``index`` with the augmentation drawn for ``epoch``."""
+        n = len(self.regions)
+        if not -n <= index < n:
+            raise IndexError(f"sample {index} is out of range: the dataset has {n} regions")
+        index = index % n
+        region = self.regions[index]
+        transform, jitter = self.params(index, epoch)
+        return RegionSample(
+            image=RegionView(region.image, transform, jitter),
+            mask=RegionView(region.mask, transform, None),
+            name=region.name,
+            index=index,
+            epoch=int(epoch),
+            transform=transform,
+            jitter=jitter,
+            meta=region.meta,
+        )

@@ -1,0 +1,259 @@
+"""QuPath GeoJSON annotations -> tissue masks, rasterized strip by strip.
+
+QuPath exports annotations as a GeoJSON FeatureCollection (or a list of Features, or
+a single Feature) whose coordinates are level-0 pixels (x right, y down). Polygons and
+MultiPolygons, with holes, are used; other geometries (points, lines) are skipped and
+counted. Invalid polygons (self-intersections) are repaired with ``shapely.make_valid``.
+
+# NOTE [Rasterization rule]
+A mask pixel is 1 when its centre lies inside the union of the polygons: pixel (col j,
+row i) of a region with level-0 origin (ox, oy) and downsample d (level-0 pixels per
+region pixel) has its centre at level-0 (ox + (j + 0.5) d, oy + (i + 0.5) d). The fill
+is a scanline fill with the nonzero winding rule over polygons oriented so that
+exteriors and holes wind opposite ways: holes cancel their exterior, overlapping
+polygons add up (union). Edges use half-open rows, so a pixel centre exactly on a
+horizontal edge belongs to the polygon below it, and intervals are half-open in x.
+Memory is one strip (rows x width bytes) plus the polygon edges.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["GeojsonMask", "load_geojson_polygons", "rasterize_geojson"]
+
+
+def _features(obj: Any, source: str) -> list[dict]:
+    if isinstance(obj, list):
+        out = []
+        for item in obj:
+            out.extend(_features(item, source))
+        return out
+    if not isinstance(obj, dict) or "type" not in obj:
+        raise InputError(
+            f"{source}: not GeoJSON (expected a FeatureCollection, a Feature or a list of Features); "
+            "export annotations from QuPath with File > Export objects as GeoJSON"
+        )
+    kind = obj["type"]
+    if kind == "FeatureCollection":
+        return _features(obj.get("features", []), source)
+    if kind == "Feature":
+        return [obj]
+    if kind in ("Polygon", "MultiPolygon", "GeometryCollection", "Point", "MultiPoint", "LineString",
+                "MultiLineString"):
+        return [{"type": "Feature", "geometry": obj, "properties": {}}]
+    raise InputError(f"{source}: unknown GeoJSON type {kind!r}; expected FeatureCollection, Feature or a geometry")
+
+
+def _class_name(feature: dict) -> str | None:
+    props = feature.get("properties") or {}
+    cls = props.get("classification")
+    if isinstance(cls, dict):
+        return cls.get("name")
+    if isinstance(cls, str):
+        return cls
+    return None
+
+
+def load_geojson_polygons(
+    source: str | os.PathLike | dict | list, *, classes: Iterable[str] | None = None
+) -> tuple[list, dict]:
+    """Read polygons from GeoJSON.
+
+    Args:
+        source: a path to a ``.geojson``/``.json`` file, or the parsed object.
+        classes: keep only features whose QuPath classification name is one of these
+            (None keeps all).
+
+    Returns:
+        (polygons, stats): a list of shapely Polygons in level-0 pixels, and counts of
+        features used, skipped (not polygonal, or another class) and repaired.
+    """
+    import shapely
+    from shapely.geometry import shape
+
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "<geojson object>"
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"GeoJSON file {path} does not exist; check the --masks path")
+        try:
+            obj = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path}: cannot parse as JSON ({exc}); is it a GeoJSON export?") from exc
+    else:
+        obj = source
+    keep = set(classes) if classes is not None else None
+    polygons = []
+    stats = {"features": 0, "used": 0, "skipped_geometry": 0, "skipped_class": 0, "repaired": 0}
+    seen_classes = set()
+    for i, feat in enumerate(_features(obj, name)):
+        stats["features"] += 1
+        seen_classes.add(_class_name(feat))
+        if keep is not None and _class_name(feat) not in keep:
+            stats["skipped_class"] += 1
+            continue
+        geom_obj = feat.get("geometry")
+        if not geom_obj:
+            stats["skipped_geometry"] += 1
+            continue
+        try:
+            geom = shape(geom_obj)
+        except Exception as exc:  # noqa: BLE001 - shapely raises several types
+            raise InputError(f"{name}: feature {i} has a malformed geometry ({exc}); fix or delete it in QuPath") from exc
+        if geom.is_empty:
+            stats["skipped_geometry"] += 1
+            continue
+        if geom.geom_type not in ("Polygon", "MultiPolygon", "GeometryCollection"):
+            stats["skipped_geometry"] += 1
+            continue
+        if not geom.is_valid:
+            geom = shapely.make_valid(geom)
+            stats["repaired"] += 1
+        parts = [g for g in getattr(geom, "geoms", [geom]) if g.geom_type in ("Polygon", "MultiPolygon")]
+        if not parts:
+            stats["skipped_geometry"] += 1
+            continue
+        for part in parts:
+            polygons.extend(getattr(part, "geoms", [part]))
+        stats["used"] += 1
+    if not polygons:
+        if keep is not None and stats["skipped_class"]:
+            present = sorted(str(c) for c in seen_classes)
+            raise InputError(
+                f"{name}: no polygon has classification {sorted(keep)}; the classes present are {present}; "
+                "fix --mask-class"
+            )
+        raise InputError(
+            f"{name}: no Polygon or MultiPolygon among its {stats['features']} features; a mask needs "
+            "at least one annotation polygon (export annotations, not only detections or points)"
+        )
+    return polygons, stats
+
+
+def _edges(polygons: list, origin: tuple[float, float], downsample: float) -> np.ndarray:
+    """Edges (E, 5) float64: x0, y0, x1, y1 in region pixels and winding direction +-1."""
+    from shapely.geometry.polygon import orient
+
+    ox, oy = origin
+    chunks = []
+    for poly in polygons:
+        poly = orient(poly, sign=1.0)
+        for ring in [poly.exterior, *poly.interiors]:
+            xy = np.asarray(ring.coords, dtype=np.float64)
+            if len(xy) < 3:
+                continue
+            xy = np.stack([(xy[:, 0] - ox) / downsample, (xy[:, 1] - oy) / downsample], axis=1)
+            if not np.array_equal(xy[0], xy[-1]):
+                xy = np.vstack([xy, xy[:1]])
+            e = np.concatenate([xy[:-1], xy[1:]], axis=1)
+            e = e[e[:, 1] != e[:, 3]]  # horizontal edges cross no row centre
+            d = np.where(e[:, 3] > e[:, 1], 1.0, -1.0)
+            chunks.append(np.concatenate([e, d[:, None]], axis=1))
+    if not chunks:
+        return np.zeros((0, 5))
+    return np.concatenate(chunks, axis=0)
+
+
+class GeojsonMask:
+    """A strip-by-strip rasterizer of GeoJSON polygons onto a region's pixel grid.
+
+    Args:
+        source: path to the GeoJSON file or the parsed object.
+        origin: (x, y) level-0 pixel of the region's top-left corner.
+        downsample: level-0 pixels per region pixel (region mpp / slide mpp).
+        classes: QuPath classification names to keep (None: all).
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike | dict | list,
+        *,
+        origin: tuple[float, float] = (0.0, 0.0),
+        downsample: float = 1.0,
+        classes: Iterable[str] | None = None,
+    ):
+        if not downsample > 0:
+            raise InputError(f"downsample must be > 0, got {downsample}")
+        polygons, self.stats = load_geojson_polygons(source, classes=classes)
+        e = _edges(polygons, origin, downsample)
+        self._x0, self._y0, self._x1, self._y1, self._dir = (e[:, k] for k in range(5))
+        ylo = np.minimum(self._y0, self._y1)
+        yhi = np.maximum(self._y0, self._y1)
+        # Rows whose centre (i + 0.5) lies in [ylo, yhi): i in [ceil(ylo - 0.5), ceil(yhi - 0.5)).
+        self._row_a = np.ceil(ylo - 0.5).astype(np.int64)
+        self._row_b = np.ceil(yhi - 0.5).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self._dir.shape[0])
+
+    def strip(self, y0: int, h: int, w: int) -> np.ndarray:
+        """Rows ``y0`` to ``y0 + h`` of the mask, (h, w) uint8 0/1."""
+        out = np.zeros((h, w), np.uint8)
+        if h <= 0 or w <= 0:
+            return out
+        sel = (self._row_b > y0) & (self._row_a < y0 + h)
+        if not sel.any():
+            return out
+        a = np.maximum(self._row_a[sel], y0)
+        b = np.minimum(self._row_b[sel], y0 + h)
+        x0, y0e, x1, y1e, d = self._x0[sel], self._y0[sel], self._x1[sel], self._y1[sel], self._dir[sel]
+        counts = b - a
+        idx = np.repeat(np.arange(a.shape[0]), counts)
+        rows = a[idx] + (np.arange(idx.shape[0]) - np.repeat(np.cumsum(counts) - counts, counts))
+        yc = rows + 0.5
+        xs = x0[idx] + (yc - y0e[idx]) * (x1[idx] - x0[idx]) / (y1e[idx] - y0e[idx])
+        order = np.lexsort((xs, rows))
+        rows, xs, dirs = rows[order], xs[order], d[idx][order]
+        winding = np.cumsum(dirs)
+        inside = (winding[:-1] != 0) & (rows[:-1] == rows[1:])
+        k = np.nonzero(inside)[0]
+        if k.size == 0:
+            return out
+        ca = np.clip(np.ceil(xs[k] - 0.5), 0, w).astype(np.int64)
+        cb = np.clip(np.ceil(xs[k + 1] - 0.5), 0, w).astype(np.int64)
+        r = rows[k] - y0
+        keep = cb > ca
+        ca, cb, r = ca[keep], cb[keep], r[keep]
+        diff = np.zeros((h, w + 1), np.int8)
+        np.add.at(diff, (r, ca), 1)
+        np.add.at(diff, (r, cb), -1)
+        np.cumsum(diff, axis=1, dtype=np.int8, out=diff)
+        out[:] = diff[:, :w] > 0
+        return out
+
+
+def rasterize_geojson(
+    source: str | os.PathLike | dict | list,
+    size: tuple[int, int],
+    *,
+    origin: tuple[float, float] = (0.0, 0.0),
+    downsample: float = 1.0,
+    classes: Iterable[str] | None = None,
+    strip_rows: int = 1024,
+) -> np.ndarray:
+    """Rasterize GeoJSON polygons to a whole (h, w) uint8 0/1 mask (for small regions;
+    use ``GeojsonMask.strip`` to go strip by strip).
+
+    Args:
+        source: path to the GeoJSON file or the parsed object.
+        size: (w, h) of the mask in region pixels.
+        origin: (x, y) level-0 pixel of the mask's top-left corner.
+        downsample: level-0 pixels per mask pixel.
+        classes: QuPath classification names to keep (None: all).
+        strip_rows: rows rasterized at a time.
+    """
+    w, h = (int(v) for v in size)
+    raster = GeojsonMask(source, origin=origin, downsample=downsample, classes=classes)
+    out = np.zeros((h, w), np.uint8)
+    step = max(1, int(strip_rows))
+    for y in range(0, h, step):
+        out[y : y + step] = raster.strip(y, min(step, h - y), w)
+    return out
