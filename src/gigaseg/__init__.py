@@ -10,6 +10,7 @@ import importlib
 from typing import Any
 
 from .errors import (
+    CheckpointError,
     ConfigError,
     GigasegError,
     InputError,
@@ -45,11 +46,15 @@ _LAZY = {
     "prepare_synthetic": "store",
     "RegionDataset": "dataset",
     "rasterize_geojson": "geojson",
+    "save_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_model": "checkpoint",
 }
 
 __all__ = [
     "__version__",
     "GigasegError",
+    "CheckpointError",
     "ConfigError",
     "InputError",
     "PlanError",

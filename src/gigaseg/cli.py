@@ -59,6 +59,8 @@ _COMMAND_MODULES = (
     "gigaseg._cli_engine",
     "gigaseg._cli_synth",
     "gigaseg._cli_store",
+    "gigaseg._cli_train",
+    "gigaseg._cli_predict",
 )
 
 

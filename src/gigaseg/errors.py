@@ -10,6 +10,7 @@ __all__ = [
     "UnsupportedModelError",
     "SlideError",
     "StoreError",
+    "CheckpointError",
 ]
 
 
@@ -39,3 +40,7 @@ class SlideError(GigasegError, OSError):
 
 class StoreError(GigasegError, OSError):
     """A region store is missing, malformed, or cannot hold what was asked."""
+
+
+class CheckpointError(GigasegError, OSError):
+    """A checkpoint cannot be written, read, or is not a gigaseg checkpoint of this version."""
