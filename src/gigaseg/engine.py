@@ -475,7 +475,8 @@ def reuse_freed_memory() -> bool:
 
 
 class _HeapShapes:
-    """Trims the heap when the crop shape changes (see NOTE [Heap reuse])."""
+    """Trims the heap when the crop shape changes (see NOTE [Heap reuse]). One per process,
+    so that repeated calls on same-shaped tiles (training steps, strips) keep their pages."""
 
     def __init__(self) -> None:
         self.shape: tuple[int, int] | None = None
@@ -486,6 +487,9 @@ class _HeapShapes:
             self.shape = shape
             if _LIBC is not None:
                 _LIBC.malloc_trim(0)
+
+
+_HEAP = _HeapShapes()
 
 
 def _prepare(model, image, tile, memory_budget, device, mode):
@@ -557,7 +561,6 @@ def tiled_backward(
     n_pixels = height * width
     use_bce, use_dice = loss in ("bce", "bce+dice"), loss in ("dice", "bce+dice")
     tiles = _tile_list(height, width, th, tw, config)
-    heap = _HeapShapes()
     bce_sum = 0.0
 
     # Pass 1 (Dice only): global sums I = sum(p*y), P = sum(p), Y = sum(y) and the BCE sum.
@@ -565,7 +568,7 @@ def tiled_backward(
         inter = p_sum = y_sum = 0.0
         with torch.no_grad():
             for t in _progress(tiles, len(tiles), progress, "dice sums"):
-                heap(t)
+                _HEAP(t)
                 y_np = _read_mask(mask, t)
                 logits = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
                 y = torch.from_numpy(y_np).to(dev, dtype)
@@ -584,7 +587,7 @@ def tiled_backward(
     # privately and added to .grad only once every tile has succeeded.
     grads = [torch.zeros_like(p) for p in params]
     for t in _progress(tiles, len(tiles), progress, "backward"):
-        heap(t)
+        _HEAP(t)
         y_np = _read_mask(mask, t)
         logits = model(_read_input(image, t, dev, dtype))
         with torch.no_grad():
@@ -656,10 +659,9 @@ def tiled_predict(
             f"got dtype {out_dtype}"
         )
     tiles = _tile_list(height, width, th, tw, config)
-    heap = _HeapShapes()
     with torch.no_grad():
         for t in _progress(tiles, len(tiles), progress, "predict"):
-            heap(t)
+            _HEAP(t)
             z = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
             p = z if logits else torch.sigmoid(z)
             if out_dtype == np.uint8:
