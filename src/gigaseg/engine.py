@@ -573,8 +573,8 @@ def tiled_backward(
                 logits = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
                 y = torch.from_numpy(y_np).to(dev, dtype)
                 p = torch.sigmoid(logits)
-                inter += float((p * y).sum(dtype=torch.float64))
-                p_sum += float(p.sum(dtype=torch.float64))
+                inter += _sum64(p * y)
+                p_sum += _sum64(p)
                 y_sum += float(y_np.sum(dtype=np.int64))
                 if use_bce:
                     bce_sum += float(_bce_sum(logits, y))
@@ -616,6 +616,11 @@ def tiled_backward(
         else:
             p.grad += g
     return (bce_sum / n_pixels if use_bce else 0.0) + (dice_value if use_dice else 0.0)
+
+
+def _sum64(t: torch.Tensor) -> float:
+    """Sum of ``t`` accumulated in float64 (float32 on MPS, which has no float64)."""
+    return float(t.sum() if t.device.type == "mps" else t.sum(dtype=torch.float64))
 
 
 def _bce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
