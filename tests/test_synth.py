@@ -175,6 +175,11 @@ def test_write_slide_opens_in_openslide(tmp_path, whole):
         assert float(s.properties["openslide.mpp-x"]) == pytest.approx(0.5, rel=1e-3)
         assert float(s.properties["openslide.mpp-y"]) == pytest.approx(0.5, rel=1e-3)
         pix = np.asarray(s.read_region((0, 0), 0, (W, H)).convert("RGB")).astype(float)
+        lw, lh = s.level_dimensions[1]
+        level1 = np.asarray(s.read_region((0, 0), 1, (lw, lh)).convert("RGB")).astype(float)
+    # every row of the reduced level (the last strip's too) is the 4x box average of level 0
+    box = pix[: lh * 4, : lw * 4].reshape(lh, 4, lw, 4, 3).mean(axis=(1, 3))
+    assert np.abs(level1 - box).mean(axis=(1, 2)).max() < 6
     rgb, mask = whole
     assert np.abs(pix - rgb).mean() < 4  # JPEG q90
     m = tifffile.imread(mask_path)

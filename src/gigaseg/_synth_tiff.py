@@ -181,7 +181,8 @@ def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress)
                         raise mask_err[0]
                     for t in _tiles(mstrip, tile):
                         mask_q.put(t)
-                    yield from _tiles(strip, tile)
+                    # feed the next level BEFORE yielding the tiles: tifffile stops pulling once
+                    # it has the last tile, so code after the last yield never runs
                     if raws[0] is not None:
                         both = np.concatenate([carry, strip]) if carry.shape[0] else strip
                         n = both.shape[0] // _FACTOR * _FACTOR
@@ -189,6 +190,7 @@ def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress)
                             raws[0].append(_down(both[:n], sizes[1][0]))
                         carry = both[n:]
                     bar.update(1)
+                    yield from _tiles(strip, tile)
 
             try:
                 tif.write(level0_tiles(), shape=(height, width, 3), dtype=np.uint8, subfiletype=0, **jpeg)
@@ -211,14 +213,14 @@ def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress)
                     for y in range(0, lh, tile):
                         sh = min(tile, lh - y)
                         strip = src.read(y, sh)
-                        yield from _tiles(strip, tile)
-                        if nxt is not None:
+                        if nxt is not None:  # before the yield, as above
                             both = np.concatenate([carry, strip]) if carry.shape[0] else strip
                             n = both.shape[0] // _FACTOR * _FACTOR
                             if n:
                                 nxt.append(_down(both[:n], sizes[lvl + 1][0]))
                             carry = both[n:]
                         bar.update(1)
+                        yield from _tiles(strip, tile)
 
                 tif.write(lvl_tiles(), shape=(lh, lw, 3), dtype=np.uint8, subfiletype=1, **jpeg)
         os.replace(tmp_mask, mask_path)
