@@ -49,6 +49,11 @@ _LAZY = {
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
     "load_model": "checkpoint",
+    "predict_slide": "predict",
+    "predict_slides": "predict",
+    "baseline_slide": "metrics",
+    "evaluate_pair": "metrics",
+    "evaluate_pairs": "metrics",
 }
 
 __all__ = [

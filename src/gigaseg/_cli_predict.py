@@ -1,0 +1,298 @@
+"""``gigaseg predict``, ``gigaseg evaluate``, ``gigaseg baseline`` and ``gigaseg bench predict``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+_PREDICT_HELP = """\
+Segment tissue on whole slides with a trained model, in bounded memory.
+
+  gigaseg predict run/checkpoint.pt slides/*.svs --out masks/
+  gigaseg predict run/checkpoint.pt overview.png --mpp 16 --out masks/
+
+Each slide is read at the model's training resolution (the checkpoint's mpp; resampled,
+upsampling included), segmented strip by strip with the exact tiled forward pass, and
+written to --out as <stem>.mask.tiff (pyramidal 8-bit TIFF at the slide's level-0 size and
+mpp: 0/255, or probability*255 with --probabilities), <stem>.geojson (QuPath annotations
+of class Tissue, level-0 pixels), <stem>.overlay.png and <stem>.json (area, fraction,
+pieces, timings). SLIDE may be a file, a folder (its slides; a folder of .dcm files is one
+DICOM slide) or a quoted glob. Existing outputs are kept unless --overwrite. A slide that
+fails is reported at the end and the exit status is 1.
+"""
+
+_EVALUATE_HELP = """\
+Dice, IoU, precision and recall of predicted masks against reference masks.
+
+  gigaseg evaluate out/a.mask.tiff out/b.mask.tiff --reference ref/a.npy ref/b.png --out eval/
+
+Pairs PRED and --reference in order. Masks: TIFF (pyramidal ok), PNG/JPEG, .npy (bool or
+0/1 or 0/255). Reference pixels of value 255 are ignored. A prediction of another resolution
+is compared at the reference's (nearest neighbour, with a warning); another aspect ratio is
+an error. Prints a table; --out writes evaluate.json and evaluate.csv.
+"""
+
+_BASELINE_HELP = """\
+Non-learned tissue segmentation, with the same outputs as gigaseg predict.
+
+  gigaseg baseline slides/*.svs --method saturation --out baselines/
+
+otsu: grey level below Otsu's threshold is tissue. saturation: HSV saturation, 7x7 median
+blur, Otsu, morphological closing. Run at --working-mpp (default 8 um/px; never finer than
+the slide).
+"""
+
+
+def _common_outputs(p) -> None:
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--mpp", type=float, default=None,
+                   help="level-0 um/px of the slides, replacing what the files say (needed for PNG/JPEG)")
+    p.add_argument("--min-area", type=float, default=None, metavar="UM2",
+                   help="smallest tissue piece and hole kept in the GeoJSON, square microns (default 2500)")
+    p.add_argument("--simplify", type=float, default=None, metavar="UM",
+                   help="GeoJSON simplification tolerance in microns (default: half a mask pixel; 0: none)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def register(subparsers, formatter_class) -> None:
+    p = subparsers.add_parser("predict", help="segment tissue on whole slides with a trained model",
+                              description=_PREDICT_HELP, formatter_class=formatter_class)
+    p.add_argument("model", metavar="MODEL", help="checkpoint written by gigaseg train")
+    p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, folders or globs")
+    _common_outputs(p)
+    p.add_argument("--threshold", type=float, default=0.5, help="tissue = probability >= threshold")
+    p.add_argument("--probabilities", action="store_true", help="mask TIFF holds probability*255 instead of 0/255")
+    p.add_argument("--model-mpp", type=float, default=None,
+                   help="run the model at this um/px instead of the checkpoint's training mpp")
+    p.add_argument("--memory-budget", default=None, help="engine memory budget, e.g. 1GB (default: the planner's)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.set_defaults(func=_run_predict)
+
+    e = subparsers.add_parser("evaluate", help="Dice/IoU/precision/recall of masks against references",
+                              description=_EVALUATE_HELP, formatter_class=formatter_class)
+    e.add_argument("preds", nargs="+", metavar="PRED", help="predicted masks")
+    e.add_argument("--reference", nargs="+", required=True, metavar="REF", help="one reference mask per PRED")
+    e.add_argument("--threshold", type=float, default=0.5, help="for probability masks: tissue = value/255 >= this")
+    e.add_argument("--out", default=None, metavar="DIR", help="write evaluate.json and evaluate.csv here")
+    e.set_defaults(func=_run_evaluate)
+
+    b = subparsers.add_parser("baseline", help="non-learned tissue masks (Otsu, saturation)",
+                              description=_BASELINE_HELP, formatter_class=formatter_class)
+    b.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, folders or globs")
+    b.add_argument("--method", default="otsu", choices=("otsu", "saturation"), help="baseline method")
+    b.add_argument("--working-mpp", type=float, default=8.0, help="resolution the method runs at, um/px")
+    _common_outputs(b)
+    b.set_defaults(func=_run_baseline)
+
+
+def register_bench(bench_subparsers, formatter_class) -> None:
+    b = bench_subparsers.add_parser(
+        "predict",
+        help="whole-slide prediction throughput (MP/s at the model resolution)",
+        description=(
+            "Write a synthetic slide (gigaseg.synth.write_slide, 0.5 um/px) of --size HxW, then predict it with "
+            "an untrained model of --preset (or --checkpoint) at 0.5 um/px into a temporary folder. Reports megapixels per second "
+            "at the model resolution end to end and split into read, model and write, and peak memory. "
+            "Prints one JSON object."
+        ),
+        formatter_class=formatter_class,
+    )
+    b.add_argument("--size", default="16000x64000", metavar="HxW", help="slide HEIGHTxWIDTH (level 0 = model res)")
+    b.add_argument("--preset", default="paper", choices=("paper", "tiny"), help="model preset (untrained)")
+    b.add_argument("--checkpoint", default=None,
+                   help="a trained checkpoint instead of the untrained preset (run at 0.5 um/px all the same)")
+    b.add_argument("--memory-budget", default=None, help="engine memory budget")
+    b.add_argument("--slide", default=None, help="reuse this slide instead of writing one (its mpp must be in the file)")
+    b.add_argument("--keep-slide", default=None, metavar="PATH", help="write the synthetic slide here and keep it")
+    b.add_argument("--dir", default=None, help="scratch directory (default: the system temp dir)")
+    b.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always JSON")
+    b.set_defaults(func=_run_bench)
+
+
+def _config(args, command: str, extra: dict) -> dict:
+    from . import __version__
+    from .store import _utc_now
+
+    return {"command": command, "gigaseg_version": __version__, "time": _utc_now(),
+            "args": {k: v for k, v in vars(args).items() if k != "func"}, **extra}
+
+
+def _report(summaries, failures, command: str) -> int:
+    for s in summaries:
+        if s.get("skipped"):
+            print(f"{s['slide']}\tkept (outputs exist; --overwrite replaces them)", file=sys.stderr)
+        else:
+            print(f"{s['slide']}\t{s['tissue_area_mm2']:.3f} mm2\tfraction {s['tissue_fraction']:.3f}\t"
+                  f"{s['pieces']} pieces\t{s['timings']['total_s']:.1f} s\t{s['paths']['mask']}")
+    if failures:
+        print(f"gigaseg {command}: {len(failures)} slide(s) failed:", file=sys.stderr)
+        for slide, msg in failures:
+            print(f"  {slide}: {msg}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_predict(args) -> int:
+    from .predict import DEFAULT_MIN_AREA, _check_out_dir, expand_slide_paths, predict_slides
+    from .store import _write_json_atomic
+
+    slides = expand_slide_paths(args.slides)
+    out = Path(args.out)
+    _check_out_dir(out)
+    summaries, failures = predict_slides(
+        args.model, slides, out, mpp=args.mpp, threshold=args.threshold, probabilities=args.probabilities,
+        min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area, simplify=args.simplify,
+        memory_budget=args.memory_budget, device=args.device, overwrite=args.overwrite,
+        progress=not args.no_progress, model_mpp=args.model_mpp,
+    )
+    _write_json_atomic(out / "predict-config.json", _config(args, "predict", {
+        "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
+    return _report(summaries, failures, "predict")
+
+
+def _run_baseline(args) -> int:
+    from .errors import GigasegError
+    from .metrics import baseline_slide
+    from .predict import _check_out_dir, expand_slide_paths
+    from .store import _write_json_atomic
+
+    slides = expand_slide_paths(args.slides)
+    out = Path(args.out)
+    _check_out_dir(out)
+    summaries, failures = [], []
+    for s in slides:
+        try:
+            summaries.append(baseline_slide(s, out, method=args.method, mpp=args.mpp, working_mpp=args.working_mpp,
+                                            min_area=args.min_area, simplify=args.simplify, overwrite=args.overwrite))
+        except GigasegError as exc:
+            failures.append((str(s), str(exc)))
+        except (OSError, ValueError, RuntimeError) as exc:
+            failures.append((str(s), f"{type(exc).__name__}: {exc}"))
+    _write_json_atomic(out / "baseline-config.json", _config(args, "baseline", {
+        "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
+    return _report(summaries, failures, "baseline")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _run_evaluate(args) -> int:
+    import warnings
+
+    from .metrics import METRICS, evaluate_pairs, write_csv
+    from .store import _write_json_atomic
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = evaluate_pairs(args.preds, args.reference, threshold=args.threshold)
+    for w in caught:
+        print(f"gigaseg evaluate: warning: {w.message}", file=sys.stderr)
+    print("\t".join(["prediction", *METRICS]))
+    for r in report["per_slide"]:
+        print("\t".join([r["prediction"], *(_fmt(r[k]) for k in METRICS)]))
+    print("\t".join(["mean +/- sd", *(f"{_fmt(report['mean'][k])} +/- {_fmt(report['sd'][k])}" for k in METRICS)]))
+    if args.out:
+        from .predict import _check_out_dir
+
+        out = Path(args.out)
+        _check_out_dir(out)
+        _write_json_atomic(out / "evaluate.json", {**_config(args, "evaluate", {}), **report})
+        tmp = out / ".evaluate.csv.tmp"
+        write_csv(tmp, report)
+        tmp.replace(out / "evaluate.csv")
+    return 0
+
+
+def _run_bench(args) -> int:
+    import os
+    import shutil
+    import tempfile
+    import time
+
+    import torch
+
+    from ._memory import MemorySampler, peak_rss_bytes
+    from .bench import machine_info
+    from .model import UNet, preset
+    from .predict import predict_slide
+    from .store import parse_size
+    from .synth import write_slide
+
+    w, h = parse_size(args.size)
+    tmp = Path(tempfile.mkdtemp(prefix="gigaseg-bench-predict-", dir=args.dir))
+    try:
+        t_synth = None
+        if args.slide:
+            slide = Path(args.slide)
+        else:
+            slide = Path(args.keep_slide) if args.keep_slide else tmp / "slide.tiff"
+            t0 = time.perf_counter()
+            write_slide(slide, width=w, height=h, seed=0, mpp=0.5, progress=False)
+            t_synth = time.perf_counter() - t0
+        if args.checkpoint:
+            from .checkpoint import load_model
+
+            net, _ = load_model(args.checkpoint)
+        else:
+            torch.manual_seed(0)
+            net = UNet(preset(args.preset)).eval()
+        net.mpp = 0.5
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            reset = True
+        except OSError:
+            reset = False
+        t0 = time.perf_counter()
+        with MemorySampler(0.05) as sampler:
+            s = predict_slide(net, slide, tmp / "out", mpp=None, memory_budget=args.memory_budget,
+                              progress=False, overwrite=True)
+        total = time.perf_counter() - t0
+        # the model alone on an in-memory image of one row of tiles, same process, for comparison
+        import numpy as np
+
+        from .engine import tiled_predict
+
+        th, tw = s["tile"]
+        x = np.random.default_rng(0).integers(0, 256, (th, min(4 * tw, w), 3), dtype=np.uint8)
+        t1 = time.perf_counter()
+        tiled_predict(net, x, out=np.empty(x.shape[:2], np.uint8), tile=(th, tw), memory_budget=args.memory_budget)
+        model_alone = x.shape[0] * x.shape[1] / 1e6 / (time.perf_counter() - t1)
+        mp = s["megapixels_model_res"]
+        t = s["timings"]
+        out = {
+            "benchmark": "predict",
+            "slide_hw": [s["slide_dimensions"][1], s["slide_dimensions"][0]],
+            "model_mpp": s["model_mpp"],
+            "model": args.checkpoint or f"untrained {args.preset}",
+            "pieces": s["pieces"],
+            "tile": s["tile"],
+            "megapixels": mp,
+            "total_s": round(total, 2),
+            "MPps_end_to_end": round(mp / total, 2),
+            "read_s": t["read_s"],
+            "read_wait_s": t.get("read_wait_s"),
+            "model_s": t["model_s"],
+            "MPps_model": round(mp / t["model_s"], 2) if t["model_s"] else None,
+            "MPps_model_alone_in_memory": round(model_alone, 2),
+            "MPps_read": round(mp / t["read_s"], 2) if t["read_s"] else None,
+            "raw_write_s": t["write_s"],
+            "tiff_wait_s": t.get("tiff_wait_s"),
+            "tiff_s": t["tiff_s"],
+            "geojson_s": t["geojson_s"],
+            "overlay_s": t["overlay_s"],
+            "write_after_model_s": round(t.get("tiff_wait_s", 0) + t["geojson_s"] + t["overlay_s"], 2),
+            "peak_rss_GiB": round((peak_rss_bytes() or 0) / 2**30, 3) if reset else None,
+            "peak_anon_GiB": round(sampler.peak / 2**30, 3),
+            "synth_write_s": round(t_synth, 1) if t_synth is not None else None,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "machine": machine_info(),
+        }
+        print(json.dumps(out))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0

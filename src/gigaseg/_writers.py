@@ -1,0 +1,305 @@
+"""Writers of whole-slide masks (private): pyramidal TIFF, QuPath GeoJSON, overlay PNG.
+
+Every writer reads the mask from a :class:`MaskGrid`: a uint8 mask on a regular grid that
+covers the slide's level 0 with ``step`` level-0 pixels per grid pixel (the model's
+resolution for ``predict``, the working resolution for ``baseline``). Grid pixel
+``(gx, gy)`` covers level-0 ``[gx * step_x, (gx + 1) * step_x)`` (same in y), so a
+level-0 (or pyramid-level) pixel takes the value of the grid pixel under its centre
+(nearest neighbour). The writers read the grid row by row, so a mask on disk larger than
+memory is fine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_TILE = 512  # TIFF tile edge
+_FACTOR = 4  # downsample between TIFF pyramid levels
+_MIN_LEVEL_SIDE = 512  # stop adding levels once the longest side is at most this
+_CONTOUR_MAX_PIXELS = 32_000_000  # contour grid cap (the mask is subsampled above it)
+_TISSUE_COLOR = [20, 180, 60]  # QuPath class colour (RGB)
+
+
+class MaskGrid:
+    """A uint8 (gh, gw) mask on a grid over level 0, read by rows.
+
+    Args:
+        source: an (gh, gw) uint8 numpy array, or the path of a raw row-major uint8 file
+            of that shape (read with plain file reads: no memory map, so it never counts
+            as resident memory).
+        shape: (gh, gw) when ``source`` is a path.
+        l0_size: the slide's level-0 (w, h).
+        step: level-0 pixels per grid pixel (x, y).
+    """
+
+    def __init__(self, source: Any, *, l0_size: tuple[int, int], step: tuple[float, float],
+                 shape: tuple[int, int] | None = None, gate: "RowGate | None" = None):
+        self._gate = gate
+        if isinstance(source, (str, os.PathLike)):
+            self._file = open(source, "rb")
+            self._array = None
+            self.shape = tuple(int(v) for v in shape)
+        else:
+            self._file = None
+            self._array = np.asarray(source)
+            self.shape = self._array.shape
+        self.l0_size = (int(l0_size[0]), int(l0_size[1]))
+        self.step = (float(step[0]), float(step[1]))
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def rows(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)``: (y1 - y0, gw) uint8."""
+        if self._gate is not None:
+            self._gate.wait(y1)
+        if self._array is not None:
+            return self._array[y0:y1]
+        gw = self.shape[1]
+        buf = np.empty((y1 - y0, gw), np.uint8)
+        self._file.seek(y0 * gw)
+        n = self._file.readinto(memoryview(buf).cast("B"))
+        if n != buf.nbytes:
+            raise OSError(f"short read of the temporary mask file at row {y0}")
+        return buf
+
+    def take_rows(self, idx: np.ndarray) -> np.ndarray:
+        """The rows ``idx`` (sorted, may repeat): (len(idx), gw) uint8."""
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        if self._array is not None or hi - lo <= 2 * len(idx):
+            return self.rows(lo, hi)[idx - lo]
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        out = np.empty((len(uniq), self.shape[1]), np.uint8)
+        for k, r in enumerate(uniq):
+            out[k] = self.rows(int(r), int(r) + 1)[0]
+        return out[inverse]
+
+    def index(self, n: int, downsample: float, axis: int) -> np.ndarray:
+        """Grid indices under the centres of ``n`` pixels of a level with ``downsample``."""
+        step = self.step[axis]
+        g = np.floor((np.arange(n, dtype=np.float64) + 0.5) * downsample / step).astype(np.int64)
+        return np.clip(g, 0, self.shape[1 - axis] - 1)
+
+    def level_rows(self, lvl_y0: int, lvl_y1: int, lvl_w: int, downsample: float) -> np.ndarray:
+        """Rows ``[lvl_y0, lvl_y1)`` of a pyramid level of ``downsample``, nearest: (rows, lvl_w)."""
+        gy = np.clip(
+            np.floor((np.arange(lvl_y0, lvl_y1, dtype=np.float64) + 0.5) * downsample / self.step[1]).astype(np.int64),
+            0, self.shape[0] - 1,
+        )
+        gx = self.index(lvl_w, downsample, 0)
+        rows = self.take_rows(gy) if not _is_range(gy) else self.rows(int(gy[0]), int(gy[-1]) + 1)
+        return rows if _is_range(gx) and gx.size == rows.shape[1] else rows[:, gx]
+
+
+class RowGate:
+    """Rows of a raw file that is still being written: readers wait until enough are there.
+
+    The producer calls ``advance(n)`` after writing and flushing ``n`` more rows, and
+    ``abort()`` when it fails (waiting readers then raise). ``wait(rows)`` returns once at
+    least ``rows`` rows are written.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self._cond = threading.Condition()
+        self._rows = 0
+        self._aborted = False
+
+    def advance(self, n: int) -> None:
+        with self._cond:
+            self._rows += n
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        with self._cond:
+            self._aborted = True
+            self._cond.notify_all()
+
+    def wait(self, rows: int) -> None:
+        with self._cond:
+            while self._rows < rows and not self._aborted:
+                self._cond.wait()
+            if self._aborted:
+                raise _Aborted("the prediction stopped before these rows were written")
+
+
+class _Aborted(Exception):
+    pass
+
+
+def _is_range(idx: np.ndarray) -> bool:
+    """True when ``idx`` is a run of consecutive integers (the identity mapping of a slice)."""
+    return idx.size > 0 and int(idx[-1]) - int(idx[0]) == idx.size - 1 and bool(np.all(np.diff(idx) == 1))
+
+
+def level_sizes(width: int, height: int) -> list[tuple[int, int]]:
+    """(w, h) of every pyramid level of the mask TIFF, level 0 first (downsample 4)."""
+    sizes = [(width, height)]
+    while max(sizes[-1]) > _MIN_LEVEL_SIDE and min(sizes[-1]) >= 2 * _FACTOR:
+        w, h = sizes[-1]
+        sizes.append((max(1, w // _FACTOR), max(1, h // _FACTOR)))
+    return sizes
+
+
+def write_mask_tiff(path: Path, grid: MaskGrid, *, mpp: tuple[float, float], transform=None,
+                    progress_cb=None) -> None:
+    """A tiled, pyramidal, zlib-compressed 8-bit greyscale TIFF at the slide's level-0 geometry.
+
+    Levels are separate top-level pages (downsample 4), as OpenSlide's generic-tiff reader
+    and QuPath expect; resolution tags carry ``mpp``. ``transform`` maps each uint8 strip
+    (e.g. probabilities -> 0/255) before it is written.
+    """
+    import tifffile
+
+    l0_w, l0_h = grid.l0_size
+    sizes = level_sizes(l0_w, l0_h)
+    with tifffile.TiffWriter(path, bigtiff=l0_w * l0_h > 2**31) as tif:
+        for lvl, (lw, lh) in enumerate(sizes):
+            ds = (l0_w / lw + l0_h / lh) / 2.0
+            res = (1e4 / (mpp[0] * l0_w / lw), 1e4 / (mpp[1] * l0_h / lh))
+
+            def tiles(lw=lw, lh=lh, ds=ds):
+                for y in range(0, lh, _TILE):
+                    y1 = min(y + _TILE, lh)
+                    strip = grid.level_rows(y, y1, lw, ds)
+                    if transform is not None:
+                        strip = transform(strip)
+                    for x in range(0, lw, _TILE):
+                        t = strip[:, x : x + _TILE]
+                        if t.shape != (_TILE, _TILE):
+                            t = np.pad(t, ((0, _TILE - t.shape[0]), (0, _TILE - t.shape[1])), mode="edge")
+                        yield np.ascontiguousarray(t)
+                    if progress_cb is not None:
+                        progress_cb(y1 - y, lvl)
+
+            tif.write(
+                tiles(), shape=(lh, lw), dtype=np.uint8, tile=(_TILE, _TILE), photometric="minisblack",
+                compression="zlib", compressionargs={"level": 1}, resolution=res, resolutionunit="CENTIMETER",
+                subfiletype=0 if lvl == 0 else 1, metadata=None, maxworkers=1, buffersize=_TILE * _TILE * 32,
+                description="gigaseg tissue mask" if lvl == 0 else None,
+            )
+
+
+def contour_grid(grid: MaskGrid, binary) -> tuple[np.ndarray, int]:
+    """The binary mask on the contour grid: (h, w) uint8 0/1 and the subsampling factor.
+
+    The grid is used as is up to ``_CONTOUR_MAX_PIXELS``; above, every f-th row and column
+    (f the smallest integer that fits).
+    """
+    gh, gw = grid.shape
+    f = 1
+    while math.ceil(gh / f) * math.ceil(gw / f) > _CONTOUR_MAX_PIXELS:
+        f += 1
+    out = np.empty((math.ceil(gh / f), math.ceil(gw / f)), np.uint8)
+    cols = np.arange(0, gw, f)
+    rows_per = max(f, (16 * 2**20 // max(gw, 1)) // f * f)
+    k = 0
+    for y in range(0, gh, rows_per):
+        y1 = min(y + rows_per, gh)
+        block = grid.rows(y, y1) if f == 1 else grid.take_rows(np.arange(y, y1, f))
+        b = binary(block)[:, cols] if f > 1 else binary(block)
+        out[k : k + b.shape[0]] = b
+        k += b.shape[0]
+    return out, f
+
+
+def mask_polygons(mask: np.ndarray, *, scale: tuple[float, float], simplify: float, min_area: float) -> list:
+    """Polygons with holes of a 0/1 mask, in level-0 pixels.
+
+    Marching squares at 0.5 (contourpy, filled between 0.5 and 1.5 on the zero-padded mask)
+    traces boundaries between pixel centres, so a pixel is inside a polygon exactly when its
+    value is 1 (see NOTE [Rasterization rule] in gigaseg.geojson). Coordinates are scaled by
+    ``scale`` (level-0 pixels per mask pixel), then made valid, simplified (``simplify``
+    level-0 pixels; 0 for none), and polygons and holes under ``min_area`` (level-0 pixels
+    squared) dropped.
+    """
+    import contourpy
+    import shapely
+    from shapely.geometry import Polygon
+
+    if mask.size == 0 or not mask.any():
+        return []
+    z = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), np.float64)
+    z[1:-1, 1:-1] = mask
+    gen = contourpy.contour_generator(z=z, name="serial", fill_type=contourpy.FillType.OuterOffset,
+                                      chunk_size=0)
+    points, offsets = gen.filled(0.5, 1.5)
+    sx, sy = scale
+    polys = []
+    for pts, offs in zip(points, offsets):
+        pts = np.asarray(pts, dtype=np.float64)
+        # mask pixel j has its centre at contour x = j + 1 (padding) and covers [j, j + 1) * scale
+        xy = np.stack([(pts[:, 0] - 0.5) * sx, (pts[:, 1] - 0.5) * sy], axis=1)
+        rings = [xy[offs[i] : offs[i + 1]] for i in range(len(offs) - 1)]
+        rings = [r for r in rings if len(r) >= 4]
+        if not rings:
+            continue
+        shell, holes = rings[0], rings[1:]
+        if min_area > 0:
+            holes = [h for h in holes if abs(_ring_area(h)) >= min_area]
+        poly = Polygon(shell, holes)
+        if simplify > 0:
+            poly = poly.simplify(simplify, preserve_topology=True)
+        if not poly.is_valid:
+            poly = shapely.make_valid(poly)
+        for part in getattr(poly, "geoms", [poly]):
+            if part.geom_type == "Polygon" and not part.is_empty and part.area >= max(min_area, 1e-12):
+                polys.append(shapely.geometry.polygon.orient(part, sign=1.0))
+    return polys
+
+
+def _ring_area(xy: np.ndarray) -> float:
+    x, y = xy[:, 0], xy[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def geojson_collection(polygons: list, *, name: str = "Tissue") -> dict:
+    """A QuPath-importable FeatureCollection of annotations classified ``name``."""
+    features = []
+    for poly in polygons:
+        rings = [poly.exterior, *poly.interiors]
+        coords = [[[round(x, 2), round(y, 2)] for x, y in ring.coords] for ring in rings]
+        features.append({
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": coords},
+            "properties": {"objectType": "annotation",
+                           "classification": {"name": name, "color": list(_TISSUE_COLOR)}},
+        })
+    return {"type": "FeatureCollection", "features": features}
+
+
+def write_geojson(path: Path, polygons: list) -> None:
+    with open(path, "w") as f:
+        json.dump(geojson_collection(polygons), f, separators=(",", ":"))
+        f.write("\n")
+
+
+def write_overlay(path: Path, thumb: np.ndarray, polygons: list, *, l0_per_thumb: tuple[float, float],
+                  thumb_mask: np.ndarray | None = None) -> None:
+    """A PNG thumbnail with tissue tinted (``thumb_mask``) and the polygon outlines drawn."""
+    from PIL import Image, ImageDraw
+
+    img = thumb.copy()
+    if thumb_mask is not None and thumb_mask.shape == img.shape[:2]:
+        sel = thumb_mask.astype(bool)
+        tint = np.array(_TISSUE_COLOR, np.float32)
+        img[sel] = (0.85 * img[sel] + 0.15 * tint).astype(np.uint8)
+    pil = Image.fromarray(img)
+    draw = ImageDraw.Draw(pil)
+    kx, ky = 1.0 / l0_per_thumb[0], 1.0 / l0_per_thumb[1]
+    width = max(1, round(max(img.shape[:2]) / 500))
+    for poly in polygons:
+        for k, ring in enumerate([poly.exterior, *poly.interiors]):
+            xy = [(x * kx, y * ky) for x, y in ring.coords]
+            if len(xy) >= 2:
+                draw.line(xy, fill=(0, 160, 0) if k == 0 else (230, 120, 0), width=width)
+    pil.save(path, format="PNG", optimize=False)

@@ -1,0 +1,666 @@
+"""Whole-slide inference: a tissue mask TIFF, QuPath GeoJSON, an overlay and a summary per slide.
+
+``predict_slide(model, slide, out_dir)`` reads the slide at the model's training resolution
+(``payload["mpp"]`` of its checkpoint) strip by strip, runs the exact tiled forward pass
+(:func:`gigaseg.engine.tiled_predict`) on each strip plus a halo, and writes, per slide
+``<stem>``:
+
+- ``<stem>.mask.tiff``: tiled pyramidal 8-bit greyscale TIFF at the slide's level-0 size and
+  mpp; 0/255 (tissue = probability >= threshold) or, with ``probabilities=True``, the
+  probability * 255. OpenSlide (generic-tiff) and QuPath open it.
+- ``<stem>.geojson``: tissue polygons with holes, level-0 pixels, QuPath annotations of class
+  "Tissue".
+- ``<stem>.overlay.png``: a thumbnail with tissue tinted and outlined.
+- ``<stem>.json``: tissue area (mm^2), fraction, pieces, timings and the effective settings.
+
+Example::
+
+    from gigaseg.predict import predict_slide
+    summary = predict_slide("run/checkpoint.pt", "slide.svs", "out/")
+    print(summary["tissue_area_mm2"], summary["paths"]["mask"])
+
+# NOTE [Streaming]
+Memory stays bounded whatever the slide size. The slide at the model's resolution is an
+array-like (``_SlideImage``) backed by the slide reader, tiled by the engine's memory plan
+for the whole slide. Each tile's crop (core plus halo) is read from the slide (best pyramid
+level, then resampling) by a reader thread ahead of the model, run through
+``tiled_predict`` as a one-tile image, and its core kept (NOTE [Tile order]). Grid pixel
+(gx, gy) covers level-0 [gx * s, (gx + 1) * s) with s = model mpp / slide mpp, at fractional
+origins, so the crops are exact pieces of one whole-slide resampling and the result equals
+the model on the whole resampled slide. A row of tiles, quantized to uint8 (round(255 p)),
+is appended to a temporary raw file as soon as it is complete; a thread writes the mask TIFF
+from that file as the rows arrive; the polygons and the overlay are made from it afterwards,
+row by row. Peak memory: the engine's budget (default 1 GiB, which includes the process)
+plus one row of tiles (tile height x width bytes) plus a few crops read ahead plus the TIFF
+writer's strip.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import math
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .errors import ConfigError, GigasegError, InputError, SlideError
+
+__all__ = [
+    "DEFAULT_MIN_AREA",
+    "THUMB_SIDE",
+    "predict_slide",
+    "predict_slides",
+    "expand_slide_paths",
+    "output_paths",
+    "SLIDE_SUFFIXES",
+]
+
+#: Default smallest tissue piece (and hole) kept in the GeoJSON, square microns.
+DEFAULT_MIN_AREA = 2500.0
+#: Longest side of the overlay thumbnail, pixels.
+THUMB_SIDE = 1024
+#: File suffixes taken as slides when a folder is given.
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide",
+                  ".png", ".jpg", ".jpeg", ".dcm")
+_OUTPUT_SUFFIXES = {"mask": ".mask.tiff", "geojson": ".geojson", "overlay": ".overlay.png", "summary": ".json"}
+
+
+def output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
+    """The four output files of a slide: mask, geojson, overlay, summary."""
+    out_dir = Path(out_dir)
+    return {k: out_dir / f"{stem}{s}" for k, s in _OUTPUT_SUFFIXES.items()}
+
+
+def slide_stem(path: str | os.PathLike) -> str:
+    """Output name stem of a slide: the file name without its suffix (a DICOM folder: its name)."""
+    p = Path(path)
+    if p.is_dir():
+        return p.name
+    name = p.name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return p.stem
+
+
+def expand_slide_paths(items: Iterable[str | os.PathLike]) -> list[Path]:
+    """Slides from paths, folders (their slide files; a folder of .dcm files is one slide) and globs.
+
+    Folders and globs skip gigaseg's own outputs (``*.mask.tiff``, ``*.overlay.png``);
+    a path given explicitly is always taken.
+
+    Raises:
+        InputError: an item that matches nothing.
+    """
+    out: list[Path] = []
+    for item in items:
+        s = str(item)
+        if any(c in s for c in "*?[") and not Path(s).exists():
+            matches = sorted(_glob.glob(s, recursive=True))
+            if not matches:
+                raise InputError(f"{s}: the pattern matches no file; check the path")
+            out.extend(Path(m) for m in matches if not _is_output(Path(m)))
+            continue
+        p = Path(s).expanduser()
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file())
+            if any(f.suffix.lower() == ".dcm" for f in files):
+                out.append(p)  # a DICOM WSI series
+                continue
+            slides = [f for f in files if f.suffix.lower() in SLIDE_SUFFIXES and not _is_output(f)]
+            subdirs = sorted(d for d in p.iterdir() if d.is_dir() and any(x.suffix.lower() == ".dcm"
+                                                                        for x in d.iterdir()))
+            if not slides and not subdirs:
+                raise InputError(f"{p}: folder holds no slide file ({', '.join(SLIDE_SUFFIXES)}); check the path")
+            out.extend(slides)
+            out.extend(subdirs)
+            continue
+        out.append(p)  # missing files are reported per slide
+    seen, unique = set(), []
+    for p in out:
+        key = p.resolve() if p.exists() else p
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _is_output(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".mask.tiff") or name.endswith(".overlay.png")
+
+
+# --- the model and the slide ---------------------------------------------------------------
+
+
+def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
+    """(UNet in eval mode, its training mpp or None, a description of where it came from)."""
+    from .checkpoint import load_model
+    from .model import UNet
+
+    if isinstance(model, (str, os.PathLike)):
+        net, payload = load_model(model, device=device if device is not None else "cpu")
+        mpp = payload.get("mpp")
+        return net, (float(mpp) if mpp else None), str(model)
+    if isinstance(model, UNet):
+        return model.eval(), getattr(model, "mpp", None), "UNet object"
+    raise ConfigError(f"model must be a gigaseg UNet or a checkpoint path, got {type(model).__name__}")
+
+
+def _open(slide_path: Path, mpp: float | None):
+    from .slide import open_slide
+
+    slide = open_slide(slide_path, mpp=mpp)
+    if slide.mpp is None:
+        slide.close()
+        raise SlideError(
+            f"{slide_path}: the file does not state its resolution (microns per pixel); give it with "
+            f"--mpp (predict_slide(..., mpp=...)), e.g. 0.25 for a 40x scan, 0.5 for 20x, or the "
+            f"thumbnail's own um/px (slide width in um / width in pixels)"
+        )
+    return slide
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"output folder {out_dir} cannot be created ({exc.strerror or exc}); choose another --out") from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {out_dir} is not writable; fix its permissions or choose another --out")
+
+
+class _SlideImage:
+    """The slide at the model's resolution as an (H, W, 3) uint8 array-like, read ahead.
+
+    Sliced tile crop by tile crop in the order of ``crops``; a reader thread reads those crops
+    ahead (two queued) so that reading overlaps the model. A slice that is not the next
+    expected crop is read directly.
+    """
+
+    def __init__(self, slide, t_mpp: float, grid_w: int, grid_h: int, crops: list[tuple[int, int, int, int]]):
+        self.slide, self.t_mpp = slide, t_mpp
+        self.shape = (grid_h, grid_w, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.read_s = 0.0
+        self.wait_s = 0.0
+        self._crops = crops
+        self._next = 0
+        self._q: queue.Queue = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._reader, name="gigaseg-predict-reader", daemon=True)
+        self._thread.start()
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """Grid box [y0, y1) x [x0, x1): grid pixel (gx, gy) covers level-0 [gx * s, (gx + 1) * s)."""
+        return _read_grid_box(self.slide, self.t_mpp, x0, y0, x1 - x0, y1 - y0)
+
+    def _reader(self) -> None:
+        for box in self._crops:
+            if self._stop.is_set():
+                return
+            t0 = time.perf_counter()
+            try:
+                item = (box, self.read(*box))
+            except BaseException as exc:  # handed to the consumer
+                item = (box, exc)
+            self.read_s += time.perf_counter() - t0
+            while not self._stop.is_set():
+                try:
+                    self._q.put(item, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item[1], BaseException):
+                return
+
+    def __getitem__(self, key) -> np.ndarray:
+        ys, xs = key[0], key[1]
+        box = (ys.start, ys.stop, xs.start, xs.stop)
+        if self._next < len(self._crops) and self._crops[self._next] == box:
+            self._next += 1
+            t0 = time.perf_counter()
+            got, arr = self._q.get()
+            self.wait_s += time.perf_counter() - t0
+            if isinstance(arr, BaseException):
+                raise arr
+            return arr
+        t0 = time.perf_counter()
+        arr = self.read(*box)
+        self.read_s += time.perf_counter() - t0
+        return arr
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
+class _RowSink:
+    """One row of tiles (uint8) that is appended to a raw file when complete; counts the
+    pixels >= ``thr_u8`` (tissue) and lets a gated reader (the TIFF thread) follow."""
+
+    def __init__(self, f, width: int, tile_h: int, thr_u8: int, gate=None):
+        self._f = f
+        self._gate = gate
+        self.buf = np.empty((tile_h, width), np.uint8)
+        self._thr = np.uint8(thr_u8)
+        self.tissue = 0
+        self.write_s = 0.0
+
+    def flush(self, rows: int) -> None:
+        t0 = time.perf_counter()
+        block = self.buf[:rows]
+        self._f.write(memoryview(block).cast("B"))
+        if self._gate is not None:
+            self._f.flush()
+            self._gate.advance(rows)
+        self.tissue += int(np.count_nonzero(block >= self._thr))
+        self.write_s += time.perf_counter() - t0
+
+
+def _predict_to_raw(net, slide, raw_path: Path, *, t_mpp: float, grid_w: int, grid_h: int, memory_budget,
+                    device, progress: bool, thr_u8: int, gate=None) -> dict[str, Any]:
+    """Predict the whole slide into ``raw_path`` (grid_h x grid_w uint8, round(255 p)).
+
+    Returns timings, the tile plan and the number of pixels >= ``thr_u8``.
+
+    # NOTE [Tile order]
+    The tiles are those of the engine's plan for the whole slide (cores on the stride grid,
+    crops with the engine's halos), visited here row by row: each crop is handed to
+    ``tiled_predict`` as a one-tile image and only its core is kept, which is exactly what
+    the engine computes for that tile. Driving the order here (the engine may visit tiles in
+    any order) lets the reader thread read the next crops ahead and lets rows of tiles be
+    written as soon as they are complete.
+    """
+    import torch
+
+    from .engine import _tiles, check_local, plan, tiled_predict
+
+    config = check_local(net)
+    params = list(net.parameters())
+    dtype = params[0].dtype if params else torch.float32
+    s = config.total_stride
+    p = plan(config, grid_h, grid_w, memory_budget=memory_budget, mode="predict", dtype=dtype)
+    th, tw = p.tile
+    tiles = list(_tiles(grid_h, grid_w, th, tw, config))
+    image = _SlideImage(slide, t_mpp, grid_w, grid_h, [(t.cy0, t.cy1, t.cx0, t.cx1) for t in tiles])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tiles), desc="predict", unit="tile", leave=False, file=sys.stderr, delay=1.0)
+    t_model = 0.0
+    t0 = time.perf_counter()
+    try:
+        with open(raw_path, "wb") as f:
+            sink = _RowSink(f, grid_w, min(th, grid_h), thr_u8, gate)
+            for t in tiles:
+                crop = image[t.cy0 : t.cy1, t.cx0 : t.cx1]
+                ch, cw = crop.shape[:2]
+                out = np.empty((ch, cw), np.uint8)
+                t1 = time.perf_counter()
+                tiled_predict(net, crop, out=out, tile=(-(-ch // s) * s, -(-cw // s) * s), device=device)
+                t_model += time.perf_counter() - t1
+                sink.buf[: t.y1 - t.y0, t.x0 : t.x1] = out[t.core_in_crop]
+                del crop, out
+                if t.x1 == grid_w:
+                    sink.flush(t.y1 - t.y0)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        image.close()
+        if bar is not None:
+            bar.close()
+    total = time.perf_counter() - t0
+    return {"read_s": image.read_s, "read_wait_s": image.wait_s, "write_s": sink.write_s,
+            "model_s": t_model, "predict_s": total,
+            "tile": [th, tw], "n_tiles": len(tiles), "tissue": sink.tissue}
+
+
+def _read_grid_box(slide, t_mpp: float, gx: int, gy: int, gw: int, gh: int) -> np.ndarray:
+    """Grid box at (gx, gy) of (gw, gh) of the slide at ``t_mpp``: (gh, gw, 3) uint8.
+
+    Grid pixel (gx, gy) covers level-0 [gx * s_x, (gx + 1) * s_x) x [gy * s_y, (gy + 1) * s_y),
+    s = t_mpp / mpp, at fractional level-0 origins, so that boxes read separately tile the
+    whole-slide grid exactly (Slide.read_region_at_mpp takes integer origins only).
+    """
+    mx, my = slide.mpp
+    sx, sy = t_mpp / mx, t_mpp / my
+    l0_x, l0_y = gx * sx, gy * sy
+    if float(l0_x).is_integer() and float(l0_y).is_integer():
+        return slide.read_region_at_mpp((int(l0_x), int(l0_y)), t_mpp, (gw, gh))
+    # NOTE: Slide's own resampling path, with the fractional origin it supports internally.
+    level = slide.get_best_level_for_mpp(t_mpp)
+    ds = slide.level_downsamples[level]
+    slide._check_open()
+    return slide._resample(level, l0_x / ds, l0_y / ds, sx / ds, sy / ds, gw, gh)
+
+
+def _grid_size(slide, t_mpp: float) -> tuple[int, int]:
+    l0_w, l0_h = slide.dimensions
+    mx, my = slide.mpp
+    return max(1, round(l0_w * mx / t_mpp)), max(1, round(l0_h * my / t_mpp))
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+
+def _thumbnail(slide, side: int = THUMB_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
+    """(thumbnail RGB, level-0 pixels per thumbnail pixel (x, y))."""
+    l0_w, l0_h = slide.dimensions
+    mx, my = slide.mpp
+    t_mpp = max(l0_w * mx, l0_h * my) / side
+    t_mpp = max(t_mpp, mx, my)  # never upsample the thumbnail
+    tw, th = max(1, round(l0_w * mx / t_mpp)), max(1, round(l0_h * my / t_mpp))
+    img = slide.read_region_at_mpp((0, 0), t_mpp, (tw, th))
+    return img, (t_mpp / mx, t_mpp / my)
+
+
+def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transform, min_area: float,
+                  simplify: float | None, summary: dict, overwrite: bool, tiff_done: Path | None = None) -> dict:
+    """Write the mask TIFF, GeoJSON, overlay and summary of ``grid`` atomically; returns the summary.
+
+    ``tiff_done``: a mask TIFF already written (moved into place instead of writing one).
+    """
+    from ._writers import contour_grid, mask_polygons, write_geojson, write_mask_tiff, write_overlay
+    from .store import _write_json_atomic
+
+    paths = output_paths(out_dir, stem)
+    mx, my = slide.mpp
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
+    try:
+        t0 = time.perf_counter()
+        if tiff_done is None:
+            write_mask_tiff(tmp / paths["mask"].name, grid, mpp=(mx, my), transform=tiff_transform)
+        else:
+            os.replace(tiff_done, tmp / paths["mask"].name)
+        t_tiff = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cmask, f = contour_grid(grid, binary)
+        scale = (grid.step[0] * f, grid.step[1] * f)
+        um_per_l0 = math.sqrt(mx * my)
+        simplify_l0 = (0.5 * max(scale) if simplify is None else float(simplify) / um_per_l0)
+        polys = mask_polygons(cmask, scale=scale, simplify=simplify_l0, min_area=float(min_area) / (mx * my))
+        write_geojson(tmp / paths["geojson"].name, polys)
+        t_geo = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        thumb, l0_per_thumb = _thumbnail(slide)
+        th, tw = thumb.shape[:2]
+        gy = np.clip(np.floor((np.arange(th) + 0.5) * l0_per_thumb[1] / grid.step[1]).astype(np.int64), 0,
+                     grid.shape[0] - 1)
+        gx = np.clip(np.floor((np.arange(tw) + 0.5) * l0_per_thumb[0] / grid.step[0]).astype(np.int64), 0,
+                     grid.shape[1] - 1)
+        tmask = binary(grid.take_rows(gy)[:, gx])
+        write_overlay(tmp / paths["overlay"].name, thumb, polys, l0_per_thumb=l0_per_thumb, thumb_mask=tmask)
+        t_ov = time.perf_counter() - t0
+        summary.update({
+            "pieces": len(polys),
+            "polygon_area_mm2": round(sum(p.area for p in polys) * mx * my / 1e6, 6),
+            "contour_subsample": f,
+            "simplify_um": round(simplify_l0 * um_per_l0, 4),
+            "min_area_um2": float(min_area),
+        })
+        if tiff_done is None:
+            summary["timings"]["tiff_s"] = round(t_tiff, 3)
+        summary["timings"].update({"geojson_s": round(t_geo, 3), "overlay_s": round(t_ov, 3)})
+        summary["paths"] = {k: str(v) for k, v in paths.items()}
+        _write_json_atomic(tmp / paths["summary"].name, summary)
+        order = ("mask", "geojson", "overlay", "summary")  # the summary last: it marks completion
+        if not overwrite:
+            appeared = [str(paths[k]) for k in order if paths[k].exists()]
+            if appeared:
+                raise InputError(f"{', '.join(appeared)} appeared while predicting; pass --overwrite to replace")
+        for key in order:
+            os.replace(tmp / paths[key].name, paths[key])
+    except OSError as exc:
+        if isinstance(exc, GigasegError):
+            raise
+        raise InputError(f"cannot write the outputs of {stem} in {out_dir} ({exc.strerror or exc}); "
+                         "free disk space or choose another --out") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _existing(paths: dict[str, Path]) -> list[Path]:
+    return [p for p in paths.values() if p.exists()]
+
+
+class _TiffThread(threading.Thread):
+    """Writes the mask TIFF from a gated grid while the prediction fills it."""
+
+    def __init__(self, path: Path, grid, mpp, transform):
+        super().__init__(name="gigaseg-predict-tiff", daemon=True)
+        self.path, self.grid, self.mpp, self.transform = path, grid, mpp, transform
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.start()
+
+    def run(self) -> None:
+        from ._writers import _Aborted, write_mask_tiff
+
+        t0 = time.perf_counter()
+        try:
+            write_mask_tiff(self.path, self.grid, mpp=self.mpp, transform=self.transform)
+        except _Aborted:
+            pass
+        except BaseException as exc:  # re-raised by predict_slide
+            self.error = exc
+        self.seconds = time.perf_counter() - t0
+
+
+# --- the public entry points ---------------------------------------------------------------
+
+
+def predict_slide(
+    model: Any,
+    slide_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    mpp: float | None = None,
+    threshold: float = 0.5,
+    probabilities: bool = False,
+    min_area: float = DEFAULT_MIN_AREA,
+    simplify: float | None = None,
+    memory_budget: int | str | None = None,
+    device: Any = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    model_mpp: float | None = None,
+) -> dict:
+    """Segment tissue on one slide and write its four outputs into ``out_dir``.
+
+    Args:
+        model: a ``gigaseg.UNet`` or a checkpoint path (loaded with ``load_model``).
+        slide_path: any slide ``gigaseg.slide.open_slide`` reads (a DICOM folder too).
+        out_dir: output folder (created).
+        mpp: level-0 microns per pixel of the slide, replacing what the file says (needed
+            for PNG/JPEG thumbnails and files without resolution tags).
+        threshold: tissue is probability >= threshold (on the uint8 probability
+            round(255 p) >= round(255 threshold)).
+        probabilities: the mask TIFF holds round(255 p) instead of 0/255.
+        min_area: smallest polygon and hole kept in the GeoJSON, square microns.
+        simplify: GeoJSON simplification tolerance in microns (None: half a pixel of the
+            contour grid; 0: none).
+        memory_budget: engine memory budget (bytes or "1GB"); default the engine's.
+        device: "cpu", "cuda", "mps", "auto" or None (cpu).
+        overwrite: replace existing outputs (else the slide is skipped).
+        progress: tqdm bar on stderr.
+        model_mpp: resolution the model runs at, um/px; default the checkpoint's training
+            mpp (a UNet object: its ``mpp`` attribute if any); when unknown, the slide's
+            level 0.
+
+    Returns:
+        The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
+        ``tissue_fraction``, ``pieces``, ``timings`` (read, model, write, ...), ``paths``;
+        ``skipped: True`` when outputs existed and ``overwrite`` is False.
+
+    Raises:
+        CheckpointError, SlideError, InputError, ConfigError: bad model, slide, folder, option.
+    """
+    from . import __version__
+    from .engine import resolve_device
+    from .store import _utc_now
+
+    if not 0.0 < float(threshold) < 1.0:
+        raise ConfigError(f"threshold must be strictly between 0 and 1, got {threshold}")
+    if min_area < 0 or (simplify is not None and simplify < 0):
+        raise ConfigError(f"min_area and simplify must be >= 0, got {min_area} and {simplify}")
+    t_start = time.perf_counter()
+    slide_path = Path(slide_path)
+    out_dir = Path(out_dir)
+    stem = slide_stem(slide_path)
+    paths = output_paths(out_dir, stem)
+    if not overwrite and _existing(paths):
+        return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (use --overwrite)",
+                "paths": {k: str(v) for k, v in paths.items()}}
+    dev = resolve_device(device or "cpu")
+    was_training = getattr(model, "training", False)
+    net, trained_mpp, model_source = _load(model, dev)
+    try:
+        _check_out_dir(out_dir)
+        slide = _open(slide_path, mpp)
+    except BaseException:
+        net.train(was_training)
+        raise
+    thr_u8 = int(round(255 * float(threshold)))
+    try:
+        t_mpp = float(model_mpp or trained_mpp or math.sqrt(slide.mpp[0] * slide.mpp[1]))
+        grid_w, grid_h = _grid_size(slide, t_mpp)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".grid", dir=out_dir))
+        try:
+            from ._writers import MaskGrid, RowGate
+
+            raw_path = tmp / "probabilities.u8"
+            raw_path.touch()
+            step = (t_mpp / slide.mpp[0], t_mpp / slide.mpp[1])
+
+            def binary(block):
+                return (block >= thr_u8).astype(np.uint8)
+
+            def to_tiff(block):
+                return block if probabilities else np.where(block >= thr_u8, np.uint8(255), np.uint8(0))
+
+            # NOTE [Concurrent TIFF]: the mask TIFF is written by a thread that follows the
+            # prediction row by row (level 0), then writes the smaller levels once it is done.
+            gate = RowGate()
+            tiff_grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step, gate=gate)
+            tiff_path = tmp / paths["mask"].name
+            tiff_thread = _TiffThread(tiff_path, tiff_grid, slide.mpp, to_tiff)
+            try:
+                timings = _predict_to_raw(net, slide, raw_path, t_mpp=t_mpp, grid_w=grid_w, grid_h=grid_h,
+                                          memory_budget=memory_budget, device=dev, progress=progress,
+                                          thr_u8=thr_u8, gate=gate)
+            except BaseException:
+                gate.abort()
+                raise
+            finally:
+                t0 = time.perf_counter()
+                tiff_thread.join()
+                tiff_grid.close()
+            timings["tiff_wait_s"] = time.perf_counter() - t0
+            err = tiff_thread.error
+            if isinstance(err, OSError) and not isinstance(err, GigasegError):
+                raise InputError(f"cannot write the mask TIFF of {stem} in {out_dir} ({err.strerror or err}); "
+                                 "free disk space or choose another --out") from err
+            if err is not None:
+                raise err
+            grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
+            tissue_px = timings.pop("tissue")
+
+            summary = {
+                "command": "predict",
+                "gigaseg_version": __version__,
+                "time": _utc_now(),
+                "slide": str(slide_path),
+                "slide_dimensions": list(slide.dimensions),
+                "slide_mpp": list(slide.mpp),
+                "mpp_given": mpp is not None,
+                "model": model_source,
+                "model_mpp": t_mpp,
+                "model_mpp_source": "argument" if model_mpp else ("checkpoint" if trained_mpp else "slide level 0"),
+                "grid_size": [grid_w, grid_h],
+                "threshold": float(threshold),
+                "probabilities": bool(probabilities),
+                "device": str(dev),
+                "memory_budget": memory_budget,
+                "tissue_pixels_model_res": tissue_px,
+                "tissue_area_mm2": round(tissue_px * t_mpp * t_mpp / 1e6, 6),
+                "tissue_fraction": round(tissue_px / (grid_w * grid_h), 6),
+                "megapixels_model_res": round(grid_w * grid_h / 1e6, 3),
+                "tile": timings.pop("tile"),
+                "n_tiles": timings.pop("n_tiles"),
+                "timings": {k: round(v, 3) for k, v in timings.items()},
+            }
+            summary["timings"]["tiff_s"] = round(tiff_thread.seconds, 3)
+            try:
+                write_outputs(slide, grid, out_dir, stem, binary=binary, tiff_transform=to_tiff, min_area=min_area,
+                              simplify=simplify, summary=summary, overwrite=overwrite, tiff_done=tiff_path)
+            finally:
+                grid.close()
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        slide.close()
+        net.train(was_training)  # a UNet object goes back to the mode it came in
+    summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
+    return summary
+
+
+def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *,
+                   progress: bool = True, **kwargs: Any) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Run :func:`predict_slide` on many slides; one failure does not stop the others.
+
+    The model is loaded once. Returns ``(summaries, failures)`` with failures as
+    ``(slide, error message)``.
+    """
+    from .checkpoint import load_model
+    from .engine import resolve_device
+
+    slides = list(slides)
+    if isinstance(model, (str, os.PathLike)):
+        dev = resolve_device(kwargs.get("device") or "cpu")
+        net, payload = load_model(model, device=dev)
+        net.mpp = payload.get("mpp")  # the training resolution, read by predict_slide
+        source = str(model)
+    else:
+        net, source = model, None
+    _check_out_dir(Path(out_dir))
+    summaries, failures = [], []
+    stems: dict[str, Path] = {}
+    bar = None
+    if progress and len(slides) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(slides), desc="slides", unit="slide", file=sys.stderr)
+    for s in slides:
+        stem = slide_stem(s)
+        if stem in stems:
+            failures.append((str(s), f"same output name {stem!r} as {stems[stem]}; predict it into another --out"))
+            continue
+        stems[stem] = Path(s)
+        try:
+            summary = predict_slide(net, s, out_dir, progress=progress, **kwargs)
+            if source is not None and not summary.get("skipped"):
+                summary["model"] = source
+                from .store import _write_json_atomic
+
+                _write_json_atomic(Path(summary["paths"]["summary"]), summary)
+            summaries.append(summary)
+        except GigasegError as exc:
+            failures.append((str(s), str(exc)))
+        except (OSError, ValueError, RuntimeError) as exc:
+            failures.append((str(s), f"{type(exc).__name__}: {exc}"))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return summaries, failures
