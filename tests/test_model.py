@@ -107,18 +107,48 @@ def test_config_round_trip():
     assert UNetConfig.from_dict(config.to_dict()) == config
 
 
-@pytest.mark.parametrize("name", ["paper", "tiny"])
-def test_model_gradients_equal_plain_pytorch(name, monkeypatch):
-    """The custom convolution backward gives the gradients of plain F.conv2d autograd."""
-    import gigaseg.model as model_module
+def _plain_forward(model: UNet, x: torch.Tensor) -> torch.Tensor:
+    """The architecture written plainly: F.conv2d, nearest interpolation, torch.cat."""
+    cfg = model.config
+    h, w = x.shape[-2:]
+    s = cfg.total_stride
+    x = F.pad(x, (0, (-w) % s, 0, (-h) % s))
 
+    def conv(block, t, stride=1):
+        k = block.conv.weight.shape[-1]
+        return F.conv2d(t, block.conv.weight, block.conv.bias, stride=stride, padding=k // 2)
+
+    skips = [x]
+    for i, block in enumerate(model.encoder):
+        skips.append(block.act(conv(block, skips[-1], cfg.strides[i])))
+    d = skips[-1]
+    for level in range(cfg.depth - 1, 0, -1):
+        up = F.interpolate(d, scale_factor=cfg.strides[level], mode="nearest")
+        block = model.decoder[level - 1]
+        d = block.act(conv(block, torch.cat([up, skips[level]], dim=1)))
+    up = F.interpolate(d, scale_factor=cfg.strides[0], mode="nearest")
+    return conv(model.head, torch.cat([up, x], dim=1))[..., :h, :w]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        preset("paper"),
+        preset("tiny"),
+        UNetConfig(4, (2, 3, 4, 5), (2, 2, 2, 2), (3, 5, 7, 9), (3, 5, 3, 7)),
+        UNetConfig(2, (2, 3), (3, 8), (9, 5), (11, 1), activation="gelu"),
+    ],
+)
+def test_model_equals_plain_pytorch(config):
+    """Outputs and every gradient equal those of the plainly written architecture."""
     torch.manual_seed(0)
-    model = UNet(preset(name)).double()
+    model = UNet(config).double()
     x = torch.rand(1, 3, 77, 130, dtype=torch.float64)
-    ours = torch.autograd.grad(model(x).square().sum(), list(model.parameters()))
-    monkeypatch.setattr(
-        model_module, "_conv", lambda x, w, b, s: F.conv2d(x, w, b, stride=s, padding=w.shape[-1] // 2)
-    )
-    ref = torch.autograd.grad(model(x).square().sum(), list(model.parameters()))
-    for a, r in zip(ours, ref):
+    out = model(x)
+    ref = _plain_forward(model, x)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(out)
+    ours = torch.autograd.grad(out, list(model.parameters()), g)
+    theirs = torch.autograd.grad(ref, list(model.parameters()), g)
+    for a, r in zip(ours, theirs):
         assert float((a - r).norm() / r.norm()) < 1e-12
