@@ -1,5 +1,5 @@
 # Two commands on a fresh machine:
-#   make demo   - create .venv, install gigaseg, and show the exact tiled engine at work
+#   make demo   - create .venv, install gigaseg, and run the end-to-end demo (gigaseg demo)
 #   make test   - create .venv, install gigaseg with test extras, and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -20,8 +20,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed
-	$(BIN)/gigaseg bench exactness
-	$(BIN)/gigaseg bench step --height 4000 --width 16000 --preset paper --steps 2
+	$(BIN)/gigaseg demo
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest

@@ -17,6 +17,7 @@ from .errors import (
     PlanError,
     SlideError,
     StoreError,
+    TrainingError,
     UnsupportedModelError,
 )
 
@@ -54,6 +55,10 @@ _LAZY = {
     "baseline_slide": "metrics",
     "evaluate_pair": "metrics",
     "evaluate_pairs": "metrics",
+    "TrainConfig": "train",
+    "train": "train",
+    "resume_config": "train",
+    "run_demo": "demo",
 }
 
 __all__ = [
@@ -65,6 +70,7 @@ __all__ = [
     "PlanError",
     "SlideError",
     "StoreError",
+    "TrainingError",
     "UnsupportedModelError",
     *_LAZY,
 ]

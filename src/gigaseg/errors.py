@@ -11,6 +11,7 @@ __all__ = [
     "SlideError",
     "StoreError",
     "CheckpointError",
+    "TrainingError",
 ]
 
 
@@ -44,3 +45,7 @@ class StoreError(GigasegError, OSError):
 
 class CheckpointError(GigasegError, OSError):
     """A checkpoint cannot be written, read, or is not a gigaseg checkpoint of this version."""
+
+
+class TrainingError(GigasegError, ArithmeticError):
+    """Training cannot go on (a NaN or infinite loss or gradient)."""

@@ -1,0 +1,172 @@
+"""``gigaseg train`` (the training loop) and ``gigaseg demo`` (synthetic data to prediction, end to end)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+_TRAIN_HELP = """\
+Train a U-Net on whole regions of a region store (gigaseg prepare), one region per step,
+with the exact tiled engine: the gradient of the loss over the whole region, in bounded memory.
+
+  gigaseg prepare --synthetic 6 --val 2 --size 2048x4096 --out regions/
+  gigaseg train --data regions/ --preset paper --steps 300 --out runs/a
+  gigaseg train --resume runs/a                 # after Ctrl-C: continues exactly where it stopped
+  gigaseg train --resume runs/a --steps 600     # continue further (the schedule stretches)
+
+RUN_DIR gets config.json (every option, versions, machine), log.csv (one row per step:
+loss, lr, seconds, peak anonymous memory, validation Dice mean and sd), val.csv (Dice per
+held-out region), curves.png and checkpoint.pt (the latest; replaced atomically).
+Held-out regions: the store's "val" split, or --val-data STORE2 (its "val" split, or all its
+regions when it has none). With --resume, only --steps, --lr, --device, --memory-budget,
+--tile, --val-every, --ckpt-every and --no-progress may be given; the rest comes from the run.
+"""
+
+_DEMO_HELP = """\
+The end-to-end demo, on a fresh machine, in a few minutes on a laptop CPU: make synthetic
+H&E training and held-out regions (each several megapixels), train the `paper` U-Net
+(4,492 parameters) on whole regions with the exact tiled engine, report the held-out Dice,
+predict a held-out synthetic whole-slide image, and write the curves, an overlay of the
+prediction and a summary (summary.json, summary.txt) into --out.
+
+--scale paper runs the paper's experiment instead: 16000 x 64000 regions (8 training,
+4 held out), 4,940 steps: days on a CPU, a GPU advised, and about 55 GB of disk.
+"""
+
+
+# Defaults shown in --help (kept equal to TrainConfig's; a test checks).
+_DEFAULTS = {
+    "preset": "paper", "steps": 1000, "lr": 0.003, "schedule": "cosine", "warmup": 10, "min_lr_ratio": 0.05,
+    "decay_every": None, "decay_gamma": 0.1, "weight_decay": 0.0, "loss": "bce+dice", "seed": 0,
+    "jitter": "hed", "jitter_strength": 0.05, "val_every": 50, "ckpt_every": 50, "threshold": 0.5,
+    "device": "auto", "memory_budget": None, "tile": None,
+}
+
+
+def register(subparsers, formatter_class) -> None:
+    S = argparse.SUPPRESS
+
+    def opt(p, flag, help_text, **kw):
+        name = flag.lstrip("-").replace("-", "_")
+        default = _DEFAULTS.get(kw.get("dest", name), None)
+        suffix = f" (default: {default})" if default is not None else ""
+        p.add_argument(flag, default=S, help=help_text + suffix, **kw)
+
+    p = subparsers.add_parser(
+        "train",
+        help="train a U-Net on whole regions of a region store (exact tiled gradients)",
+        description=_TRAIN_HELP,
+        formatter_class=formatter_class,
+    )
+    opt(p, "--data", "the region store to train on (its 'train' split)", metavar="STORE")
+    opt(p, "--out", "the run folder (new, or empty)", metavar="RUN_DIR")
+    opt(p, "--resume", "continue the run in RUN_DIR from its checkpoint.pt", metavar="RUN_DIR")
+    opt(p, "--preset", "model preset", choices=("paper", "tiny"))
+    opt(p, "--steps", "total optimizer steps, one whole region each", type=int)
+    opt(p, "--lr", "Adam's peak learning rate", type=float)
+    opt(p, "--schedule", "learning-rate schedule after the warm-up", choices=("cosine", "step", "constant"))
+    opt(p, "--warmup", "linear warm-up steps", type=int)
+    opt(p, "--min-lr-ratio", "cosine: the final learning rate relative to --lr", type=float)
+    opt(p, "--decay-every", "step schedule: steps between decays (default: a third of --steps)", type=int)
+    opt(p, "--decay-gamma", "step schedule: factor of each decay", type=float)
+    opt(p, "--weight-decay", "Adam's weight decay", type=float)
+    opt(p, "--loss", "loss over the whole region", choices=("bce", "dice", "bce+dice"))
+    opt(p, "--seed", "seeds initialization, region order and augmentation", type=int)
+    p.add_argument("--no-augment", dest="augment", action="store_false", default=S,
+                   help="no random flips/rotations and colour jitter")
+    opt(p, "--jitter", "colour jitter kind", choices=("hed", "rgb", "none"))
+    opt(p, "--jitter-strength", "spread of the colour jitter", type=float)
+    opt(p, "--val-data", "validate on this store instead of --data's 'val' split", metavar="STORE2")
+    opt(p, "--val-every", "validate every K steps (0: only at the end)", type=int, metavar="K")
+    opt(p, "--ckpt-every", "checkpoint every K steps (0: only at the end)", type=int, metavar="K")
+    opt(p, "--threshold", "probability threshold of the validation Dice", type=float)
+    opt(p, "--device", "cpu, cuda, cuda:N, mps or auto")
+    opt(p, "--memory-budget", "the engine's memory budget, e.g. 4GB (default: 1 GiB)")
+    opt(p, "--tile", "core tile side, a multiple of the model's stride; overrides the plan", type=int)
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bars")
+    p.set_defaults(func=_run_train)
+
+    d = subparsers.add_parser(
+        "demo",
+        help="the end-to-end demo: synthetic data, training, held-out Dice, a predicted slide",
+        description=_DEMO_HELP,
+        formatter_class=formatter_class,
+    )
+    d.add_argument("--out", default="gigaseg-demo", help="output folder")
+    d.add_argument("--scale", default="small", choices=("small", "paper"),
+                   help="small: minutes on a laptop; paper: the paper's 16000 x 64000 regions")
+    d.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    d.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
+    d.add_argument("--memory-budget", default=None, help="the engine's memory budget, e.g. 4GB; None: the engine's default, 1 GiB")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # hidden, for tests and tuning
+    d.add_argument("--regions", type=int, default=None, help=S)
+    d.add_argument("--val-regions", type=int, default=None, help=S)
+    d.add_argument("--size", default=None, help=S)
+    d.add_argument("--slide-size", default=None, help=S)
+    d.add_argument("--steps", type=int, default=None, help=S)
+    d.add_argument("--lr", type=float, default=None, help=S)
+    d.add_argument("--preset", default=None, help=S)
+    d.set_defaults(func=_run_demo)
+
+
+def _given(args) -> dict:
+    return {k: v for k, v in vars(args).items() if k not in ("func", "command")}
+
+
+def _run_train(args) -> int:
+    from .errors import ConfigError
+    from .train import TrainConfig, resume_config, train
+
+    given = _given(args)
+    run_dir = given.pop("resume", None)
+    if run_dir is not None:
+        if "out" in given and given["out"] != run_dir:
+            raise ConfigError(f"--resume {run_dir} continues in its own folder; drop --out {given['out']}")
+        given.pop("out", None)
+        config = resume_config(run_dir, **given)
+    else:
+        for required in ("data", "out"):
+            if required not in given:
+                raise ConfigError(f"give --{required} (or --resume RUN_DIR to continue a run)")
+        config = TrainConfig(**given)
+    try:
+        result = train(config)
+    except KeyboardInterrupt:
+        from pathlib import Path
+
+        if not (Path(config.out) / "checkpoint.pt").exists():
+            print("gigaseg train: interrupted before training started; nothing to resume", file=sys.stderr)
+        return 130  # otherwise train() saved the last completed step and printed how to resume
+    mean, sd = result["val_dice_mean"], result["val_dice_sd"]
+    val = f"; held-out Dice {mean:.4f} +/- {sd:.4f}" if mean is not None else ""
+    print(f"trained {result['step']} steps in {result['seconds']:.0f} s "
+          f"({result['seconds_per_step']:.2f} s/step){val}; checkpoint {result['checkpoint']}", file=sys.stderr)
+    return 0
+
+
+def _run_demo(args) -> int:
+    from .demo import run_demo
+    from .store import parse_size
+
+    overrides = {}
+    if args.regions is not None:
+        overrides["train_regions"] = args.regions
+    if args.val_regions is not None:
+        overrides["val_regions"] = args.val_regions
+    if args.size is not None:
+        overrides["size"] = parse_size(args.size)
+    if args.slide_size is not None:
+        overrides["slide_size"] = parse_size(args.slide_size)
+    for name in ("steps", "lr", "preset", "memory_budget"):
+        if getattr(args, name) is not None:
+            overrides[name] = getattr(args, name)
+    try:
+        summary = run_demo(args.out, scale=args.scale, device=args.device, seed=args.seed,
+                           progress=not args.no_progress, **overrides)
+    except KeyboardInterrupt:
+        print(f"gigaseg demo: interrupted; nothing in {args.out} is complete", file=sys.stderr)
+        return 130
+    print(summary["text"])
+    print(f"demo outputs in {summary['out']}")
+    return 0

@@ -1,0 +1,819 @@
+"""The training loop: one whole region per step (batch size 1) with the exact tiled engine.
+
+Commands::
+
+    gigaseg prepare --synthetic 6 --val 2 --size 2048x4096 --out regions/
+    gigaseg train --data regions/ --preset paper --steps 300 --out runs/a
+    gigaseg train --resume runs/a                     # after Ctrl-C: continues exactly
+    gigaseg train --resume runs/a --steps 600         # continue further (the schedule stretches)
+
+In Python::
+
+    from gigaseg.train import TrainConfig, train
+    result = train(TrainConfig(data="regions/", out="runs/a", steps=300))
+    print(result["val_dice_mean"], result["checkpoint"])
+
+A step reads one training region (its augmented view from ``RegionDataset``), accumulates the
+exact whole-region gradient with ``tiled_backward`` and takes one Adam step. Region order is
+a permutation per epoch drawn from ``(seed, epoch)``. Every ``val_every`` steps, and at the
+end, each held-out region is predicted tile by tile and its Dice computed from counts, never
+materializing the region. ``RUN_DIR`` holds ``config.json``, ``log.csv``, ``val.csv``,
+``curves.png`` and ``checkpoint.pt`` (the latest, replaced atomically).
+
+# NOTE [Exact resume]
+A checkpoint holds the weights, Adam's state, the scheduler's state, the step, the data order
+(epoch, position in the epoch's permutation) and the RNG states. Augmentation parameters are
+a pure function of (seed, epoch, region), and the permutation of (seed, epoch), so a run that
+stops after step k and resumes computes the same steps k+1, ... on the same inputs as one
+that ran straight through: on the CPU the parameters are equal bit for bit. An interrupt
+(Ctrl-C) during the optimizer update is deferred until the update is complete, so the saved
+state is always that of a completed step.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import random
+import signal
+import statistics
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError, ConfigError, InputError, StoreError, TrainingError
+
+__all__ = [
+    "TrainConfig",
+    "TrainingError",
+    "SCHEDULES",
+    "LOSSES",
+    "LOG_COLUMNS",
+    "RESUME_CHANGEABLE",
+    "train",
+    "resume_config",
+    "lr_factor",
+    "DiceCounts",
+    "evaluate_regions",
+    "plot_curves",
+]
+
+SCHEDULES = ("cosine", "step", "constant")
+LOSSES = ("bce", "dice", "bce+dice")
+LOG_COLUMNS = (
+    "step", "loss", "lr", "seconds_per_step", "peak_anon_bytes", "val_dice_mean", "val_dice_sd", "epoch", "region",
+)
+#: Options that ``--resume`` may change. Changing ``steps`` or ``lr`` changes the schedule from
+#: the resumed step on; the others change nothing in the result on the same device.
+RESUME_CHANGEABLE = ("steps", "lr", "device", "memory_budget", "tile", "progress", "val_every", "ckpt_every")
+CHECKPOINT_NAME = "checkpoint.pt"
+_VAL_COLUMNS = ("step", "region", "dice", "intersection", "predicted", "reference")
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; written to ``RUN_DIR/config.json`` and to checkpoints.
+
+    Attributes:
+        data: the region store (``gigaseg prepare``); its "train" split is trained on.
+        out: the run folder (created; refused if it already holds a run).
+        preset: model preset, "paper" or "tiny".
+        steps: total optimizer steps (one whole region each).
+        lr: Adam's peak learning rate.
+        schedule: "cosine" (warm-up then cosine decay to ``lr * min_lr_ratio``), "step"
+            (warm-up then ``lr * decay_gamma ** (n // decay_every)``) or "constant" (warm-up then ``lr``).
+        warmup: linear warm-up steps.
+        min_lr_ratio: the final learning rate of the cosine schedule, relative to ``lr``.
+        decay_every: steps between decays of the "step" schedule (default: a third of ``steps``).
+        decay_gamma: the factor of each decay of the "step" schedule.
+        weight_decay: Adam's (L2) weight decay.
+        loss: "bce", "dice" or "bce+dice".
+        seed: seeds the model's initialization, the region order and the augmentation.
+        augment: random dihedral transform and colour jitter per region and epoch.
+        jitter: "hed", "rgb" or "none".
+        jitter_strength: the spread of the colour jitter.
+        val_data: a store to validate on (its "val" split, or all its regions when it has none);
+            default: the "val" split of ``data``.
+        val_every: validate every this many steps (0: only at the end).
+        ckpt_every: checkpoint every this many steps (0: only at the end).
+        threshold: probability threshold of the validation Dice.
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        memory_budget: the engine's memory budget (e.g. "4GB"); default the engine's (1 GiB).
+        tile: core tile side (a multiple of the total stride); overrides the plan.
+        progress: progress bars (steps; tiles when a step is long).
+        resume: a run folder to continue (see ``resume_config``); ``out`` is then that folder.
+    """
+
+    data: str | None = None
+    out: str | None = None
+    preset: str = "paper"
+    steps: int = 1000
+    lr: float = 0.003
+    schedule: str = "cosine"
+    warmup: int = 10
+    min_lr_ratio: float = 0.05
+    decay_every: int | None = None
+    decay_gamma: float = 0.1
+    weight_decay: float = 0.0
+    loss: str = "bce+dice"
+    seed: int = 0
+    augment: bool = True
+    jitter: str = "hed"
+    jitter_strength: float = 0.05
+    val_data: str | None = None
+    val_every: int = 50
+    ckpt_every: int = 50
+    threshold: float = 0.5
+    device: str = "auto"
+    memory_budget: str | int | None = None
+    tile: int | None = None
+    progress: bool = True
+    resume: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown training options {unknown}; valid ones are {sorted(names)}")
+        return cls(**data)
+
+
+def _check_config(c: TrainConfig) -> None:
+    """Validate every option before any work."""
+    from .model import PRESETS
+
+    if not c.data:
+        raise ConfigError("no training data: give --data STORE (a region store made by gigaseg prepare)")
+    if not c.out:
+        raise ConfigError("no run folder: give --out RUN_DIR")
+    if c.preset not in PRESETS:
+        raise ConfigError(f"unknown preset {c.preset!r}; choose one of {sorted(PRESETS)}")
+    if c.schedule not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {c.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if c.loss not in LOSSES:
+        raise ConfigError(f"unknown loss {c.loss!r}; choose one of {', '.join(LOSSES)}")
+    for name in ("steps",):
+        if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
+            raise ConfigError(f"--{name} {getattr(c, name)!r} must be an integer >= 1")
+    for name in ("warmup", "val_every", "ckpt_every", "seed"):
+        if not isinstance(getattr(c, name), int) or getattr(c, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(c, name)!r} must be an integer >= 0")
+    if c.decay_every is not None and (not isinstance(c.decay_every, int) or c.decay_every < 1):
+        raise ConfigError(f"--decay-every {c.decay_every!r} must be an integer >= 1")
+    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
+        raise ConfigError(f"--lr {c.lr!r} must be a positive number, e.g. 0.01")
+    if not 0 <= c.min_lr_ratio <= 1:
+        raise ConfigError(f"--min-lr-ratio {c.min_lr_ratio!r} must be between 0 and 1")
+    if not 0 < c.decay_gamma <= 1:
+        raise ConfigError(f"--decay-gamma {c.decay_gamma!r} must be in (0, 1]")
+    if not c.weight_decay >= 0:
+        raise ConfigError(f"--weight-decay {c.weight_decay!r} must be >= 0")
+    if not 0 < c.threshold < 1:
+        raise ConfigError(f"--threshold {c.threshold!r} must be strictly between 0 and 1")
+    if c.memory_budget is not None:
+        from ._units import parse_bytes
+
+        parse_bytes(c.memory_budget)
+
+
+def lr_factor(step: int, *, steps: int, warmup: int, schedule: str, min_lr_ratio: float,
+              decay_every: int | None, decay_gamma: float) -> float:
+    """The learning rate of 0-based ``step`` relative to the peak ``lr``.
+
+    Linear warm-up over ``warmup`` steps (``(step + 1) / (warmup + 1)``), then "cosine" decay to
+    ``min_lr_ratio`` at ``steps``, "step" decay by ``decay_gamma`` every ``decay_every`` steps
+    (default ``steps // 3``), or "constant".
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        every = decay_every or max(1, steps // 3)
+        return decay_gamma ** ((step - warmup) // every)
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _schedule_fn(c: TrainConfig):
+    # a partial (not a closure): LambdaLR.state_dict then saves no function state, so a resumed
+    # run may stretch the schedule (--steps) without the checkpoint overriding it.
+    return partial(lr_factor, steps=c.steps, warmup=c.warmup, schedule=c.schedule, min_lr_ratio=c.min_lr_ratio,
+                   decay_every=c.decay_every, decay_gamma=c.decay_gamma)
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+class DiceCounts:
+    """An ``out`` for ``tiled_predict`` that counts Dice terms instead of storing probabilities.
+
+    Each written slice ``[y0:y1, x0:x1]`` of probabilities is thresholded and compared with the
+    same slice of ``mask`` (read from disk then); reference pixels of 255 (ignore) count nowhere.
+
+    Args:
+        mask: (H, W) uint8 array-like reference: 0 background, 1 tissue, 255 ignore.
+        threshold: a pixel is predicted tissue when its probability is >= threshold.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, mask: Any, threshold: float = 0.5):
+        self.mask = mask
+        self.shape = tuple(int(v) for v in mask.shape[:2])
+        self.threshold = float(threshold)
+        self.intersection = 0
+        self.predicted = 0
+        self.reference = 0
+
+    def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
+        ref = np.asarray(self.mask[key])
+        pred = np.asarray(value) >= self.threshold
+        tissue = ref == 1
+        if (ref == 255).any():
+            pred &= ref != 255
+        self.intersection += int(np.count_nonzero(pred & tissue))
+        self.predicted += int(np.count_nonzero(pred))
+        self.reference += int(np.count_nonzero(tissue))
+
+    @property
+    def dice(self) -> float:
+        """2 |P & R| / (|P| + |R|); 1.0 when both are empty."""
+        denom = self.predicted + self.reference
+        return 1.0 if denom == 0 else 2.0 * self.intersection / denom
+
+
+def evaluate_regions(model, regions: Sequence, *, threshold: float = 0.5, memory_budget=None, tile=None,
+                     device=None, progress: bool = False) -> list[dict[str, Any]]:
+    """Dice of ``model`` on each region (``.image``, ``.mask``, ``.name``), tile by tile.
+
+    Returns:
+        One dict per region: ``region``, ``dice``, ``intersection``, ``predicted``, ``reference``
+        (pixel counts).
+    """
+    from .engine import tiled_predict
+
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for region in regions:
+            counts = DiceCounts(region.mask, threshold)
+            tiled_predict(model, region.image, out=counts, memory_budget=memory_budget, tile=tile, device=device,
+                          progress=progress)
+            out.append({"region": region.name, "dice": counts.dice, "intersection": counts.intersection,
+                        "predicted": counts.predicted, "reference": counts.reference})
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return float("nan"), float("nan")
+    return float(statistics.fmean(values)), float(statistics.stdev(values)) if len(values) > 1 else 0.0
+
+
+# --- data checks ---------------------------------------------------------------------------------
+
+
+def _val_regions(c: TrainConfig):
+    from .store import RegionStore
+
+    if c.val_data:
+        store = RegionStore(c.val_data)
+        regions = store.split("val") or store.regions
+        if not regions:
+            raise StoreError(f"validation store {store.path} has no regions; add some with gigaseg prepare")
+    else:
+        regions = RegionStore(c.data).split("val")
+    for r in regions:
+        for kind in ("image", "mask"):
+            if not r._file(kind).exists():
+                raise StoreError(
+                    f"validation region {r.name!r} in {r.path.parent} has no {kind} ({r._file(kind)} is missing); "
+                    "rebuild it with gigaseg prepare or remove it with RegionStore.remove"
+                )
+    return regions
+
+
+def _training_mpp(train_regions, val_regions) -> float | None:
+    mpps = {r.name: r.meta.get("mpp") for r in train_regions}
+    values = set(mpps.values())
+    if len(values) > 1:
+        raise ConfigError(
+            f"the training regions have different resolutions (mpp per region: {mpps}); a model is trained "
+            "at one mpp: prepare the regions with one --mpp"
+        )
+    mpp = values.pop()
+    for r in val_regions:
+        v = r.meta.get("mpp")
+        if mpp is not None and v is not None and not math.isclose(v, mpp, rel_tol=1e-6):
+            raise ConfigError(
+                f"validation region {r.name!r} is at {v} mpp but the training regions are at {mpp} mpp; "
+                "prepare the validation regions with the same --mpp"
+            )
+    return mpp
+
+
+def _check_train_masks(regions, progress: bool) -> None:
+    """Refuse, before training, masks holding values other than 0/1 (e.g. 255 = ignore)."""
+    from tqdm.auto import tqdm
+
+    todo = [r for r in regions if (r.meta.get("mask_source") or {}).get("kind") != "synthetic"]
+    if not todo:
+        return
+    total = sum(r.shape[0] for r in todo)
+    with tqdm(total=total, unit="row", desc="check masks", disable=None if progress else True, leave=False) as bar:
+        for r in todo:
+            h, w = r.shape
+            rows = max(1, (64 << 20) // max(1, w))
+            for y0 in range(0, h, rows):
+                strip = np.asarray(r.mask[y0:y0 + rows])
+                if strip.size and strip.max() > 1:
+                    y, x = np.argwhere(strip > 1)[0]
+                    raise InputError(
+                        f"training region {r.name!r} ({r.path}) has mask value {int(strip[y, x])} at "
+                        f"(x={int(x)}, y={y0 + int(y)}); training needs masks of 0/1 only: rebuild it with "
+                        "gigaseg prepare --ignore background (or tissue), or move it to the val split"
+                    )
+                bar.update(min(rows, h - y0))
+
+
+# --- run folder, logs, curves ----------------------------------------------------------------------
+
+
+def _check_new_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} exists and is not a folder; choose another --out")
+    if (run_dir / CHECKPOINT_NAME).exists() or (run_dir / "log.csv").exists() or (run_dir / "config.json").exists():
+        raise ConfigError(
+            f"{run_dir} already holds a training run; continue it with gigaseg train --resume {run_dir}, "
+            "or choose another --out"
+        )
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from .store import _write_json_atomic
+
+    _write_json_atomic(path, obj)
+
+
+def _write_csv_atomic(path: Path, columns: Sequence[str], rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class _CsvLog:
+    """Append-only CSV with a header; rows flushed as they come."""
+
+    def __init__(self, path: Path, columns: Sequence[str]):
+        self.path, self.columns = path, list(columns)
+        new = not path.exists() or path.stat().st_size == 0
+        self._f = open(path, "a", newline="")
+        self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore")
+        if new:
+            self._w.writeheader()
+            self._f.flush()
+
+    def write(self, row: dict) -> None:
+        self._w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def plot_curves(rows: list[dict], path: str | Path) -> Path | None:
+    """Draw loss and validation Dice against step into ``path`` (PNG, written atomically).
+
+    Returns the path, or None when matplotlib is not installed.
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    path = Path(path)
+    steps = [_num(r.get("step")) for r in rows]
+    loss = [_num(r.get("loss")) for r in rows]
+    val = [(s, _num(r.get("val_dice_mean")), _num(r.get("val_dice_sd"))) for s, r in zip(steps, rows)
+           if math.isfinite(_num(r.get("val_dice_mean")))]
+    fig = Figure(figsize=(10, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(steps, loss, lw=0.8, color="tab:blue", label="loss")
+    if len(loss) >= 10:
+        k = max(2, len(loss) // 20)
+        smooth = np.convolve(np.nan_to_num(loss, nan=np.nanmean(loss)), np.ones(k) / k, mode="valid")
+        ax1.plot(steps[k - 1:], smooth, lw=1.5, color="tab:orange", label=f"mean of {k}")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("training loss")
+    if all(v > 0 for v in loss if math.isfinite(v)) and loss:
+        ax1.set_yscale("log")
+    ax1.legend(loc="upper right")
+    ax1.grid(alpha=0.3)
+    if val:
+        vs, vm, vsd = zip(*val)
+        ax2.errorbar(vs, vm, yerr=vsd, marker="o", ms=3, capsize=2, color="tab:green")
+        ax2.set_title(f"last: {vm[-1]:.4f} +/- {vsd[-1]:.4f}", fontsize=9)
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("validation Dice (mean +/- sd over regions)")
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# --- resuming ----------------------------------------------------------------------------------------
+
+
+def resume_config(run_dir: str | Path, **changes: Any) -> TrainConfig:
+    """The configuration of the run in ``run_dir``, to continue it with ``train``.
+
+    Args:
+        run_dir: a folder written by ``train`` (it holds ``checkpoint.pt``).
+        **changes: new values of options in ``RESUME_CHANGEABLE`` (e.g. ``steps=600``); any other
+            option must equal the run's.
+
+    Raises:
+        CheckpointError: no usable checkpoint in ``run_dir``.
+        ConfigError: a change to an option that a resumed run cannot change.
+    """
+    from .checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    ckpt = run_dir / CHECKPOINT_NAME
+    if not ckpt.is_file():
+        raise CheckpointError(
+            f"cannot resume {run_dir}: it has no {CHECKPOINT_NAME} (a run writes one every --ckpt-every steps "
+            "and when interrupted); start a new run with --out"
+        )
+    payload = load_checkpoint(ckpt)
+    saved = payload.get("train_config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{ckpt} was not written by gigaseg train (no training configuration in it)")
+    config = TrainConfig.from_dict(saved)
+    bad = {}
+    for name, value in changes.items():
+        if name in ("resume", "out"):
+            if value is not None and Path(value).resolve() != run_dir.resolve():
+                bad[name] = value
+            continue
+        if not hasattr(config, name):
+            raise ConfigError(f"unknown training option {name!r}")
+        if name in ("data", "val_data") and value and getattr(config, name):
+            if Path(value).resolve() != Path(getattr(config, name)).resolve():
+                bad[name] = value
+            continue
+        if name in RESUME_CHANGEABLE:
+            setattr(config, name, value)
+        elif value != getattr(config, name):
+            bad[name] = value
+    if bad:
+        listed = ", ".join(f"{k}={v!r} (the run has {getattr(config, k)!r})" for k, v in bad.items())
+        raise ConfigError(
+            f"a resumed run keeps its configuration; these options differ from {run_dir}: {listed}. "
+            f"Only {', '.join(RESUME_CHANGEABLE)} may change; start a new run with another --out to change others"
+        )
+    config.out = str(run_dir)
+    config.resume = str(run_dir)
+    return config
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch, 7919]).permutation(n)
+
+
+@contextmanager
+def _deferred_interrupt():
+    """Hold a Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+        if received:
+            raise KeyboardInterrupt
+
+
+def _grads_finite(model) -> bool:
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train a U-Net on whole regions of a store; see the module docstring.
+
+    Returns:
+        A summary: ``run_dir``, ``checkpoint``, ``step``, ``steps``, ``loss`` (last step),
+        ``val_dice_mean``, ``val_dice_sd``, ``val_dice`` (per region), ``seconds``,
+        ``seconds_per_step`` (median), ``peak_anon_bytes`` (max over steps), ``mpp``, ``device``.
+
+    Raises:
+        ConfigError, StoreError, InputError: bad options or data, before any training.
+        TrainingError: a NaN or infinite loss or gradient; the last checkpoint is kept.
+        CheckpointError: a checkpoint could not be written; the previous one is kept.
+        KeyboardInterrupt: after saving the last completed step (resume with ``--resume``).
+    """
+    from tqdm.auto import tqdm
+
+    from . import __version__
+    from ._memory import MemorySampler
+    from .bench import machine_info
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .dataset import RegionDataset
+    from .engine import resolve_device, tiled_backward
+    from .model import UNet, count_parameters, preset
+    from .store import _utc_now
+
+    c = dataclasses.replace(config)
+    _check_config(c)
+    c.data = str(Path(c.data).resolve())  # a run resumes from any working directory
+    c.val_data = str(Path(c.val_data).resolve()) if c.val_data else None
+    run_dir = Path(c.out)
+    payload = None
+    if c.resume:
+        if Path(c.resume).resolve() != run_dir.resolve():
+            raise ConfigError(f"resume={c.resume!r} and out={c.out!r} differ: a run resumes in its own folder")
+        payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        saved = TrainConfig.from_dict(payload.get("train_config") or {})
+        saved.data = str(Path(saved.data).resolve()) if saved.data else None
+        saved.val_data = str(Path(saved.val_data).resolve()) if saved.val_data else None
+        diff = {f.name: (getattr(saved, f.name), getattr(c, f.name)) for f in dataclasses.fields(TrainConfig)
+                if f.name not in RESUME_CHANGEABLE + ("resume", "out") and getattr(saved, f.name) != getattr(c, f.name)}
+        if diff:
+            raise ConfigError(
+                f"a resumed run keeps its configuration; these options differ from the checkpoint's in {run_dir}: "
+                + ", ".join(f"{k} (run: {a!r}, given: {b!r})" for k, (a, b) in diff.items())
+                + "; build the configuration with gigaseg.train.resume_config"
+            )
+    else:
+        _check_new_run_dir(run_dir)
+
+    # Data: every check before any work.
+    train_ds = RegionDataset(c.data, "train", augment=c.augment, seed=c.seed, jitter=c.jitter,
+                             jitter_strength=c.jitter_strength)
+    val_regions = _val_regions(c)
+    mpp = _training_mpp(train_ds.regions, val_regions)
+    device = resolve_device(c.device)
+    if c.tile is not None:
+        from .engine import _tile_size
+
+        _tile_size(c.tile, preset(c.preset))
+    if not c.resume:
+        _check_train_masks(train_ds.regions, c.progress)
+    n_regions = len(train_ds)
+
+    # Model, optimizer, schedule; seeds set once.
+    torch.manual_seed(c.seed)
+    np.random.seed(c.seed % 2**32)
+    random.seed(c.seed)
+    model = UNet(preset(c.preset)).to(device)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule_fn(c))
+    step, epoch, position = 0, 0, 0
+    resumes = []
+    if payload is not None:
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        step = int(payload["step"])
+        order = payload["data_order"]
+        epoch, position = int(order["epoch"]), int(order["position"])
+        if list(_permutation(c.seed, epoch, n_regions)) != list(order["permutation"]):
+            raise CheckpointError(
+                f"{run_dir / CHECKPOINT_NAME} was trained on a store of {len(order['permutation'])} training regions "
+                f"but {c.data} now has {n_regions}; resume with the same regions, or start a new run"
+            )
+        saved_cfg = payload["train_config"]
+        if (saved_cfg.get("steps"), saved_cfg.get("lr")) != (c.steps, c.lr):  # the schedule changed
+            scheduler.base_lrs = [c.lr for _ in optimizer.param_groups]
+            for g in optimizer.param_groups:
+                g["initial_lr"] = c.lr
+                g["lr"] = c.lr * _schedule_fn(c)(step)
+        _set_rng_state(payload["rng"])
+        resumes = list((payload.get("extra") or {}).get("resumes", [])) + [{"step": step, "time": _utc_now()}]
+    if step >= c.steps:
+        raise ConfigError(f"{run_dir} has already run {step} steps of --steps {c.steps}; give a larger --steps")
+
+    # Run folder: config.json, logs (a resumed run drops rows after its checkpoint).
+    run_dir.mkdir(parents=True, exist_ok=True)
+    info = {
+        "command": "train",
+        "config": c.to_dict(),
+        "gigaseg_version": __version__,
+        "torch_version": torch.__version__,
+        "machine": machine_info(),
+        "device": str(device),
+        "model": model.config.to_dict(),
+        "parameters": count_parameters(model),
+        "mpp": mpp,
+        "train_regions": [r.name for r in train_ds.regions],
+        "val_regions": [r.name for r in val_regions],
+        "started": _utc_now(),
+        "resumes": resumes,
+    }
+    _write_json(run_dir / "config.json", info)
+    log_path, val_path = run_dir / "log.csv", run_dir / "val.csv"
+    history = [r for r in _read_csv(log_path) if _num(r.get("step")) <= step]
+    val_rows = [r for r in _read_csv(val_path) if _num(r.get("step")) <= step]
+    if c.resume:
+        _write_csv_atomic(log_path, LOG_COLUMNS, history)
+        _write_csv_atomic(val_path, _VAL_COLUMNS, val_rows)
+    log = _CsvLog(log_path, LOG_COLUMNS)
+    val_log = _CsvLog(val_path, _VAL_COLUMNS)
+    ckpt_path = run_dir / CHECKPOINT_NAME
+    last_ckpt_step = step if payload is not None else None
+    last_val: list[dict] = []
+
+    def save(at_step: int) -> None:
+        nonlocal last_ckpt_step
+        try:
+            save_checkpoint(
+                ckpt_path, model, mpp=mpp, step=at_step, optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(), rng=_rng_state(),
+                data_order={"epoch": epoch, "position": position,
+                            "permutation": [int(v) for v in _permutation(c.seed, epoch, n_regions)]},
+                train_config=c.to_dict(),
+                extra={"resumes": resumes, "val": last_val, "loss": history[-1]["loss"] if history else None},
+            )
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}; training stopped after step {at_step}") from exc
+        last_ckpt_step = at_step
+
+    def validate() -> tuple[float, float]:
+        nonlocal last_val
+        last_val = evaluate_regions(model, val_regions, threshold=c.threshold, memory_budget=c.memory_budget,
+                                    tile=c.tile, device=device, progress=c.progress)
+        for r in last_val:
+            val_log.write({"step": step, **r})
+        return _mean_sd([r["dice"] for r in last_val])
+
+    if not val_regions:
+        print(f"gigaseg train: no validation regions (no 'val' split in {c.data} and no --val-data); "
+              "training without validation", file=sys.stderr)
+    t_start = time.perf_counter()
+    last_plot = time.perf_counter()
+    perm = _permutation(c.seed, epoch, n_regions)
+    bar = tqdm(total=c.steps, initial=step, desc="train", unit="step", disable=not c.progress, dynamic_ncols=True)
+    running = None
+    logged_step = step
+    try:
+        while step < c.steps:
+            if position >= n_regions:
+                epoch, position = epoch + 1, 0
+                perm = _permutation(c.seed, epoch, n_regions)
+            sample = train_ds.sample(int(perm[position]), epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            t0 = time.perf_counter()
+            with MemorySampler(0.05) as mem:
+                optimizer.zero_grad(set_to_none=True)
+                loss = tiled_backward(model, sample.image, sample.mask, loss=c.loss, memory_budget=c.memory_budget,
+                                      tile=c.tile, device=device, progress=c.progress)
+                if not (math.isfinite(loss) and _grads_finite(model)):
+                    log.write({"step": step + 1, "loss": loss, "lr": lr, "epoch": epoch, "region": sample.name})
+                    where = (f"the last good checkpoint {ckpt_path} (step {last_ckpt_step}) is kept; resume from it "
+                             f"with a lower learning rate: gigaseg train --resume {run_dir} --lr {c.lr / 10:g}"
+                             if last_ckpt_step is not None else
+                             f"no checkpoint was written yet; start again with a lower --lr (e.g. {c.lr / 10:g})")
+                    what = "loss" if not math.isfinite(loss) else "gradient"
+                    raise TrainingError(
+                        f"the training {what} is not finite at step {step + 1} (loss {loss}, region "
+                        f"{sample.name!r}, epoch {epoch}, lr {lr:.3g}); training stopped; {where}"
+                    )
+                with _deferred_interrupt():
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    position += 1
+            seconds = time.perf_counter() - t0
+            running = loss if running is None else 0.9 * running + 0.1 * loss
+            row = {"step": step, "loss": loss, "lr": lr, "seconds_per_step": round(seconds, 4),
+                   "peak_anon_bytes": mem.peak, "epoch": epoch, "region": sample.name}
+            final = step == c.steps
+            if val_regions and ((c.val_every and step % c.val_every == 0) or final):
+                row["val_dice_mean"], row["val_dice_sd"] = validate()
+            history.append(row)
+            log.write(row)
+            logged_step = step
+            if (c.ckpt_every and step % c.ckpt_every == 0) or final:
+                save(step)
+            postfix = {"loss": f"{running:.4f}", "lr": f"{lr:.2g}"}
+            if "val_dice_mean" in row:
+                postfix["val_dice"] = f"{row['val_dice_mean']:.4f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(1)
+            if "val_dice_mean" in row or final or time.perf_counter() - last_plot > 60:
+                plot_curves(history, run_dir / "curves.png")
+                last_plot = time.perf_counter()
+    except KeyboardInterrupt:
+        bar.close()
+        if logged_step < step:  # interrupted between the update and the log row
+            history.append({"step": step, "loss": loss, "lr": lr, "epoch": epoch, "region": sample.name})
+            log.write(history[-1])
+        if last_ckpt_step != step:
+            save(step)
+        plot_curves(history, run_dir / "curves.png")
+        print(f"\ngigaseg train: interrupted; saved step {step} of {c.steps} to {ckpt_path}. "
+              f"Continue with: gigaseg train --resume {run_dir}", file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+        log.close()
+        val_log.close()
+
+    seconds = time.perf_counter() - t_start
+    step_times = [_num(r.get("seconds_per_step")) for r in history if math.isfinite(_num(r.get("seconds_per_step")))]
+    peaks = [_num(r.get("peak_anon_bytes")) for r in history if math.isfinite(_num(r.get("peak_anon_bytes")))]
+    mean, sd = _mean_sd([r["dice"] for r in last_val])
+    result = {
+        "run_dir": str(run_dir),
+        "checkpoint": str(ckpt_path),
+        "step": step,
+        "steps": c.steps,
+        "loss": _num(history[-1]["loss"]) if history else None,
+        "val_dice_mean": mean if last_val else None,
+        "val_dice_sd": sd if last_val else None,
+        "val_dice": {r["region"]: r["dice"] for r in last_val},
+        "seconds": seconds,
+        "seconds_per_step": statistics.median(step_times) if step_times else None,
+        "peak_anon_bytes": int(max(peaks)) if peaks else None,
+        "mpp": mpp,
+        "device": str(device),
+        "parameters": count_parameters(model),
+    }
+    info["finished"] = _utc_now()
+    info["result"] = result
+    _write_json(run_dir / "config.json", info)
+    return result

@@ -1,0 +1,290 @@
+"""The training loop: it learns, resumes bit for bit, and every bad situation is a clear error."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import errno
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import gigaseg.engine
+from gigaseg import CheckpointError, ConfigError, InputError, StoreError, load_checkpoint, load_model, preset
+from gigaseg.cli import main
+from gigaseg.store import RegionStore, prepare_synthetic
+from gigaseg.train import (
+    LOG_COLUMNS,
+    DiceCounts,
+    TrainConfig,
+    TrainingError,
+    evaluate_regions,
+    lr_factor,
+    resume_config,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """3 training and 1 held-out synthetic region of 96 x 128 (H x W)."""
+    s = RegionStore.create(tmp_path_factory.mktemp("data") / "store")
+    prepare_synthetic(s, 4, (128, 96), seed=3, val=1, progress=False)
+    return s.path
+
+
+def _config(store, out, **kw) -> TrainConfig:
+    base = dict(data=str(store), out=str(out), preset="tiny", steps=6, lr=0.02, warmup=2, val_every=3, ckpt_every=2,
+                progress=False, device="cpu")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _log(run) -> list[dict]:
+    with open(run / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _params(path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["state_dict"]
+
+
+def test_training_lowers_the_loss_and_writes_its_logs(store, tmp_path):
+    run = tmp_path / "run"
+    result = train(_config(store, run, steps=24, lr=0.05, val_every=12, ckpt_every=12, augment=False))
+    rows = _log(run)
+    assert list(rows[0]) == list(LOG_COLUMNS)
+    assert [int(r["step"]) for r in rows] == list(range(1, 25))
+    losses = [float(r["loss"]) for r in rows]
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    assert all(float(r["seconds_per_step"]) > 0 and int(r["peak_anon_bytes"]) > 0 for r in rows)
+    val = [r for r in rows if r["val_dice_mean"]]
+    assert [int(r["step"]) for r in val] == [12, 24]
+    assert result["val_dice_mean"] == pytest.approx(float(val[-1]["val_dice_mean"]))
+    assert 0 <= result["val_dice_mean"] <= 1 and result["val_dice_sd"] == 0.0  # one held-out region
+    assert list(result["val_dice"]) == ["synth-s6"]
+    info = json.loads((run / "config.json").read_text())
+    assert info["config"]["steps"] == 24 and info["torch_version"] == torch.__version__
+    assert {"gigaseg_version", "machine", "mpp", "train_regions", "val_regions", "result"} <= set(info)
+    assert info["machine"]["cpu_count"] >= 1
+    assert (run / "curves.png").stat().st_size > 1000
+    assert (run / "val.csv").read_text().count("synth-s6") == 2
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "curves.png", "log.csv", "val.csv"]
+
+
+def test_checkpoint_rebuilds_the_model_from_the_file_alone(store, tmp_path):
+    run = tmp_path / "run"
+    train(_config(store, run, steps=3, ckpt_every=0, val_every=0))
+    model, payload = load_model(run / "checkpoint.pt")
+    assert model.config == preset("tiny") and payload["mpp"] == 0.5 and payload["step"] == 3
+    assert {"optimizer", "scheduler", "rng", "data_order", "train_config"} <= set(payload)
+    assert set(payload["rng"]) >= {"torch", "numpy", "python"}
+    assert payload["data_order"]["epoch"] == 0 and payload["data_order"]["position"] == 3
+    assert sorted(payload["data_order"]["permutation"]) == [0, 1, 2]
+    # the rebuilt model predicts what the checkpoint's validation measured
+    region = RegionStore(store).split("val")[0]
+    dice = evaluate_regions(model, [region])[0]["dice"]
+    assert dice == pytest.approx(payload["extra"]["val"][0]["dice"])
+
+
+def _interrupt_at(monkeypatch, call: int, exc: BaseException | None = None, value: float | None = None):
+    """Make the ``call``-th tiled_backward raise ``exc`` or return ``value``."""
+    real = gigaseg.engine.tiled_backward
+    calls = {"n": 0}
+
+    def fake(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            if exc is not None:
+                raise exc
+            return value
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gigaseg.engine, "tiled_backward", fake)
+    return calls
+
+
+def test_stop_and_resume_equals_straight_through_bit_for_bit(store, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    train(_config(store, straight, steps=8, ckpt_every=3))
+    stopped = tmp_path / "stopped"
+    _interrupt_at(monkeypatch, 6, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(store, stopped, steps=8, ckpt_every=3))
+    monkeypatch.undo()
+    assert load_checkpoint(stopped / "checkpoint.pt")["step"] == 5  # the last completed step, not a multiple of 3
+    train(resume_config(stopped))
+    a, b = _params(straight / "checkpoint.pt"), _params(stopped / "checkpoint.pt")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    oa = load_checkpoint(straight / "checkpoint.pt")["optimizer"]["state"]
+    ob = load_checkpoint(stopped / "checkpoint.pt")["optimizer"]["state"]
+    for k in oa:
+        assert torch.equal(oa[k]["exp_avg_sq"], ob[k]["exp_avg_sq"])
+    assert [r["loss"] for r in _log(straight)] == [r["loss"] for r in _log(stopped)]
+    assert [r["val_dice_mean"] for r in _log(straight)] == [r["val_dice_mean"] for r in _log(stopped)]
+    info = json.loads((stopped / "config.json").read_text())
+    assert info["resumes"][0]["step"] == 5
+
+
+def test_resume_can_extend_steps_and_refuses_other_changes(store, tmp_path):
+    run = tmp_path / "run"
+    train(_config(store, run, steps=3))
+    with pytest.raises(ConfigError, match="already run 3 steps"):
+        train(resume_config(run))
+    with pytest.raises(ConfigError, match="loss='dice'"):
+        resume_config(run, loss="dice")
+    with pytest.raises(ConfigError, match="--resume"):
+        train(_config(store, run, steps=3))  # a new run into a used folder
+    result = train(resume_config(run, steps=5))
+    assert result["step"] == 5 and [int(r["step"]) for r in _log(run)] == [1, 2, 3, 4, 5]
+    with pytest.raises(CheckpointError, match="no checkpoint.pt"):
+        resume_config(tmp_path / "nothing-here")
+
+
+def test_empty_store_and_missing_masks_fail_before_any_work(tmp_path, store):
+    empty = RegionStore.create(tmp_path / "empty")
+    with pytest.raises(StoreError, match="no regions in split 'train'"):
+        train(_config(empty.path, tmp_path / "run1"))
+    assert not (tmp_path / "run1").exists()
+
+    broken = RegionStore.create(tmp_path / "broken")
+    prepare_synthetic(broken, 2, (64, 64), seed=0, val=1, progress=False)
+    os.remove(broken.path / "synth-s0" / "mask.npy")
+    with pytest.raises(StoreError, match="synth-s0.*has no mask"):
+        train(_config(broken.path, tmp_path / "run2"))
+    assert not (tmp_path / "run2").exists()
+
+    with pytest.raises(ConfigError, match="--data"):
+        train(TrainConfig(out=str(tmp_path / "run3")))
+    with pytest.raises(ConfigError, match="schedule 'linear'.*cosine"):
+        train(_config(store, tmp_path / "run3", schedule="linear"))
+
+
+def test_masks_with_ignore_pixels_are_refused_before_training(tmp_path):
+    s = RegionStore.create(tmp_path / "store")
+    mask = np.zeros((64, 96), np.uint8)
+    mask[10:20, 30:40] = 1
+    mask[40, 50] = 255
+    with s.new_region("slide1", (96, 64), meta={"mpp": 1.0, "mask_source": {"kind": "image"}}) as w:
+        w.append(np.full((64, 96, 3), 200, np.uint8), mask)
+    with pytest.raises(InputError, match=r"slide1.*value 255 at \(x=50, y=40\).*--ignore"):
+        train(_config(s.path, tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(store, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    _interrupt_at(monkeypatch, 5, value=float("nan"))
+    with pytest.raises(TrainingError, match=r"not finite at step 5.*checkpoint.*\(step 4\) is kept"):
+        train(_config(store, run, steps=8, ckpt_every=2))
+    payload = load_checkpoint(run / "checkpoint.pt")
+    assert payload["step"] == 4
+    assert all(torch.isfinite(v).all() for v in payload["state_dict"].values())
+    # resumable from the good checkpoint, with a lower learning rate
+    monkeypatch.undo()
+    result = train(resume_config(run, lr=0.002))
+    assert result["step"] == 8 and [int(r["step"]) for r in _log(run)] == list(range(1, 9))
+
+
+def test_nan_before_any_checkpoint(store, tmp_path, monkeypatch):
+    _interrupt_at(monkeypatch, 1, value=float("inf"))
+    with pytest.raises(TrainingError, match="step 1.*no checkpoint was written yet"):
+        train(_config(store, tmp_path / "run", ckpt_every=2))
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("fail", ["replace", "save"])
+def test_failed_checkpoint_write_keeps_the_previous_one(store, tmp_path, monkeypatch, fail):
+    run = tmp_path / "run"
+    train(_config(store, run, steps=2, ckpt_every=2, val_every=0))
+    before = (run / "checkpoint.pt").read_bytes()
+    if fail == "replace":
+        real = os.replace
+
+        def broken(src, dst, *a, **k):
+            if str(dst).endswith("checkpoint.pt"):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(src, dst, *a, **k)
+
+        monkeypatch.setattr(os, "replace", broken)
+    else:
+        def broken(*a, **k):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(torch, "save", broken)
+    with pytest.raises(CheckpointError, match="No space left.*previous checkpoint is intact.*after step 4"):
+        train(resume_config(run, steps=6))
+    monkeypatch.undo()
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.json", "curves.png", "log.csv", "val.csv"]
+
+
+def test_ctrl_c_saves_the_last_step_and_exits_130(store, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    _interrupt_at(monkeypatch, 3, KeyboardInterrupt())
+    code = main(["train", "--data", str(store), "--out", str(run), "--preset", "tiny", "--steps", "6",
+                 "--ckpt-every", "100", "--no-progress", "--device", "cpu"])
+    assert code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and f"gigaseg train --resume {run}" in err
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 2
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 6
+    assert main(["train", "--resume", str(run), "--loss", "dice"]) == 2
+    assert "keeps its configuration" in capsys.readouterr().err
+
+
+def test_cli_train_and_validation_store(store, tmp_path, capsys):
+    other = RegionStore.create(tmp_path / "other")
+    prepare_synthetic(other, 2, (64, 80), seed=20, progress=False)  # no val split: all its regions
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(store), "--val-data", str(other.path), "--out", str(run), "--preset",
+                 "tiny", "--steps", "2", "--schedule", "step", "--no-augment", "--no-progress"]) == 0
+    assert "held-out Dice" in capsys.readouterr().err
+    info = json.loads((run / "config.json").read_text())
+    assert info["val_regions"] == ["synth-s20", "synth-s21"] and info["config"]["augment"] is False
+    assert main(["train", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_help_defaults_are_the_config_defaults():
+    from gigaseg._cli_train import _DEFAULTS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name, value in _DEFAULTS.items():
+        assert defaults[name] == value, name
+
+
+def test_learning_rate_schedules():
+    kw = dict(steps=100, warmup=10, min_lr_ratio=0.1, decay_every=None, decay_gamma=0.5)
+    assert lr_factor(0, schedule="cosine", **kw) == pytest.approx(1 / 11)
+    assert lr_factor(9, schedule="cosine", **kw) == pytest.approx(10 / 11)
+    assert lr_factor(10, schedule="cosine", **kw) == pytest.approx(1.0)
+    assert lr_factor(55, schedule="cosine", **kw) == pytest.approx(0.55)
+    assert lr_factor(100, schedule="cosine", **kw) == pytest.approx(0.1)
+    assert lr_factor(10 + 32, schedule="step", **kw) == 1.0  # decays every 100 // 3 = 33 steps
+    assert lr_factor(10 + 33, schedule="step", **kw) == 0.5
+    assert lr_factor(10 + 66, schedule="step", **kw) == 0.25
+    assert lr_factor(99, schedule="constant", **kw) == 1.0
+
+
+def test_dice_counts_match_a_whole_image_dice():
+    rng = np.random.default_rng(0)
+    mask = (rng.random((70, 90)) < 0.4).astype(np.uint8)
+    mask[:5] = 255  # ignored rows count nowhere
+    prob = rng.random((70, 90)).astype(np.float32)
+    counts = DiceCounts(mask, 0.5)
+    for y0 in range(0, 70, 32):
+        for x0 in range(0, 90, 32):
+            counts[y0:y0 + 32, x0:x0 + 32] = prob[y0:y0 + 32, x0:x0 + 32]
+    valid = mask != 255
+    pred = (prob >= 0.5) & valid
+    ref = mask == 1
+    expected = 2 * (pred & ref).sum() / (pred.sum() + ref.sum())
+    assert counts.dice == pytest.approx(expected) and counts.reference == ref.sum()
+    assert DiceCounts(np.zeros((3, 3), np.uint8)).dice == 1.0  # both empty
