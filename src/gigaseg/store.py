@@ -49,6 +49,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ._atomic import write_json_atomic as _write_json_atomic
 from .errors import ConfigError, GigasegError, InputError, StoreError
 
 __all__ = [
@@ -96,21 +97,6 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
             while block := f.read(chunk):
                 h.update(block)
     return h.hexdigest()
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path.tmp-<uuid>``, fsync, then rename over ``path``."""
-    tmp = path.with_name(f"{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _check_name(name: str) -> str:

@@ -51,6 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ._atomic import atomic_write, write_json_atomic
 from .errors import CheckpointError, ConfigError, InputError, StoreError, TrainingError
 
 __all__ = [
@@ -368,24 +369,14 @@ def _check_new_run_dir(run_dir: Path) -> None:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from .store import _write_json_atomic
-
-    _write_json_atomic(path, obj)
+    write_json_atomic(path, obj)
 
 
 def _write_csv_atomic(path: Path, columns: Sequence[str], rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
-            w.writeheader()
-            w.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path, newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
 
 
 def _read_csv(path: Path) -> list[dict]:
