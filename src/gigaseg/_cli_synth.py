@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -82,42 +81,21 @@ def run_synth(args) -> int:
     return 0
 
 
-def _status_bytes(field: str) -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return -1
-
-
 def run_bench(args) -> int:
     import tempfile
 
     from . import __version__
+    from ._memory import MemorySampler, peak_rss_bytes
     from .synth import write_slide
-
-    peak_anon = [_status_bytes("RssAnon")]
-    stop = threading.Event()
-
-    def sample():
-        while not stop.wait(0.05):
-            peak_anon[0] = max(peak_anon[0], _status_bytes("RssAnon"))
 
     with tempfile.TemporaryDirectory(prefix="gigaseg-bench-synth-") as tmpd:
         folder = Path(args.keep) if args.keep else Path(tmpd)
         folder.mkdir(parents=True, exist_ok=True)
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        t0 = time.perf_counter()
-        slide, mask = write_slide(folder / "bench.tiff", width=args.width, height=args.height, seed=args.seed,
-                                  mpp=args.mpp, quality=args.quality, progress=False)
-        seconds = time.perf_counter() - t0
-        stop.set()
-        sampler.join()
-        peak_anon[0] = max(peak_anon[0], _status_bytes("RssAnon"))
+        with MemorySampler(0.05) as sampler:
+            t0 = time.perf_counter()
+            slide, mask = write_slide(folder / "bench.tiff", width=args.width, height=args.height, seed=args.seed,
+                                      mpp=args.mpp, quality=args.quality, progress=False)
+            seconds = time.perf_counter() - t0
         pixels = args.width * args.height
         result = {
             "benchmark": "synth",
@@ -130,8 +108,8 @@ def run_bench(args) -> int:
             "pixels": pixels,
             "seconds": round(seconds, 3),
             "megapixels_per_second": round(pixels / seconds / 1e6, 3),
-            "peak_rss_bytes": _status_bytes("VmHWM"),
-            "peak_anon_bytes": peak_anon[0],
+            "peak_rss_bytes": peak_rss_bytes(),
+            "peak_anon_bytes": sampler.peak,
             "slide_bytes": slide.stat().st_size,
             "mask_bytes": mask.stat().st_size,
             "threads": min(2, os.cpu_count() or 1),

@@ -18,14 +18,13 @@ the final name, and the previous checkpoint stays intact until the new one is co
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import __version__
+from ._atomic import atomic_write
 from .errors import CheckpointError, ConfigError
 from .model import UNet, UNetConfig
 
@@ -57,27 +56,15 @@ def save_checkpoint(path: str | Path, model: UNet, *, mpp: float | None, **state
         "mpp": mpp,
         **state,
     }
-    tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path, "wb") as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-        tmp_name = None
     except OSError as exc:
         raise CheckpointError(
             f"cannot write checkpoint {path}: {exc.strerror or exc}; "
             "free some disk space or choose another output folder (the previous checkpoint is intact)"
         ) from exc
-    finally:
-        if tmp_name is not None:
-            try:
-                os.unlink(tmp_name)
-            except OSError:
-                pass
     return path
 
 
