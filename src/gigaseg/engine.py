@@ -415,8 +415,9 @@ def _tile_list(height: int, width: int, th: int, tw: int, config: UNetConfig) ->
     return sorted(tiles, key=lambda t: (t.cy1 - t.cy0, t.cx1 - t.cx0))
 
 
-def _read_input(image: Any, t: _Tile, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return _to_input(torch.from_numpy(_owned(image[t.cy0:t.cy1, t.cx0:t.cx1])).to(device), dtype)
+def _read_input(image: Any, t: _Tile, device: torch.device, dtype: torch.dtype, multiple: int) -> torch.Tensor:
+    block = torch.from_numpy(_owned(image[t.cy0:t.cy1, t.cx0:t.cx1])).to(device)
+    return _to_input(block, dtype, multiple)
 
 
 def _owned(block: Any) -> np.ndarray:
@@ -427,12 +428,23 @@ def _owned(block: Any) -> np.ndarray:
     return block
 
 
-def _to_input(hwc: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H, W) floats in [0, 1], channels-last, as ``image / 255``."""
+def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H', W') floats in [0, 1], channels-last, as ``image / 255``,
+    zero-padded at the bottom and right to H', W' multiples of ``multiple``.
+
+    Padding here, to the model's total stride, is what the model would do itself (crops start
+    on multiples of the stride, so the padded rows are those of the whole image or lie beyond
+    the halo), but it saves the model a zero-fill and a copy of its full-resolution input.
+    """
     h, w, c = hwc.shape
-    x = torch.empty((1, c, h, w), dtype=dtype, device=hwc.device, memory_format=torch.channels_last)
-    x.copy_(hwc.permute(2, 0, 1).unsqueeze(0))
-    return x.div_(255)
+    hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    x = torch.empty((1, c, hp, wp), dtype=dtype, device=hwc.device, memory_format=torch.channels_last)
+    if hp > h:
+        x[:, :, h:].zero_()
+    if wp > w:
+        x[:, :, :h, w:].zero_()
+    x[:, :, :h, :w].copy_(hwc.permute(2, 0, 1).unsqueeze(0)).div_(255)
+    return x
 
 
 def _read_mask(mask: Any, t: _Tile) -> np.ndarray:
@@ -570,7 +582,7 @@ def tiled_backward(
             for t in _progress(tiles, len(tiles), progress, "dice sums"):
                 _HEAP(t)
                 y_np = _read_mask(mask, t)
-                logits = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
+                logits = model(_read_input(image, t, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
                 y = torch.from_numpy(y_np).to(dev, dtype)
                 p = torch.sigmoid(logits)
                 inter += _sum64(p * y)
@@ -589,7 +601,7 @@ def tiled_backward(
     for t in _progress(tiles, len(tiles), progress, "backward"):
         _HEAP(t)
         y_np = _read_mask(mask, t)
-        logits = model(_read_input(image, t, dev, dtype))
+        logits = model(_read_input(image, t, dev, dtype, config.total_stride))
         with torch.no_grad():
             z = logits[0, 0][t.core_in_crop]
             y = torch.from_numpy(y_np).to(dev, dtype)
@@ -667,7 +679,7 @@ def tiled_predict(
     with torch.no_grad():
         for t in _progress(tiles, len(tiles), progress, "predict"):
             _HEAP(t)
-            z = model(_read_input(image, t, dev, dtype))[0, 0][t.core_in_crop]
+            z = model(_read_input(image, t, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
             p = z if logits else torch.sigmoid(z)
             if out_dtype == np.uint8:
                 p = torch.round(p * 255).to(torch.uint8)

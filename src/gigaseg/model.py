@@ -225,22 +225,25 @@ def _s2d_geometry(k: int, s: int) -> tuple[int, int, int]:
 
 def _space_to_depth(x: torch.Tensor, s: int, pad: int, a: int) -> torch.Tensor:
     """``pixel_unshuffle`` of ``x`` zero-padded by ``pad`` on the top/left and enough on the
-    bottom/right for ``ceil(h / s) + a - 1`` rows and columns of blocks."""
+    bottom/right for ``ceil(h / s) + a - 1`` rows and columns of blocks, in channels-last
+    memory order (the weight-gradient kernel and the copy are both faster that way)."""
     n, c, h, w = x.shape
     ho, wo = -(-h // s), -(-w // s)
     rows, cols = ho + a - 1, wo + a - 1
     if h % s or w % s or pad % s:
-        return F.pixel_unshuffle(F.pad(x, (pad, s * cols - pad - w, pad, s * rows - pad - h)), s)
-    # one copy instead of pad + unshuffle: write x's blocks straight into place
-    xs = x.new_empty((n, c * s * s, rows, cols))
+        xs = F.pixel_unshuffle(F.pad(x, (pad, s * cols - pad - w, pad, s * rows - pad - h)), s)
+        return xs.contiguous(memory_format=torch.channels_last)
+    # one copy instead of pad + unshuffle: write x's blocks straight into place (NHWC, channel
+    # index c * s * s + dy * s + dx as in pixel_unshuffle)
     pb = pad // s
-    xs[:, :, :pb].zero_()
-    xs[:, :, pb + ho:].zero_()
-    xs[:, :, pb:pb + ho, :pb].zero_()
-    xs[:, :, pb:pb + ho, pb + wo:].zero_()
-    interior = xs.view(n, c, s, s, rows, cols)[:, :, :, :, pb:pb + ho, pb:pb + wo]
-    interior.copy_(x.view(n, c, ho, s, wo, s).permute(0, 1, 3, 5, 2, 4))
-    return xs
+    xs = x.new_empty((n, rows, cols, c * s * s))
+    xs[:, :pb].zero_()
+    xs[:, pb + ho:].zero_()
+    xs[:, pb:pb + ho, :pb].zero_()
+    xs[:, pb:pb + ho, pb + wo:].zero_()
+    blocks = x.permute(0, 2, 3, 1).reshape(n, ho, s, wo, s, c).permute(0, 1, 3, 5, 2, 4)
+    xs.view(n, rows, cols, c, s, s)[:, pb:pb + ho, pb:pb + wo].copy_(blocks)
+    return xs.permute(0, 3, 1, 2)
 
 
 class _ConvFunction(torch.autograd.Function):
@@ -270,7 +273,7 @@ class _ConvFunction(torch.autograd.Function):
             xs = _space_to_depth(x, s, pad, a)
             w2 = weight.new_empty((c_out, c_in * s * s, a, a))
             g2 = torch.ops.aten.convolution_backward(
-                grad_out.contiguous(), xs, w2, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                _channels_last(grad_out), xs, w2, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
                 [False, True, False],
             )[1]
             g_full = g2.reshape(c_out, c_in, s, s, a, a).permute(0, 1, 4, 2, 5, 3).reshape(c_out, c_in, taps, taps)
@@ -384,36 +387,38 @@ def _conv_of_cat(conv: nn.Conv2d, low: torch.Tensor, factor: int, skip: torch.Te
 # NOTE [Decoder convolutions]
 # A decoder level convolves the concatenation of the nearest-upsampled deeper features and the
 # skip. That is the sum of a convolution over each group of channels, which skips the
-# concatenation copy; and a "same" convolution of odd size k = 2r + 1 of a tensor upsampled by s
-# is a transposed convolution of the low-resolution tensor with stride s and a kernel of
-# Ksz = s (2 ceil(r / s) + 1) taps: output i = s j + u reads up(d)[i + t] = d[j + m] with
-# m = floor((u + t) / s), so K'[u - s m + s ceil(r / s)] = sum over those t of W[t + r], i.e.
-# K' = A W A^T with a fixed 0/1 matrix A per axis. It never materializes the upsampled tensor
-# (2x faster for the paper model's full-resolution head, forward and backward), and W's
-# gradient flows through A W A^T. Exact up to summation order (tests/test_model.py compares
-# the model with a plain interpolate + cat + conv2d implementation).
+# concatenation copy. A "same" convolution of odd size k = 2r + 1 of a tensor upsampled by s is
+# a sub-pixel convolution of the low-resolution tensor: output row i = s j + u (u the sub-pixel
+# phase) reads up(d)[i + t] = d[j + m] with m = floor((u + t) / s), |m| <= R = ceil(r / s), so
+#   out[s j + u] = sum_m K[u, m] d[j + m],   K[u, m] = sum over {t : floor((u + t) / s) = m} W[t],
+# i.e. K = B W B^T with a fixed 0/1 tensor B per axis. K has c_out * s * s output channels (one
+# per phase) and 2R + 1 taps; a stride-1 convolution at low resolution followed by
+# pixel_shuffle(s) gives the full-resolution result. It never materializes the upsampled
+# tensor (3.5x faster than the upsample-then-convolve and 1.7x faster forward and backward than
+# the equivalent strided transposed convolution for the paper model's head), and W's gradient
+# flows through B W B^T. Exact up to summation order (tests/test_model.py compares the model
+# with a plain interpolate + cat + conv2d implementation).
 
 
-def _upsample_matrix(k: int, s: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A (Ksz, k) 0/1 matrix: A[a, t + r] = 1 when tap a of the transposed kernel takes W[t + r]."""
+def _subpixel_matrix(k: int, s: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An (s, 2R + 1, k) 0/1 tensor: B[u, m + R, t + r] = 1 when phase u at offset m takes W[t + r]."""
     r = k // 2
     reach = -(-r // s)  # ceil(r / s): how many low-resolution neighbours a tap can reach
-    size = s * (2 * reach + 1)
-    a_idx = torch.arange(size)
-    u, m = a_idx % s, reach - a_idx // s
-    t = torch.arange(-r, r + 1)
-    return (torch.div(u[:, None] + t[None, :], s, rounding_mode="floor") == m[:, None]).to(dtype=dtype, device=device)
+    u = torch.arange(s)[:, None, None]
+    m = torch.arange(-reach, reach + 1)[None, :, None]
+    t = torch.arange(-r, r + 1)[None, None, :]
+    return (torch.div(u + t, s, rounding_mode="floor") == m).to(dtype=dtype, device=device)
 
 
 def _upsample_conv(low: torch.Tensor, weight: torch.Tensor, factor: int) -> torch.Tensor:
     """``F.conv2d(upsample_nearest(low, factor), weight, padding=k // 2)`` (odd k, no bias)."""
-    k = weight.shape[-1]
     if factor == 1:
         return _conv(low, weight, None, 1)
-    a = _upsample_matrix(k, factor, weight.dtype, weight.device)
-    kernel = torch.einsum("ak,oikl,bl->ioab", a, weight, a)  # (c_in, c_out, Ksz, Ksz)
-    reach = -(-(k // 2) // factor)
-    return F.conv_transpose2d(low, kernel, stride=factor, padding=factor * reach)
+    b = _subpixel_matrix(weight.shape[-1], factor, weight.dtype, weight.device)
+    c_out, c_in = weight.shape[:2]
+    taps = b.shape[1]
+    kernel = torch.einsum("umk,vnl,oikl->ouvimn", b, b, weight).reshape(c_out * factor * factor, c_in, taps, taps)
+    return F.pixel_shuffle(_conv(low, kernel, None, 1), factor)
 
 
 def count_parameters(model: nn.Module) -> int:
