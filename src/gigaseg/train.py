@@ -72,7 +72,8 @@ __all__ = [
 SCHEDULES = ("cosine", "step", "constant")
 LOSSES = ("bce", "dice", "bce+dice")
 LOG_COLUMNS = (
-    "step", "loss", "lr", "seconds_per_step", "peak_anon_bytes", "val_dice_mean", "val_dice_sd", "epoch", "region",
+    "step", "loss", "lr", "seconds_per_step", "peak_anon_bytes", "val_dice_mean", "val_dice_sd", "val_seconds",
+    "epoch", "region",
 )
 #: Options that ``--resume`` may change. Changing ``steps`` or ``lr`` changes the schedule from
 #: the resumed step on; the others change nothing in the result on the same device.
@@ -754,7 +755,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
                    "peak_anon_bytes": mem.peak, "epoch": epoch, "region": sample.name}
             final = step == c.steps
             if val_regions and ((c.val_every and step % c.val_every == 0) or final):
+                t_val = time.perf_counter()
                 row["val_dice_mean"], row["val_dice_sd"] = validate()
+                row["val_seconds"] = round(time.perf_counter() - t_val, 2)
             history.append(row)
             log.write(row)
             logged_step = step
