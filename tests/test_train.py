@@ -288,3 +288,31 @@ def test_dice_counts_match_a_whole_image_dice():
     expected = 2 * (pred & ref).sum() / (pred.sum() + ref.sum())
     assert counts.dice == pytest.approx(expected) and counts.reference == ref.sum()
     assert DiceCounts(np.zeros((3, 3), np.uint8)).dice == 1.0  # both empty
+
+
+def test_sigterm_saves_the_last_step_like_ctrl_c(store, tmp_path):
+    """A real SIGTERM to a training process: it checkpoints, says how to resume, exits 130."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    code = (
+        "import sys, os, signal, gigaseg.engine as e\n"
+        "from gigaseg.cli import main\n"
+        "real = e.tiled_backward\n"
+        "calls = []\n"
+        "def tb(*a, **k):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return real(*a, **k)\n"
+        "e.tiled_backward = tb\n"
+        f"sys.exit(main(['train', '--data', {str(store)!r}, '--out', {str(run)!r}, '--preset', 'tiny',"
+        " '--steps', '6', '--ckpt-every', '100', '--no-progress', '--device', 'cpu']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, proc.stderr
+    assert f"gigaseg train --resume {run}" in proc.stderr
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 2
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 6

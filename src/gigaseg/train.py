@@ -25,9 +25,10 @@ A checkpoint holds the weights, Adam's state, the scheduler's state, the step, t
 (epoch, position in the epoch's permutation) and the RNG states. Augmentation parameters are
 a pure function of (seed, epoch, region), and the permutation of (seed, epoch), so a run that
 stops after step k and resumes computes the same steps k+1, ... on the same inputs as one
-that ran straight through: on the CPU the parameters are equal bit for bit. An interrupt
-(Ctrl-C) during the optimizer update is deferred until the update is complete, so the saved
-state is always that of a completed step.
+that ran straight through: on the CPU the parameters are equal bit for bit. Ctrl-C and
+SIGTERM stop training with a checkpoint of the last completed step; one that arrives during the
+optimizer update is deferred until the update is complete, so the saved state is always that of
+a completed step.
 """
 
 from __future__ import annotations
@@ -536,24 +537,51 @@ def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 7919]).permutation(n)
 
 
+#: Signals that stop training cleanly: Ctrl-C, and SIGTERM (what schedulers such as SLURM, and
+#: ``kill``, send before they kill a job).
+_STOP_SIGNALS = tuple(sig for sig in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if sig is not None)
+
+
+def _raise_interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _signals(handler):
+    """Install ``handler`` for the stop signals (main thread only); yield whether it was."""
+    if threading.current_thread() is not threading.main_thread():
+        yield False
+        return
+    previous = {}
+    try:
+        for sig in _STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, handler)
+    except (ValueError, OSError):
+        pass
+    try:
+        yield bool(previous)
+    finally:
+        for sig, prev in previous.items():
+            if prev is None:
+                prev = signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL
+            signal.signal(sig, prev)
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """Within the block, SIGTERM raises KeyboardInterrupt like Ctrl-C (so it checkpoints too)."""
+    with _signals(_raise_interrupt):
+        yield
+
+
 @contextmanager
 def _deferred_interrupt():
-    """Hold a Ctrl-C (SIGINT) until the block is done, then raise KeyboardInterrupt."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    """Hold a Ctrl-C or SIGTERM until the block is done, then raise KeyboardInterrupt."""
     received = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
-    except (ValueError, OSError):
+    with _signals(lambda *_: received.append(True)):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
-        if received:
-            raise KeyboardInterrupt
+    if received:
+        raise KeyboardInterrupt
 
 
 def _grads_finite(model) -> bool:
@@ -721,6 +749,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     bar = tqdm(total=c.steps, initial=step, desc="train", unit="step", disable=not c.progress, dynamic_ncols=True)
     running = None
     logged_step = step
+    stop_on_sigterm = _sigterm_as_interrupt()
+    stop_on_sigterm.__enter__()
     try:
         while step < c.steps:
             if position >= n_regions:
@@ -783,6 +813,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
               f"Continue with: gigaseg train --resume {run_dir}", file=sys.stderr)
         raise
     finally:
+        stop_on_sigterm.__exit__(None, None, None)
         bar.close()
         log.close()
         val_log.close()
