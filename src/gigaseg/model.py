@@ -381,7 +381,11 @@ def _conv_of_cat(conv: nn.Conv2d, low: torch.Tensor, factor: int, skip: torch.Te
     """
     c_low = low.shape[1]
     w = conv.weight
-    return _upsample_conv(low, w[:, :c_low], factor) + _conv(skip, w[:, c_low:], conv.bias, 1)
+    out = _conv(skip, w[:, c_low:], conv.bias, 1)
+    if factor == 1:
+        return out + _conv(low, w[:, :c_low], None, 1)
+    phases = _conv(low, _subpixel_kernel(w[:, :c_low], factor), None, 1)
+    return _add_pixel_shuffled(_channels_last(out), _channels_last(phases), factor)
 
 
 # NOTE [Decoder convolutions]
@@ -393,10 +397,11 @@ def _conv_of_cat(conv: nn.Conv2d, low: torch.Tensor, factor: int, skip: torch.Te
 #   out[s j + u] = sum_m K[u, m] d[j + m],   K[u, m] = sum over {t : floor((u + t) / s) = m} W[t],
 # i.e. K = B W B^T with a fixed 0/1 tensor B per axis. K has c_out * s * s output channels (one
 # per phase) and 2R + 1 taps; a stride-1 convolution at low resolution followed by
-# pixel_shuffle(s) gives the full-resolution result. It never materializes the upsampled
-# tensor (3.5x faster than the upsample-then-convolve and 1.7x faster forward and backward than
-# the equivalent strided transposed convolution for the paper model's head), and W's gradient
-# flows through B W B^T. Exact up to summation order (tests/test_model.py compares the model
+# pixel_shuffle(s) gives the full-resolution result; the decoder adds it to the skip's
+# convolution in place, through a strided view, so the shuffled tensor is never materialized
+# either. This is 3.5x faster than the upsample-then-convolve and 1.7x faster forward and
+# backward than the equivalent strided transposed convolution for the paper model's head, and
+# W's gradient flows through B W B^T. Exact up to summation order (tests/test_model.py compares the model
 # with a plain interpolate + cat + conv2d implementation).
 
 
@@ -410,15 +415,41 @@ def _subpixel_matrix(k: int, s: int, dtype: torch.dtype, device: torch.device) -
     return (torch.div(u + t, s, rounding_mode="floor") == m).to(dtype=dtype, device=device)
 
 
+def _subpixel_kernel(weight: torch.Tensor, factor: int) -> torch.Tensor:
+    """The (c_out * s * s, c_in, 2R + 1, 2R + 1) kernel ``B W B^T`` of the sub-pixel convolution."""
+    b = _subpixel_matrix(weight.shape[-1], factor, weight.dtype, weight.device)
+    c_out, c_in = weight.shape[:2]
+    taps = b.shape[1]
+    return torch.einsum("umk,vnl,oikl->ouvimn", b, b, weight).reshape(c_out * factor * factor, c_in, taps, taps)
+
+
+class _AddPixelShuffled(torch.autograd.Function):
+    """``out + pixel_shuffle(phases, s)``, computed in place in ``out`` (both channels-last) in
+    one pass, without materializing the shuffled tensor; its backward is a pixel_unshuffle."""
+
+    @staticmethod
+    def forward(ctx, out, phases, s):
+        ctx.s = s
+        ctx.mark_dirty(out)
+        n, c, h, w = out.shape
+        src = phases.permute(0, 2, 3, 1).view(n, h // s, w // s, c, s, s).permute(0, 1, 4, 2, 5, 3)
+        out.permute(0, 2, 3, 1).view(n, h // s, s, w // s, s, c).add_(src)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, _channels_last(F.pixel_unshuffle(grad, ctx.s)), None
+
+
+def _add_pixel_shuffled(out: torch.Tensor, phases: torch.Tensor, s: int) -> torch.Tensor:
+    return _AddPixelShuffled.apply(out, phases, s)
+
+
 def _upsample_conv(low: torch.Tensor, weight: torch.Tensor, factor: int) -> torch.Tensor:
     """``F.conv2d(upsample_nearest(low, factor), weight, padding=k // 2)`` (odd k, no bias)."""
     if factor == 1:
         return _conv(low, weight, None, 1)
-    b = _subpixel_matrix(weight.shape[-1], factor, weight.dtype, weight.device)
-    c_out, c_in = weight.shape[:2]
-    taps = b.shape[1]
-    kernel = torch.einsum("umk,vnl,oikl->ouvimn", b, b, weight).reshape(c_out * factor * factor, c_in, taps, taps)
-    return F.pixel_shuffle(_conv(low, kernel, None, 1), factor)
+    return F.pixel_shuffle(_conv(low, _subpixel_kernel(weight, factor), None, 1), factor)
 
 
 def count_parameters(model: nn.Module) -> int:
