@@ -200,3 +200,28 @@ def test_engine_trains_on_a_rotated_jittered_view(tmp_path):
     assert loss_view == pytest.approx(loss_arr, rel=1e-12)
     for a, b in zip(grads_view, (p.grad for p in model.parameters())):
         assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_hed_jitter_colour_table_equals_the_direct_computation():
+    """Large tiles go through a tabulated jitter (NOTE [Colour table]); it must give the same
+    bytes as the per-pixel computation, for every colour."""
+    from gigaseg.dataset import _LUT3_MIN_PIXELS
+
+    jitter = StainJitter.draw(np.random.default_rng(3), "hed", 0.3)
+    side = int(np.ceil(np.sqrt(_LUT3_MIN_PIXELS)))
+    rng = np.random.default_rng(0)
+    tile = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    tile[0, :256] = np.stack([np.arange(256)] * 3, axis=-1)  # greys, black and white included
+    fast = jitter(tile)
+    assert fast.shape == tile.shape and fast.dtype == np.uint8 and fast.flags.c_contiguous
+    assert np.array_equal(fast, jitter._compute(tile))
+    # the table itself: all 2^24 colours
+    from gigaseg.dataset import _hed_lut3
+
+    lut = _hed_lut3(jitter).view(np.uint8).reshape(256, 256, 256, 4)
+    for b in (0, 77, 255):
+        grid = np.empty((256, 256, 3), np.uint8)
+        grid[..., 0] = np.arange(256)[None, :]
+        grid[..., 1] = np.arange(256)[:, None]
+        grid[..., 2] = b
+        assert np.array_equal(lut[b, :, :, :3], jitter._compute(grid))

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -133,6 +134,11 @@ class StainJitter:
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
         """Apply to an (h, w, 3) uint8 tile; returns a new (h, w, 3) uint8 array."""
+        if self.kind == "hed" and tile.shape[0] * tile.shape[1] >= _LUT3_MIN_PIXELS:
+            return _apply_lut3(_hed_lut3(self), tile)
+        return self._compute(tile)
+
+    def _compute(self, tile: np.ndarray) -> np.ndarray:
         tables = self._tables()
         out = np.empty(tile.shape, np.uint8)
         if self.kind == "rgb":
@@ -159,6 +165,37 @@ class StainJitter:
             np.copyto(idx, acc, casting="unsafe")
             out[..., k] = _OD_OUT[idx]
         return out
+
+
+# NOTE [Colour table]
+# The HED jitter is a fixed function of a pixel's (r, g, b), but computing it takes ~20 array
+# passes per pixel in numpy; on a 1-gigapixel region, read twice per step by the two-pass
+# engine, that was about 40% of a training step. For large tiles it is instead tabulated once
+# per jitter for all 2^24 colours (0.4 s, 64 MiB, built by the same code, so the values are
+# identical) and applied as one gather: 4-5x faster per tile.
+_LUT3_MIN_PIXELS = 1 << 20
+
+
+@functools.lru_cache(maxsize=2)
+def _hed_lut3(jitter: StainJitter) -> np.ndarray:
+    """``jitter`` of every colour, as 2^24 uint32 words r | g << 8 | b << 16 (a zero 4th byte),
+    indexed by the same packing of the input colour."""
+    lut = np.zeros((256, 256, 256, 4), np.uint8)  # [b, g, r, channel]
+    grid = np.empty((256, 256, 3), np.uint8)
+    grid[..., 0] = np.arange(256, dtype=np.uint8)[None, :]
+    grid[..., 1] = np.arange(256, dtype=np.uint8)[:, None]
+    for b in range(256):
+        grid[..., 2] = b
+        lut[b, :, :, :3] = jitter._compute(grid)
+    return lut.view(np.uint32).reshape(-1)
+
+
+def _apply_lut3(lut: np.ndarray, tile: np.ndarray) -> np.ndarray:
+    h, w = tile.shape[:2]
+    packed = np.zeros((h, w, 4), np.uint8)
+    packed[..., :3] = tile
+    out = np.take(lut, packed.view(np.uint32).reshape(h, w))
+    return np.ascontiguousarray(out.view(np.uint8).reshape(h, w, 4)[..., :3])
 
 
 def _span(key, n: int, axis: str) -> tuple[int, int, bool]:
