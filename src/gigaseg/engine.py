@@ -17,6 +17,7 @@ Typical use (one training step on a 16000 x 64000 region stored on disk)::
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Sequence
 
@@ -415,9 +416,31 @@ def _tile_list(height: int, width: int, th: int, tw: int, config: UNetConfig) ->
     return sorted(tiles, key=lambda t: (t.cy1 - t.cy0, t.cx1 - t.cx0))
 
 
-def _read_input(image: Any, t: _Tile, device: torch.device, dtype: torch.dtype, multiple: int) -> torch.Tensor:
-    block = torch.from_numpy(_owned(image[t.cy0:t.cy1, t.cx0:t.cx1])).to(device)
-    return _to_input(block, dtype, multiple)
+def _read_crop(image: Any, t: _Tile) -> np.ndarray:
+    return _owned(image[t.cy0:t.cy1, t.cx0:t.cx1])
+
+
+def _as_input(crop: np.ndarray, device: torch.device, dtype: torch.dtype, multiple: int) -> torch.Tensor:
+    return _to_input(torch.from_numpy(crop).to(device), dtype, multiple)
+
+
+# NOTE [Read ahead]
+# Reading a crop is numpy work on one core (a memory-mapped or compressed array, a dihedral
+# transform, colour jitter, the mask check) that would leave the other cores idle between
+# tiles; the next tile's crop and mask are read in a background thread while the model runs on
+# the current one. numpy releases the GIL in its copies and gathers. Errors of the reader are
+# raised in the caller, at the tile that caused them.
+def _read_ahead(tiles: Sequence[_Tile], read) -> Iterator[tuple[_Tile, Any]]:
+    """Yield ``(tile, read(tile))`` for each tile, reading the next one in a background thread."""
+    if not tiles:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gigaseg-read") as pool:
+        pending = pool.submit(read, tiles[0])
+        for i, t in enumerate(tiles):
+            data = pending.result()
+            if i + 1 < len(tiles):
+                pending = pool.submit(read, tiles[i + 1])
+            yield t, data
 
 
 def _owned(block: Any) -> np.ndarray:
@@ -575,14 +598,17 @@ def tiled_backward(
     tiles = _tile_list(height, width, th, tw, config)
     bce_sum = 0.0
 
+    def read(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
+        return _read_crop(image, t), _read_mask(mask, t)
+
     # Pass 1 (Dice only): global sums I = sum(p*y), P = sum(p), Y = sum(y) and the BCE sum.
     if use_dice:
         inter = p_sum = y_sum = 0.0
         with torch.no_grad():
-            for t in _progress(tiles, len(tiles), progress, "dice sums"):
+            for t, (crop, y_np) in _progress(_read_ahead(tiles, read), len(tiles), progress, "dice sums"):
                 _HEAP(t)
-                y_np = _read_mask(mask, t)
-                logits = model(_read_input(image, t, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
+                logits = model(_as_input(crop, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
+                del crop
                 y = torch.from_numpy(y_np).to(dev, dtype)
                 p = torch.sigmoid(logits)
                 inter += _sum64(p * y)
@@ -598,10 +624,10 @@ def tiled_backward(
     # Pass 2: per-tile backward of the tile's exact share of the loss; gradients are summed
     # privately and added to .grad only once every tile has succeeded.
     grads = [torch.zeros_like(p) for p in params]
-    for t in _progress(tiles, len(tiles), progress, "backward"):
+    for t, (crop, y_np) in _progress(_read_ahead(tiles, read), len(tiles), progress, "backward"):
         _HEAP(t)
-        y_np = _read_mask(mask, t)
-        logits = model(_read_input(image, t, dev, dtype, config.total_stride))
+        logits = model(_as_input(crop, dev, dtype, config.total_stride))
+        del crop
         with torch.no_grad():
             z = logits[0, 0][t.core_in_crop]
             y = torch.from_numpy(y_np).to(dev, dtype)
@@ -677,9 +703,10 @@ def tiled_predict(
         )
     tiles = _tile_list(height, width, th, tw, config)
     with torch.no_grad():
-        for t in _progress(tiles, len(tiles), progress, "predict"):
+        for t, crop in _progress(_read_ahead(tiles, lambda t: _read_crop(image, t)), len(tiles), progress, "predict"):
             _HEAP(t)
-            z = model(_read_input(image, t, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
+            z = model(_as_input(crop, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
+            del crop
             p = z if logits else torch.sigmoid(z)
             if out_dtype == np.uint8:
                 p = torch.round(p * 255).to(torch.uint8)
