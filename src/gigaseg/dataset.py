@@ -171,12 +171,12 @@ class StainJitter:
 # The HED jitter is a fixed function of a pixel's (r, g, b), but computing it takes ~20 array
 # passes per pixel in numpy; on a 1-gigapixel region, read twice per step by the two-pass
 # engine, that was about 40% of a training step. For large tiles it is instead tabulated once
-# per jitter for all 2^24 colours (0.4 s, 64 MiB, built by the same code, so the values are
-# identical) and applied as one gather: 4-5x faster per tile.
+# per jitter for all 2^24 colours (0.4 s, 64 MiB, only the latest kept; built by the same code,
+# so the values are identical) and applied as one gather: 4-5x faster per tile.
 _LUT3_MIN_PIXELS = 1 << 20
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=1)  # one jitter per training sample
 def _hed_lut3(jitter: StainJitter) -> np.ndarray:
     """``jitter`` of every colour, as 2^24 uint32 words r | g << 8 | b << 16 (a zero 4th byte),
     indexed by the same packing of the input colour."""

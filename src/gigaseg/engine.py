@@ -233,7 +233,8 @@ def _halos(config: UNetConfig) -> tuple[int, int]:
 def _peak_bytes(config: UNetConfig, th: int, tw: int, itemsize: int, mode: str) -> int:
     lead, trail = _halos(config)
     crop = (th + lead + trail) * (tw + lead + trail)
-    per_pixel = _floats_per_pixel(config, mode) * itemsize * _SAFETY + 4  # + uint8 image/mask
+    # + the uint8 image crop and mask of this tile and of the next one (NOTE [Read ahead])
+    per_pixel = _floats_per_pixel(config, mode) * itemsize * _SAFETY + 8
     return int(_BASE_BYTES + per_pixel * crop)
 
 
