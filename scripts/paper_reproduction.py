@@ -143,6 +143,7 @@ def metrics(run_dir: Path, target: float) -> dict:
     regions = [r["region"] for r in val if int(r["step"]) == last["step"]] if last else []
     compute = sum(step_s) + sum(val_s)
     return {
+        "complete": int(ckpt["step"]) >= int(info["config"]["steps"]),
         "steps": int(ckpt["step"]),
         "steps_planned": int(info["config"]["steps"]),
         "held_out_dice_mean": last["dice_mean"] if last else None,
@@ -189,7 +190,11 @@ def finalize(work: Path, results: Path, args) -> dict:
                 f.write(src.read_bytes())
     m = metrics(run_dir, args.target)
     write_json_atomic(results / "metrics.json", m)
+    status = ("complete" if m["complete"] else
+              f"in progress: step {m['steps']} of {m['steps_planned']}; run the command below to continue")
     command = f"""# Reproducing results/paper-reproduction/
+
+Status: {status}.
 
 ```bash
 make test                                   # creates .venv with the project installed
@@ -201,7 +206,7 @@ of {args.size} pixels at {m['mpp']} um/px (seeds {args.seed} on) into runs/paper
 `paper` preset ({m['parameters']} parameters) one whole region per step (batch size 1), validates on the
 whole held-out regions every {m['train_config']['val_every']} steps, and copies the evidence here. Stop it at
 any time (Ctrl-C or SIGTERM); the same command resumes it where it stopped (bit for bit on a CPU).
-This run took {m['sessions']} session(s); the step count, the learning rate and the schedule are in
+It has run in {m['sessions']} process(es) so far (each resume starts one); the step count, the learning rate and the schedule are in
 config.json (`config`), and every resume in its `resumes`.
 """
     with atomic_write(results / "COMMAND.md", "w") as f:

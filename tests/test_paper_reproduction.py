@@ -26,7 +26,7 @@ def test_prepare_train_resume_and_finalize(script, tmp_path, capsys):
     assert script.main(common + ["--steps", "2"]) == 0
     assert script.main(common + ["--steps", "4"]) == 0  # resumes the same run and extends it
     m = json.loads((results / "metrics.json").read_text())
-    assert m["steps"] == 4 and m["sessions"] == 2 and m["parameters"] == 4492
+    assert m["steps"] == 4 and m["complete"] and m["sessions"] == 2 and m["parameters"] == 4492
     assert [c["step"] for c in m["validation_curve"]] == [2, 4]
     assert 0 <= m["held_out_dice_mean"] <= 1 and m["held_out_at_step"] == 4
     assert list(m["held_out_dice"]) == ["synth-s1002"]
@@ -35,6 +35,7 @@ def test_prepare_train_resume_and_finalize(script, tmp_path, capsys):
     for name in ("log.csv", "val.csv", "curves.png", "config.json", "checkpoint.pt", "COMMAND.md"):
         assert (results / name).is_file(), name
     assert "--steps 4" in (results / "COMMAND.md").read_text()
+    assert "Status: complete" in (results / "COMMAND.md").read_text()
     # --finalize alone rewrites the evidence from the run
     (results / "metrics.json").unlink()
     assert script.main(common + ["--finalize"]) == 0
