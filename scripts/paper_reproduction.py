@@ -54,8 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--work", default=str(ROOT / "runs" / "paper"), help="scratch folder: regions/ and run/")
     p.add_argument("--results", default=str(ROOT / "results" / "paper-reproduction"), help="the evidence folder")
     p.add_argument("--steps", type=int, default=600, help="total optimizer steps of the run")
-    p.add_argument("--lr", type=float, default=0.003, help="Adam's peak learning rate (a new run only)")
-    p.add_argument("--warmup", type=int, default=10, help="linear warm-up steps (a new run only)")
+    p.add_argument("--lr", type=float, default=0.001,
+                   help="Adam's peak learning rate (a new run only); 0.003 collapsed the model on whole regions")
+    p.add_argument("--warmup", type=int, default=20, help="linear warm-up steps (a new run only)")
     p.add_argument("--val-every", type=int, default=20, help="validate on the held-out regions every K steps")
     p.add_argument("--ckpt-every", type=int, default=5, help="checkpoint every K steps")
     p.add_argument("--train", type=int, default=8, help="training regions (a new store only)")
