@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -107,32 +108,18 @@ def run(work: Path, data: Path, args) -> dict:
     return train(config)
 
 
-def _rows(path: Path) -> list[dict]:
-    import csv
-
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _float(v) -> float | None:
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
-
-
 def metrics(run_dir: Path, target: float) -> dict:
     """The run's figures, from its log.csv, val.csv and config.json."""
     from gigaseg.checkpoint import load_checkpoint
+    from gigaseg.train import _num, _read_csv
 
-    log, val = _rows(run_dir / "log.csv"), _rows(run_dir / "val.csv")
+    log, val = _read_csv(run_dir / "log.csv"), _read_csv(run_dir / "val.csv")
     info = json.loads((run_dir / "config.json").read_text())
     ckpt = load_checkpoint(run_dir / "checkpoint.pt")
-    step_s = [v for v in (_float(r.get("seconds_per_step")) for r in log) if v is not None]
-    val_s = [v for v in (_float(r.get("val_seconds")) for r in log) if v is not None]
-    peaks = [v for v in (_float(r.get("peak_anon_bytes")) for r in log) if v is not None]
+    def column(name: str) -> list[float]:
+        return [v for v in (_num(r.get(name)) for r in log) if math.isfinite(v)]
+
+    step_s, val_s, peaks = column("seconds_per_step"), column("val_seconds"), column("peak_anon_bytes")
     by_step: dict[int, list[float]] = {}
     for r in val:
         by_step.setdefault(int(r["step"]), []).append(float(r["dice"]))

@@ -26,7 +26,7 @@ import torch
 from . import __version__
 from ._memory import MemorySampler, peak_rss_bytes
 from ._units import parse_bytes
-from .engine import _owned, _to_input, plan, resolve_device, reuse_freed_memory, tiled_backward
+from .engine import _as_input, _owned, plan, resolve_device, reuse_freed_memory, tiled_backward
 from .errors import ConfigError
 from .losses import check_loss_name, loss_fn
 from .model import UNet, UNetConfig, count_parameters, preset
@@ -109,7 +109,7 @@ def _sync(device: torch.device) -> None:
 
 def _naive_step(model: UNet, image: np.ndarray, mask: np.ndarray, loss: str, device: torch.device) -> float:
     # the whole image in memory, converted exactly as the engine converts a tile
-    x = _to_input(torch.from_numpy(_owned(image)).to(device), torch.float32)
+    x = _as_input(_owned(image), device, torch.float32, 1)
     y = torch.from_numpy(_owned(mask)).to(device).unsqueeze(0).unsqueeze(0)
     value = loss_fn(loss)(model(x), y)
     value.backward()

@@ -445,13 +445,6 @@ def _add_pixel_shuffled(out: torch.Tensor, phases: torch.Tensor, s: int) -> torc
     return _AddPixelShuffled.apply(out, phases, s)
 
 
-def _upsample_conv(low: torch.Tensor, weight: torch.Tensor, factor: int) -> torch.Tensor:
-    """``F.conv2d(upsample_nearest(low, factor), weight, padding=k // 2)`` (odd k, no bias)."""
-    if factor == 1:
-        return _conv(low, weight, None, 1)
-    return F.pixel_shuffle(_conv(low, _subpixel_kernel(weight, factor), None, 1), factor)
-
-
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

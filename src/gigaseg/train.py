@@ -749,74 +749,72 @@ def train(config: TrainConfig) -> dict[str, Any]:
     bar = tqdm(total=c.steps, initial=step, desc="train", unit="step", disable=not c.progress, dynamic_ncols=True)
     running = None
     logged_step = step
-    stop_on_sigterm = _sigterm_as_interrupt()
-    stop_on_sigterm.__enter__()
-    try:
-        while step < c.steps:
-            if position >= n_regions:
-                epoch, position = epoch + 1, 0
-                perm = _permutation(c.seed, epoch, n_regions)
-            sample = train_ds.sample(int(perm[position]), epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            t0 = time.perf_counter()
-            with MemorySampler(0.05) as mem:
-                optimizer.zero_grad(set_to_none=True)
-                loss = tiled_backward(model, sample.image, sample.mask, loss=c.loss, memory_budget=c.memory_budget,
-                                      tile=c.tile, device=device, progress=c.progress)
-                if not (math.isfinite(loss) and _grads_finite(model)):
-                    log.write({"step": step + 1, "loss": loss, "lr": lr, "epoch": epoch, "region": sample.name})
-                    where = (f"the last good checkpoint {ckpt_path} (step {last_ckpt_step}) is kept; resume from it "
-                             f"with a lower learning rate: gigaseg train --resume {run_dir} --lr {c.lr / 10:g}"
-                             if last_ckpt_step is not None else
-                             f"no checkpoint was written yet; start again with a lower --lr (e.g. {c.lr / 10:g})")
-                    what = "loss" if not math.isfinite(loss) else "gradient"
-                    raise TrainingError(
-                        f"the training {what} is not finite at step {step + 1} (loss {loss}, region "
-                        f"{sample.name!r}, epoch {epoch}, lr {lr:.3g}); training stopped; {where}"
-                    )
-                with _deferred_interrupt():
-                    optimizer.step()
-                    scheduler.step()
-                    step += 1
-                    position += 1
-            seconds = time.perf_counter() - t0
-            running = loss if running is None else 0.9 * running + 0.1 * loss
-            row = {"step": step, "loss": loss, "lr": lr, "seconds_per_step": round(seconds, 4),
-                   "peak_anon_bytes": mem.peak, "epoch": epoch, "region": sample.name}
-            final = step == c.steps
-            if val_regions and ((c.val_every and step % c.val_every == 0) or final):
-                t_val = time.perf_counter()
-                row["val_dice_mean"], row["val_dice_sd"] = validate()
-                row["val_seconds"] = round(time.perf_counter() - t_val, 2)
-            history.append(row)
-            log.write(row)
-            logged_step = step
-            if (c.ckpt_every and step % c.ckpt_every == 0) or final:
+    with _sigterm_as_interrupt():
+        try:
+            while step < c.steps:
+                if position >= n_regions:
+                    epoch, position = epoch + 1, 0
+                    perm = _permutation(c.seed, epoch, n_regions)
+                sample = train_ds.sample(int(perm[position]), epoch)
+                lr = optimizer.param_groups[0]["lr"]
+                t0 = time.perf_counter()
+                with MemorySampler(0.05) as mem:
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = tiled_backward(model, sample.image, sample.mask, loss=c.loss, memory_budget=c.memory_budget,
+                                          tile=c.tile, device=device, progress=c.progress)
+                    if not (math.isfinite(loss) and _grads_finite(model)):
+                        log.write({"step": step + 1, "loss": loss, "lr": lr, "epoch": epoch, "region": sample.name})
+                        where = (f"the last good checkpoint {ckpt_path} (step {last_ckpt_step}) is kept; resume from "
+                                 f"it with a lower learning rate: gigaseg train --resume {run_dir} --lr {c.lr / 10:g}"
+                                 if last_ckpt_step is not None else
+                                 f"no checkpoint was written yet; start again with a lower --lr (e.g. {c.lr / 10:g})")
+                        what = "loss" if not math.isfinite(loss) else "gradient"
+                        raise TrainingError(
+                            f"the training {what} is not finite at step {step + 1} (loss {loss}, region "
+                            f"{sample.name!r}, epoch {epoch}, lr {lr:.3g}); training stopped; {where}"
+                        )
+                    with _deferred_interrupt():
+                        optimizer.step()
+                        scheduler.step()
+                        step += 1
+                        position += 1
+                seconds = time.perf_counter() - t0
+                running = loss if running is None else 0.9 * running + 0.1 * loss
+                row = {"step": step, "loss": loss, "lr": lr, "seconds_per_step": round(seconds, 4),
+                       "peak_anon_bytes": mem.peak, "epoch": epoch, "region": sample.name}
+                final = step == c.steps
+                if val_regions and ((c.val_every and step % c.val_every == 0) or final):
+                    t_val = time.perf_counter()
+                    row["val_dice_mean"], row["val_dice_sd"] = validate()
+                    row["val_seconds"] = round(time.perf_counter() - t_val, 2)
+                history.append(row)
+                log.write(row)
+                logged_step = step
+                if (c.ckpt_every and step % c.ckpt_every == 0) or final:
+                    save(step)
+                postfix = {"loss": f"{running:.4f}", "lr": f"{lr:.2g}"}
+                if "val_dice_mean" in row:
+                    postfix["val_dice"] = f"{row['val_dice_mean']:.4f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+                if "val_dice_mean" in row or final or time.perf_counter() - last_plot > 60:
+                    plot_curves(history, run_dir / "curves.png")
+                    last_plot = time.perf_counter()
+        except KeyboardInterrupt:
+            bar.close()
+            if logged_step < step:  # interrupted between the update and the log row
+                history.append({"step": step, "loss": loss, "lr": lr, "epoch": epoch, "region": sample.name})
+                log.write(history[-1])
+            if last_ckpt_step != step:
                 save(step)
-            postfix = {"loss": f"{running:.4f}", "lr": f"{lr:.2g}"}
-            if "val_dice_mean" in row:
-                postfix["val_dice"] = f"{row['val_dice_mean']:.4f}"
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(1)
-            if "val_dice_mean" in row or final or time.perf_counter() - last_plot > 60:
-                plot_curves(history, run_dir / "curves.png")
-                last_plot = time.perf_counter()
-    except KeyboardInterrupt:
-        bar.close()
-        if logged_step < step:  # interrupted between the update and the log row
-            history.append({"step": step, "loss": loss, "lr": lr, "epoch": epoch, "region": sample.name})
-            log.write(history[-1])
-        if last_ckpt_step != step:
-            save(step)
-        plot_curves(history, run_dir / "curves.png")
-        print(f"\ngigaseg train: interrupted; saved step {step} of {c.steps} to {ckpt_path}. "
-              f"Continue with: gigaseg train --resume {run_dir}", file=sys.stderr)
-        raise
-    finally:
-        stop_on_sigterm.__exit__(None, None, None)
-        bar.close()
-        log.close()
-        val_log.close()
+            plot_curves(history, run_dir / "curves.png")
+            print(f"\ngigaseg train: interrupted; saved step {step} of {c.steps} to {ckpt_path}. "
+                  f"Continue with: gigaseg train --resume {run_dir}", file=sys.stderr)
+            raise
+        finally:
+            bar.close()
+            log.close()
+            val_log.close()
 
     seconds = time.perf_counter() - t_start
     step_times = [_num(r.get("seconds_per_step")) for r in history if math.isfinite(_num(r.get("seconds_per_step")))]
