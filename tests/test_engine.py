@@ -179,6 +179,44 @@ def test_reads_tile_by_tile():
     assert 0 < img.largest <= crop
 
 
+class _CountingReads(_TileOnly):
+    def __init__(self, array: np.ndarray) -> None:
+        super().__init__(array, array.shape[0] * array.shape[1])
+        self.reads = 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return super().__getitem__(key)
+
+
+@pytest.mark.parametrize("disk_full", [False, True], ids=["cached", "disk-full"])
+def test_expensive_images_are_read_once_per_step(monkeypatch, disk_full):
+    """NOTE [Crop cache]: pass 2 of the Dice loss takes pass 1's crops from a scratch file
+    instead of reading a non-numpy image again; same bytes, so the same gradients bit for bit.
+    If the scratch file cannot be written, the image is read again."""
+    import errno
+
+    from gigaseg import engine
+
+    if disk_full:
+        def no_space(*args):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(engine.os, "pwrite", no_space)
+    torch.manual_seed(3)
+    model = UNet(preset("tiny")).double()
+    image, mask = _data(70, 90, seed=3)
+    tiled_backward(model, image, mask, tile=32)
+    direct = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    img, msk = _CountingReads(image), _CountingReads(mask)
+    tiles = 3 * 3
+    tiled_backward(model, img, msk, tile=32)
+    for p, g in zip(model.parameters(), direct):
+        assert torch.equal(p.grad, g)
+    assert (img.reads, msk.reads) == ((2 * tiles, 2 * tiles) if disk_full else (tiles, tiles))
+
+
 def test_memmap_input(tmp_path):
     torch.manual_seed(8)
     model = UNet(preset("tiny")).double()
