@@ -1,0 +1,90 @@
+"""Write a very large synthetic slide fast, for memory checks of ``gigaseg predict``.
+
+``gigaseg synth`` renders every pixel and needs hours for a 100,000 x 100,000 slide on two
+cores. This script renders one synthetic patch (``gigaseg.synth.render_region``, default
+8192 x 8192) and repeats it over the whole slide, level 0 and every pyramid level (the patch
+box-averaged by the level's factor), as a pyramidal JPEG BigTIFF with the same layout as
+``gigaseg synth`` writes (OpenSlide and gigaseg read it). Tissue, glass and edges then occur at
+the patch's density everywhere, which is what the prediction's memory depends on.
+
+    .venv/bin/python benchmarks/big_slide.py /tmp/s100k.tiff --width 100000 --height 100000
+    .venv/bin/gigaseg bench predict --json --slide /tmp/s100k.tiff
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def _level_patch(patch: np.ndarray, factor: int) -> np.ndarray:
+    """The patch box-averaged by ``factor`` (its side is a multiple of every level's factor)."""
+    if factor == 1:
+        return patch
+    h, w = patch.shape[0] // factor, patch.shape[1] // factor
+    s = patch[: h * factor, : w * factor].reshape(h, factor, w, factor, 3).astype(np.uint32)
+    return ((s.sum(axis=(1, 3)) + factor * factor // 2) // (factor * factor)).astype(np.uint8)
+
+
+def _wrapped_tiles(patch: np.ndarray, width: int, height: int, tile: int):
+    """Tiles (row-major) of a width x height image that repeats ``patch``."""
+    ph, pw = patch.shape[:2]
+    offsets = np.arange(tile)
+    for y in range(0, height, tile):
+        rows = patch[(y + offsets) % ph]
+        for x in range(0, width, tile):
+            yield np.ascontiguousarray(rows[:, (x + offsets) % pw])
+
+
+def write_big_slide(path: Path, *, width: int, height: int, mpp: float, patch_side: int, seed: int,
+                    tile: int = 512, quality: int = 90) -> Path:
+    import tifffile
+
+    from gigaseg._synth_tiff import level_sizes
+    from gigaseg.synth import render_region
+
+    sizes = level_sizes(width, height)
+    factors = [round(width / w) for w, _ in sizes]
+    patch_side = max(max(factors), patch_side // max(factors) * max(factors))  # every level divides it
+    patch, _ = render_region(seed, 0, 0, patch_side, patch_side, width=patch_side, height=patch_side, mpp=mpp)
+    res = (10000.0 / mpp, 10000.0 / mpp)
+    jpeg = dict(compression="jpeg", compressionargs={"level": quality}, photometric="rgb", subsampling=(2, 2),
+                tile=(tile, tile), resolution=res, resolutionunit="CENTIMETER", metadata=None,
+                maxworkers=os.cpu_count() or 1)
+    fd, tmp = tempfile.mkstemp(prefix=".big-slide-", suffix=".tiff", dir=path.parent)
+    os.close(fd)
+    try:
+        with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+            for level, ((lw, lh), f) in enumerate(zip(sizes, factors)):
+                tif.write(_wrapped_tiles(_level_patch(patch, f), lw, lh, tile), shape=(lh, lw, 3),
+                          dtype=np.uint8, subfiletype=0 if level == 0 else 1, **jpeg)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path, help="output .tiff")
+    parser.add_argument("--width", type=int, default=100_000)
+    parser.add_argument("--height", type=int, default=100_000)
+    parser.add_argument("--mpp", type=float, default=0.5, help="micrometres per pixel (default 0.5)")
+    parser.add_argument("--patch", type=int, default=8192, help="side of the repeated patch, px (default 8192)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    if args.width < 1 or args.height < 1:
+        parser.error(f"--width and --height must be positive, got {args.width} x {args.height}")
+    path = write_big_slide(args.out, width=args.width, height=args.height, mpp=args.mpp,
+                           patch_side=args.patch, seed=args.seed)
+    print(f"wrote {path} ({path.stat().st_size / 1e9:.2f} GB)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
