@@ -63,6 +63,9 @@ def write_big_slide(path: Path, *, width: int, height: int, mpp: float, patch_si
             for level, ((lw, lh), f) in enumerate(zip(sizes, factors)):
                 tif.write(_wrapped_tiles(_level_patch(patch, f), lw, lh, tile), shape=(lh, lw, 3),
                           dtype=np.uint8, subfiletype=0 if level == 0 else 1, **jpeg)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the slide is an ordinary file
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
