@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "big_slide.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("big_slide", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def test_writes_a_repeating_pyramidal_slide(tmp_path):
     tifffile = pytest.importorskip("tifffile")
     pytest.importorskip("imagecodecs")
-    big_slide = _load()
+    big_slide = load_script("benchmarks/big_slide.py")
     path = big_slide.write_big_slide(tmp_path / "big.tiff", width=2500, height=1700, mpp=1.0, patch_side=512,
                                      seed=3, tile=256)
     assert [p.name for p in tmp_path.iterdir()] == ["big.tiff"]  # no temporary file left
