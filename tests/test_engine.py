@@ -189,20 +189,30 @@ class _CountingReads(_TileOnly):
         return super().__getitem__(key)
 
 
-@pytest.mark.parametrize("disk_full", [False, True], ids=["cached", "disk-full"])
-def test_expensive_images_are_read_once_per_step(monkeypatch, disk_full):
+@pytest.mark.parametrize("case", ["cached", "disk-full", "tmpfs", "no-room", "explicit-folder"])
+def test_expensive_images_are_read_once_per_step(monkeypatch, tmp_path, case):
     """NOTE [Crop cache]: pass 2 of the Dice loss takes pass 1's crops from a scratch file
     instead of reading a non-numpy image again; same bytes, so the same gradients bit for bit.
-    If the scratch file cannot be written, the image is read again."""
+    If the scratch file cannot be written, the temporary folder is in RAM or lacks room, the
+    image is read again; GIGASEG_SCRATCH names a folder to use whatever it is."""
     import errno
+    from collections import namedtuple
 
     from gigaseg import engine
 
-    if disk_full:
+    monkeypatch.delenv("GIGASEG_SCRATCH", raising=False)
+    if case == "disk-full":
         def no_space(*args):
             raise OSError(errno.ENOSPC, "No space left on device")
 
         monkeypatch.setattr(engine.os, "pwrite", no_space)
+    if case in ("tmpfs", "explicit-folder"):
+        monkeypatch.setattr(engine, "_file_system_type", lambda folder: "tmpfs")
+    if case == "explicit-folder":
+        monkeypatch.setenv("GIGASEG_SCRATCH", str(tmp_path))
+    if case == "no-room":
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(engine.shutil, "disk_usage", lambda folder: usage(2**31, 2**31 - 2**20, 2**20))
     torch.manual_seed(3)
     model = UNet(preset("tiny")).double()
     image, mask = _data(70, 90, seed=3)
@@ -214,7 +224,8 @@ def test_expensive_images_are_read_once_per_step(monkeypatch, disk_full):
     tiled_backward(model, img, msk, tile=32)
     for p, g in zip(model.parameters(), direct):
         assert torch.equal(p.grad, g)
-    assert (img.reads, msk.reads) == ((2 * tiles, 2 * tiles) if disk_full else (tiles, tiles))
+    once = case in ("cached", "explicit-folder")
+    assert (img.reads, msk.reads) == ((tiles, tiles) if once else (2 * tiles, 2 * tiles))
 
 
 def test_memmap_input(tmp_path):

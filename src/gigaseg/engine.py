@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -453,17 +455,20 @@ def _read_ahead(tiles: Sequence[_Tile], read) -> Iterator[tuple[_Tile, Any]]:
 # core, a third of a 2-core machine's work in an augmented step) pass 1 also writes its crops
 # and masks, byte for byte, to an unlinked temporary file (TMPDIR; page cache, not process
 # memory) and pass 2 reads them back from there. If the file cannot be written (disk full),
-# the cache turns itself off and pass 2 reads the image again: the same bytes either way.
+# the cache turns itself off and pass 2 reads the image again: the same bytes either way. It is
+# not used when the temporary folder lacks room for all the crops (plus 1 GiB) or is a RAM
+# file system (tmpfs: the crops would then take memory, which the budget promises not to);
+# GIGASEG_SCRATCH names another folder.
 class _CropCache:
     """Arrays of pass 1 kept by tile in an unlinked temporary file for pass 2. Thread-safe:
     the reader thread may still be writing when an error makes the caller close it."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: str) -> None:
         self._lock = threading.Lock()
         self._offset = 0
         self._index: dict[_Tile, list[tuple[int, tuple[int, ...], np.dtype]]] = {}
         try:
-            self._file: Any = tempfile.TemporaryFile(prefix="gigaseg-crops-")
+            self._file: Any = tempfile.TemporaryFile(prefix="gigaseg-crops-", dir=folder)
         except OSError:
             self._file = None
 
@@ -517,6 +522,42 @@ class _CropCache:
 def _expensive_to_read(image: Any) -> bool:
     """Whether reading a crop of ``image`` costs more than a copy (NOTE [Crop cache])."""
     return not isinstance(image, np.ndarray)
+
+
+_RAM_FILE_SYSTEMS = {"tmpfs", "ramfs", "devtmpfs"}
+
+
+def _file_system_type(folder: str) -> str | None:
+    """The type of the file system holding ``folder`` (Linux /proc/self/mounts), else None."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    folder = os.path.realpath(folder)
+    best, kind = "", None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        if (folder == point or folder.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def _crop_cache_folder(tiles: Sequence[_Tile], mask_itemsize: int = 1) -> str | None:
+    """Where pass 1 may keep its crops (NOTE [Crop cache]), or None when nowhere suits."""
+    explicit = os.environ.get("GIGASEG_SCRATCH")
+    folder = explicit or tempfile.gettempdir()
+    if not explicit and _file_system_type(folder) in _RAM_FILE_SYSTEMS:
+        return None
+    need = sum((t.cy1 - t.cy0) * (t.cx1 - t.cx0) * 3 + (t.y1 - t.y0) * (t.x1 - t.x0) * mask_itemsize
+               for t in tiles)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return None
+    return folder if free >= need + 2**30 else None
 
 
 def _owned(block: Any) -> np.ndarray:
@@ -672,7 +713,8 @@ def tiled_backward(
     n_pixels = height * width
     use_bce, use_dice = loss in ("bce", "bce+dice"), loss in ("dice", "bce+dice")
     tiles = _tile_list(height, width, th, tw, config)
-    cache = _CropCache() if use_dice and _expensive_to_read(image) else None
+    folder = _crop_cache_folder(tiles) if use_dice and _expensive_to_read(image) else None
+    cache = _CropCache(folder) if folder is not None else None
 
     def read(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
         return _read_crop(image, t), _read_mask(mask, t)
