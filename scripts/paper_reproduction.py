@@ -111,7 +111,7 @@ def run(work: Path, data: Path, args) -> dict:
 def metrics(run_dir: Path, target: float) -> dict:
     """The run's figures, from its log.csv, val.csv and config.json."""
     from gigaseg.checkpoint import load_checkpoint
-    from gigaseg.train import _num, _read_csv
+    from gigaseg.train import _mean_sd, _num, _read_csv
 
     log, val = _read_csv(run_dir / "log.csv"), _read_csv(run_dir / "val.csv")
     info = json.loads((run_dir / "config.json").read_text())
@@ -123,8 +123,9 @@ def metrics(run_dir: Path, target: float) -> dict:
     by_step: dict[int, list[float]] = {}
     for r in val:
         by_step.setdefault(int(r["step"]), []).append(float(r["dice"]))
-    curve = [{"step": s, "dice_mean": statistics.fmean(d), "dice_sd": statistics.pstdev(d) if len(d) > 1 else 0.0,
-              "per_region": d} for s, d in sorted(by_step.items())]
+    # the sample sd, as in the training log and gigaseg evaluate
+    curve = [{"step": s, **dict(zip(("dice_mean", "dice_sd"), _mean_sd(d))), "per_region": d}
+             for s, d in sorted(by_step.items())]
     last = curve[-1] if curve else None
     best = max(curve, key=lambda c: c["dice_mean"]) if curve else None
     first = next((c["step"] for c in curve if c["dice_mean"] >= target), None)
