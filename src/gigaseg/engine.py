@@ -16,6 +16,7 @@ Typical use (one training step on a 16000 x 64000 region stored on disk)::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -512,6 +513,12 @@ class _CropCache:
         with self._lock:
             self._close()
 
+    def __enter__(self) -> "_CropCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def _close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -545,14 +552,13 @@ def _file_system_type(folder: str) -> str | None:
     return kind
 
 
-def _crop_cache_folder(tiles: Sequence[_Tile], mask_itemsize: int = 1) -> str | None:
+def _crop_cache_folder(tiles: Sequence[_Tile]) -> str | None:
     """Where pass 1 may keep its crops (NOTE [Crop cache]), or None when nowhere suits."""
     explicit = os.environ.get("GIGASEG_SCRATCH")
     folder = explicit or tempfile.gettempdir()
     if not explicit and _file_system_type(folder) in _RAM_FILE_SYSTEMS:
         return None
-    need = sum((t.cy1 - t.cy0) * (t.cx1 - t.cx0) * 3 + (t.y1 - t.y0) * (t.x1 - t.x0) * mask_itemsize
-               for t in tiles)
+    need = sum((t.cy1 - t.cy0) * (t.cx1 - t.cx0) * 3 + (t.y1 - t.y0) * (t.x1 - t.x0) for t in tiles)  # RGB + mask
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
@@ -714,79 +720,71 @@ def tiled_backward(
     use_bce, use_dice = loss in ("bce", "bce+dice"), loss in ("dice", "bce+dice")
     tiles = _tile_list(height, width, th, tw, config)
     folder = _crop_cache_folder(tiles) if use_dice and _expensive_to_read(image) else None
-    cache = _CropCache(folder) if folder is not None else None
+    with _CropCache(folder) if folder is not None else contextlib.nullcontext() as cache:
 
-    def read(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
-        return _read_crop(image, t), _read_mask(mask, t)
+        def read(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
+            return _read_crop(image, t), _read_mask(mask, t)
 
-    def read_and_keep(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
-        crop, y_np = read(t)
-        if cache is not None:
-            cache.put(t, (crop, y_np))
-        return crop, y_np
+        def read_and_keep(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
+            crop, y_np = read(t)
+            if cache is not None:
+                cache.put(t, (crop, y_np))
+            return crop, y_np
 
-    def read_again(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
-        kept = cache.get(t) if cache is not None else None
-        return (kept[0], kept[1]) if kept is not None else read(t)
+        def read_again(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
+            kept = cache.get(t) if cache is not None else None
+            return (kept[0], kept[1]) if kept is not None else read(t)
 
-    try:
-        return _tiled_backward(model, params, tiles, read_and_keep, read_again, dev, dtype, config,
-                               n_pixels, use_bce, use_dice, progress)
-    finally:
-        if cache is not None:
-            cache.close()
+        bce_sum = 0.0
 
+        # Pass 1 (Dice only): global sums I = sum(p*y), P = sum(p), Y = sum(y) and the BCE sum.
+        if use_dice:
+            inter = p_sum = y_sum = 0.0
+            with torch.no_grad():
+                pass1 = _read_ahead(tiles, read_and_keep)
+                for t, (crop, y_np) in _progress(pass1, len(tiles), progress, "dice sums"):
+                    _HEAP(t)
+                    logits = model(_as_input(crop, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
+                    del crop
+                    y = torch.from_numpy(y_np).to(dev, dtype)
+                    p = torch.sigmoid(logits)
+                    inter += _sum64(p * y)
+                    p_sum += _sum64(p)
+                    y_sum += float(y_np.sum(dtype=np.int64))
+                    if use_bce:
+                        bce_sum += float(_bce_sum(logits, y))
+            denom = p_sum + y_sum + DICE_SMOOTH
+            dice_value = 1.0 - (2.0 * inter + DICE_SMOOTH) / denom
+            coef_inter = -2.0 / denom
+            coef_p = (2.0 * inter + DICE_SMOOTH) / denom**2
 
-def _tiled_backward(model, params, tiles, read_pass1, read_pass2, dev, dtype, config,
-                    n_pixels, use_bce, use_dice, progress) -> float:
-    bce_sum = 0.0
-
-    # Pass 1 (Dice only): global sums I = sum(p*y), P = sum(p), Y = sum(y) and the BCE sum.
-    if use_dice:
-        inter = p_sum = y_sum = 0.0
-        with torch.no_grad():
-            for t, (crop, y_np) in _progress(_read_ahead(tiles, read_pass1), len(tiles), progress, "dice sums"):
-                _HEAP(t)
-                logits = model(_as_input(crop, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
-                del crop
+        # Pass 2: per-tile backward of the tile's exact share of the loss; gradients are summed
+        # privately and added to .grad only once every tile has succeeded.
+        grads = [torch.zeros_like(p) for p in params]
+        pass2 = _read_ahead(tiles, read_again)
+        for t, (crop, y_np) in _progress(pass2, len(tiles), progress, "backward"):
+            _HEAP(t)
+            logits = model(_as_input(crop, dev, dtype, config.total_stride))
+            del crop
+            with torch.no_grad():
+                z = logits[0, 0][t.core_in_crop]
                 y = torch.from_numpy(y_np).to(dev, dtype)
-                p = torch.sigmoid(logits)
-                inter += _sum64(p * y)
-                p_sum += _sum64(p)
-                y_sum += float(y_np.sum(dtype=np.int64))
+                if use_bce and not use_dice:
+                    bce_sum += float(_bce_sum(z, y))
+                # dLoss/dlogits: (p - y) / N for the mean BCE, (A y + B) p (1 - p) for Dice (NOTE
+                # [Two-pass Dice]); zero on the halo, whose outputs belong to other tiles.
+                p = torch.sigmoid(z)
+                grad_logits = torch.zeros_like(logits)
+                core = grad_logits[0, 0][t.core_in_crop]
                 if use_bce:
-                    bce_sum += float(_bce_sum(logits, y))
-        denom = p_sum + y_sum + DICE_SMOOTH
-        dice_value = 1.0 - (2.0 * inter + DICE_SMOOTH) / denom
-        coef_inter = -2.0 / denom
-        coef_p = (2.0 * inter + DICE_SMOOTH) / denom**2
-
-    # Pass 2: per-tile backward of the tile's exact share of the loss; gradients are summed
-    # privately and added to .grad only once every tile has succeeded.
-    grads = [torch.zeros_like(p) for p in params]
-    for t, (crop, y_np) in _progress(_read_ahead(tiles, read_pass2), len(tiles), progress, "backward"):
-        _HEAP(t)
-        logits = model(_as_input(crop, dev, dtype, config.total_stride))
-        del crop
-        with torch.no_grad():
-            z = logits[0, 0][t.core_in_crop]
-            y = torch.from_numpy(y_np).to(dev, dtype)
-            if use_bce and not use_dice:
-                bce_sum += float(_bce_sum(z, y))
-            # dLoss/dlogits: (p - y) / N for the mean BCE, (A y + B) p (1 - p) for Dice (NOTE
-            # [Two-pass Dice]); zero on the halo, whose outputs belong to other tiles.
-            p = torch.sigmoid(z)
-            grad_logits = torch.zeros_like(logits)
-            core = grad_logits[0, 0][t.core_in_crop]
-            if use_bce:
-                core.copy_(p).sub_(y).div_(n_pixels)
-            if use_dice:
-                core.add_((coef_inter * y + coef_p) * p * (1 - p))
-            del z, y, p, core
-        for acc, g in zip(grads, torch.autograd.grad(logits, params, grad_logits, allow_unused=True)):
-            if g is not None:
-                acc += g
-        del logits, grad_logits
+                    core.copy_(p).sub_(y).div_(n_pixels)
+                if use_dice:
+                    core.add_((coef_inter * y + coef_p) * p * (1 - p))
+                del z, y, p, core
+            for acc, g in zip(grads, torch.autograd.grad(logits, params, grad_logits, allow_unused=True)):
+                if g is not None:
+                    acc += g
+            del logits, grad_logits
 
     for p, g in zip(params, grads):
         if p.grad is None:
