@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error_by_label: {args.checkpoint} states no training mpp; give --mpp")
     layout = make_layout(args.seed, width, height, mpp)
     rgb, mask, labels = render_labels(layout, x0, y0, w, h)
-    prob = tiled_predict(model.eval(), rgb)
+    prob = tiled_predict(model, rgb)  # load_model returns it in eval mode
     predicted = (prob >= args.threshold).astype(np.uint8)
     result = {"checkpoint": args.checkpoint, "seed": args.seed, "region": [height, width],
               "window": [y0, x0, h, w], "mpp": mpp, "threshold": args.threshold,
