@@ -3,7 +3,7 @@
 ``gigaseg synth`` renders every pixel and needs hours for a 100,000 x 100,000 slide on two
 cores. This script renders one synthetic patch (``gigaseg.synth.render_region``, default
 8192 x 8192) and repeats it over the whole slide, level 0 and every pyramid level (the patch
-box-averaged by the level's factor), as a pyramidal JPEG BigTIFF with the same layout as
+box-averaged 4x per level, as `gigaseg synth` makes its levels), as a pyramidal JPEG BigTIFF with the same layout as
 ``gigaseg synth`` writes (OpenSlide and gigaseg read it). Tissue, glass and edges then occur at
 the patch's density everywhere, which is what the prediction's memory depends on.
 
@@ -22,15 +22,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _level_patch(patch: np.ndarray, factor: int) -> np.ndarray:
-    """The patch box-averaged by ``factor`` (its side is a multiple of every level's factor)."""
-    if factor == 1:
-        return patch
-    h, w = patch.shape[0] // factor, patch.shape[1] // factor
-    s = patch[: h * factor, : w * factor].reshape(h, factor, w, factor, 3).astype(np.uint32)
-    return ((s.sum(axis=(1, 3)) + factor * factor // 2) // (factor * factor)).astype(np.uint8)
-
-
 def _wrapped_tiles(patch: np.ndarray, width: int, height: int, tile: int):
     """Tiles (row-major) of a width x height image that repeats ``patch``."""
     ph, pw = patch.shape[:2]
@@ -45,12 +36,12 @@ def write_big_slide(path: Path, *, width: int, height: int, mpp: float, patch_si
                     tile: int = 512, quality: int = 90) -> Path:
     import tifffile
 
-    from gigaseg._synth_tiff import level_sizes
+    from gigaseg._synth_tiff import _FACTOR, _down, level_sizes
     from gigaseg.synth import render_region
 
     sizes = level_sizes(width, height)
-    factors = [round(width / w) for w, _ in sizes]
-    patch_side = max(max(factors), patch_side // max(factors) * max(factors))  # every level divides it
+    deepest = _FACTOR ** (len(sizes) - 1)
+    patch_side = max(deepest, patch_side // deepest * deepest)  # every level's patch is whole pixels
     patch, _ = render_region(seed, 0, 0, patch_side, patch_side, width=patch_side, height=patch_side, mpp=mpp)
     res = (10000.0 / mpp, 10000.0 / mpp)
     jpeg = dict(compression="jpeg", compressionargs={"level": quality}, photometric="rgb", subsampling=(2, 2),
@@ -60,8 +51,10 @@ def write_big_slide(path: Path, *, width: int, height: int, mpp: float, patch_si
     os.close(fd)
     try:
         with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
-            for level, ((lw, lh), f) in enumerate(zip(sizes, factors)):
-                tif.write(_wrapped_tiles(_level_patch(patch, f), lw, lh, tile), shape=(lh, lw, 3),
+            for level, (lw, lh) in enumerate(sizes):
+                if level:  # the next level's patch, box-averaged like gigaseg synth's levels
+                    patch = _down(patch, patch.shape[1] // _FACTOR)
+                tif.write(_wrapped_tiles(patch, lw, lh, tile), shape=(lh, lw, 3),
                           dtype=np.uint8, subfiletype=0 if level == 0 else 1, **jpeg)
         umask = os.umask(0)
         os.umask(umask)

@@ -23,14 +23,13 @@ import sys
 import numpy as np
 
 
-def _size(text: str, n: int, name: str) -> tuple[int, ...]:
-    parts = text.replace("x", ",").split(",")
+def _window(text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(p) for p in parts)
+        values = tuple(int(p) for p in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != n or min(values) < 0:
-        raise SystemExit(f"error_by_label: {name} must be {n} non-negative integers, got {text!r}")
+    if len(values) != 4 or min(values) < 0:
+        raise SystemExit(f"error_by_label: --window must be y0,x0,h,w (4 non-negative integers), got {text!r}")
     return values
 
 
@@ -71,10 +70,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from gigaseg import tiled_predict
     from gigaseg.checkpoint import load_model
+    from gigaseg.store import parse_size
     from gigaseg.synth import make_layout, render_labels
 
-    height, width = _size(args.region, 2, "--region")
-    y0, x0, h, w = _size(args.window, 4, "--window")
+    width, height = parse_size(args.region)
+    y0, x0, h, w = _window(args.window)
     model, meta = load_model(args.checkpoint)
     mpp = args.mpp or meta.get("mpp")
     if not mpp:
