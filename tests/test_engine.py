@@ -351,6 +351,22 @@ def test_plan_fits_budget_and_grid():
     assert "recomputed" in p.keep and p.to_dict()["n_tiles"] == p.n_tiles
 
 
+def test_plan_caps_cuda_training_crops_but_not_prediction_or_the_cpu():
+    from gigaseg.engine import CUDA_MAX_TRAIN_CROP_PIXELS, _halos
+
+    config = preset("paper")
+    halo = sum(_halos(config))
+    capped = plan(config, 16000, 64000, memory_budget="64GB", device="cuda")
+    th, tw = capped.tile
+    assert (th + halo) * (tw + halo) <= CUDA_MAX_TRAIN_CROP_PIXELS < (th + 32 + halo) * (tw + 32 + halo)
+    assert capped.max_crop_pixels == CUDA_MAX_TRAIN_CROP_PIXELS
+    free = plan(config, 16000, 64000, memory_budget="64GB", device="cpu")
+    assert free.tile[0] * free.tile[1] > 4 * th * tw and free.max_crop_pixels is None
+    assert plan(config, 16000, 64000, memory_budget="64GB", mode="predict", device="cuda").tile > capped.tile
+    # a budget smaller than the cap decides alone
+    assert plan(config, 16000, 64000, device="cuda").tile == plan(config, 16000, 64000).tile
+
+
 def test_plan_error_names_the_smallest_budget():
     with pytest.raises(PlanError, match=r"give --memory-budget \d+MiB or more"):
         plan(preset("paper"), 16000, 64000, memory_budget="100MB")

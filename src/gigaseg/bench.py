@@ -156,7 +156,7 @@ def bench_step(
         prepare_seconds = time.perf_counter() - t0
         the_plan = None
         if not naive and tile is None:
-            the_plan = plan(config, height, width, memory_budget=memory_budget)
+            the_plan = plan(config, height, width, memory_budget=memory_budget, device=dev)
         times, losses = [], []
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)

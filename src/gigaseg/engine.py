@@ -163,6 +163,8 @@ class Plan:
         memory_budget: the budget it had, in bytes.
         recompute: total crop pixels / image pixels (the halo overhead of one pass).
         mode: ``"train"`` or ``"predict"``.
+        max_crop_pixels: the cap on a crop's pixels the tile was held under, if any
+            (CUDA training; NOTE [CUDA crop cap]).
     """
 
     height: int
@@ -175,6 +177,7 @@ class Plan:
     memory_budget: int
     recompute: float
     mode: str
+    max_crop_pixels: int | None = None
 
     @property
     def n_tiles(self) -> int:
@@ -244,6 +247,18 @@ def _peak_bytes(config: UNetConfig, th: int, tw: int, itemsize: int, mode: str) 
     return int(_BASE_BYTES + per_pixel * crop)
 
 
+# NOTE [CUDA crop cap]
+# Measured on an H100 (torch 2.11, CUDA 13, paper preset, 64 MP training steps): 0.41 s per
+# step with 5440-pixel tiles (crops of about 5694^2 = 2^24.95 pixels) but 2.5 s with
+# 5696-pixel tiles (5950^2 = 2^25.1 pixels), 4.4 s with 8000-pixel tiles, and 4.1 s for
+# whole-image autograd: past about 2^25 pixels per crop, cuDNN's default heuristics pick a
+# backward algorithm 6-10x slower (cudnn.benchmark finds a fast one there, but it takes
+# 19.5 GiB of workspace). Forward-only prediction shows no such step (6208-pixel tiles: 406
+# MP/s). So for CUDA training the planner also keeps each crop within 2^25 pixels, however
+# large the memory budget; a tile given explicitly is used as given.
+CUDA_MAX_TRAIN_CROP_PIXELS = 2**25
+
+
 def plan(
     config: UNetConfig,
     height: int,
@@ -252,6 +267,7 @@ def plan(
     memory_budget: int | str | None = None,
     mode: str = "train",
     dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
 ) -> Plan:
     """Choose the largest tile whose predicted peak memory fits ``memory_budget``.
 
@@ -261,6 +277,8 @@ def plan(
         memory_budget: bytes or a string like ``"4GB"``; default ``DEFAULT_MEMORY_BUDGET``.
         mode: ``"train"`` (forward + backward) or ``"predict"`` (forward only).
         dtype: the model's floating-point type.
+        device: where the model runs; for CUDA training the crop is also kept under
+            ``CUDA_MAX_TRAIN_CROP_PIXELS`` (NOTE [CUDA crop cap]).
 
     Raises:
         PlanError: when even the smallest tile does not fit; names the smallest budget that would.
@@ -272,6 +290,14 @@ def plan(
     s = config.total_stride
     itemsize = torch.empty((), dtype=dtype).element_size()
     h_max, w_max = _round_up(height, s), _round_up(width, s)
+    lead, trail = _halos(config)
+    cap = None
+    if mode == "train" and device is not None and torch.device(device).type == "cuda":
+        cap = CUDA_MAX_TRAIN_CROP_PIXELS
+
+    def fits(th: int, tw: int) -> bool:
+        crop = min(th + lead + trail, height) * min(tw + lead + trail, width)
+        return _peak_bytes(config, th, tw, itemsize, mode) <= budget and (cap is None or crop <= cap)
 
     def shape_for(side: int) -> tuple[int, int]:
         # a square tile of area side^2, reshaped when the image is thinner than the tile
@@ -291,15 +317,15 @@ def plan(
     lo, hi = 1, max(h_max, w_max) // s
     while lo < hi:  # largest side (in strides) that fits
         mid = (lo + hi + 1) // 2
-        if _peak_bytes(config, *shape_for(mid * s), itemsize, mode) <= budget:
+        if fits(*shape_for(mid * s)):
             lo = mid
         else:
             hi = mid - 1
     th, tw = shape_for(lo * s)
-    return _make_plan(config, height, width, (th, tw), budget, mode, itemsize)
+    return _make_plan(config, height, width, (th, tw), budget, mode, itemsize, cap)
 
 
-def _make_plan(config, height, width, tile, budget, mode, itemsize) -> Plan:
+def _make_plan(config, height, width, tile, budget, mode, itemsize, max_crop_pixels=None) -> Plan:
     th, tw = tile
     lead, trail = _halos(config)
     recompute = _crop_pixels(height, th, lead, trail) * _crop_pixels(width, tw, lead, trail) / (height * width)
@@ -314,6 +340,7 @@ def _make_plan(config, height, width, tile, budget, mode, itemsize) -> Plan:
         memory_budget=budget,
         recompute=round(recompute, 4),
         mode=mode,
+        max_crop_pixels=max_crop_pixels,
     )
 
 
@@ -661,7 +688,7 @@ def _prepare(model, image, tile, memory_budget, device, mode):
         params = list(model.parameters())
     dtype = params[0].dtype if params else torch.float32
     if tile is None:
-        th, tw = plan(config, height, width, memory_budget=memory_budget, mode=mode, dtype=dtype).tile
+        th, tw = plan(config, height, width, memory_budget=memory_budget, mode=mode, dtype=dtype, device=dev).tile
     else:
         th, tw = _tile_size(tile, config)
     return config, height, width, dev, dtype, th, tw
