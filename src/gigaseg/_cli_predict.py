@@ -56,6 +56,12 @@ def _common_outputs(p) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _precision_option(p) -> None:
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="bfloat16: a 1.2-1.6x faster forward pass on CPUs with AVX512-BF16/AMX, probabilities "
+                        "within a few hundredths of float32's (default: float32, exact)")
+
+
 def register(subparsers, formatter_class) -> None:
     p = subparsers.add_parser("predict", help="segment tissue on whole slides with a trained model",
                               description=_PREDICT_HELP, formatter_class=formatter_class)
@@ -68,6 +74,7 @@ def register(subparsers, formatter_class) -> None:
                    help="run the model at this um/px instead of the checkpoint's training mpp")
     p.add_argument("--memory-budget", default=None, help="engine memory budget, e.g. 1GB (default: the planner's)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    _precision_option(p)
     p.set_defaults(func=_run_predict)
 
     e = subparsers.add_parser("evaluate", help="Dice/IoU/precision/recall of masks against references",
@@ -108,6 +115,7 @@ def register_bench(bench_subparsers, formatter_class) -> None:
     b.add_argument("--keep-slide", default=None, metavar="PATH", help="write the synthetic slide here and keep it")
     b.add_argument("--dir", default=None, help="scratch directory (default: the system temp dir)")
     b.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always JSON")
+    _precision_option(b)
     b.set_defaults(func=_run_bench)
 
 
@@ -145,7 +153,7 @@ def _run_predict(args) -> int:
         args.model, slides, out, mpp=args.mpp, threshold=args.threshold, probabilities=args.probabilities,
         min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area, simplify=args.simplify,
         memory_budget=args.memory_budget, device=args.device, overwrite=args.overwrite,
-        progress=not args.no_progress, model_mpp=args.model_mpp,
+        progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,
     )
     _write_json_atomic(out / "predict-config.json", _config(args, "predict", {
         "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
@@ -249,12 +257,15 @@ def _run_bench(args) -> int:
         t0 = time.perf_counter()
         with MemorySampler(0.05) as sampler:
             s = predict_slide(net, slide, tmp / "out", mpp=None, memory_budget=args.memory_budget,
-                              progress=False, overwrite=True)
+                              progress=False, overwrite=True, precision=args.precision)
         total = time.perf_counter() - t0
         # the model alone on an in-memory image of one row of tiles, same process, for comparison
         import numpy as np
 
         from .engine import tiled_predict
+        from .predict import _with_precision
+
+        net = _with_precision(net, args.precision)
 
         th, tw = s["tile"]
         x = np.random.default_rng(0).integers(0, 256, (th, min(4 * tw, w), 3), dtype=np.uint8)
@@ -268,6 +279,7 @@ def _run_bench(args) -> int:
             "slide_hw": [s["slide_dimensions"][1], s["slide_dimensions"][0]],
             "model_mpp": s["model_mpp"],
             "model": args.checkpoint or f"untrained {args.preset}",
+            "precision": args.precision,
             "pieces": s["pieces"],
             "tile": s["tile"],
             "megapixels": mp,

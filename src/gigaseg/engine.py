@@ -852,6 +852,9 @@ def tiled_predict(
         memory_budget, tile, device, progress: as for ``tiled_backward``.
         logits: return the logits ``model(image / 255)`` instead of probabilities.
 
+    A bfloat16 or float16 model runs in that dtype; its logits are turned into float32
+    before the sigmoid.
+
     Returns:
         ``out`` (or the new array), (H, W).
     """
@@ -872,6 +875,8 @@ def tiled_predict(
             _HEAP(t)
             z = model(_as_input(crop, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
             del crop
+            if z.dtype not in (torch.float32, torch.float64):  # bfloat16 or float16 models
+                z = z.float()
             p = z if logits else torch.sigmoid(z)
             if out_dtype == np.uint8:
                 p = torch.round(p * 255).to(torch.uint8)

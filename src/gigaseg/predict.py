@@ -155,6 +155,34 @@ def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
     raise ConfigError(f"model must be a gigaseg UNet or a checkpoint path, got {type(model).__name__}")
 
 
+#: The ``precision`` choices of prediction.
+PRECISIONS = ("float32", "bfloat16")
+
+
+# NOTE [bfloat16 prediction]
+# With --precision bfloat16 the model's weights, inputs and activations are bfloat16 (8-bit
+# mantissa); the logits are turned into float32 before the sigmoid. Measured on this project's
+# 2-core Xeon (AMX/AVX512-BF16), paper preset: on a 2048 x 8192 window of a held-out synthetic
+# region with the model trained for 75 steps, tiled_predict took 2.9 s instead of 4.7 s, the
+# probabilities stayed within 0.031 of float32's (mean 3e-4), 0.02% of the mask pixels flipped
+# and the Dice against the true mask was 0.9112 instead of 0.9113. Whole-slide prediction of a
+# 16000 x 64000 slide (`gigaseg bench predict`, two runs each, quiet machine) gained less,
+# because reading and writing share the two cores: model alone 54-64 instead of 42-52 MP/s, end
+# to end 35.8-37.5 instead of 33.1-34.9 MP/s. Float32 stays the default: it is the exact one.
+def _with_precision(net: Any, precision: str) -> Any:
+    """``net`` itself for "float32"; a bfloat16 copy (the caller's model is left alone) for "bfloat16"."""
+    import copy
+
+    import torch
+
+    if precision == "float32":
+        return net
+    params = list(net.parameters())
+    if params and params[0].dtype == torch.bfloat16:
+        return net
+    return copy.deepcopy(net).to(torch.bfloat16)
+
+
 def _open(slide_path: Path, mpp: float | None):
     from .slide import open_slide
 
@@ -475,6 +503,7 @@ def predict_slide(
     overwrite: bool = False,
     progress: bool = True,
     model_mpp: float | None = None,
+    precision: str = "float32",
 ) -> dict:
     """Segment tissue on one slide and write its four outputs into ``out_dir``.
 
@@ -497,6 +526,10 @@ def predict_slide(
         model_mpp: resolution the model runs at, um/px; default the checkpoint's training
             mpp (a UNet object: its ``mpp`` attribute if any); when unknown, the slide's
             level 0.
+        precision: "float32" (the model as it is) or "bfloat16": the forward pass runs on a
+            bfloat16 copy of the model, 1.2-1.6x faster on a CPU with AVX512-BF16 or AMX, with
+            probabilities within a few hundredths of float32's (NOTE [bfloat16 prediction]);
+            likely slower on CPUs without bfloat16 instructions (not measured).
 
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
@@ -514,6 +547,8 @@ def predict_slide(
         raise ConfigError(f"threshold must be strictly between 0 and 1, got {threshold}")
     if min_area < 0 or (simplify is not None and simplify < 0):
         raise ConfigError(f"min_area and simplify must be >= 0, got {min_area} and {simplify}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not valid: use one of {', '.join(PRECISIONS)}")
     t_start = time.perf_counter()
     slide_path = Path(slide_path)
     out_dir = Path(out_dir)
@@ -556,9 +591,9 @@ def predict_slide(
             tiff_path = tmp / paths["mask"].name
             tiff_thread = _TiffThread(tiff_path, tiff_grid, slide.mpp, to_tiff)
             try:
-                timings = _predict_to_raw(net, slide, raw_path, t_mpp=t_mpp, grid_w=grid_w, grid_h=grid_h,
-                                          memory_budget=memory_budget, device=dev, progress=progress,
-                                          thr_u8=thr_u8, gate=gate)
+                timings = _predict_to_raw(_with_precision(net, precision), slide, raw_path, t_mpp=t_mpp,
+                                          grid_w=grid_w, grid_h=grid_h, memory_budget=memory_budget, device=dev,
+                                          progress=progress, thr_u8=thr_u8, gate=gate)
             except BaseException:
                 gate.abort()
                 raise
@@ -591,6 +626,7 @@ def predict_slide(
                 "threshold": float(threshold),
                 "probabilities": bool(probabilities),
                 "device": str(dev),
+                "precision": precision,
                 "memory_budget": memory_budget,
                 "tissue_pixels_model_res": tissue_px,
                 "tissue_area_mm2": round(tissue_px * t_mpp * t_mpp / 1e6, 6),
