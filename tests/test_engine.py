@@ -365,6 +365,9 @@ def test_plan_caps_cuda_training_crops_but_not_prediction_or_the_cpu():
     assert plan(config, 16000, 64000, memory_budget="64GB", mode="predict", device="cuda").tile > capped.tile
     # a budget smaller than the cap decides alone
     assert plan(config, 16000, 64000, device="cuda").tile == plan(config, 16000, 64000).tile
+    assert plan(config, 16000, 64000, memory_budget="64GB", device="auto").tile in (capped.tile, free.tile)
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        plan(config, 100, 100, device="gpu")
 
 
 def test_plan_error_names_the_smallest_budget():

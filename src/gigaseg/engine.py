@@ -121,13 +121,9 @@ def check_local(model: nn.Module) -> UNetConfig:
     return model.config
 
 
-def resolve_device(device: str | torch.device | None, model: nn.Module | None = None) -> torch.device:
-    """The torch device for ``device``: ``None`` = the model's, ``"auto"`` = cuda, then mps, then cpu."""
-    if device is None:
-        if model is not None:
-            for p in model.parameters():
-                return p.device
-        return torch.device("cpu")
+def _parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device ("auto": cuda, then mps, then cpu), without checking that it
+    is available (the planner may plan for a device this machine lacks)."""
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -136,9 +132,19 @@ def resolve_device(device: str | torch.device | None, model: nn.Module | None = 
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        dev = torch.device(device)
+        return torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto") from exc
+
+
+def resolve_device(device: str | torch.device | None, model: nn.Module | None = None) -> torch.device:
+    """The torch device for ``device``: ``None`` = the model's, ``"auto"`` = cuda, then mps, then cpu."""
+    if device is None:
+        if model is not None:
+            for p in model.parameters():
+                return p.device
+        return torch.device("cpu")
+    dev = _parse_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' was asked for but this PyTorch has no CUDA device; use --device cpu or auto")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -292,7 +298,7 @@ def plan(
     h_max, w_max = _round_up(height, s), _round_up(width, s)
     lead, trail = _halos(config)
     cap = None
-    if mode == "train" and device is not None and torch.device(device).type == "cuda":
+    if mode == "train" and device is not None and _parse_device(device).type == "cuda":
         cap = CUDA_MAX_TRAIN_CROP_PIXELS
 
     def fits(th: int, tw: int) -> bool:
