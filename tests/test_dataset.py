@@ -225,3 +225,38 @@ def test_hed_jitter_colour_table_equals_the_direct_computation():
         grid[..., 1] = np.arange(256)[:, None]
         grid[..., 2] = b
         assert np.array_equal(lut[b, :, :, :3], jitter._compute(grid))
+
+
+def test_parallel_readers_build_the_colour_table_once(monkeypatch):
+    """Several crop readers (NOTE [Read ahead]) ask for a step's colour table at the same time;
+    it is built once and every reader gets the same bytes."""
+    import threading
+
+    from gigaseg import dataset
+
+    dataset._hed_lut3_cached.cache_clear()
+    built = []
+    real_compute = StainJitter._compute
+
+    def counting_compute(self, tile):
+        if tile.shape == (256, 256, 3):
+            built.append(threading.get_ident())
+        return real_compute(self, tile)
+
+    monkeypatch.setattr(StainJitter, "_compute", counting_compute)
+    jitter = StainJitter.draw(np.random.default_rng(5), "hed", 0.2)
+    tables = [None] * 4
+    start = threading.Barrier(4)
+
+    def worker(i):
+        start.wait()
+        tables[i] = dataset._hed_lut3(jitter)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 256  # one table: 256 blue planes, by one thread
+    assert len(set(built)) == 1
+    assert all(t is tables[0] for t in tables)

@@ -387,3 +387,63 @@ def test_devices():
             resolve_device("cuda")
     with pytest.raises(ConfigError, match="unknown device"):
         resolve_device("tpu9")
+
+
+def test_read_ahead_keeps_order_and_raises_at_the_failing_tile():
+    """NOTE [Read ahead]: with several readers tiles still come in order, a reader's error is
+    raised at its tile, and reads not yet started are dropped when the caller stops."""
+    import threading
+    import time
+
+    from gigaseg.engine import _read_ahead
+
+    tiles = list(range(10))
+
+    def slow_read(t):
+        time.sleep(0.02 * ((7 * t) % 3))  # finish out of order
+        return t * t
+
+    for workers in (1, 3, 8, 20):
+        assert list(_read_ahead(tiles, slow_read, workers)) == [(t, t * t) for t in tiles]
+
+    started = []
+    lock = threading.Lock()
+
+    def failing_read(t):
+        with lock:
+            started.append(t)
+        if t == 4:
+            raise InputError("bad tile 4")
+        return t
+
+    got = []
+    with pytest.raises(InputError, match="bad tile 4"):
+        for t, _ in _read_ahead(tiles, failing_read, 3):
+            got.append(t)
+    assert got == [0, 1, 2, 3]
+    assert max(started) <= 4 + 3  # at most `workers` reads ahead of the failing tile
+
+
+def test_read_workers_do_not_change_results_and_are_checked():
+    from gigaseg.dataset import DIHEDRAL, RegionView, StainJitter
+    from gigaseg.engine import default_read_workers
+
+    torch.manual_seed(4)
+    model = UNet(preset("tiny")).double()
+    image, mask = _data(150, 170, seed=4)
+    jitter = StainJitter.draw(np.random.default_rng(4), "hed", 0.2)
+    view, mview = RegionView(image, DIHEDRAL[5], jitter), RegionView(mask, DIHEDRAL[5])
+    results = []
+    for workers in (1, 4):
+        model.zero_grad(set_to_none=True)
+        value = tiled_backward(model, view, mview, tile=32, read_workers=workers)
+        probs = tiled_predict(model, view, tile=32, read_workers=workers)
+        results.append((value, [p.grad.clone() for p in model.parameters()], probs))
+    (v1, g1, p1), (v4, g4, p4) = results
+    assert v1 == v4 and np.array_equal(p1, p4)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g4))
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ConfigError, match="read_workers must be a positive integer"):
+            tiled_backward(model, image, mask, tile=32, read_workers=bad)
+    assert default_read_workers("cpu") == 1
+    assert 1 <= default_read_workers("cuda") <= 8

@@ -19,3 +19,16 @@ def test_gpu_check_script_dry_run_on_the_cpu(tmp_path):
         assert r["tiled_vs_cpu_f64"] < (1e-12 if r["mode"] == "float64" else 1e-3), r
     assert all(r["max_uint8_error"] <= 1 for r in result["predict_check"])
     assert result["steps"] and all(r["skipped"] == "out of time" for r in result["steps"])
+
+
+@pytest.mark.slow  # ~20 s: makes a 2-megapixel region and trains 2 x 3 steps
+def test_gpu_train_script_dry_run_on_the_cpu(tmp_path):
+    """benchmarks/gpu_train.py runs end to end, and on the CPU the number of crop readers
+    leaves the trained parameters bit for bit the same."""
+    script = load_script("benchmarks/gpu_train.py")
+    assert script.main(["--out", str(tmp_path), "--device", "cpu", "--small", "--workers", "1,3"]) == 0
+    result = json.loads((tmp_path / "gpu_train.json").read_text())
+    assert [r["read_workers"] for r in result["train"]] == [1, 3]
+    assert all(len(r["seconds_per_step"]) == 3 for r in result["train"])
+    assert result["max_abs_param_difference"] == 0.0
+    assert result["engine_step_seconds"] > 0

@@ -19,7 +19,8 @@ loss, lr, seconds, peak anonymous memory, validation Dice mean and sd), val.csv 
 held-out region), curves.png and checkpoint.pt (the latest; replaced atomically).
 Held-out regions: the store's "val" split, or --val-data STORE2 (its "val" split, or all its
 regions when it has none). With --resume, only --steps, --lr, --device, --memory-budget,
---tile, --val-every, --ckpt-every and --no-progress may be given; the rest comes from the run.
+--tile, --read-workers, --val-every, --ckpt-every and --no-progress may be given; the rest
+comes from the run.
 """
 
 _DEMO_HELP = """\
@@ -39,7 +40,7 @@ _DEFAULTS = {
     "preset": "paper", "steps": 1000, "lr": 0.003, "schedule": "cosine", "warmup": 10, "min_lr_ratio": 0.05,
     "decay_every": None, "decay_gamma": 0.1, "weight_decay": 0.0, "loss": "bce+dice", "seed": 0,
     "jitter": "hed", "jitter_strength": 0.05, "val_every": 50, "ckpt_every": 50, "threshold": 0.5,
-    "device": "auto", "memory_budget": None, "tile": None,
+    "device": "auto", "memory_budget": None, "tile": None, "read_workers": None,
 }
 
 
@@ -83,6 +84,8 @@ def register(subparsers, formatter_class) -> None:
     opt(p, "--device", "cpu, cuda, cuda:N, mps or auto")
     opt(p, "--memory-budget", "the engine's memory budget, e.g. 4GB (default: 1 GiB)")
     opt(p, "--tile", "core tile side, a multiple of the model's stride; overrides the plan", type=int)
+    opt(p, "--read-workers", "threads reading and augmenting crops ahead of the model (default: 1 on the CPU, "
+        "one per spare core, at most 8, on a GPU)", type=int, metavar="N")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=S, help="no progress bars")
     p.set_defaults(func=_run_train)
 

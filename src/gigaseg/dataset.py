@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -176,10 +177,18 @@ class StainJitter:
 _LUT3_MIN_PIXELS = 1 << 20
 
 
-@functools.lru_cache(maxsize=1)  # one jitter per training sample
+_LUT3_LOCK = threading.Lock()  # parallel crop readers build a step's table once, not each
+
+
 def _hed_lut3(jitter: StainJitter) -> np.ndarray:
     """``jitter`` of every colour, as 2^24 uint32 words r | g << 8 | b << 16 (a zero 4th byte),
     indexed by the same packing of the input colour."""
+    with _LUT3_LOCK:
+        return _hed_lut3_cached(jitter)
+
+
+@functools.lru_cache(maxsize=1)  # one jitter per training sample
+def _hed_lut3_cached(jitter: StainJitter) -> np.ndarray:
     lut = np.zeros((256, 256, 256, 4), np.uint8)  # [b, g, r, channel]
     grid = np.empty((256, 256, 3), np.uint8)
     grid[..., 0] = np.arange(256, dtype=np.uint8)[None, :]

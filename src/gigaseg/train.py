@@ -78,7 +78,8 @@ LOG_COLUMNS = (
 )
 #: Options that ``--resume`` may change. Changing ``steps`` or ``lr`` changes the schedule from
 #: the resumed step on; the others change nothing in the result on the same device.
-RESUME_CHANGEABLE = ("steps", "lr", "device", "memory_budget", "tile", "progress", "val_every", "ckpt_every")
+RESUME_CHANGEABLE = ("steps", "lr", "device", "memory_budget", "tile", "read_workers", "progress", "val_every",
+                     "ckpt_every")
 CHECKPOINT_NAME = "checkpoint.pt"
 _VAL_COLUMNS = ("step", "region", "dice", "intersection", "predicted", "reference")
 
@@ -113,6 +114,8 @@ class TrainConfig:
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         memory_budget: the engine's memory budget (e.g. "4GB"); default the engine's (1 GiB).
         tile: core tile side (a multiple of the total stride); overrides the plan.
+        read_workers: threads reading and augmenting crops ahead of the model; default 1 on the
+            CPU, one per spare core (at most 8) on a GPU. Results do not depend on it.
         progress: progress bars (steps; tiles when a step is long).
         resume: a run folder to continue (see ``resume_config``); ``out`` is then that folder.
     """
@@ -140,6 +143,7 @@ class TrainConfig:
     device: str = "auto"
     memory_budget: str | int | None = None
     tile: int | None = None
+    read_workers: int | None = None
     progress: bool = True
     resume: str | None = None
 
@@ -187,6 +191,8 @@ def _check_config(c: TrainConfig) -> None:
         raise ConfigError(f"--weight-decay {c.weight_decay!r} must be >= 0")
     if not 0 < c.threshold < 1:
         raise ConfigError(f"--threshold {c.threshold!r} must be strictly between 0 and 1")
+    if c.read_workers is not None and (not isinstance(c.read_workers, int) or c.read_workers < 1):
+        raise ConfigError(f"--read-workers {c.read_workers!r} must be an integer >= 1")
     if c.memory_budget is not None:
         from ._units import parse_bytes
 
@@ -261,7 +267,7 @@ class DiceCounts:
 
 
 def evaluate_regions(model, regions: Sequence, *, threshold: float = 0.5, memory_budget=None, tile=None,
-                     device=None, progress: bool = False) -> list[dict[str, Any]]:
+                     device=None, progress: bool = False, read_workers: int | None = None) -> list[dict[str, Any]]:
     """Dice of ``model`` on each region (``.image``, ``.mask``, ``.name``), tile by tile.
 
     Returns:
@@ -277,7 +283,7 @@ def evaluate_regions(model, regions: Sequence, *, threshold: float = 0.5, memory
         for region in regions:
             counts = DiceCounts(region.mask, threshold)
             tiled_predict(model, region.image, out=counts, memory_budget=memory_budget, tile=tile, device=device,
-                          progress=progress)
+                          progress=progress, read_workers=read_workers)
             out.append({"region": region.name, "dice": counts.dice, "intersection": counts.intersection,
                         "predicted": counts.predicted, "reference": counts.reference})
     finally:
@@ -735,7 +741,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     def validate() -> tuple[float, float]:
         nonlocal last_val
         last_val = evaluate_regions(model, val_regions, threshold=c.threshold, memory_budget=c.memory_budget,
-                                    tile=c.tile, device=device, progress=c.progress)
+                                    tile=c.tile, device=device, progress=c.progress, read_workers=c.read_workers)
         for r in last_val:
             val_log.write({"step": step, **r})
         return _mean_sd([r["dice"] for r in last_val])
@@ -761,7 +767,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 with MemorySampler(0.05) as mem:
                     optimizer.zero_grad(set_to_none=True)
                     loss = tiled_backward(model, sample.image, sample.mask, loss=c.loss, memory_budget=c.memory_budget,
-                                          tile=c.tile, device=device, progress=c.progress)
+                                          tile=c.tile, device=device, progress=c.progress,
+                                          read_workers=c.read_workers)
                     if not (math.isfinite(loss) and _grads_finite(model)):
                         log.write({"step": step + 1, "loss": loss, "lr": lr, "epoch": epoch, "region": sample.name})
                         where = (f"the last good checkpoint {ckpt_path} (step {last_ckpt_step}) is kept; resume from "
