@@ -234,12 +234,12 @@ def test_parallel_readers_build_the_colour_table_once(monkeypatch):
 
     from gigaseg import dataset
 
-    dataset._hed_lut3_cached.cache_clear()
+    dataset._LUT3_CACHE.clear()
     built = []
     real_compute = StainJitter._compute
 
     def counting_compute(self, tile):
-        if tile.shape == (256, 256, 3):
+        if tile.shape == (dataset._LUT3_CHUNK * 256, 256, 3):
             built.append(threading.get_ident())
         return real_compute(self, tile)
 
@@ -257,6 +257,36 @@ def test_parallel_readers_build_the_colour_table_once(monkeypatch):
         t.start()
     for t in threads:
         t.join()
-    assert len(built) == 256  # one table: 256 blue planes, by one thread
+    assert len(built) == 256 // dataset._LUT3_CHUNK  # one table, by one of the threads
     assert len(set(built)) == 1
     assert all(t is tables[0] for t in tables)
+
+
+def test_strips_read_by_several_threads_give_the_same_bytes(monkeypatch):
+    """NOTE [Strips]: a view with threads > 1 splits a large read into strips of rows read in
+    parallel (and builds the colour table in parallel); every transform gives the same bytes
+    as one thread, and so does the colour table."""
+    from gigaseg import dataset
+
+    rng = np.random.default_rng(2)
+    img = rng.integers(0, 256, (1600, 1500, 3), dtype=np.uint8)
+    msk = (rng.random((1600, 1500)) < 0.5).astype(np.uint8)
+    jitter = StainJitter.draw(np.random.default_rng(9), "hed", 0.2)
+    assert 1500 * 1500 >= dataset._STRIP_MIN_PIXELS
+    dataset._LUT3_CACHE.clear()
+    one_thread_table = dataset._hed_lut3(jitter).copy()
+    dataset._LUT3_CACHE.clear()
+    assert np.array_equal(dataset._hed_lut3(jitter, 3), one_thread_table)
+    for t in DIHEDRAL:
+        one = RegionView(img, t, jitter)[20:1540, 10:1500]
+        many = RegionView(img, t, jitter, threads=3)
+        dataset._LUT3_CACHE.clear()  # the parallel read builds the table itself
+        assert np.array_equal(many[20:1540, 10:1500], one), t
+        assert np.array_equal(RegionView(msk, t, None, threads=4)[:, :], RegionView(msk, t)[:, :]), t
+    blocks = []
+    real_read_block = RegionView._read_block
+    monkeypatch.setattr(RegionView, "_read_block", lambda self, *a: blocks.append(a) or real_read_block(self, *a))
+    RegionView(img, DIHEDRAL[3], jitter, threads=3)[:, :]
+    assert len(blocks) == 3  # three strips
+    with pytest.raises(ConfigError, match="threads must be a positive integer"):
+        RegionView(img, DIHEDRAL[0], None, threads=0)

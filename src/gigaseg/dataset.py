@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -133,10 +134,11 @@ class StainJitter:
         c = np.asarray(self.beta) @ _RGB_FROM_HED
         return m.astype(np.float32), c.astype(np.float32)
 
-    def __call__(self, tile: np.ndarray) -> np.ndarray:
-        """Apply to an (h, w, 3) uint8 tile; returns a new (h, w, 3) uint8 array."""
+    def __call__(self, tile: np.ndarray, threads: int = 1) -> np.ndarray:
+        """Apply to an (h, w, 3) uint8 tile; returns a new (h, w, 3) uint8 array. ``threads``
+        may build the colour table in parallel; the bytes are the same."""
         if self.kind == "hed" and tile.shape[0] * tile.shape[1] >= _LUT3_MIN_PIXELS:
-            return _apply_lut3(_hed_lut3(self), tile)
+            return _apply_lut3(_hed_lut3(self, threads), tile)
         return self._compute(tile)
 
     def _compute(self, tile: np.ndarray) -> np.ndarray:
@@ -178,25 +180,55 @@ _LUT3_MIN_PIXELS = 1 << 20
 
 
 _LUT3_LOCK = threading.Lock()  # parallel crop readers build a step's table once, not each
+_LUT3_CACHE: list = []  # [(jitter, table)]: one jitter per training sample, only the latest kept
+_LUT3_CHUNK = 16  # blue planes per piece of work: 1 M colours, ~40 MB of temporaries
 
 
-def _hed_lut3(jitter: StainJitter) -> np.ndarray:
+def _hed_lut3(jitter: StainJitter, threads: int = 1) -> np.ndarray:
     """``jitter`` of every colour, as 2^24 uint32 words r | g << 8 | b << 16 (a zero 4th byte),
-    indexed by the same packing of the input colour."""
+    indexed by the same packing of the input colour. Built by ``threads`` threads (numpy
+    releases the GIL), each piece by the same code, so the table does not depend on them."""
     with _LUT3_LOCK:
-        return _hed_lut3_cached(jitter)
+        if _LUT3_CACHE and _LUT3_CACHE[0][0] == jitter:
+            return _LUT3_CACHE[0][1]
+        _LUT3_CACHE.clear()  # free the previous table before building the next
+        lut = np.zeros((256, 256, 256, 4), np.uint8)  # [b, g, r, channel]
+
+        def build(b0: int) -> None:
+            b1 = min(256, b0 + _LUT3_CHUNK)
+            grid = np.empty((b1 - b0, 256, 256, 3), np.uint8)
+            grid[..., 0] = np.arange(256, dtype=np.uint8)[None, None, :]
+            grid[..., 1] = np.arange(256, dtype=np.uint8)[None, :, None]
+            grid[..., 2] = np.arange(b0, b1, dtype=np.uint8)[:, None, None]
+            done = jitter._compute(grid.reshape(-1, 256, 3))
+            lut[b0:b1, :, :, :3] = done.reshape(b1 - b0, 256, 256, 3)
+
+        starts = range(0, 256, _LUT3_CHUNK)
+        if threads > 1:
+            list(_pool(threads).map(build, starts))
+        else:
+            for b0 in starts:
+                build(b0)
+        table = lut.view(np.uint32).reshape(-1)
+        _LUT3_CACHE.append((jitter, table))
+        return table
 
 
-@functools.lru_cache(maxsize=1)  # one jitter per training sample
-def _hed_lut3_cached(jitter: StainJitter) -> np.ndarray:
-    lut = np.zeros((256, 256, 256, 4), np.uint8)  # [b, g, r, channel]
-    grid = np.empty((256, 256, 3), np.uint8)
-    grid[..., 0] = np.arange(256, dtype=np.uint8)[None, :]
-    grid[..., 1] = np.arange(256, dtype=np.uint8)[:, None]
-    for b in range(256):
-        grid[..., 2] = b
-        lut[b, :, :, :3] = jitter._compute(grid)
-    return lut.view(np.uint32).reshape(-1)
+@functools.lru_cache(maxsize=None)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A process-wide pool of ``threads`` threads for pieces of one read (strips, table planes)."""
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gigaseg-strip")
+
+
+# NOTE [Strips]
+# On a GPU the model outruns one core reading and colour-jittering a crop (~50 ms per megapixel),
+# and a step has too few crops (a handful of 5000 x 5000) to keep several crop readers busy: the
+# first crop of each pass is read by one thread while the GPU waits. A view with ``threads`` > 1
+# therefore splits a large read into strips of rows done in parallel by a process-wide pool, and
+# builds the step's colour table in parallel first (the strips then find it cached; a strip never
+# submits work to the pool it runs in). Every pixel is computed by the same per-pixel code, so the
+# bytes equal a one-thread read.
+_STRIP_MIN_PIXELS = 1 << 21
 
 
 def _apply_lut3(lut: np.ndarray, tile: np.ndarray) -> np.ndarray:
@@ -233,12 +265,18 @@ class RegionView:
         base: the stored array-like, (H, W, 3) or (H, W), supporting ``base[y0:y1, x0:x1]``.
         transform: the dihedral transform.
         jitter: a colour transform for images (None for masks or no jitter).
+        threads: threads that share the work of one large read, by strips of rows (NOTE
+            [Strips]); the bytes do not depend on it.
     """
 
-    def __init__(self, base, transform: Dihedral = DIHEDRAL[0], jitter: StainJitter | None = None):
+    def __init__(self, base, transform: Dihedral = DIHEDRAL[0], jitter: StainJitter | None = None,
+                 threads: int = 1):
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ConfigError(f"threads must be a positive integer, got {threads!r}")
         self.base = base
         self.transform = transform
         self.jitter = jitter
+        self.threads = int(threads)
         h, w = (int(v) for v in base.shape[:2])
         self._base_hw = (h, w)
         self.shape = transform.out_shape(h, w) + tuple(int(v) for v in base.shape[2:])
@@ -277,6 +315,35 @@ class RegionView:
         hv, wv = self.shape[:2]
         y0, y1, sq_y = _span(key[0], hv, "rows")
         x0, x1, sq_x = _span(key[1], wv, "columns")
+        rows = y1 - y0
+        if self.threads > 1 and rows * (x1 - x0) >= _STRIP_MIN_PIXELS and rows >= 2 * self.threads:
+            block = self._read_strips(y0, y1, x0, x1)
+        else:
+            block = self._read_block(y0, y1, x0, x1)
+        if sq_y and sq_x:
+            return block[0, 0]
+        if sq_y:
+            return block[0]
+        if sq_x:
+            return block[:, 0]
+        return block
+
+    def _read_strips(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        if self.jitter is not None and self.jitter.kind == "hed":
+            _hed_lut3(self.jitter, self.threads)  # built here, in parallel, before the strips need it
+        out = np.empty((y1 - y0, x1 - x0) + self.shape[2:], np.uint8)
+        bounds = np.linspace(y0, y1, self.threads + 1).round().astype(int)
+
+        def strip(i: int) -> None:
+            a, b = int(bounds[i]), int(bounds[i + 1])
+            out[a - y0:b - y0] = self._read_block(a, b, x0, x1)
+
+        list(_pool(self.threads).map(strip, range(self.threads)))
+        return out
+
+    def _read_block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """View rows [y0, y1) and columns [x0, x1), transformed and jittered, as an owned array."""
+        hv, wv = self.shape[:2]
         t = self.transform
         # View rows/cols -> rows/cols of the transposed array T (before the flips).
         ty0, ty1 = (hv - y1, hv - y0) if t.flip_y else (y0, y1)
@@ -291,17 +358,10 @@ class RegionView:
         if t.flip_x:
             block = block[:, ::-1]
         if self.jitter is not None and block.size:
-            block = self.jitter(np.ascontiguousarray(block))
-        else:
-            block = np.ascontiguousarray(block)
-            if not block.flags.writeable:  # a view into a read-only memmap: hand out an owned copy
-                block = block.copy()
-        if sq_y and sq_x:
-            return block[0, 0]
-        if sq_y:
-            return block[0]
-        if sq_x:
-            return block[:, 0]
+            return self.jitter(np.ascontiguousarray(block))
+        block = np.ascontiguousarray(block)
+        if not block.flags.writeable:  # a view into a read-only memmap: hand out an owned copy
+            block = block.copy()
         return block
 
     def __array__(self, dtype=None, copy=None):
@@ -349,6 +409,7 @@ class RegionDataset:
         seed: base seed of the augmentation draws.
         jitter: "hed" (default), "rgb" or "none".
         jitter_strength: the spread of the jitter parameters (0.05: mild).
+        read_threads: threads sharing each large read of the samples' views (NOTE [Strips]).
 
     Raises:
         StoreError: not a store, no region in the split, or a region without its mask.
@@ -363,6 +424,7 @@ class RegionDataset:
         seed: int = 0,
         jitter: str = "hed",
         jitter_strength: float = 0.05,
+        read_threads: int = 1,
     ):
         if jitter not in JITTERS:
             raise ConfigError(f"jitter {jitter!r} is not valid: use one of {', '.join(JITTERS)}")
@@ -387,6 +449,7 @@ class RegionDataset:
         self.seed = int(seed)
         self.jitter = jitter
         self.jitter_strength = float(jitter_strength)
+        self.read_threads = int(read_threads)
 
     def __len__(self) -> int:
         return len(self.regions)
@@ -418,8 +481,8 @@ class RegionDataset:
         region = self.regions[index]
         transform, jitter = self.params(index, epoch)
         return RegionSample(
-            image=RegionView(region.image, transform, jitter),
-            mask=RegionView(region.mask, transform, None),
+            image=RegionView(region.image, transform, jitter, self.read_threads),
+            mask=RegionView(region.mask, transform, None, self.read_threads),
             name=region.name,
             index=index,
             epoch=int(epoch),

@@ -114,8 +114,9 @@ class TrainConfig:
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         memory_budget: the engine's memory budget (e.g. "4GB"); default the engine's (1 GiB).
         tile: core tile side (a multiple of the total stride); overrides the plan.
-        read_workers: threads reading and augmenting crops ahead of the model; default 1 on the
-            CPU, one per spare core (at most 8) on a GPU. Results do not depend on it.
+        read_workers: threads reading and augmenting crops ahead of the model, and sharing each
+            large crop by strips; default 1 on the CPU, one per spare core (at most 8) on a GPU.
+            Results do not depend on it.
         progress: progress bars (steps; tiles when a step is long).
         resume: a run folder to continue (see ``resume_config``); ``out`` is then that folder.
     """
@@ -618,7 +619,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from .bench import machine_info
     from .checkpoint import load_checkpoint, save_checkpoint
     from .dataset import RegionDataset
-    from .engine import resolve_device, tiled_backward
+    from .engine import default_read_workers, resolve_device, tiled_backward
     from .model import UNet, count_parameters, preset
     from .store import _utc_now
 
@@ -647,11 +648,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
         _check_new_run_dir(run_dir)
 
     # Data: every check before any work.
+    device = resolve_device(c.device)
+    read_workers = c.read_workers or default_read_workers(device)
     train_ds = RegionDataset(c.data, "train", augment=c.augment, seed=c.seed, jitter=c.jitter,
-                             jitter_strength=c.jitter_strength)
+                             jitter_strength=c.jitter_strength, read_threads=read_workers)
     val_regions = _val_regions(c)
     mpp = _training_mpp(train_ds.regions, val_regions)
-    device = resolve_device(c.device)
     if c.tile is not None:
         from .engine import _tile_size
 
