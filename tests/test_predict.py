@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from gigaseg import CheckpointError, InputError, SlideError, UNet, preset, save_checkpoint
+from gigaseg import CheckpointError, ConfigError, InputError, SlideError, UNet, preset, save_checkpoint
 from gigaseg.cli import main
 from gigaseg.geojson import rasterize_geojson
 
@@ -335,3 +335,40 @@ def test_bfloat16_prediction_runs_a_bfloat16_copy_through_the_same_pipeline(tmp_
     assert np.abs(got / 255 - _sigmoid(model, rgb)).mean() < 0.01
     with pytest.raises(ConfigError, match="precision 'half' is not valid"):
         predict_slide(model, path, tmp_path / "x", precision="half", progress=False)
+
+
+def test_several_slide_readers_give_the_same_outputs(tmp_path, slide, model, monkeypatch):
+    """read_workers > 1 decodes several crops of the slide at once (for GPUs); crops still
+    reach the model in order, so the mask is the same byte for byte; a read error is still
+    reported as the error of the slide."""
+    import tifffile
+
+    from gigaseg.predict import predict_slide
+
+    path, _, _ = slide
+    model.mpp = MPP
+    masks = []
+    for workers in (1, 3):
+        s = predict_slide(model, path, tmp_path / f"w{workers}", probabilities=True, memory_budget="270MB",
+                          progress=False, read_workers=workers)
+        assert s["read_workers"] == workers and s["n_tiles"] > 4
+        masks.append(tifffile.imread(s["paths"]["mask"]))
+    assert np.array_equal(masks[0], masks[1])
+    from gigaseg import predict as predict_module
+
+    real = predict_module._read_grid_box
+    calls = []
+
+    def failing(slide_obj, t_mpp, gx, gy, gw, gh):
+        calls.append(gy)
+        if len(calls) == 3:
+            raise OSError("tile 3 is corrupt")
+        return real(slide_obj, t_mpp, gx, gy, gw, gh)
+
+    monkeypatch.setattr(predict_module, "_read_grid_box", failing)
+    with pytest.raises(OSError, match="tile 3 is corrupt"):
+        predict_slide(model, path, tmp_path / "bad", probabilities=True, memory_budget="270MB", progress=False,
+                      read_workers=3)
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    with pytest.raises(ConfigError, match="read_workers must be a positive integer"):
+        predict_slide(model, path, tmp_path / "zero", read_workers=0, progress=False)
