@@ -372,3 +372,19 @@ def test_several_slide_readers_give_the_same_outputs(tmp_path, slide, model, mon
     assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
     with pytest.raises(ConfigError, match="read_workers must be a positive integer"):
         predict_slide(model, path, tmp_path / "zero", read_workers=0, progress=False)
+
+
+def test_mask_tiff_compressed_by_several_threads_is_the_same_file(tmp_path):
+    """On a GPU the mask TIFF's tiles are compressed by several threads; the file must not change."""
+    import filecmp
+
+    from gigaseg._writers import MaskGrid, write_mask_tiff
+
+    rng = np.random.default_rng(1)
+    mask = (rng.random((700, 1900)) < 0.3).astype(np.uint8) * 255
+    raw = tmp_path / "raw.u8"
+    mask.tofile(raw)
+    grid = MaskGrid(raw, shape=mask.shape, l0_size=(1900 * 2, 700 * 2), step=(2.0, 2.0))
+    for workers in (1, 3):
+        write_mask_tiff(tmp_path / f"w{workers}.tiff", grid, mpp=(0.5, 0.5), workers=workers)
+    assert filecmp.cmp(tmp_path / "w1.tiff", tmp_path / "w3.tiff", shallow=False)

@@ -151,12 +151,13 @@ def level_sizes(width: int, height: int) -> list[tuple[int, int]]:
 
 
 def write_mask_tiff(path: Path, grid: MaskGrid, *, mpp: tuple[float, float], transform=None,
-                    progress_cb=None) -> None:
+                    progress_cb=None, workers: int = 1) -> None:
     """A tiled, pyramidal, zlib-compressed 8-bit greyscale TIFF at the slide's level-0 geometry.
 
     Levels are separate top-level pages (downsample 4), as OpenSlide's generic-tiff reader
     and QuPath expect; resolution tags carry ``mpp``. ``transform`` maps each uint8 strip
-    (e.g. probabilities -> 0/255) before it is written.
+    (e.g. probabilities -> 0/255) before it is written. ``workers`` threads compress tiles
+    (tifffile's ``maxworkers``); the file is the same byte for byte.
     """
     import tifffile
 
@@ -184,7 +185,7 @@ def write_mask_tiff(path: Path, grid: MaskGrid, *, mpp: tuple[float, float], tra
             tif.write(
                 tiles(), shape=(lh, lw), dtype=np.uint8, tile=(_TILE, _TILE), photometric="minisblack",
                 compression="zlib", compressionargs={"level": 1}, resolution=res, resolutionunit="CENTIMETER",
-                subfiletype=0 if lvl == 0 else 1, metadata=None, maxworkers=1, buffersize=_TILE * _TILE * 32,
+                subfiletype=0 if lvl == 0 else 1, metadata=None, maxworkers=workers, buffersize=_TILE * _TILE * 32,
                 description="gigaseg tissue mask" if lvl == 0 else None,
             )
 

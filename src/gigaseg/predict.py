@@ -479,9 +479,10 @@ def _existing(paths: dict[str, Path]) -> list[Path]:
 class _TiffThread(threading.Thread):
     """Writes the mask TIFF from a gated grid while the prediction fills it."""
 
-    def __init__(self, path: Path, grid, mpp, transform):
+    def __init__(self, path: Path, grid, mpp, transform, workers: int = 1):
         super().__init__(name="gigaseg-predict-tiff", daemon=True)
         self.path, self.grid, self.mpp, self.transform = path, grid, mpp, transform
+        self.workers = workers
         self.error: BaseException | None = None
         self.seconds = 0.0
         self.start()
@@ -491,7 +492,7 @@ class _TiffThread(threading.Thread):
 
         t0 = time.perf_counter()
         try:
-            write_mask_tiff(self.path, self.grid, mpp=self.mpp, transform=self.transform)
+            write_mask_tiff(self.path, self.grid, mpp=self.mpp, transform=self.transform, workers=self.workers)
         except _Aborted:
             pass
         except BaseException as exc:  # re-raised by predict_slide
@@ -557,7 +558,7 @@ def predict_slide(
         CheckpointError, SlideError, InputError, ConfigError: bad model, slide, folder, option.
     """
     from . import __version__
-    from .engine import _check_read_workers, resolve_device
+    from .engine import _check_read_workers, default_read_workers, resolve_device
     from .store import _utc_now
 
     if not 0.0 < float(threshold) < 1.0:
@@ -607,7 +608,9 @@ def predict_slide(
             gate = RowGate()
             tiff_grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step, gate=gate)
             tiff_path = tmp / paths["mask"].name
-            tiff_thread = _TiffThread(tiff_path, tiff_grid, slide.mpp, to_tiff)
+            # On a GPU the CPU cores are idle: compress the TIFF's tiles with several threads too.
+            tiff_thread = _TiffThread(tiff_path, tiff_grid, slide.mpp, to_tiff,
+                                      workers=1 if dev.type == "cpu" else default_read_workers(dev))
             try:
                 timings = _predict_to_raw(_with_precision(net, precision), slide, raw_path, t_mpp=t_mpp,
                                           grid_w=grid_w, grid_h=grid_h, memory_budget=memory_budget, device=dev,
