@@ -290,3 +290,34 @@ def test_strips_read_by_several_threads_give_the_same_bytes(monkeypatch):
     assert len(blocks) == 3  # three strips
     with pytest.raises(ConfigError, match="threads must be a positive integer"):
         RegionView(img, DIHEDRAL[0], None, threads=0)
+
+
+def test_views_with_different_jitters_read_in_parallel_do_not_deadlock():
+    """Two threads reading views with different jitters, each split into strips on the same
+    pool: the colour table is built under a lock while its pieces run on the pool, so a strip
+    must never wait for that lock (NOTE [Strips])."""
+    import threading
+
+    from gigaseg import dataset
+
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (1500, 1500, 3), dtype=np.uint8)
+    jitters = [StainJitter.draw(np.random.default_rng(s), "hed", 0.2) for s in (11, 12)]
+    want = [RegionView(img, DIHEDRAL[1], j)[:, :] for j in jitters]
+    got: dict = {}
+
+    def reader(k: int) -> None:
+        view = RegionView(img, DIHEDRAL[1], jitters[k], threads=2)
+        for i in range(3):
+            got[k, i] = view[:, :]
+
+    dataset._LUT3_CACHE.clear()
+    threads = [threading.Thread(target=reader, args=(k,), daemon=True) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "parallel reads with two jitters deadlocked"
+    for (k, _), arr in got.items():
+        assert np.array_equal(arr, want[k])
+    assert len(got) == 6

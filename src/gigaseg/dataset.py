@@ -134,9 +134,12 @@ class StainJitter:
         c = np.asarray(self.beta) @ _RGB_FROM_HED
         return m.astype(np.float32), c.astype(np.float32)
 
-    def __call__(self, tile: np.ndarray, threads: int = 1) -> np.ndarray:
+    def __call__(self, tile: np.ndarray, threads: int = 1, table: np.ndarray | None = None) -> np.ndarray:
         """Apply to an (h, w, 3) uint8 tile; returns a new (h, w, 3) uint8 array. ``threads``
-        may build the colour table in parallel; the bytes are the same."""
+        may build the colour table in parallel; ``table`` is this jitter's colour table, already
+        built. The bytes are the same either way."""
+        if table is not None and self.kind == "hed":
+            return _apply_lut3(table, tile)
         if self.kind == "hed" and tile.shape[0] * tile.shape[1] >= _LUT3_MIN_PIXELS:
             return _apply_lut3(_hed_lut3(self, threads), tile)
         return self._compute(tile)
@@ -225,8 +228,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 # and a step has too few crops (a handful of 5000 x 5000) to keep several crop readers busy: the
 # first crop of each pass is read by one thread while the GPU waits. A view with ``threads`` > 1
 # therefore splits a large read into strips of rows done in parallel by a process-wide pool, and
-# builds the step's colour table in parallel first (the strips then find it cached; a strip never
-# submits work to the pool it runs in). Every pixel is computed by the same per-pixel code, so the
+# builds the step's colour table in parallel first and hands it to the strips (a strip never takes
+# the table's lock nor submits work to the pool it runs in: no deadlock when views with other
+# jitters are read at the same time). Every pixel is computed by the same per-pixel code, so the
 # bytes equal a one-thread read.
 _STRIP_MIN_PIXELS = 1 << 21
 
@@ -329,20 +333,22 @@ class RegionView:
         return block
 
     def _read_strips(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        table = None
         if self.jitter is not None and self.jitter.kind == "hed":
-            _hed_lut3(self.jitter, self.threads)  # built here, in parallel, before the strips need it
+            table = _hed_lut3(self.jitter, self.threads)  # built here, in parallel, handed to the strips
         out = np.empty((y1 - y0, x1 - x0) + self.shape[2:], np.uint8)
         bounds = np.linspace(y0, y1, self.threads + 1).round().astype(int)
 
         def strip(i: int) -> None:
             a, b = int(bounds[i]), int(bounds[i + 1])
-            out[a - y0:b - y0] = self._read_block(a, b, x0, x1)
+            out[a - y0:b - y0] = self._read_block(a, b, x0, x1, table)
 
         list(_pool(self.threads).map(strip, range(self.threads)))
         return out
 
-    def _read_block(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """View rows [y0, y1) and columns [x0, x1), transformed and jittered, as an owned array."""
+    def _read_block(self, y0: int, y1: int, x0: int, x1: int, table: np.ndarray | None = None) -> np.ndarray:
+        """View rows [y0, y1) and columns [x0, x1), transformed and jittered (with the colour
+        ``table`` when given), as an owned array."""
         hv, wv = self.shape[:2]
         t = self.transform
         # View rows/cols -> rows/cols of the transposed array T (before the flips).
@@ -358,7 +364,7 @@ class RegionView:
         if t.flip_x:
             block = block[:, ::-1]
         if self.jitter is not None and block.size:
-            return self.jitter(np.ascontiguousarray(block))
+            return self.jitter(np.ascontiguousarray(block), table=table)
         block = np.ascontiguousarray(block)
         if not block.flags.writeable:  # a view into a read-only memmap: hand out an owned copy
             block = block.copy()
