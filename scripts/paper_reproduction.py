@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, default=1.0,
                    help="resolution of the synthetic regions, um/px (a new store only); see the module docstring")
     p.add_argument("--seed", type=int, default=1000, help="seed of the first region (a new store only)")
+    p.add_argument("--holes", default="background", choices=("background", "tissue"),
+                   help="what the masks call lumens and tears inside tissue (a new store only; NOTE [Hole "
+                        "convention] in gigaseg/synth.py); use another --work for the other convention")
     p.add_argument("--memory-budget", default=None, help="the engine's memory budget, e.g. 2GB")
     p.add_argument("--device", default="auto")
     p.add_argument("--target", type=float, default=PAPER["held_out_dice_mean"], help="held-out Dice to reach")
@@ -89,7 +92,11 @@ def prepare(work: Path, args) -> Path:
                 store.remove(name)
         print(f"paper_reproduction: writing {n} synthetic {h} x {w} regions into {path}", file=sys.stderr)
         prepare_synthetic(store, n, (w, h), seed=args.seed, val=args.val, mpp=args.mpp,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, holes=args.holes)
+    held = {r.meta.get("mask_source", {}).get("holes", "background") for r in store.regions}
+    if held != {args.holes}:
+        raise SystemExit(f"paper_reproduction: the regions in {path} have hole convention {sorted(held)}, not "
+                         f"--holes {args.holes}; give another --work for a run with the other convention")
     return path
 
 
@@ -152,6 +159,7 @@ def metrics(run_dir: Path, target: float) -> dict:
         "train_regions": info.get("train_regions"),
         "val_regions": info.get("val_regions"),
         "mpp": info.get("mpp"),
+        "holes": _hole_convention(info),
         "model": info.get("model"),
         "parameters": info.get("parameters"),
         "train_config": info.get("config"),
@@ -162,6 +170,18 @@ def metrics(run_dir: Path, target: float) -> dict:
         "validation_curve": [{k: c[k] for k in ("step", "dice_mean", "dice_sd")} for c in curve],
         "paper": PAPER,
     }
+
+
+def _hole_convention(info: dict) -> str | None:
+    """The masks' hole convention of the run's store ("background" for stores made before the
+    option), or None when the store is not there."""
+    from gigaseg.store import RegionStore
+
+    try:
+        regions = RegionStore(info["config"]["data"]).regions
+    except Exception:  # noqa: BLE001 - the evidence is written without it
+        return None
+    return regions[0].meta.get("mask_source", {}).get("holes", "background") if regions else None
 
 
 def finalize(work: Path, results: Path, args) -> dict:

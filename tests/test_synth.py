@@ -251,3 +251,29 @@ def test_cli_bench_synth(capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["pixels"] == 240000 and res["seconds"] > 0 and res["peak_rss_bytes"] > 0
     assert res["slide_bytes"] > 0 and res["mask_bytes"] > 0
+
+
+def test_hole_convention_tissue_fills_lumens_and_tears_only(labelled, tmp_path):
+    """NOTE [Hole convention]: holes="tissue" calls lumens and tears inside tissue tissue (the
+    hole-filled masks of histolab and others); pixels, the rest of the mask and the glass
+    artefacts do not change; a bad name is a clear error."""
+    lay, (rgb, mask, lab) = labelled
+    rgb2, filled, lab2 = render_labels(lay, 0, 0, W, H, holes="tissue")
+    assert np.array_equal(rgb2, rgb) and np.array_equal(lab2, lab)
+    grown = (filled == 1) & (mask == 0)
+    assert (filled[mask == 1] == 1).all()  # nothing is taken away
+    assert grown.sum() > 1000 and (lab[grown] == 5).mean() > 0.8  # lumens and tears
+    assert np.isin(lab[grown], (5, 6, 7, 8)).all()  # and glass artefacts seen through them
+    assert (filled[lab == 5] == 1).all()
+    assert (filled[lab == 9] == 0).all() and (filled[lab == 0] == 0).all()  # out of scan, glass
+    # the same through render_region and a region store
+    r, m = render_region(0, 0, 0, 256, 192, width=W, height=H, holes="tissue")
+    r0, m0 = render_region(0, 0, 0, 256, 192, width=W, height=H)
+    assert np.array_equal(r, r0) and (m >= m0).all()
+    from gigaseg.store import RegionStore, prepare_synthetic
+
+    store = RegionStore.create(tmp_path / "st")
+    (region,) = prepare_synthetic(store, 1, (256, 192), seed=0, mpp=0.5, progress=False, holes="tissue")
+    assert region.meta["mask_source"]["holes"] == "tissue"
+    with pytest.raises(ConfigError, match="holes='filled' is not a hole convention: use one of background, tissue"):
+        render_region(0, 0, 0, 8, 8, width=W, height=H, holes="filled")

@@ -52,6 +52,9 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--synthetic", type=int, default=None, metavar="N", help="make N synthetic regions instead of slides")
     p.add_argument("--seed", type=int, default=0, help="--synthetic: seed of the first region")
     p.add_argument("--val", type=int, default=0, metavar="K", help="--synthetic: the last K regions go to val")
+    p.add_argument("--holes", default="background", choices=("background", "tissue"),
+                   help="--synthetic: what the mask calls lumens and tears inside tissue: background (exact "
+                        "outline) or tissue (holes filled, like histolab's tissue masks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_prepare)
 
@@ -138,7 +141,7 @@ def _run_prepare(args) -> int:
     if args.synthetic is not None:
         regions = prepare_synthetic(
             store, args.synthetic, size, seed=args.seed, val=args.val,
-            mpp=args.mpp if args.mpp is not None else 0.5, format=args.format, progress=progress,
+            mpp=args.mpp if args.mpp is not None else 0.5, format=args.format, progress=progress, holes=args.holes,
         )
     else:
         regions = []

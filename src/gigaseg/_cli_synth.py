@@ -25,6 +25,9 @@ def register(subparsers, formatter_class) -> None:
     _geometry_args(p, width=None, height=None)
     p.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100")
     p.add_argument("--tile", type=int, default=512, help="TIFF tile size, px (multiple of 16)")
+    p.add_argument("--holes", default="background", choices=("background", "tissue"),
+                   help="what the mask calls lumens and tears inside tissue: background (exact outline) or "
+                        "tissue (holes filled, like histolab's tissue masks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_synth)
 
@@ -59,7 +62,7 @@ def run_synth(args) -> int:
 
     out = Path(args.out)
     slide, mask = write_slide(out, width=args.width, height=args.height, seed=args.seed, mpp=args.mpp,
-                              tile=args.tile, quality=args.quality, progress=not args.no_progress)
+                              tile=args.tile, quality=args.quality, progress=not args.no_progress, holes=args.holes)
     config = {
         "command": "synth",
         "gigaseg_version": __version__,
@@ -71,6 +74,7 @@ def run_synth(args) -> int:
         "mpp": args.mpp,
         "quality": args.quality,
         "tile": args.tile,
+        "holes": args.holes,
     }
     cfg = slide.with_suffix(".json")
     tmp = cfg.with_name(cfg.name + ".tmp")

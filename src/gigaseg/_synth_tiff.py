@@ -98,7 +98,7 @@ def _check_options(path, tile, quality):
     return path
 
 
-def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress):
+def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress, holes="background"):
     import tifffile
 
     from .synth import _render_block, make_layout
@@ -160,7 +160,7 @@ def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress)
                 def submit(y):  # all blocks of the strip of tile rows starting at y
                     sh = min(tile, height - y)
                     return [(x, yy, pool.submit(_render_block, lay, x, y + yy, min(bw, width - x),
-                                                min(bh, sh - yy), False))
+                                                min(bh, sh - yy), False, holes))
                             for yy in range(0, sh, bh) for x in range(0, width, bw)]
 
                 nxt = submit(0)

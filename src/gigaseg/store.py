@@ -1030,16 +1030,20 @@ def prepare_synthetic(
     format: str = "npy",  # noqa: A002
     strip_rows: int | None = None,
     progress: bool = True,
+    holes: str = "background",
 ) -> list[Region]:
     """Fill ``store`` with ``count`` synthetic regions of ``size`` (w, h), seeds ``seed``,
     ``seed + 1``, ...; the last ``val`` of them go to the "val" split.
 
     Each region is a whole virtual synthetic slide of that size
-    (``gigaseg.synth.render_region``), rendered strip by strip.
+    (``gigaseg.synth.render_region``), rendered strip by strip; ``holes`` is the masks' hole
+    convention (``render_region``'s), recorded in each region's ``mask_source``.
     """
     from tqdm import tqdm
 
-    from .synth import render_region
+    from .synth import check_holes, render_region
+
+    check_holes(holes)
 
     w, h = (int(v) for v in size)
     if count < 1:
@@ -1055,7 +1059,7 @@ def prepare_synthetic(
         meta = {
             "source": {"kind": "synthetic", "path": None, "sha256": None, "generator": "gigaseg.synth.render_region",
                        "width": w, "height": h},
-            "mask_source": {"kind": "synthetic"},
+            "mask_source": {"kind": "synthetic", "holes": holes},
             "origin": [0, 0],
             "mpp": float(mpp),
             "downsample": 1.0,
@@ -1067,7 +1071,7 @@ def prepare_synthetic(
         ) as bar:
             for y0 in range(0, h, rows):
                 n = min(rows, h - y0)
-                rgb, m = render_region(s, 0, y0, w, n, width=w, height=h, mpp=mpp)
+                rgb, m = render_region(s, 0, y0, w, n, width=w, height=h, mpp=mpp, holes=holes)
                 writer.append(rgb, m)
                 bar.update(n)
         out.append(store[name])
