@@ -134,14 +134,13 @@ class StainJitter:
         c = np.asarray(self.beta) @ _RGB_FROM_HED
         return m.astype(np.float32), c.astype(np.float32)
 
-    def __call__(self, tile: np.ndarray, threads: int = 1, table: np.ndarray | None = None) -> np.ndarray:
-        """Apply to an (h, w, 3) uint8 tile; returns a new (h, w, 3) uint8 array. ``threads``
-        may build the colour table in parallel; ``table`` is this jitter's colour table, already
-        built. The bytes are the same either way."""
+    def __call__(self, tile: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+        """Apply to an (h, w, 3) uint8 tile; returns a new (h, w, 3) uint8 array. ``table`` is
+        this jitter's colour table, already built; the bytes are the same without it."""
         if table is not None and self.kind == "hed":
             return _apply_lut3(table, tile)
         if self.kind == "hed" and tile.shape[0] * tile.shape[1] >= _LUT3_MIN_PIXELS:
-            return _apply_lut3(_hed_lut3(self, threads), tile)
+            return _apply_lut3(_hed_lut3(self), tile)
         return self._compute(tile)
 
     def _compute(self, tile: np.ndarray) -> np.ndarray:

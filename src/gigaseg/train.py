@@ -743,7 +743,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     def validate() -> tuple[float, float]:
         nonlocal last_val
         last_val = evaluate_regions(model, val_regions, threshold=c.threshold, memory_budget=c.memory_budget,
-                                    tile=c.tile, device=device, progress=c.progress, read_workers=c.read_workers)
+                                    tile=c.tile, device=device, progress=c.progress, read_workers=read_workers)
         for r in last_val:
             val_log.write({"step": step, **r})
         return _mean_sd([r["dice"] for r in last_val])
@@ -770,7 +770,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     optimizer.zero_grad(set_to_none=True)
                     loss = tiled_backward(model, sample.image, sample.mask, loss=c.loss, memory_budget=c.memory_budget,
                                           tile=c.tile, device=device, progress=c.progress,
-                                          read_workers=c.read_workers)
+                                          read_workers=read_workers)
                     if not (math.isfinite(loss) and _grads_finite(model)):
                         log.write({"step": step + 1, "loss": loss, "lr": lr, "epoch": epoch, "region": sample.name})
                         where = (f"the last good checkpoint {ckpt_path} (step {last_ckpt_step}) is kept; resume from "
