@@ -283,13 +283,18 @@ def test_a_model_failure_stops_the_tiff_writer(tmp_path, slide, model, monkeypat
 
     path, _, _ = slide
 
-    def half(net, image, *, out, **kw):
-        out[0:64, 0 : out.shape[1]] = np.zeros((64, out.shape[1]), np.uint8)  # one row of tiles, then fail
-        raise RuntimeError("out of memory")
+    real, calls = engine._core_logits, []
 
-    monkeypatch.setattr(engine, "tiled_predict", half)
+    def fails_later(*args):
+        calls.append(1)
+        if len(calls) > 3:  # a few tiles (a row of them at least) predicted, then fail
+            raise RuntimeError("out of memory")
+        return real(*args)
+
+    monkeypatch.setattr(engine, "_core_logits", fails_later)
     with pytest.raises(RuntimeError, match="out of memory"):
-        predict_slide(model, path, tmp_path, progress=False)  # returns: the writer thread does not hang
+        # returns: the writer thread does not hang
+        predict_slide(model, path, tmp_path, progress=False, memory_budget="270MB")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -466,6 +466,35 @@ def _as_input(crop: np.ndarray, device: torch.device, dtype: torch.dtype, multip
     return _to_input(torch.from_numpy(crop).to(device), dtype, multiple)
 
 
+def _core_logits(model: nn.Module, crop: np.ndarray, core: tuple[slice, slice], device: torch.device,
+                 dtype: torch.dtype, fast: bool) -> torch.Tensor:
+    """Logits of the uint8 ``crop`` over its ``core`` (no gradients): ``model(crop / 255)`` cropped,
+    or the compiled CPU kernels' equal result when ``fast`` (see ``gigaseg._cpu_kernels``)."""
+    if fast:
+        from ._cpu_kernels import predict_core
+
+        return predict_core(model, crop, *core)
+    return model(_as_input(crop, device, dtype, model.config.total_stride))[0, 0][core]
+
+
+def _from_logits(z: torch.Tensor, *, probabilities: bool = True, uint8: bool = False) -> np.ndarray:
+    """Logits -> numpy logits, probabilities, or ``round(255 p)`` as uint8 (float32 at least:
+    a bfloat16 or float16 model's logits are widened before the sigmoid)."""
+    if z.dtype not in (torch.float32, torch.float64):
+        z = z.float()
+    p = torch.sigmoid(z) if probabilities else z
+    if uint8:
+        p = (p if probabilities else p.clone()).mul_(255).round_().to(torch.uint8)  # in place: 2x faster
+    return p.cpu().numpy()
+
+
+def _fast_cpu(model: nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether inference of ``model`` runs on the compiled CPU kernels (``gigaseg._cpu_kernels``)."""
+    from ._cpu_kernels import eligible
+
+    return eligible(model, dtype, device)
+
+
 # NOTE [Read ahead]
 # Reading a crop is numpy work on one core (a memory-mapped or compressed array, a dihedral
 # transform, colour jitter, the mask check) that would leave the other cores idle between
@@ -913,15 +942,11 @@ def tiled_predict(
             f"got dtype {out_dtype}"
         )
     tiles = _tile_list(height, width, th, tw, config)
+    fast = _fast_cpu(model, dtype, dev)
     with torch.no_grad():
         for t, crop in _progress(_read_ahead(tiles, lambda t: _read_crop(image, t), workers), len(tiles), progress, "predict"):
             _HEAP(t)
-            z = model(_as_input(crop, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
+            z = _core_logits(model, crop, t.core_in_crop, dev, dtype, fast)
             del crop
-            if z.dtype not in (torch.float32, torch.float64):  # bfloat16 or float16 models
-                z = z.float()
-            p = z if logits else torch.sigmoid(z)
-            if out_dtype == np.uint8:
-                p = torch.round(p * 255).to(torch.uint8)
-            out[t.y0:t.y1, t.x0:t.x1] = p.cpu().numpy()
+            out[t.y0:t.y1, t.x0:t.x1] = _from_logits(z, probabilities=not logits, uint8=out_dtype == np.uint8)
     return out

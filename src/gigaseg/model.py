@@ -343,18 +343,25 @@ class UNet(nn.Module):
         # faster on NHWC ("channels last") tensors; an (H, W, 3) uint8 image permuted to NCHW
         # already is one. Keep every activation in that layout.
         x = _channels_last(x)
-        skips = [x]
-        for block in self.encoder:
+        d = self._decode(self.encoder[0](x).contiguous(memory_format=torch.channels_last))
+        logits = _conv_of_cat(self.head.conv, d, cfg.strides[0], x)
+        if pad_h or pad_w:
+            logits = logits[..., :h, :w]
+        return logits
+
+    def _decode(self, e1: torch.Tensor) -> torch.Tensor:
+        """The level-1 decoder output ``d_1`` from the first encoder output ``e_1`` (channels-last):
+        every layer between the two full-resolution ones."""
+        cfg = self.config
+        skips = [None, e1]
+        for block in self.encoder[1:]:
             skips.append(block(skips[-1]).contiguous(memory_format=torch.channels_last))
         d = skips[-1]
         for level in range(cfg.depth - 1, 0, -1):
             block = self.decoder[level - 1]
             d = block.act(_conv_of_cat(block.conv, d, cfg.strides[level], skips[level]))
             d = d.contiguous(memory_format=torch.channels_last)
-        logits = _conv_of_cat(self.head.conv, d, cfg.strides[0], x)
-        if pad_h or pad_w:
-            logits = logits[..., :h, :w]
-        return logits
+        return d
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor:

@@ -23,8 +23,8 @@ Example::
 Memory stays bounded whatever the slide size. The slide at the model's resolution is an
 array-like (``_SlideImage``) backed by the slide reader, tiled by the engine's memory plan
 for the whole slide. Each tile's crop (core plus halo) is read from the slide (best pyramid
-level, then resampling) by a reader thread ahead of the model, run through
-``tiled_predict`` as a one-tile image, and its core kept (NOTE [Tile order]). Grid pixel
+level, then resampling) by a reader thread ahead of the model, which computes its core as
+``tiled_predict`` computes a tile (NOTE [Tile order]). Grid pixel
 (gx, gy) covers level-0 [gx * s, (gx + 1) * s) with s = model mpp / slide mpp, at fractional
 origins, so the crops are exact pieces of one whole-slide resampling and the result equals
 the model on the whole resampled slide. A row of tiles, quantized to uint8 (round(255 p)),
@@ -297,14 +297,17 @@ class _RowSink:
         self.tissue = 0
         self.write_s = 0.0
 
+    def put(self, rows: slice, cols: slice, block: np.ndarray) -> None:
+        """Place a tile's core; counted while it is still in cache."""
+        self.buf[rows, cols] = block
+        self.tissue += int(np.count_nonzero(block >= self._thr))
+
     def flush(self, rows: int) -> None:
         t0 = time.perf_counter()
-        block = self.buf[:rows]
-        self._f.write(memoryview(block).cast("B"))
+        self._f.write(memoryview(self.buf[:rows]).cast("B"))
         if self._gate is not None:
             self._f.flush()
             self._gate.advance(rows)
-        self.tissue += int(np.count_nonzero(block >= self._thr))
         self.write_s += time.perf_counter() - t0
 
 
@@ -316,20 +319,21 @@ def _predict_to_raw(net, slide, raw_path: Path, *, t_mpp: float, grid_w: int, gr
 
     # NOTE [Tile order]
     The tiles are those of the engine's plan for the whole slide (cores on the stride grid,
-    crops with the engine's halos), visited here row by row: each crop is handed to
-    ``tiled_predict`` as a one-tile image and only its core is kept, which is exactly what
-    the engine computes for that tile. Driving the order here (the engine may visit tiles in
-    any order) lets the reader thread read the next crops ahead and lets rows of tiles be
+    crops with the engine's halos), visited here row by row: each crop's core is computed as
+    ``tiled_predict`` computes that tile. Driving the order here (the engine may visit tiles
+    in any order) lets the reader thread read the next crops ahead and lets rows of tiles be
     written as soon as they are complete.
     """
     import torch
 
-    from .engine import _tiles, check_local, plan, tiled_predict
+    from .engine import _HEAP, _core_logits, _fast_cpu, _from_logits, _tiles, check_local, plan, reuse_freed_memory
 
     config = check_local(net)
+    reuse_freed_memory()
+    net.to(device)
     params = list(net.parameters())
     dtype = params[0].dtype if params else torch.float32
-    s = config.total_stride
+    fast = _fast_cpu(net, dtype, device)
     p = plan(config, grid_h, grid_w, memory_budget=memory_budget, mode="predict", dtype=dtype)
     th, tw = p.tile
     tiles = list(_tiles(grid_h, grid_w, th, tw, config))
@@ -346,13 +350,13 @@ def _predict_to_raw(net, slide, raw_path: Path, *, t_mpp: float, grid_w: int, gr
             sink = _RowSink(f, grid_w, min(th, grid_h), thr_u8, gate)
             for t in tiles:
                 crop = image[t.cy0 : t.cy1, t.cx0 : t.cx1]
-                ch, cw = crop.shape[:2]
-                out = np.empty((ch, cw), np.uint8)
                 t1 = time.perf_counter()
-                tiled_predict(net, crop, out=out, tile=(-(-ch // s) * s, -(-cw // s) * s), device=device)
+                _HEAP(t)
+                with torch.no_grad():
+                    z = _core_logits(net, crop, t.core_in_crop, device, dtype, fast)
+                sink.put(slice(0, t.y1 - t.y0), slice(t.x0, t.x1), _from_logits(z, uint8=True))
                 t_model += time.perf_counter() - t1
-                sink.buf[: t.y1 - t.y0, t.x0 : t.x1] = out[t.core_in_crop]
-                del crop, out
+                del crop, z
                 if t.x1 == grid_w:
                     sink.flush(t.y1 - t.y0)
                 if bar is not None:

@@ -1,0 +1,84 @@
+"""The compiled CPU kernels for prediction (gigaseg._cpu_kernels) against the model itself."""
+
+import numpy as np
+import pytest
+import torch
+
+from gigaseg import tiled_predict
+from gigaseg.engine import _fast_cpu
+from gigaseg.model import UNet, UNetConfig, preset
+
+K = pytest.importorskip("gigaseg._cpu_kernels")
+if K.numba is None:
+    pytest.skip("numba is not installed: prediction uses PyTorch's kernels", allow_module_level=True)
+
+CONFIGS = {
+    "paper": preset("paper"),
+    "tiny": preset("tiny"),
+    # one level, ReLU, a 5 x 5 head (the general head kernel), an odd channel count
+    "depth1": UNetConfig(depth=1, channels=(3,), strides=(2,), encoder_kernels=(5,), decoder_kernels=(5,),
+                         activation="relu"),
+    # first stride 8 with a 9 x 9 kernel, 3 x 3 head over 5 channels
+    "stride8": UNetConfig(depth=2, channels=(5, 4), strides=(8, 2), encoder_kernels=(9, 3), decoder_kernels=(3, 3)),
+}
+
+
+def _logits(model, crop):
+    with torch.no_grad():
+        return model(torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255)[0, 0]
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("hw", [(37, 45), (96, 128), (211, 300)])
+def test_kernels_equal_the_model(name, hw):
+    torch.manual_seed(3)
+    model = UNet(CONFIGS[name]).eval()
+    h, w = hw
+    crop = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    ref = _logits(model, crop)
+    for rows, cols in [(slice(0, h), slice(0, w)), (slice(5, h - 3), slice(7, w - 2)), (slice(h - 1, h), slice(1, 2))]:
+        got = K.predict_core(model, crop, rows, cols)
+        assert got.shape == ref[rows, cols].shape
+        torch.testing.assert_close(got, ref[rows, cols], rtol=1e-5, atol=1e-5)
+
+
+def test_planar_input_is_exactly_image_over_255():
+    crop = np.random.default_rng(0).integers(0, 256, (13, 22, 3), dtype=np.uint8)
+    s, pr, lo = 4, 7, 2
+    xp = K._planar(crop, 32, 32, pr, lo, s)  # padded to 32 x 32 like the model's own padding
+    ref = torch.zeros(32, 32, 3)
+    ref[:13, :22] = torch.from_numpy(crop).float() / 255
+    for p in range(s):
+        # xp[r, c, p, j] = x[r - pr, s (j - lo) + p, c]
+        got = xp[pr : pr + 32, :, p, lo : lo + 8]
+        assert np.array_equal(got, ref[:, p::s, :].permute(0, 2, 1).numpy())  # bit for bit
+    assert not xp[:pr].any() and not xp[pr + 32 :].any() and not xp[..., :lo].any() and not xp[..., lo + 8 :].any()
+
+
+def test_who_gets_the_kernels(monkeypatch):
+    cpu = torch.device("cpu")
+    paper = UNet(preset("paper"))
+    assert _fast_cpu(paper, torch.float32, cpu)
+    assert not _fast_cpu(paper, torch.float64, cpu)  # the float64 exactness path stays PyTorch's
+    assert not _fast_cpu(paper, torch.bfloat16, cpu)
+    assert not _fast_cpu(paper, torch.float32, torch.device("cuda"))
+    assert not _fast_cpu(UNet(UNetConfig(activation="gelu")), torch.float32, cpu)
+    assert not _fast_cpu(UNet(UNetConfig(depth=1, channels=(2,), strides=(1,), encoder_kernels=(3,),
+                                         decoder_kernels=(3,))), torch.float32, cpu)
+    monkeypatch.setenv("GIGASEG_NO_CPU_KERNELS", "1")
+    assert not _fast_cpu(paper, torch.float32, cpu)
+
+
+def test_tiled_predict_is_the_same_with_and_without_kernels(monkeypatch):
+    torch.manual_seed(5)
+    model = UNet(preset("paper")).eval()
+    image = np.random.default_rng(5).integers(0, 256, (300, 650, 3), dtype=np.uint8)
+    fast = tiled_predict(model, image, tile=128)
+    fast8 = tiled_predict(model, image, tile=128, out=np.empty((300, 650), np.uint8))
+    monkeypatch.setenv("GIGASEG_NO_CPU_KERNELS", "1")
+    slow = tiled_predict(model, image, tile=128)
+    slow8 = tiled_predict(model, image, tile=128, out=np.empty((300, 650), np.uint8))
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-6)
+    assert np.abs(fast8.astype(int) - slow8).max() <= 1
+    ref = torch.sigmoid(_logits(model, image)).numpy()
+    np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-6)
