@@ -547,9 +547,11 @@ def predict_slide(
             mpp (a UNet object: its ``mpp`` attribute if any); when unknown, the slide's
             level 0.
         precision: "float32" (the model as it is) or "bfloat16": the forward pass runs on a
-            bfloat16 copy of the model, 1.2-1.6x faster on a CPU with AVX512-BF16 or AMX, with
-            probabilities within a few hundredths of float32's (NOTE [bfloat16 prediction]);
-            likely slower on CPUs without bfloat16 instructions (not measured).
+            bfloat16 copy of the model with PyTorch's kernels, 1.2-1.6x faster than PyTorch's
+            float32 ones on a CPU with AVX512-BF16 or AMX, with probabilities within a few
+            hundredths of float32's (NOTE [bfloat16 prediction]); likely slower on CPUs without
+            bfloat16 instructions (not measured). Float32 on the CPU runs gigaseg's compiled
+            kernels (``gigaseg._cpu_kernels``), which are faster than either.
         read_workers: threads decoding slide crops ahead of the model; default 1 on the CPU,
             one per spare core (at most 8) on a GPU. The outputs do not depend on it.
 
