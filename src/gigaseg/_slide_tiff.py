@@ -107,6 +107,8 @@ def _data_end(page) -> int:
 class _TiffSlide(Slide):
     backend = "tifffile"
 
+    _FRESH_BLOCKS = True  # _read_level builds a new array (or copies the memory map)
+
     def __init__(self, path, tif, pages, mpp):
         super().__init__(path, [(p.imagewidth, p.imagelength) for p in pages], mpp=mpp)
         self._tif = tif
@@ -134,8 +136,9 @@ class _TiffSlide(Slide):
         t_cols = range(lvl_x // seg_w, (lvl_x + lvl_w - 1) // seg_w + 1)
         indices = [t_row * n_across + t_col for t_row in t_rows for t_col in t_cols]
         samples = page.samplesperpixel
-        out = np.zeros((lvl_h, lvl_w, samples), dtype=page.dtype)
-        missing = np.zeros((lvl_h, lvl_w), dtype=bool)
+        # the segments cover the box (clipped to the level by the caller): no need to clear it
+        out = np.empty((lvl_h, lvl_w, samples), dtype=page.dtype)
+        missing = []
         for index, segment in self._segments(level, indices):
             t_row, t_col = divmod(index, n_across)
             seg_x, seg_y = t_col * seg_w, t_row * seg_h
@@ -144,12 +147,13 @@ class _TiffSlide(Slide):
             y1 = min(lvl_y + lvl_h, seg_y + seg_h, level_h)
             dst = (slice(y0 - lvl_y, y1 - lvl_y), slice(x0 - lvl_x, x1 - lvl_x))
             if segment is None:  # sparse file: a tile that was never written is glass
-                missing[dst] = True
+                out[dst] = 0
+                missing.append(dst)
             else:
                 out[dst] = segment[y0 - seg_y : y1 - seg_y, x0 - seg_x : x1 - seg_x]
         rgb = _to_rgb(out, page)
-        if missing.any():
-            rgb[missing] = 255
+        for dst in missing:
+            rgb[dst] = 255
         return rgb
 
     def _segments(self, level: int, indices: list[int]):

@@ -95,6 +95,10 @@ class Slide(abc.ABC):
 
     # -- the backend contract ----------------------------------------------------------
 
+    #: True when ``_read_level`` returns a new array each call, which the caller may keep
+    #: and modify (no copy is then made for a box read in one block).
+    _FRESH_BLOCKS = False
+
     @abc.abstractmethod
     def _read_level(self, level: int, lvl_x: int, lvl_y: int, lvl_w: int, lvl_h: int) -> np.ndarray:
         """Read a box wholly inside ``level``: ``(lvl_h, lvl_w, 3)`` uint8 RGB."""
@@ -294,10 +298,13 @@ class Slide(abc.ABC):
 
     def _read_box(self, level: int, lvl_x: int, lvl_y: int, lvl_w: int, lvl_h: int) -> np.ndarray:
         """Read any box of a level (white outside it), in blocks of at most _BLOCK."""
-        out = np.full((lvl_h, lvl_w, 3), 255, dtype=np.uint8)
         level_w, level_h = self._level_dimensions[level]
         in_x0, in_y0 = max(lvl_x, 0), max(lvl_y, 0)
         in_x1, in_y1 = min(lvl_x + lvl_w, level_w), min(lvl_y + lvl_h, level_h)
+        inside = (in_x0, in_y0, in_x1, in_y1) == (lvl_x, lvl_y, lvl_x + lvl_w, lvl_y + lvl_h)
+        # one block inside the level (a prediction crop, usually): the backend's array is the box
+        single = inside and lvl_w <= _BLOCK and lvl_h <= _BLOCK
+        out = None if single else np.full((lvl_h, lvl_w, 3), 255, dtype=np.uint8)
         for b_y in range(in_y0, in_y1, _BLOCK):
             for b_x in range(in_x0, in_x1, _BLOCK):
                 b_w, b_h = min(_BLOCK, in_x1 - b_x), min(_BLOCK, in_y1 - b_y)
@@ -311,6 +318,10 @@ class Slide(abc.ABC):
                         f"{(b_x, b_y, b_w, b_h)} failed with the {self.backend} backend: "
                         f"{type(exc).__name__}: {exc}; the file may be truncated or corrupt"
                     ) from exc
+                if single:
+                    if self._FRESH_BLOCKS and block.flags.c_contiguous and block.flags.writeable:
+                        return block
+                    return np.array(block, dtype=np.uint8, order="C")
                 out[b_y - lvl_y : b_y - lvl_y + b_h, b_x - lvl_x : b_x - lvl_x + b_w] = block
         return out
 
