@@ -835,13 +835,15 @@ def tiled_backward(
         bce_sum = 0.0
 
         # Pass 1 (Dice only): global sums I = sum(p*y), P = sum(p), Y = sum(y) and the BCE sum.
+        # No gradients here, so a float32 model on the CPU runs on the compiled kernels.
         if use_dice:
             inter = p_sum = y_sum = 0.0
+            fast = _fast_cpu(model, dtype, dev)
             with torch.no_grad():
                 pass1 = _read_ahead(tiles, read_and_keep, workers)
                 for t, (crop, y_np) in _progress(pass1, len(tiles), progress, "dice sums"):
                     _HEAP(t)
-                    logits = model(_as_input(crop, dev, dtype, config.total_stride))[0, 0][t.core_in_crop]
+                    logits = _core_logits(model, crop, t.core_in_crop, dev, dtype, fast)
                     del crop
                     y = torch.from_numpy(y_np).to(dev, dtype)
                     p = torch.sigmoid(logits)
