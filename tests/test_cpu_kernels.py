@@ -82,3 +82,20 @@ def test_tiled_predict_is_the_same_with_and_without_kernels(monkeypatch):
     assert np.abs(fast8.astype(int) - slow8).max() <= 1
     ref = torch.sigmoid(_logits(model, image)).numpy()
     np.testing.assert_allclose(fast, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_compile_failure_falls_back_to_pytorch(monkeypatch):
+    torch.manual_seed(2)
+    model = UNet(preset("paper")).eval()
+    image = np.random.default_rng(2).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    want = tiled_predict(model, image, tile=32)
+
+    def broken(*args):
+        raise K.numba.core.errors.TypingError("no implementation for this CPU")
+
+    monkeypatch.setattr(K, "_planar", broken)
+    monkeypatch.setattr(K, "_BROKEN", [])
+    with pytest.warns(RuntimeWarning, match="could not compile the CPU kernels.*PyTorch's kernels"):
+        got = tiled_predict(model, image, tile=32)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not _fast_cpu(model, torch.float32, torch.device("cpu"))  # off for the rest of the process

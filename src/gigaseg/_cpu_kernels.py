@@ -43,19 +43,39 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
 _DISABLE = "GIGASEG_NO_CPU_KERNELS"  # set to 1 to force PyTorch's kernels (comparisons, debugging)
 
 
+_BROKEN: list[str] = []  # set when numba failed to compile the kernels in this process
+
+
 def eligible(model: nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
     """True when ``predict_core`` can run ``model``: a float32 UNet on the CPU, first stride > 1,
     ReLU or leaky ReLU, numba importable."""
-    if numba is None or os.environ.get(_DISABLE, "") not in ("", "0"):
+    if numba is None or _BROKEN or os.environ.get(_DISABLE, "") not in ("", "0"):
         return False
     cfg = getattr(model, "config", None)
     return (device.type == "cpu" and dtype == torch.float32 and cfg is not None
             and cfg.strides[0] > 1 and cfg.activation in ("relu", "leaky_relu"))
 
 
-def predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) -> torch.Tensor:
+def predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) -> torch.Tensor | None:
     """Logits of ``model`` on the uint8 (h, w, C) ``crop``, rows ``rows`` and columns ``cols``
-    only: equal to ``model(crop / 255)[0, 0][rows, cols]`` up to float32 rounding."""
+    only: equal to ``model(crop / 255)[0, 0][rows, cols]`` up to float32 rounding.
+
+    Returns None, with a warning and the kernels off for the rest of the process, when numba
+    cannot compile them here (the caller then runs the model itself).
+    """
+    try:
+        return _predict_core(model, crop, rows, cols)
+    except numba.core.errors.NumbaError as exc:
+        import warnings
+
+        _BROKEN.append(str(exc))
+        warnings.warn(f"gigaseg: numba could not compile the CPU kernels ({type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}); using PyTorch's kernels "
+                      "instead (slower, same results)", RuntimeWarning, stacklevel=2)
+        return None
+
+
+def _predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) -> torch.Tensor:
     cfg = model.config
     s = cfg.strides[0]
     h, w = crop.shape[:2]

@@ -473,7 +473,9 @@ def _core_logits(model: nn.Module, crop: np.ndarray, core: tuple[slice, slice], 
     if fast:
         from ._cpu_kernels import predict_core
 
-        return predict_core(model, crop, *core)
+        z = predict_core(model, crop, *core)
+        if z is not None:
+            return z
     return model(_as_input(crop, device, dtype, model.config.total_stride))[0, 0][core]
 
 
