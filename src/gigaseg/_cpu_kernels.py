@@ -7,15 +7,15 @@ the machine's speed. The kernels here (numba) compute them from the uint8 crop d
 the head only over the crop's core, which the engine keeps; the layers in between stay in
 PyTorch. See NOTE [CPU kernels].
 
-Used by the engine for inference (no gradients) of a float32 model on the CPU when numba is
-installed; everything else goes through ``UNet.forward``.
+Used by the engine wherever no gradients are needed (prediction, validation, the first pass
+of an exact-Dice training step) for a float32 model on the CPU when numba is installed;
+everything else goes through ``UNet.forward``.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ from torch import nn
 # stay in registers across them. The head computes, for each output row and column phase u,
 #   logit[y, s j + u] = b + sum_{c, dy, dx} W[c, dy, dx] x[y + dy, s j + u + dx]
 #                       + sum_{c', m, n} K[(y mod s) s + u, c', m, n] d[y div s + m, j + n]
-# where K is the model's sub-pixel kernel (NOTE [Decoder convolutions]) and d the level-1
-# decoder output, i.e. the same sums as the model, in another order: the logits agree with
+# with dy, dx, m, n centred on 0, K the model's sub-pixel kernel (NOTE [Decoder convolutions])
+# and d the level-1 decoder output: the same sums as the model, in another order: the logits agree with
 # ``UNet.forward`` to float32 rounding (tests/test_cpu_kernels.py).
 
 try:  # numba is a dependency, but keep PyTorch's path if it cannot load on some platform
