@@ -1,10 +1,10 @@
-"""The compiled CPU kernels for prediction (gigaseg._cpu_kernels) against the model itself."""
+"""The compiled CPU kernels (gigaseg._cpu_kernels), forward and backward, against the model itself."""
 
 import numpy as np
 import pytest
 import torch
 
-from gigaseg import tiled_predict
+from gigaseg import tiled_backward, tiled_predict
 from gigaseg.engine import _fast_cpu
 from gigaseg.model import UNet, UNetConfig, preset
 
@@ -99,3 +99,100 @@ def test_a_compile_failure_falls_back_to_pytorch(monkeypatch):
         got = tiled_predict(model, image, tile=32)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert not _fast_cpu(model, torch.float32, torch.device("cpu"))  # off for the rest of the process
+
+
+def test_a_compile_failure_in_training_falls_back_to_pytorch(monkeypatch):
+    torch.manual_seed(2)
+    model = UNet(preset("paper"))
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    mask = (rng.random((70, 90)) < 0.5).astype(np.uint8)
+    want_value = tiled_backward(model, image, mask, loss="bce", tile=32)  # bce: no first pass
+    want = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+
+    def broken(*args):
+        raise K.numba.core.errors.TypingError("no implementation for this CPU")
+
+    monkeypatch.setattr(K, "_planar", broken)
+    monkeypatch.setattr(K, "_BROKEN", [])
+    with pytest.warns(RuntimeWarning, match="could not compile the CPU kernels"):
+        got_value = tiled_backward(model, image, mask, loss="bce", tile=32)
+    assert got_value == pytest.approx(want_value, rel=1e-6)
+    for p, g in zip(model.parameters(), want):
+        assert _rel(p.grad, g) <= 1e-5
+
+
+def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    return float((got - want).norm() / want.norm().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+@pytest.mark.parametrize("hw", [(37, 45), (211, 300)])
+def test_backward_kernels_equal_autograd(name, hw):
+    torch.manual_seed(4)
+    model = UNet(CONFIGS[name])
+    params = list(model.parameters())
+    h, w = hw
+    crop = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = (np.random.default_rng(1).random((h, w)) < 0.4).astype(np.uint8)
+    x = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+    weights = K.LossWeights(bce=1 / 3000, inter=-0.02, p_coef=0.003)
+    # the whole crop, an off-stride window, one pixel at the edge
+    for rows, cols in [(slice(0, h), slice(0, w)), (slice(5, h - 3), slice(7, w - 2)), (slice(h - 1, h), slice(1, 2))]:
+        y_np = np.ascontiguousarray(mask[rows, cols])
+        got, bce = K.backward_core(model, crop, rows, cols, y_np, weights, bce_sum=True)
+        z = model(x)[0, 0][rows, cols]
+        y = torch.from_numpy(y_np).float()
+        p = torch.sigmoid(z.detach())
+        want = torch.autograd.grad(z, params, weights.bce * (p - y) + (weights.inter * y + weights.p_coef) * p * (1 - p))
+        assert set(got) == set(params)
+        for p, g in zip(params, want):
+            assert got[p].shape == p.shape and got[p].dtype == torch.float32
+            assert _rel(got[p], g) <= 2e-5
+        bce_ref = torch.nn.functional.binary_cross_entropy_with_logits(z.detach().double(), y.double(), reduction="sum")
+        assert bce == pytest.approx(float(bce_ref), rel=1e-5)
+        sums = K.core_sums(model, crop, rows, cols, y_np, bce=True)
+        p = torch.sigmoid(z.detach().double())
+        assert sums == pytest.approx((float((p * y).sum()), float(p.sum()), float(bce_ref)), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["bce", "dice", "bce+dice"])
+def test_tiled_backward_is_the_same_with_and_without_kernels(monkeypatch, loss):
+    torch.manual_seed(6)
+    model = UNet(preset("paper"))
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, (200, 330, 3), dtype=np.uint8)
+    mask = (rng.random((200, 330)) < 0.5).astype(np.uint8)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        value = tiled_backward(model, image, mask, loss=loss, tile=96)
+        return value, [p.grad.clone() for p in model.parameters()]
+
+    fast_value, fast = run()
+    monkeypatch.setenv("GIGASEG_NO_CPU_KERNELS", "1")
+    slow_value, slow = run()
+    assert fast_value == pytest.approx(slow_value, rel=1e-6)
+    for g_fast, g_slow in zip(fast, slow):
+        assert _rel(g_fast, g_slow) <= 1e-5
+
+
+def test_backward_kernels_with_frozen_layers():
+    """Frozen parameters get no gradient; the others the same as with everything trainable."""
+    torch.manual_seed(7)
+    model = UNet(preset("paper"))
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (150, 170, 3), dtype=np.uint8)
+    mask = (rng.random((150, 170)) < 0.5).astype(np.uint8)
+    tiled_backward(model, image, mask, tile=64)
+    want = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(("encoder.1.", "decoder.")))
+    tiled_backward(model, image, mask, tile=64)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert _rel(p.grad, want[name]) <= 1e-6, name
+        else:
+            assert p.grad is None, name

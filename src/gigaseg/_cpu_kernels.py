@@ -1,21 +1,24 @@
-"""Compiled CPU kernels for prediction: the U-Net's two full-resolution layers.
+"""Compiled CPU kernels for the U-Net's two full-resolution layers, forward and backward.
 
-On a CPU, nearly all of a ``paper`` model's forward pass is spent in its first convolution
-(15 x 15, stride 4, 3 -> 2 channels) and its head (the 3 x 3 output convolution over the
-upsampled features and the image). PyTorch's kernels run these oddly shaped layers far below
-the machine's speed. The kernels here (numba) compute them from the uint8 crop directly and
-the head only over the crop's core, which the engine keeps; the layers in between stay in
-PyTorch. See NOTE [CPU kernels].
+On a CPU, nearly all of a ``paper`` model's work is in its first convolution (15 x 15, stride 4,
+3 -> 2 channels) and its head (the 3 x 3 output convolution over the upsampled features and the
+image). PyTorch's kernels run these oddly shaped layers far below the machine's speed. The
+kernels here (numba) compute them from the uint8 crop directly, and the head only over the
+crop's core, which the engine keeps; the layers in between stay in PyTorch. See NOTE [CPU
+kernels] and NOTE [CPU kernels, backward].
 
-Used by the engine wherever no gradients are needed (prediction, validation, the first pass
-of an exact-Dice training step) for a float32 model on the CPU when numba is installed;
-everything else goes through ``UNet.forward``.
+Used by the engine for a float32 model on the CPU when numba is installed: ``predict_core``
+wherever no gradients are needed (prediction, validation), ``core_sums`` and
+``backward_core`` for the two passes of a training step (with the loss's own sums and
+gradient fused in). Everything else goes through ``UNet.forward`` and autograd.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import threading
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -63,58 +66,216 @@ def predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) -
     Returns None, with a warning and the kernels off for the rest of the process, when numba
     cannot compile them here (the caller then runs the model itself).
     """
+    return _guarded(_predict_core, model, crop, rows, cols)
+
+
+class LossWeights(NamedTuple):
+    """dLoss/dlogit = bce (p - y) + (inter y + p_coef) p (1 - p), with p = sigmoid(logit): the
+    mean BCE's share (``bce`` = 1 / N, or 0 without BCE) and the two-pass Dice's (NOTE
+    [Two-pass Dice] in ``gigaseg.engine``; 0 and 0 without Dice)."""
+
+    bce: float
+    inter: float
+    p_coef: float
+
+
+def core_sums(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice, y: np.ndarray,
+              bce: bool) -> tuple[float, float, float] | None:
+    """(sum p y, sum p, sum BCE (0 unless ``bce``)) over ``rows`` x ``cols`` of ``crop``, with p
+    the model's probabilities there and ``y`` the uint8 mask of that window; float64 sums.
+    None when numba cannot compile the kernels here (see ``predict_core``)."""
+    z = predict_core(model, crop, rows, cols)
+    if z is None:
+        return None
+    out = np.zeros(3)
+    _loss_sums(z.numpy(), y, bce, out)
+    return float(out[0]), float(out[1]), float(out[2])
+
+
+def backward_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice, y: np.ndarray,
+                  weights: LossWeights, bce_sum: bool = False,
+                  ) -> tuple[dict[nn.Parameter, torch.Tensor], float] | None:
+    """Parameter gradients of a loss of ``model``'s logits on ``crop``, over ``rows`` x ``cols``.
+
+    The loss is the tile's share of a whole-image loss whose gradient with respect to each
+    logit z of the window is given by ``weights`` and the uint8 mask ``y`` of the window (the
+    rest of the crop's logits do not enter the loss). Returns {parameter: dLoss/dparameter}
+    for every parameter of ``model`` that requires grad: what ``torch.autograd.grad`` through
+    ``model`` would give, up to float32 rounding, and the sum of the window's BCE when
+    ``bce_sum`` (else 0). The full-resolution layers run on compiled kernels (NOTE [CPU
+    kernels, backward]), the layers in between on PyTorch's autograd. None when numba cannot
+    compile the kernels here (see ``predict_core``).
+    """
+    return _guarded(_backward_core, model, crop, rows, cols, y, weights, bce_sum)
+
+
+def _guarded(fn, *args):
     try:
-        return _predict_core(model, crop, rows, cols)
+        return fn(*args)
     except numba.core.errors.NumbaError as exc:
         import warnings
 
         _BROKEN.append(str(exc))
         warnings.warn(f"gigaseg: numba could not compile the CPU kernels ({type(exc).__name__}: "
                       f"{str(exc).splitlines()[0] if str(exc) else ''}); using PyTorch's kernels "
-                      "instead (slower, same results)", RuntimeWarning, stacklevel=2)
+                      "instead (slower, same results)", RuntimeWarning, stacklevel=3)
         return None
 
 
-def _predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) -> torch.Tensor:
-    cfg = model.config
-    s = cfg.strides[0]
-    h, w = crop.shape[:2]
-    total = cfg.total_stride
-    hp, wp = -(-h // total) * total, -(-w // total) * total  # the model's own padding
-    enc = model.encoder[0]
-    r0 = cfg.encoder_kernels[0] // 2
-    rh = cfg.decoder_kernels[0] // 2
-    pr = max(r0, rh)
-    lo = -(-max(r0, rh) // s)  # low-resolution columns of zeros each side
-    threads = torch.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    xp = _planar(np.ascontiguousarray(crop), hp, wp, pr, lo, s)
+_THREADS = threading.local()  # numba's thread count is per calling thread
 
-    w4, nsh = _phase_weights(enc.conv.weight.detach().numpy(), s)
-    slope = np.float32(_slope(enc))
-    first = _first_conv_kernel(cfg.channels[0], nsh)
-    e1 = np.empty((hp // s, wp // s, cfg.channels[0]), np.float32)
-    first(xp, w4, enc.conv.bias.detach().numpy(), slope, s, pr - r0, lo - (-(-r0 // s)), e1)
-    e1t = torch.from_numpy(e1).permute(2, 0, 1).unsqueeze(0)  # (1, c1, H/s, W/s), channels-last memory
+
+def _match_threads() -> None:
+    """Run numba's parallel loops on as many threads as PyTorch's (numba's get and set cost
+    ~0.3 and ~1 ms: remembered, set only on change)."""
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    if getattr(_THREADS, "n", None) != threads:
+        numba.set_num_threads(threads)
+        _THREADS.n = threads
+
+
+class _Parts:
+    """The kernels' view of one crop: its planar input, the first convolution's output ``e1``
+    (after the activation, (H/s, W/s, c1)), and the geometry both full-resolution layers share."""
+
+    def __init__(self, model: nn.Module, crop: np.ndarray) -> None:
+        cfg = self.config = model.config
+        self.s = s = cfg.strides[0]
+        self.h, self.w = crop.shape[:2]
+        total = cfg.total_stride
+        self.hp, self.wp = -(-self.h // total) * total, -(-self.w // total) * total  # the model's padding
+        self.r0 = r0 = cfg.encoder_kernels[0] // 2
+        rh = cfg.decoder_kernels[0] // 2
+        self.pr = max(r0, rh)
+        self.lo = -(-max(r0, rh) // s)  # low-resolution columns of zeros each side
+        _match_threads()
+        self.xp = _planar(np.ascontiguousarray(crop), self.hp, self.wp, self.pr, self.lo, s)
+        enc = model.encoder[0]
+        self.slope = np.float32(_slope(enc))
+        w4, nsh = _phase_weights(enc.conv.weight.detach().numpy(), s)
+        self.nsh = nsh
+        self.e1 = np.empty((self.hp // s, self.wp // s, cfg.channels[0]), np.float32)
+        _first_conv_kernel(cfg.channels[0], nsh)(
+            self.xp, w4, enc.conv.bias.detach().numpy(), self.slope, s, *self.first_offsets(), self.e1)
+
+    def first_offsets(self) -> tuple[int, int]:
+        """Where the first convolution's window starts in ``xp``: (row, low-resolution column)."""
+        return self.pr - self.r0, self.lo - (-(-self.r0 // self.s))
+
+    def head(self, model: nn.Module, d1: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The head's inputs: d1 zero-padded by the sub-pixel reach (c1, H/s + 2R, W/s + 2R), the
+        sub-pixel kernel of its d1 channels (s*s, c1, 2R + 1, 2R + 1), its image channels' weights."""
+        from .model import _subpixel_kernel
+
+        c1 = self.config.channels[0]
+        weight = model.head.conv.weight.detach()
+        ksub = _subpixel_kernel(weight[:, :c1], self.s).contiguous().numpy()
+        reach = ksub.shape[-1] // 2
+        dp = np.zeros((c1, self.hp // self.s + 2 * reach, self.wp // self.s + 2 * reach), np.float32)
+        dp[:, reach:-reach or None, reach:-reach or None] = d1[0].detach().numpy()
+        return dp, ksub, weight[0, c1:].contiguous().numpy()
+
+    def logits(self, model: nn.Module, dp, ksub, ws, rows: slice, cols: slice) -> torch.Tensor:
+        y0, y1, _ = rows.indices(self.h)
+        x0, x1, _ = cols.indices(self.w)
+        out = np.empty((y1 - y0, x1 - x0), np.float32)
+        kernel = _head3 if self.config.decoder_kernels[0] == 3 else _head
+        kernel(self.xp, self.pr, self.lo, dp, ws, ksub, np.float32(model.head.conv.bias.item()), self.s,
+               y0, y1, x0, x1, out)
+        return torch.from_numpy(out)
+
+
+def _predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) -> torch.Tensor:
+    parts = _Parts(model, crop)
+    e1t = torch.from_numpy(parts.e1).permute(2, 0, 1).unsqueeze(0)  # (1, c1, H/s, W/s), channels-last memory
     with torch.no_grad():
         d1 = model._decode(e1t)
+    return parts.logits(model, *parts.head(model, d1), rows, cols)
 
-    from .model import _subpixel_kernel
+
+# NOTE [CPU kernels, backward]
+# A training tile runs forward as in prediction, keeping e1 (the first layer's output) as the
+# leaf of a PyTorch graph through the layers in between (``UNet._decode``), and then backward:
+#  - head: with g = dLoss/dlogit over the core, in the layout of the forward kernel (per row,
+#    column phase ux, low-resolution column j), the image weights' gradient is
+#    sum g[y, s j + ux] xp[...] over the same taps as the forward pass, the sub-pixel kernel's
+#    gradient dK[(y mod s) s + ux, c', m, n] = sum g[y, s j + ux] d[y div s + m, j + n], and the
+#    gradient of d the transposed sum. dK goes back to the head's weights through the sub-pixel
+#    rearrangement (``_subpixel_kernel``, by autograd on the tiny kernel).
+#  - layers in between: ``torch.autograd.grad`` of d1 with that gradient, down to e1.
+#  - first convolution: through the activation (e1 > 0 exactly where its input is > 0, for
+#    ReLU and leaky ReLU alike), then the weights' gradient
+#    dW4[co, c, ky, p, t] = sum_{oy, ox} g1[co, oy, ox] xp[row0 + s oy + ky, c, p, col0 + ox + t],
+#    the forward kernel's sum with the roles swapped, in the phase layout of ``_phase_weights``.
+# Each thread sums its rows into float64 partial sums, added up at the end: the result does
+# not depend on the number of threads beyond float32 rounding of each row's dot products.
+
+
+def _backward_core(model, crop, rows, cols, y, weights, bce_sum):
+    cfg = model.config
+    parts = _Parts(model, crop)
+    s = parts.s
+    e1t = torch.from_numpy(parts.e1).permute(2, 0, 1).unsqueeze(0).requires_grad_(True)
+    middle = [p for name, p in model.named_parameters()
+              if p.requires_grad and not name.startswith(("encoder.0.", "head."))]
+    with torch.enable_grad():
+        d1 = model._decode(e1t)
+    dp, ksub, ws = parts.head(model, d1)
+    z = parts.logits(model, dp, ksub, ws, rows, cols).numpy()
+
+    # head
+    y0, y1, _ = rows.indices(parts.h)
+    x0, x1, _ = cols.indices(parts.w)
+    j0 = x0 // s
+    gq = np.empty((y1 - y0, s, -(-x1 // s) - j0), np.float32)  # gq[i, ux, j] = dLoss/dz[i, s (j0 + j) + ux - x0]
+    g_sum, bce = _loss_grad(z, y, np.float32(weights.bce), np.float32(weights.inter), np.float32(weights.p_coef),
+                            bce_sum, s, x0 - j0 * s, gq)
+    del z
+    chunks = _chunks(y1 - y0)
+    dws = np.zeros(ws.shape, np.float64)
+    dk = np.zeros(ksub.shape, np.float64)
+    _head_weight_grad(parts.xp, parts.pr, parts.lo, dp, gq, s, y0, j0, chunks, dws, dk)
+    ddp = np.zeros_like(dp)
+    _head_input_grad(gq, ksub, s, y0, j0, ddp)
+    reach = ksub.shape[-1] // 2
+    grad_d1 = torch.from_numpy(np.ascontiguousarray(ddp[:, reach:-reach or None, reach:-reach or None]))[None]
+
+    from .model import _channels_last, _subpixel_kernel
 
     head = model.head.conv
     c1 = cfg.channels[0]
-    weight = head.weight.detach()
-    ksub = _subpixel_kernel(weight[:, :c1], s).contiguous().numpy()  # (s*s, c1, n, n)
-    reach = ksub.shape[-1] // 2
-    dp = np.zeros((c1, hp // s + 2 * reach, wp // s + 2 * reach), np.float32)
-    dp[:, reach:-reach or None, reach:-reach or None] = d1[0].numpy()
-    y0, y1, _ = rows.indices(h)
-    x0, x1, _ = cols.indices(w)
-    out = np.empty((y1 - y0, x1 - x0), np.float32)
-    head_kernel = _head3 if cfg.decoder_kernels[0] == 3 else _head
-    head_kernel(xp, pr, lo, dp, weight[0, c1:].contiguous().numpy(), ksub, np.float32(head.bias.item()), s,
-                y0, y1, x0, x1, out)
-    return torch.from_numpy(out)
+    w_low = head.weight.detach()[:, :c1].clone().requires_grad_(True)
+    with torch.enable_grad():
+        (g_low,) = torch.autograd.grad(_subpixel_kernel(w_low, s), w_low,
+                                       torch.from_numpy(dk.astype(np.float32)).reshape(ksub.shape))
+    g_head = torch.cat([g_low, torch.from_numpy(dws.astype(np.float32))[None]], dim=1)
+    grads = {head.weight: g_head, head.bias: torch.tensor([g_sum], dtype=torch.float32)}
+
+    # layers in between
+    if d1 is e1t:  # depth 1: the head reads e1 itself
+        grad_e1 = grad_d1
+    else:
+        *g_mid, grad_e1 = torch.autograd.grad(d1, middle + [e1t], _channels_last(grad_d1), allow_unused=True)
+        grads.update((p, gp) for p, gp in zip(middle, g_mid) if gp is not None)
+
+    # first convolution
+    g1 = np.ascontiguousarray(grad_e1[0].numpy())  # (c1, H/s, W/s)
+    g1 *= np.where(parts.e1.transpose(2, 0, 1) > 0, np.float32(1), parts.slope)
+    enc = model.encoder[0].conv
+    k = enc.weight.shape[-1]
+    dw4 = np.zeros((c1, crop.shape[2], k, s, parts.nsh), np.float64)
+    _first_conv_weight_grad(parts.xp, g1, s, *parts.first_offsets(), _chunks(g1.shape[1]), dw4)
+    r, lo = k // 2, -(-parts.r0 // s)
+    taps = np.arange(k) - r
+    dw = dw4[:, :, :, taps % s, taps // s + lo]  # inverse of _phase_weights
+    grads[enc.weight] = torch.from_numpy(dw.astype(np.float32))
+    grads[enc.bias] = torch.from_numpy(g1.sum(axis=(1, 2), dtype=np.float64).astype(np.float32))
+    return {p: g for p, g in grads.items() if p.requires_grad}, bce
+
+
+def _chunks(rows: int) -> int:
+    """How many row blocks the backward kernels split ``rows`` into (each with its own sums)."""
+    return max(1, min(rows, 4 * numba.get_num_threads()))
 
 
 def _slope(block: nn.Module) -> float:
@@ -271,6 +432,139 @@ if numba is not None:
                         for j in range(nj):
                             a[j] += k0 * d[j] + k1 * d[j + 1] + k2 * d[j + 2]
             _interleave(tmp, out[y - y0], j0 * s - x0, s)
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def _head_weight_grad(xp, pr, lo, dp, gq, s, y0, j0, chunks, dws, dk):
+        """dws[c, dy, dx] += sum g x and dk[u, c', m, n] += sum g d over the core (NOTE [CPU
+        kernels, backward]); gq[i, ux, j] = dLoss/dlogit[y0 + i, s (j0 + j) + ux]."""
+        ny, nj = gq.shape[0], gq.shape[2]
+        c_in, kh = dws.shape[0], dws.shape[1]
+        rh = kh // 2
+        c1, n = dk.shape[1], dk.shape[2]
+        pws = np.zeros((chunks,) + dws.shape)
+        pk = np.zeros((chunks,) + dk.shape)
+        for ch in prange(chunks):
+            aws, ak = pws[ch], pk[ch]
+            for i in range(ch * ny // chunks, (ch + 1) * ny // chunks):
+                y = y0 + i
+                jy, uy = y // s, y % s
+                for ux in range(s):
+                    g = gq[i, ux]
+                    for c in range(c_in):
+                        for dy in range(kh):
+                            for dx in range(kh):
+                                q = ux + dx - rh
+                                row = xp[y + dy - rh + pr, c, q % s, j0 + q // s + lo:]
+                                v = np.float32(0.0)
+                                for j in range(nj):
+                                    v += g[j] * row[j]
+                                aws[c, dy, dx] += v
+                    for cd in range(c1):
+                        for m in range(n):
+                            for nn_ in range(n):
+                                drow = dp[cd, jy + m, j0 + nn_:]
+                                v = np.float32(0.0)
+                                for j in range(nj):
+                                    v += g[j] * drow[j]
+                                ak[uy * s + ux, cd, m, nn_] += v
+        for ch in range(chunks):
+            dws += pws[ch]
+            dk += pk[ch]
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def _head_input_grad(gq, ksub, s, y0, j0, ddp):
+        """ddp[c', a, b] += sum K[u, c', m, n] g over the core positions that read d[a, b]."""
+        ny, nj = gq.shape[0], gq.shape[2]
+        c1, n = ksub.shape[1], ksub.shape[2]
+        for a in prange(ddp.shape[1]):
+            for m in range(n):
+                for uy in range(s):
+                    i = s * (a - m) + uy - y0
+                    if i < 0 or i >= ny:
+                        continue
+                    for ux in range(s):
+                        g = gq[i, ux]
+                        for cd in range(c1):
+                            for nn_ in range(n):
+                                kv = ksub[uy * s + ux, cd, m, nn_]
+                                drow = ddp[cd, a, j0 + nn_:]
+                                for j in range(nj):
+                                    drow[j] += kv * g[j]
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def _first_conv_weight_grad(xp, g1, s, row0, col0, chunks, dw4):
+        """dw4[co, c, ky, p, t] += sum_{oy, ox} g1[co, oy, ox] xp[row0 + s oy + ky, c, p, col0 + ox + t]."""
+        co_n, ho, wq = g1.shape
+        c_in, k, nsh = dw4.shape[1], dw4.shape[2], dw4.shape[4]
+        part = np.zeros((chunks,) + dw4.shape)
+        for ch in prange(chunks):
+            acc = part[ch]
+            for oy in range(ch * ho // chunks, (ch + 1) * ho // chunks):
+                for ky in range(k):
+                    iy = row0 + s * oy + ky
+                    for c in range(c_in):
+                        for p in range(s):
+                            row = xp[iy, c, p, col0:]
+                            for co in range(co_n):
+                                gr = g1[co, oy]
+                                for t in range(nsh):
+                                    v = np.float32(0.0)
+                                    for ox in range(wq):
+                                        v += gr[ox] * row[ox + t]
+                                    acc[co, c, ky, p, t] += v
+        for ch in range(chunks):
+            dw4 += part[ch]
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def _loss_sums(z, y, bce, out):
+        """out += (sum p y, sum p, sum BCE if ``bce``) over the logits ``z`` and the uint8 mask ``y``."""
+        ny, nx = z.shape
+        rows = np.zeros((ny, 3))
+        for i in prange(ny):
+            si = sp = sb = 0.0
+            for j in range(nx):
+                v = z[i, j]
+                t = np.float32(y[i, j])
+                e = np.exp(-abs(v))
+                r = np.float32(1.0) / (np.float32(1.0) + e)
+                p = r if v >= 0 else e * r  # sigmoid(v), without overflow
+                si += p * t
+                sp += p
+                if bce:  # max(v, 0) - v y + log(1 + exp(-|v|)), as PyTorch computes it
+                    sb += max(v, np.float32(0.0)) - v * t + np.log(np.float32(1.0) + e)
+            rows[i, 0], rows[i, 1], rows[i, 2] = si, sp, sb
+        for i in range(ny):
+            for k in range(3):
+                out[k] += rows[i, k]
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def _loss_grad(z, y, w_bce, w_inter, w_p, bce, s, off, gq):
+        """gq[i, ux, j] = dLoss/dz at z[i, s j + ux - off] (``LossWeights``), 0 outside ``z``;
+        returns (sum of the gradient, sum of the BCE over ``z`` when ``bce``)."""
+        ny, nx = z.shape
+        nj = gq.shape[2]
+        rows = np.zeros((ny, 2))
+        for i in prange(ny):
+            sg = sb = 0.0
+            for ux in range(s):
+                g = gq[i, ux]
+                for j in range(nj):
+                    x = s * j + ux - off
+                    if x < 0 or x >= nx:
+                        g[j] = 0.0
+                        continue
+                    v = z[i, x]
+                    t = np.float32(y[i, x])
+                    e = np.exp(-abs(v))
+                    r = np.float32(1.0) / (np.float32(1.0) + e)
+                    p = r if v >= 0 else e * r
+                    gv = w_bce * (p - t) + (w_inter * t + w_p) * p * (np.float32(1.0) - p)
+                    g[j] = gv
+                    sg += gv
+                    if bce:
+                        sb += max(v, np.float32(0.0)) - v * t + np.log(np.float32(1.0) + e)
+            rows[i, 0], rows[i, 1] = sg, sb
+        return rows[:, 0].sum(), rows[:, 1].sum()
 
     @njit(cache=True)
     def _interleave(tmp, orow, base, s):

@@ -789,7 +789,10 @@ def tiled_backward(
 
     Accumulates into each parameter's ``.grad`` what ``loss.backward()`` on the whole image
     would, where the model input is ``image / 255`` as (1, 3, H, W) floats of the model's dtype.
-    On any error the ``.grad`` of every parameter is left as it was.
+    On any error the ``.grad`` of every parameter is left as it was. A float32 model on the CPU
+    runs its two full-resolution layers, forward and backward, on compiled kernels when numba is
+    installed (``gigaseg._cpu_kernels``: the same gradients up to float32 rounding;
+    ``GIGASEG_NO_CPU_KERNELS=1`` turns them off).
 
     Args:
         model: a ``gigaseg.UNet`` (other models are refused; see ``check_local``).
@@ -835,29 +838,52 @@ def tiled_backward(
             return (kept[0], kept[1]) if kept is not None else read(t)
 
         bce_sum = 0.0
+        # float32 on the CPU: compiled kernels for the full-resolution layers, forward and backward
+        fast = _fast_cpu(model, dtype, dev)
+        from . import _cpu_kernels
 
         # Pass 1 (Dice only): global sums I = sum(p*y), P = sum(p), Y = sum(y) and the BCE sum.
-        # No gradients here, so a float32 model on the CPU runs on the compiled kernels.
         if use_dice:
             inter = p_sum = y_sum = 0.0
-            fast = _fast_cpu(model, dtype, dev)
             with torch.no_grad():
                 pass1 = _read_ahead(tiles, read_and_keep, workers)
                 for t, (crop, y_np) in _progress(pass1, len(tiles), progress, "dice sums"):
                     _HEAP(t)
-                    logits = _core_logits(model, crop, t.core_in_crop, dev, dtype, fast)
-                    del crop
-                    y = torch.from_numpy(y_np).to(dev, dtype)
-                    p = torch.sigmoid(logits)
-                    inter += _sum64(p * y)
-                    p_sum += _sum64(p)
                     y_sum += float(y_np.sum(dtype=np.int64))
-                    if use_bce:
-                        bce_sum += float(_bce_sum(logits, y))
+                    sums = _cpu_kernels.core_sums(model, crop, *t.core_in_crop, y_np, use_bce) if fast else None
+                    if sums is None:
+                        fast = False  # no kernels (numba could not compile here): PyTorch's from now on
+                        logits = _core_logits(model, crop, t.core_in_crop, dev, dtype, False)
+                        y = torch.from_numpy(y_np).to(dev, dtype)
+                        p = torch.sigmoid(logits)
+                        sums = _sum64(p * y), _sum64(p), float(_bce_sum(logits, y)) if use_bce else 0.0
+                    del crop
+                    inter += sums[0]
+                    p_sum += sums[1]
+                    bce_sum += sums[2]
             denom = p_sum + y_sum + DICE_SMOOTH
             dice_value = 1.0 - (2.0 * inter + DICE_SMOOTH) / denom
             coef_inter = -2.0 / denom
             coef_p = (2.0 * inter + DICE_SMOOTH) / denom**2
+        else:
+            coef_inter = coef_p = 0.0
+        weights = _cpu_kernels.LossWeights(1.0 / n_pixels if use_bce else 0.0, coef_inter, coef_p)
+
+        def logits_grad(z: torch.Tensor, y_np: np.ndarray) -> torch.Tensor:
+            """dLoss/dlogits over a tile's core: (p - y) / N for the mean BCE, (A y + B) p (1 - p)
+            for Dice (NOTE [Two-pass Dice]); the BCE sum too when there is no first pass."""
+            nonlocal bce_sum
+            with torch.no_grad():
+                y = torch.from_numpy(y_np).to(z.device, z.dtype)
+                if use_bce and not use_dice:
+                    bce_sum += float(_bce_sum(z, y))
+                p = torch.sigmoid(z)
+                g = torch.zeros_like(z)
+                if use_bce:
+                    g.copy_(p).sub_(y).div_(n_pixels)
+                if use_dice:
+                    g.add_((coef_inter * y + coef_p) * p * (1 - p))
+                return g
 
         # Pass 2: per-tile backward of the tile's exact share of the loss; gradients are summed
         # privately and added to .grad only once every tile has succeeded.
@@ -865,23 +891,21 @@ def tiled_backward(
         pass2 = _read_ahead(tiles, read_again, workers)
         for t, (crop, y_np) in _progress(pass2, len(tiles), progress, "backward"):
             _HEAP(t)
+            if fast:
+                done = _cpu_kernels.backward_core(model, crop, *t.core_in_crop, y_np, weights,
+                                                  bce_sum=use_bce and not use_dice)
+                if done is not None:
+                    tile_grads, tile_bce = done
+                    bce_sum += tile_bce
+                    for acc, p in zip(grads, params):
+                        acc += tile_grads[p]
+                    continue
+                fast = False  # numba could not compile here: PyTorch for the rest
             logits = model(_as_input(crop, dev, dtype, config.total_stride))
             del crop
-            with torch.no_grad():
-                z = logits[0, 0][t.core_in_crop]
-                y = torch.from_numpy(y_np).to(dev, dtype)
-                if use_bce and not use_dice:
-                    bce_sum += float(_bce_sum(z, y))
-                # dLoss/dlogits: (p - y) / N for the mean BCE, (A y + B) p (1 - p) for Dice (NOTE
-                # [Two-pass Dice]); zero on the halo, whose outputs belong to other tiles.
-                p = torch.sigmoid(z)
-                grad_logits = torch.zeros_like(logits)
-                core = grad_logits[0, 0][t.core_in_crop]
-                if use_bce:
-                    core.copy_(p).sub_(y).div_(n_pixels)
-                if use_dice:
-                    core.add_((coef_inter * y + coef_p) * p * (1 - p))
-                del z, y, p, core
+            # zero on the halo, whose outputs belong to other tiles
+            grad_logits = torch.zeros_like(logits)
+            grad_logits[0, 0][t.core_in_crop] = logits_grad(logits.detach()[0, 0][t.core_in_crop], y_np)
             for acc, g in zip(grads, torch.autograd.grad(logits, params, grad_logits, allow_unused=True)):
                 if g is not None:
                     acc += g
