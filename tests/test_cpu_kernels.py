@@ -42,16 +42,16 @@ def test_kernels_equal_the_model(name, hw):
         torch.testing.assert_close(got, ref[rows, cols], rtol=1e-5, atol=1e-5)
 
 
-def test_planar_input_is_exactly_image_over_255():
+def test_planar_input_is_the_crop_by_column_phase():
     crop = np.random.default_rng(0).integers(0, 256, (13, 22, 3), dtype=np.uint8)
     s, pr, lo = 4, 7, 2
     xp = K._planar(crop, 32, 32, pr, lo, s)  # padded to 32 x 32 like the model's own padding
-    ref = torch.zeros(32, 32, 3)
-    ref[:13, :22] = torch.from_numpy(crop).float() / 255
+    assert xp.dtype == np.uint8
+    ref = np.zeros((32, 32, 3), np.uint8)
+    ref[:13, :22] = crop
     for p in range(s):
-        # xp[r, c, p, j] = x[r - pr, s (j - lo) + p, c]
-        got = xp[pr : pr + 32, :, p, lo : lo + 8]
-        assert np.array_equal(got, ref[:, p::s, :].permute(0, 2, 1).numpy())  # bit for bit
+        # xp[r, c, p, j] = crop[r - pr, s (j - lo) + p, c]
+        assert np.array_equal(xp[pr : pr + 32, :, p, lo : lo + 8], ref[:, p::s, :].transpose(0, 2, 1))
     assert not xp[:pr].any() and not xp[pr + 32 :].any() and not xp[..., :lo].any() and not xp[..., lo + 8 :].any()
 
 
@@ -101,23 +101,28 @@ def test_a_compile_failure_falls_back_to_pytorch(monkeypatch):
     assert not _fast_cpu(model, torch.float32, torch.device("cpu"))  # off for the rest of the process
 
 
-def test_a_compile_failure_in_training_falls_back_to_pytorch(monkeypatch):
+@pytest.mark.parametrize("loss, kernel", [
+    ("bce", "_planar"),  # the crop's rearrangement fails: no kernel at all
+    ("bce", "_head_weight_grad"),  # the backward fails after the crop was handed over
+    ("bce+dice", "_loss_sums"),  # the first pass fails after the crop was handed over
+])
+def test_a_compile_failure_in_training_falls_back_to_pytorch(monkeypatch, loss, kernel):
     torch.manual_seed(2)
     model = UNet(preset("paper"))
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
     mask = (rng.random((70, 90)) < 0.5).astype(np.uint8)
-    want_value = tiled_backward(model, image, mask, loss="bce", tile=32)  # bce: no first pass
+    want_value = tiled_backward(model, image, mask, loss=loss, tile=32)
     want = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
 
     def broken(*args):
         raise K.numba.core.errors.TypingError("no implementation for this CPU")
 
-    monkeypatch.setattr(K, "_planar", broken)
+    monkeypatch.setattr(K, kernel, broken)
     monkeypatch.setattr(K, "_BROKEN", [])
     with pytest.warns(RuntimeWarning, match="could not compile the CPU kernels"):
-        got_value = tiled_backward(model, image, mask, loss="bce", tile=32)
+        got_value = tiled_backward(model, image, mask, loss=loss, tile=32)
     assert got_value == pytest.approx(want_value, rel=1e-6)
     for p, g in zip(model.parameters(), want):
         assert _rel(p.grad, g) <= 1e-5
@@ -141,7 +146,7 @@ def test_backward_kernels_equal_autograd(name, hw):
     # the whole crop, an off-stride window, one pixel at the edge
     for rows, cols in [(slice(0, h), slice(0, w)), (slice(5, h - 3), slice(7, w - 2)), (slice(h - 1, h), slice(1, 2))]:
         y_np = np.ascontiguousarray(mask[rows, cols])
-        got, bce = K.backward_core(model, crop, rows, cols, y_np, weights, bce_sum=True)
+        got, bce = K.backward_core(model, K.tile_input(model, crop), rows, cols, y_np, weights, bce_sum=True)
         z = model(x)[0, 0][rows, cols]
         y = torch.from_numpy(y_np).float()
         p = torch.sigmoid(z.detach())
@@ -152,7 +157,7 @@ def test_backward_kernels_equal_autograd(name, hw):
             assert _rel(got[p], g) <= 2e-5
         bce_ref = torch.nn.functional.binary_cross_entropy_with_logits(z.detach().double(), y.double(), reduction="sum")
         assert bce == pytest.approx(float(bce_ref), rel=1e-5)
-        sums = K.core_sums(model, crop, rows, cols, y_np, bce=True)
+        sums = K.core_sums(model, K.tile_input(model, crop), rows, cols, y_np, bce=True)
         p = torch.sigmoid(z.detach().double())
         assert sums == pytest.approx((float((p * y).sum()), float(p.sum()), float(bce_ref)), rel=1e-5)
 

@@ -18,17 +18,19 @@ from __future__ import annotations
 import functools
 import os
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 # NOTE [CPU kernels]
-# Both kernels vectorize along image rows. The input is rearranged once ("space to depth"
-# along x only): xp[r, c, p, j] = x[r - PR, s (j - PC) + p, c] / 255, zero outside the image,
-# so a tap of the stride-s first convolution at column offset d reads phase d mod s shifted by
-# floor(d / s) low-resolution columns: contiguous memory for every tap. The first convolution
+# Both kernels vectorize along image rows. The uint8 input is rearranged once ("space to depth"
+# along x only): xp[r, c, p, j] = crop[r - PR, s (j - PC) + p, c], zero outside the image, so a
+# tap of the stride-s first convolution at column offset d reads phase d mod s shifted by
+# floor(d / s) low-resolution columns: contiguous memory for every tap. xp stays uint8 (3 bytes
+# a pixel, not 12: the memory of a training tile) and the kernels take the weights of the image
+# channels divided by 255 (so W x / 255 up to float32 rounding). The first convolution
 # groups the taps of one phase (NSH shifts) in the innermost loop so that its accumulators
 # stay in registers across them. The head computes, for each output row and column phase u,
 #   logit[y, s j + u] = b + sum_{c, dy, dx} W[c, dy, dx] x[y + dy, s j + u + dx]
@@ -50,13 +52,18 @@ _BROKEN: list[str] = []  # set when numba failed to compile the kernels in this 
 
 
 def eligible(model: nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
-    """True when ``predict_core`` can run ``model``: a float32 UNet on the CPU, first stride > 1,
+    """True when the kernels can run ``model``: a float32 UNet on the CPU, first stride > 1,
     ReLU or leaky ReLU, numba importable."""
+    cfg = getattr(model, "config", None)
+    return cfg is not None and eligible_config(cfg, dtype, device)
+
+
+def eligible_config(config: Any, dtype: torch.dtype, device: torch.device) -> bool:
+    """``eligible`` for a model of this ``UNetConfig`` (the planner asks before any model exists)."""
     if numba is None or _BROKEN or os.environ.get(_DISABLE, "") not in ("", "0"):
         return False
-    cfg = getattr(model, "config", None)
-    return (device.type == "cpu" and dtype == torch.float32 and cfg is not None
-            and cfg.strides[0] > 1 and cfg.activation in ("relu", "leaky_relu"))
+    return (device.type == "cpu" and dtype == torch.float32
+            and config.strides[0] > 1 and config.activation in ("relu", "leaky_relu"))
 
 
 def predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) -> torch.Tensor | None:
@@ -79,23 +86,25 @@ class LossWeights(NamedTuple):
     p_coef: float
 
 
-def core_sums(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice, y: np.ndarray,
+def tile_input(model: nn.Module, crop: np.ndarray) -> "TileInput | None":
+    """The kernels' form of the uint8 (h, w, C) ``crop`` for ``core_sums`` and ``backward_core``
+    (the crop itself is no longer needed: a caller may drop it). None when numba cannot
+    compile the kernels here (see ``predict_core``)."""
+    return _guarded(TileInput, model, crop)
+
+
+def core_sums(model: nn.Module, inp: "TileInput", rows: slice, cols: slice, y: np.ndarray,
               bce: bool) -> tuple[float, float, float] | None:
-    """(sum p y, sum p, sum BCE (0 unless ``bce``)) over ``rows`` x ``cols`` of ``crop``, with p
+    """(sum p y, sum p, sum BCE (0 unless ``bce``)) over ``rows`` x ``cols`` of a crop, with p
     the model's probabilities there and ``y`` the uint8 mask of that window; float64 sums.
     None when numba cannot compile the kernels here (see ``predict_core``)."""
-    z = predict_core(model, crop, rows, cols)
-    if z is None:
-        return None
-    out = np.zeros(3)
-    _loss_sums(z.numpy(), y, bce, out)
-    return float(out[0]), float(out[1]), float(out[2])
+    return _guarded(_core_sums, model, inp, rows, cols, y, bce)
 
 
-def backward_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice, y: np.ndarray,
+def backward_core(model: nn.Module, inp: "TileInput", rows: slice, cols: slice, y: np.ndarray,
                   weights: LossWeights, bce_sum: bool = False,
                   ) -> tuple[dict[nn.Parameter, torch.Tensor], float] | None:
-    """Parameter gradients of a loss of ``model``'s logits on ``crop``, over ``rows`` x ``cols``.
+    """Parameter gradients of a loss of ``model``'s logits on a crop, over ``rows`` x ``cols``.
 
     The loss is the tile's share of a whole-image loss whose gradient with respect to each
     logit z of the window is given by ``weights`` and the uint8 mask ``y`` of the window (the
@@ -103,10 +112,11 @@ def backward_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice, 
     for every parameter of ``model`` that requires grad: what ``torch.autograd.grad`` through
     ``model`` would give, up to float32 rounding, and the sum of the window's BCE when
     ``bce_sum`` (else 0). The full-resolution layers run on compiled kernels (NOTE [CPU
-    kernels, backward]), the layers in between on PyTorch's autograd. None when numba cannot
-    compile the kernels here (see ``predict_core``).
+    kernels, backward]), the layers in between on PyTorch's autograd. ``inp`` comes from
+    ``tile_input`` for the same model and parameters. None when numba cannot compile the
+    kernels here (see ``predict_core``).
     """
-    return _guarded(_backward_core, model, crop, rows, cols, y, weights, bce_sum)
+    return _guarded(_backward_core, model, inp, rows, cols, y, weights, bce_sum)
 
 
 def _guarded(fn, *args):
@@ -134,7 +144,7 @@ def _match_threads() -> None:
         _THREADS.n = threads
 
 
-class _Parts:
+class TileInput:
     """The kernels' view of one crop: its planar input, the first convolution's output ``e1``
     (after the activation, (H/s, W/s, c1)), and the geometry both full-resolution layers share."""
 
@@ -152,7 +162,7 @@ class _Parts:
         self.xp = _planar(np.ascontiguousarray(crop), self.hp, self.wp, self.pr, self.lo, s)
         enc = model.encoder[0]
         self.slope = np.float32(_slope(enc))
-        w4, nsh = _phase_weights(enc.conv.weight.detach().numpy(), s)
+        w4, nsh = _phase_weights(enc.conv.weight.detach().numpy() / np.float32(255), s)  # xp is uint8
         self.nsh = nsh
         self.e1 = np.empty((self.hp // s, self.wp // s, cfg.channels[0]), np.float32)
         _first_conv_kernel(cfg.channels[0], nsh)(
@@ -173,24 +183,35 @@ class _Parts:
         reach = ksub.shape[-1] // 2
         dp = np.zeros((c1, self.hp // self.s + 2 * reach, self.wp // self.s + 2 * reach), np.float32)
         dp[:, reach:-reach or None, reach:-reach or None] = d1[0].detach().numpy()
-        return dp, ksub, weight[0, c1:].contiguous().numpy()
+        return dp, ksub, (weight[0, c1:] / 255).contiguous().numpy()  # xp is uint8
 
-    def logits(self, model: nn.Module, dp, ksub, ws, rows: slice, cols: slice) -> torch.Tensor:
+    def logits(self, model: nn.Module, dp, ksub, ws, rows: slice, cols: slice, out=None) -> np.ndarray:
+        """The logits over ``rows`` x ``cols``, in ``out`` (a float32 array of that shape) if given."""
         y0, y1, _ = rows.indices(self.h)
         x0, x1, _ = cols.indices(self.w)
-        out = np.empty((y1 - y0, x1 - x0), np.float32)
+        if out is None:
+            out = np.empty((y1 - y0, x1 - x0), np.float32)
         kernel = _head3 if self.config.decoder_kernels[0] == 3 else _head
         kernel(self.xp, self.pr, self.lo, dp, ws, ksub, np.float32(model.head.conv.bias.item()), self.s,
                y0, y1, x0, x1, out)
-        return torch.from_numpy(out)
+        return out
 
 
 def _predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) -> torch.Tensor:
-    parts = _Parts(model, crop)
-    e1t = torch.from_numpy(parts.e1).permute(2, 0, 1).unsqueeze(0)  # (1, c1, H/s, W/s), channels-last memory
+    return torch.from_numpy(_logits(model, TileInput(model, crop), rows, cols))
+
+
+def _logits(model: nn.Module, inp: TileInput, rows: slice, cols: slice) -> np.ndarray:
+    e1t = torch.from_numpy(inp.e1).permute(2, 0, 1).unsqueeze(0)  # (1, c1, H/s, W/s), channels-last memory
     with torch.no_grad():
         d1 = model._decode(e1t)
-    return parts.logits(model, *parts.head(model, d1), rows, cols)
+    return inp.logits(model, *inp.head(model, d1), rows, cols)
+
+
+def _core_sums(model, inp, rows, cols, y, bce):
+    out = np.zeros(3)
+    _loss_sums(_logits(model, inp, rows, cols), y, bce, out)
+    return float(out[0]), float(out[1]), float(out[2])
 
 
 # NOTE [CPU kernels, backward]
@@ -211,9 +232,8 @@ def _predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) 
 # not depend on the number of threads beyond float32 rounding of each row's dot products.
 
 
-def _backward_core(model, crop, rows, cols, y, weights, bce_sum):
+def _backward_core(model, parts, rows, cols, y, weights, bce_sum):
     cfg = model.config
-    parts = _Parts(model, crop)
     s = parts.s
     e1t = torch.from_numpy(parts.e1).permute(2, 0, 1).unsqueeze(0).requires_grad_(True)
     middle = [p for name, p in model.named_parameters()
@@ -221,24 +241,29 @@ def _backward_core(model, crop, rows, cols, y, weights, bce_sum):
     with torch.enable_grad():
         d1 = model._decode(e1t)
     dp, ksub, ws = parts.head(model, d1)
-    z = parts.logits(model, dp, ksub, ws, rows, cols).numpy()
 
-    # head
+    # head. The logits z and then, in the same memory, their gradient by column phase:
+    # gq[i, ux, j] = dLoss/dz[i, s (j0 + j) + ux - x0] (zero where that is outside the window)
     y0, y1, _ = rows.indices(parts.h)
     x0, x1, _ = cols.indices(parts.w)
     j0 = x0 // s
-    gq = np.empty((y1 - y0, s, -(-x1 // s) - j0), np.float32)  # gq[i, ux, j] = dLoss/dz[i, s (j0 + j) + ux - x0]
+    nj = -(-x1 // s) - j0
+    buf = np.empty((y1 - y0, s * nj), np.float32)
+    z = parts.logits(model, dp, ksub, ws, rows, cols, out=buf[:, x0 - j0 * s:x1 - j0 * s])
+    gq = buf.reshape(y1 - y0, s, nj)
     g_sum, bce = _loss_grad(z, y, np.float32(weights.bce), np.float32(weights.inter), np.float32(weights.p_coef),
                             bce_sum, s, x0 - j0 * s, gq)
     del z
-    chunks = _chunks(y1 - y0)
     dws = np.zeros(ws.shape, np.float64)
     dk = np.zeros(ksub.shape, np.float64)
-    _head_weight_grad(parts.xp, parts.pr, parts.lo, dp, gq, s, y0, j0, chunks, dws, dk)
+    _head_weight_grad(parts.xp, parts.pr, parts.lo, dp, gq, s, y0, j0, _chunks(y1 - y0), dws, dk)
     ddp = np.zeros_like(dp)
+    del dp
     _head_input_grad(gq, ksub, s, y0, j0, ddp)
+    del buf, gq  # the tile's peak is up to here: the middle's backward needs none of it
     reach = ksub.shape[-1] // 2
     grad_d1 = torch.from_numpy(np.ascontiguousarray(ddp[:, reach:-reach or None, reach:-reach or None]))[None]
+    del ddp
 
     from .model import _channels_last, _subpixel_kernel
 
@@ -248,7 +273,7 @@ def _backward_core(model, crop, rows, cols, y, weights, bce_sum):
     with torch.enable_grad():
         (g_low,) = torch.autograd.grad(_subpixel_kernel(w_low, s), w_low,
                                        torch.from_numpy(dk.astype(np.float32)).reshape(ksub.shape))
-    g_head = torch.cat([g_low, torch.from_numpy(dws.astype(np.float32))[None]], dim=1)
+    g_head = torch.cat([g_low, torch.from_numpy((dws / 255).astype(np.float32))[None]], dim=1)
     grads = {head.weight: g_head, head.bias: torch.tensor([g_sum], dtype=torch.float32)}
 
     # layers in between
@@ -263,11 +288,11 @@ def _backward_core(model, crop, rows, cols, y, weights, bce_sum):
     g1 *= np.where(parts.e1.transpose(2, 0, 1) > 0, np.float32(1), parts.slope)
     enc = model.encoder[0].conv
     k = enc.weight.shape[-1]
-    dw4 = np.zeros((c1, crop.shape[2], k, s, parts.nsh), np.float64)
+    dw4 = np.zeros((c1, cfg.in_channels, k, s, parts.nsh), np.float64)
     _first_conv_weight_grad(parts.xp, g1, s, *parts.first_offsets(), _chunks(g1.shape[1]), dw4)
     r, lo = k // 2, -(-parts.r0 // s)
     taps = np.arange(k) - r
-    dw = dw4[:, :, :, taps % s, taps // s + lo]  # inverse of _phase_weights
+    dw = dw4[:, :, :, taps % s, taps // s + lo] / 255  # inverse of _phase_weights; xp is uint8
     grads[enc.weight] = torch.from_numpy(dw.astype(np.float32))
     grads[enc.bias] = torch.from_numpy(g1.sum(axis=(1, 2), dtype=np.float64).astype(np.float32))
     return {p: g for p, g in grads.items() if p.requires_grad}, bce
@@ -301,26 +326,17 @@ if numba is not None:
 
     @njit(parallel=True, cache=True)
     def _planar(crop, hp, wp, pr, lo, s):
-        """(h, w, C) uint8 -> (hp + 2 pr, C, s, wp / s + 2 lo) float32 / 255, zeros around."""
+        """(h, w, C) uint8 -> (hp + 2 pr, C, s, wp / s + 2 lo) uint8 by column phase, zeros around."""
         h, w, c_in = crop.shape
-        wq = wp // s
-        lut = np.arange(256).astype(np.float32) / np.float32(255.0)  # exactly torch's x / 255
-        xp = np.empty((hp + 2 * pr, c_in, s, wq + 2 * lo), np.float32)
-        for r in prange(hp + 2 * pr):
-            y = r - pr
-            for c in range(c_in):
-                for p in range(s):
-                    row = xp[r, c, p]
-                    if y < 0 or y >= h:
-                        row[:] = 0.0
-                        continue
-                    # x = s (j - lo) + p lies in [0, w) for lo <= j < lo + ceil((w - p) / s)
-                    j1 = lo + (w - p + s - 1) // s
-                    row[:lo] = 0.0
-                    src = crop[y, p::s, c]
-                    for j in range(j1 - lo):
-                        row[lo + j] = lut[src[j]]
-                    row[j1:] = 0.0
+        xp = np.zeros((hp + 2 * pr, c_in, s, wp // s + 2 * lo), np.uint8)
+        for y in prange(h):
+            src = crop[y]
+            dst = xp[y + pr]
+            for x in range(w):
+                p = x % s
+                j = lo + x // s
+                for c in range(c_in):
+                    dst[c, p, j] = src[x, c]
         return xp
 
     @functools.lru_cache(maxsize=None)
@@ -329,19 +345,23 @@ if numba is not None:
 
         @njit(parallel=True, fastmath=True, cache=True)
         def first_conv(xp, w4, b, slope, s, row0, col0, out):
-            # out[oy, ox, co] = act(b[co] + sum w4[co, c, ky, p, t] xp[row0 + s oy + ky, c, p, col0 + ox + t])
+            # out[oy, ox, co] = act(b[co] + sum w4[co, c, ky, p, t] xp[row0 + s oy + ky, c, p, col0 + ox + t]),
+            # with w4 the weights / 255
             c_in = xp.shape[1]
             k = w4.shape[2]
             ho, wq = out.shape[0], out.shape[1]
             for oy in prange(ho):
                 acc = np.empty((co_n, wq), np.float32)
+                row = np.empty(wq + nsh - 1, np.float32)
                 for co in range(co_n):
                     acc[co, :] = b[co]
                 for ky in range(k):
                     iy = row0 + s * oy + ky
                     for c in range(c_in):
                         for p in range(s):
-                            row = xp[iy, c, p, col0:]
+                            src = xp[iy, c, p, col0:]
+                            for q in range(wq + nsh - 1):  # uint8 -> float once per row use
+                                row[q] = src[q]
                             # two output channels per pass: each input load feeds both
                             for co in range(0, co_n - 1, 2):
                                 a0, a1 = acc[co], acc[co + 1]
@@ -389,7 +409,7 @@ if numba is not None:
                             wv = ws[c, dy, dx]
                             row = xp[y + dy - rh + pr, c, q % s, j0 + q // s + lo:]
                             for j in range(nj):
-                                a[j] += wv * row[j]
+                                a[j] += wv * np.float32(row[j])
                 for cd in range(c1):
                     for m in range(n):
                         for nn_ in range(n):
@@ -423,7 +443,7 @@ if numba is not None:
                         g0, g1, g2 = xp[r, c, p0, o0:], xp[r, c, ux, j0 + lo:], xp[r, c, p2, o2:]
                         w0, w1, w2 = ws[c, dy, 0], ws[c, dy, 1], ws[c, dy, 2]
                         for j in range(nj):
-                            a[j] += w0 * g0[j] + w1 * g1[j] + w2 * g2[j]
+                            a[j] += w0 * np.float32(g0[j]) + w1 * np.float32(g1[j]) + w2 * np.float32(g2[j])
                 for cd in range(c1):
                     for m in range(3):
                         d = dp[cd, jy + m, j0:]
@@ -457,7 +477,7 @@ if numba is not None:
                                 row = xp[y + dy - rh + pr, c, q % s, j0 + q // s + lo:]
                                 v = np.float32(0.0)
                                 for j in range(nj):
-                                    v += g[j] * row[j]
+                                    v += g[j] * np.float32(row[j])
                                 aws[c, dy, dx] += v
                     for cd in range(c1):
                         for m in range(n):
@@ -499,12 +519,15 @@ if numba is not None:
         part = np.zeros((chunks,) + dw4.shape)
         for ch in prange(chunks):
             acc = part[ch]
+            row = np.empty(wq + nsh - 1, np.float32)
             for oy in range(ch * ho // chunks, (ch + 1) * ho // chunks):
                 for ky in range(k):
                     iy = row0 + s * oy + ky
                     for c in range(c_in):
                         for p in range(s):
-                            row = xp[iy, c, p, col0:]
+                            src = xp[iy, c, p, col0:]
+                            for q in range(wq + nsh - 1):
+                                row[q] = src[q]
                             for co in range(co_n):
                                 gr = g1[co, oy]
                                 for t in range(nsh):
@@ -540,11 +563,13 @@ if numba is not None:
     @njit(parallel=True, fastmath=True, cache=True)
     def _loss_grad(z, y, w_bce, w_inter, w_p, bce, s, off, gq):
         """gq[i, ux, j] = dLoss/dz at z[i, s j + ux - off] (``LossWeights``), 0 outside ``z``;
-        returns (sum of the gradient, sum of the BCE over ``z`` when ``bce``)."""
+        returns (sum of the gradient, sum of the BCE over ``z`` when ``bce``). Row i of ``gq`` may
+        share memory with row i of ``z`` (each row is read first)."""
         ny, nx = z.shape
         nj = gq.shape[2]
         rows = np.zeros((ny, 2))
         for i in prange(ny):
+            zi = z[i].copy()
             sg = sb = 0.0
             for ux in range(s):
                 g = gq[i, ux]
@@ -553,7 +578,7 @@ if numba is not None:
                     if x < 0 or x >= nx:
                         g[j] = 0.0
                         continue
-                    v = z[i, x]
+                    v = zi[x]
                     t = np.float32(y[i, x])
                     e = np.exp(-abs(v))
                     r = np.float32(1.0) / (np.float32(1.0) + e)

@@ -205,8 +205,9 @@ _BASE_BYTES = 256 * 2**20  # measured: ~150 MiB for Python + PyTorch + a small m
 _SAFETY = 1.1  # measured peaks (paper preset, 1k-3k tiles) are 5-10% below the count
 
 
-def _floats_per_pixel(config: UNetConfig, mode: str) -> float:
-    """Floats alive per input pixel of a crop at the peak of one tile (forward + backward)."""
+def _floats_per_pixel(config: UNetConfig, mode: str, kernels: bool = False) -> float:
+    """Floats alive per input pixel of a crop at the peak of one tile (forward + backward);
+    ``kernels``: a training tile on the compiled CPU kernels (NOTE [Kernel memory])."""
     c = (config.in_channels, *config.channels)
     if mode == "predict":
         # input and its uint8 crop, upsampled d1, the two partial convolutions of the head and
@@ -222,7 +223,7 @@ def _floats_per_pixel(config: UNetConfig, mode: str) -> float:
     # the backward pass. Full resolution: the input, up(d1), the head's two partial outputs,
     # their gradients and up(d1)'s, the logits and their gradient, the mask and probabilities
     # (measured: ~26 floats per pixel for paper, i.e. 104 bytes).
-    full = c[0] + c[1] + 2 * (c[1] + c[0]) + c[1] + 10
+    full = 1 if kernels else c[0] + c[1] + 2 * (c[1] + c[0]) + c[1] + 10
     low = 0.0
     jump = 1
     for i in range(config.depth):
@@ -235,11 +236,9 @@ def _floats_per_pixel(config: UNetConfig, mode: str) -> float:
 
 def _crop_pixels(n: int, tile: int, lead: int, trail: int) -> int:
     """Sum over the tiles along one axis of the crop lengths (core plus clipped halos)."""
-    total = 0
-    for t0 in range(0, n, tile):
-        t1 = min(t0 + tile, n)
-        total += min(n, t1 + trail) - max(0, t0 - lead)
-    return total
+    t0 = np.arange(0, n, tile)
+    t1 = np.minimum(t0 + tile, n)
+    return int((np.minimum(n, t1 + trail) - np.maximum(0, t0 - lead)).sum())
 
 
 def _halos(config: UNetConfig) -> tuple[int, int]:
@@ -247,12 +246,23 @@ def _halos(config: UNetConfig) -> tuple[int, int]:
     return math.ceil(config.halo / s) * s, config.halo
 
 
-def _peak_bytes(config: UNetConfig, th: int, tw: int, itemsize: int, mode: str) -> int:
+def _peak_bytes(config: UNetConfig, th: int, tw: int, itemsize: int, mode: str, kernels: bool = False) -> int:
     lead, trail = _halos(config)
     crop = (th + lead + trail) * (tw + lead + trail)
     # + the uint8 image crop and mask of this tile and of the next one (NOTE [Read ahead])
-    per_pixel = _floats_per_pixel(config, mode) * itemsize * _SAFETY + 8
-    return int(_BASE_BYTES + per_pixel * crop)
+    per_pixel = _floats_per_pixel(config, mode, kernels) * itemsize * _SAFETY + 8
+    return int(_BASE_BYTES + (_KERNELS_BYTES if kernels else 0) + per_pixel * crop)
+
+
+# NOTE [Kernel memory]
+# A training tile on the compiled CPU kernels (``gigaseg._cpu_kernels``) keeps no float tensor
+# at full resolution but the logits of the core, which its loss gradient then overwrites: the
+# crop itself is replaced by a uint8 copy by column phase (3 bytes a pixel, counted with the
+# crop in the 8 bytes above), and everything else is at the first stride's resolution or
+# below. numba's compiled code and thread pool add ~30 MiB to the process. Measured (paper
+# preset, 64 MP steps, RssAnon): 314, 340, 396 and 512 MiB for crops of 1.7, 3.4, 5.8 and
+# 10.6 MP; the model below predicts 328, 362, 421 and 534.
+_KERNELS_BYTES = 32 * 2**20
 
 
 # NOTE [CUDA crop cap]
@@ -277,7 +287,9 @@ def plan(
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
 ) -> Plan:
-    """Choose the largest tile whose predicted peak memory fits ``memory_budget``.
+    """Choose a tile whose predicted peak memory fits ``memory_budget``: the largest one for
+    prediction; for training, of the tiles at least half as wide as the largest, the one that
+    recomputes the fewest halo pixels (a step's time follows the crops' total area).
 
     Args:
         config: the model's config (stride and halo).
@@ -286,7 +298,8 @@ def plan(
         mode: ``"train"`` (forward + backward) or ``"predict"`` (forward only).
         dtype: the model's floating-point type.
         device: where the model runs; for CUDA training the crop is also kept under
-            ``CUDA_MAX_TRAIN_CROP_PIXELS`` (NOTE [CUDA crop cap]).
+            ``CUDA_MAX_TRAIN_CROP_PIXELS`` (NOTE [CUDA crop cap]); CPU training with the
+            compiled kernels needs less memory (NOTE [Kernel memory]). ``None``: assume neither.
 
     Raises:
         PlanError: when even the smallest tile does not fit; names the smallest budget that would.
@@ -300,12 +313,18 @@ def plan(
     h_max, w_max = _round_up(height, s), _round_up(width, s)
     lead, trail = _halos(config)
     cap = None
-    if mode == "train" and device is not None and _parse_device(device).type == "cuda":
-        cap = CUDA_MAX_TRAIN_CROP_PIXELS
+    kernels = False
+    if mode == "train" and device is not None:
+        dev = _parse_device(device)
+        if dev.type == "cuda":
+            cap = CUDA_MAX_TRAIN_CROP_PIXELS
+        from ._cpu_kernels import eligible_config
+
+        kernels = eligible_config(config, dtype, dev)
 
     def fits(th: int, tw: int) -> bool:
         crop = min(th + lead + trail, height) * min(tw + lead + trail, width)
-        return _peak_bytes(config, th, tw, itemsize, mode) <= budget and (cap is None or crop <= cap)
+        return _peak_bytes(config, th, tw, itemsize, mode, kernels) <= budget and (cap is None or crop <= cap)
 
     def shape_for(side: int) -> tuple[int, int]:
         # a square tile of area side^2, reshaped when the image is thinner than the tile
@@ -315,7 +334,7 @@ def plan(
             th = min(h_max, _round_up(max(side * side // tw, s), s))
         return th, tw
 
-    smallest = _peak_bytes(config, *shape_for(s), itemsize, mode)
+    smallest = _peak_bytes(config, *shape_for(s), itemsize, mode, kernels)
     if smallest > budget:
         raise PlanError(
             f"no tiling fits a memory budget of {format_bytes(budget)}: the smallest tile "
@@ -330,10 +349,35 @@ def plan(
         else:
             hi = mid - 1
     th, tw = shape_for(lo * s)
-    return _make_plan(config, height, width, (th, tw), budget, mode, itemsize, cap)
+    if mode == "train":
+        th, tw = _least_recompute(height, width, s, lead, trail, fits, (th, tw))
+    return _make_plan(config, height, width, (th, tw), budget, mode, itemsize, cap, kernels)
 
 
-def _make_plan(config, height, width, tile, budget, mode, itemsize, max_crop_pixels=None) -> Plan:
+def _least_recompute(height, width, s, lead, trail, fits, square) -> tuple[int, int]:
+    """Of the tiles that fit (for each height, the widest), the one whose crops have the least
+    total area: a training step's time follows it (halo pixels are computed again for every
+    tile), and a tile that divides the image evenly can beat a larger one. Ties go to the
+    larger tile; ``square`` (the largest square-ish tile that fits) is a candidate too."""
+    def area(shape: tuple[int, int]) -> int:
+        return _crop_pixels(height, shape[0], lead, trail) * _crop_pixels(width, shape[1], lead, trail)
+
+    best, best_area = square, area(square)
+    for th in range(s, _round_up(height, s) + 1, s):
+        if not fits(th, s):
+            break
+        lo, hi = 1, _round_up(width, s) // s
+        while lo < hi:  # widest tile of this height that fits
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(th, mid * s) else (lo, mid - 1)
+        shape = (th, lo * s)
+        a = area(shape)
+        if a < best_area or (a == best_area and shape[0] * shape[1] > best[0] * best[1]):
+            best, best_area = shape, a
+    return best
+
+
+def _make_plan(config, height, width, tile, budget, mode, itemsize, max_crop_pixels=None, kernels=False) -> Plan:
     th, tw = tile
     lead, trail = _halos(config)
     recompute = _crop_pixels(height, th, lead, trail) * _crop_pixels(width, tw, lead, trail) / (height * width)
@@ -344,7 +388,7 @@ def _make_plan(config, height, width, tile, budget, mode, itemsize, max_crop_pix
         grid=(math.ceil(height / th), math.ceil(width / tw)),
         halo=config.halo,
         keep="nothing between tiles: each tile is recomputed from the image with its halo",
-        predicted_peak_bytes=_peak_bytes(config, th, tw, itemsize, mode),
+        predicted_peak_bytes=_peak_bytes(config, th, tw, itemsize, mode, kernels),
         memory_budget=budget,
         recompute=round(recompute, 4),
         mode=mode,
@@ -536,10 +580,10 @@ def _read_ahead(tiles: Sequence[_Tile], read, workers: int = 1) -> Iterator[tupl
         pending = collections.deque(pool.submit(read, t) for t in tiles[:workers])
         try:
             for i, t in enumerate(tiles):
-                data = pending.popleft().result()
+                box = [pending.popleft().result()]
                 if i + workers < len(tiles):
                     pending.append(pool.submit(read, tiles[i + workers]))
-                yield t, data
+                yield t, box.pop()  # keep no reference: the caller may free the crop early
         finally:  # an error or an abandoned generator: drop the reads not yet started
             for f in pending:
                 f.cancel()
@@ -767,7 +811,16 @@ def _progress(iterable, total: int, enabled: bool, desc: str):
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit="tile", delay=2.0, leave=False)
+    return _counted(iterable, tqdm(total=total, desc=desc, unit="tile", delay=2.0, leave=False))
+
+
+def _counted(iterable, bar):
+    """Yield the items of ``iterable``, advancing ``bar``, without keeping a reference to the
+    current one (a tile's crop may be freed by the caller before the next is read)."""
+    with bar:
+        for box in map(lambda item: [item], iterable):
+            yield box.pop()
+            bar.update()
 
 
 # --- the engine --------------------------------------------------------------------------------
@@ -850,14 +903,20 @@ def tiled_backward(
                 for t, (crop, y_np) in _progress(pass1, len(tiles), progress, "dice sums"):
                     _HEAP(t)
                     y_sum += float(y_np.sum(dtype=np.int64))
-                    sums = _cpu_kernels.core_sums(model, crop, *t.core_in_crop, y_np, use_bce) if fast else None
+                    sums = None
+                    if fast and (inp := _cpu_kernels.tile_input(model, crop)) is not None:
+                        crop = None  # the kernels' form of the crop replaces it
+                        sums = _cpu_kernels.core_sums(model, inp, *t.core_in_crop, y_np, use_bce)
+                        del inp
                     if sums is None:
                         fast = False  # no kernels (numba could not compile here): PyTorch's from now on
+                        if crop is None:
+                            crop = read(t)[0]
                         logits = _core_logits(model, crop, t.core_in_crop, dev, dtype, False)
                         y = torch.from_numpy(y_np).to(dev, dtype)
                         p = torch.sigmoid(logits)
                         sums = _sum64(p * y), _sum64(p), float(_bce_sum(logits, y)) if use_bce else 0.0
-                    del crop
+                    crop = None
                     inter += sums[0]
                     p_sum += sums[1]
                     bce_sum += sums[2]
@@ -892,8 +951,12 @@ def tiled_backward(
         for t, (crop, y_np) in _progress(pass2, len(tiles), progress, "backward"):
             _HEAP(t)
             if fast:
-                done = _cpu_kernels.backward_core(model, crop, *t.core_in_crop, y_np, weights,
-                                                  bce_sum=use_bce and not use_dice)
+                done = None
+                if (inp := _cpu_kernels.tile_input(model, crop)) is not None:
+                    crop = None  # the kernels' form of the crop replaces it: the tile holds one copy
+                    done = _cpu_kernels.backward_core(model, inp, *t.core_in_crop, y_np, weights,
+                                                      bce_sum=use_bce and not use_dice)
+                    del inp
                 if done is not None:
                     tile_grads, tile_bce = done
                     bce_sum += tile_bce
@@ -901,6 +964,8 @@ def tiled_backward(
                         acc += tile_grads[p]
                     continue
                 fast = False  # numba could not compile here: PyTorch for the rest
+                if crop is None:
+                    crop = read_again(t)[0]
             logits = model(_as_input(crop, dev, dtype, config.total_stride))
             del crop
             # zero on the halo, whose outputs belong to other tiles
