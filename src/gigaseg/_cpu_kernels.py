@@ -232,31 +232,31 @@ def _core_sums(model, inp, rows, cols, y, bce):
 # not depend on the number of threads beyond float32 rounding of each row's dot products.
 
 
-def _backward_core(model, parts, rows, cols, y, weights, bce_sum):
+def _backward_core(model, inp, rows, cols, y, weights, bce_sum):
     cfg = model.config
-    s = parts.s
-    e1t = torch.from_numpy(parts.e1).permute(2, 0, 1).unsqueeze(0).requires_grad_(True)
+    s = inp.s
+    e1t = torch.from_numpy(inp.e1).permute(2, 0, 1).unsqueeze(0).requires_grad_(True)
     middle = [p for name, p in model.named_parameters()
               if p.requires_grad and not name.startswith(("encoder.0.", "head."))]
     with torch.enable_grad():
         d1 = model._decode(e1t)
-    dp, ksub, ws = parts.head(model, d1)
+    dp, ksub, ws = inp.head(model, d1)
 
     # head. The logits z and then, in the same memory, their gradient by column phase:
     # gq[i, ux, j] = dLoss/dz[i, s (j0 + j) + ux - x0] (zero where that is outside the window)
-    y0, y1, _ = rows.indices(parts.h)
-    x0, x1, _ = cols.indices(parts.w)
+    y0, y1, _ = rows.indices(inp.h)
+    x0, x1, _ = cols.indices(inp.w)
     j0 = x0 // s
     nj = -(-x1 // s) - j0
     buf = np.empty((y1 - y0, s * nj), np.float32)
-    z = parts.logits(model, dp, ksub, ws, rows, cols, out=buf[:, x0 - j0 * s:x1 - j0 * s])
+    z = inp.logits(model, dp, ksub, ws, rows, cols, out=buf[:, x0 - j0 * s:x1 - j0 * s])
     gq = buf.reshape(y1 - y0, s, nj)
     g_sum, bce = _loss_grad(z, y, np.float32(weights.bce), np.float32(weights.inter), np.float32(weights.p_coef),
                             bce_sum, s, x0 - j0 * s, gq)
     del z
     dws = np.zeros(ws.shape, np.float64)
     dk = np.zeros(ksub.shape, np.float64)
-    _head_weight_grad(parts.xp, parts.pr, parts.lo, dp, gq, s, y0, j0, _chunks(y1 - y0), dws, dk)
+    _head_weight_grad(inp.xp, inp.pr, inp.lo, dp, gq, s, y0, j0, _chunks(y1 - y0), dws, dk)
     ddp = np.zeros_like(dp)
     del dp
     _head_input_grad(gq, ksub, s, y0, j0, ddp)
@@ -285,12 +285,12 @@ def _backward_core(model, parts, rows, cols, y, weights, bce_sum):
 
     # first convolution
     g1 = np.ascontiguousarray(grad_e1[0].numpy())  # (c1, H/s, W/s)
-    g1 *= np.where(parts.e1.transpose(2, 0, 1) > 0, np.float32(1), parts.slope)
+    g1 *= np.where(inp.e1.transpose(2, 0, 1) > 0, np.float32(1), inp.slope)
     enc = model.encoder[0].conv
     k = enc.weight.shape[-1]
-    dw4 = np.zeros((c1, cfg.in_channels, k, s, parts.nsh), np.float64)
-    _first_conv_weight_grad(parts.xp, g1, s, *parts.first_offsets(), _chunks(g1.shape[1]), dw4)
-    r, lo = k // 2, -(-parts.r0 // s)
+    dw4 = np.zeros((c1, cfg.in_channels, k, s, inp.nsh), np.float64)
+    _first_conv_weight_grad(inp.xp, g1, s, *inp.first_offsets(), _chunks(g1.shape[1]), dw4)
+    r, lo = k // 2, -(-inp.r0 // s)
     taps = np.arange(k) - r
     dw = dw4[:, :, :, taps % s, taps // s + lo] / 255  # inverse of _phase_weights; xp is uint8
     grads[enc.weight] = torch.from_numpy(dw.astype(np.float32))

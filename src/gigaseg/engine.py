@@ -223,7 +223,7 @@ def _floats_per_pixel(config: UNetConfig, mode: str, kernels: bool = False) -> f
     # the backward pass. Full resolution: the input, up(d1), the head's two partial outputs,
     # their gradients and up(d1)'s, the logits and their gradient, the mask and probabilities
     # (measured: ~26 floats per pixel for paper, i.e. 104 bytes).
-    full = 1 if kernels else c[0] + c[1] + 2 * (c[1] + c[0]) + c[1] + 10
+    full = 2 if kernels else c[0] + c[1] + 2 * (c[1] + c[0]) + c[1] + 10
     low = 0.0
     jump = 1
     for i in range(config.depth):
@@ -259,9 +259,11 @@ def _peak_bytes(config: UNetConfig, th: int, tw: int, itemsize: int, mode: str, 
 # at full resolution but the logits of the core, which its loss gradient then overwrites: the
 # crop itself is replaced by a uint8 copy by column phase (3 bytes a pixel, counted with the
 # crop in the 8 bytes above), and everything else is at the first stride's resolution or
-# below. numba's compiled code and thread pool add ~30 MiB to the process. Measured (paper
-# preset, 64 MP steps, RssAnon): 314, 340, 396 and 512 MiB for crops of 1.7, 3.4, 5.8 and
-# 10.6 MP; the model below predicts 328, 362, 421 and 534.
+# below. numba's compiled code and thread pool add ~30 MiB to the process. The model counts
+# 2 floats a pixel at full resolution, fitted to the measured peaks (paper preset, RssAnon,
+# ``gigaseg bench step``, 2026-11-27): crops of 4.9, 32 and 71 MP peaked at 409-416, 1120 and
+# 2021 MiB, and the model predicts 420, 1157 and 2200 (the per-pixel cost grows a little with
+# the crop; a 152 MP crop took 3547 MiB against 4377 predicted).
 _KERNELS_BYTES = 32 * 2**20
 
 
