@@ -259,12 +259,13 @@ def _peak_bytes(config: UNetConfig, th: int, tw: int, itemsize: int, mode: str, 
 # at full resolution but the logits of the core, which its loss gradient then overwrites: the
 # crop itself is replaced by a uint8 copy by column phase (3 bytes a pixel, counted with the
 # crop in the 8 bytes above), and everything else is at the first stride's resolution or
-# below. numba's compiled code and thread pool add ~30 MiB to the process. The model counts
-# 2 floats a pixel at full resolution, fitted to the measured peaks (paper preset, RssAnon,
-# ``gigaseg bench step``, 2026-11-27): crops of 4.9, 32 and 71 MP peaked at 409-416, 1120 and
-# 2021 MiB, and the model predicts 420, 1157 and 2200 (the per-pixel cost grows a little with
-# the crop; a 152 MP crop took 3547 MiB against 4377 predicted).
-_KERNELS_BYTES = 32 * 2**20
+# below. numba's compiled code and thread pool add ~30 MiB to the process, and the model a
+# little more for what varies between processes. It counts 2 floats a pixel at full
+# resolution, fitted to measured peaks (paper preset, RssAnon, ``gigaseg bench step``,
+# 2026-11-27): crops of 1.9, 4.9, 32 and 71 MP peaked at 353, 409-416, 1120 and 2021 MiB,
+# against 356, 436, 1174 and 2221 predicted (the per-pixel cost grows a little with the crop;
+# a 152 MP crop took 3547 MiB against 4405 predicted).
+_KERNELS_BYTES = 48 * 2**20
 
 
 # NOTE [CUDA crop cap]
