@@ -291,8 +291,8 @@ def plan(
     device: str | torch.device | None = None,
 ) -> Plan:
     """Choose a tile whose predicted peak memory fits ``memory_budget``: the largest one for
-    prediction; for training, of the tiles at least half as wide as the largest, the one that
-    recomputes the fewest halo pixels (a step's time follows the crops' total area).
+    prediction; for training, of the tiles that fit (for each tile height, the widest), the one
+    that recomputes the fewest halo pixels (a step's time follows the crops' total area).
 
     Args:
         config: the model's config (stride and halo).
