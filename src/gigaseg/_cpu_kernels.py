@@ -168,6 +168,10 @@ class TileInput:
         _first_conv_kernel(cfg.channels[0], nsh)(
             self.xp, w4, enc.conv.bias.detach().numpy(), self.slope, s, *self.first_offsets(), self.e1)
 
+    def e1_tensor(self) -> torch.Tensor:
+        """``e1`` as the (1, c1, H/s, W/s) tensor the layers in between take (channels-last memory)."""
+        return torch.from_numpy(self.e1).permute(2, 0, 1).unsqueeze(0)
+
     def first_offsets(self) -> tuple[int, int]:
         """Where the first convolution's window starts in ``xp``: (row, low-resolution column)."""
         return self.pr - self.r0, self.lo - (-(-self.r0 // self.s))
@@ -202,7 +206,7 @@ def _predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) 
 
 
 def _logits(model: nn.Module, inp: TileInput, rows: slice, cols: slice) -> np.ndarray:
-    e1t = torch.from_numpy(inp.e1).permute(2, 0, 1).unsqueeze(0)  # (1, c1, H/s, W/s), channels-last memory
+    e1t = inp.e1_tensor()
     with torch.no_grad():
         d1 = model._decode(e1t)
     return inp.logits(model, *inp.head(model, d1), rows, cols)
@@ -235,7 +239,7 @@ def _core_sums(model, inp, rows, cols, y, bce):
 def _backward_core(model, inp, rows, cols, y, weights, bce_sum):
     cfg = model.config
     s = inp.s
-    e1t = torch.from_numpy(inp.e1).permute(2, 0, 1).unsqueeze(0).requires_grad_(True)
+    e1t = inp.e1_tensor().requires_grad_(True)
     middle = [p for name, p in model.named_parameters()
               if p.requires_grad and not name.startswith(("encoder.0.", "head."))]
     with torch.enable_grad():
@@ -290,9 +294,8 @@ def _backward_core(model, inp, rows, cols, y, weights, bce_sum):
     k = enc.weight.shape[-1]
     dw4 = np.zeros((c1, cfg.in_channels, k, s, inp.nsh), np.float64)
     _first_conv_weight_grad(inp.xp, g1, s, *inp.first_offsets(), _chunks(g1.shape[1]), dw4)
-    r, lo = k // 2, -(-inp.r0 // s)
-    taps = np.arange(k) - r
-    dw = dw4[:, :, :, taps % s, taps // s + lo] / 255  # inverse of _phase_weights; xp is uint8
+    phase, shift, _ = _phase_taps(k, s)
+    dw = dw4[:, :, :, phase, shift] / 255  # inverse of _phase_weights; xp is uint8
     grads[enc.weight] = torch.from_numpy(dw.astype(np.float32))
     grads[enc.bias] = torch.from_numpy(g1.sum(axis=(1, 2), dtype=np.float64).astype(np.float32))
     return {p: g for p, g in grads.items() if p.requires_grad}, bce
@@ -308,17 +311,21 @@ def _slope(block: nn.Module) -> float:
     return float(getattr(act, "negative_slope", 0.0))
 
 
-def _phase_weights(w: np.ndarray, s: int) -> tuple[np.ndarray, int]:
-    """(Co, C, K, K) -> (Co, C, K, s, NSH): tap kx at offset d = kx - r goes to phase d mod s,
-    shift floor(d / s) + ceil(r / s)."""
-    co, c, k, _ = w.shape
+def _phase_taps(k: int, s: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """For a K-tap stride-s convolution: the phase and the shift of each tap kx (offset
+    d = kx - r goes to phase d mod s, shift floor(d / s) + ceil(r / s)), and NSH, the shifts."""
     r = k // 2
     lo = -(-r // s)
-    nsh = r // s + lo + 1
+    d = np.arange(k) - r
+    return d % s, d // s + lo, r // s + lo + 1
+
+
+def _phase_weights(w: np.ndarray, s: int) -> tuple[np.ndarray, int]:
+    """(Co, C, K, K) -> (Co, C, K, s, NSH), the layout of ``_phase_taps`` (zeros elsewhere)."""
+    co, c, k, _ = w.shape
+    phase, shift, nsh = _phase_taps(k, s)
     w4 = np.zeros((co, c, k, s, nsh), np.float32)
-    for kx in range(k):
-        d = kx - r
-        w4[:, :, :, d % s, d // s + lo] = w[:, :, :, kx]
+    w4[:, :, :, phase, shift] = w
     return w4, nsh
 
 
@@ -538,6 +545,16 @@ if numba is not None:
         for ch in range(chunks):
             dw4 += part[ch]
 
+    @njit(fastmath=True, cache=True, inline="always")
+    def _sigmoid_bce(v, t, bce):
+        """(sigmoid(v), the BCE of logit v against label t if ``bce`` else 0), without overflow:
+        max(v, 0) - v t + log(1 + exp(-|v|)), as PyTorch computes it."""
+        e = np.exp(-abs(v))
+        r = np.float32(1.0) / (np.float32(1.0) + e)
+        p = r if v >= 0 else e * r
+        b = max(v, np.float32(0.0)) - v * t + np.log(np.float32(1.0) + e) if bce else np.float32(0.0)
+        return p, b
+
     @njit(parallel=True, fastmath=True, cache=True)
     def _loss_sums(z, y, bce, out):
         """out += (sum p y, sum p, sum BCE if ``bce``) over the logits ``z`` and the uint8 mask ``y``."""
@@ -548,13 +565,10 @@ if numba is not None:
             for j in range(nx):
                 v = z[i, j]
                 t = np.float32(y[i, j])
-                e = np.exp(-abs(v))
-                r = np.float32(1.0) / (np.float32(1.0) + e)
-                p = r if v >= 0 else e * r  # sigmoid(v), without overflow
+                p, b = _sigmoid_bce(v, t, bce)
                 si += p * t
                 sp += p
-                if bce:  # max(v, 0) - v y + log(1 + exp(-|v|)), as PyTorch computes it
-                    sb += max(v, np.float32(0.0)) - v * t + np.log(np.float32(1.0) + e)
+                sb += b
             rows[i, 0], rows[i, 1], rows[i, 2] = si, sp, sb
         for i in range(ny):
             for k in range(3):
@@ -580,14 +594,11 @@ if numba is not None:
                         continue
                     v = zi[x]
                     t = np.float32(y[i, x])
-                    e = np.exp(-abs(v))
-                    r = np.float32(1.0) / (np.float32(1.0) + e)
-                    p = r if v >= 0 else e * r
+                    p, b = _sigmoid_bce(v, t, bce)
                     gv = w_bce * (p - t) + (w_inter * t + w_p) * p * (np.float32(1.0) - p)
                     g[j] = gv
                     sg += gv
-                    if bce:
-                        sb += max(v, np.float32(0.0)) - v * t + np.log(np.float32(1.0) + e)
+                    sb += b
             rows[i, 0], rows[i, 1] = sg, sb
         return rows[:, 0].sum(), rows[:, 1].sum()
 
