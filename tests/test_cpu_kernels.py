@@ -42,17 +42,19 @@ def test_kernels_equal_the_model(name, hw):
         torch.testing.assert_close(got, ref[rows, cols], rtol=1e-5, atol=1e-5)
 
 
-def test_planar_input_is_the_crop_by_column_phase():
-    crop = np.random.default_rng(0).integers(0, 256, (13, 22, 3), dtype=np.uint8)
-    s, pr, lo = 4, 7, 2
+@pytest.mark.parametrize("s", [2, 4, 8])
+def test_planar_input_is_the_crop_by_column_phase(s):
+    crop = np.random.default_rng(s).integers(0, 256, (13, 22, 3), dtype=np.uint8)  # 22: not a multiple of s
+    pr, lo = 7, 2
     xp = K._planar(crop, 32, 32, pr, lo, s)  # padded to 32 x 32 like the model's own padding
-    assert xp.dtype == np.uint8
+    assert xp.dtype == np.uint8 and xp.shape == (32 + 2 * pr, 3, s, 32 // s + 2 * lo)
     ref = np.zeros((32, 32, 3), np.uint8)
     ref[:13, :22] = crop
+    n = 32 // s
     for p in range(s):
         # xp[r, c, p, j] = crop[r - pr, s (j - lo) + p, c]
-        assert np.array_equal(xp[pr : pr + 32, :, p, lo : lo + 8], ref[:, p::s, :].transpose(0, 2, 1))
-    assert not xp[:pr].any() and not xp[pr + 32 :].any() and not xp[..., :lo].any() and not xp[..., lo + 8 :].any()
+        assert np.array_equal(xp[pr : pr + 32, :, p, lo : lo + n], ref[:, p::s, :].transpose(0, 2, 1))
+    assert not xp[:pr].any() and not xp[pr + 32 :].any() and not xp[..., :lo].any() and not xp[..., lo + n :].any()
 
 
 def test_who_gets_the_kernels(monkeypatch):
