@@ -42,6 +42,18 @@ def test_kernels_equal_the_model(name, hw):
         torch.testing.assert_close(got, ref[rows, cols], rtol=1e-5, atol=1e-5)
 
 
+def test_vectorized_exp_and_log_are_float32_accurate():
+    v = np.concatenate([np.linspace(-87, 0, 100001), -np.logspace(-8, 0, 1001)]).astype(np.float32)
+    e = np.array([K._exp_neg(x) for x in v])
+    ref = np.exp(v.astype(np.float64))
+    assert np.max(np.abs(e - ref) / ref) < 4e-7
+    assert K._exp_neg(np.float32(0)) == 1 and 0 <= K._exp_neg(np.float32(-200)) < 1e-37
+    u = np.concatenate([np.linspace(0, 1, 100001), np.logspace(-30, 0, 1001)]).astype(np.float32)
+    got = np.array([K._log1p_unit(x) for x in u])
+    ref = np.log1p(u.astype(np.float64))
+    assert np.max(np.abs(got - ref) / np.maximum(ref, 1e-45)) < 4e-7 and K._log1p_unit(np.float32(0)) == 0
+
+
 @pytest.mark.parametrize("s", [2, 4, 8])
 def test_planar_input_is_the_crop_by_column_phase(s):
     crop = np.random.default_rng(s).integers(0, 256, (13, 22, 3), dtype=np.uint8)  # 22: not a multiple of s

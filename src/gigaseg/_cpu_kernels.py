@@ -566,14 +566,53 @@ if numba is not None:
         for ch in range(chunks):
             dw4 += part[ch]
 
+    # NOTE [Vectorized exp and log]
+    # The loss kernels take a sigmoid (one exp) and a BCE (one log) per pixel. numba compiles
+    # np.exp and np.log to scalar libm calls, which keep the loops from vectorizing (pip's llvmlite
+    # has no SVML); these two are plain float32 arithmetic, which LLVM vectorizes: exp(x) =
+    # 2^k exp(r) with k = round(x / ln 2) (2^k written straight into the float's exponent bits)
+    # and log(1 + e) = 2 atanh(e / (2 + e)), each a short polynomial. Their errors (3e-7 each,
+    # relative: tests/test_cpu_kernels.py) are a few float32 roundings; with them the two loss kernels
+    # take 2.2x less time (64 MP step, 400 MiB budget: 0.34 -> 0.14 s of 2.6 s).
+    @njit(fastmath=True, cache=True, inline="always")
+    def _exp_neg(x):
+        """exp(x) for float32 x <= 0, within 3e-7 relative (NOTE [Vectorized exp and log])."""
+        x = max(x, np.float32(-87.0))  # below, 2^k is no longer a normal float32
+        k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))  # round(x / ln 2)
+        r = x - k * np.float32(0.693359375) - k * np.float32(-2.12194440e-4)  # x - k ln 2, |r| <= ln 2 / 2
+        p = np.float32(1.0 / 5040)  # Taylor to r^7 / 7!: truncation below 5e-9
+        p = p * r + np.float32(1.0 / 720)
+        p = p * r + np.float32(1.0 / 120)
+        p = p * r + np.float32(1.0 / 24)
+        p = p * r + np.float32(1.0 / 6)
+        p = p * r + np.float32(0.5)
+        p = p * r + np.float32(1.0)
+        p = p * r + np.float32(1.0)
+        return p * np.int32((np.int32(k) + np.int32(127)) << np.int32(23)).view(np.float32)  # * 2^k
+
+    @njit(fastmath=True, cache=True, inline="always")
+    def _log1p_unit(e):
+        """log(1 + e) for float32 0 <= e <= 1, within 3e-7 relative: 2 atanh(u), u = e / (2 + e) <= 1/3,
+        by its series to u^13 (truncation below 1e-8)."""
+        u = e / (np.float32(2.0) + e)
+        u2 = u * u
+        q = np.float32(1.0 / 13)
+        q = q * u2 + np.float32(1.0 / 11)
+        q = q * u2 + np.float32(1.0 / 9)
+        q = q * u2 + np.float32(1.0 / 7)
+        q = q * u2 + np.float32(1.0 / 5)
+        q = q * u2 + np.float32(1.0 / 3)
+        q = q * u2 + np.float32(1.0)
+        return np.float32(2.0) * u * q
+
     @njit(fastmath=True, cache=True, inline="always")
     def _sigmoid_bce(v, t, bce):
         """(sigmoid(v), the BCE of logit v against label t if ``bce`` else 0), without overflow:
         max(v, 0) - v t + log(1 + exp(-|v|)), as PyTorch computes it."""
-        e = np.exp(-abs(v))
+        e = _exp_neg(-abs(v))
         r = np.float32(1.0) / (np.float32(1.0) + e)
         p = r if v >= 0 else e * r
-        b = max(v, np.float32(0.0)) - v * t + np.log(np.float32(1.0) + e) if bce else np.float32(0.0)
+        b = max(v, np.float32(0.0)) - v * t + _log1p_unit(e) if bce else np.float32(0.0)
         return p, b
 
     @njit(parallel=True, fastmath=True, cache=True)
@@ -604,22 +643,21 @@ if numba is not None:
         nj = gq.shape[2]
         rows = np.zeros((ny, 2))
         for i in prange(ny):
-            zi = z[i].copy()
+            gi = np.empty(nx, np.float32)  # the row's gradient in image order: a loop that vectorizes
             sg = sb = 0.0
-            for ux in range(s):
+            for x in range(nx):
+                v = z[i, x]
+                t = np.float32(y[i, x])
+                p, b = _sigmoid_bce(v, t, bce)
+                gv = w_bce * (p - t) + (w_inter * t + w_p) * p * (np.float32(1.0) - p)
+                gi[x] = gv
+                sg += gv
+                sb += b
+            for ux in range(s):  # then by column phase, over z's row, which is read by now
                 g = gq[i, ux]
                 for j in range(nj):
                     x = s * j + ux - off
-                    if x < 0 or x >= nx:
-                        g[j] = 0.0
-                        continue
-                    v = zi[x]
-                    t = np.float32(y[i, x])
-                    p, b = _sigmoid_bce(v, t, bce)
-                    gv = w_bce * (p - t) + (w_inter * t + w_p) * p * (np.float32(1.0) - p)
-                    g[j] = gv
-                    sg += gv
-                    sb += b
+                    g[j] = gi[x] if 0 <= x < nx else np.float32(0.0)
             rows[i, 0], rows[i, 1] = sg, sb
         return rows[:, 0].sum(), rows[:, 1].sum()
 
