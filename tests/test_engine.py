@@ -6,6 +6,9 @@ float32: <= 1e-4.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -447,3 +450,15 @@ def test_read_workers_do_not_change_results_and_are_checked():
             tiled_backward(model, image, mask, tile=32, read_workers=bad)
     assert default_read_workers("cpu") == 1
     assert 1 <= default_read_workers("cuda") <= 8
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="heap reuse is a glibc setting")
+@pytest.mark.parametrize("env, tuned", [("", True), ("1", False)])
+def test_heap_reuse_can_be_turned_off(env, tuned):
+    """GIGASEG_NO_HEAP_REUSE=1 leaves glibc's allocator settings alone (NOTE [Heap reuse])."""
+    import subprocess
+
+    code = "from gigaseg.engine import reuse_freed_memory; print(reuse_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "GIGASEG_NO_HEAP_REUSE": env}).stdout
+    assert out.strip() == str(tuned)

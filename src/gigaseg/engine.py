@@ -750,17 +750,23 @@ def _read_mask(mask: Any, t: _Tile) -> np.ndarray:
 # those blocks and grow the heap (+15% peak in a 256 MP step), so when the crop shape changes
 # the engine first hands the free pages back (malloc_trim): the next tile faults its working
 # set in once, and tiles of one shape reuse it. The setting is process-wide, so it is made
-# once, on the first call of the engine, not at import.
+# once, on the first call of the engine, not at import. GIGASEG_NO_HEAP_REUSE=1 leaves glibc's
+# defaults (for comparisons: whole-image autograd, ``gigaseg bench step --naive``, then peaks at
+# 2.4 GiB instead of 3.4-4.6 GiB at 64 MP, but takes 4.1 s per step instead of 3.0 s).
 _LIBC: Any = None
 _HEAP_TUNED = False
+_NO_HEAP_REUSE = "GIGASEG_NO_HEAP_REUSE"
 
 
 def reuse_freed_memory() -> bool:
-    """Keep freed large blocks in the process heap for the next tile (glibc only; once)."""
+    """Keep freed large blocks in the process heap for the next tile (glibc only; once; not
+    with GIGASEG_NO_HEAP_REUSE=1)."""
     global _HEAP_TUNED, _LIBC
     if _HEAP_TUNED:
         return _LIBC is not None
     _HEAP_TUNED = True
+    if os.environ.get(_NO_HEAP_REUSE, "") not in ("", "0"):
+        return False
     try:
         import ctypes
         import ctypes.util
