@@ -7,6 +7,7 @@ float32: <= 1e-4.
 from __future__ import annotations
 
 import os
+import platform
 import sys
 
 import numpy as np
@@ -452,7 +453,7 @@ def test_read_workers_do_not_change_results_and_are_checked():
     assert 1 <= default_read_workers("cuda") <= 8
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="heap reuse is a glibc setting")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="heap reuse is a glibc setting")
 @pytest.mark.parametrize("env, tuned", [("", True), ("1", False)])
 def test_heap_reuse_can_be_turned_off(env, tuned):
     """GIGASEG_NO_HEAP_REUSE=1 leaves glibc's allocator settings alone (NOTE [Heap reuse])."""
