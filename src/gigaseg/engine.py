@@ -259,8 +259,9 @@ def _peak_bytes(config: UNetConfig, th: int, tw: int, itemsize: int, mode: str, 
 # at full resolution but the logits of the core, which its loss gradient then overwrites: the
 # crop itself is replaced by a uint8 copy by column phase (3 bytes a pixel, counted with the
 # crop in the 8 bytes above), and everything else is at the first stride's resolution or
-# below. numba's compiled code and thread pool add ~30 MiB to the process, and the model a
-# little more for what varies between processes. It counts 2 floats a pixel at full
+# below. numba adds ~50 MiB to the process (its import 25 MiB, LLVM's set-up at the first
+# call 26 MiB; measured 2026-11-27), which the 48 MiB here and the safety margin cover, and the
+# model a little more for what varies between processes. It counts 2 floats a pixel at full
 # resolution, fitted to measured peaks (paper preset, RssAnon, ``gigaseg bench step``,
 # 2026-11-27): crops of 1.9, 4.9, 32 and 71 MP peaked at 353, 409-416, 1120 and 2021 MiB,
 # against 356, 436, 1174 and 2221 predicted (the per-pixel cost grows a little with the crop;
