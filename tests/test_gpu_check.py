@@ -32,3 +32,23 @@ def test_gpu_train_script_dry_run_on_the_cpu(tmp_path):
     assert all(len(r["seconds_per_step"]) == 3 for r in result["train"])
     assert result["max_abs_param_difference"] == 0.0
     assert result["engine_step_seconds"] > 0
+
+
+def test_gpu_train_tile_from_repeats_the_region_across(tmp_path):
+    """--tile-from: the benchmark's region is the synthesized one repeated across, pixel for pixel."""
+    import numpy as np
+
+    from gigaseg.store import RegionStore
+
+    script = load_script("benchmarks/gpu_train.py")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (300, 70, 3), dtype=np.uint8)
+    mask = rng.integers(0, 2, (300, 70), dtype=np.uint8)
+    RegionStore.create(tmp_path / "made").add_region("a", image, mask, meta={"mpp": 0.5})
+    script._repeat_across(tmp_path / "made", tmp_path / "big", 300, 280)
+    region = RegionStore(tmp_path / "big")[0]
+    assert region.meta["mpp"] == 0.5
+    np.testing.assert_array_equal(region.image, np.tile(image, (1, 4, 1)))
+    np.testing.assert_array_equal(region.mask, np.tile(mask, (1, 4)))
+    with pytest.raises(SystemExit, match="divide its width"):
+        script._repeat_across(tmp_path / "made", tmp_path / "bad", 300, 250)
