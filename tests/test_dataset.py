@@ -227,6 +227,42 @@ def test_hed_jitter_colour_table_equals_the_direct_computation():
         assert np.array_equal(lut[b, :, :, :3], jitter._compute(grid))
 
 
+def test_view_kernels_give_numpy_bytes_for_large_crops(tmp_path, monkeypatch):
+    """Crops of a megapixel and more are transformed and jittered by one compiled pass (NOTE
+    [View kernels]): the same bytes as numpy's path and as the reference definition, for every
+    transform, with and without the HED jitter."""
+    from gigaseg import _view_kernels
+    from gigaseg.dataset import _LUT3_MIN_PIXELS
+
+    if not _view_kernels.enabled():
+        pytest.skip("numba is not importable here: numpy's path is the only one")
+    rng = np.random.default_rng(5)
+    h, w = 1030, 1100
+    assert (h - 5) * (w - 10) >= _LUT3_MIN_PIXELS
+    img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    img[:40] = 255
+    mask = rng.integers(0, 3, (h, w), dtype=np.uint8)
+    store = RegionStore.create(tmp_path / "s")
+    store.add_region("a", img, mask)
+    region = store["a"]
+    jitter = StainJitter.draw(np.random.default_rng(9), "hed", 0.2)
+    for t in DIHEDRAL:
+        ref_img, ref_mask = t.apply(img), t.apply(mask)
+        hv, wv = ref_img.shape[:2]
+        window = (slice(3, hv - 2), slice(4, wv - 6))
+        for j in (None, jitter):
+            view = RegionView(region.image, t, j)
+            fast = view[window]
+            monkeypatch.setenv("GIGASEG_NO_CPU_KERNELS", "1")
+            slow = view[window]
+            monkeypatch.delenv("GIGASEG_NO_CPU_KERNELS")
+            ref = ref_img[window] if j is None else j._compute(np.ascontiguousarray(ref_img[window]))
+            assert fast.flags.c_contiguous and fast.flags.writeable
+            assert np.array_equal(fast, slow) and np.array_equal(fast, ref), (t, j)
+        got = RegionView(region.mask, t)[window]
+        assert got.flags.c_contiguous and np.array_equal(got, ref_mask[window]), t
+
+
 def test_parallel_readers_build_the_colour_table_once(monkeypatch):
     """Several crop readers (NOTE [Read ahead]) ask for a step's colour table at the same time;
     it is built once and every reader gets the same bytes."""

@@ -37,6 +37,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _view_kernels
 from .errors import ConfigError, InputError
 from .store import RegionStore, StoreError
 
@@ -362,8 +363,19 @@ class RegionView:
             block = block[::-1]
         if t.flip_x:
             block = block[:, ::-1]
-        if self.jitter is not None and block.size:
-            return self.jitter(np.ascontiguousarray(block), table=table)
+        jitter = self.jitter
+        if jitter is not None and block.size:
+            if jitter.kind == "hed" and table is None and block.shape[0] * block.shape[1] >= _LUT3_MIN_PIXELS:
+                table = _hed_lut3(jitter)
+            if jitter.kind == "hed" and table is not None:
+                out = np.empty(block.shape, np.uint8)
+                if _view_kernels.gather(block, table, out):  # NOTE [View kernels]
+                    return out
+            return jitter(np.ascontiguousarray(block), table=table)
+        if t.transpose and block.size:
+            out = np.empty(block.shape, np.uint8)
+            if _view_kernels.copy(block, out):  # numpy's transposed copy is 4x slower
+                return out
         block = np.ascontiguousarray(block)
         if not block.flags.writeable:  # a view into a read-only memmap: hand out an owned copy
             block = block.copy()
