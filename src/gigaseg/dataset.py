@@ -224,8 +224,8 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 
 # NOTE [Strips]
-# On a GPU the model outruns one core reading and colour-jittering a crop (~50 ms per megapixel),
-# and a step has too few crops (a handful of 5000 x 5000) to keep several crop readers busy: the
+# On a GPU the model outruns one core reading and colour-jittering a crop (~50 ms per megapixel
+# in numpy per pixel, ~5 ms with the colour table and NOTE [View kernels]), and a step has too few crops (a handful of 5000 x 5000) to keep several crop readers busy: the
 # first crop of each pass is read by one thread while the GPU waits. A view with ``threads`` > 1
 # therefore splits a large read into strips of rows done in parallel by a process-wide pool, and
 # builds the step's colour table in parallel first and hands it to the strips (a strip never takes

@@ -551,8 +551,9 @@ def _fast_cpu(model: nn.Module, dtype: torch.dtype, device: torch.device) -> boo
 # tiles; the next tiles' crops and masks are read in background threads while the model runs on
 # the current one. numpy releases the GIL in its copies and gathers, so several readers run in
 # parallel. One reader suffices on the CPU, where the model itself keeps the cores busy. On a GPU
-# one reader is the bottleneck: an augmented training view costs ~50 ms per megapixel on one
-# core, ten times the H100's tiled step, so accelerators get several (``default_read_workers``).
+# one reader is the bottleneck: an augmented training view costs ~5 ms per megapixel on one core
+# (~50 before NOTE [Colour table] and NOTE [View kernels] in the dataset), as much as the H100's
+# tiled step, so accelerators get several (``default_read_workers``).
 # Tiles are still yielded in order, so results do not depend on the number of readers. Each
 # reader holds one crop in host memory. Errors of a reader are raised in the caller, at the tile
 # that caused them.
