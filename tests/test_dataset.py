@@ -263,23 +263,54 @@ def test_view_kernels_give_numpy_bytes_for_large_crops(tmp_path, monkeypatch):
         assert got.flags.c_contiguous and np.array_equal(got, ref_mask[window]), t
 
 
-def test_parallel_readers_build_the_colour_table_once(monkeypatch):
+def test_compiled_colour_table_equals_numpys_for_every_colour(monkeypatch):
+    """NOTE [Colour table, compiled]: the kernel's table and numpy's agree on all 2^24 colours."""
+    from gigaseg import _view_kernels, dataset
+
+    if not _view_kernels.enabled():
+        pytest.skip("numba is not importable here: numpy's table is the only one")
+    for strength, seed in ((0.05, 0), (0.5, 1)):
+        jitter = StainJitter.draw(np.random.default_rng(seed), "hed", strength)
+        dataset._LUT3_CACHE.clear()
+        compiled = dataset._hed_lut3(jitter).copy()
+        dataset._LUT3_CACHE.clear()
+        monkeypatch.setenv("GIGASEG_NO_CPU_KERNELS", "1")
+        slow = dataset._hed_lut3(jitter)
+        monkeypatch.delenv("GIGASEG_NO_CPU_KERNELS")
+        dataset._LUT3_CACHE.clear()
+        assert compiled.dtype == np.uint32 and compiled.shape == (1 << 24,)
+        assert np.array_equal(compiled, slow)
+
+
+@pytest.mark.parametrize("kernels", [True, False])
+def test_parallel_readers_build_the_colour_table_once(monkeypatch, kernels):
     """Several crop readers (NOTE [Read ahead]) ask for a step's colour table at the same time;
-    it is built once and every reader gets the same bytes."""
+    it is built once and every reader gets the same bytes (compiled or numpy's build)."""
     import threading
 
-    from gigaseg import dataset
+    from gigaseg import _view_kernels, dataset
 
+    if kernels and not _view_kernels.enabled():
+        pytest.skip("numba is not importable here")
+    if not kernels:
+        monkeypatch.setenv("GIGASEG_NO_CPU_KERNELS", "1")
     dataset._LUT3_CACHE.clear()
     built = []
-    real_compute = StainJitter._compute
+    real_compute, real_kernel = StainJitter._compute, _view_kernels.hed_table
 
-    def counting_compute(self, tile):
-        if tile.shape == (dataset._LUT3_CHUNK * 256, 256, 3):
+    def counting_compute(self, tile):  # numpy's build: count its first piece (blue 0)
+        if tile.shape == (dataset._LUT3_CHUNK * 256, 256, 3) and tile[0, 0, 2] == 0:
             built.append(threading.get_ident())
         return real_compute(self, tile)
 
+    def counting_kernel(*args):
+        done = real_kernel(*args)
+        if done:
+            built.append(threading.get_ident())
+        return done
+
     monkeypatch.setattr(StainJitter, "_compute", counting_compute)
+    monkeypatch.setattr(_view_kernels, "hed_table", counting_kernel)
     jitter = StainJitter.draw(np.random.default_rng(5), "hed", 0.2)
     tables = [None] * 4
     start = threading.Barrier(4)
@@ -293,8 +324,7 @@ def test_parallel_readers_build_the_colour_table_once(monkeypatch):
         t.start()
     for t in threads:
         t.join()
-    assert len(built) == 256 // dataset._LUT3_CHUNK  # one table, by one of the threads
-    assert len(set(built)) == 1
+    assert len(built) == 1  # one table, by one of the threads
     assert all(t is tables[0] for t in tables)
 
 
