@@ -136,13 +136,17 @@ class StainJitter:
         return m.astype(np.float32), c.astype(np.float32)
 
     def __call__(self, tile: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
-        """Apply to an (h, w, 3) uint8 tile; returns a new (h, w, 3) uint8 array. ``table`` is
-        this jitter's colour table, already built; the bytes are the same without it."""
-        if table is not None and self.kind == "hed":
-            return _apply_lut3(table, tile)
-        if self.kind == "hed" and tile.shape[0] * tile.shape[1] >= _LUT3_MIN_PIXELS:
-            return _apply_lut3(_hed_lut3(self), tile)
-        return self._compute(tile)
+        """Apply to an (h, w, 3) uint8 tile (any strides: a transformed view is read in the same
+        pass, NOTE [View kernels]); returns a new C-contiguous (h, w, 3) uint8 array. ``table``
+        is this jitter's colour table, already built; the bytes are the same without it."""
+        if self.kind == "hed" and table is None and tile.shape[0] * tile.shape[1] >= _LUT3_MIN_PIXELS:
+            table = _hed_lut3(self)
+        if self.kind == "hed" and table is not None:
+            out = np.empty(tile.shape, np.uint8)
+            if _view_kernels.gather(tile, table, out):
+                return out
+            return _apply_lut3(table, np.ascontiguousarray(tile))
+        return self._compute(np.ascontiguousarray(tile))
 
     def _compute(self, tile: np.ndarray) -> np.ndarray:
         tables = self._tables()
@@ -369,15 +373,8 @@ class RegionView:
             block = block[::-1]
         if t.flip_x:
             block = block[:, ::-1]
-        jitter = self.jitter
-        if jitter is not None and block.size:
-            if jitter.kind == "hed" and table is None and block.shape[0] * block.shape[1] >= _LUT3_MIN_PIXELS:
-                table = _hed_lut3(jitter)
-            if jitter.kind == "hed" and table is not None:
-                out = np.empty(block.shape, np.uint8)
-                if _view_kernels.gather(block, table, out):  # NOTE [View kernels]
-                    return out
-            return jitter(np.ascontiguousarray(block), table=table)
+        if self.jitter is not None and block.size:
+            return self.jitter(block, table=table)  # reads the transformed block directly
         if t.transpose and block.size:
             out = np.empty(block.shape, np.uint8)
             if _view_kernels.copy(block, out):  # numpy's transposed copy is 4x slower
