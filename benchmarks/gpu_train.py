@@ -30,9 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 import numpy as np
+import torch
 
 from gigaseg.bench import bench_step
 from gigaseg.checkpoint import load_checkpoint

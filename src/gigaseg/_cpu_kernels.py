@@ -16,13 +16,14 @@ gradient fused in). Everything else goes through ``UNet.forward`` and autograd.
 from __future__ import annotations
 
 import functools
-import os
 import threading
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
+
+from . import _view_kernels
 
 # NOTE [CPU kernels]
 # Both kernels vectorize along image rows. The uint8 input is rearranged once ("space to depth"
@@ -45,7 +46,6 @@ try:  # numba is a dependency, but keep PyTorch's path if it cannot load on some
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-_DISABLE = "GIGASEG_NO_CPU_KERNELS"  # set to 1 to force PyTorch's kernels (comparisons, debugging)
 
 
 _BROKEN: list[str] = []  # set when numba failed to compile the kernels in this process
@@ -60,7 +60,7 @@ def eligible(model: nn.Module, dtype: torch.dtype, device: torch.device) -> bool
 
 def eligible_config(config: Any, dtype: torch.dtype, device: torch.device) -> bool:
     """``eligible`` for a model of this ``UNetConfig`` (the planner asks before any model exists)."""
-    if numba is None or _BROKEN or os.environ.get(_DISABLE, "") not in ("", "0"):
+    if numba is None or _BROKEN or _view_kernels.switched_off():
         return False
     return (device.type == "cpu" and dtype == torch.float32
             and config.strides[0] > 1 and config.activation in ("relu", "leaky_relu"))

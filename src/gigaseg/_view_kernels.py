@@ -25,7 +25,7 @@ import numpy as np
 # stay in the cache while a block is read across them. Serial and free of the GIL: crop readers
 # and strips supply the parallelism (NOTE [Read ahead], NOTE [Strips] in dataset.py).
 
-_DISABLE = "GIGASEG_NO_CPU_KERNELS"  # the same switch as the model's kernels (comparisons)
+_DISABLE = "GIGASEG_NO_CPU_KERNELS"  # set to 1 to force numpy's and PyTorch's paths (comparisons)
 _BLOCK = 64
 
 try:  # numba is a dependency, but keep numpy's path if it cannot load on some platform
@@ -34,9 +34,15 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     njit = None
 
 
+def switched_off() -> bool:
+    """True when GIGASEG_NO_CPU_KERNELS turns off all of gigaseg's compiled CPU kernels, these and
+    the model's (``_cpu_kernels``)."""
+    return os.environ.get(_DISABLE, "") not in ("", "0")
+
+
 def enabled() -> bool:
     """True when the kernels will run (numba importable and not switched off)."""
-    return njit is not None and os.environ.get(_DISABLE, "") in ("", "0")
+    return njit is not None and not switched_off()
 
 
 def copy(src: np.ndarray, out: np.ndarray) -> bool:

@@ -135,6 +135,13 @@ class StainJitter:
         c = np.asarray(self.beta) @ _RGB_FROM_HED
         return m.astype(np.float32), c.astype(np.float32)
 
+    def _hed_steps(self) -> tuple[np.ndarray, np.ndarray]:
+        """The HED tables in optical-density table steps, float32: od' * STEPS = sum_c od_c *
+        (m[c, k] * STEPS) + c_k * STEPS. numpy's per-pixel path and the compiled colour table both
+        start from these (NOTE [Colour table, compiled])."""
+        m, c = self._tables()
+        return m * np.float32(_OD_STEPS), c * np.float32(_OD_STEPS)
+
     def __call__(self, tile: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
         """Apply to an (h, w, 3) uint8 tile (any strides: a transformed view is read in the same
         pass, NOTE [View kernels]); returns a new C-contiguous (h, w, 3) uint8 array. ``table``
@@ -149,16 +156,12 @@ class StainJitter:
         return self._compute(np.ascontiguousarray(tile))
 
     def _compute(self, tile: np.ndarray) -> np.ndarray:
-        tables = self._tables()
         out = np.empty(tile.shape, np.uint8)
         if self.kind == "rgb":
-            for ch in range(3):
-                np.take(tables[ch], tile[..., ch], out=out[..., ch])
+            for ch, lut in enumerate(self._tables()):
+                np.take(lut, tile[..., ch], out=out[..., ch])
             return out
-        m, c = tables
-        # Optical density scaled to table steps: od' * STEPS = sum_c od_c * (m[c, k] * STEPS) + c_k * STEPS.
-        m = m * np.float32(_OD_STEPS)
-        c = c * np.float32(_OD_STEPS)
+        m, c = self._hed_steps()
         od = [np.take(_OD_LUT, tile[..., ch]) for ch in range(3)]
         acc = np.empty(tile.shape[:2], np.float32)
         tmp = np.empty(tile.shape[:2], np.float32)
@@ -200,9 +203,8 @@ def _hed_lut3(jitter: StainJitter, threads: int = 1) -> np.ndarray:
         if _LUT3_CACHE and _LUT3_CACHE[0][0] == jitter:
             return _LUT3_CACHE[0][1]
         _LUT3_CACHE.clear()  # free the previous table before building the next
-        m, c = jitter._tables()
         table = np.empty(1 << 24, np.uint32)
-        if _view_kernels.hed_table(m * np.float32(_OD_STEPS), c * np.float32(_OD_STEPS), _OD_LUT, _OD_OUT, table):
+        if _view_kernels.hed_table(*jitter._hed_steps(), _OD_LUT, _OD_OUT, table):
             _LUT3_CACHE.append((jitter, table))  # NOTE [Colour table, compiled]: 6x faster, same bytes
             return table
         lut = np.zeros((256, 256, 256, 4), np.uint8)  # [b, g, r, channel]
@@ -235,8 +237,9 @@ def _pool(threads: int) -> ThreadPoolExecutor:
 
 # NOTE [Strips]
 # On a GPU the model outruns one core reading and colour-jittering a crop (~50 ms per megapixel
-# in numpy per pixel, ~5 ms with the colour table and NOTE [View kernels]), and a step has too few crops (a handful of 5000 x 5000) to keep several crop readers busy: the
-# first crop of each pass is read by one thread while the GPU waits. A view with ``threads`` > 1
+# computed per pixel in numpy, ~5 ms with the colour table and NOTE [View kernels]), and a step
+# has too few crops (a handful of 5000 x 5000) to keep several crop readers busy: the first crop
+# of each pass is read by one thread while the GPU waits. A view with ``threads`` > 1
 # therefore splits a large read into strips of rows done in parallel by a process-wide pool, and
 # builds the step's colour table in parallel first and hands it to the strips (a strip never takes
 # the table's lock nor submits work to the pool it runs in: no deadlock when views with other
