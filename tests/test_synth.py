@@ -39,6 +39,10 @@ def test_deterministic_across_calls_and_threads(whole):
     rgb, mask = whole
     r2, m2 = render_region(0, 0, 0, W, H, width=W, height=H)
     assert np.array_equal(r2, rgb) and np.array_equal(m2, mask)
+    synth.clear_caches()  # layouts and texture banks are rebuilt the same
+    assert synth._tx.texture_bank.cache_info().currsize == 0
+    r3, m3 = render_region(0, 0, 0, W, H, width=W, height=H)
+    assert np.array_equal(r3, rgb) and np.array_equal(m3, mask)
     windows = [(x, y, 256, 192) for y in range(0, H, 192) for x in range(0, W, 256)]
     with ThreadPoolExecutor(4) as pool:
         parts = list(pool.map(lambda wd: render_region(0, *wd, width=W, height=H), windows))

@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import os
+import platform
 
 import numpy as np
 import pytest
@@ -316,3 +317,31 @@ def test_sigterm_saves_the_last_step_like_ctrl_c(store, tmp_path):
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 2
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 6
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the freed heap is a glibc matter")
+def test_step_memory_does_not_count_what_earlier_work_freed(store, tmp_path):
+    """800 MB freed before training but kept by the allocator (as after making the demo's data)
+    is not part of the first step's logged peak."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    code = (
+        "import csv, json\n"
+        "from gigaseg._memory import read_status_bytes\n"
+        "from gigaseg.train import TrainConfig, train\n"
+        "blocks = [bytearray(64 * 1024) for _ in range(12800)]\n"  # below the mmap threshold: heap
+        "pin = bytearray(64 * 1024)\n"  # above them, so that only malloc_trim can return them
+        "del blocks\n"
+        "before = read_status_bytes('RssAnon')\n"
+        f"train(TrainConfig(data={str(store)!r}, out={str(run)!r}, preset='tiny', steps=1, val_every=0,"
+        " ckpt_every=0, progress=False, device='cpu'))\n"
+        f"peak = int(next(csv.DictReader(open({str(run / 'log.csv')!r})))['peak_anon_bytes'])\n"
+        "print(json.dumps({'before': before, 'peak': peak}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    m = json.loads(proc.stdout.splitlines()[-1])
+    assert m["before"] > 800e6  # the freed blocks were still resident before training
+    assert m["peak"] < m["before"] - 600e6

@@ -2,15 +2,21 @@
 
 ``peak_rss_bytes`` is VmHWM, the high-water mark of resident memory. ``MemorySampler`` samples
 RssAnon (anonymous memory: heap and tensors, not the page cache that memory-mapped input lands
-in) from a background thread and keeps the maximum.
+in) from a background thread and keeps the maximum. ``trim_heap`` hands the allocator's free
+pages back to the system, so that RssAnon measured afterwards counts live memory, not what
+earlier work freed but glibc kept.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import threading
 from pathlib import Path
+from typing import Any
 
-__all__ = ["read_status_bytes", "peak_rss_bytes", "MemorySampler"]
+__all__ = ["read_status_bytes", "peak_rss_bytes", "MemorySampler", "trim_heap"]
 
 _STATUS = Path("/proc/self/status")
 
@@ -29,6 +35,29 @@ def read_status_bytes(key: str) -> int | None:
 def peak_rss_bytes() -> int | None:
     """VmHWM: the process's peak resident memory so far."""
     return read_status_bytes("VmHWM")
+
+
+@functools.lru_cache(maxsize=1)
+def glibc() -> Any:
+    """The C library through ctypes when it is glibc (it has ``mallopt`` and ``malloc_trim``), else None."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def trim_heap() -> bool:
+    """Return the heap's free pages to the system (glibc ``malloc_trim(0)``, a few ms).
+
+    Memory that Python or numpy freed in the middle of the heap stays resident, and counted in
+    RssAnon, until then. False (nothing done) where the C library is not glibc.
+    """
+    libc = glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
 
 
 class MemorySampler:

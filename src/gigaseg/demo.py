@@ -175,7 +175,7 @@ def run_demo(out: str | Path = "gigaseg-demo", *, scale: str = "small", device: 
     from .bench import machine_info
     from .store import RegionStore, _utc_now, _write_json_atomic, prepare_synthetic
     from .predict import predict_slide
-    from .synth import write_slide
+    from .synth import clear_caches, write_slide
     from .train import TrainConfig, train
 
     cfg = demo_config(scale, **overrides)
@@ -206,6 +206,7 @@ def run_demo(out: str | Path = "gigaseg-demo", *, scale: str = "small", device: 
     slide_path, slide_mask_path = write_slide(out / "data" / "heldout-slide.tiff", width=sw, height=sh,
                                               seed=slide_seed, mpp=cfg.mpp, progress=progress)
     t_data = time.perf_counter() - t0
+    clear_caches()  # the synthetic textures are not needed again: training's memory counts without them
 
     # 2. Training on whole regions.
     say(f"training the {cfg.preset!r} U-Net for {cfg.steps} steps, one whole region per step")

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._memory import glibc
 from ._units import format_bytes, parse_bytes
 from .errors import ConfigError, InputError, PlanError, UnsupportedModelError
 from .losses import DICE_SMOOTH, check_loss_name
@@ -769,16 +770,10 @@ def reuse_freed_memory() -> bool:
     _HEAP_TUNED = True
     if os.environ.get(_NO_HEAP_REUSE, "") not in ("", "0"):
         return False
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_max = -1, -4
-        if libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30):
-            _LIBC = libc
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
+    libc = glibc()  # None when not glibc: nothing to do
+    m_trim_threshold, m_mmap_max = -1, -4
+    if libc is not None and libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**30):
+        _LIBC = libc
     return _LIBC is not None
 
 

@@ -39,6 +39,7 @@ from . import _synth_textures as _tx
 from .errors import ConfigError, InputError
 
 __all__ = [
+    "clear_caches",
     "render_region",
     "write_slide",
     "SynthLayout",
@@ -155,6 +156,16 @@ def make_layout(seed: int, width: int, height: int, mpp: float = 0.5) -> SynthLa
     seed = _check_seed(seed)
     _check_geometry(width, height, mpp)
     return _layout_cached(seed, int(width), int(height), float(mpp))
+
+
+def clear_caches() -> None:
+    """Drop the cached layouts and texture banks (up to 4 banks of ~100 MB each).
+
+    Rendering stays correct without them; the next render of a slide rebuilds its bank. For a
+    process that is done making data and goes on to other work (the demo, before training).
+    """
+    _layout_cached.cache_clear()
+    _tx.texture_bank.cache_clear()
 
 
 @lru_cache(maxsize=16)
