@@ -46,8 +46,6 @@ try:  # numba is a dependency, but keep PyTorch's path if it cannot load on some
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-
-
 _BROKEN: list[str] = []  # set when numba failed to compile the kernels in this process
 
 
