@@ -36,7 +36,7 @@ def write_big_slide(path: Path, *, width: int, height: int, mpp: float, patch_si
                     tile: int = 512, quality: int = 90) -> Path:
     import tifffile
 
-    from gigaseg._synth_tiff import _FACTOR, _down, level_sizes
+    from gigaseg.synth._tiff import _FACTOR, _down, level_sizes
     from gigaseg.synth import render_region
 
     sizes = level_sizes(width, height)

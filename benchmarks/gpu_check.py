@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gigaseg.bench import _EXACTNESS_CASES, bench_step, machine_info, make_synthetic_arrays
+from gigaseg.bench.step import _EXACTNESS_CASES, bench_step, machine_info, make_synthetic_arrays
 from gigaseg.engine import plan, tiled_backward, tiled_predict
 from gigaseg.losses import loss_fn
 from gigaseg.model import UNet, preset

@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_check import _step_row, _tile_to  # noqa: E402
 
-from gigaseg.bench import bench_step, make_synthetic_arrays  # noqa: E402
+from gigaseg.bench.step import bench_step, make_synthetic_arrays  # noqa: E402
 from gigaseg.engine import plan, tiled_predict  # noqa: E402
 from gigaseg.model import UNet, preset  # noqa: E402
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gigaseg.bench import bench_step
+from gigaseg.bench.step import bench_step
 from gigaseg.checkpoint import load_checkpoint
 from gigaseg.cli import main as gigaseg_main
 from gigaseg.engine import default_read_workers

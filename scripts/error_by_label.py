@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gigaseg import tiled_predict
     from gigaseg.checkpoint import load_model
-    from gigaseg.store import parse_size
+    from gigaseg.prepare import parse_size
     from gigaseg.synth import make_layout, render_labels
 
     width, height = parse_size(args.region)

@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def prepare(work: Path, args) -> Path:
     """The region store in ``work``/regions, made once (a partial one is completed)."""
-    from gigaseg.store import RegionStore, parse_size, prepare_synthetic
+    from gigaseg.store import RegionStore
+    from gigaseg.prepare import parse_size, prepare_synthetic
 
     path = work / "regions"
     w, h = parse_size(args.size)

@@ -89,9 +89,9 @@ def main(argv=None) -> int:
     from PIL import Image
 
     from gigaseg.checkpoint import load_model
-    from gigaseg.metrics import baseline_slide
+    from gigaseg.baseline import baseline_slide
     from gigaseg.predict import predict_slide
-    from gigaseg.slide import open_slide
+    from gigaseg.slides import open_slide
 
     data = Path(args.data)
     if not data.is_dir():

@@ -1,14 +1,14 @@
-"""The compiled CPU kernels (gigaseg._cpu_kernels), forward and backward, against the model itself."""
+"""The compiled CPU kernels (gigaseg.engine._cpu_kernels), forward and backward, against the model itself."""
 
 import numpy as np
 import pytest
 import torch
 
 from gigaseg import tiled_backward, tiled_predict
-from gigaseg.engine import _fast_cpu
+from gigaseg.engine.forward import _fast_cpu
 from gigaseg.model import UNet, UNetConfig, preset
 
-K = pytest.importorskip("gigaseg._cpu_kernels")
+K = pytest.importorskip("gigaseg.engine._cpu_kernels")
 if K.numba is None:
     pytest.skip("numba is not installed: prediction uses PyTorch's kernels", allow_module_level=True)
 

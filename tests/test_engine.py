@@ -202,7 +202,7 @@ def test_expensive_images_are_read_once_per_step(monkeypatch, tmp_path, case):
     import errno
     from collections import namedtuple
 
-    from gigaseg import engine
+    from gigaseg.engine import reading as engine
 
     monkeypatch.delenv("GIGASEG_SCRATCH", raising=False)
     if case == "disk-full":
@@ -356,7 +356,8 @@ def test_plan_fits_budget_and_grid():
 
 
 def test_plan_caps_cuda_training_crops_but_not_prediction_or_the_cpu():
-    from gigaseg.engine import CUDA_MAX_TRAIN_CROP_PIXELS, _halos
+    from gigaseg.engine import CUDA_MAX_TRAIN_CROP_PIXELS
+    from gigaseg.engine.tiles import _halos
 
     config = preset("paper")
     halo = sum(_halos(config))
@@ -399,7 +400,7 @@ def test_read_ahead_keeps_order_and_raises_at_the_failing_tile():
     import threading
     import time
 
-    from gigaseg.engine import _read_ahead
+    from gigaseg.engine.reading import _read_ahead
 
     tiles = list(range(10))
 

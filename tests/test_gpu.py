@@ -113,7 +113,7 @@ def test_device_auto_picks_the_accelerator():
 
 
 def test_bench_step_reports_device_memory():
-    from gigaseg.bench import bench_step
+    from gigaseg.bench.step import bench_step
 
     r = bench_step(256, 384, device=DEVICE, steps=1, warmup=0, tile=128)
     assert r["device"].startswith(DEVICE)
@@ -123,7 +123,8 @@ def test_bench_step_reports_device_memory():
 
 
 def test_training_on_the_accelerator_checkpoints_a_model_the_cpu_can_load(tmp_path):
-    from gigaseg.store import RegionStore, prepare_synthetic
+    from gigaseg.store import RegionStore
+    from gigaseg.prepare import prepare_synthetic
     from gigaseg.train import TrainConfig, train
 
     store = RegionStore.create(tmp_path / "store")

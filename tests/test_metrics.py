@@ -9,14 +9,8 @@ import pytest
 
 from gigaseg import ConfigError, InputError
 from gigaseg.cli import main
-from gigaseg.metrics import (
-    baseline_mask,
-    confusion_counts,
-    evaluate_pair,
-    evaluate_pairs,
-    otsu_threshold,
-    scores,
-)
+from gigaseg.baseline import baseline_mask, otsu_threshold
+from gigaseg.metrics import confusion_counts, evaluate_pair, evaluate_pairs, scores
 
 
 def _png(path, a):

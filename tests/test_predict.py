@@ -76,7 +76,7 @@ def test_fractional_resampling_is_exact_across_tiles(tmp_path, slide, model):
     import tifffile
 
     from gigaseg.predict import _grid_size, _read_grid_box, predict_slide
-    from gigaseg.slide import open_slide
+    from gigaseg.slides import open_slide
 
     path, _, _ = slide
     model.mpp = 0.37  # finer than the slide: upsampling, fractional tile origins
@@ -278,7 +278,7 @@ def test_expand_slide_paths(tmp_path):
 
 
 def test_a_model_failure_stops_the_tiff_writer(tmp_path, slide, model, monkeypatch):
-    from gigaseg import engine
+    from gigaseg.engine import forward as engine
     from gigaseg.predict import predict_slide
 
     path, _, _ = slide
@@ -302,7 +302,8 @@ def test_real_slides_baselines_and_model_outputs(tmp_path, real_data, model):
     """CMU-1-Small-Region (SVS and DICOM): outputs at the slide's geometry, baselines near the pseudo-mask."""
     import openslide
 
-    from gigaseg.metrics import baseline_slide, evaluate_pair
+    from gigaseg.baseline import baseline_slide
+    from gigaseg.metrics import evaluate_pair
     from gigaseg.predict import predict_slide
 
     ref = real_data / "masks" / "tissue-mask-cmu-1-small-region.npy"

@@ -15,9 +15,9 @@ import pytest
 tifffile = pytest.importorskip("tifffile")
 Image = pytest.importorskip("PIL.Image")
 
-from gigaseg import slide as slide_module  # noqa: E402
+from gigaseg.slides import base as slide_module  # noqa: E402
 from gigaseg.errors import ConfigError, GigasegError, SlideError  # noqa: E402
-from gigaseg.slide import BACKENDS, Slide, open_slide  # noqa: E402
+from gigaseg.slides import BACKENDS, Slide, open_slide  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SVS = REAL / "slides" / "CMU-1-Small-Region.svs"
@@ -102,7 +102,7 @@ def test_tiled_pyramid_reads_exactly(tmp_path, subifds):
 
 @pytest.mark.parametrize("cache_bytes", [0, 3 * 32 * 32 * 3, 2**26], ids=["off", "3-tiles", "64MiB"])
 def test_tile_cache_never_changes_pixels(pyramid, monkeypatch, cache_bytes):
-    from gigaseg import _slide_tiff
+    from gigaseg.slides import _tifffile as _slide_tiff
 
     monkeypatch.setattr(_slide_tiff, "_CACHE_BYTES", cache_bytes)
     path, levels = pyramid
@@ -561,7 +561,7 @@ def test_backend_option(tmp_path, pyramid):
 
 
 def test_jpeg_colour_marker_detection():
-    from gigaseg._slide_openslide import _jpeg_means_ycbcr, _ycbcr_to_rgb
+    from gigaseg.slides._openslide import _jpeg_means_ycbcr, _ycbcr_to_rgb
 
     buf = io.BytesIO()
     Image.fromarray(_smooth(16, 16)).save(buf, format="JPEG")
@@ -717,7 +717,7 @@ def _write_dicom_header(path, *, series, sop_class="1.2.840.10008.5.1.4.1.1.77.1
 
 
 def test_dicom_directory_choices(tmp_path):
-    from gigaseg._slide_openslide import dicom_file_in_directory
+    from gigaseg.slides._openslide import dicom_file_in_directory
 
     _write_dicom_header(tmp_path / "a1.dcm", series="1.2.3", size=(128, 64))
     _write_dicom_header(tmp_path / "b0.dcm", series="1.2.3", size=(256, 128))

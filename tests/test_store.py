@@ -11,15 +11,8 @@ import pytest
 
 from gigaseg.errors import ConfigError, GigasegError, InputError, SlideError
 from gigaseg.geojson import GeojsonMask, load_geojson_polygons, rasterize_geojson
-from gigaseg.store import (
-    Region,
-    RegionStore,
-    StoreError,
-    parse_origin,
-    parse_size,
-    prepare_region,
-    sha256_file,
-)
+from gigaseg.prepare import parse_origin, parse_size, prepare_region
+from gigaseg.store import Region, RegionStore, StoreError, sha256_file
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
@@ -192,7 +185,7 @@ def test_parse_size_bad(text):
 
 
 def test_exact_strip_rows():
-    from gigaseg.store import _strip_rows
+    from gigaseg.prepare import _strip_rows
 
     assert _strip_rows(64000, 1.0) == (393, True)
     rows, exact = _strip_rows(64000, 1.0 / 0.499)  # 0.499 -> 1.0 mpp: downsample 1000 / 499
@@ -300,8 +293,8 @@ def test_geojson_self_intersecting_is_repaired():
 
 
 def test_prepare_from_tiff_slide_with_mask_image(tmp_path):
-    pytest.importorskip("gigaseg.slide")
-    from gigaseg.slide import open_slide
+    pytest.importorskip("gigaseg.slides")
+    from gigaseg.slides import open_slide
 
     rgb = _rgb(120, 160, seed=3)
     slide_path = _tiff_slide(tmp_path / "slide.tif", rgb)
@@ -461,7 +454,7 @@ def test_prepare_real_svs(tmp_path):
     mask = REAL / "masks" / "tissue-mask-cmu-1-small-region.npy"
     if not svs.exists() or not mask.exists():
         pytest.skip(f"real slides not found at {REAL}")
-    pytest.importorskip("gigaseg.slide")
+    pytest.importorskip("gigaseg.slides")
     store = RegionStore.create(tmp_path / "s")
     r = prepare_region(store, svs, mask, (512, 256), mpp=2.0, progress=False)
     assert r.meta["source"]["sha256"] == "ed92d5a9f2e86df67640d6f92ce3e231419ce127131697fbbce42ad5e002c8a7"
@@ -483,7 +476,7 @@ def _main(argv, capsys):
 
 
 def test_cli_prepare_and_list(tmp_path, capsys):
-    pytest.importorskip("gigaseg.slide")
+    pytest.importorskip("gigaseg.slides")
     rgb = _rgb(64, 96)
     _tiff_slide(tmp_path / "a.tif", rgb)
     np.save(tmp_path / "a.npy", np.ones((16, 24), np.uint8))
@@ -585,7 +578,7 @@ def test_prepare_real_strip_tiff_and_dicom_folder(tmp_path):
     cmu_mask = REAL / "masks" / "tissue-mask-cmu-1-small-region.npy"
     if not all(p.exists() for p in (kidney, kidney_mask, dicom, cmu_mask)):
         pytest.skip(f"real slides not found at {REAL}")
-    pytest.importorskip("gigaseg.slide")
+    pytest.importorskip("gigaseg.slides")
     store = RegionStore.create(tmp_path / "s")
     # kidney-48-5.tif records no mpp: --mpp needs --slide-mpp; level 0 works without.
     with pytest.raises(InputError, match="--slide-mpp"):

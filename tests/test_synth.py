@@ -40,7 +40,7 @@ def test_deterministic_across_calls_and_threads(whole):
     r2, m2 = render_region(0, 0, 0, W, H, width=W, height=H)
     assert np.array_equal(r2, rgb) and np.array_equal(m2, mask)
     synth.clear_caches()  # layouts and texture banks are rebuilt the same
-    assert synth._tx.texture_bank.cache_info().currsize == 0
+    assert synth.render._tx.texture_bank.cache_info().currsize == 0
     r3, m3 = render_region(0, 0, 0, W, H, width=W, height=H)
     assert np.array_equal(r3, rgb) and np.array_equal(m3, mask)
     windows = [(x, y, 256, 192) for y in range(0, H, 192) for x in range(0, W, 256)]
@@ -76,7 +76,7 @@ def _custom_layout():
     frags[0, :4] = (300, 384, 230, 260)
     frags[0, 6] = 1.0
     params = dict(lay.params, adip_thr=-0.05, dust_p=0.5, lumen_p=0.6)
-    ink = -np.log(np.array(synth._INK["blue"]) / 245.0)
+    ink = -np.log(np.array(synth.render._INK["blue"]) / 245.0)
     pen = (np.array([[700.0, 80.0, 980.0, 200.0]]), 25.0, ink)
     return dataclasses.replace(
         lay, frags=frags, frag_harm=np.zeros((1, 4, 2)), folds=np.zeros((0, 6)), blurs=np.zeros((0, 4)),
@@ -155,7 +155,7 @@ def _touches_border(a):
 
 
 def test_fibre_gaps_are_narrow():
-    from gigaseg import _synth_textures as tx
+    from gigaseg.synth import _textures as tx
 
     lay = make_layout(0, W, H)
     bank = tx.texture_bank(lay.seed, lay.mpp, float(lay.params["fibre_theta"]))
@@ -192,7 +192,7 @@ def test_write_slide_opens_in_openslide(tmp_path, whole):
 
 def test_failure_leaves_no_files(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = synth._render_block
+    real = synth.render._render_block
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -200,7 +200,7 @@ def test_failure_leaves_no_files(tmp_path, monkeypatch):
             raise RuntimeError("boom")
         return real(*a, **k)
 
-    monkeypatch.setattr(synth, "_render_block", flaky)
+    monkeypatch.setattr(synth.render, "_render_block", flaky)
     with pytest.raises(RuntimeError, match="boom"):
         write_slide(tmp_path / "x.tiff", width=W, height=H, seed=0, progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -274,7 +274,8 @@ def test_hole_convention_tissue_fills_lumens_and_tears_only(labelled, tmp_path):
     r, m = render_region(0, 0, 0, 256, 192, width=W, height=H, holes="tissue")
     r0, m0 = render_region(0, 0, 0, 256, 192, width=W, height=H)
     assert np.array_equal(r, r0) and (m >= m0).all()
-    from gigaseg.store import RegionStore, prepare_synthetic
+    from gigaseg.store import RegionStore
+    from gigaseg.prepare import prepare_synthetic
 
     store = RegionStore.create(tmp_path / "st")
     (region,) = prepare_synthetic(store, 1, (256, 192), seed=0, mpp=0.5, progress=False, holes="tissue")

@@ -16,7 +16,8 @@ import torch
 import gigaseg.engine
 from gigaseg import CheckpointError, ConfigError, InputError, StoreError, load_checkpoint, load_model, preset
 from gigaseg.cli import main
-from gigaseg.store import RegionStore, prepare_synthetic
+from gigaseg.store import RegionStore
+from gigaseg.prepare import prepare_synthetic
 from gigaseg.train import (
     LOG_COLUMNS,
     DiceCounts,
@@ -254,7 +255,7 @@ def test_cli_train_and_validation_store(store, tmp_path, capsys):
 
 
 def test_help_defaults_are_the_config_defaults():
-    from gigaseg._cli_train import _DEFAULTS
+    from gigaseg.cli.train import _DEFAULTS
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     for name, value in _DEFAULTS.items():

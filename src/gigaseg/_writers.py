@@ -132,10 +132,10 @@ class RowGate:
             while self._rows < rows and not self._aborted:
                 self._cond.wait()
             if self._aborted:
-                raise _Aborted("the prediction stopped before these rows were written")
+                raise Aborted("the prediction stopped before these rows were written")
 
 
-class _Aborted(Exception):
+class Aborted(Exception):
     pass
 
 

@@ -172,8 +172,11 @@ def run_demo(out: str | Path = "gigaseg-demo", *, scale: str = "small", device: 
 
     from . import __version__
     from ._memory import peak_rss_bytes
-    from .bench import machine_info
-    from .store import RegionStore, _utc_now, _write_json_atomic, prepare_synthetic
+    from ._runinfo import machine_info
+    from ._atomic import write_json_atomic
+    from ._runinfo import utc_now
+    from .prepare import prepare_synthetic
+    from .store import RegionStore
     from .predict import predict_slide
     from .synth import clear_caches, write_slide
     from .train import TrainConfig, train
@@ -184,10 +187,10 @@ def run_demo(out: str | Path = "gigaseg-demo", *, scale: str = "small", device: 
     _prepare_out(out)
     n_total = cfg.train_regions + cfg.val_regions
     slide_seed = seed + n_total
-    _write_json_atomic(out / "demo-config.json", {
+    write_json_atomic(out / "demo-config.json", {
         "command": "demo", "demo": cfg.to_dict(), "seed": seed, "slide_seed": slide_seed, "device": device,
         "gigaseg_version": __version__, "torch_version": torch.__version__, "machine": machine_info(),
-        "time": _utc_now(),
+        "time": utc_now(),
     })
 
     def say(msg: str) -> None:
@@ -258,7 +261,7 @@ def run_demo(out: str | Path = "gigaseg-demo", *, scale: str = "small", device: 
         "paths": {"out": str(out), "run": str(out / "run"), "checkpoint": run["checkpoint"],
                   "curves": str(out / "curves.png"), "overlay": str(out / "overlay.png"),
                   "store": str(store.path), "slide": str(slide_path)},
-        "finished": _utc_now(),
+        "finished": utc_now(),
     }
     m = summary["machine"]
     slide_line = f"held-out slide ({sh} x {sw} px) Dice: {prediction['dice']:.4f}\n"
@@ -275,7 +278,7 @@ def run_demo(out: str | Path = "gigaseg-demo", *, scale: str = "small", device: 
         f"machine: {m['cpu']}, {m['cpu_count']} CPUs, device {run['device']}, torch {m['torch_version']}\n"
         f"outputs: {out}\n"
     )
-    _write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary)
     tmp = out / ".summary.txt.tmp"
     tmp.write_text(text)
     tmp.replace(out / "summary.txt")

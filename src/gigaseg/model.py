@@ -260,7 +260,7 @@ class _ConvFunction(torch.autograd.Function):
         s = ctx.s
         c_out, c_in, k, _ = weight.shape
         if x.is_contiguous(memory_format=torch.channels_last):
-            grad_out = _channels_last(grad_out)
+            grad_out = channels_last(grad_out)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0] or (ctx.needs_input_grad[1] and s == 1):
             grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
@@ -273,7 +273,7 @@ class _ConvFunction(torch.autograd.Function):
             xs = _space_to_depth(x, s, pad, a)
             w2 = weight.new_empty((c_out, c_in * s * s, a, a))
             g2 = torch.ops.aten.convolution_backward(
-                _channels_last(grad_out), xs, w2, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
+                channels_last(grad_out), xs, w2, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1,
                 [False, True, False],
             )[1]
             g_full = g2.reshape(c_out, c_in, s, s, a, a).permute(0, 1, 4, 2, 5, 3).reshape(c_out, c_in, taps, taps)
@@ -342,7 +342,7 @@ class UNet(nn.Module):
         # NOTE [Channels last]: with few channels, PyTorch's CPU convolutions are several times
         # faster on NHWC ("channels last") tensors; an (H, W, 3) uint8 image permuted to NCHW
         # already is one. Keep every activation in that layout.
-        x = _channels_last(x)
+        x = channels_last(x)
         d = self._decode(self.encoder[0](x).contiguous(memory_format=torch.channels_last))
         logits = _conv_of_cat(self.head.conv, d, cfg.strides[0], x)
         if pad_h or pad_w:
@@ -364,7 +364,7 @@ class UNet(nn.Module):
         return d
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
+def channels_last(x: torch.Tensor) -> torch.Tensor:
     """``x`` with the canonical NHWC strides (a copy only when its memory order differs).
 
     ``Tensor.contiguous(memory_format=...)`` accepts any stride for a size-1 dimension (N == 1
@@ -391,8 +391,8 @@ def _conv_of_cat(conv: nn.Conv2d, low: torch.Tensor, factor: int, skip: torch.Te
     out = _conv(skip, w[:, c_low:], conv.bias, 1)
     if factor == 1:
         return out + _conv(low, w[:, :c_low], None, 1)
-    phases = _conv(low, _subpixel_kernel(w[:, :c_low], factor), None, 1)
-    return _add_pixel_shuffled(_channels_last(out), _channels_last(phases), factor)
+    phases = _conv(low, subpixel_kernel(w[:, :c_low], factor), None, 1)
+    return _add_pixel_shuffled(channels_last(out), channels_last(phases), factor)
 
 
 # NOTE [Decoder convolutions]
@@ -422,7 +422,7 @@ def _subpixel_matrix(k: int, s: int, dtype: torch.dtype, device: torch.device) -
     return (torch.div(u + t, s, rounding_mode="floor") == m).to(dtype=dtype, device=device)
 
 
-def _subpixel_kernel(weight: torch.Tensor, factor: int) -> torch.Tensor:
+def subpixel_kernel(weight: torch.Tensor, factor: int) -> torch.Tensor:
     """The (c_out * s * s, c_in, 2R + 1, 2R + 1) kernel ``B W B^T`` of the sub-pixel convolution."""
     b = _subpixel_matrix(weight.shape[-1], factor, weight.dtype, weight.device)
     c_out, c_in = weight.shape[:2]
@@ -445,7 +445,7 @@ class _AddPixelShuffled(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, _channels_last(F.pixel_unshuffle(grad, ctx.s)), None
+        return grad, channels_last(F.pixel_unshuffle(grad, ctx.s)), None
 
 
 def _add_pixel_shuffled(out: torch.Tensor, phases: torch.Tensor, s: int) -> torch.Tensor:

@@ -37,7 +37,6 @@ writer's strip.
 
 from __future__ import annotations
 
-import glob as _glob
 import math
 import os
 import queue
@@ -51,7 +50,19 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import ConfigError, GigasegError, InputError, SlideError
+from .errors import ConfigError, GigasegError, InputError
+from .outputs import (
+    DEFAULT_MIN_AREA,
+    SLIDE_SUFFIXES,
+    THUMB_SIDE,
+    check_out_dir,
+    existing_outputs,
+    expand_slide_paths,
+    open_with_mpp,
+    output_paths,
+    slide_stem,
+    write_outputs,
+)
 
 __all__ = [
     "DEFAULT_MIN_AREA",
@@ -62,81 +73,6 @@ __all__ = [
     "output_paths",
     "SLIDE_SUFFIXES",
 ]
-
-#: Default smallest tissue piece (and hole) kept in the GeoJSON, square microns.
-DEFAULT_MIN_AREA = 2500.0
-#: Longest side of the overlay thumbnail, pixels.
-THUMB_SIDE = 1024
-#: File suffixes taken as slides when a folder is given.
-SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide",
-                  ".png", ".jpg", ".jpeg", ".dcm")
-_OUTPUT_SUFFIXES = {"mask": ".mask.tiff", "geojson": ".geojson", "overlay": ".overlay.png", "summary": ".json"}
-
-
-def output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
-    """The four output files of a slide: mask, geojson, overlay, summary."""
-    out_dir = Path(out_dir)
-    return {k: out_dir / f"{stem}{s}" for k, s in _OUTPUT_SUFFIXES.items()}
-
-
-def slide_stem(path: str | os.PathLike) -> str:
-    """Output name stem of a slide: the file name without its suffix (a DICOM folder: its name)."""
-    p = Path(path)
-    if p.is_dir():
-        return p.name
-    name = p.name
-    for suffix in (".ome.tiff", ".ome.tif"):
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return p.stem
-
-
-def expand_slide_paths(items: Iterable[str | os.PathLike]) -> list[Path]:
-    """Slides from paths, folders (their slide files; a folder of .dcm files is one slide) and globs.
-
-    Folders and globs skip gigaseg's own outputs (``*.mask.tiff``, ``*.overlay.png``);
-    a path given explicitly is always taken.
-
-    Raises:
-        InputError: an item that matches nothing.
-    """
-    out: list[Path] = []
-    for item in items:
-        s = str(item)
-        if any(c in s for c in "*?[") and not Path(s).exists():
-            matches = sorted(_glob.glob(s, recursive=True))
-            if not matches:
-                raise InputError(f"{s}: the pattern matches no file; check the path")
-            out.extend(Path(m) for m in matches if not _is_output(Path(m)))
-            continue
-        p = Path(s).expanduser()
-        if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.is_file())
-            if any(f.suffix.lower() == ".dcm" for f in files):
-                out.append(p)  # a DICOM WSI series
-                continue
-            slides = [f for f in files if f.suffix.lower() in SLIDE_SUFFIXES and not _is_output(f)]
-            subdirs = sorted(d for d in p.iterdir() if d.is_dir() and any(x.suffix.lower() == ".dcm"
-                                                                        for x in d.iterdir()))
-            if not slides and not subdirs:
-                raise InputError(f"{p}: folder holds no slide file ({', '.join(SLIDE_SUFFIXES)}); check the path")
-            out.extend(slides)
-            out.extend(subdirs)
-            continue
-        out.append(p)  # missing files are reported per slide
-    seen, unique = set(), []
-    for p in out:
-        key = p.resolve() if p.exists() else p
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique
-
-
-def _is_output(path: Path) -> bool:
-    name = path.name.lower()
-    return name.endswith(".mask.tiff") or name.endswith(".overlay.png")
-
 
 # --- the model and the slide ---------------------------------------------------------------
 
@@ -169,7 +105,7 @@ PRECISIONS = ("float32", "bfloat16")
 # 16000 x 64000 slide (`gigaseg bench predict`, two runs each, quiet machine) gained less,
 # because reading and writing share the two cores: model alone 54-64 instead of 42-52 MP/s, end
 # to end 35.8-37.5 instead of 33.1-34.9 MP/s. Float32 stays the default: it is the exact one.
-def _with_precision(net: Any, precision: str) -> Any:
+def with_precision(net: Any, precision: str) -> Any:
     """``net`` itself for "float32"; a bfloat16 copy (the caller's model is left alone) for "bfloat16"."""
     import copy
 
@@ -181,29 +117,6 @@ def _with_precision(net: Any, precision: str) -> Any:
     if params and params[0].dtype == torch.bfloat16:
         return net
     return copy.deepcopy(net).to(torch.bfloat16)
-
-
-def _open(slide_path: Path, mpp: float | None):
-    from .slide import open_slide
-
-    slide = open_slide(slide_path, mpp=mpp)
-    if slide.mpp is None:
-        slide.close()
-        raise SlideError(
-            f"{slide_path}: the file does not state its resolution (microns per pixel); give it with "
-            f"--mpp (predict_slide(..., mpp=...)), e.g. 0.25 for a 40x scan, 0.5 for 20x, or the "
-            f"thumbnail's own um/px (slide width in um / width in pixels)"
-        )
-    return slide
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"output folder {out_dir} cannot be created ({exc.strerror or exc}); choose another --out") from exc
-    if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise InputError(f"output folder {out_dir} is not writable; fix its permissions or choose another --out")
 
 
 class _SlideImage:
@@ -244,7 +157,7 @@ class _SlideImage:
                 self.read_s += time.perf_counter() - t0  # summed over the workers: CPU seconds
 
     def _reader(self) -> None:
-        from .engine import _read_ahead
+        from .engine.reading import _read_ahead
 
         reads = _read_ahead(self._crops, self._timed_read, self._workers)
         for box in self._crops:
@@ -326,7 +239,10 @@ def _predict_to_raw(net, slide, raw_path: Path, *, t_mpp: float, grid_w: int, gr
     """
     import torch
 
-    from .engine import _HEAP, _core_logits, _fast_cpu, _from_logits, _tiles, check_local, plan, reuse_freed_memory
+    from .engine import check_local, plan, reuse_freed_memory
+    from .engine.forward import _core_logits, _fast_cpu, _from_logits
+    from .engine.reading import _HEAP
+    from .engine.tiles import _tiles
 
     config = check_local(net)
     reuse_freed_memory()
@@ -399,87 +315,6 @@ def _grid_size(slide, t_mpp: float) -> tuple[int, int]:
 # --- outputs ---------------------------------------------------------------------------------
 
 
-def _thumbnail(slide, side: int = THUMB_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
-    """(thumbnail RGB, level-0 pixels per thumbnail pixel (x, y))."""
-    l0_w, l0_h = slide.dimensions
-    mx, my = slide.mpp
-    t_mpp = max(l0_w * mx, l0_h * my) / side
-    t_mpp = max(t_mpp, mx, my)  # never upsample the thumbnail
-    tw, th = max(1, round(l0_w * mx / t_mpp)), max(1, round(l0_h * my / t_mpp))
-    img = slide.read_region_at_mpp((0, 0), t_mpp, (tw, th))
-    return img, (t_mpp / mx, t_mpp / my)
-
-
-def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transform, min_area: float,
-                  simplify: float | None, summary: dict, overwrite: bool, tiff_done: Path | None = None) -> dict:
-    """Write the mask TIFF, GeoJSON, overlay and summary of ``grid`` atomically; returns the summary.
-
-    ``tiff_done``: a mask TIFF already written (moved into place instead of writing one).
-    """
-    from ._writers import contour_grid, mask_polygons, write_geojson, write_mask_tiff, write_overlay
-    from .store import _write_json_atomic
-
-    paths = output_paths(out_dir, stem)
-    mx, my = slide.mpp
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
-    try:
-        t0 = time.perf_counter()
-        if tiff_done is None:
-            write_mask_tiff(tmp / paths["mask"].name, grid, mpp=(mx, my), transform=tiff_transform)
-        else:
-            os.replace(tiff_done, tmp / paths["mask"].name)
-        t_tiff = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        cmask, f = contour_grid(grid, binary)
-        scale = (grid.step[0] * f, grid.step[1] * f)
-        um_per_l0 = math.sqrt(mx * my)
-        simplify_l0 = (0.5 * max(scale) if simplify is None else float(simplify) / um_per_l0)
-        polys = mask_polygons(cmask, scale=scale, simplify=simplify_l0, min_area=float(min_area) / (mx * my))
-        write_geojson(tmp / paths["geojson"].name, polys)
-        t_geo = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        thumb, l0_per_thumb = _thumbnail(slide)
-        th, tw = thumb.shape[:2]
-        gy = np.clip(np.floor((np.arange(th) + 0.5) * l0_per_thumb[1] / grid.step[1]).astype(np.int64), 0,
-                     grid.shape[0] - 1)
-        gx = np.clip(np.floor((np.arange(tw) + 0.5) * l0_per_thumb[0] / grid.step[0]).astype(np.int64), 0,
-                     grid.shape[1] - 1)
-        tmask = binary(grid.take_rows(gy)[:, gx])
-        write_overlay(tmp / paths["overlay"].name, thumb, polys, l0_per_thumb=l0_per_thumb, thumb_mask=tmask)
-        t_ov = time.perf_counter() - t0
-        summary.update({
-            "pieces": len(polys),
-            "polygon_area_mm2": round(sum(p.area for p in polys) * mx * my / 1e6, 6),
-            "contour_subsample": f,
-            "simplify_um": round(simplify_l0 * um_per_l0, 4),
-            "min_area_um2": float(min_area),
-        })
-        if tiff_done is None:
-            summary["timings"]["tiff_s"] = round(t_tiff, 3)
-        summary["timings"].update({"geojson_s": round(t_geo, 3), "overlay_s": round(t_ov, 3)})
-        summary["paths"] = {k: str(v) for k, v in paths.items()}
-        _write_json_atomic(tmp / paths["summary"].name, summary)
-        order = ("mask", "geojson", "overlay", "summary")  # the summary last: it marks completion
-        if not overwrite:
-            appeared = [str(paths[k]) for k in order if paths[k].exists()]
-            if appeared:
-                raise InputError(f"{', '.join(appeared)} appeared while predicting; pass --overwrite to replace")
-        for key in order:
-            os.replace(tmp / paths[key].name, paths[key])
-    except OSError as exc:
-        if isinstance(exc, GigasegError):
-            raise
-        raise InputError(f"cannot write the outputs of {stem} in {out_dir} ({exc.strerror or exc}); "
-                         "free disk space or choose another --out") from exc
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return summary
-
-
-def _existing(paths: dict[str, Path]) -> list[Path]:
-    return [p for p in paths.values() if p.exists()]
-
-
 class _TiffThread(threading.Thread):
     """Writes the mask TIFF from a gated grid while the prediction fills it."""
 
@@ -492,12 +327,12 @@ class _TiffThread(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        from ._writers import _Aborted, write_mask_tiff
+        from ._writers import Aborted, write_mask_tiff
 
         t0 = time.perf_counter()
         try:
             write_mask_tiff(self.path, self.grid, mpp=self.mpp, transform=self.transform, workers=self.workers)
-        except _Aborted:
+        except Aborted:
             pass
         except BaseException as exc:  # re-raised by predict_slide
             self.error = exc
@@ -564,8 +399,9 @@ def predict_slide(
         CheckpointError, SlideError, InputError, ConfigError: bad model, slide, folder, option.
     """
     from . import __version__
-    from .engine import _check_read_workers, default_read_workers, resolve_device
-    from .store import _utc_now
+    from .engine import default_read_workers, resolve_device
+    from .engine.reading import _check_read_workers
+    from ._runinfo import utc_now
 
     if not 0.0 < float(threshold) < 1.0:
         raise ConfigError(f"threshold must be strictly between 0 and 1, got {threshold}")
@@ -578,7 +414,7 @@ def predict_slide(
     out_dir = Path(out_dir)
     stem = slide_stem(slide_path)
     paths = output_paths(out_dir, stem)
-    if not overwrite and _existing(paths):
+    if not overwrite and existing_outputs(paths):
         return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (use --overwrite)",
                 "paths": {k: str(v) for k, v in paths.items()}}
     dev = resolve_device(device or "cpu")
@@ -586,8 +422,8 @@ def predict_slide(
     was_training = getattr(model, "training", False)
     net, trained_mpp, model_source = _load(model, dev)
     try:
-        _check_out_dir(out_dir)
-        slide = _open(slide_path, mpp)
+        check_out_dir(out_dir)
+        slide = open_with_mpp(slide_path, mpp)
     except BaseException:
         net.train(was_training)
         raise
@@ -618,7 +454,7 @@ def predict_slide(
             tiff_thread = _TiffThread(tiff_path, tiff_grid, slide.mpp, to_tiff,
                                       workers=1 if dev.type == "cpu" else default_read_workers(dev))
             try:
-                timings = _predict_to_raw(_with_precision(net, precision), slide, raw_path, t_mpp=t_mpp,
+                timings = _predict_to_raw(with_precision(net, precision), slide, raw_path, t_mpp=t_mpp,
                                           grid_w=grid_w, grid_h=grid_h, memory_budget=memory_budget, device=dev,
                                           progress=progress, thr_u8=thr_u8, gate=gate, read_workers=read_workers)
             except BaseException:
@@ -641,7 +477,7 @@ def predict_slide(
             summary = {
                 "command": "predict",
                 "gigaseg_version": __version__,
-                "time": _utc_now(),
+                "time": utc_now(),
                 "slide": str(slide_path),
                 "slide_dimensions": list(slide.dimensions),
                 "slide_mpp": list(slide.mpp),
@@ -697,7 +533,7 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
         source = str(model)
     else:
         net, source = model, None
-    _check_out_dir(Path(out_dir))
+    check_out_dir(Path(out_dir))
     summaries, failures = [], []
     stems: dict[str, Path] = {}
     bar = None
@@ -715,9 +551,9 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
             summary = predict_slide(net, s, out_dir, progress=progress, **kwargs)
             if source is not None and not summary.get("skipped"):
                 summary["model"] = source
-                from .store import _write_json_atomic
+                from ._atomic import write_json_atomic
 
-                _write_json_atomic(Path(summary["paths"]["summary"]), summary)
+                write_json_atomic(Path(summary["paths"]["summary"]), summary)
             summaries.append(summary)
         except GigasegError as exc:
             failures.append((str(s), str(exc)))

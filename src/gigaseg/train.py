@@ -616,12 +616,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     from . import __version__
     from ._memory import MemorySampler, trim_heap
-    from .bench import machine_info
+    from ._runinfo import machine_info
     from .checkpoint import load_checkpoint, save_checkpoint
     from .dataset import RegionDataset
     from .engine import default_read_workers, resolve_device, tiled_backward
     from .model import UNet, count_parameters, preset
-    from .store import _utc_now
+    from ._runinfo import utc_now
 
     c = dataclasses.replace(config)
     _check_config(c)
@@ -655,9 +655,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     val_regions = _val_regions(c)
     mpp = _training_mpp(train_ds.regions, val_regions)
     if c.tile is not None:
-        from .engine import _tile_size
+        from .engine import check_tile
 
-        _tile_size(c.tile, preset(c.preset))
+        check_tile(c.tile, preset(c.preset))
     if not c.resume:
         _check_train_masks(train_ds.regions, c.progress)
     n_regions = len(train_ds)
@@ -691,7 +691,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 g["initial_lr"] = c.lr
                 g["lr"] = c.lr * _schedule_fn(c)(step)
         _set_rng_state(payload["rng"])
-        resumes = list((payload.get("extra") or {}).get("resumes", [])) + [{"step": step, "time": _utc_now()}]
+        resumes = list((payload.get("extra") or {}).get("resumes", [])) + [{"step": step, "time": utc_now()}]
     if step >= c.steps:
         raise ConfigError(f"{run_dir} has already run {step} steps of --steps {c.steps}; give a larger --steps")
 
@@ -709,7 +709,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "mpp": mpp,
         "train_regions": [r.name for r in train_ds.regions],
         "val_regions": [r.name for r in val_regions],
-        "started": _utc_now(),
+        "started": utc_now(),
         "resumes": resumes,
     }
     _write_json(run_dir / "config.json", info)
@@ -848,7 +848,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "device": str(device),
         "parameters": count_parameters(model),
     }
-    info["finished"] = _utc_now()
+    info["finished"] = utc_now()
     info["result"] = result
     _write_json(run_dir / "config.json", info)
     return result

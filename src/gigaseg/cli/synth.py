@@ -57,8 +57,8 @@ def _geometry_args(p: argparse.ArgumentParser, width, height) -> None:
 
 
 def run_synth(args) -> int:
-    from . import __version__
-    from .synth import write_slide
+    from .. import __version__
+    from ..synth import write_slide
 
     out = Path(args.out)
     slide, mask = write_slide(out, width=args.width, height=args.height, seed=args.seed, mpp=args.mpp,
@@ -88,9 +88,9 @@ def run_synth(args) -> int:
 def run_bench(args) -> int:
     import tempfile
 
-    from . import __version__
-    from ._memory import MemorySampler, peak_rss_bytes
-    from .synth import write_slide
+    from .. import __version__
+    from .._memory import MemorySampler, peak_rss_bytes
+    from ..synth import write_slide
 
     with tempfile.TemporaryDirectory(prefix="gigaseg-bench-synth-") as tmpd:
         folder = Path(args.keep) if args.keep else Path(tmpd)

@@ -130,10 +130,10 @@ def register_bench(bench_subparsers, formatter_class) -> None:
 
 
 def _config(args, command: str, extra: dict) -> dict:
-    from . import __version__
-    from .store import _utc_now
+    from .. import __version__
+    from .._runinfo import utc_now
 
-    return {"command": command, "gigaseg_version": __version__, "time": _utc_now(),
+    return {"command": command, "gigaseg_version": __version__, "time": utc_now(),
             "args": {k: v for k, v in vars(args).items() if k != "func"}, **extra}
 
 
@@ -153,12 +153,13 @@ def _report(summaries, failures, command: str) -> int:
 
 
 def _run_predict(args) -> int:
-    from .predict import DEFAULT_MIN_AREA, _check_out_dir, expand_slide_paths, predict_slides
-    from .store import _write_json_atomic
+    from ..outputs import DEFAULT_MIN_AREA, check_out_dir, expand_slide_paths
+    from ..predict import predict_slides
+    from .._atomic import write_json_atomic
 
     slides = expand_slide_paths(args.slides)
     out = Path(args.out)
-    _check_out_dir(out)
+    check_out_dir(out)
     summaries, failures = predict_slides(
         args.model, slides, out, mpp=args.mpp, threshold=args.threshold, probabilities=args.probabilities,
         min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area, simplify=args.simplify,
@@ -166,20 +167,20 @@ def _run_predict(args) -> int:
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,
         read_workers=args.read_workers,
     )
-    _write_json_atomic(out / "predict-config.json", _config(args, "predict", {
+    write_json_atomic(out / "predict-config.json", _config(args, "predict", {
         "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
     return _report(summaries, failures, "predict")
 
 
 def _run_baseline(args) -> int:
-    from .errors import GigasegError
-    from .metrics import baseline_slide
-    from .predict import _check_out_dir, expand_slide_paths
-    from .store import _write_json_atomic
+    from ..errors import GigasegError
+    from ..baseline import baseline_slide
+    from ..outputs import check_out_dir, expand_slide_paths
+    from .._atomic import write_json_atomic
 
     slides = expand_slide_paths(args.slides)
     out = Path(args.out)
-    _check_out_dir(out)
+    check_out_dir(out)
     summaries, failures = [], []
     for s in slides:
         try:
@@ -189,7 +190,7 @@ def _run_baseline(args) -> int:
             failures.append((str(s), str(exc)))
         except (OSError, ValueError, RuntimeError) as exc:
             failures.append((str(s), f"{type(exc).__name__}: {exc}"))
-    _write_json_atomic(out / "baseline-config.json", _config(args, "baseline", {
+    write_json_atomic(out / "baseline-config.json", _config(args, "baseline", {
         "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
     return _report(summaries, failures, "baseline")
 
@@ -201,8 +202,8 @@ def _fmt(v) -> str:
 def _run_evaluate(args) -> int:
     import warnings
 
-    from .metrics import METRICS, evaluate_pairs, write_csv
-    from .store import _write_json_atomic
+    from ..metrics import METRICS, evaluate_pairs, write_csv
+    from .._atomic import write_json_atomic
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -214,11 +215,11 @@ def _run_evaluate(args) -> int:
         print("\t".join([r["prediction"], *(_fmt(r[k]) for k in METRICS)]))
     print("\t".join(["mean +/- sd", *(f"{_fmt(report['mean'][k])} +/- {_fmt(report['sd'][k])}" for k in METRICS)]))
     if args.out:
-        from .predict import _check_out_dir
+        from ..outputs import check_out_dir
 
         out = Path(args.out)
-        _check_out_dir(out)
-        _write_json_atomic(out / "evaluate.json", {**_config(args, "evaluate", {}), **report})
+        check_out_dir(out)
+        write_json_atomic(out / "evaluate.json", {**_config(args, "evaluate", {}), **report})
         tmp = out / ".evaluate.csv.tmp"
         write_csv(tmp, report)
         tmp.replace(out / "evaluate.csv")
@@ -233,12 +234,12 @@ def _run_bench(args) -> int:
 
     import torch
 
-    from ._memory import MemorySampler, peak_rss_bytes
-    from .bench import machine_info
-    from .model import UNet, preset
-    from .predict import predict_slide
-    from .store import parse_size
-    from .synth import write_slide
+    from .._memory import MemorySampler, peak_rss_bytes
+    from .._runinfo import machine_info
+    from ..model import UNet, preset
+    from ..predict import predict_slide
+    from ..prepare import parse_size
+    from ..synth import write_slide
 
     w, h = parse_size(args.size)
     tmp = Path(tempfile.mkdtemp(prefix="gigaseg-bench-predict-", dir=args.dir))
@@ -252,7 +253,7 @@ def _run_bench(args) -> int:
             write_slide(slide, width=w, height=h, seed=0, mpp=0.5, progress=False)
             t_synth = time.perf_counter() - t0
         if args.checkpoint:
-            from .checkpoint import load_model
+            from ..checkpoint import load_model
 
             net, _ = load_model(args.checkpoint)
         else:
@@ -274,10 +275,10 @@ def _run_bench(args) -> int:
         # the model alone on an in-memory image of one row of tiles, same process, for comparison
         import numpy as np
 
-        from .engine import tiled_predict
-        from .predict import _with_precision
+        from ..engine import tiled_predict
+        from ..predict import with_precision
 
-        net = _with_precision(net, args.precision)
+        net = with_precision(net, args.precision)
 
         th, tw = s["tile"]
         x = np.random.default_rng(0).integers(0, 256, (th, min(4 * tw, w), 3), dtype=np.uint8)

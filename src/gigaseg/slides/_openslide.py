@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SlideError
-from .slide import _INSTALL_HINT, Slide, _composite_over_white, _Decline
+from ..errors import SlideError
+from .base import _INSTALL_HINT, Slide, _composite_over_white, _Decline
 
 _VL_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 _JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
@@ -85,7 +85,7 @@ def open_openslide(path: Path, *, shown_path: Path | None = None) -> Slide:
     if vendor is None:
         raise _Decline("not a format OpenSlide recognises")
     if vendor != "dicom":
-        from ._slide_tiff import tiff_truncation_problem
+        from ._tifffile import tiff_truncation_problem
 
         problem = tiff_truncation_problem(path)
         if problem:

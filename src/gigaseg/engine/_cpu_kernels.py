@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _view_kernels
+from .. import _view_kernels
 
 # NOTE [CPU kernels]
 # Both kernels vectorize along image rows. The uint8 input is rearranged once ("space to depth"
@@ -177,11 +177,11 @@ class TileInput:
     def head(self, model: nn.Module, d1: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The head's inputs: d1 zero-padded by the sub-pixel reach (c1, H/s + 2R, W/s + 2R), the
         sub-pixel kernel of its d1 channels (s*s, c1, 2R + 1, 2R + 1), its image channels' weights."""
-        from .model import _subpixel_kernel
+        from ..model import subpixel_kernel
 
         c1 = self.config.channels[0]
         weight = model.head.conv.weight.detach()
-        ksub = _subpixel_kernel(weight[:, :c1], self.s).contiguous().numpy()
+        ksub = subpixel_kernel(weight[:, :c1], self.s).contiguous().numpy()
         reach = ksub.shape[-1] // 2
         dp = np.zeros((c1, self.hp // self.s + 2 * reach, self.wp // self.s + 2 * reach), np.float32)
         dp[:, reach:-reach or None, reach:-reach or None] = d1[0].detach().numpy()
@@ -224,7 +224,7 @@ def _core_sums(model, inp, rows, cols, y, bce):
 #    sum g[y, s j + ux] xp[...] over the same taps as the forward pass, the sub-pixel kernel's
 #    gradient dK[(y mod s) s + ux, c', m, n] = sum g[y, s j + ux] d[y div s + m, j + n], and the
 #    gradient of d the transposed sum. dK goes back to the head's weights through the sub-pixel
-#    rearrangement (``_subpixel_kernel``, by autograd on the tiny kernel).
+#    rearrangement (``subpixel_kernel``, by autograd on the tiny kernel).
 #  - layers in between: ``torch.autograd.grad`` of d1 with that gradient, down to e1.
 #  - first convolution: through the activation (e1 > 0 exactly where its input is > 0, for
 #    ReLU and leaky ReLU alike), then the weights' gradient
@@ -267,13 +267,13 @@ def _backward_core(model, inp, rows, cols, y, weights, bce_sum):
     grad_d1 = torch.from_numpy(np.ascontiguousarray(ddp[:, reach:-reach or None, reach:-reach or None]))[None]
     del ddp
 
-    from .model import _channels_last, _subpixel_kernel
+    from ..model import channels_last, subpixel_kernel
 
     head = model.head.conv
     c1 = cfg.channels[0]
     w_low = head.weight.detach()[:, :c1].clone().requires_grad_(True)
     with torch.enable_grad():
-        (g_low,) = torch.autograd.grad(_subpixel_kernel(w_low, s), w_low,
+        (g_low,) = torch.autograd.grad(subpixel_kernel(w_low, s), w_low,
                                        torch.from_numpy(dk.astype(np.float32)).reshape(ksub.shape))
     g_head = torch.cat([g_low, torch.from_numpy((dws / 255).astype(np.float32))[None]], dim=1)
     grads = {head.weight: g_head, head.bias: torch.tensor([g_sum], dtype=torch.float32)}
@@ -282,7 +282,7 @@ def _backward_core(model, inp, rows, cols, y, weights, bce_sum):
     if d1 is e1t:  # depth 1: the head reads e1 itself
         grad_e1 = grad_d1
     else:
-        *g_mid, grad_e1 = torch.autograd.grad(d1, middle + [e1t], _channels_last(grad_d1), allow_unused=True)
+        *g_mid, grad_e1 = torch.autograd.grad(d1, middle + [e1t], channels_last(grad_d1), allow_unused=True)
         grads.update((p, gp) for p, gp in zip(middle, g_mid) if gp is not None)
 
     # first convolution

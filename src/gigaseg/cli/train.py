@@ -118,8 +118,8 @@ def _given(args) -> dict:
 
 
 def _run_train(args) -> int:
-    from .errors import ConfigError
-    from .train import TrainConfig, resume_config, train
+    from ..errors import ConfigError
+    from ..train import TrainConfig, resume_config, train
 
     given = _given(args)
     run_dir = given.pop("resume", None)
@@ -149,8 +149,8 @@ def _run_train(args) -> int:
 
 
 def _run_demo(args) -> int:
-    from .demo import run_demo
-    from .store import parse_size
+    from ..demo import run_demo
+    from ..prepare import parse_size
 
     overrides = {}
     if args.regions is not None:

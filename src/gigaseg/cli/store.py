@@ -117,8 +117,10 @@ def register_bench(bench_subparsers, formatter_class) -> None:
 
 
 def _run_prepare(args) -> int:
-    from .errors import ConfigError
-    from .store import RegionStore, _utc_now, parse_origin, parse_size, prepare_region, prepare_synthetic
+    from ..errors import ConfigError
+    from .._runinfo import utc_now
+    from ..prepare import parse_origin, parse_size, prepare_region, prepare_synthetic
+    from ..store import RegionStore
 
     size = parse_size(args.size)
     origin = parse_origin(args.origin) if args.origin else None
@@ -153,18 +155,18 @@ def _run_prepare(args) -> int:
                     ignore=args.ignore, progress=progress,
                 )
             )
-    from . import __version__
-    from .store import _write_json_atomic
+    from .. import __version__
+    from .._atomic import write_json_atomic
 
     config = {
         "command": "prepare",
         "gigaseg_version": __version__,
-        "time": _utc_now(),
+        "time": utc_now(),
         "args": {k: v for k, v in vars(args).items() if k != "func"},
         "size_wh": list(size),
         "regions": [r.name for r in regions],
     }
-    _write_json_atomic(Path(args.out) / "prepare-config.json", config)
+    write_json_atomic(Path(args.out) / "prepare-config.json", config)
     for r in regions:
         w, h = r.size
         print(f"{r.name}\t{h}x{w}\t{r.split}\t{r.path}")
@@ -172,12 +174,12 @@ def _run_prepare(args) -> int:
 
 
 def _run_store(args) -> int:
-    from .store import RegionStore
+    from ..store import RegionStore
 
     store = RegionStore(args.store)
     for name, split in args.set_split:
         if name not in store:
-            from .store import StoreError
+            from ..store import StoreError
 
             raise StoreError(f"no region {name!r} in {store.path}; it has {store.names}")
         store.set_split(name, split)
@@ -212,7 +214,7 @@ def _fill_region(store, size, fmt, seed):
 
     w, h = size
     try:
-        from .synth import render_region
+        from ..synth import render_region
     except ImportError:
         render_region = None
     rows = 512
@@ -238,8 +240,9 @@ def _run_bench(args) -> int:
 
     import numpy as np
 
-    from .dataset import DIHEDRAL, RegionDataset, RegionView, StainJitter
-    from .store import RegionStore, parse_size
+    from ..dataset import DIHEDRAL, RegionDataset, RegionView, StainJitter
+    from ..prepare import parse_size
+    from ..store import RegionStore
 
     tmp = None
     content = "existing store"
@@ -334,8 +337,9 @@ def _run_bench_prepare(args) -> int:
 
     import numpy as np
 
-    from ._memory import MemorySampler, peak_rss_bytes, read_status_bytes
-    from .store import RegionStore, parse_size, prepare_region
+    from .._memory import MemorySampler, peak_rss_bytes, read_status_bytes
+    from ..prepare import parse_size, prepare_region
+    from ..store import RegionStore
 
     w, h = parse_size(args.size)
     ds = 1.0 if args.mpp is None else args.mpp / args.slide_mpp

@@ -13,7 +13,6 @@ image sits in the page cache, not in the process's anonymous memory.
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -23,40 +22,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import __version__
-from ._memory import MemorySampler, peak_rss_bytes
-from ._units import parse_bytes
-from .engine import _as_input, _owned, plan, resolve_device, reuse_freed_memory, tiled_backward
-from .errors import ConfigError
-from .losses import check_loss_name, loss_fn
-from .model import UNet, UNetConfig, count_parameters, preset
+from .._memory import MemorySampler, peak_rss_bytes
+from .._units import parse_bytes
+from ..engine import model_input, plan, resolve_device, reuse_freed_memory, tiled_backward
+from ..errors import ConfigError
+from ..losses import check_loss_name, loss_fn
+from ..model import UNet, UNetConfig, count_parameters, preset
+
+from .._runinfo import machine_info
 
 __all__ = ["make_synthetic_arrays", "bench_step", "bench_exactness", "machine_info"]
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, core count, memory and versions, for benchmark records."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = None
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "memory_bytes": mem,
-        "python": platform.python_version(),
-        "torch_version": torch.__version__,
-        "gigaseg_version": __version__,
-    }
 
 
 def make_synthetic_arrays(
@@ -109,8 +84,8 @@ def _sync(device: torch.device) -> None:
 
 def _naive_step(model: UNet, image: np.ndarray, mask: np.ndarray, loss: str, device: torch.device) -> float:
     # the whole image in memory, converted exactly as the engine converts a tile
-    x = _as_input(_owned(image), device, torch.float32, 1)
-    y = torch.from_numpy(_owned(mask)).to(device).unsqueeze(0).unsqueeze(0)
+    x = model_input(image, device=device)
+    y = torch.from_numpy(np.require(mask, requirements=["C", "W"])).to(device).unsqueeze(0).unsqueeze(0)
     value = loss_fn(loss)(model(x), y)
     value.backward()
     return float(value.detach())

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
+from .render import _check_geometry, _check_seed, check_holes
 
 _FACTOR = 4  # downsample between pyramid levels
 _MIN_LEVEL_SIDE = 256  # stop adding levels once the longest side is at most this
@@ -101,7 +102,7 @@ def _check_options(path, tile, quality):
 def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress, holes="background"):
     import tifffile
 
-    from .synth import _render_block, make_layout
+    from .render import _render_block, make_layout
 
     path = _check_options(path, tile, quality)
     mask_path = mask_path_for(path)
@@ -241,3 +242,27 @@ def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress,
         except OSError:
             pass
     return path, mask_path
+
+
+def write_slide(path, *, width: int, height: int, seed: int, mpp: float = 0.5, tile: int = 512,
+                quality: int = 90, progress: bool = True, holes: str = "background"):
+    """Write a synthetic slide as a pyramidal JPEG BigTIFF plus its exact mask.
+
+    Args:
+        path: output ``.tiff``; the mask goes to ``<stem>.mask.tiff`` beside it.
+        width, height: slide size, level-0 px.
+        seed: the slide (see :func:`render_region`).
+        mpp: micrometres per pixel, stored as resolution tags (OpenSlide reads it).
+        tile: TIFF tile size, px (a multiple of 16).
+        quality: JPEG quality, 1-100.
+        progress: show a tqdm bar on stderr.
+        holes: the mask's hole convention, "background" or "tissue" (see :func:`render_region`).
+
+    Returns:
+        ``(slide_path, mask_path)`` as :class:`pathlib.Path`.
+    """
+    seed = _check_seed(seed)
+    _check_geometry(width, height, mpp)
+    check_holes(holes)
+    return write_slide_tiff(path, width=int(width), height=int(height), seed=seed, mpp=float(mpp),
+                            tile=tile, quality=quality, progress=progress, holes=holes)

@@ -1,4 +1,4 @@
-"""Synthetic H&E whole-slide images with exact tissue masks.
+"""Rendering synthetic H&E slides: the layout drawn from a seed, and any window of it.
 
 A virtual slide is defined by ``(seed, width, height, mpp)``. Any window of it can be
 rendered on its own (:func:`render_region`), and a whole slide can be written as a
@@ -34,14 +34,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from . import _synth_noise as _nz
-from . import _synth_textures as _tx
-from .errors import ConfigError, InputError
+from . import _noise as _nz
+from . import _textures as _tx
+from ..errors import ConfigError, InputError
 
 __all__ = [
     "clear_caches",
     "render_region",
-    "write_slide",
     "SynthLayout",
     "make_layout",
     "render_labels",
@@ -866,29 +865,3 @@ def check_holes(holes: str) -> str:
     if holes not in HOLE_CONVENTIONS:
         raise ConfigError(f"holes={holes!r} is not a hole convention: use one of {', '.join(HOLE_CONVENTIONS)}")
     return holes
-
-
-def write_slide(path, *, width: int, height: int, seed: int, mpp: float = 0.5, tile: int = 512,
-                quality: int = 90, progress: bool = True, holes: str = "background"):
-    """Write a synthetic slide as a pyramidal JPEG BigTIFF plus its exact mask.
-
-    Args:
-        path: output ``.tiff``; the mask goes to ``<stem>.mask.tiff`` beside it.
-        width, height: slide size, level-0 px.
-        seed: the slide (see :func:`render_region`).
-        mpp: micrometres per pixel, stored as resolution tags (OpenSlide reads it).
-        tile: TIFF tile size, px (a multiple of 16).
-        quality: JPEG quality, 1-100.
-        progress: show a tqdm bar on stderr.
-        holes: the mask's hole convention, "background" or "tissue" (see :func:`render_region`).
-
-    Returns:
-        ``(slide_path, mask_path)`` as :class:`pathlib.Path`.
-    """
-    from ._synth_tiff import write_slide_tiff
-
-    seed = _check_seed(seed)
-    _check_geometry(width, height, mpp)
-    check_holes(holes)
-    return write_slide_tiff(path, width=int(width), height=int(height), seed=seed, mpp=float(mpp),
-                            tile=tile, quality=quality, progress=progress, holes=holes)

@@ -1,30 +1,4 @@
-"""Reading whole-slide images and plain images through one interface.
-
-``open_slide(path)`` returns a :class:`Slide` with OpenSlide's contract: locations and
-sizes are ``(x, y)`` / ``(w, h)``; ``read_region`` takes its location in level-0 pixels
-and its size in pixels of the level read, and returns an ``(h, w, 3)`` uint8 RGB array.
-Pixels outside the slide are white (255), like out-of-scan glass.
-
-Backends, tried in this order for a file (the first that recognises the format wins):
-
-- ``openslide`` (openslide-python + openslide-bin): vendor formats (SVS, NDPI, MRXS, SCN,
-  Philips TIFF, DICOM WSI, ...). A directory is read as a DICOM WSI series.
-- ``tifffile``: plain, tiled, pyramidal (pages or SubIFDs) and OME-TIFF, including strip
-  TIFFs that OpenSlide refuses. Tried before OpenSlide for files OpenSlide calls
-  ``generic-tiff``, because OpenSlide's generic reader ignores SubIFD pyramids.
-- ``pillow``: PNG, JPEG and the other formats Pillow reads; one level, held in memory.
-
-A backend that does not recognise the file declines and the next one is tried; a backend
-that recognises the file and finds it broken (truncated, corrupt) stops the search, so a
-fallback never hides that error. When every backend declines, the error lists each reason,
-the first one first.
-
-Example::
-
-    with open_slide("CMU-1-Small-Region.svs") as slide:
-        rgb = slide.read_region((0, 0), 0, (512, 512))            # (512, 512, 3) uint8
-        rgb_1um = slide.read_region_at_mpp((0, 0), 1.0, (256, 256))
-"""
+"""The Slide contract every backend implements: OpenSlide's frames, mpp-based reads, resampling."""
 
 from __future__ import annotations
 
@@ -36,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, SlideError
+from ..errors import ConfigError, SlideError
 
-__all__ = ["BACKENDS", "Slide", "open_slide"]
+__all__ = ["BACKENDS", "Slide"]
 
 #: Backend names accepted by ``open_slide(..., backend=...)``, in the default order.
 BACKENDS = ("openslide", "tifffile", "pillow")
@@ -453,112 +427,6 @@ def _mpp_pair(value) -> tuple[float, float] | None:
     if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
         return None
     return x, y
-
-
-def open_slide(
-    path: str | os.PathLike,
-    *,
-    mpp: float | tuple[float, float] | None = None,
-    backend: str | None = None,
-) -> Slide:
-    """Open a whole-slide image, a plain image, or a DICOM WSI series directory.
-
-    Args:
-        path: a slide or image file, or a directory holding one DICOM WSI series.
-        mpp: microns per pixel of level 0, one number or ``(x, y)``; replaces what the
-            file says (or supplies it when the file says nothing).
-        backend: force one of :data:`BACKENDS`; None tries them in a sensible order.
-
-    Returns:
-        An open :class:`Slide`; use it as a context manager or call ``close()``.
-
-    Raises:
-        SlideError: missing file, a directory with no slide, a truncated or corrupt
-            file, or a format no backend reads.
-        ConfigError: a bad ``mpp`` or ``backend`` value.
-    """
-    if not isinstance(path, (str, os.PathLike)):
-        raise ConfigError(f"slide path must be a string or a path, got {path!r}")
-    path = Path(path).expanduser()
-    mpp_override = None
-    if mpp is not None:
-        mpp_override = _mpp_pair(mpp)
-        if mpp_override is None:
-            raise ConfigError(
-                f"{path}: mpp must be a positive finite number of microns per pixel or a "
-                f"pair (x, y) of them, got {mpp!r} (e.g. 0.25 for 40x, 0.5 for 20x)"
-            )
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} or None, got {backend!r}")
-    if not path.exists():
-        raise SlideError(f"{path}: no such file or directory; check the path")
-
-    if path.is_dir():
-        if backend not in (None, "openslide"):
-            raise SlideError(
-                f"{path}: is a directory, which only the openslide backend reads (as a "
-                f"DICOM WSI series); pass a file, or backend='openslide' or None"
-            )
-        from ._slide_openslide import dicom_file_in_directory, open_openslide
-
-        slide = open_openslide(dicom_file_in_directory(path), shown_path=path)
-    else:
-        slide = _open_file(path, backend)
-
-    if mpp_override is not None:
-        slide._mpp = mpp_override
-        slide._mpp_given = True
-    return slide
-
-
-def _open_file(path: Path, backend: str | None) -> Slide:
-    if not path.is_file():
-        raise SlideError(f"{path}: not a regular file; pass a slide or image file")
-    try:
-        with open(path, "rb") as fh:
-            fh.read(1)
-    except OSError as exc:
-        raise SlideError(f"{path}: cannot be read ({exc}); check its permissions") from exc
-
-    if backend is not None:
-        order = (backend,)
-    else:
-        from ._slide_openslide import detect_vendor
-
-        vendor = detect_vendor(path)
-        if vendor is None:
-            order = ("tifffile", "pillow", "openslide")
-        elif vendor == "generic-tiff":
-            order = ("tifffile", "openslide", "pillow")
-        else:
-            order = ("openslide", "tifffile", "pillow")
-
-    declines: list[str] = []
-    for name in order:
-        opener = _opener(name)
-        try:
-            return opener(path)
-        except _Decline as exc:
-            declines.append(f"{name}: {exc}")
-    reasons = "; ".join(declines)
-    raise SlideError(
-        f"{path}: unsupported format, no backend reads it ({reasons}); gigaseg reads "
-        f"SVS, NDPI, MRXS, SCN, DICOM WSI, TIFF/OME-TIFF, PNG and JPEG"
-    )
-
-
-def _opener(name: str):
-    if name == "openslide":
-        from ._slide_openslide import open_openslide
-
-        return open_openslide
-    if name == "tifffile":
-        from ._slide_tiff import open_tifffile
-
-        return open_tifffile
-    from ._slide_pillow import open_pillow
-
-    return open_pillow
 
 
 def _composite_over_white(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:

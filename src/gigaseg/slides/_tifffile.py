@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SlideError
-from .slide import _INSTALL_HINT, Slide, _composite_over_white, _Decline
+from ..errors import SlideError
+from .base import _INSTALL_HINT, Slide, _composite_over_white, _Decline
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 

@@ -13,8 +13,8 @@ import argparse
 import importlib
 import sys
 
-from . import __version__
-from .errors import GigasegError
+from .. import __version__
+from ..errors import GigasegError
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -55,11 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Modules that contribute subcommands, in the order they appear in --help.
 _COMMAND_MODULES = (
-    "gigaseg._cli_engine",
-    "gigaseg._cli_synth",
-    "gigaseg._cli_store",
-    "gigaseg._cli_train",
-    "gigaseg._cli_predict",
+    "gigaseg.cli.engine",
+    "gigaseg.cli.synth",
+    "gigaseg.cli.store",
+    "gigaseg.cli.train",
+    "gigaseg.cli.predict",
 )
 
 

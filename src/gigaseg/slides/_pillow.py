@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SlideError
-from .slide import _INSTALL_HINT, Slide, _composite_over_white, _Decline
+from ..errors import SlideError
+from .base import _INSTALL_HINT, Slide, _composite_over_white, _Decline
 
 
 class _PillowSlide(Slide):

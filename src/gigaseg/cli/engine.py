@@ -51,8 +51,8 @@ def _print(result: dict, as_json: bool, summary: str) -> None:
 def _run_step(args) -> int:
     import torch
 
-    from ._units import format_bytes
-    from .bench import bench_step
+    from .._units import format_bytes
+    from ..bench.step import bench_step
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -70,7 +70,7 @@ def _run_step(args) -> int:
 
 
 def _run_exactness(args) -> int:
-    from .bench import bench_exactness
+    from ..bench.step import bench_exactness
 
     r = bench_exactness()
     worst = r["max_rel_grad_error"]

@@ -1,0 +1,52 @@
+"""Exact tiled forward and backward over array-like gigapixel images, and the memory planner.
+
+``tiled_backward`` accumulates into each parameter's ``.grad`` exactly what ``loss.backward()``
+on the whole image would, up to floating-point summation order, while reading the image tile by
+tile: memory depends on the tile size, not the image size. ``tiled_predict`` does the same for
+the forward pass, and ``iter_predict`` yields its tiles one by one. ``plan`` picks the tile size
+from a memory budget.
+
+Typical use (one training step on a 16000 x 64000 region stored on disk)::
+
+    image = np.load("image.npy", mmap_mode="r")        # (H, W, 3) uint8
+    mask = np.load("mask.npy", mmap_mode="r")          # (H, W) uint8 {0, 1}
+    optimizer.zero_grad()
+    loss = tiled_backward(model, image, mask, loss="bce+dice", memory_budget="4GB")
+    optimizer.step()
+
+Modules: ``planner`` (tile sizes, locality, devices), ``tiles`` (tile geometry and input
+checks), ``reading`` (read-ahead, the crop cache, heap reuse), ``forward``, ``backward``, and
+``_cpu_kernels`` (compiled CPU kernels for the full-resolution layers).
+"""
+
+from __future__ import annotations
+
+from .backward import tiled_backward
+from .forward import tiled_predict
+from .planner import (
+    CUDA_MAX_TRAIN_CROP_PIXELS,
+    DEFAULT_MEMORY_BUDGET,
+    Plan,
+    check_local,
+    check_tile,
+    plan,
+    resolve_device,
+)
+from .reading import MAX_READ_WORKERS, default_read_workers, reuse_freed_memory
+from .tiles import model_input
+
+__all__ = [
+    "Plan",
+    "plan",
+    "tiled_backward",
+    "tiled_predict",
+    "resolve_device",
+    "check_local",
+    "check_tile",
+    "model_input",
+    "default_read_workers",
+    "reuse_freed_memory",
+    "DEFAULT_MEMORY_BUDGET",
+    "CUDA_MAX_TRAIN_CROP_PIXELS",
+    "MAX_READ_WORKERS",
+]

@@ -1,0 +1,388 @@
+"""The memory planner: which tile fits a budget, and the checks that a model can be tiled.
+
+``plan`` picks the core tile size from a memory budget; ``check_local`` refuses a model with
+a layer that is not local; ``resolve_device`` turns ``"auto"`` into a device.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._units import format_bytes, parse_bytes
+from ..errors import ConfigError, PlanError, UnsupportedModelError
+from ..model import UNet, UNetConfig
+from .reading import reuse_freed_memory
+from .tiles import _check_image, _check_size, _halos
+
+
+#: Budget used when none is given: small tiles are cache-friendly and leave room for the rest.
+DEFAULT_MEMORY_BUDGET = 1 * 2**30
+
+
+# surrogate A*sum_t(p*y) + B*sum_t(p) whose gradient is exactly the tile's share.
+
+_LOCAL_MODULES = (
+    nn.Conv2d,
+    nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity,
+    nn.Softplus, nn.Mish, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish,
+    nn.Sequential, nn.ModuleList,
+)
+_NON_LOCAL_REASONS = (
+    (nn.modules.batchnorm._BatchNorm, "normalizes with statistics of the whole batch/image in training mode"),
+    (nn.GroupNorm, "normalizes with statistics over the whole image"),
+    (nn.modules.instancenorm._InstanceNorm, "normalizes with statistics over the whole image"),
+    (nn.LayerNorm, "normalizes over whole feature maps"),
+    (nn.modules.pooling._AdaptiveAvgPoolNd, "pools over the whole image"),
+    (nn.modules.pooling._AdaptiveMaxPoolNd, "pools over the whole image"),
+    (nn.MultiheadAttention, "attends over all positions"),
+    (nn.Linear, "mixes positions along the width axis of an NCHW tensor"),
+    (nn.modules.dropout._DropoutNd, "draws random masks that differ between tiles in training mode"),
+)
+
+
+def check_local(model: nn.Module) -> UNetConfig:
+    """Check that ``model`` can be tiled exactly and return its config.
+
+    Raises:
+        UnsupportedModelError: naming the module path of the first layer that is not local
+            (whole-image statistics, global pooling, attention, ...) or not a ``UNet``.
+    """
+    if not isinstance(model, UNet):
+        raise UnsupportedModelError(
+            f"the tiled engine needs a gigaseg.UNet (its config gives the stride and halo); "
+            f"got {type(model).__name__}"
+        )
+    for path, module in model.named_modules():
+        if path == "" or isinstance(module, _LOCAL_MODULES):
+            if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+                raise UnsupportedModelError(
+                    f"module {path!r} (Conv2d) pads with {module.padding_mode!r}; tiling is exact only "
+                    "with zero padding"
+                )
+            continue
+        for kind, reason in _NON_LOCAL_REASONS:
+            if isinstance(module, kind):
+                if kind in (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd) and not module.training:
+                    break  # eval-mode BatchNorm is an affine map and eval Dropout the identity
+                raise UnsupportedModelError(
+                    f"module {path!r} ({type(module).__name__}) {reason}, so the model cannot be "
+                    "tiled exactly; remove it or use a local layer (gigaseg's UNet has no normalization)"
+                )
+        else:
+            raise UnsupportedModelError(
+                f"module {path!r} ({type(module).__name__}) is not known to be local; the tiled engine "
+                "supports convolutions, pointwise activations and the UNet's own containers"
+            )
+    return model.config
+
+
+def _parse_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device ("auto": cuda, then mps, then cpu), without checking that it
+    is available (the planner may plan for a device this machine lacks)."""
+    if str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto") from exc
+
+
+def resolve_device(device: str | torch.device | None, model: nn.Module | None = None) -> torch.device:
+    """The torch device for ``device``: ``None`` = the model's, ``"auto"`` = cuda, then mps, then cpu."""
+    if device is None:
+        if model is not None:
+            for p in model.parameters():
+                return p.device
+        return torch.device("cpu")
+    dev = _parse_device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but this PyTorch has no CUDA device; use --device cpu or auto")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
+    return dev
+
+
+# --- the planner ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the engine tiles an image.
+
+    Attributes:
+        height, width: image size in pixels.
+        tile: (th, tw) core tile size in pixels, multiples of the total stride.
+        grid: (rows, cols) number of tiles.
+        halo: receptive-field radius in pixels (each side of a crop).
+        keep: what is kept between tiles.
+        predicted_peak_bytes: the planner's estimate of the process's peak memory.
+        memory_budget: the budget it had, in bytes.
+        recompute: total crop pixels / image pixels (the halo overhead of one pass).
+        mode: ``"train"`` or ``"predict"``.
+        max_crop_pixels: the cap on a crop's pixels the tile was held under, if any
+            (CUDA training; NOTE [CUDA crop cap]).
+    """
+
+    height: int
+    width: int
+    tile: tuple[int, int]
+    grid: tuple[int, int]
+    halo: int
+    keep: str
+    predicted_peak_bytes: int
+    memory_budget: int
+    recompute: float
+    mode: str
+    max_crop_pixels: int | None = None
+
+    @property
+    def n_tiles(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["n_tiles"] = self.n_tiles
+        return d
+
+
+# Memory model. Peak = _BASE_BYTES (the Python + PyTorch process itself) + bytes per crop pixel
+# * crop pixels. Bytes per pixel come from counting the float tensors alive at the peak of a
+# tile's forward + backward (see _floats_per_pixel), calibrated against measured peaks by
+# ``gigaseg bench step`` (benchmarks/RESULTS.md).
+_BASE_BYTES = 256 * 2**20  # measured: ~150 MiB for Python + PyTorch + a small model
+_SAFETY = 1.1  # measured peaks (paper preset, 1k-3k tiles) are 5-10% below the count
+
+
+def _floats_per_pixel(config: UNetConfig, mode: str, kernels: bool = False) -> float:
+    """Floats alive per input pixel of a crop at the peak of one tile (forward + backward);
+    ``kernels``: a training tile on the compiled CPU kernels (NOTE [Kernel memory])."""
+    c = (config.in_channels, *config.channels)
+    if mode == "predict":
+        # input and its uint8 crop, upsampled d1, the two partial convolutions of the head and
+        # their sum, probabilities and their copy for the output (measured: ~17 for paper)
+        full = 2 * (c[0] + c[1]) + 7
+        low = 0.0
+        jump = 1
+        for i in range(config.depth):
+            jump *= config.strides[i]
+            low += 3 * (c[i + 1] + (c[i + 2] if i + 2 < len(c) else 0)) / jump**2
+        return full + low
+    # training: every saved activation plus gradients of the largest tensors at the peak of
+    # the backward pass. Full resolution: the input, up(d1), the head's two partial outputs,
+    # their gradients and up(d1)'s, the logits and their gradient, the mask and probabilities
+    # (measured: ~26 floats per pixel for paper, i.e. 104 bytes).
+    full = 2 if kernels else c[0] + c[1] + 2 * (c[1] + c[0]) + c[1] + 10
+    low = 0.0
+    jump = 1
+    for i in range(config.depth):
+        jump *= config.strides[i]
+        deeper = c[i + 2] if i + 2 < len(c) else 0
+        # conv out, act out, up(deeper), the skip, decoder conv out, act out, and their gradients
+        low += 2 * (2 * c[i + 1] + deeper + (deeper + c[i + 1]) + 2 * c[i + 1]) / jump**2
+    return full + low
+
+
+def _crop_pixels(n: int, tile: int, lead: int, trail: int) -> int:
+    """Sum over the tiles along one axis of the crop lengths (core plus clipped halos)."""
+    t0 = np.arange(0, n, tile)
+    t1 = np.minimum(t0 + tile, n)
+    return int((np.minimum(n, t1 + trail) - np.maximum(0, t0 - lead)).sum())
+
+
+def _peak_bytes(config: UNetConfig, th: int, tw: int, itemsize: int, mode: str, kernels: bool = False) -> int:
+    lead, trail = _halos(config)
+    crop = (th + lead + trail) * (tw + lead + trail)
+    # + the uint8 image crop and mask of this tile and of the next one (NOTE [Read ahead])
+    per_pixel = _floats_per_pixel(config, mode, kernels) * itemsize * _SAFETY + 8
+    return int(_BASE_BYTES + (_KERNELS_BYTES if kernels else 0) + per_pixel * crop)
+
+
+# NOTE [Kernel memory]
+# A training tile on the compiled CPU kernels (``gigaseg._cpu_kernels``) keeps no float tensor
+# at full resolution but the logits of the core, which its loss gradient then overwrites: the
+# crop itself is replaced by a uint8 copy by column phase (3 bytes a pixel, counted with the
+# crop in the 8 bytes above), and everything else is at the first stride's resolution or
+# below. numba adds ~50 MiB to the process (its import 25 MiB, LLVM's set-up at the first
+# call 26 MiB; measured 2026-11-27), which the 48 MiB here and the safety margin cover, and the
+# model a little more for what varies between processes. It counts 2 floats a pixel at full
+# resolution, fitted to measured peaks (paper preset, RssAnon, ``gigaseg bench step``,
+# 2026-11-27): crops of 1.9, 4.9, 32 and 71 MP peaked at 353, 409-416, 1120 and 2021 MiB,
+# against 356, 436, 1174 and 2221 predicted (the per-pixel cost grows a little with the crop;
+# a 152 MP crop took 3547 MiB against 4405 predicted).
+_KERNELS_BYTES = 48 * 2**20
+
+
+# NOTE [CUDA crop cap]
+# Measured on an H100 (torch 2.11, CUDA 13, paper preset, 64 MP training steps): 0.41 s per
+# step with 5440-pixel tiles (crops of about 5694^2 = 2^24.95 pixels) but 2.5 s with
+# 5696-pixel tiles (5950^2 = 2^25.1 pixels), 4.4 s with 8000-pixel tiles, and 4.1 s for
+# whole-image autograd: past about 2^25 pixels per crop, cuDNN's default heuristics pick a
+# backward algorithm 6-10x slower (cudnn.benchmark finds a fast one there, but it takes
+# 19.5 GiB of workspace). Forward-only prediction shows no such step (6208-pixel tiles: 406
+# MP/s). So for CUDA training the planner also keeps each crop within 2^25 pixels, however
+# large the memory budget; a tile given explicitly is used as given.
+CUDA_MAX_TRAIN_CROP_PIXELS = 2**25
+
+
+def plan(
+    config: UNetConfig,
+    height: int,
+    width: int,
+    *,
+    memory_budget: int | str | None = None,
+    mode: str = "train",
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+) -> Plan:
+    """Choose a tile whose predicted peak memory fits ``memory_budget``: the largest one for
+    prediction; for training, of the tiles that fit (for each tile height, the widest), the one
+    that recomputes the fewest halo pixels (a step's time follows the crops' total area).
+
+    Args:
+        config: the model's config (stride and halo).
+        height, width: image size in pixels.
+        memory_budget: bytes or a string like ``"4GB"``; default ``DEFAULT_MEMORY_BUDGET``.
+        mode: ``"train"`` (forward + backward) or ``"predict"`` (forward only).
+        dtype: the model's floating-point type.
+        device: where the model runs; for CUDA training the crop is also kept under
+            ``CUDA_MAX_TRAIN_CROP_PIXELS`` (NOTE [CUDA crop cap]); CPU training with the
+            compiled kernels needs less memory (NOTE [Kernel memory]). ``None``: assume neither.
+
+    Raises:
+        PlanError: when even the smallest tile does not fit; names the smallest budget that would.
+    """
+    if mode not in ("train", "predict"):
+        raise ConfigError(f"unknown plan mode {mode!r}; choose 'train' or 'predict'")
+    _check_size(height, width)
+    budget = parse_bytes(memory_budget if memory_budget is not None else DEFAULT_MEMORY_BUDGET)
+    s = config.total_stride
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    h_max, w_max = _round_up(height, s), _round_up(width, s)
+    lead, trail = _halos(config)
+    cap = None
+    kernels = False
+    if mode == "train" and device is not None:
+        dev = _parse_device(device)
+        if dev.type == "cuda":
+            cap = CUDA_MAX_TRAIN_CROP_PIXELS
+        from ._cpu_kernels import eligible_config
+
+        kernels = eligible_config(config, dtype, dev)
+
+    def fits(th: int, tw: int) -> bool:
+        crop = min(th + lead + trail, height) * min(tw + lead + trail, width)
+        return _peak_bytes(config, th, tw, itemsize, mode, kernels) <= budget and (cap is None or crop <= cap)
+
+    def shape_for(side: int) -> tuple[int, int]:
+        # a square tile of area side^2, reshaped when the image is thinner than the tile
+        th = min(side, h_max)
+        tw = min(w_max, _round_up(max(side * side // th, s), s)) if th < side else min(side, w_max)
+        if tw < side and th == side:
+            th = min(h_max, _round_up(max(side * side // tw, s), s))
+        return th, tw
+
+    smallest = _peak_bytes(config, *shape_for(s), itemsize, mode, kernels)
+    if smallest > budget:
+        raise PlanError(
+            f"no tiling fits a memory budget of {format_bytes(budget)}: the smallest tile "
+            f"({s} x {s} pixels plus a {config.halo}-pixel halo) needs about {format_bytes(smallest)}; "
+            f"give --memory-budget {math.ceil(smallest / 2**20)}MiB or more"
+        )
+    lo, hi = 1, max(h_max, w_max) // s
+    while lo < hi:  # largest side (in strides) that fits
+        mid = (lo + hi + 1) // 2
+        if fits(*shape_for(mid * s)):
+            lo = mid
+        else:
+            hi = mid - 1
+    th, tw = shape_for(lo * s)
+    if mode == "train":
+        th, tw = _least_recompute(height, width, s, lead, trail, fits, (th, tw))
+    return _make_plan(config, height, width, (th, tw), budget, mode, itemsize, cap, kernels)
+
+
+def _least_recompute(height, width, s, lead, trail, fits, square) -> tuple[int, int]:
+    """Of the tiles that fit (for each height, the widest), the one whose crops have the least
+    total area: a training step's time follows it (halo pixels are computed again for every
+    tile), and a tile that divides the image evenly can beat a larger one. Ties go to the
+    larger tile; ``square`` (the largest square-ish tile that fits) is a candidate too."""
+    def area(shape: tuple[int, int]) -> int:
+        return _crop_pixels(height, shape[0], lead, trail) * _crop_pixels(width, shape[1], lead, trail)
+
+    best, best_area = square, area(square)
+    for th in range(s, _round_up(height, s) + 1, s):
+        if not fits(th, s):
+            break
+        lo, hi = 1, _round_up(width, s) // s
+        while lo < hi:  # widest tile of this height that fits
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(th, mid * s) else (lo, mid - 1)
+        shape = (th, lo * s)
+        a = area(shape)
+        if a < best_area or (a == best_area and shape[0] * shape[1] > best[0] * best[1]):
+            best, best_area = shape, a
+    return best
+
+
+def _make_plan(config, height, width, tile, budget, mode, itemsize, max_crop_pixels=None, kernels=False) -> Plan:
+    th, tw = tile
+    lead, trail = _halos(config)
+    recompute = _crop_pixels(height, th, lead, trail) * _crop_pixels(width, tw, lead, trail) / (height * width)
+    return Plan(
+        height=height,
+        width=width,
+        tile=(th, tw),
+        grid=(math.ceil(height / th), math.ceil(width / tw)),
+        halo=config.halo,
+        keep="nothing between tiles: each tile is recomputed from the image with its halo",
+        predicted_peak_bytes=_peak_bytes(config, th, tw, itemsize, mode, kernels),
+        memory_budget=budget,
+        recompute=round(recompute, 4),
+        mode=mode,
+        max_crop_pixels=max_crop_pixels,
+    )
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def check_tile(tile: int | Sequence[int], config: UNetConfig) -> tuple[int, int]:
+    th, tw = (tile, tile) if isinstance(tile, (int, np.integer)) else tuple(tile)
+    s = config.total_stride
+    for t in (th, tw):
+        if t < 1 or t % s:
+            nearest = max(s, round(t / s) * s)
+            raise ConfigError(
+                f"tile size {t} is not a positive multiple of the model's total stride {s}; "
+                f"use {nearest}"
+            )
+    return int(th), int(tw)
+
+
+def _prepare(model, image, tile, memory_budget, device, mode):
+    reuse_freed_memory()
+    config = check_local(model)
+    height, width = _check_image(image)
+    dev = resolve_device(device, model)
+    params = list(model.parameters())
+    if params and params[0].device != dev:
+        model.to(dev)
+        params = list(model.parameters())
+    dtype = params[0].dtype if params else torch.float32
+    if tile is None:
+        th, tw = plan(config, height, width, memory_budget=memory_budget, mode=mode, dtype=dtype, device=dev).tile
+    else:
+        th, tw = check_tile(tile, config)
+    return config, height, width, dev, dtype, th, tw

@@ -1,0 +1,168 @@
+"""Tiles and crops: the exact tiling's geometry, and the checks of what the engine reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..model import UNetConfig
+
+
+# NOTE [Exact tiling]
+# Tiles partition the output: each core tile [y0, y1) x [x0, x1) has y0 and x0 on multiples of
+# the total stride S, so every strided layer sees the whole-image sampling grid. The model runs
+# on a crop that extends the core by a halo on each side (clipped at the image border, where the
+# model's own zero padding then matches the whole image's). Outputs within the halo of a crop
+# edge that is not an image edge are wrong (they saw zero padding instead of real neighbours)
+# but they are discarded: only the core's logits enter the loss. Because the core's logits and
+# their whole computation graph are identical to the whole image's, backpropagating the core's
+# loss through the crop gives exactly its share of the whole-image gradient. The left/top halo
+# is rounded up to a multiple of S to keep the crop origin on the grid.
+#
+
+
+def _halos(config: UNetConfig) -> tuple[int, int]:
+    s = config.total_stride
+    return math.ceil(config.halo / s) * s, config.halo
+
+
+def _check_size(height: int, width: int) -> None:
+    if height < 1 or width < 1:
+        raise InputError(f"the image is empty ({height} x {width} pixels); give an image of at least 1 x 1")
+
+
+# --- input validation ----------------------------------------------------------------------
+
+
+def _check_image(image: Any) -> tuple[int, int]:
+    shape = getattr(image, "shape", None)
+    dtype = getattr(image, "dtype", None)
+    if shape is None or dtype is None:
+        raise InputError(
+            f"image must be an (H, W, 3) uint8 array-like (numpy array, np.memmap, zarr array); "
+            f"got {type(image).__name__}"
+        )
+    if len(shape) != 3 or shape[2] != 3:
+        raise InputError(
+            f"image must have shape (H, W, 3) (RGB, channels last); got shape {tuple(shape)}. "
+            "Drop an alpha channel with image[..., :3]; convert greyscale to RGB"
+        )
+    if np.dtype(dtype) != np.uint8:
+        raise InputError(
+            f"image must be uint8 (0-255), got dtype {np.dtype(dtype)}; "
+            "convert with (image * 255).round().astype(np.uint8) if it holds floats in [0, 1]"
+        )
+    _check_size(int(shape[0]), int(shape[1]))
+    return int(shape[0]), int(shape[1])
+
+
+def _check_mask(mask: Any, height: int, width: int) -> None:
+    shape = getattr(mask, "shape", None)
+    dtype = getattr(mask, "dtype", None)
+    if shape is None or dtype is None:
+        raise InputError(f"mask must be an (H, W) uint8 array-like; got {type(mask).__name__}")
+    if tuple(shape) != (height, width):
+        raise InputError(
+            f"mask shape {tuple(shape)} does not match the image's (H, W) = ({height}, {width})"
+        )
+    if np.dtype(dtype) != np.uint8:
+        raise InputError(f"mask must be uint8 with values 0 and 1, got dtype {np.dtype(dtype)}")
+
+
+def _check_mask_values(mask_tile: np.ndarray, y0: int, x0: int) -> None:
+    if mask_tile.size and mask_tile.max() > 1:
+        bad = np.argwhere(mask_tile > 1)[0]
+        raise InputError(
+            f"mask value {int(mask_tile[bad[0], bad[1]])} at (x={x0 + bad[1]}, y={y0 + bad[0]}) is not "
+            "0 or 1; training masks hold 0 (background) and 1 (tissue) - map 255 to 1, or crop out "
+            "ignore (255) pixels"
+        )
+
+
+# --- tiles -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Tile:
+    y0: int  # core, image pixels
+    y1: int
+    x0: int
+    x1: int
+    cy0: int  # crop, image pixels
+    cy1: int
+    cx0: int
+    cx1: int
+
+    @property
+    def core_in_crop(self) -> tuple[slice, slice]:
+        return (slice(self.y0 - self.cy0, self.y1 - self.cy0), slice(self.x0 - self.cx0, self.x1 - self.cx0))
+
+
+def _tiles(height: int, width: int, th: int, tw: int, config: UNetConfig) -> Iterator[_Tile]:
+    lead, trail = _halos(config)
+    for y0 in range(0, height, th):
+        y1 = min(y0 + th, height)
+        for x0 in range(0, width, tw):
+            x1 = min(x0 + tw, width)
+            yield _Tile(y0, y1, x0, x1, max(0, y0 - lead), min(height, y1 + trail),
+                        max(0, x0 - lead), min(width, x1 + trail))
+
+
+def _tile_list(height: int, width: int, th: int, tw: int, config: UNetConfig) -> list[_Tile]:
+    """The tiles, grouped by crop shape (row-major within a shape) so that consecutive tiles
+    allocate alike (NOTE [Heap reuse]); the order changes only the summation order."""
+    tiles = list(_tiles(height, width, th, tw, config))
+    return sorted(tiles, key=lambda t: (t.cy1 - t.cy0, t.cx1 - t.cx0))
+
+
+def _read_crop(image: Any, t: _Tile) -> np.ndarray:
+    return _owned(image[t.cy0:t.cy1, t.cx0:t.cx1])
+
+
+def _as_input(crop: np.ndarray, device: torch.device, dtype: torch.dtype, multiple: int) -> torch.Tensor:
+    return _to_input(torch.from_numpy(crop).to(device), dtype, multiple)
+
+
+def _owned(block: Any) -> np.ndarray:
+    """``block`` as a C-contiguous, writeable numpy array (torch.from_numpy wants one)."""
+    block = np.asarray(block)
+    if not (block.flags.c_contiguous and block.flags.writeable):
+        block = np.array(block, order="C")
+    return block
+
+
+def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 3, H', W') floats in [0, 1], channels-last, as ``image / 255``,
+    zero-padded at the bottom and right to H', W' multiples of ``multiple``.
+
+    Padding here, to the model's total stride, is what the model would do itself (crops start
+    on multiples of the stride, so the padded rows are those of the whole image or lie beyond
+    the halo), but it saves the model a zero-fill and a copy of its full-resolution input.
+    """
+    h, w, c = hwc.shape
+    hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    x = torch.empty((1, c, hp, wp), dtype=dtype, device=hwc.device, memory_format=torch.channels_last)
+    if hp > h:
+        x[:, :, h:].zero_()
+    if wp > w:
+        x[:, :, :h, w:].zero_()
+    x[:, :, :h, :w].copy_(hwc.permute(2, 0, 1).unsqueeze(0)).div_(255)
+    return x
+
+
+def _read_mask(mask: Any, t: _Tile) -> np.ndarray:
+    m = _owned(mask[t.y0:t.y1, t.x0:t.x1])
+    _check_mask_values(m, t.y0, t.x0)
+    return m
+
+
+def model_input(image: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A whole (H, W, 3) uint8 image as the model input the engine's results refer to:
+    ``image / 255`` as (1, 3, H, W) floats of ``dtype``, channels-last (whole-image autograd
+    on this equals ``tiled_backward``)."""
+    return _as_input(_owned(image), torch.device(device), dtype, 1)

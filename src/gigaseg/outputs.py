@@ -1,0 +1,216 @@
+"""A slide's outputs: their names, the output folder, and writing them whole or not at all.
+
+Shared by prediction (``gigaseg.predict``) and the classic baselines (``gigaseg.baseline``):
+``<stem>.mask.tiff``, ``<stem>.geojson``, ``<stem>.overlay.png`` and ``<stem>.json`` (the
+summary, written last: it marks the slide as complete).
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .errors import GigasegError, InputError, SlideError
+
+__all__ = [
+    "DEFAULT_MIN_AREA",
+    "THUMB_SIDE",
+    "SLIDE_SUFFIXES",
+    "output_paths",
+    "slide_stem",
+    "expand_slide_paths",
+    "existing_outputs",
+    "check_out_dir",
+    "open_with_mpp",
+    "thumbnail",
+    "write_outputs",
+]
+
+#: Default smallest tissue piece (and hole) kept in the GeoJSON, square microns.
+DEFAULT_MIN_AREA = 2500.0
+#: Longest side of the overlay thumbnail, pixels.
+THUMB_SIDE = 1024
+#: File suffixes taken as slides when a folder is given.
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide",
+                  ".png", ".jpg", ".jpeg", ".dcm")
+_OUTPUT_SUFFIXES = {"mask": ".mask.tiff", "geojson": ".geojson", "overlay": ".overlay.png", "summary": ".json"}
+
+
+def output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
+    """The four output files of a slide: mask, geojson, overlay, summary."""
+    out_dir = Path(out_dir)
+    return {k: out_dir / f"{stem}{s}" for k, s in _OUTPUT_SUFFIXES.items()}
+
+
+def slide_stem(path: str | os.PathLike) -> str:
+    """Output name stem of a slide: the file name without its suffix (a DICOM folder: its name)."""
+    p = Path(path)
+    if p.is_dir():
+        return p.name
+    name = p.name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return p.stem
+
+
+def expand_slide_paths(items: Iterable[str | os.PathLike]) -> list[Path]:
+    """Slides from paths, folders (their slide files; a folder of .dcm files is one slide) and globs.
+
+    Folders and globs skip gigaseg's own outputs (``*.mask.tiff``, ``*.overlay.png``);
+    a path given explicitly is always taken.
+
+    Raises:
+        InputError: an item that matches nothing.
+    """
+    out: list[Path] = []
+    for item in items:
+        s = str(item)
+        if any(c in s for c in "*?[") and not Path(s).exists():
+            matches = sorted(_glob.glob(s, recursive=True))
+            if not matches:
+                raise InputError(f"{s}: the pattern matches no file; check the path")
+            out.extend(Path(m) for m in matches if not _is_output(Path(m)))
+            continue
+        p = Path(s).expanduser()
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.is_file())
+            if any(f.suffix.lower() == ".dcm" for f in files):
+                out.append(p)  # a DICOM WSI series
+                continue
+            slides = [f for f in files if f.suffix.lower() in SLIDE_SUFFIXES and not _is_output(f)]
+            subdirs = sorted(d for d in p.iterdir() if d.is_dir() and any(x.suffix.lower() == ".dcm"
+                                                                        for x in d.iterdir()))
+            if not slides and not subdirs:
+                raise InputError(f"{p}: folder holds no slide file ({', '.join(SLIDE_SUFFIXES)}); check the path")
+            out.extend(slides)
+            out.extend(subdirs)
+            continue
+        out.append(p)  # missing files are reported per slide
+    seen, unique = set(), []
+    for p in out:
+        key = p.resolve() if p.exists() else p
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _is_output(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".mask.tiff") or name.endswith(".overlay.png")
+
+
+def open_with_mpp(slide_path: Path, mpp: float | None):
+    """Open a slide whose resolution is known (from the file or ``mpp``), else a SlideError."""
+    from .slides import open_slide
+
+    slide = open_slide(slide_path, mpp=mpp)
+    if slide.mpp is None:
+        slide.close()
+        raise SlideError(
+            f"{slide_path}: the file does not state its resolution (microns per pixel); give it with "
+            f"--mpp (predict_slide(..., mpp=...)), e.g. 0.25 for a 40x scan, 0.5 for 20x, or the "
+            f"thumbnail's own um/px (slide width in um / width in pixels)"
+        )
+    return slide
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` if needed and check that it is writable."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"output folder {out_dir} cannot be created ({exc.strerror or exc}); choose another --out") from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {out_dir} is not writable; fix its permissions or choose another --out")
+
+
+def thumbnail(slide, side: int = THUMB_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
+    """(thumbnail RGB, level-0 pixels per thumbnail pixel (x, y))."""
+    l0_w, l0_h = slide.dimensions
+    mx, my = slide.mpp
+    t_mpp = max(l0_w * mx, l0_h * my) / side
+    t_mpp = max(t_mpp, mx, my)  # never upsample the thumbnail
+    tw, th = max(1, round(l0_w * mx / t_mpp)), max(1, round(l0_h * my / t_mpp))
+    img = slide.read_region_at_mpp((0, 0), t_mpp, (tw, th))
+    return img, (t_mpp / mx, t_mpp / my)
+
+
+def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transform, min_area: float,
+                  simplify: float | None, summary: dict, overwrite: bool, tiff_done: Path | None = None) -> dict:
+    """Write the mask TIFF, GeoJSON, overlay and summary of ``grid`` atomically; returns the summary.
+
+    ``tiff_done``: a mask TIFF already written (moved into place instead of writing one).
+    """
+    from ._writers import contour_grid, mask_polygons, write_geojson, write_mask_tiff, write_overlay
+    from ._atomic import write_json_atomic
+
+    paths = output_paths(out_dir, stem)
+    mx, my = slide.mpp
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
+    try:
+        t0 = time.perf_counter()
+        if tiff_done is None:
+            write_mask_tiff(tmp / paths["mask"].name, grid, mpp=(mx, my), transform=tiff_transform)
+        else:
+            os.replace(tiff_done, tmp / paths["mask"].name)
+        t_tiff = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cmask, f = contour_grid(grid, binary)
+        scale = (grid.step[0] * f, grid.step[1] * f)
+        um_per_l0 = math.sqrt(mx * my)
+        simplify_l0 = (0.5 * max(scale) if simplify is None else float(simplify) / um_per_l0)
+        polys = mask_polygons(cmask, scale=scale, simplify=simplify_l0, min_area=float(min_area) / (mx * my))
+        write_geojson(tmp / paths["geojson"].name, polys)
+        t_geo = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        thumb, l0_per_thumb = thumbnail(slide)
+        th, tw = thumb.shape[:2]
+        gy = np.clip(np.floor((np.arange(th) + 0.5) * l0_per_thumb[1] / grid.step[1]).astype(np.int64), 0,
+                     grid.shape[0] - 1)
+        gx = np.clip(np.floor((np.arange(tw) + 0.5) * l0_per_thumb[0] / grid.step[0]).astype(np.int64), 0,
+                     grid.shape[1] - 1)
+        tmask = binary(grid.take_rows(gy)[:, gx])
+        write_overlay(tmp / paths["overlay"].name, thumb, polys, l0_per_thumb=l0_per_thumb, thumb_mask=tmask)
+        t_ov = time.perf_counter() - t0
+        summary.update({
+            "pieces": len(polys),
+            "polygon_area_mm2": round(sum(p.area for p in polys) * mx * my / 1e6, 6),
+            "contour_subsample": f,
+            "simplify_um": round(simplify_l0 * um_per_l0, 4),
+            "min_area_um2": float(min_area),
+        })
+        if tiff_done is None:
+            summary["timings"]["tiff_s"] = round(t_tiff, 3)
+        summary["timings"].update({"geojson_s": round(t_geo, 3), "overlay_s": round(t_ov, 3)})
+        summary["paths"] = {k: str(v) for k, v in paths.items()}
+        write_json_atomic(tmp / paths["summary"].name, summary)
+        order = ("mask", "geojson", "overlay", "summary")  # the summary last: it marks completion
+        if not overwrite:
+            appeared = [str(paths[k]) for k in order if paths[k].exists()]
+            if appeared:
+                raise InputError(f"{', '.join(appeared)} appeared while predicting; pass --overwrite to replace")
+        for key in order:
+            os.replace(tmp / paths[key].name, paths[key])
+    except OSError as exc:
+        if isinstance(exc, GigasegError):
+            raise
+        raise InputError(f"cannot write the outputs of {stem} in {out_dir} ({exc.strerror or exc}); "
+                         "free disk space or choose another --out") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def existing_outputs(paths: dict[str, Path]) -> list[Path]:
+    """The outputs in ``paths`` that exist already."""
+    return [p for p in paths.values() if p.exists()]
