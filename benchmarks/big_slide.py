@@ -4,7 +4,7 @@
 cores. This script renders one synthetic patch (``gigaseg.synth.render_region``, default
 8192 x 8192) and repeats it over the whole slide, level 0 and every pyramid level (the patch
 box-averaged 4x per level, as `gigaseg synth` makes its levels), as a pyramidal JPEG BigTIFF with the same layout as
-``gigaseg synth`` writes (OpenSlide and gigaseg read it). Tissue, glass and edges then occur at
+``gigaseg synth`` writes (both through ``gigaseg._pyramid``; OpenSlide and gigaseg read it). Tissue, glass and edges then occur at
 the patch's density everywhere, which is what the prediction's memory depends on.
 
     .venv/bin/python benchmarks/big_slide.py /tmp/s100k.tiff --width 100000 --height 100000
@@ -36,26 +36,23 @@ def write_big_slide(path: Path, *, width: int, height: int, mpp: float, patch_si
                     tile: int = 512, quality: int = 90) -> Path:
     import tifffile
 
-    from gigaseg.synth._tiff import _FACTOR, _down, level_sizes
+    from gigaseg._pyramid import FACTOR, SLIDE_LEVELS, box_down, level_sizes, write_level
     from gigaseg.synth import render_region
 
-    sizes = level_sizes(width, height)
-    deepest = _FACTOR ** (len(sizes) - 1)
+    sizes = level_sizes(width, height, SLIDE_LEVELS)
+    deepest = FACTOR ** (len(sizes) - 1)
     patch_side = max(deepest, patch_side // deepest * deepest)  # every level's patch is whole pixels
     patch, _ = render_region(seed, 0, 0, patch_side, patch_side, width=patch_side, height=patch_side, mpp=mpp)
-    res = (10000.0 / mpp, 10000.0 / mpp)
-    jpeg = dict(compression="jpeg", compressionargs={"level": quality}, photometric="rgb", subsampling=(2, 2),
-                tile=(tile, tile), resolution=res, resolutionunit="CENTIMETER", metadata=None,
-                maxworkers=os.cpu_count() or 1)
+    jpeg = dict(tile=tile, mpp=(mpp, mpp), compression="jpeg", compressionargs={"level": quality}, photometric="rgb",
+                subsampling=(2, 2), maxworkers=os.cpu_count() or 1)
     fd, tmp = tempfile.mkstemp(prefix=".big-slide-", suffix=".tiff", dir=path.parent)
     os.close(fd)
     try:
         with tifffile.TiffWriter(tmp, bigtiff=True) as tif:
             for level, (lw, lh) in enumerate(sizes):
                 if level:  # the next level's patch, box-averaged like gigaseg synth's levels
-                    patch = _down(patch, patch.shape[1] // _FACTOR)
-                tif.write(_wrapped_tiles(patch, lw, lh, tile), shape=(lh, lw, 3),
-                          dtype=np.uint8, subfiletype=0 if level == 0 else 1, **jpeg)
+                    patch = box_down(patch, patch.shape[1] // FACTOR)
+                write_level(tif, _wrapped_tiles(patch, lw, lh, tile), shape=(lh, lw, 3), level=level, **jpeg)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the slide is an ordinary file

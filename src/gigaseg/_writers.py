@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from ._pyramid import MASK_LEVELS, level_sizes, level_tiles, write_level
+
 _TILE = 512  # TIFF tile edge
-_FACTOR = 4  # downsample between TIFF pyramid levels
-_MIN_LEVEL_SIDE = 512  # stop adding levels once the longest side is at most this
 _CONTOUR_MAX_PIXELS = 32_000_000  # contour grid cap (the mask is subsampled above it)
 _TISSUE_COLOR = [20, 180, 60]  # QuPath class colour (RGB)
 
@@ -144,28 +144,21 @@ def _is_range(idx: np.ndarray) -> bool:
     return idx.size > 0 and int(idx[-1]) - int(idx[0]) == idx.size - 1 and bool(np.all(np.diff(idx) == 1))
 
 
-def level_sizes(width: int, height: int) -> list[tuple[int, int]]:
-    """(w, h) of every pyramid level of the mask TIFF, level 0 first (downsample 4)."""
-    sizes = [(width, height)]
-    while max(sizes[-1]) > _MIN_LEVEL_SIDE and min(sizes[-1]) >= 2 * _FACTOR:
-        w, h = sizes[-1]
-        sizes.append((max(1, w // _FACTOR), max(1, h // _FACTOR)))
-    return sizes
-
-
 def write_mask_tiff(path: Path, grid: MaskGrid, *, mpp: tuple[float, float], transform=None,
                     progress_cb=None, workers: int = 1) -> None:
     """A tiled, pyramidal, deflate-compressed 8-bit greyscale TIFF at the slide's level-0 geometry.
 
-    Levels are separate top-level pages (downsample 4), as OpenSlide's generic-tiff reader
-    and QuPath expect; resolution tags carry ``mpp``. ``transform`` maps each uint8 strip
-    (e.g. probabilities -> 0/255) before it is written. ``workers`` threads compress tiles;
-    the file is the same byte for byte. See NOTE [Mask compression].
+    Levels are separate top-level pages (downsample 4, down to a longest side of 512:
+    ``gigaseg._pyramid.MASK_LEVELS``), as OpenSlide's generic-tiff reader and QuPath expect;
+    each level's resolution tags carry its own mpp. ``transform`` maps each uint8 strip
+    (e.g. probabilities -> 0/255) before it is written. ``progress_cb(rows, level)`` is called
+    as each strip of a level is read. ``workers`` threads compress tiles; the file is the
+    same byte for byte. See NOTE [Mask compression].
     """
     import tifffile
 
     l0_w, l0_h = grid.l0_size
-    sizes = level_sizes(l0_w, l0_h)
+    sizes = level_sizes(l0_w, l0_h, MASK_LEVELS)
     encode = _zlibng_encoder()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="gigaseg-deflate") if encode and workers > 1 else None
     with contextlib.ExitStack() as stack, tifffile.TiffWriter(path, bigtiff=l0_w * l0_h > 2**31) as tif:
@@ -173,27 +166,21 @@ def write_mask_tiff(path: Path, grid: MaskGrid, *, mpp: tuple[float, float], tra
             stack.enter_context(pool)
         for lvl, (lw, lh) in enumerate(sizes):
             ds = (l0_w / lw + l0_h / lh) / 2.0
-            res = (1e4 / (mpp[0] * l0_w / lw), 1e4 / (mpp[1] * l0_h / lh))
+            lvl_mpp = (mpp[0] * l0_w / lw, mpp[1] * l0_h / lh)
 
-            def tiles(lw=lw, lh=lh, ds=ds):
-                for y in range(0, lh, _TILE):
-                    y1 = min(y + _TILE, lh)
-                    strip = grid.level_rows(y, y1, lw, ds)
-                    if transform is not None:
-                        strip = transform(strip)
-                    for x in range(0, lw, _TILE):
-                        t = strip[:, x : x + _TILE]
-                        if t.shape != (_TILE, _TILE):
-                            t = np.pad(t, ((0, _TILE - t.shape[0]), (0, _TILE - t.shape[1])), mode="edge")
-                        yield np.ascontiguousarray(t)
-                    if progress_cb is not None:
-                        progress_cb(y1 - y, lvl)
+            def read_strip(y0, y1, lw=lw, ds=ds):
+                strip = grid.level_rows(y0, y1, lw, ds)
+                return strip if transform is None else transform(strip)
 
-            data = tiles() if encode is None else _encoded(tiles(), encode, pool)
-            tif.write(
-                data, shape=(lh, lw), dtype=np.uint8, tile=(_TILE, _TILE), photometric="minisblack",
-                compression="zlib", compressionargs={"level": 1}, resolution=res, resolutionunit="CENTIMETER",
-                subfiletype=0 if lvl == 0 else 1, metadata=None, maxworkers=workers, buffersize=_TILE * _TILE * 32,
+            def report(strip, y0, y1, lvl=lvl):
+                if progress_cb is not None:
+                    progress_cb(y1 - y0, lvl)
+
+            tiles = level_tiles(read_strip, lh, _TILE, on_strip=report)
+            data = tiles if encode is None else _encoded(tiles, encode, pool)
+            write_level(
+                tif, data, shape=(lh, lw), level=lvl, tile=_TILE, mpp=lvl_mpp, photometric="minisblack",
+                compression="zlib", compressionargs={"level": 1}, maxworkers=workers, buffersize=_TILE * _TILE * 32,
                 description="gigaseg tissue mask" if lvl == 0 else None,
             )
 
