@@ -23,13 +23,12 @@ import numpy as np
 import torch
 
 from .._memory import MemorySampler, peak_rss_bytes
+from .._runinfo import machine_info
 from .._units import parse_bytes
 from ..engine import model_input, plan, resolve_device, reuse_freed_memory, tiled_backward
 from ..errors import ConfigError
 from ..losses import check_loss_name, loss_fn
 from ..model import UNet, UNetConfig, count_parameters, preset
-
-from .._runinfo import machine_info
 
 __all__ = ["make_synthetic_arrays", "bench_step", "bench_exactness", "machine_info"]
 

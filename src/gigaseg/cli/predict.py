@@ -227,100 +227,13 @@ def _run_evaluate(args) -> int:
 
 
 def _run_bench(args) -> int:
-    import os
-    import shutil
-    import tempfile
-    import time
-
-    import torch
-
-    from .._memory import MemorySampler, peak_rss_bytes
-    from .._runinfo import machine_info
-    from ..model import UNet, preset
-    from ..predict import predict_slide
+    from ..bench.predict import bench_predict
     from ..prepare import parse_size
-    from ..synth import write_slide
 
     w, h = parse_size(args.size)
-    tmp = Path(tempfile.mkdtemp(prefix="gigaseg-bench-predict-", dir=args.dir))
-    try:
-        t_synth = None
-        if args.slide:
-            slide = Path(args.slide)
-        else:
-            slide = Path(args.keep_slide) if args.keep_slide else tmp / "slide.tiff"
-            t0 = time.perf_counter()
-            write_slide(slide, width=w, height=h, seed=0, mpp=0.5, progress=False)
-            t_synth = time.perf_counter() - t0
-        if args.checkpoint:
-            from ..checkpoint import load_model
-
-            net, _ = load_model(args.checkpoint)
-        else:
-            torch.manual_seed(0)
-            net = UNet(preset(args.preset)).eval()
-        net.mpp = 0.5
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            reset = True
-        except OSError:
-            reset = False
-        t0 = time.perf_counter()
-        with MemorySampler(0.05) as sampler:
-            s = predict_slide(net, slide, tmp / "out", mpp=None, memory_budget=args.memory_budget,
-                              progress=False, overwrite=True, precision=args.precision, device=args.device,
-                              read_workers=args.read_workers)
-        total = time.perf_counter() - t0
-        # the model alone on an in-memory image of one row of tiles, same process, for comparison
-        import numpy as np
-
-        from ..engine import tiled_predict
-        from ..predict import with_precision
-
-        net = with_precision(net, args.precision)
-
-        th, tw = s["tile"]
-        x = np.random.default_rng(0).integers(0, 256, (th, min(4 * tw, w), 3), dtype=np.uint8)
-        t1 = time.perf_counter()
-        tiled_predict(net, x, out=np.empty(x.shape[:2], np.uint8), tile=(th, tw), memory_budget=args.memory_budget,
-                      device=args.device)
-        model_alone = x.shape[0] * x.shape[1] / 1e6 / (time.perf_counter() - t1)
-        mp = s["megapixels_model_res"]
-        t = s["timings"]
-        out = {
-            "benchmark": "predict",
-            "slide_hw": [s["slide_dimensions"][1], s["slide_dimensions"][0]],
-            "model_mpp": s["model_mpp"],
-            "model": args.checkpoint or f"untrained {args.preset}",
-            "precision": args.precision,
-            "device": s["device"],
-            "read_workers": s["read_workers"],
-            "pieces": s["pieces"],
-            "tile": s["tile"],
-            "megapixels": mp,
-            "total_s": round(total, 2),
-            "MPps_end_to_end": round(mp / total, 2),
-            "read_s": t["read_s"],
-            "read_wait_s": t.get("read_wait_s"),
-            "model_s": t["model_s"],
-            "MPps_model": round(mp / t["model_s"], 2) if t["model_s"] else None,
-            "MPps_model_alone_in_memory": round(model_alone, 2),
-            "MPps_read": round(mp / t["read_s"], 2) if t["read_s"] else None,
-            "raw_write_s": t["write_s"],
-            "tiff_wait_s": t.get("tiff_wait_s"),
-            "tiff_s": t["tiff_s"],
-            "geojson_s": t["geojson_s"],
-            "overlay_s": t["overlay_s"],
-            "write_after_model_s": round(t.get("tiff_wait_s", 0) + t["geojson_s"] + t["overlay_s"], 2),
-            "peak_rss_GiB": round((peak_rss_bytes() or 0) / 2**30, 3) if reset else None,
-            "peak_anon_GiB": round(sampler.peak / 2**30, 3),
-            "synth_write_s": round(t_synth, 1) if t_synth is not None else None,
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "machine": machine_info(),
-        }
-        print(json.dumps(out))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(bench_predict(
+        h, w, preset_name=args.preset, checkpoint=args.checkpoint, memory_budget=args.memory_budget,
+        slide=args.slide, keep_slide=args.keep_slide, scratch_dir=args.dir, device=args.device,
+        precision=args.precision, read_workers=args.read_workers,
+    )))
     return 0

@@ -196,213 +196,26 @@ def _run_store(args) -> int:
     return 0
 
 
-def _drop_cache(path: Path) -> None:
-    import os
-
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    for p in files:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
-
-
-def _fill_region(store, size, fmt, seed):
-    """One region of ``size`` (w, h): a synthetic slide when gigaseg.synth is there."""
-    import numpy as np
-
-    w, h = size
-    try:
-        from ..synth import render_region
-    except ImportError:
-        render_region = None
-    rows = 512
-    with store.new_region("bench", (w, h), meta={"mpp": 0.5, "seed": seed}, format=fmt) as writer:
-        for y0 in range(0, h, rows):
-            n = min(rows, h - y0)
-            if render_region is not None:
-                rgb, m = render_region(seed, 0, y0, w, n, width=w, height=h)
-            else:
-                rng = np.random.default_rng([seed, y0])
-                rgb = rng.integers(0, 256, (n, w, 3), dtype=np.uint8)
-                m = (rgb[..., 0] > 127).astype(np.uint8)
-            writer.append(rgb, m)
-    return "gigaseg.synth.render_region" if render_region is not None else "random"
-
-
 def _run_bench(args) -> int:
-    import os
-    import platform
-    import shutil
-    import tempfile
-    import time
-
-    import numpy as np
-
-    from ..dataset import DIHEDRAL, RegionDataset, RegionView, StainJitter
+    from ..bench.store import bench_store
     from ..prepare import parse_size
-    from ..store import RegionStore
 
-    tmp = None
-    content = "existing store"
-    try:
-        if args.store:
-            store = RegionStore(args.store)
-        else:
-            tmp = Path(tempfile.mkdtemp(prefix="gigaseg-bench-store-"))
-            store = RegionStore.create(tmp / "store")
-            content = _fill_region(store, parse_size(args.size), args.format, args.seed)
-        ds = RegionDataset(store, split=None, augment=False)
-        region = ds.regions[0]
-        h, w = region.shape
-        side = args.tile + 2 * args.halo
-        if side > min(h, w):
-            side = min(h, w)
-        rng = np.random.default_rng(args.seed)
-        origins = [(int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))) for _ in range(args.tiles)]
-        jitter = StainJitter.draw(np.random.default_rng(args.seed), args.jitter, 0.05)
-        modes = {
-            "plain": [(DIHEDRAL[0], None)] * len(origins),
-            "dihedral": [(DIHEDRAL[i % 8], None) for i in range(len(origins))],
-            "dihedral+jitter": [(DIHEDRAL[i % 8], jitter) for i in range(len(origins))],
-        }
-        bytes_per_tile = side * side * 4  # image (3 bytes) + mask (1 byte) per pixel
-        results = {}
-        for mode, params in modes.items():
-            for cache in ("cold", "warm"):
-                if cache == "cold":
-                    _drop_cache(region.path)
-                t0 = time.perf_counter()
-                for (y0, x0), (t, j) in zip(origins, params):
-                    img = RegionView(region.image, t, j)[y0 : y0 + side, x0 : x0 + side]
-                    msk = RegionView(region.mask, t, None)[y0 : y0 + side, x0 : x0 + side]
-                    del img, msk
-                dt = time.perf_counter() - t0
-                results[f"{mode}_{cache}_MBps"] = round(bytes_per_tile * len(origins) / dt / 1e6, 1)
-                results[f"{mode}_{cache}_s_per_tile"] = round(dt / len(origins), 4)
-        out = {
-            "benchmark": "store",
-            "store": str(store.path) if args.store else None,
-            "region": region.name,
-            "region_hw": [h, w],
-            "format": region.format,
-            "content": content,
-            "tile_side_with_halo": side,
-            "tiles": len(origins),
-            "jitter": args.jitter,
-            "MB_counts": "image + mask bytes of the tiles returned",
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            **results,
-        }
-        print(json.dumps(out))
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    w, h = parse_size(args.size)
+    print(json.dumps(bench_store(
+        store=args.store, height=h, width=w, format=args.format, tile=args.tile, halo=args.halo, tiles=args.tiles,
+        jitter=args.jitter, seed=args.seed,
+    )))
     return 0
 
 
-def _write_bench_slide(path: Path, w: int, h: int) -> None:
-    """A tiled uncompressed RGB TIFF at 0.5 mpp whose tiles come from a small bank."""
-    import numpy as np
-    import tifffile
-
-    tile = 512
-    rng = np.random.default_rng(0)
-    bank = []
-    for k in range(8):
-        t = np.full((tile, tile, 3), 235, np.uint8)
-        t[:, :, 0] = 230 - 20 * (k % 3)
-        noise = rng.integers(0, 40, (tile, tile, 1), dtype=np.uint8)
-        t = (t - noise).astype(np.uint8)
-        bank.append(t)
-
-    def tiles():
-        for ty in range(0, h, tile):
-            for tx in range(0, w, tile):
-                yield bank[(ty // tile * 7 + tx // tile) % 8]
-
-    tifffile.imwrite(
-        path, tiles(), shape=(h, w, 3), dtype=np.uint8, tile=(tile, tile), photometric="rgb",
-        bigtiff=True, resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER",
-    )
-
-
 def _run_bench_prepare(args) -> int:
-    import os
-    import shutil
-    import tempfile
-    import time
-
-    import numpy as np
-
-    from .._memory import MemorySampler, peak_rss_bytes, read_status_bytes
-    from ..prepare import parse_size, prepare_region
-    from ..store import RegionStore
+    from ..bench.store import bench_prepare
+    from ..prepare import parse_size
 
     w, h = parse_size(args.size)
-    ds = 1.0 if args.mpp is None else args.mpp / args.slide_mpp
-    if args.slide_size:
-        sw, sh = parse_size(args.slide_size)
-    else:
-        sw, sh = int(np.ceil(w * ds)), int(np.ceil(h * ds))
-    tmp = Path(tempfile.mkdtemp(prefix="gigaseg-bench-prepare-", dir=args.dir))
-    try:
-        slide = tmp / "slide.tif"
-        t0 = time.perf_counter()
-        _write_bench_slide(slide, sw, sh)
-        t_slide = time.perf_counter() - t0
-        if args.mask == "geojson":
-            ang = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
-            ext = np.stack([sw / 2 + 0.45 * sw * np.cos(ang), sh / 2 + 0.45 * sh * np.sin(ang)], 1)
-            hole = np.stack([sw / 2 + 0.1 * sw * np.cos(-ang), sh / 2 + 0.1 * sh * np.sin(-ang)], 1)
-            rings = [np.vstack([r, r[:1]]).tolist() for r in (ext, hole)]
-            mask = tmp / "mask.geojson"
-            mask.write_text(json.dumps({"type": "FeatureCollection", "features": [
-                {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": rings}}]}))
-        else:
-            import tifffile
-
-            mask = tmp / "mask.tif"
-            mh, mw = max(1, sh // 16), max(1, sw // 16)
-            yy, xx = np.ogrid[0:mh, 0:mw]
-            m = ((((xx - mw / 2) / (0.45 * mw)) ** 2 + ((yy - mh / 2) / (0.45 * mh)) ** 2) < 1).astype(np.uint8)
-            tifffile.imwrite(mask, m * 255, tile=(256, 256), compression="zlib")
-        reset = True
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current RSS
-        except OSError:
-            reset = False
-        rss_before = read_status_bytes("VmRSS")
-        store = RegionStore.create(tmp / "store")
-        t0 = time.perf_counter()
-        with MemorySampler(0.05) as sampler:
-            region = prepare_region(store, slide, mask, (w, h), mpp=args.mpp, format=args.format,
-                                    slide_mpp=args.slide_mpp, progress=False)
-        t_prep = time.perf_counter() - t0
-        disk = sum(p.stat().st_blocks * 512 for p in region.path.rglob("*") if p.is_file())
-        out = {
-            "benchmark": "prepare",
-            "region_hw": [h, w],
-            "slide_hw": [sh, sw],
-            "mpp": args.mpp,
-            "slide_mpp": args.slide_mpp,
-            "strip_rows": region.meta.get("strip_rows"),
-            "strips_exact": region.meta.get("strips_exact"),
-            "mask": args.mask,
-            "format": args.format,
-            "slide_write_s": round(t_slide, 1),
-            "prepare_s": round(t_prep, 1),
-            "prepare_MBps": round(w * h * 4 / t_prep / 1e6, 1),
-            "peak_rss_GiB": round((peak_rss_bytes() or 0) / 2**30, 3) if reset else None,
-            "peak_anon_GiB": round(sampler.peak / 2**30, 3),
-            "rss_before_GiB": round((rss_before or 0) / 2**30, 3),
-            "region_disk_GB": round(disk / 1e9, 2),
-            "cpu_count": os.cpu_count(),
-        }
-        print(json.dumps(out))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    sw, sh = parse_size(args.slide_size) if args.slide_size else (None, None)
+    print(json.dumps(bench_prepare(
+        h, w, slide_height=sh, slide_width=sw, mpp=args.mpp, slide_mpp=args.slide_mpp, mask=args.mask,
+        format=args.format, scratch_dir=args.dir,
+    )))
     return 0

@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 
@@ -86,38 +85,8 @@ def run_synth(args) -> int:
 
 
 def run_bench(args) -> int:
-    import tempfile
+    from ..bench.synth import bench_synth
 
-    from .. import __version__
-    from .._memory import MemorySampler, peak_rss_bytes
-    from ..synth import write_slide
-
-    with tempfile.TemporaryDirectory(prefix="gigaseg-bench-synth-") as tmpd:
-        folder = Path(args.keep) if args.keep else Path(tmpd)
-        folder.mkdir(parents=True, exist_ok=True)
-        with MemorySampler(0.05) as sampler:
-            t0 = time.perf_counter()
-            slide, mask = write_slide(folder / "bench.tiff", width=args.width, height=args.height, seed=args.seed,
-                                      mpp=args.mpp, quality=args.quality, progress=False)
-            seconds = time.perf_counter() - t0
-        pixels = args.width * args.height
-        result = {
-            "benchmark": "synth",
-            "gigaseg_version": __version__,
-            "width": args.width,
-            "height": args.height,
-            "mpp": args.mpp,
-            "seed": args.seed,
-            "quality": args.quality,
-            "pixels": pixels,
-            "seconds": round(seconds, 3),
-            "megapixels_per_second": round(pixels / seconds / 1e6, 3),
-            "peak_rss_bytes": peak_rss_bytes(),
-            "peak_anon_bytes": sampler.peak,
-            "slide_bytes": slide.stat().st_size,
-            "mask_bytes": mask.stat().st_size,
-            "threads": min(2, os.cpu_count() or 1),
-            "cpu_count": os.cpu_count(),
-        }
+    result = bench_synth(args.height, args.width, seed=args.seed, mpp=args.mpp, quality=args.quality, keep=args.keep)
     print(json.dumps(result), file=sys.stdout)
     return 0
