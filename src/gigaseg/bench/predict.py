@@ -81,7 +81,6 @@ def bench_predict(
         else:
             torch.manual_seed(0)
             net = UNet(preset(preset_name)).eval()
-        net.mpp = _MPP
         try:
             with open("/proc/self/clear_refs", "w") as f:
                 f.write("5")  # reset VmHWM to the current RSS
@@ -90,7 +89,7 @@ def bench_predict(
             reset = False
         t0 = time.perf_counter()
         with MemorySampler(0.05) as sampler:
-            s = predict_slide(net, slide, tmp / "out", mpp=None, memory_budget=memory_budget,
+            s = predict_slide(net, slide, tmp / "out", mpp=None, model_mpp=_MPP, memory_budget=memory_budget,
                               progress=False, overwrite=True, precision=precision, device=device,
                               read_workers=read_workers)
         total = time.perf_counter() - t0
