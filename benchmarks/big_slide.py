@@ -3,9 +3,10 @@
 ``gigaseg synth`` renders every pixel and needs hours for a 100,000 x 100,000 slide on two
 cores. This script renders one synthetic patch (``gigaseg.synth.render_region``, default
 8192 x 8192) and repeats it over the whole slide, level 0 and every pyramid level (the patch
-box-averaged 4x per level, as `gigaseg synth` makes its levels), as a pyramidal JPEG BigTIFF with the same layout as
-``gigaseg synth`` writes (both through ``gigaseg._pyramid``; OpenSlide and gigaseg read it). Tissue, glass and edges then occur at
-the patch's density everywhere, which is what the prediction's memory depends on.
+box-averaged 4x per level, as `gigaseg synth` makes its levels), as a pyramidal JPEG BigTIFF
+with the same layout as ``gigaseg synth`` writes (both through ``gigaseg._pyramid``; OpenSlide
+and gigaseg read it). Tissue, glass and edges then occur at the patch's density everywhere,
+which is what the prediction's memory depends on.
 
     .venv/bin/python benchmarks/big_slide.py /tmp/s100k.tiff --width 100000 --height 100000
     .venv/bin/gigaseg bench predict --json --slide /tmp/s100k.tiff

@@ -20,9 +20,10 @@ Sizes are ``(w, h)``; arrays are ``(h, w)`` or ``(h, w, 3)`` uint8.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
