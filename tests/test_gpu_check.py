@@ -8,7 +8,6 @@ import pytest
 from conftest import load_script
 
 
-@pytest.mark.slow  # ~25 s of CPU: float64 convolutions of the paper preset
 def test_gpu_check_script_dry_run_on_the_cpu(tmp_path):
     """benchmarks/gpu_check.py runs end to end (small images, no time for the step rows)."""
     script = load_script("benchmarks/gpu_check.py")
@@ -21,7 +20,6 @@ def test_gpu_check_script_dry_run_on_the_cpu(tmp_path):
     assert result["steps"] and all(r["skipped"] == "out of time" for r in result["steps"])
 
 
-@pytest.mark.slow  # ~20 s: makes a 2-megapixel region and trains 2 x 3 steps
 def test_gpu_train_script_dry_run_on_the_cpu(tmp_path):
     """benchmarks/gpu_train.py runs end to end, and on the CPU the number of crop readers
     leaves the trained parameters bit for bit the same."""

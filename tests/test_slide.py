@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need_real
 
 tifffile = pytest.importorskip("tifffile")
 Image = pytest.importorskip("PIL.Image")
@@ -392,7 +393,7 @@ def test_at_mpp_large_read_equals_the_mosaic_of_its_halves(tmp_path):
 def test_at_mpp_needs_mpp_and_the_override_supplies_it(tmp_path):
     Image.fromarray(_noise(40, 60)).save(tmp_path / "a.png")
     with open_slide(tmp_path / "a.png") as s:
-        with pytest.raises(SlideError, match="--mpp") as info:
+        with pytest.raises(SlideError, match="`mpp`") as info:
             s.read_region_at_mpp((0, 0), 1.0, (10, 10))
         assert "mpp=" in str(info.value) and "a.png" in str(info.value)
         assert s.read_region((0, 0), 0, (10, 10)).shape == (10, 10, 3)  # level reads work
@@ -586,8 +587,7 @@ def test_jpeg_colour_marker_detection():
 
 
 def _need(path: Path):
-    if not path.exists():
-        pytest.skip(f"real data not present: {path} (see ../shared/data/real/SOURCES.md)")
+    need_real(path)
 
 
 def test_real_svs():

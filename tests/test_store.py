@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import need_real
 
 from gigaseg.errors import ConfigError, GigasegError, InputError, SlideError
 from gigaseg.geojson import GeojsonMask, load_geojson_polygons, rasterize_geojson
@@ -391,7 +392,7 @@ def test_prepare_pad_and_refusal(tmp_path):
     slide = _ArraySlide(rgb)
     np.save(tmp_path / "m.npy", np.ones((30, 40), np.uint8))
     store = RegionStore.create(tmp_path / "s")
-    with pytest.raises(InputError, match="--pad"):
+    with pytest.raises(InputError, match="`pad=True`"):
         prepare_region(store, slide, tmp_path / "m.npy", (50, 20), progress=False)
     with pytest.raises(InputError, match="outside slide"):
         prepare_region(store, slide, tmp_path / "m.npy", (10, 10), origin=(35, 0), progress=False)
@@ -426,7 +427,7 @@ def test_prepare_needs_mpp_when_slide_has_none(tmp_path):
     slide.mpp = None
     np.save(tmp_path / "m.npy", np.ones((20, 20), np.uint8))
     store = RegionStore.create(tmp_path / "s")
-    with pytest.raises(InputError, match="--slide-mpp"):
+    with pytest.raises(InputError, match="`slide_mpp`"):
         prepare_region(store, slide, tmp_path / "m.npy", (10, 10), mpp=1.0, progress=False)
 
 
@@ -452,8 +453,7 @@ def test_prepare_zarr_format(tmp_path):
 def test_prepare_real_svs(tmp_path):
     svs = REAL / "slides" / "CMU-1-Small-Region.svs"
     mask = REAL / "masks" / "tissue-mask-cmu-1-small-region.npy"
-    if not svs.exists() or not mask.exists():
-        pytest.skip(f"real slides not found at {REAL}")
+    need_real(svs, mask)
     pytest.importorskip("gigaseg.slides")
     store = RegionStore.create(tmp_path / "s")
     r = prepare_region(store, svs, mask, (512, 256), mpp=2.0, progress=False)
@@ -576,12 +576,11 @@ def test_prepare_real_strip_tiff_and_dicom_folder(tmp_path):
     kidney_mask = REAL / "masks" / "tissue-mask-kidney-48-5.npy"
     dicom = REAL / "dicom" / "cmu-1-small-region"
     cmu_mask = REAL / "masks" / "tissue-mask-cmu-1-small-region.npy"
-    if not all(p.exists() for p in (kidney, kidney_mask, dicom, cmu_mask)):
-        pytest.skip(f"real slides not found at {REAL}")
+    need_real(kidney, kidney_mask, dicom, cmu_mask)
     pytest.importorskip("gigaseg.slides")
     store = RegionStore.create(tmp_path / "s")
     # kidney-48-5.tif records no mpp: --mpp needs --slide-mpp; level 0 works without.
-    with pytest.raises(InputError, match="--slide-mpp"):
+    with pytest.raises(InputError, match="`slide_mpp`"):
         prepare_region(store, kidney, kidney_mask, (256, 128), mpp=1.0, progress=False)
     r = prepare_region(store, kidney, kidney_mask, (1493, 901), progress=False)
     assert r.meta["source"]["sha256"] == "2dbe184b45f25624d6fa533b781867b52d0fa8f82741a3f0799dd6738f12c681"
