@@ -10,7 +10,10 @@ runners so that ``gigaseg --help`` is instant.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import re
+import shlex
 import sys
 
 from .. import __version__
@@ -69,11 +72,93 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except GigasegError as exc:
-        print(f"gigaseg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"gigaseg {args.command}: error: {show_flags(str(exc), _command_of(parser, args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"gigaseg {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+# NOTE [Parameters and flags]
+# Library messages name the Python parameter that fixes a problem between backquotes, alone or
+# with a value: `out_dir`, `memory_budget='600MiB'`, `overwrite=True` (gigaseg.errors). The
+# command prints each as the option of the running subcommand that sets that parameter, found
+# among the parser's own actions: the option whose dest is the parameter's name
+# (--memory-budget 600MiB, --overwrite; --no-progress for `progress=False`), or one that
+# declares with `feeds` the parameter it is passed to under another name (predict's --out
+# becomes predict_slides' out_dir). A parameter that no option of the subcommand sets stays
+# as the library wrote it. There is no table of flags besides the parser.
+
+_PARAM = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)(?:=([^`]*))?`")
+
+
+def feeds(parser: argparse.ArgumentParser, **params: str | tuple[str, ...]) -> None:
+    """Declare the library parameters that options of ``parser`` are passed to under other
+    names, for messages: ``feeds(p, out="out_dir")`` (option dest -> parameter name or names)."""
+    actions = {a.dest: a for a in parser._actions}
+    for dest, names in params.items():
+        if dest not in actions:
+            raise ValueError(f"{parser.prog} has no option with dest {dest!r}")
+        setattr(actions[dest], "gigaseg_params", (names,) if isinstance(names, str) else tuple(names))
+
+
+def command_parser(*command: str) -> argparse.ArgumentParser:
+    """The parser of one subcommand: ``command_parser("predict")``, ``command_parser("bench", "step")``."""
+    parser = build_parser()
+    for name in command:
+        parser = _subparsers(parser).choices[name]
+    return parser
+
+
+def show_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with each `parameter` or `parameter=value` written as the option of ``parser``
+    that sets it (see NOTE [Parameters and flags]); other text is unchanged."""
+    by_name: dict[str, argparse.Action] = {}
+    for action in parser._actions:
+        if action.dest in (argparse.SUPPRESS, "help") or isinstance(action, argparse._SubParsersAction):
+            continue
+        for name in (action.dest, *getattr(action, "gigaseg_params", ())):
+            by_name.setdefault(name, action)
+
+    def spell(m: re.Match) -> str:
+        action = by_name.get(m.group(1))
+        return m.group(0) if action is None else (_spell(action, m.group(2)) or m.group(0))
+
+    return _PARAM.sub(spell, message)
+
+
+def _spell(action: argparse.Action, value: str | None) -> str | None:
+    """How the command line sets ``action``'s parameter to ``value`` (Python source, or None:
+    only the option); None when no single option does."""
+    if action.option_strings:
+        flag = max(action.option_strings, key=len)
+    else:  # a positional argument: its metavar
+        flag = action.metavar if isinstance(action.metavar, str) else action.dest.upper()
+    if value is None:
+        return flag
+    try:
+        v = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        v = value
+    if action.nargs == 0:  # store_true, store_false, store_const
+        return flag if v == action.const else None
+    items = v if isinstance(v, (list, tuple)) else [v]
+    text = " ".join(shlex.quote(str(x)) for x in items)
+    return text if not action.option_strings else f"{flag} {text}"
+
+
+def _subparsers(parser: argparse.ArgumentParser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+def _command_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the subcommand that ``args`` ran (``gigaseg bench step``: bench's step)."""
+    while (sub := _subparsers(parser)) is not None and getattr(args, sub.dest, None) in sub.choices:
+        parser = sub.choices[getattr(args, sub.dest)]
+    return parser
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import command_parser, feeds, show_flags
+
 _PREDICT_HELP = """\
 Segment tissue on whole slides with a trained model, in bounded memory.
 
@@ -68,6 +70,7 @@ def _read_workers_option(p) -> None:
                    help="threads decoding slide crops ahead of the model (default: 1 on the CPU; on a GPU one "
                         "per spare core, at most 8)")
 
+    feeds(p, out="out_dir")  # messages name the library's parameters: NOTE [Parameters and flags]
 
 def register(subparsers, formatter_class) -> None:
     p = subparsers.add_parser("predict", help="segment tissue on whole slides with a trained model",
@@ -106,6 +109,7 @@ def register_bench(bench_subparsers, formatter_class) -> None:
     b = bench_subparsers.add_parser(
         "predict",
         help="whole-slide prediction throughput (MP/s at the model resolution)",
+    feeds(e, out="out_dir", reference="refs")
         description=(
             "Write a synthetic slide (gigaseg.synth.write_slide, 0.5 um/px) of --size HxW, then predict it with "
             "an untrained model of --preset (or --checkpoint) at 0.5 um/px into a temporary folder. Reports megapixels per second "
@@ -147,7 +151,7 @@ def _report(summaries, failures, command: str) -> int:
     if failures:
         print(f"gigaseg {command}: {len(failures)} slide(s) failed:", file=sys.stderr)
         for slide, msg in failures:
-            print(f"  {slide}: {msg}", file=sys.stderr)
+            print(f"  {slide}: {show_flags(msg, parser)}", file=sys.stderr)
         return 1
     return 0
 
@@ -162,6 +166,7 @@ def _run_predict(args) -> int:
     check_out_dir(out)
     summaries, failures = predict_slides(
         args.model, slides, out, mpp=args.mpp, threshold=args.threshold, probabilities=args.probabilities,
+        parser = command_parser(command)
         min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area, simplify=args.simplify,
         memory_budget=args.memory_budget, device=args.device, overwrite=args.overwrite,
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import feeds
+
 _PREPARE_HELP = """\
 Cut training regions into a region store (a directory; see docs/store.md).
 
@@ -74,6 +76,8 @@ def register(subparsers, formatter_class) -> None:
 def register_bench(bench_subparsers, formatter_class) -> None:
     b = bench_subparsers.add_parser(
         "store",
+    # messages name the library's parameters: NOTE [Parameters and flags] in gigaseg.cli
+    feeds(p, out=("path", "store"), masks="mask", mask_class=("mask_classes", "classes"), synthetic="count")
         help="tile-read throughput from a region store through the dataset views",
         description=(
             "Read random tiles (TILE + 2 HALO pixels square) of a region through RegionDataset views, "
