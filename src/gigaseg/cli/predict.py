@@ -56,6 +56,7 @@ def _common_outputs(p) -> None:
                    help="GeoJSON simplification tolerance in microns (default: half a mask pixel; 0: none)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    feeds(p, out="out_dir")  # messages name the library's parameters: NOTE [Parameters and flags]
 
 
 def _precision_option(p) -> None:
@@ -70,7 +71,6 @@ def _read_workers_option(p) -> None:
                    help="threads decoding slide crops ahead of the model (default: 1 on the CPU; on a GPU one "
                         "per spare core, at most 8)")
 
-    feeds(p, out="out_dir")  # messages name the library's parameters: NOTE [Parameters and flags]
 
 def register(subparsers, formatter_class) -> None:
     p = subparsers.add_parser("predict", help="segment tissue on whole slides with a trained model",
@@ -94,6 +94,7 @@ def register(subparsers, formatter_class) -> None:
     e.add_argument("--reference", nargs="+", required=True, metavar="REF", help="one reference mask per PRED")
     e.add_argument("--threshold", type=float, default=0.5, help="for probability masks: tissue = value/255 >= this")
     e.add_argument("--out", default=None, metavar="DIR", help="write evaluate.json and evaluate.csv here")
+    feeds(e, out="out_dir", reference="refs")
     e.set_defaults(func=_run_evaluate)
 
     b = subparsers.add_parser("baseline", help="non-learned tissue masks (Otsu, saturation)",
@@ -109,7 +110,6 @@ def register_bench(bench_subparsers, formatter_class) -> None:
     b = bench_subparsers.add_parser(
         "predict",
         help="whole-slide prediction throughput (MP/s at the model resolution)",
-    feeds(e, out="out_dir", reference="refs")
         description=(
             "Write a synthetic slide (gigaseg.synth.write_slide, 0.5 um/px) of --size HxW, then predict it with "
             "an untrained model of --preset (or --checkpoint) at 0.5 um/px into a temporary folder. Reports megapixels per second "
@@ -150,6 +150,7 @@ def _report(summaries, failures, command: str) -> int:
                   f"{s['pieces']} pieces\t{s['timings']['total_s']:.1f} s\t{s['paths']['mask']}")
     if failures:
         print(f"gigaseg {command}: {len(failures)} slide(s) failed:", file=sys.stderr)
+        parser = command_parser(command)
         for slide, msg in failures:
             print(f"  {slide}: {show_flags(msg, parser)}", file=sys.stderr)
         return 1
@@ -166,7 +167,6 @@ def _run_predict(args) -> int:
     check_out_dir(out)
     summaries, failures = predict_slides(
         args.model, slides, out, mpp=args.mpp, threshold=args.threshold, probabilities=args.probabilities,
-        parser = command_parser(command)
         min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area, simplify=args.simplify,
         memory_budget=args.memory_budget, device=args.device, overwrite=args.overwrite,
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,

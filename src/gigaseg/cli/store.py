@@ -58,6 +58,8 @@ def register(subparsers, formatter_class) -> None:
                    help="--synthetic: what the mask calls lumens and tears inside tissue: background (exact "
                         "outline) or tissue (holes filled, like histolab's tissue masks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # messages name the library's parameters: NOTE [Parameters and flags] in gigaseg.cli
+    feeds(p, out=("path", "store"), masks="mask", mask_class=("mask_classes", "classes"), synthetic="count")
     p.set_defaults(func=_run_prepare)
 
     s = subparsers.add_parser(
@@ -76,8 +78,6 @@ def register(subparsers, formatter_class) -> None:
 def register_bench(bench_subparsers, formatter_class) -> None:
     b = bench_subparsers.add_parser(
         "store",
-    # messages name the library's parameters: NOTE [Parameters and flags] in gigaseg.cli
-    feeds(p, out=("path", "store"), masks="mask", mask_class=("mask_classes", "classes"), synthetic="count")
         help="tile-read throughput from a region store through the dataset views",
         description=(
             "Read random tiles (TILE + 2 HALO pixels square) of a region through RegionDataset views, "
