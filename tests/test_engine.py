@@ -329,10 +329,20 @@ def test_non_local_layers_are_refused(layer, match):
     _assert_untouched(model, before)
 
 
-def test_eval_mode_batchnorm_is_local_and_other_models_refused():
-    model = UNet(preset("tiny"))
-    model.encoder[0].act = nn.BatchNorm2d(2).eval()
-    tiled_predict(model, _data(16, 16)[0])
+def test_eval_mode_batchnorm_is_tiled_exactly_and_other_models_refused():
+    """Eval-mode BatchNorm is an affine map: tiled results equal the whole model's, float64."""
+    torch.manual_seed(4)
+    model = UNet(preset("tiny")).double()
+    bn = nn.BatchNorm2d(2).double()
+    with torch.no_grad():  # statistics and affine parameters far from the identity
+        bn.running_mean.copy_(torch.tensor([0.3, -0.2]))
+        bn.running_var.copy_(torch.tensor([0.5, 2.0]))
+        bn.weight.copy_(torch.tensor([1.7, -0.6]))
+        bn.bias.copy_(torch.tensor([0.1, 0.4]))
+    model.encoder[0].act = bn.eval()
+    image, mask = _data(45, 70, seed=4)
+    _check(model, image, mask, "bce+dice", tile=16, dtype=torch.float64)
+    assert float(bn.weight.grad.norm()) > 0  # its parameters are trained through the tiles too
     with pytest.raises(UnsupportedModelError, match="needs a gigaseg.UNet"):
         tiled_predict(nn.Conv2d(3, 1, 3), _data(16, 16)[0])
 
@@ -376,7 +386,7 @@ def test_plan_caps_cuda_training_crops_but_not_prediction_or_the_cpu():
 
 
 def test_plan_error_names_the_smallest_budget():
-    with pytest.raises(PlanError, match=r"give --memory-budget \d+MiB or more"):
+    with pytest.raises(PlanError, match=r"give `memory_budget='\d+MiB'` or more"):
         plan(preset("paper"), 16000, 64000, memory_budget="100MB")
     with pytest.raises(InputError, match="empty"):
         plan(preset("paper"), 0, 10)
