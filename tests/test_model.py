@@ -107,6 +107,35 @@ def test_config_round_trip():
     assert UNetConfig.from_dict(config.to_dict()) == config
 
 
+def test_presets_are_read_only():
+    """A preset cannot be changed or added behind the library's back: build a UNetConfig instead."""
+    import dataclasses
+
+    from gigaseg import PRESETS
+    from gigaseg.model import PRESETS as MODEL_PRESETS
+
+    assert MODEL_PRESETS is PRESETS and preset("paper") is PRESETS["paper"]
+    with pytest.raises(TypeError):
+        PRESETS["wide"] = UNetConfig(channels=(8, 16, 32))  # type: ignore[index]
+    with pytest.raises(TypeError):
+        del PRESETS["tiny"]  # type: ignore[attr-defined]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        preset("paper").channels = (8, 16, 32)  # type: ignore[misc]
+    wide = dataclasses.replace(preset("paper"), channels=(8, 16, 32))
+    assert wide.channels == (8, 16, 32) and preset("paper").channels == (2, 4, 8)
+    with pytest.raises(ConfigError, match="did you mean 'tiny'"):
+        preset("tinny")
+
+
+def test_every_activation_name_has_its_layer():
+    from gigaseg.model import _ACTIVATIONS
+    from gigaseg.options import ACTIVATIONS
+
+    assert tuple(_ACTIVATIONS) == ACTIVATIONS
+    for name in ACTIVATIONS:
+        UNet(UNetConfig(activation=name))
+
+
 def _plain_forward(model: UNet, x: torch.Tensor) -> torch.Tensor:
     """The architecture written plainly: F.conv2d, nearest interpolation, torch.cat."""
     cfg = model.config

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from .options import LOSSES, check_choice
 
 __all__ = ["LOSSES", "loss_fn", "bce_loss", "dice_loss", "bce_dice_loss", "check_loss_name"]
 
@@ -38,16 +38,15 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return bce_loss(logits, target) + dice_loss(logits, target)
 
 
-LOSSES = {"bce": bce_loss, "dice": dice_loss, "bce+dice": bce_dice_loss}
+# The names are gigaseg.options.LOSSES (re-exported here); a test keeps the two equal.
+_FUNCTIONS = {"bce": bce_loss, "dice": dice_loss, "bce+dice": bce_dice_loss}
 
 
 def check_loss_name(name: str) -> str:
-    """Return ``name`` if it is a known loss, else raise ConfigError listing the valid ones."""
-    if name not in LOSSES:
-        raise ConfigError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    return name
+    """Return ``name`` if it is one of ``LOSSES``, else raise ConfigError naming the valid ones."""
+    return check_choice("loss", name, LOSSES)
 
 
 def loss_fn(name: str):
-    """The reference loss function called ``name``."""
-    return LOSSES[check_loss_name(name)]
+    """The reference loss function called ``name`` (one of ``LOSSES``)."""
+    return _FUNCTIONS[check_loss_name(name)]

@@ -1,4 +1,5 @@
-"""The U-Net family: ``UNetConfig``, ``UNet``, presets, and stride / receptive-field arithmetic.
+"""The U-Net family: ``UNet``, and ``UNetConfig`` with its presets and stride / receptive-field
+arithmetic (defined in ``gigaseg.options``, which does not import torch; re-exported here).
 
 Every layer is local (convolutions, pointwise activations, nearest upsampling, concatenation),
 so the network can be evaluated tile by tile with halos and give exactly the whole-image
@@ -19,19 +20,17 @@ cropped back to the input's height and width.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ConfigError
+from .options import PRESETS, UNetConfig, preset
 
 __all__ = ["UNetConfig", "UNet", "PRESETS", "preset", "count_parameters", "layer_table"]
 
+#: The layer of each name in ``gigaseg.options.ACTIVATIONS`` (a test keeps the two equal).
 _ACTIVATIONS = {
     "relu": lambda: nn.ReLU(),
     "leaky_relu": lambda: nn.LeakyReLU(0.01),
@@ -40,147 +39,6 @@ _ACTIVATIONS = {
     "silu": lambda: nn.SiLU(),
     "tanh": lambda: nn.Tanh(),
 }
-
-
-def _tuple(name: str, value: Any) -> tuple[int, ...]:
-    try:
-        out = tuple(int(v) for v in value)
-    except TypeError as exc:
-        raise ConfigError(f"UNetConfig.{name} must be a sequence of integers, got {value!r}") from exc
-    if any(int(v) != v for v in value):
-        raise ConfigError(f"UNetConfig.{name} must hold integers, got {value!r}")
-    return out
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """Hyperparameters of a ``UNet``; the config is stored in every checkpoint.
-
-    Attributes:
-        depth: number of resolution levels below full resolution (>= 1).
-        channels: feature channels at each level, encoder and decoder alike (length ``depth``).
-        strides: downsampling factor of each encoder level (length ``depth``).
-        encoder_kernels: odd kernel size of each encoder convolution (length ``depth``).
-        decoder_kernels: odd kernel size of each decoder convolution, index 0 being the
-            full-resolution output convolution (length ``depth``).
-        activation: one of ``relu, leaky_relu, elu, gelu, silu, tanh``.
-        in_channels: input channels (3 for RGB).
-    """
-
-    depth: int = 3
-    channels: tuple[int, ...] = (2, 4, 8)
-    strides: tuple[int, ...] = (4, 4, 2)
-    encoder_kernels: tuple[int, ...] = (15, 11, 7)
-    decoder_kernels: tuple[int, ...] = (3, 3, 3)
-    activation: str = "leaky_relu"
-    in_channels: int = 3
-
-    def __post_init__(self) -> None:
-        for name in ("channels", "strides", "encoder_kernels", "decoder_kernels"):
-            object.__setattr__(self, name, _tuple(name, getattr(self, name)))
-        if not isinstance(self.depth, int) or self.depth < 1:
-            raise ConfigError(f"UNetConfig.depth must be an integer >= 1, got {self.depth!r}")
-        for name in ("channels", "strides", "encoder_kernels", "decoder_kernels"):
-            value = getattr(self, name)
-            if len(value) != self.depth:
-                raise ConfigError(
-                    f"UNetConfig.{name} has {len(value)} entries but depth is {self.depth}: "
-                    f"give one per level, e.g. {name}={tuple(value[:1]) * self.depth}"
-                )
-        for name in ("channels", "strides"):
-            if min(getattr(self, name)) < 1:
-                raise ConfigError(f"UNetConfig.{name} must be >= 1 everywhere, got {getattr(self, name)}")
-        for name in ("encoder_kernels", "decoder_kernels"):
-            for k in getattr(self, name):
-                if k < 1 or k % 2 == 0:
-                    raise ConfigError(
-                        f"UNetConfig.{name} must hold odd sizes >= 1 (a centred 'same' convolution), "
-                        f"got {getattr(self, name)}; use {k + 1 if k % 2 == 0 else 1} instead of {k}"
-                    )
-        if self.activation not in _ACTIVATIONS:
-            raise ConfigError(
-                f"UNetConfig.activation {self.activation!r} is unknown; choose one of {sorted(_ACTIVATIONS)}"
-            )
-        if self.in_channels < 1:
-            raise ConfigError(f"UNetConfig.in_channels must be >= 1, got {self.in_channels}")
-
-    # --- geometry -----------------------------------------------------------------------
-    @property
-    def total_stride(self) -> int:
-        """Product of the strides: tile origins must sit on multiples of it."""
-        return math.prod(self.strides)
-
-    @property
-    def halo(self) -> int:
-        """How far (in full-resolution pixels, each side) an output pixel's inputs can lie.
-
-        Output pixel ``i`` depends only on input pixels ``[i - halo, i + halo]``. Computed
-        by tracking, for every tensor, the span of inputs that one of its elements reads.
-        """
-        # (jump, left, right): element j of a tensor with this jump reads input pixels
-        # [jump * j - left, jump * j + jump - 1 + right]  (see NOTE [Receptive field]).
-        enc = [(1, 0, 0)]
-        jump, left, right = 1, 0, 0
-        for s, k in zip(self.strides, self.encoder_kernels):
-            r = k // 2
-            # conv of stride s: element j reads elements s*j - r .. s*j + r of the previous tensor
-            left, right = left + jump * r, right + jump * r + (jump - 1) - (jump * s - 1)
-            jump *= s
-            enc.append((jump, left, right))
-        jump, left, right = enc[-1]
-        for level in range(self.depth - 1, -1, -1):
-            s = self.strides[level]
-            # nearest upsampling by s: element i reads element i // s
-            jump //= s
-            left, right = left + jump * (s - 1), right + jump * (s - 1)
-            # concatenation with the skip of the same resolution, then a conv of radius r
-            r = self.decoder_kernels[level] // 2
-            left = max(left, enc[level][1]) + jump * r
-            right = max(right, enc[level][2]) + jump * r
-        return max(left, right, 0)
-
-    @property
-    def receptive_field(self) -> int:
-        """Side of the square window of input pixels that can influence one output pixel."""
-        return 2 * self.halo + 1
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UNetConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown UNetConfig fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
-
-
-# NOTE [Receptive field]
-# Element j of a tensor whose "jump" (stride relative to the input) is J covers input pixels
-# [J*j - left, J*j + (J - 1) + right]. A conv of radius r and stride s reads elements
-# s*j - r .. s*j + r, so left grows by J*r and right by J*r + (J - 1) - (J*s - 1); nearest
-# upsampling by s maps output i to element i // s, which adds (J/s)*(s - 1) on both sides.
-# At full resolution (J = 1) the halo is the larger one-sided extent. The tests check it
-# against the empirical extent of an input gradient.
-
-PRESETS: dict[str, UNetConfig] = {
-    # Our reading of the paper's model (its layers were not published): 4,492 parameters,
-    # large encoder kernels (15, 11, 7), strides 4, 4, 2 (total 32).
-    "paper": UNetConfig(),
-    # A small model for fast tests.
-    "tiny": UNetConfig(
-        depth=2, channels=(2, 4), strides=(2, 2), encoder_kernels=(5, 3), decoder_kernels=(3, 3)
-    ),
-}
-
-
-def preset(name: str) -> UNetConfig:
-    """The preset config called ``name`` (``paper`` or ``tiny``)."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
 
 
 class StridedConv2d(nn.Conv2d):

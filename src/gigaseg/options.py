@@ -1,0 +1,479 @@
+"""What a user can choose: every option's vocabulary, the model's config and presets, and
+``TrainConfig``, without importing torch or numpy.
+
+The command line (``gigaseg.cli``) takes its ``choices=`` and defaults from here, and the library
+modules that check these options import their vocabularies from here, so each is defined once::
+
+    from gigaseg.options import LOSSES, TrainConfig, UNetConfig, preset
+    config = TrainConfig(data="regions/", out="runs/a", preset=preset("tiny"), loss="dice")
+    TrainConfig.from_json("runs/a/config.json")      # a run's configuration, to train again
+
+A wrong value is refused with the valid ones and the nearest of them (``check_choice``)::
+
+    unknown loss 'dic'; did you mean 'dice'? valid: bce, dice, bce+dice
+
+``UNetConfig`` lives here rather than in ``gigaseg.model`` (which re-exports it, with ``PRESETS``
+and ``preset``) because ``TrainConfig`` holds one and this module must not import torch: the
+config is plain arithmetic on integers; the network it describes is ``gigaseg.model.UNet``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "LOSSES",
+    "SCHEDULES",
+    "JITTERS",
+    "ACTIVATIONS",
+    "PRECISIONS",
+    "HOLE_CONVENTIONS",
+    "IGNORE_MODES",
+    "STORE_FORMATS",
+    "SPLITS",
+    "BASELINE_METHODS",
+    "DEMO_SCALES",
+    "SLIDE_BACKENDS",
+    "METRICS",
+    "MASK_KINDS",
+    "DEVICES",
+    "PRESET_NAMES",
+    "DEFAULT_PRESET",
+    "DEFAULT_LOSS",
+    "DEFAULT_JITTER",
+    "DEFAULT_DEVICE",
+    "DEFAULT_PREDICT_DEVICE",
+    "DEFAULT_SEED",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_PRECISION",
+    "DEFAULT_HOLES",
+    "DEFAULT_IGNORE",
+    "DEFAULT_STORE_FORMAT",
+    "DEFAULT_SPLIT",
+    "DEFAULT_BASELINE_METHOD",
+    "DEFAULT_DEMO_SCALE",
+    "DEFAULT_DEMO_OUT",
+    "DEFAULT_WORKING_MPP",
+    "DEFAULT_SYNTH_MPP",
+    "DEFAULT_JPEG_QUALITY",
+    "DEFAULT_TIFF_TILE",
+    "RESUME_CHANGEABLE",
+    "UNetConfig",
+    "PRESETS",
+    "preset",
+    "TrainConfig",
+    "closest",
+    "check_choice",
+    "check_keys",
+    "unknown_choice",
+]
+
+# --- vocabularies ------------------------------------------------------------------------------
+
+#: Losses over a whole image (``gigaseg.losses`` defines them).
+LOSSES = ("bce", "dice", "bce+dice")
+#: Learning-rate schedules after the warm-up (``gigaseg.training.lr_factor``).
+SCHEDULES = ("cosine", "step", "constant")
+#: Colour jitter of the training views (``gigaseg.dataset``).
+JITTERS = ("hed", "rgb", "none")
+#: Activations of ``UNetConfig``.
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh")
+#: Number formats of prediction's forward pass.
+PRECISIONS = ("float32", "bfloat16")
+#: What a synthetic mask calls lumens and tears inside tissue.
+HOLE_CONVENTIONS = ("background", "tissue")
+#: What a mask's 255 (ignore) becomes when a region is prepared.
+IGNORE_MODES = ("keep", "background", "tissue")
+#: On-disk formats of the region store.
+STORE_FORMATS = ("npy", "zarr")
+#: Splits of the region store.
+SPLITS = ("train", "val")
+#: The non-learned tissue baselines.
+BASELINE_METHODS = ("otsu", "saturation")
+#: Scales of ``gigaseg demo``.
+DEMO_SCALES = ("small", "paper")
+#: Slide reading backends.
+SLIDE_BACKENDS = ("openslide", "tifffile", "pillow")
+#: Scores of ``gigaseg evaluate``.
+METRICS = ("dice", "iou", "precision", "recall")
+#: Kinds of mask of ``gigaseg bench prepare``.
+MASK_KINDS = ("geojson", "tiff")
+#: Device names (``cuda:N`` stands for any CUDA device index).
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+
+# --- defaults shared by the library and the command line --------------------------------------------
+
+DEFAULT_PRESET = "paper"
+DEFAULT_LOSS = "bce+dice"
+DEFAULT_JITTER = "hed"
+#: Training and the demo take the best device there is.
+DEFAULT_DEVICE = "auto"
+#: Prediction and the benchmarks run on the CPU unless told otherwise.
+DEFAULT_PREDICT_DEVICE = "cpu"
+DEFAULT_SEED = 0
+#: Probability threshold of a tissue pixel (validation Dice, prediction, evaluation).
+DEFAULT_THRESHOLD = 0.5
+DEFAULT_PRECISION = "float32"
+DEFAULT_HOLES = "background"
+DEFAULT_IGNORE = "keep"
+DEFAULT_STORE_FORMAT = "npy"
+DEFAULT_SPLIT = "train"
+DEFAULT_BASELINE_METHOD = "otsu"
+DEFAULT_DEMO_SCALE = "small"
+DEFAULT_DEMO_OUT = "gigaseg-demo"
+#: Resolution the baselines run at, um/px.
+DEFAULT_WORKING_MPP = 8.0
+#: Resolution of synthetic slides and regions, um/px.
+DEFAULT_SYNTH_MPP = 0.5
+#: JPEG quality and tile side of synthetic slide TIFFs.
+DEFAULT_JPEG_QUALITY = 90
+DEFAULT_TIFF_TILE = 512
+
+#: Options that ``--resume`` may change. Changing ``steps`` or ``lr`` changes the schedule from
+#: the resumed step on; the others change nothing in the result on the same device.
+RESUME_CHANGEABLE = ("steps", "lr", "device", "memory_budget", "tile", "read_workers", "progress", "val_every",
+                     "ckpt_every")
+
+
+# --- "did you mean" -------------------------------------------------------------------------------
+
+
+def closest(value: Any, choices: Iterable[Any]) -> str | None:
+    """The choice nearest to ``value`` in spelling (``difflib``), or None when none is close."""
+    names = [str(c) for c in choices]
+    found = difflib.get_close_matches(str(value), names, n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def unknown_choice(kind: str, value: Any, choices: Iterable[Any]) -> ConfigError:
+    """The error for ``value`` not in ``choices``: ``unknown KIND 'x'; did you mean 'y'? valid: ...``."""
+    choices = [str(c) for c in choices]
+    match = closest(value, choices)
+    hint = f"; did you mean {match!r}?" if match is not None else ";"
+    return ConfigError(f"unknown {kind} {value!r}{hint} valid: {', '.join(choices)}")
+
+
+def check_choice(kind: str, value: Any, choices: Iterable[Any]) -> Any:
+    """Return ``value`` if it is one of ``choices``, else raise ``unknown_choice``'s ConfigError."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise unknown_choice(kind, value, choices)
+    return value
+
+
+def check_keys(kind: str, data: Mapping[str, Any], names: Iterable[str]) -> None:
+    """Raise ConfigError naming each key of ``data`` not in ``names``, with the nearest valid one."""
+    names = list(names)
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        hints = []
+        for k in unknown:
+            match = closest(k, names)
+            hints.append(f"{k!r}" + (f" (did you mean {match!r}?)" if match else ""))
+        raise ConfigError(f"unknown {kind} {', '.join(hints)}; valid: {', '.join(names)}")
+
+
+# --- the model's configuration -----------------------------------------------------------------------
+
+
+def _tuple(name: str, value: Any) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value)
+    except TypeError as exc:
+        raise ConfigError(f"UNetConfig.{name} must be a sequence of integers, got {value!r}") from exc
+    if any(int(v) != v for v in value):
+        raise ConfigError(f"UNetConfig.{name} must hold integers, got {value!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Hyperparameters of a ``gigaseg.UNet``; the config is stored in every checkpoint.
+
+    Attributes:
+        depth: number of resolution levels below full resolution (>= 1).
+        channels: feature channels at each level, encoder and decoder alike (length ``depth``).
+        strides: downsampling factor of each encoder level (length ``depth``).
+        encoder_kernels: odd kernel size of each encoder convolution (length ``depth``).
+        decoder_kernels: odd kernel size of each decoder convolution, index 0 being the
+            full-resolution output convolution (length ``depth``).
+        activation: one of ``ACTIVATIONS``.
+        in_channels: input channels (3 for RGB).
+    """
+
+    depth: int = 3
+    channels: tuple[int, ...] = (2, 4, 8)
+    strides: tuple[int, ...] = (4, 4, 2)
+    encoder_kernels: tuple[int, ...] = (15, 11, 7)
+    decoder_kernels: tuple[int, ...] = (3, 3, 3)
+    activation: str = "leaky_relu"
+    in_channels: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("channels", "strides", "encoder_kernels", "decoder_kernels"):
+            object.__setattr__(self, name, _tuple(name, getattr(self, name)))
+        if not isinstance(self.depth, int) or self.depth < 1:
+            raise ConfigError(f"UNetConfig.depth must be an integer >= 1, got {self.depth!r}")
+        for name in ("channels", "strides", "encoder_kernels", "decoder_kernels"):
+            value = getattr(self, name)
+            if len(value) != self.depth:
+                raise ConfigError(
+                    f"UNetConfig.{name} has {len(value)} entries but depth is {self.depth}: "
+                    f"give one per level, e.g. {name}={tuple(value[:1]) * self.depth}"
+                )
+        for name in ("channels", "strides"):
+            if min(getattr(self, name)) < 1:
+                raise ConfigError(f"UNetConfig.{name} must be >= 1 everywhere, got {getattr(self, name)}")
+        for name in ("encoder_kernels", "decoder_kernels"):
+            for k in getattr(self, name):
+                if k < 1 or k % 2 == 0:
+                    raise ConfigError(
+                        f"UNetConfig.{name} must hold odd sizes >= 1 (a centred 'same' convolution), "
+                        f"got {getattr(self, name)}; use {k + 1 if k % 2 == 0 else 1} instead of {k}"
+                    )
+        if self.activation not in ACTIVATIONS:
+            match = closest(self.activation, ACTIVATIONS)
+            hint = f"did you mean {match!r}? " if match else ""
+            raise ConfigError(
+                f"UNetConfig.activation {self.activation!r} is unknown; {hint}choose one of {sorted(ACTIVATIONS)}"
+            )
+        if self.in_channels < 1:
+            raise ConfigError(f"UNetConfig.in_channels must be >= 1, got {self.in_channels}")
+
+    # --- geometry -----------------------------------------------------------------------
+    @property
+    def total_stride(self) -> int:
+        """Product of the strides: tile origins must sit on multiples of it."""
+        return math.prod(self.strides)
+
+    @property
+    def halo(self) -> int:
+        """How far (in full-resolution pixels, each side) an output pixel's inputs can lie.
+
+        Output pixel ``i`` depends only on input pixels ``[i - halo, i + halo]``. Computed
+        by tracking, for every tensor, the span of inputs that one of its elements reads.
+        """
+        # (jump, left, right): element j of a tensor with this jump reads input pixels
+        # [jump * j - left, jump * j + jump - 1 + right]  (see NOTE [Receptive field]).
+        enc = [(1, 0, 0)]
+        jump, left, right = 1, 0, 0
+        for s, k in zip(self.strides, self.encoder_kernels):
+            r = k // 2
+            # conv of stride s: element j reads elements s*j - r .. s*j + r of the previous tensor
+            left, right = left + jump * r, right + jump * r + (jump - 1) - (jump * s - 1)
+            jump *= s
+            enc.append((jump, left, right))
+        jump, left, right = enc[-1]
+        for level in range(self.depth - 1, -1, -1):
+            s = self.strides[level]
+            # nearest upsampling by s: element i reads element i // s
+            jump //= s
+            left, right = left + jump * (s - 1), right + jump * (s - 1)
+            # concatenation with the skip of the same resolution, then a conv of radius r
+            r = self.decoder_kernels[level] // 2
+            left = max(left, enc[level][1]) + jump * r
+            right = max(right, enc[level][2]) + jump * r
+        return max(left, right, 0)
+
+    @property
+    def receptive_field(self) -> int:
+        """Side of the square window of input pixels that can influence one output pixel."""
+        return 2 * self.halo + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UNetConfig:
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            hints = [f"{k!r}" + (f" (did you mean {closest(k, known)!r}?)" if closest(k, known) else "")
+                     for k in unknown]
+            raise ConfigError(f"unknown UNetConfig fields {', '.join(hints)}; known: {sorted(known)}")
+        return cls(**data)
+
+
+# NOTE [Receptive field]
+# Element j of a tensor whose "jump" (stride relative to the input) is J covers input pixels
+# [J*j - left, J*j + (J - 1) + right]. A conv of radius r and stride s reads elements
+# s*j - r .. s*j + r, so left grows by J*r and right by J*r + (J - 1) - (J*s - 1); nearest
+# upsampling by s maps output i to element i // s, which adds (J/s)*(s - 1) on both sides.
+# At full resolution (J = 1) the halo is the larger one-sided extent. The tests check it
+# against the empirical extent of an input gradient.
+
+#: The preset model configs by name, read-only (a config of your own is a ``UNetConfig``, e.g.
+#: ``dataclasses.replace(preset("paper"), channels=(8, 16, 32))``).
+PRESETS: Mapping[str, UNetConfig] = types.MappingProxyType({
+    # Our reading of the paper's model (its layers were not published): 4,492 parameters,
+    # large encoder kernels (15, 11, 7), strides 4, 4, 2 (total 32).
+    "paper": UNetConfig(),
+    # A small model for fast tests.
+    "tiny": UNetConfig(
+        depth=2, channels=(2, 4), strides=(2, 2), encoder_kernels=(5, 3), decoder_kernels=(3, 3)
+    ),
+})
+#: The presets' names, for ``choices=``.
+PRESET_NAMES = tuple(PRESETS)
+
+
+def preset(name: str) -> UNetConfig:
+    """The preset config called ``name`` (``paper`` or ``tiny``); configs are frozen, so it is shared."""
+    return PRESETS[check_choice("preset", name, PRESETS)]
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; written to ``RUN_DIR/config.json`` and to checkpoints.
+
+    Attributes:
+        data: the region store (``gigaseg prepare``); its "train" split is trained on.
+        out: the run folder (created; refused if it already holds a run).
+        preset: the model: a preset's name ("paper" or "tiny") or a ``UNetConfig`` of your own
+            (a dict of its fields is turned into one).
+        steps: total optimizer steps (one whole region each).
+        lr: Adam's peak learning rate.
+        schedule: "cosine" (warm-up then cosine decay to ``lr * min_lr_ratio``), "step"
+            (warm-up then ``lr * decay_gamma ** (n // decay_every)``) or "constant" (warm-up then ``lr``).
+        warmup: linear warm-up steps.
+        min_lr_ratio: the final learning rate of the cosine schedule, relative to ``lr``.
+        decay_every: steps between decays of the "step" schedule (default: a third of ``steps``).
+        decay_gamma: the factor of each decay of the "step" schedule.
+        weight_decay: Adam's (L2) weight decay.
+        loss: "bce", "dice" or "bce+dice".
+        seed: seeds the model's initialization, the region order and the augmentation.
+        augment: random dihedral transform and colour jitter per region and epoch.
+        jitter: "hed", "rgb" or "none".
+        jitter_strength: the spread of the colour jitter.
+        val_data: a store to validate on (its "val" split, or all its regions when it has none);
+            default: the "val" split of ``data``.
+        val_every: validate every this many steps (0: only at the end).
+        ckpt_every: checkpoint every this many steps (0: only at the end).
+        threshold: probability threshold of the validation Dice.
+        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        memory_budget: the engine's memory budget (e.g. "4GB"); default the engine's (1 GiB).
+        tile: core tile side (a multiple of the total stride); overrides the plan.
+        read_workers: threads reading and augmenting crops ahead of the model, and sharing each
+            large crop by strips; default 1 on the CPU, one per spare core (at most 8) on a GPU.
+            Results do not depend on it.
+        progress: progress bars (steps; tiles when a step is long).
+        resume: a run folder to continue (see ``gigaseg.training.resume_config``); ``out`` is then
+            that folder.
+    """
+
+    data: str | None = None
+    out: str | None = None
+    preset: str | UNetConfig = DEFAULT_PRESET
+    steps: int = 1000
+    lr: float = 0.003
+    schedule: str = SCHEDULES[0]
+    warmup: int = 10
+    min_lr_ratio: float = 0.05
+    decay_every: int | None = None
+    decay_gamma: float = 0.1
+    weight_decay: float = 0.0
+    loss: str = DEFAULT_LOSS
+    seed: int = DEFAULT_SEED
+    augment: bool = True
+    jitter: str = DEFAULT_JITTER
+    jitter_strength: float = 0.05
+    val_data: str | None = None
+    val_every: int = 50
+    ckpt_every: int = 50
+    threshold: float = DEFAULT_THRESHOLD
+    device: str = DEFAULT_DEVICE
+    memory_budget: str | int | None = None
+    tile: int | None = None
+    read_workers: int | None = None
+    progress: bool = True
+    resume: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.preset, Mapping):
+            self.preset = UNetConfig.from_dict(self.preset)
+
+    def model_config(self) -> UNetConfig:
+        """The ``UNetConfig`` of the model: ``preset`` itself, or the preset it names."""
+        return self.preset if isinstance(self.preset, UNetConfig) else preset(self.preset)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types (a ``UNetConfig`` as its dict), for JSON and checkpoints."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if isinstance(self.preset, UNetConfig):
+            out["preset"] = self.preset.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """The config of ``to_dict``'s output; an unknown key is an error naming it."""
+        check_keys("training options", data, [f.name for f in dataclasses.fields(cls)])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        """The config in a JSON file: a run's ``config.json`` (its ``"config"`` entry) or a
+        ``TrainConfig.to_dict()`` object. An unknown key is an error naming it and the file."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read the configuration file {path}: {exc}") from exc
+        if isinstance(data, dict) and data.get("command") == "train" and isinstance(data.get("config"), dict):
+            data = data["config"]  # a run's config.json: the options sit beside versions and results
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} holds no training options (a JSON object, or a run's config.json)")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    def check(self) -> None:
+        """Validate every option; raise ConfigError naming the option and the valid values."""
+        if not self.data:
+            raise ConfigError("no training data: give `data`, a region store (made by gigaseg prepare)")
+        if not self.out:
+            raise ConfigError("no run folder: give `out`, a new or empty folder")
+        if not isinstance(self.preset, UNetConfig):
+            check_choice("preset", self.preset, PRESETS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("jitter", self.jitter, JITTERS)
+        for name in ("steps",):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"`{name}={getattr(self, name)!r}` must be an integer >= 1")
+        for name in ("warmup", "val_every", "ckpt_every", "seed"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise ConfigError(f"`{name}={getattr(self, name)!r}` must be an integer >= 0")
+        if self.decay_every is not None and (not isinstance(self.decay_every, int) or self.decay_every < 1):
+            raise ConfigError(f"`decay_every={self.decay_every!r}` must be an integer >= 1")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"`lr={self.lr!r}` must be a positive number, e.g. 0.01")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"`min_lr_ratio={self.min_lr_ratio!r}` must be between 0 and 1")
+        if not 0 < self.decay_gamma <= 1:
+            raise ConfigError(f"`decay_gamma={self.decay_gamma!r}` must be in (0, 1]")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"`weight_decay={self.weight_decay!r}` must be >= 0")
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"`threshold={self.threshold!r}` must be strictly between 0 and 1")
+        if self.read_workers is not None and (not isinstance(self.read_workers, int) or self.read_workers < 1):
+            raise ConfigError(f"`read_workers={self.read_workers!r}` must be an integer >= 1")
+        if self.memory_budget is not None:
+            from ._units import parse_bytes
+
+            parse_bytes(self.memory_budget)
