@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
     width, height = parse_size(args.region)
     y0, x0, h, w = _window(args.window)
-    model, meta = load_model(args.checkpoint)
-    mpp = args.mpp or meta.get("mpp")
+    model, trained_mpp = load_model(args.checkpoint)
+    mpp = args.mpp or trained_mpp
     if not mpp:
         raise SystemExit(f"error_by_label: {args.checkpoint} states no training mpp; give --mpp")
     layout = make_layout(args.seed, width, height, mpp)

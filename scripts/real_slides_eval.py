@@ -88,7 +88,7 @@ def main(argv=None) -> int:
 
     from PIL import Image
 
-    from gigaseg.checkpoint import load_model
+    from gigaseg.checkpoint import load_checkpoint, load_model
     from gigaseg.baseline import baseline_slide
     from gigaseg.predict import predict_slide
     from gigaseg.slides import open_slide
@@ -99,8 +99,8 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    net, payload = load_model(args.checkpoint, device=args.device)
-    net.mpp = payload.get("mpp")
+    net, trained_mpp = load_model(args.checkpoint, device=args.device)
+    payload = load_checkpoint(args.checkpoint)
     ck_info = {"path": str(args.checkpoint), "mpp": payload.get("mpp"), "step": payload.get("step"),
                "config": payload.get("config")}
     cmu_ref = data / "masks" / "tissue-mask-cmu-1-small-region.npy"
@@ -119,7 +119,8 @@ def main(argv=None) -> int:
                 od = tmp / method / path.name
                 t0 = time.perf_counter()
                 if method == "model":
-                    s = predict_slide(net, path, od, mpp=mpp, device=args.device, progress=False, overwrite=True)
+                    s = predict_slide(net, path, od, mpp=mpp, model_mpp=trained_mpp, device=args.device,
+                                      progress=False, overwrite=True)
                 else:
                     s = baseline_slide(path, od, method=method, mpp=mpp, overwrite=True)
                 dt = time.perf_counter() - t0
@@ -149,7 +150,8 @@ def main(argv=None) -> int:
                 for method in ("model", "otsu", "saturation"):
                     od = tmp / "study" / method
                     if method == "model":
-                        s = predict_slide(net, png, od, mpp=t_mpp, device=args.device, progress=False, overwrite=True)
+                        s = predict_slide(net, png, od, mpp=t_mpp, model_mpp=trained_mpp, device=args.device,
+                                          progress=False, overwrite=True)
                     else:
                         s = baseline_slide(png, od, method=method, mpp=t_mpp, overwrite=True)
                     row[method] = _evaluate(s["paths"]["mask"], cmu_ref)["dice"]

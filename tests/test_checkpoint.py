@@ -13,8 +13,10 @@ def test_round_trip_rebuilds_the_model(tmp_path):
     config = UNetConfig(2, (2, 3), (4, 2), (9, 5), (3, 3), activation="silu")
     model = UNet(config)
     path = save_checkpoint(tmp_path / "run" / "last.pt", model, mpp=0.5, step=7)
-    rebuilt, payload = load_model(path)
-    assert rebuilt.config == config and payload["mpp"] == 0.5 and payload["step"] == 7
+    rebuilt, mpp = load_model(path)
+    payload = load_checkpoint(path)
+    assert rebuilt.config == config and mpp == payload["mpp"] == 0.5 and payload["step"] == 7
+    assert not hasattr(rebuilt, "mpp")  # the resolution travels beside the model, not on it
     x = torch.rand(1, 3, 40, 50)
     torch.testing.assert_close(rebuilt(x), model(x))
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary left
@@ -50,3 +52,9 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_load_model_without_a_training_mpp(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", UNet(preset("tiny")), mpp=None)
+    model, mpp = load_model(path)
+    assert mpp is None and model.config == preset("tiny") and not model.training

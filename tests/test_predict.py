@@ -62,8 +62,8 @@ def test_prediction_equals_the_whole_image_model(tmp_path, slide, model):
     from gigaseg.predict import predict_slide
 
     path, _, rgb = slide
-    model.mpp = MPP
-    s = predict_slide(model, path, tmp_path, probabilities=True, memory_budget="270MB", progress=False)
+    s = predict_slide(model, path, tmp_path, probabilities=True, memory_budget="270MB", progress=False,
+                      model_mpp=MPP)
     assert s["n_tiles"] > 4  # really tiled
     got = tifffile.imread(s["paths"]["mask"])
     want = np.round(_sigmoid(model, rgb) * 255)
@@ -75,19 +75,16 @@ def test_prediction_equals_the_whole_image_model(tmp_path, slide, model):
 def test_fractional_resampling_is_exact_across_tiles(tmp_path, slide, model):
     import tifffile
 
-    from gigaseg.predict import _grid_size, _read_grid_box, predict_slide
-    from gigaseg.slides import open_slide
+    from gigaseg.predict import predict_slide
+    from gigaseg.slides import SlideArray, open_slide
 
     path, _, _ = slide
-    model.mpp = 0.37  # finer than the slide: upsampling, fractional tile origins
-    try:
-        s = predict_slide(model, path, tmp_path, probabilities=True, memory_budget="270MB", progress=False,
-                          min_area=0)
-    finally:
-        model.mpp = MPP
+    # finer than the slide: upsampling, fractional tile origins
+    s = predict_slide(model, path, tmp_path, probabilities=True, memory_budget="270MB", progress=False,
+                      min_area=0, model_mpp=0.37)
     with open_slide(path) as sl:
-        gw, gh = _grid_size(sl, 0.37)
-        whole = _read_grid_box(sl, 0.37, 0, 0, gw, gh)
+        gh, gw = SlideArray(sl, 0.37).shape[:2]
+        whole = SlideArray(sl, 0.37)[0:gh, 0:gw]
     assert s["grid_size"] == [gw, gh] and s["n_tiles"] > 4
     want = np.round(_sigmoid(model, whole) * 255).astype(np.uint8)
     # the TIFF is at level 0: compare the model-resolution values under level-0 pixel centres
@@ -173,7 +170,7 @@ def test_thumbnail_png_with_mpp_is_upsampled(tmp_path, slide, model):
     _, _, rgb = slide
     png = tmp_path / "thumb.png"
     Image.fromarray(rgb[::4, ::4]).save(png)  # 175 x 130 at 2 um/px
-    with pytest.raises(SlideError, match="--mpp"):
+    with pytest.raises(SlideError, match="`mpp`"):
         predict_slide(model, png, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     s = predict_slide(model, png, tmp_path / "out", mpp=2.0, progress=False)
@@ -225,6 +222,26 @@ def test_failure_leaves_no_partial_outputs(tmp_path, slide, model, monkeypatch):
     with pytest.raises(InputError, match="mask TIFF"):
         predict_slide(model, path, tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_model_resolution_is_passed_explicitly(tmp_path, slide, model):
+    """A checkpoint path, or load_model's (model, mpp) pair, runs at the training mpp; a UNet at
+    model_mpp= (else the slide's level 0). Nothing rides on the model object."""
+    from gigaseg import load_model
+    from gigaseg.predict import predict_slide, predict_slides
+
+    path, _, _ = slide
+    ck = save_checkpoint(tmp_path / "m.pt", model, mpp=2 * MPP)
+    by_path = predict_slide(ck, path, tmp_path / "a", progress=False)
+    by_pair = predict_slide(load_model(ck), path, tmp_path / "b", progress=False)
+    by_arg = predict_slide(model, path, tmp_path / "c", progress=False, model_mpp=2 * MPP)
+    bare = predict_slide(model, path, tmp_path / "d", progress=False)
+    (many,), failures = predict_slides(ck, [path], tmp_path / "e", progress=False)
+    assert not failures
+    for s, source in ((by_path, "checkpoint"), (by_pair, "checkpoint"), (by_arg, "argument"), (many, "checkpoint")):
+        assert s["model_mpp"] == 2 * MPP and s["model_mpp_source"] == source
+    assert bare["model_mpp"] == MPP and bare["model_mpp_source"] == "slide level 0"
+    assert not hasattr(model, "mpp")
 
 
 def test_cli_many_slides_skip_existing_and_report_failures(tmp_path, slide, capsys):
@@ -311,11 +328,8 @@ def test_real_slides_baselines_and_model_outputs(tmp_path, real_data, model):
         s = baseline_slide(path, tmp_path / "sat", method="saturation")
         with pytest.warns(UserWarning, match="differ in resolution"):
             assert evaluate_pair(s["paths"]["mask"], ref)["dice"] > 0.75
-    model.mpp = 2.0  # cheap: the tiny model at 2 um/px
-    try:
-        s = predict_slide(model, real_data / "slides" / "CMU-1-Small-Region.svs", tmp_path / "model", progress=False)
-    finally:
-        model.mpp = MPP
+    s = predict_slide(model, real_data / "slides" / "CMU-1-Small-Region.svs", tmp_path / "model", progress=False,
+                      model_mpp=2.0)  # cheap: the tiny model at 2 um/px
     with openslide.OpenSlide(s["paths"]["mask"]) as o:
         assert o.dimensions == (2220, 2967)
         assert float(o.properties["openslide.mpp-x"]) == pytest.approx(0.499)
@@ -330,8 +344,7 @@ def test_bfloat16_prediction_runs_a_bfloat16_copy_through_the_same_pipeline(tmp_
     from gigaseg.predict import predict_slide
 
     path, _, rgb = slide
-    model.mpp = MPP
-    s = predict_slide(model, path, tmp_path, probabilities=True, progress=False, precision="bfloat16")
+    s = predict_slide(model, path, tmp_path, probabilities=True, progress=False, precision="bfloat16", model_mpp=MPP)
     assert s["precision"] == "bfloat16"
     assert next(model.parameters()).dtype == torch.float32  # predicted on a copy
     got = tifffile.imread(s["paths"]["mask"]).astype(int)
@@ -352,26 +365,25 @@ def test_several_slide_readers_give_the_same_outputs(tmp_path, slide, model, mon
     from gigaseg.predict import predict_slide
 
     path, _, _ = slide
-    model.mpp = MPP
     masks = []
     for workers in (1, 3):
         s = predict_slide(model, path, tmp_path / f"w{workers}", probabilities=True, memory_budget="270MB",
-                          progress=False, read_workers=workers)
+                          progress=False, read_workers=workers, model_mpp=MPP)
         assert s["read_workers"] == workers and s["n_tiles"] > 4
         masks.append(tifffile.imread(s["paths"]["mask"]))
     assert np.array_equal(masks[0], masks[1])
-    from gigaseg import predict as predict_module
+    from gigaseg.slides import SlideArray
 
-    real = predict_module._read_grid_box
+    real = SlideArray.read
     calls = []
 
-    def failing(slide_obj, t_mpp, gx, gy, gw, gh):
-        calls.append(gy)
+    def failing(image, y0, y1, x0, x1):
+        calls.append(y0)
         if len(calls) == 3:
             raise OSError("tile 3 is corrupt")
-        return real(slide_obj, t_mpp, gx, gy, gw, gh)
+        return real(image, y0, y1, x0, x1)
 
-    monkeypatch.setattr(predict_module, "_read_grid_box", failing)
+    monkeypatch.setattr(SlideArray, "read", failing)
     with pytest.raises(OSError, match="tile 3 is corrupt"):
         predict_slide(model, path, tmp_path / "bad", probabilities=True, memory_budget="270MB", progress=False,
                       read_workers=3)

@@ -25,7 +25,7 @@ import torch
 
 from . import __version__
 from ._atomic import atomic_write
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, CheckpointWriteError, ConfigError
 from .model import UNet, UNetConfig
 
 __all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model"]
@@ -44,7 +44,8 @@ def save_checkpoint(path: str | Path, model: UNet, *, mpp: float | None, **state
         **state: more entries (``step``, ``optimizer``, ``scheduler``, ``rng``, ...).
 
     Raises:
-        CheckpointError: when the file cannot be written (the previous file is left as it was).
+        CheckpointWriteError: an OutputError (and a CheckpointError) when the file cannot be
+            written, e.g. a full disk; the previous file is left as it was.
     """
     path = Path(path)
     payload = {
@@ -59,11 +60,18 @@ def save_checkpoint(path: str | Path, model: UNet, *, mpp: float | None, **state
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, "wb") as f:
-            torch.save(payload, f)
+            try:
+                torch.save(payload, f)
+            except RuntimeError as exc:  # torch's zip writer turns a failed write into a RuntimeError
+                if not isinstance(exc.__context__, OSError):
+                    raise
+                err = exc.__context__
+                raise OSError(err.errno, err.strerror, err.filename) from exc
     except OSError as exc:
-        raise CheckpointError(
+        raise CheckpointWriteError(
             f"cannot write checkpoint {path}: {exc.strerror or exc}; "
-            "free some disk space or choose another output folder (the previous checkpoint is intact)"
+            "free some disk space or choose another output folder (the previous checkpoint is intact)",
+            cause=exc,
         ) from exc
     return path
 
@@ -102,12 +110,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[UNet, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint.
+def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[UNet, float | None]:
+    """Rebuild the model stored in a checkpoint, and the resolution it was trained at.
+
+    Example::
+
+        model, mpp = gigaseg.load_model("runs/a/checkpoint.pt")
+        gigaseg.predict_slide(model, "slide.svs", "out/", model_mpp=mpp)
 
     Returns:
-        ``(model, payload)``: the ``UNet`` in eval mode on ``device`` with the stored weights,
-        and the checkpoint dict (``payload["mpp"]`` is the training resolution).
+        ``(model, mpp)``: the ``UNet`` in eval mode on ``device`` with the stored weights, and
+        the microns per pixel of its training data (None when the checkpoint does not say).
+        The rest of the checkpoint (step, optimizer, ...) is ``load_checkpoint(path)``.
     """
     payload = load_checkpoint(path)
     try:
@@ -115,4 +129,5 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple
         model.load_state_dict(payload["state_dict"])
     except (ConfigError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not describe a valid model: {exc}") from exc
-    return model.to(device).eval(), payload
+    mpp = payload.get("mpp")
+    return model.to(device).eval(), (float(mpp) if mpp else None)

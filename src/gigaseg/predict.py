@@ -1,9 +1,8 @@
 """Whole-slide inference: a tissue mask TIFF, QuPath GeoJSON, an overlay and a summary per slide.
 
 ``predict_slide(model, slide, out_dir)`` reads the slide at the model's training resolution
-(``payload["mpp"]`` of its checkpoint) strip by strip, runs the exact tiled forward pass
-(:func:`gigaseg.engine.tiled_predict`) on each strip plus a halo, and writes, per slide
-``<stem>``:
+(``payload["mpp"]`` of its checkpoint) tile by tile, runs the exact tiled forward pass
+(:func:`gigaseg.engine.iter_predict`) over it, and writes, per slide ``<stem>``:
 
 - ``<stem>.mask.tiff``: tiled pyramidal 8-bit greyscale TIFF at the slide's level-0 size and
   mpp; 0/255 (tissue = probability >= threshold) or, with ``probabilities=True``, the
@@ -21,28 +20,25 @@ Example::
 
 # NOTE [Streaming]
 Memory stays bounded whatever the slide size. The slide at the model's resolution is an
-array-like (``_SlideImage``) backed by the slide reader, tiled by the engine's memory plan
-for the whole slide. Each tile's crop (core plus halo) is read from the slide (best pyramid
-level, then resampling) by a reader thread ahead of the model, which computes its core as
-``tiled_predict`` computes a tile (NOTE [Tile order]). Grid pixel
-(gx, gy) covers level-0 [gx * s, (gx + 1) * s) with s = model mpp / slide mpp, at fractional
-origins, so the crops are exact pieces of one whole-slide resampling and the result equals
-the model on the whole resampled slide. A row of tiles, quantized to uint8 (round(255 p)),
-is appended to a temporary raw file as soon as it is complete; a thread writes the mask TIFF
-from that file as the rows arrive; the polygons and the overlay are made from it afterwards,
-row by row. Peak memory: the engine's budget (default 1 GiB, which includes the process)
-plus one row of tiles (tile height x width bytes) plus a few crops read ahead plus the TIFF
-writer's strip.
+array-like (``gigaseg.slides.SlideArray``: grid pixel (gx, gy) covers level-0
+[gx * s, (gx + 1) * s) with s = model mpp / slide mpp, at fractional origins, NOTE [Slide
+grid]), so the crops are exact pieces of one whole-slide resampling and the result equals the
+model on the whole resampled slide. ``gigaseg.engine.iter_predict`` tiles it by the engine's
+memory plan for the whole slide, reads each tile's crop (core plus halo; best pyramid level,
+then resampling) in reader threads ahead of the model, and yields the tiles row by row (NOTE
+[Tile order]) as uint8 (round(255 p)). A row of tiles is appended to a temporary raw file as
+soon as it is complete; a thread writes the mask TIFF from that file as the rows arrive; the
+polygons and the overlay are made from it afterwards, row by row. Peak memory: the engine's
+budget (default 1 GiB, which includes the process) plus one row of tiles (tile height x width
+bytes) plus a few crops read ahead plus the TIFF writer's strip.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import queue
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -50,7 +46,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .errors import ConfigError, GigasegError, InputError
+from .errors import ConfigError, GigasegError, OutputError
 from .outputs import (
     DEFAULT_MIN_AREA,
     SLIDE_SUFFIXES,
@@ -60,7 +56,9 @@ from .outputs import (
     expand_slide_paths,
     open_with_mpp,
     output_paths,
+    require_writers,
     slide_stem,
+    temp_dir,
     write_outputs,
 )
 
@@ -78,17 +76,24 @@ __all__ = [
 
 
 def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
-    """(UNet in eval mode, its training mpp or None, a description of where it came from)."""
+    """(UNet in eval mode, its training mpp or None, a description of where it came from).
+
+    ``model`` is a checkpoint path (its mpp is the checkpoint's), the ``(UNet, mpp)`` pair that
+    ``load_model`` returns, or a UNet (mpp unknown: the caller's ``model_mpp`` says it).
+    """
     from .checkpoint import load_model
     from .model import UNet
 
     if isinstance(model, (str, os.PathLike)):
-        net, payload = load_model(model, device=device if device is not None else "cpu")
-        mpp = payload.get("mpp")
-        return net, (float(mpp) if mpp else None), str(model)
+        net, mpp = load_model(model, device=device if device is not None else "cpu")
+        return net, mpp, str(model)
+    if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], UNet):
+        net, mpp = model
+        return net.eval(), (float(mpp) if mpp else None), "UNet object"
     if isinstance(model, UNet):
-        return model.eval(), getattr(model, "mpp", None), "UNet object"
-    raise ConfigError(f"model must be a gigaseg UNet or a checkpoint path, got {type(model).__name__}")
+        return model.eval(), None, "UNet object"
+    raise ConfigError(f"model must be a gigaseg UNet, a (UNet, mpp) pair or a checkpoint path, "
+                      f"got {type(model).__name__}")
 
 
 #: The ``precision`` choices of prediction.
@@ -119,85 +124,6 @@ def with_precision(net: Any, precision: str) -> Any:
     return copy.deepcopy(net).to(torch.bfloat16)
 
 
-class _SlideImage:
-    """The slide at the model's resolution as an (H, W, 3) uint8 array-like, read ahead.
-
-    Sliced tile crop by tile crop in the order of ``crops``; a reader thread reads those crops
-    ahead (two queued) so that reading overlaps the model, with ``workers`` crops decoded at
-    once (NOTE [Read ahead] in engine.py; a GPU outruns one core's JPEG decoding). A slice that
-    is not the next expected crop is read directly.
-    """
-
-    def __init__(self, slide, t_mpp: float, grid_w: int, grid_h: int, crops: list[tuple[int, int, int, int]],
-                 workers: int = 1):
-        self.slide, self.t_mpp = slide, t_mpp
-        self.shape = (grid_h, grid_w, 3)
-        self.dtype = np.dtype(np.uint8)
-        self.read_s = 0.0
-        self.wait_s = 0.0
-        self._crops = crops
-        self._workers = workers
-        self._next = 0
-        self._q: queue.Queue = queue.Queue(maxsize=2)
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._reader, name="gigaseg-predict-reader", daemon=True)
-        self._thread.start()
-
-    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Grid box [y0, y1) x [x0, x1): grid pixel (gx, gy) covers level-0 [gx * s, (gx + 1) * s)."""
-        return _read_grid_box(self.slide, self.t_mpp, x0, y0, x1 - x0, y1 - y0)
-
-    def _timed_read(self, box: tuple[int, int, int, int]) -> np.ndarray:
-        t0 = time.perf_counter()
-        try:
-            return self.read(*box)
-        finally:
-            with self._lock:
-                self.read_s += time.perf_counter() - t0  # summed over the workers: CPU seconds
-
-    def _reader(self) -> None:
-        from .engine.reading import _read_ahead
-
-        reads = _read_ahead(self._crops, self._timed_read, self._workers)
-        for box in self._crops:
-            if self._stop.is_set():
-                reads.close()
-                return
-            try:
-                item = next(reads)
-            except BaseException as exc:  # handed to the consumer
-                item = (box, exc)
-            while not self._stop.is_set():
-                try:
-                    self._q.put(item, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item[1], BaseException):
-                return
-
-    def __getitem__(self, key) -> np.ndarray:
-        ys, xs = key[0], key[1]
-        box = (ys.start, ys.stop, xs.start, xs.stop)
-        if self._next < len(self._crops) and self._crops[self._next] == box:
-            self._next += 1
-            t0 = time.perf_counter()
-            got, arr = self._q.get()
-            self.wait_s += time.perf_counter() - t0
-            if isinstance(arr, BaseException):
-                raise arr
-            return arr
-        t0 = time.perf_counter()
-        arr = self.read(*box)
-        self.read_s += time.perf_counter() - t0
-        return arr
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-
 class _RowSink:
     """One row of tiles (uint8) that is appended to a raw file when complete; counts the
     pixels >= ``thr_u8`` (tissue) and lets a gated reader (the TIFF thread) follow."""
@@ -217,99 +143,48 @@ class _RowSink:
 
     def flush(self, rows: int) -> None:
         t0 = time.perf_counter()
-        self._f.write(memoryview(self.buf[:rows]).cast("B"))
+        try:
+            self._f.write(memoryview(self.buf[:rows]).cast("B"))
+        except OSError as exc:
+            raise OutputError(f"cannot write the prediction to {self._f.name} ({exc.strerror or exc}); "
+                              "free disk space or choose another `out_dir`", cause=exc) from exc
         if self._gate is not None:
             self._f.flush()
             self._gate.advance(rows)
         self.write_s += time.perf_counter() - t0
 
 
-def _predict_to_raw(net, slide, raw_path: Path, *, t_mpp: float, grid_w: int, grid_h: int, memory_budget,
-                    device, progress: bool, thr_u8: int, gate=None, read_workers: int = 1) -> dict[str, Any]:
-    """Predict the whole slide into ``raw_path`` (grid_h x grid_w uint8, round(255 p)).
+def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progress: bool, thr_u8: int, gate=None,
+                    read_workers: int = 1) -> dict[str, Any]:
+    """Predict the whole slide ``image`` (a ``SlideArray``) into ``raw_path`` (its grid, uint8
+    round(255 p), row by row).
 
     Returns timings, the tile plan and the number of pixels >= ``thr_u8``.
-
-    # NOTE [Tile order]
-    The tiles are those of the engine's plan for the whole slide (cores on the stride grid,
-    crops with the engine's halos), visited here row by row: each crop's core is computed as
-    ``tiled_predict`` computes that tile. Driving the order here (the engine may visit tiles
-    in any order) lets the reader thread read the next crops ahead and lets rows of tiles be
-    written as soon as they are complete.
     """
-    import torch
+    from .engine import iter_predict
 
-    from .engine import check_local, plan, reuse_freed_memory
-    from .engine.forward import _core_logits, _fast_cpu, _from_logits
-    from .engine.reading import _HEAP
-    from .engine.tiles import _tiles
-
-    config = check_local(net)
-    reuse_freed_memory()
-    net.to(device)
-    params = list(net.parameters())
-    dtype = params[0].dtype if params else torch.float32
-    fast = _fast_cpu(net, dtype, device)
-    p = plan(config, grid_h, grid_w, memory_budget=memory_budget, mode="predict", dtype=dtype)
-    th, tw = p.tile
-    tiles = list(_tiles(grid_h, grid_w, th, tw, config))
-    image = _SlideImage(slide, t_mpp, grid_w, grid_h, [(t.cy0, t.cy1, t.cx0, t.cx1) for t in tiles], read_workers)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(tiles), desc="predict", unit="tile", leave=False, file=sys.stderr, delay=1.0)
-    t_model = 0.0
+    grid_h, grid_w = image.shape[:2]
     t0 = time.perf_counter()
-    try:
-        with open(raw_path, "wb") as f:
-            sink = _RowSink(f, grid_w, min(th, grid_h), thr_u8, gate)
-            for t in tiles:
-                crop = image[t.cy0 : t.cy1, t.cx0 : t.cx1]
-                t1 = time.perf_counter()
-                _HEAP(t)
-                with torch.no_grad():
-                    z = _core_logits(net, crop, t.core_in_crop, device, dtype, fast)
-                sink.put(slice(0, t.y1 - t.y0), slice(t.x0, t.x1), _from_logits(z, uint8=True))
-                t_model += time.perf_counter() - t1
-                del crop, z
-                if t.x1 == grid_w:
-                    sink.flush(t.y1 - t.y0)
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        image.close()
-        if bar is not None:
-            bar.close()
+    # Rows of tiles (NOTE [Tile order]), each written as soon as it is complete. Three crops more
+    # than the readers are read ahead: a slide's crops take uneven times to decode, and this is
+    # the depth its reader thread and queue had before the engine read ahead for predict_slide.
+    tiles = iter_predict(net, image, order="rows", output="uint8", memory_budget=memory_budget, device=device,
+                         read_workers=read_workers, read_ahead=read_workers + 3, progress=progress)
+    th, tw = tiles.tile
+    t_put = 0.0
+    with tiles, open(raw_path, "wb") as f:
+        sink = _RowSink(f, grid_w, min(th, grid_h), thr_u8, gate)
+        for box, block in tiles:
+            t1 = time.perf_counter()
+            sink.put(slice(0, box.y1 - box.y0), slice(box.x0, box.x1), block)
+            t_put += time.perf_counter() - t1
+            del block
+            if box.x1 == grid_w:
+                sink.flush(box.y1 - box.y0)
     total = time.perf_counter() - t0
-    return {"read_s": image.read_s, "read_wait_s": image.wait_s, "write_s": sink.write_s,
-            "model_s": t_model, "predict_s": total,
-            "tile": [th, tw], "n_tiles": len(tiles), "tissue": sink.tissue}
-
-
-def _read_grid_box(slide, t_mpp: float, gx: int, gy: int, gw: int, gh: int) -> np.ndarray:
-    """Grid box at (gx, gy) of (gw, gh) of the slide at ``t_mpp``: (gh, gw, 3) uint8.
-
-    Grid pixel (gx, gy) covers level-0 [gx * s_x, (gx + 1) * s_x) x [gy * s_y, (gy + 1) * s_y),
-    s = t_mpp / mpp, at fractional level-0 origins, so that boxes read separately tile the
-    whole-slide grid exactly (Slide.read_region_at_mpp takes integer origins only).
-    """
-    mx, my = slide.mpp
-    sx, sy = t_mpp / mx, t_mpp / my
-    l0_x, l0_y = gx * sx, gy * sy
-    if float(l0_x).is_integer() and float(l0_y).is_integer():
-        return slide.read_region_at_mpp((int(l0_x), int(l0_y)), t_mpp, (gw, gh))
-    # NOTE: Slide's own resampling path, with the fractional origin it supports internally.
-    level = slide.get_best_level_for_mpp(t_mpp)
-    ds = slide.level_downsamples[level]
-    slide._check_open()
-    return slide._resample(level, l0_x / ds, l0_y / ds, sx / ds, sy / ds, gw, gh)
-
-
-def _grid_size(slide, t_mpp: float) -> tuple[int, int]:
-    l0_w, l0_h = slide.dimensions
-    mx, my = slide.mpp
-    return max(1, round(l0_w * mx / t_mpp)), max(1, round(l0_h * my / t_mpp))
+    return {"read_s": image.read_s, "read_wait_s": tiles.timings["read_wait_s"], "write_s": sink.write_s,
+            "model_s": tiles.timings["model_s"] + t_put, "predict_s": total,
+            "tile": [th, tw], "n_tiles": tiles.n_tiles, "tissue": sink.tissue}
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -363,7 +238,9 @@ def predict_slide(
     """Segment tissue on one slide and write its four outputs into ``out_dir``.
 
     Args:
-        model: a ``gigaseg.UNet`` or a checkpoint path (loaded with ``load_model``).
+        model: a checkpoint path (loaded with ``load_model``; run at its training mpp), the
+            ``(model, mpp)`` pair that ``load_model`` returns, or a ``gigaseg.UNet`` (give its
+            resolution as ``model_mpp``).
         slide_path: any slide ``gigaseg.slide.open_slide`` reads (a DICOM folder too).
         out_dir: output folder (created).
         mpp: level-0 microns per pixel of the slide, replacing what the file says (needed
@@ -378,9 +255,8 @@ def predict_slide(
         device: "cpu", "cuda", "mps", "auto" or None (cpu).
         overwrite: replace existing outputs (else the slide is skipped).
         progress: tqdm bar on stderr.
-        model_mpp: resolution the model runs at, um/px; default the checkpoint's training
-            mpp (a UNet object: its ``mpp`` attribute if any); when unknown, the slide's
-            level 0.
+        model_mpp: resolution the model runs at, um/px; default the checkpoint's (or the
+            pair's) training mpp; for a UNet without it, the slide's level 0.
         precision: "float32" (the model as it is) or "bfloat16": the forward pass runs on a
             bfloat16 copy of the model with PyTorch's kernels, 1.2-1.6x faster than PyTorch's
             float32 ones on a CPU with AVX512-BF16 or AMX, with probabilities within a few
@@ -397,11 +273,12 @@ def predict_slide(
 
     Raises:
         CheckpointError, SlideError, InputError, ConfigError: bad model, slide, folder, option.
+        OutputError: the outputs cannot be written (no permission, a full disk).
     """
     from . import __version__
-    from .engine import default_read_workers, resolve_device
-    from .engine.reading import _check_read_workers
     from ._runinfo import utc_now
+    from .engine import check_read_workers, default_read_workers, resolve_device
+    from .slides import SlideArray
 
     if not 0.0 < float(threshold) < 1.0:
         raise ConfigError(f"threshold must be strictly between 0 and 1, got {threshold}")
@@ -409,16 +286,17 @@ def predict_slide(
         raise ConfigError(f"min_area and simplify must be >= 0, got {min_area} and {simplify}")
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is not valid: use one of {', '.join(PRECISIONS)}")
+    require_writers()
     t_start = time.perf_counter()
     slide_path = Path(slide_path)
     out_dir = Path(out_dir)
     stem = slide_stem(slide_path)
     paths = output_paths(out_dir, stem)
     if not overwrite and existing_outputs(paths):
-        return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (use --overwrite)",
+        return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (`overwrite=True` replaces them)",
                 "paths": {k: str(v) for k, v in paths.items()}}
     dev = resolve_device(device or "cpu")
-    read_workers = _check_read_workers(read_workers, dev)
+    read_workers = check_read_workers(read_workers, dev)
     was_training = getattr(model, "training", False)
     net, trained_mpp, model_source = _load(model, dev)
     try:
@@ -430,8 +308,9 @@ def predict_slide(
     thr_u8 = int(round(255 * float(threshold)))
     try:
         t_mpp = float(model_mpp or trained_mpp or math.sqrt(slide.mpp[0] * slide.mpp[1]))
-        grid_w, grid_h = _grid_size(slide, t_mpp)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".grid", dir=out_dir))
+        image = SlideArray(slide, t_mpp)
+        grid_h, grid_w = image.shape[:2]
+        tmp = temp_dir(out_dir, f".{stem}.", ".grid")
         try:
             from ._writers import MaskGrid, RowGate
 
@@ -454,9 +333,9 @@ def predict_slide(
             tiff_thread = _TiffThread(tiff_path, tiff_grid, slide.mpp, to_tiff,
                                       workers=1 if dev.type == "cpu" else default_read_workers(dev))
             try:
-                timings = _predict_to_raw(with_precision(net, precision), slide, raw_path, t_mpp=t_mpp,
-                                          grid_w=grid_w, grid_h=grid_h, memory_budget=memory_budget, device=dev,
-                                          progress=progress, thr_u8=thr_u8, gate=gate, read_workers=read_workers)
+                timings = _predict_to_raw(with_precision(net, precision), image, raw_path,
+                                          memory_budget=memory_budget, device=dev, progress=progress,
+                                          thr_u8=thr_u8, gate=gate, read_workers=read_workers)
             except BaseException:
                 gate.abort()
                 raise
@@ -467,8 +346,8 @@ def predict_slide(
             timings["tiff_wait_s"] = time.perf_counter() - t0
             err = tiff_thread.error
             if isinstance(err, OSError) and not isinstance(err, GigasegError):
-                raise InputError(f"cannot write the mask TIFF of {stem} in {out_dir} ({err.strerror or err}); "
-                                 "free disk space or choose another --out") from err
+                raise OutputError(f"cannot write the mask TIFF of {stem} in {out_dir} ({err.strerror or err}); "
+                                  "free disk space or choose another `out_dir`", cause=err) from err
             if err is not None:
                 raise err
             grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
@@ -519,7 +398,8 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
                    progress: bool = True, **kwargs: Any) -> tuple[list[dict], list[tuple[str, str]]]:
     """Run :func:`predict_slide` on many slides; one failure does not stop the others.
 
-    The model is loaded once. Returns ``(summaries, failures)`` with failures as
+    ``model`` and the options (``model_mpp=`` among them) are :func:`predict_slide`'s; a
+    checkpoint is loaded once. Returns ``(summaries, failures)`` with failures as
     ``(slide, error message)``.
     """
     from .checkpoint import load_model
@@ -528,12 +408,12 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
     slides = list(slides)
     if isinstance(model, (str, os.PathLike)):
         dev = resolve_device(kwargs.get("device") or "cpu")
-        net, payload = load_model(model, device=dev)
-        net.mpp = payload.get("mpp")  # the training resolution, read by predict_slide
+        net = load_model(model, device=dev)  # the (model, training mpp) pair
         source = str(model)
     else:
         net, source = model, None
     check_out_dir(Path(out_dir))
+    require_writers()
     summaries, failures = [], []
     stems: dict[str, Path] = {}
     bar = None
@@ -544,7 +424,7 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
     for s in slides:
         stem = slide_stem(s)
         if stem in stems:
-            failures.append((str(s), f"same output name {stem!r} as {stems[stem]}; predict it into another --out"))
+            failures.append((str(s), f"same output name {stem!r} as {stems[stem]}; predict it into another `out_dir`"))
             continue
         stems[stem] = Path(s)
         try:
