@@ -69,7 +69,7 @@ def test_aspect_ratio_and_pairing_errors(tmp_path):
     np.save(tmp_path / "full.npy", np.zeros((2967, 2220), np.uint8))
     with pytest.warns(UserWarning):
         assert evaluate_pair(tmp_path / "full.npy", tmp_path / "ref10.npy")["dice"] == 1.0
-    with pytest.raises(ConfigError, match="one --reference per PRED"):
+    with pytest.raises(ConfigError, match=r"one reference \(`refs`\) per prediction"):
         evaluate_pairs([tmp_path / "full.npy"], [])
     with pytest.raises(InputError, match="does not exist"):
         evaluate_pair(tmp_path / "missing.png", tmp_path / "ref.npy")

@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Any, Iterator
 
+from .errors import GigasegError, OutputError
+
 __all__ = ["atomic_write", "write_json_atomic"]
 
 
@@ -16,7 +18,8 @@ __all__ = ["atomic_write", "write_json_atomic"]
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was; an OSError
+    (a full disk, no permission) becomes an OutputError naming ``path``.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
@@ -26,6 +29,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if isinstance(exc, GigasegError):
+            raise
+        raise OutputError(f"cannot write {path} ({exc.strerror or exc}); free disk space or write it elsewhere",
+                          cause=exc) from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -47,7 +47,7 @@ def parse_size(text: str) -> tuple[int, int]:
     m = re.fullmatch(r"\s*(\d+)\s*[xX*\u00d7]\s*(\d+)\s*", str(text))
     if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
         raise ConfigError(
-            f"--size {text!r} is not valid: expected HEIGHTxWIDTH in pixels at the target mpp, "
+            f"`size={text!r}` is not valid: expected HEIGHTxWIDTH in pixels at the target mpp, "
             "two positive integers such as 16000x64000 (16000 rows, 64000 columns)"
         )
     return int(m.group(2)), int(m.group(1))

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ._deps import require
 from ._pyramid import MASK_LEVELS, level_sizes, level_tiles, write_level
 
 _TILE = 512  # TIFF tile edge
@@ -155,8 +156,7 @@ def write_mask_tiff(path: Path, grid: MaskGrid, *, mpp: tuple[float, float], tra
     as each strip of a level is read. ``workers`` threads compress tiles; the file is the
     same byte for byte. See NOTE [Mask compression].
     """
-    import tifffile
-
+    tifffile = require("tifffile", "writing the mask TIFF")
     l0_w, l0_h = grid.l0_size
     sizes = level_sizes(l0_w, l0_h, MASK_LEVELS)
     encode = _zlibng_encoder()
@@ -250,8 +250,8 @@ def mask_polygons(mask: np.ndarray, *, scale: tuple[float, float], simplify: flo
     level-0 pixels; 0 for none), and polygons and holes under ``min_area`` (level-0 pixels
     squared) dropped.
     """
-    import contourpy
-    import shapely
+    contourpy = require("contourpy", "tracing the mask's outlines")
+    shapely = require("shapely", "the GeoJSON polygons")
     from shapely.geometry import Polygon
 
     if mask.size == 0 or not mask.any():
@@ -342,6 +342,7 @@ def write_geojson(path: Path, polygons: list) -> None:
 def write_overlay(path: Path, thumb: np.ndarray, polygons: list, *, l0_per_thumb: tuple[float, float],
                   thumb_mask: np.ndarray | None = None) -> None:
     """A PNG thumbnail with tissue tinted (``thumb_mask``) and the polygon outlines drawn."""
+    require("PIL", "writing the overlay")
     from PIL import Image, ImageDraw
 
     img = thumb.copy()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._deps import require
 from .errors import ConfigError
 
 __all__ = ["BASELINE_METHODS", "otsu_threshold", "baseline_mask", "baseline_slide"]
@@ -50,6 +51,7 @@ def _disc(radius: int) -> np.ndarray:
 
 def baseline_mask(rgb: np.ndarray, method: str) -> tuple[np.ndarray, dict]:
     """Tissue mask (h, w) uint8 0/1 of an RGB image by a non-learned ``method``; and its parameters."""
+    require("PIL", "the baselines")
     from PIL import Image
 
     if method not in BASELINE_METHODS:
@@ -84,6 +86,7 @@ def baseline_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, *,
         existing_outputs,
         open_with_mpp,
         output_paths,
+        require_writers,
         slide_stem,
         write_outputs,
     )
@@ -97,9 +100,10 @@ def baseline_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     stem = slide_stem(slide_path)
     paths = output_paths(out_dir, stem)
     if not overwrite and existing_outputs(paths):
-        return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (use --overwrite)",
+        return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (`overwrite=True` replaces them)",
                 "paths": {k: str(v) for k, v in paths.items()}}
     check_out_dir(out_dir)
+    require_writers()
     slide = open_with_mpp(slide_path, mpp)
     try:
         mx, my = slide.mpp

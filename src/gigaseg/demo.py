@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
 
 __all__ = ["DemoConfig", "SCALES", "demo_config", "run_demo"]
 
@@ -117,13 +117,17 @@ def demo_config(scale: str = "small", **overrides: Any) -> DemoConfig:
 def _prepare_out(out: Path) -> None:
     """Create ``out``, or clear a previous demo's outputs from it; refuse a foreign folder."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} exists and is not a folder; choose another --out")
+        raise ConfigError(f"`out` {out} exists and is not a folder; choose another `out`")
     if out.is_dir() and any(out.iterdir()) and not (out / _MARKER).exists():
         raise ConfigError(
-            f"--out {out} is not empty and was not made by gigaseg demo; choose a new or empty folder"
+            f"`out` {out} is not empty and was not made by gigaseg demo; choose a new or empty folder"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / _MARKER).write_text("made by gigaseg demo; a rerun replaces the demo's files here\n")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / _MARKER).write_text("made by gigaseg demo; a rerun replaces the demo's files here\n")
+    except OSError as exc:
+        raise OutputError(f"`out` {out} cannot be written ({exc.strerror or exc}); choose another `out`",
+                          cause=exc) from exc
     for name in ("summary.json", "summary.txt") + _OWNED:  # the summary first: it marks completion
         p = out / name
         if p.is_dir():

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ._deps import require
 from .errors import InputError
 
 __all__ = ["GeojsonMask", "load_geojson_polygons", "rasterize_geojson"]
@@ -76,14 +77,14 @@ def load_geojson_polygons(
         (polygons, stats): a list of shapely Polygons in level-0 pixels, and counts of
         features used, skipped (not polygonal, or another class) and repaired.
     """
-    import shapely
+    shapely = require("shapely", "reading GeoJSON masks")
     from shapely.geometry import shape
 
     name = str(source) if isinstance(source, (str, os.PathLike)) else "<geojson object>"
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise InputError(f"GeoJSON file {path} does not exist; check the --masks path")
+            raise InputError(f"GeoJSON file {path} does not exist; check the path")
         try:
             obj = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
@@ -129,7 +130,7 @@ def load_geojson_polygons(
             present = sorted(str(c) for c in seen_classes)
             raise InputError(
                 f"{name}: no polygon has classification {sorted(keep)}; the classes present are {present}; "
-                "fix --mask-class"
+                "fix `classes`"
             )
         raise InputError(
             f"{name}: no Polygon or MultiPolygon among its {stats['features']} features; a mask needs "

@@ -22,7 +22,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import ConfigError, InputError
+from ._deps import require
+from .errors import ConfigError, GigasegError, InputError
 
 __all__ = [
     "METRICS",
@@ -68,8 +69,7 @@ def scores(c: dict[str, int]) -> dict[str, float | None]:
 
 
 def _tiff_levels(path: Path):
-    import tifffile
-
+    tifffile = require("tifffile", "reading TIFF masks")
     tif = tifffile.TiffFile(path)
     levels = [p for p in tif.series[0].levels] if tif.series else []
     return tif, levels
@@ -111,6 +111,7 @@ def load_mask(path: str | os.PathLike, *, min_size: tuple[int, int] | None = Non
                             pick = lv
                 a = pick.asarray()
         else:
+            require("PIL", "reading image masks")
             from PIL import Image
 
             limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
@@ -122,7 +123,7 @@ def load_mask(path: str | os.PathLike, *, min_size: tuple[int, int] | None = Non
             finally:
                 Image.MAX_IMAGE_PIXELS = limit
             full = (a.shape[1], a.shape[0])
-    except InputError:
+    except GigasegError:
         raise
     except Exception as exc:  # noqa: BLE001 - the readers raise many types
         raise InputError(f"mask {path} cannot be read ({type(exc).__name__}: {exc}); give a .npy, TIFF or PNG mask") from exc
@@ -205,9 +206,10 @@ def evaluate_pairs(preds: Iterable, refs: Iterable, *, threshold: float = 0.5) -
     """Per-pair scores and their mean and sample standard deviation (ddof=1) over the set."""
     preds, refs = list(preds), list(refs)
     if len(preds) != len(refs):
-        raise ConfigError(f"{len(preds)} predictions but {len(refs)} references: give one --reference per PRED, in order")
+        raise ConfigError(f"{len(preds)} predictions but {len(refs)} references: give one reference (`refs`) per "
+                          "prediction (`preds`), in order")
     if not preds:
-        raise ConfigError("no prediction to evaluate: give PRED files and as many --reference files")
+        raise ConfigError("no prediction to evaluate: give prediction files (`preds`) and as many references (`refs`)")
     rows = [evaluate_pair(p, r, threshold=threshold) for p, r in zip(preds, refs)]
     mean, sd = {}, {}
     for k in METRICS:

@@ -18,7 +18,8 @@ from typing import Iterable
 
 import numpy as np
 
-from .errors import GigasegError, InputError, SlideError
+from ._deps import require
+from .errors import GigasegError, InputError, OutputError, SlideError
 
 __all__ = [
     "DEFAULT_MIN_AREA",
@@ -29,6 +30,8 @@ __all__ = [
     "expand_slide_paths",
     "existing_outputs",
     "check_out_dir",
+    "require_writers",
+    "temp_dir",
     "open_with_mpp",
     "thumbnail",
     "write_outputs",
@@ -117,21 +120,39 @@ def open_with_mpp(slide_path: Path, mpp: float | None):
     if slide.mpp is None:
         slide.close()
         raise SlideError(
-            f"{slide_path}: the file does not state its resolution (microns per pixel); give it with "
-            f"--mpp (predict_slide(..., mpp=...)), e.g. 0.25 for a 40x scan, 0.5 for 20x, or the "
+            f"{slide_path}: the file does not state its resolution (microns per pixel); give it as "
+            f"`mpp`, e.g. 0.25 for a 40x scan, 0.5 for 20x, or the "
             f"thumbnail's own um/px (slide width in um / width in pixels)"
         )
     return slide
 
 
 def check_out_dir(out_dir: Path) -> None:
-    """Create ``out_dir`` if needed and check that it is writable."""
+    """Create ``out_dir`` if needed and check that it is writable (else an OutputError)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"output folder {out_dir} cannot be created ({exc.strerror or exc}); choose another --out") from exc
+        raise OutputError(f"output folder {out_dir} cannot be created ({exc.strerror or exc}); "
+                          "choose another `out_dir`", cause=exc) from exc
     if not os.access(out_dir, os.W_OK | os.X_OK):
-        raise InputError(f"output folder {out_dir} is not writable; fix its permissions or choose another --out")
+        raise OutputError(f"output folder {out_dir} is not writable; fix its permissions or choose another `out_dir`")
+
+
+def require_writers() -> None:
+    """Import the optional packages the writers need, so that a missing one fails before the work
+    (a MissingDependencyError with the pip command)."""
+    for module, what in (("tifffile", "the mask TIFF"), ("contourpy", "the GeoJSON"), ("shapely", "the GeoJSON"),
+                         ("PIL", "the overlay")):
+        require(module, f"writing {what}")
+
+
+def temp_dir(out_dir: Path, prefix: str, suffix: str) -> Path:
+    """A new hidden temporary folder in ``out_dir`` (``tempfile.mkdtemp``), else an OutputError."""
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=out_dir))
+    except OSError as exc:
+        raise OutputError(f"cannot create a temporary folder in {out_dir} ({exc.strerror or exc}); "
+                          "free disk space or choose another `out_dir`", cause=exc) from exc
 
 
 def thumbnail(slide, side: int = THUMB_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
@@ -156,7 +177,7 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
 
     paths = output_paths(out_dir, stem)
     mx, my = slide.mpp
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir))
+    tmp = temp_dir(out_dir, f".{stem}.", ".tmp")
     try:
         t0 = time.perf_counter()
         if tiff_done is None:
@@ -198,14 +219,14 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
         if not overwrite:
             appeared = [str(paths[k]) for k in order if paths[k].exists()]
             if appeared:
-                raise InputError(f"{', '.join(appeared)} appeared while predicting; pass --overwrite to replace")
+                raise InputError(f"{', '.join(appeared)} appeared while predicting; pass `overwrite=True` to replace")
         for key in order:
             os.replace(tmp / paths[key].name, paths[key])
     except OSError as exc:
-        if isinstance(exc, GigasegError):
+        if isinstance(exc, GigasegError) and not isinstance(exc, OutputError):
             raise
-        raise InputError(f"cannot write the outputs of {stem} in {out_dir} ({exc.strerror or exc}); "
-                         "free disk space or choose another --out") from exc
+        raise OutputError(f"cannot write the outputs of {stem} in {out_dir} ({exc.strerror or exc}); "
+                          "free disk space or choose another `out_dir`", cause=exc) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary

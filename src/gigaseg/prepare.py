@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ._deps import require
 from ._units import parse_size
-from .errors import ConfigError, InputError
+from .errors import ConfigError, GigasegError, InputError
 from .store import Region, RegionStore, check_split, sha256_file
 
 __all__ = ["IGNORE_MODES", "parse_origin", "parse_size", "prepare_region", "prepare_synthetic"]
@@ -33,7 +34,7 @@ def parse_origin(text: str) -> tuple[int, int]:
     """Parse ``X,Y`` (level-0 pixels, integers) into (x, y)."""
     m = re.fullmatch(r"\s*(-?\d+)\s*,\s*(-?\d+)\s*", str(text))
     if not m:
-        raise ConfigError(f"--origin {text!r} is not valid: expected X,Y in level-0 pixels, e.g. 1024,2048")
+        raise ConfigError(f"`origin={text!r}` is not valid: expected X,Y in level-0 pixels, e.g. 1024,2048")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -73,14 +74,13 @@ class _MaskImage:
             if suffix == ".npy":
                 return np.load(path, mmap_mode="r")
             if suffix in _TIFF_EXTS:
-                import tifffile
-
+                tifffile = require("tifffile", "a TIFF mask")
                 try:
                     return tifffile.memmap(path, mode="r")
                 except Exception:  # noqa: BLE001 - compressed or tiled: read lazily through zarr
-                    import zarr
-
+                    zarr = require("zarr", "a compressed or tiled TIFF mask")
                     return zarr.open_array(tifffile.imread(path, aszarr=True, level=0), mode="r")
+            require("PIL", "an image mask")
             from PIL import Image
 
             limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # masks may be large: trust them
@@ -92,8 +92,8 @@ class _MaskImage:
             finally:
                 Image.MAX_IMAGE_PIXELS = limit
         except FileNotFoundError as exc:
-            raise InputError(f"mask file {path} does not exist; check the --masks path") from exc
-        except InputError:
+            raise InputError(f"mask file {path} does not exist; check the `mask` path") from exc
+        except GigasegError:
             raise
         except Exception as exc:  # noqa: BLE001 - readers raise many types
             raise InputError(f"cannot read mask {path}: {exc}; use a .npy, TIFF or PNG mask") from exc
@@ -255,10 +255,10 @@ def prepare_region(
     if w <= 0 or h <= 0:
         raise ConfigError(f"region size (w={w}, h={h}) must be positive")
     if mask is None:
-        raise InputError("a region needs a mask: pass a mask image or GeoJSON (--masks) for each slide")
+        raise InputError("a region needs a mask: pass a mask image or GeoJSON as `mask` for each slide")
     mask_path = Path(mask)
     if not mask_path.exists():
-        raise InputError(f"mask file {mask_path} does not exist; check the --masks path")
+        raise InputError(f"mask file {mask_path} does not exist; check the `mask` path")
     slide_path = None if hasattr(slide, "read_region") else Path(slide)
     if slide_path is not None and not slide_path.exists():
         raise SlideError(f"slide file {slide_path} does not exist; check the SLIDE path")
@@ -273,11 +273,11 @@ def prepare_region(
             ds = 1.0
         else:
             if not mpp > 0:
-                raise ConfigError(f"--mpp {mpp} must be > 0 (microns per pixel, e.g. 1.0)")
+                raise ConfigError(f"`mpp={mpp}` must be > 0 (microns per pixel, e.g. 1.0)")
             if native is None:
                 raise InputError(
-                    f"slide {label} does not record its mpp, so --mpp {mpp} cannot be honoured; "
-                    "pass the slide's level-0 mpp with --slide-mpp, or omit --mpp to read level 0 as is"
+                    f"slide {label} does not record its mpp, so `mpp={mpp}` cannot be honoured; "
+                    "pass the slide's level-0 mpp as `slide_mpp`, or omit `mpp` to read level 0 as is"
                 )
             ds = float(mpp) / native
         l0_w, l0_h = w * ds, h * ds
@@ -294,13 +294,13 @@ def prepare_region(
             raise InputError(
                 f"region {h}x{w} (HxW) at {mpp or native or 'level-0'} mpp from level-0 origin ({ox}, {oy}) covers "
                 f"{l0_w:.0f} x {l0_h:.0f} level-0 pixels, outside slide {label} of {sw} x {sh} (w x h); "
-                f"the whole slide is {fit_h}x{fit_w} (HxW) at this mpp: use a smaller --size, another --origin, "
-                "or --pad to take the whole slide padded with background"
+                f"the whole slide is {fit_h}x{fit_w} (HxW) at this mpp: use a smaller `size`, another `origin`, "
+                "or `pad=True` to take the whole slide padded with background"
             )
         if xb <= xa or yb <= ya:
             raise InputError(
                 f"region from level-0 origin ({ox}, {oy}) does not overlap slide {label} "
-                f"({sw} x {sh}); use another --origin"
+                f"({sw} x {sh}); use another `origin`"
             )
         suffix = mask_path.suffix.lower()
         if suffix in _GEOJSON_EXTS:
@@ -410,9 +410,9 @@ def prepare_synthetic(
 
     w, h = (int(v) for v in size)
     if count < 1:
-        raise ConfigError(f"--synthetic {count}: the number of regions must be >= 1")
+        raise ConfigError(f"`count={count}`: the number of regions must be >= 1")
     if not 0 <= val <= count:
-        raise ConfigError(f"--val {val} must be between 0 and --synthetic {count}")
+        raise ConfigError(f"`val={val}` must be between 0 and the number of regions, `count={count}`")
     rows = int(strip_rows) if strip_rows else _strip_rows(w, 1.0)[0]
     out = []
     for i in range(count):

@@ -47,8 +47,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from ._atomic import write_json_atomic
+from ._deps import require
 from ._runinfo import utc_now
-from .errors import ConfigError, GigasegError, InputError, StoreError
+from .errors import ConfigError, GigasegError, InputError, OutputError, StoreError
 
 __all__ = [
     "STORE_VERSION",
@@ -166,12 +167,11 @@ class Region:
                 f"region {self.name!r} in {self.path.parent} has no {kind} ({path} is missing); "
                 f"rebuild it with gigaseg prepare, or remove it with RegionStore.remove({self.name!r})"
             )
+        zarr = require("zarr", f"region {self.name!r} (zarr format)") if self.format == "zarr" else None
         try:
-            if self.format == "npy":
+            if zarr is None:
                 arr = np.load(path, mmap_mode="r")
             else:
-                import zarr
-
                 arr = zarr.open_array(str(path), mode="r")
         except Exception as exc:  # noqa: BLE001 - any reader failure is a broken store
             raise StoreError(f"cannot open {path}: {exc}; rebuild the region with gigaseg prepare") from exc
@@ -229,10 +229,16 @@ class RegionStore:
                 return cls(path)
             raise StoreError(f"{path} is already a region store; open it with RegionStore({str(path)!r})")
         if path.exists() and not path.is_dir():
-            raise StoreError(f"{path} exists and is not a directory; choose another --out")
+            raise StoreError(f"{path} exists and is not a directory; choose another `path`")
         if path.is_dir() and any(not p.name.startswith(".") for p in path.iterdir()):
-            raise StoreError(f"{path} exists, is not empty and is not a region store; choose an empty or new --out")
-        path.mkdir(parents=True, exist_ok=True)
+            raise StoreError(
+                f"{path} exists, is not empty and is not a region store; choose an empty or new `path`"
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"region store {path} cannot be created ({exc.strerror or exc}); "
+                              "choose another `path`", cause=exc) from exc
         write_json_atomic(
             path / _STORE_JSON,
             {"format": "gigaseg-store", "version": STORE_VERSION, "created": utc_now(), "regions": []},
@@ -242,11 +248,11 @@ class RegionStore:
     def _read_index(self) -> dict:
         path = self.path
         if not path.exists():
-            raise StoreError(f"region store {path} does not exist; create it with gigaseg prepare ... --out {path}")
+            raise StoreError(f"region store {path} does not exist; create it (RegionStore.create, gigaseg prepare)")
         if not (path / _STORE_JSON).is_file():
             raise StoreError(
                 f"{path} is not a gigaseg region store (no {_STORE_JSON}); "
-                f"create one with gigaseg prepare ... --out {path}"
+                "create one (RegionStore.create, gigaseg prepare)"
             )
         try:
             index = json.loads((path / _STORE_JSON).read_text())
@@ -472,8 +478,7 @@ class _ZarrArrayFile:
     buffered up to a whole chunk row so that no chunk is written twice."""
 
     def __init__(self, path: Path, shape: tuple[int, ...]):
-        import zarr
-        import zarr.codecs
+        zarr = require("zarr", "writing a zarr-format region")
 
         self.path = path
         self.shape = shape
@@ -540,18 +545,30 @@ class RegionWriter:
         return self.size[1], self.size[0]
 
     def __enter__(self) -> "RegionWriter":
-        self.tmp = self.store.path / f"{_TMP_PREFIX}{self.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.tmp.mkdir()
+        tmp = self.store.path / f"{_TMP_PREFIX}{self.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            tmp.mkdir()
+        except OSError as exc:
+            raise self._cannot_write(exc) from exc
+        self.tmp = tmp
         try:
             h, w = self.shape
             ext = "npy" if self.format == "npy" else "zarr"
             cls = _NpyArrayFile if self.format == "npy" else _ZarrArrayFile
             self._arrays["image"] = cls(self.tmp / f"image.{ext}", (h, w, 3))
             self._arrays["mask"] = cls(self.tmp / f"mask.{ext}", (h, w))
-        except BaseException:
+        except BaseException as exc:
             self._abort()
+            if isinstance(exc, OSError) and not isinstance(exc, GigasegError):
+                raise self._cannot_write(exc) from exc
             raise
         return self
+
+    def _cannot_write(self, exc: OSError) -> OutputError:
+        return OutputError(
+            f"cannot write region {self.name!r} in {self.store.path} ({exc.strerror or exc}); nothing of it was "
+            "kept; free disk space or choose another `store`", cause=exc
+        )
 
     def append(self, image_rows: np.ndarray, mask_rows: np.ndarray) -> None:
         """Write the next ``n`` rows of the region (top to bottom)."""
@@ -571,8 +588,13 @@ class RegionWriter:
             )
         if self.rows + n > h:
             raise InputError(f"region {self.name!r}: {self.rows + n} rows written, more than its height {h}")
-        self._arrays["image"].write_rows(self.rows, image_rows)
-        self._arrays["mask"].write_rows(self.rows, mask_rows)
+        try:
+            self._arrays["image"].write_rows(self.rows, image_rows)
+            self._arrays["mask"].write_rows(self.rows, mask_rows)
+        except OSError as exc:  # the with block's exit removes the region's folder
+            if isinstance(exc, GigasegError):
+                raise
+            raise self._cannot_write(exc) from exc
         self.rows += n
 
     def _abort(self) -> None:
@@ -623,7 +645,9 @@ class RegionWriter:
                 except BaseException:
                     shutil.rmtree(final, ignore_errors=True)
                     raise
-        except BaseException:
+        except BaseException as exc:
             self._abort()
+            if isinstance(exc, OSError) and not isinstance(exc, GigasegError):
+                raise self._cannot_write(exc) from exc
             raise
         return False

@@ -107,9 +107,11 @@ def resolve_device(device: str | torch.device | None, model: nn.Module | None = 
         return torch.device("cpu")
     dev = _parse_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but this PyTorch has no CUDA device; use --device cpu or auto")
+        raise ConfigError(
+            "device 'cuda' was asked for but this PyTorch has no CUDA device; use `device='cpu'` or 'auto'"
+        )
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device 'mps' was asked for but MPS is not available here; use --device cpu or auto")
+        raise ConfigError("device 'mps' was asked for but MPS is not available here; use `device='cpu'` or 'auto'")
     return dev
 
 
@@ -297,7 +299,7 @@ def plan(
         raise PlanError(
             f"no tiling fits a memory budget of {format_bytes(budget)}: the smallest tile "
             f"({s} x {s} pixels plus a {config.halo}-pixel halo) needs about {format_bytes(smallest)}; "
-            f"give --memory-budget {math.ceil(smallest / 2**20)}MiB or more"
+            f"give `memory_budget='{math.ceil(smallest / 2**20)}MiB'` or more"
         )
     lo, hi = 1, max(h_max, w_max) // s
     while lo < hi:  # largest side (in strides) that fits

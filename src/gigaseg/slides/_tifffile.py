@@ -341,7 +341,7 @@ def _probe_decode(path: Path, tif, page, level: int) -> None:
         raise SlideError(
             f"{path}: level {level} segment {index} cannot be decoded "
             f"({page.compression.name} compression): {type(exc).__name__}: {exc}; the file "
-            f"is corrupt, or its codec is missing (pip install imagecodecs)"
+            f"is corrupt, or its codec is missing (imagecodecs: {_INSTALL_HINT})"
         ) from exc
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .._deps import install_command, require
 from ..errors import ConfigError, SlideError
 
 __all__ = ["BACKENDS", "Slide"]
@@ -26,7 +27,7 @@ _BLOCK = 4096
 # odd-sized slide has a downsample of 2.0003).
 _MPP_TOLERANCE = 0.01
 
-_INSTALL_HINT = "install the slide extras: pip install 'gigaseg[slides]'"
+_INSTALL_HINT = f"install the slide extras: {install_command('PIL')}"
 
 
 class _Decline(Exception):
@@ -204,8 +205,8 @@ class Slide(abc.ABC):
             ``(h, w, 3)`` uint8 RGB.
 
         Raises:
-            SlideError: the slide has no mpp (pass ``mpp=`` to :func:`open_slide` or
-                ``--mpp``), a bad size, or a region wholly outside the slide.
+            SlideError: the slide has no mpp (pass ``mpp=`` to :func:`open_slide`), a bad
+                size, or a region wholly outside the slide.
             ConfigError: ``target_mpp`` is not a positive number.
         """
         self._check_open()
@@ -309,6 +310,7 @@ class Slide(abc.ABC):
         t_w: int,
         t_h: int,
     ) -> np.ndarray:
+        require("PIL", "reading a slide at another resolution")
         from PIL import Image
 
         # A step within the level-choice tolerance below 1 comes from rounded pyramid
@@ -392,8 +394,8 @@ class Slide(abc.ABC):
         if self._mpp is None:
             raise SlideError(
                 f"{self._path}: {what} needs the slide's resolution (microns per pixel), "
-                f"which the file does not state; pass it with --mpp on the command line "
-                f"or open_slide(..., mpp=...) in Python (e.g. 0.25 for 40x, 0.5 for 20x)"
+                f"which the file does not state; give it as `mpp` of open_slide "
+                f"(e.g. `mpp=0.25` for 40x, 0.5 for 20x)"
             )
         return self._mpp
 

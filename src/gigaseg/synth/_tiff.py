@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .._pyramid import SLIDE_LEVELS, LevelSpool, level_sizes, level_tiles, strip_tiles, write_level
-from ..errors import ConfigError, InputError
+from .._deps import require
+from ..errors import ConfigError, GigasegError, InputError, OutputError
 from .render import _check_geometry, _check_seed, check_holes
 
 
@@ -48,8 +49,7 @@ def _check_options(path, tile, quality):
 
 
 def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress, holes="background"):
-    import tifffile
-
+    tifffile = require("tifffile", "writing a synthetic slide")
     from .render import _render_block, make_layout
 
     path = _check_options(path, tile, quality)
@@ -57,7 +57,10 @@ def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress,
     lay = make_layout(seed, width, height, mpp)
     sizes = level_sizes(width, height, SLIDE_LEVELS)
     workers = max(1, min(2, os.cpu_count() or 1))
-    tmpdir = Path(tempfile.mkdtemp(prefix=".synth-", dir=path.parent))
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=".synth-", dir=path.parent))
+    except OSError as exc:
+        raise _cannot_write(path, exc) from exc
     tmp_slide = tmpdir / "slide.tiff"
     tmp_mask = tmpdir / "mask.tiff"
     # spools[k - 1] holds level k, fed by level k - 1 as it is written
@@ -158,6 +161,10 @@ def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress,
                 src.close()
         os.replace(tmp_mask, mask_path)
         os.replace(tmp_slide, path)
+    except OSError as exc:
+        if isinstance(exc, GigasegError):
+            raise
+        raise _cannot_write(path, exc) from exc
     finally:
         if bar is not None:
             bar.close()
@@ -173,6 +180,11 @@ def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress,
         except OSError:
             pass
     return path, mask_path
+
+
+def _cannot_write(path: Path, exc: OSError) -> OutputError:
+    return OutputError(f"synth: cannot write {path} ({exc.strerror or exc}); free disk space or write it elsewhere",
+                       cause=exc)
 
 
 def write_slide(path, *, width: int, height: int, seed: int, mpp: float = 0.5, tile: int = 512,

@@ -1,0 +1,295 @@
+"""Errors: library messages name parameters and the command shows its flags; OutputError for
+outputs that cannot be written (nothing half-written is left); optional packages fail with the
+pip command."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gigaseg
+from gigaseg import (
+    CheckpointError,
+    ConfigError,
+    GigasegError,
+    InputError,
+    MissingDependencyError,
+    OutputError,
+    PlanError,
+    StoreError,
+    UNet,
+    preset,
+)
+from gigaseg.cli import command_parser, main, show_flags
+from gigaseg.store import RegionStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "gigaseg"
+
+
+def _err(capsys) -> str:
+    return capsys.readouterr().err
+
+
+def _full_disk(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+# --- library messages name parameters, the command its flags -------------------------------------
+
+
+def test_a_store_path_is_out_on_the_command_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError) as info:
+        RegionStore.create(blocker)
+    assert "choose another `path`" in str(info.value) and "--" not in str(info.value)
+    assert main(["prepare", "--synthetic", "1", "--size", "8x8", "--out", str(blocker), "--no-progress"]) == 2
+    err = _err(capsys)
+    assert "exists and is not a directory; choose another --out" in err and "`" not in err
+
+
+def test_an_output_folder_is_out_on_the_command_line(tmp_path, capsys):
+    from gigaseg.outputs import check_out_dir
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot be created .*; choose another `out_dir`"):
+        check_out_dir(blocker / "out")
+    np.save(tmp_path / "a.npy", np.ones((8, 8), np.uint8))
+    rc = main(["evaluate", str(tmp_path / "a.npy"), "--reference", str(tmp_path / "a.npy"),
+               "--out", str(blocker / "out")])
+    assert rc == 2
+    err = _err(capsys)
+    assert "cannot be created" in err and "choose another --out" in err and "out_dir" not in err
+
+
+def test_the_memory_budget_with_its_value(capsys):
+    from gigaseg.engine import plan
+
+    with pytest.raises(PlanError) as info:
+        plan(preset("tiny"), 64, 64, memory_budget="1MB")
+    assert re.search(r"give `memory_budget='\d+MiB'` or more", str(info.value))
+    assert main(["bench", "step", "--height", "64", "--width", "64", "--memory-budget", "1MB", "--json"]) == 2
+    assert re.search(r"give --memory-budget \d+MiB or more", _err(capsys))
+
+
+def test_show_flags_spells_each_kind_of_option():
+    predict = command_parser("predict")
+    assert show_flags("pass `overwrite=True` to replace", predict) == "pass --overwrite to replace"
+    assert show_flags("give `memory_budget='2 GB'`", predict) == "give --memory-budget '2 GB'"
+    assert show_flags("give it as `mpp`", predict) == "give it as --mpp"
+    assert show_flags("one of the `slides`", predict) == "one of the SLIDE"
+    assert show_flags("choose another `out_dir`", predict) == "choose another --out"  # declared with feeds
+    assert show_flags("`overwrite=False`", predict) == "`overwrite=False`"  # no option sets it to False
+    assert show_flags("`no_such_parameter` and `x=1` stay", predict) == "`no_such_parameter` and `x=1` stay"
+    train = command_parser("train")
+    assert show_flags("`progress=False`, `augment=False`", train) == "--no-progress, --no-augment"
+    assert show_flags("`steps=6`", command_parser("bench", "step")) == "--steps 6"
+
+
+# --- OutputError ---------------------------------------------------------------------------------
+
+
+def test_output_error_is_an_input_error_and_an_os_error():
+    assert gigaseg.OutputError is OutputError and "OutputError" in gigaseg.__all__
+    assert issubclass(OutputError, GigasegError) and issubclass(OutputError, InputError)
+    assert issubclass(OutputError, OSError)
+    cause = OSError(errno.EDQUOT, "Disk quota exceeded", "x.tiff")
+    err = OutputError("cannot write x.tiff (Disk quota exceeded); free disk space", cause=cause)
+    assert (err.errno, err.strerror, err.filename) == (errno.EDQUOT, "Disk quota exceeded", "x.tiff")
+    assert str(err) == "cannot write x.tiff (Disk quota exceeded); free disk space"
+
+
+@pytest.fixture(scope="module")
+def small_slide(tmp_path_factory):
+    import tifffile
+
+    path = tmp_path_factory.mktemp("slide") / "s.tif"
+    rgb = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    tifffile.imwrite(path, rgb, photometric="rgb", resolution=(1e4 / 0.5, 1e4 / 0.5), resolutionunit="CENTIMETER")
+    return path
+
+
+class _FillsUp:
+    """A file whose disk fills after ``room`` bytes: a short write, then ENOSPC."""
+
+    def __init__(self, f, room: int):
+        self._f, self._room = f, room
+
+    def write(self, data) -> int:
+        data = memoryview(data).cast("B")
+        if len(data) > self._room:
+            self._f.write(data[: self._room])
+            self._room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room -= len(data)
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+def _opens_a_full_disk(monkeypatch, module, room: int) -> None:
+    """``open`` in ``module`` gives files for writing that fill the disk after ``room`` bytes."""
+    import builtins
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        return _FillsUp(f, room) if any(c in mode for c in "wa") else f
+
+    monkeypatch.setattr(module, "open", fake_open, raising=False)
+
+
+def test_predict_on_a_full_disk_leaves_nothing(tmp_path, small_slide, monkeypatch):
+    from gigaseg import predict
+
+    out = tmp_path / "out"
+    net = UNet(preset("tiny")).eval()
+    _opens_a_full_disk(monkeypatch, predict, room=1000)  # the prediction's rows
+    with pytest.raises(OutputError, match="No space left on device.*free disk space or choose another `out_dir`") as info:
+        predict.predict_slide(net, small_slide, out, progress=False)
+    assert info.value.errno == errno.ENOSPC
+    assert list(out.iterdir()) == []  # no output, no temporary folder
+    monkeypatch.undo()
+    monkeypatch.setattr(os, "replace", _full_disk)  # the outputs moved into place
+    with pytest.raises(OutputError, match="cannot write the outputs of s .*No space left on device"):
+        predict.predict_slide(net, small_slide, out, progress=False)
+    assert list(out.iterdir()) == []
+
+
+def test_predict_on_a_full_disk_through_the_command(tmp_path, small_slide, monkeypatch, capsys):
+    from gigaseg import predict
+
+    ck = tmp_path / "m.pt"
+    gigaseg.save_checkpoint(ck, UNet(preset("tiny")), mpp=0.5)
+    out = tmp_path / "out"
+    _opens_a_full_disk(monkeypatch, predict, room=1000)
+    assert main(["predict", str(ck), str(small_slide), "--out", str(out), "--no-progress"]) == 1
+    err = _err(capsys)
+    assert "No space left on device" in err and "choose another --out" in err and "out_dir" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["predict-config.json"]
+
+
+def test_prepare_on_a_full_disk_leaves_no_region(tmp_path, monkeypatch, capsys):
+    from gigaseg.prepare import prepare_synthetic
+
+    store = RegionStore.create(tmp_path / "store")
+    monkeypatch.setattr(os, "pwrite", _full_disk)
+    with pytest.raises(OutputError, match="cannot write region 'synth-s0' .*No space left on device") as info:
+        prepare_synthetic(store, 1, (64, 48), progress=False)
+    assert info.value.errno == errno.ENOSPC and "choose another `store`" in str(info.value)
+    assert len(RegionStore(store.path)) == 0
+    assert not [p.name for p in store.path.iterdir() if p.name.startswith(".tmp")]
+    assert main(["prepare", "--synthetic", "1", "--size", "48x64", "--out", str(store.path), "--no-progress"]) == 2
+    err = _err(capsys)
+    assert "No space left on device" in err and "choose another --out" in err
+    assert len(RegionStore(store.path)) == 0
+
+
+def test_a_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path, monkeypatch):
+    from gigaseg import _atomic
+    from gigaseg.checkpoint import load_checkpoint, save_checkpoint
+
+    path = save_checkpoint(tmp_path / "last.pt", UNet(preset("tiny")), mpp=0.5, step=1)
+    before = path.read_bytes()
+    _opens_a_full_disk(monkeypatch, _atomic, room=4096)  # torch's writer fails mid-file
+    with pytest.raises(OutputError, match="cannot write checkpoint .*No space left on device") as info:
+        save_checkpoint(path, UNet(preset("tiny")), mpp=0.5, step=2)
+    assert isinstance(info.value, CheckpointError)  # as gigaseg 0.1 raised
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert path.read_bytes() == before and load_checkpoint(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file
+    monkeypatch.setattr(os, "replace", _full_disk)
+    with pytest.raises(OutputError, match="previous checkpoint is intact"):
+        save_checkpoint(path, UNet(preset("tiny")), mpp=0.5, step=3)
+    monkeypatch.undo()
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_an_unwritable_output_folder(tmp_path, monkeypatch):
+    from pathlib import Path as _Path
+
+    from gigaseg.outputs import check_out_dir
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(_Path, "mkdir", denied)
+    with pytest.raises(OutputError, match="Permission denied") as info:
+        check_out_dir(tmp_path / "new")
+    assert info.value.errno == errno.EACCES
+    with pytest.raises(OutputError, match="region store .* cannot be created .*Permission denied"):
+        RegionStore.create(tmp_path / "store")
+
+
+# --- optional dependencies -----------------------------------------------------------------------
+
+
+def _missing(monkeypatch, *names: str) -> None:
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_require_names_the_package_and_the_pip_command(monkeypatch):
+    from gigaseg._deps import require
+
+    _missing(monkeypatch, "PIL")
+    with pytest.raises(MissingDependencyError) as info:
+        require("PIL.Image", "reading PNG masks")  # a cached submodule does not hide the missing package
+    msg = str(info.value)
+    assert msg.startswith("reading PNG masks needs the optional package pillow (import PIL)")
+    assert "pip install 'gigaseg[slides]'" in msg
+    assert isinstance(info.value, ImportError) and info.value.name == "PIL"
+
+
+def test_a_zarr_region_without_zarr_says_so(tmp_path, monkeypatch):
+    pytest.importorskip("zarr")
+    store = RegionStore.create(tmp_path / "store")
+    store.add_region("z", np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32), np.uint8), format="zarr")
+    _missing(monkeypatch, "zarr")
+    region = RegionStore(store.path)["z"]
+    with pytest.raises(MissingDependencyError, match=r"region 'z' \(zarr format\) needs the optional package zarr") as info:
+        region.image
+    assert "pip install 'gigaseg[store]'" in str(info.value) and "rebuild" not in str(info.value)
+    with pytest.raises(MissingDependencyError, match=re.escape("pip install 'gigaseg[store]'")):
+        store.add_region("z2", np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), format="zarr")
+
+
+@pytest.mark.parametrize("module, extra, call", [
+    ("shapely", "geo", lambda tmp: gigaseg.rasterize_geojson({"type": "FeatureCollection", "features": []},
+                                                             (8, 8))),
+    ("contourpy", "geo", lambda tmp: __import__("gigaseg._writers", fromlist=["x"]).mask_polygons(
+        np.ones((4, 4), np.uint8), scale=(1.0, 1.0), simplify=0.0, min_area=0.0)),
+    ("tifffile", "slides", lambda tmp: gigaseg.evaluate_pair(tmp / "a.tif", tmp / "a.tif")),
+    ("PIL", "slides", lambda tmp: gigaseg.evaluate_pair(tmp / "a.png", tmp / "a.png")),
+])
+def test_missing_optional_packages(tmp_path, monkeypatch, module, extra, call):
+    (tmp_path / "a.tif").write_bytes(b"II*\x00")  # never read: the package is missing first
+    (tmp_path / "a.png").write_bytes(b"\x89PNG")
+    _missing(monkeypatch, module)
+    with pytest.raises(MissingDependencyError, match=re.escape(f"pip install 'gigaseg[{extra}]'")):
+        call(tmp_path)
+
+
+def test_predict_without_a_writer_package_fails_before_the_work(tmp_path, small_slide, monkeypatch, capsys):
+    ck = tmp_path / "m.pt"
+    gigaseg.save_checkpoint(ck, UNet(preset("tiny")), mpp=0.5)
+    _missing(monkeypatch, "contourpy")
+    assert main(["predict", str(ck), str(small_slide), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = _err(capsys)
+    assert "contourpy" in err and "pip install 'gigaseg[geo]'" in err
+    assert not (tmp_path / "out" / "s.mask.tiff").exists()
