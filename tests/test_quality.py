@@ -4,8 +4,9 @@ Training the ``tiny`` preset for 120 steps on seven 512 x 512 synthetic regions 
 reach a held-out Dice of at least ``FLOOR`` on three others. The floor is set so that what a
 broken pipeline produces cannot reach it: an untrained model, a model that calls everything
 tissue (Dice 2f / (1 + f) = 0.36-0.45 at these regions' tissue fractions f), and models trained
-on masks that are mirrored or shifted against their images (checked below). Measured 2026-12-04 on the 2-core Xeon: 0.942 (per region 0.926-0.956) in ~7 s of
-training; trained on mirrored masks 0.81, on masks shifted by half a region 0.75.
+on masks that are mirrored or shifted against their images (checked below). Measured 2026-12-04
+on the 2-core Xeon: 0.942 (per region 0.926-0.956) in ~7 s of training; trained on mirrored
+masks 0.81, on masks shifted by half a region 0.75.
 """
 
 from __future__ import annotations
