@@ -1,10 +1,12 @@
 """Errors: library messages name parameters and the command shows its flags; OutputError for
 outputs that cannot be written (nothing half-written is left); optional packages fail with the
-pip command."""
+pip command; every imported package is declared in pyproject.toml."""
 
 from __future__ import annotations
 
+import ast
 import errno
+import importlib.metadata
 import os
 import re
 import sys
@@ -26,7 +28,7 @@ from gigaseg import (
     UNet,
     preset,
 )
-from gigaseg.cli import command_parser, main, show_flags
+from gigaseg.cli import build_parser, command_parser, main, show_flags
 from gigaseg.store import RegionStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +80,18 @@ def test_the_memory_budget_with_its_value(capsys):
     assert re.search(r"give `memory_budget='\d+MiB'` or more", str(info.value))
     assert main(["bench", "step", "--height", "64", "--width", "64", "--memory-budget", "1MB", "--json"]) == 2
     assert re.search(r"give --memory-budget \d+MiB or more", _err(capsys))
+
+
+def test_training_options_by_name_and_by_flag(tmp_path, capsys):
+    from gigaseg.options import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"`lr=-1\.0` must be a positive number"):
+        TrainConfig(data="d", out="o", lr=-1.0).check()
+    with pytest.raises(ConfigError, match=r"`val_every=-2` must be an integer >= 0"):
+        TrainConfig(data="d", out="o", val_every=-2).check()
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--lr", "-1"]) == 2
+    err = _err(capsys)
+    assert "--lr -1.0 must be a positive number" in err and "`" not in err
 
 
 def test_show_flags_spells_each_kind_of_option():
@@ -293,3 +307,78 @@ def test_predict_without_a_writer_package_fails_before_the_work(tmp_path, small_
     err = _err(capsys)
     assert "contourpy" in err and "pip install 'gigaseg[geo]'" in err
     assert not (tmp_path / "out" / "s.mask.tiff").exists()
+
+
+# --- every imported package is declared ----------------------------------------------------------
+
+# import name -> distribution, for packages whose names differ and that may not be installed here
+_DISTRIBUTIONS = {"PIL": "pillow", "openslide": "openslide-python", "skimage": "scikit-image",
+                  "sklearn": "scikit-learn", "cv2": "opencv-python", "yaml": "pyyaml"}
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared() -> tuple[set[str], dict[str, set[str]]]:
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(reqs):
+        return {_normal(re.match(r"[A-Za-z0-9_.-]+", r).group(0)) for r in reqs}
+
+    extras = {k: names(v) for k, v in project.get("optional-dependencies", {}).items()}
+    return names(project["dependencies"]), extras
+
+
+def _third_party_imports() -> dict[str, str]:
+    """Top-level import name -> a file that imports it, for every non-stdlib import in the package."""
+    found: dict[str, str] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                tops = [a.name.partition(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                tops = [node.module.partition(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top not in sys.stdlib_module_names and top not in ("gigaseg", "__future__"):
+                    found.setdefault(top, str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_imported_package_is_declared():
+    core, extras = _declared()
+    declared = core.union(*extras.values())
+    installed = importlib.metadata.packages_distributions()
+    from gigaseg._deps import OPTIONAL
+
+    undeclared = []
+    for top, where in _third_party_imports().items():
+        dists = {_normal(d) for d in installed.get(top, [])}
+        dists |= {_normal(_DISTRIBUTIONS.get(top, top))}
+        if top in OPTIONAL:
+            dists.add(_normal(OPTIONAL[top][0]))
+        if not dists & declared:
+            undeclared.append(f"{top} (imported in {where}) is in no dependency list of pyproject.toml")
+    assert not undeclared, "\n".join(undeclared)
+
+
+def test_optional_packages_are_the_extras_and_fail_with_their_extra():
+    core, extras = _declared()
+    from gigaseg._deps import OPTIONAL
+
+    for top, (dist, extra) in OPTIONAL.items():
+        assert _normal(dist) in extras.get(extra, set()), f"{dist} is not in the {extra!r} extra"
+        assert _normal(dist) not in core, f"{dist} is a core dependency: it needs no require()"
+    for top in _third_party_imports():
+        dist = _normal(_DISTRIBUTIONS.get(top, top))
+        if dist not in core and top not in OPTIONAL:
+            pytest.fail(f"{top} is optional (not a core dependency) but has no entry in gigaseg._deps.OPTIONAL")
+
+
+def test_contourpy_is_declared_where_the_writers_need_it():
+    _, extras = _declared()
+    assert "contourpy" in extras["geo"] and "shapely" in extras["geo"]
+
