@@ -1,9 +1,19 @@
-"""The tiled backward pass: the exact gradient of a whole-image loss, tile by tile."""
+"""The tiled backward pass: the exact gradient of a whole-image loss, tile by tile.
+
+``tiled_backward`` checks its input, then runs two passes over the tiles: ``_dice_sums`` (pass
+1, only for a loss with a Dice term) gathers the soft Dice's global sums; ``_backward_pass``
+(pass 2) backpropagates each tile's exact share of the loss, its logits' gradient given by
+``_logits_grad``; ``_accumulate`` adds the summed gradients to ``.grad`` once every tile has
+succeeded. A tile runs on the compiled CPU kernels where they apply and on PyTorch otherwise,
+through ``_Kernels`` (NOTE [Kernel fallback]).
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -11,16 +21,31 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..losses import DICE_SMOOTH, check_loss_name
+from .arrays import ImageLike
 from .forward import _core_logits, _fast_cpu
 from .planner import _prepare
-from .reading import _HEAP, _CropCache, _check_read_workers, _crop_cache_folder, _expensive_to_read, _progress, _read_ahead
-from .tiles import _Tile, _as_input, _check_mask, _read_crop, _read_mask, _tile_list
+from .reading import (
+    _HEAP,
+    _check_read_workers,
+    _crop_cache_folder,
+    _CropCache,
+    _expensive_to_read,
+    _progress,
+    _read_ahead,
+)
+from .tiles import _as_input, _check_mask, _read_crop, _read_mask, _Tile, _tile_list
+
+if TYPE_CHECKING:
+    from ._cpu_kernels import LossWeights, TileInput
+
+_R = TypeVar("_R")
 
 
 # NOTE [Two-pass Dice]
 # Soft Dice couples all pixels through I = sum(p*y), P = sum(p), Y = sum(y). Pass 1 runs the
 # forward pass tile by tile without autograd to gather them. Then dDice/dp_i = A*y_i + B with
 # A = -2/D, B = (2I + 1)/D^2, D = P + Y + 1, so pass 2 backpropagates, tile by tile, the
+# surrogate A*sum_t(p*y) + B*sum_t(p) whose gradient is exactly the tile's share.
 
 
 # --- the engine --------------------------------------------------------------------------------
@@ -28,8 +53,8 @@ from .tiles import _Tile, _as_input, _check_mask, _read_crop, _read_mask, _tile_
 
 def tiled_backward(
     model: nn.Module,
-    image: Any,
-    mask: Any,
+    image: ImageLike,
+    mask: ImageLike,
     *,
     loss: str = "bce+dice",
     memory_budget: int | str | None = None,
@@ -71,117 +96,214 @@ def tiled_backward(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the model has no parameter that requires grad; nothing to backpropagate")
-    n_pixels = height * width
-    use_bce, use_dice = loss in ("bce", "bce+dice"), loss in ("dice", "bce+dice")
-    tiles = _tile_list(height, width, th, tw, config)
-    folder = _crop_cache_folder(tiles) if use_dice and _expensive_to_read(image) else None
-    with _CropCache(folder) if folder is not None else contextlib.nullcontext() as cache:
-
-        def read(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
-            return _read_crop(image, t), _read_mask(mask, t)
-
-        def read_and_keep(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
-            crop, y_np = read(t)
-            if cache is not None:
-                cache.put(t, (crop, y_np))
-            return crop, y_np
-
-        def read_again(t: _Tile) -> tuple[np.ndarray, np.ndarray]:
-            kept = cache.get(t) if cache is not None else None
-            return (kept[0], kept[1]) if kept is not None else read(t)
-
-        bce_sum = 0.0
+    step = _Step(
+        model, params, dev, dtype, config.total_stride, n_pixels=height * width,
+        use_bce=loss in ("bce", "bce+dice"), use_dice=loss in ("dice", "bce+dice"),
         # float32 on the CPU: compiled kernels for the full-resolution layers, forward and backward
-        fast = _fast_cpu(model, dtype, dev)
-        from . import _cpu_kernels
+        kernels=_Kernels(model, _fast_cpu(model, dtype, dev)),
+    )
+    from ._cpu_kernels import LossWeights
 
-        # Pass 1 (Dice only): global sums I = sum(p*y), P = sum(p), Y = sum(y) and the BCE sum.
-        if use_dice:
-            inter = p_sum = y_sum = 0.0
-            with torch.no_grad():
-                pass1 = _read_ahead(tiles, read_and_keep, workers)
-                for t, (crop, y_np) in _progress(pass1, len(tiles), progress, "dice sums"):
-                    _HEAP(t)
-                    y_sum += float(y_np.sum(dtype=np.int64))
-                    sums = None
-                    if fast and (inp := _cpu_kernels.tile_input(model, crop)) is not None:
-                        crop = None  # the kernels' form of the crop replaces it
-                        sums = _cpu_kernels.core_sums(model, inp, *t.core_in_crop, y_np, use_bce)
-                        del inp
-                    if sums is None:
-                        fast = False  # no kernels (numba could not compile here): PyTorch's from now on
-                        if crop is None:
-                            crop = read(t)[0]
-                        logits = _core_logits(model, crop, t.core_in_crop, dev, dtype, False)
-                        y = torch.from_numpy(y_np).to(dev, dtype)
-                        p = torch.sigmoid(logits)
-                        sums = _sum64(p * y), _sum64(p), float(_bce_sum(logits, y)) if use_bce else 0.0
-                    crop = None
-                    inter += sums[0]
-                    p_sum += sums[1]
-                    bce_sum += sums[2]
+    tiles = _tile_list(height, width, th, tw, config)
+    folder = _crop_cache_folder(tiles) if step.use_dice and _expensive_to_read(image) else None
+    with _CropCache(folder) if folder is not None else contextlib.nullcontext() as cache:
+        reader = _Reader(image, mask, cache)
+        dice_value = coef_inter = coef_p = 0.0
+        if step.use_dice:
+            inter, p_sum, y_sum = _dice_sums(step, tiles, reader, workers, progress)
             denom = p_sum + y_sum + DICE_SMOOTH
             dice_value = 1.0 - (2.0 * inter + DICE_SMOOTH) / denom
             coef_inter = -2.0 / denom
             coef_p = (2.0 * inter + DICE_SMOOTH) / denom**2
-        else:
-            coef_inter = coef_p = 0.0
-        weights = _cpu_kernels.LossWeights(1.0 / n_pixels if use_bce else 0.0, coef_inter, coef_p)
+        weights = LossWeights(1.0 / step.n_pixels if step.use_bce else 0.0, coef_inter, coef_p)
+        grads = _backward_pass(step, weights, tiles, reader, workers, progress)
+    _accumulate(params, grads)
+    return (step.bce_sum / step.n_pixels if step.use_bce else 0.0) + (dice_value if step.use_dice else 0.0)
 
-        def logits_grad(z: torch.Tensor, y_np: np.ndarray) -> torch.Tensor:
-            """dLoss/dlogits over a tile's core: (p - y) / N for the mean BCE, (A y + B) p (1 - p)
-            for Dice (NOTE [Two-pass Dice]); the BCE sum too when there is no first pass."""
-            nonlocal bce_sum
-            with torch.no_grad():
-                y = torch.from_numpy(y_np).to(z.device, z.dtype)
-                if use_bce and not use_dice:
-                    bce_sum += float(_bce_sum(z, y))
-                p = torch.sigmoid(z)
-                g = torch.zeros_like(z)
-                if use_bce:
-                    g.copy_(p).sub_(y).div_(n_pixels)
-                if use_dice:
-                    g.add_((coef_inter * y + coef_p) * p * (1 - p))
-                return g
 
-        # Pass 2: per-tile backward of the tile's exact share of the loss; gradients are summed
-        # privately and added to .grad only once every tile has succeeded.
-        grads = [torch.zeros_like(p) for p in params]
-        pass2 = _read_ahead(tiles, read_again, workers)
-        for t, (crop, y_np) in _progress(pass2, len(tiles), progress, "backward"):
+# --- what the passes share -------------------------------------------------------------------
+
+
+# NOTE [Kernel fallback]
+# A float32 model on the CPU runs each tile's full-resolution layers on the compiled kernels
+# (``_cpu_kernels``), in both passes. Where numba cannot compile them (a CPU or platform it does
+# not support), a kernel returns None, warns, and turns the kernels off for the process: the step
+# goes on from that tile with PyTorch's, to the same result up to float32 rounding. The kernels'
+# form of a crop replaces the crop as soon as it exists (a tile holds one copy), so a tile whose
+# kernel fails after that reads its crop again.
+class _Kernels:
+    """Runs a tile's work on the compiled CPU kernels while they work (NOTE [Kernel fallback])."""
+
+    def __init__(self, model: nn.Module, on: bool) -> None:
+        self.model = model
+        self.on = on
+
+    def run(self, crop: list[np.ndarray], reread: Callable[[], np.ndarray],
+            kernel: Callable[[TileInput], _R | None]) -> _R | None:
+        """``kernel`` on the kernels' form of the uint8 crop that ``crop`` holds (a one-item list:
+        the crop is taken out of it as soon as that form exists).
+
+        Returns None when the kernels are off or numba cannot compile them here; they are then
+        off for the rest of the step, and ``crop`` holds the crop again (read with ``reread``
+        if it was taken) for the caller to run PyTorch on.
+        """
+        if self.on:
+            from ._cpu_kernels import tile_input
+
+            inp = tile_input(self.model, crop[0])
+            if inp is not None:
+                crop.clear()  # the kernels' form of the crop replaces it: the tile holds one copy
+                result = kernel(inp)
+                del inp
+                if result is not None:
+                    return result
+            self.on = False  # numba could not compile here: PyTorch's kernels from now on
+        if not crop:
+            crop.append(reread())
+        return None
+
+
+@dataclass
+class _Step:
+    """What the two passes of one ``tiled_backward`` call share."""
+
+    model: nn.Module
+    params: list[nn.Parameter]
+    device: torch.device
+    dtype: torch.dtype
+    total_stride: int
+    n_pixels: int
+    use_bce: bool
+    use_dice: bool
+    kernels: _Kernels
+    bce_sum: float = 0.0  # BCE summed over the tiles so far: in pass 1 with Dice, else in pass 2
+
+
+class _Reader:
+    """Reads a tile's crop and mask. In pass 1 a cache (NOTE [Crop cache]) keeps them for pass 2."""
+
+    def __init__(self, image: ImageLike, mask: ImageLike, cache: _CropCache | None) -> None:
+        self.image, self.mask, self.cache = image, mask, cache
+
+    def read(self, t: _Tile) -> tuple[np.ndarray, np.ndarray]:
+        return _read_crop(self.image, t), _read_mask(self.mask, t)
+
+    def read_and_keep(self, t: _Tile) -> tuple[np.ndarray, np.ndarray]:
+        crop, y_np = self.read(t)
+        if self.cache is not None:
+            self.cache.put(t, (crop, y_np))
+        return crop, y_np
+
+    def read_again(self, t: _Tile) -> tuple[np.ndarray, np.ndarray]:
+        kept = self.cache.get(t) if self.cache is not None else None
+        return (kept[0], kept[1]) if kept is not None else self.read(t)
+
+
+# --- pass 1: the Dice sums -------------------------------------------------------------------
+
+
+def _dice_sums(step: _Step, tiles: Sequence[_Tile], reader: _Reader, workers: int,
+               progress: bool) -> tuple[float, float, float]:
+    """Pass 1: the global sums I = sum(p*y), P = sum(p), Y = sum(y) of soft Dice (NOTE
+    [Two-pass Dice]), without autograd; adds the BCE of every tile to ``step.bce_sum``."""
+    inter = p_sum = y_sum = 0.0
+    with torch.no_grad():
+        pass1 = _read_ahead(tiles, reader.read_and_keep, workers)
+        for t, (crop, y_np) in _progress(pass1, len(tiles), progress, "dice sums"):
             _HEAP(t)
-            if fast:
-                done = None
-                if (inp := _cpu_kernels.tile_input(model, crop)) is not None:
-                    crop = None  # the kernels' form of the crop replaces it: the tile holds one copy
-                    done = _cpu_kernels.backward_core(model, inp, *t.core_in_crop, y_np, weights,
-                                                      bce_sum=use_bce and not use_dice)
-                    del inp
-                if done is not None:
-                    tile_grads, tile_bce = done
-                    bce_sum += tile_bce
-                    for acc, p in zip(grads, params):
-                        acc += tile_grads[p]
-                    continue
-                fast = False  # numba could not compile here: PyTorch for the rest
-                if crop is None:
-                    crop = read_again(t)[0]
-            logits = model(_as_input(crop, dev, dtype, config.total_stride))
-            del crop
-            # zero on the halo, whose outputs belong to other tiles
-            grad_logits = torch.zeros_like(logits)
-            grad_logits[0, 0][t.core_in_crop] = logits_grad(logits.detach()[0, 0][t.core_in_crop], y_np)
-            for acc, g in zip(grads, torch.autograd.grad(logits, params, grad_logits, allow_unused=True)):
-                if g is not None:
-                    acc += g
-            del logits, grad_logits
+            box = [crop]
+            del crop  # the box holds the tile's only reference (NOTE [Kernel fallback])
+            y_sum += float(y_np.sum(dtype=np.int64))
+            sums = _tile_sums(step, t, box, y_np, reader)
+            inter += sums[0]
+            p_sum += sums[1]
+            step.bce_sum += sums[2]
+    return inter, p_sum, y_sum
 
+
+def _tile_sums(step: _Step, t: _Tile, crop: list[np.ndarray], y_np: np.ndarray,
+               reader: _Reader) -> tuple[float, float, float]:
+    """(sum p y, sum p, the BCE sum or 0 without BCE) over the core of tile ``t``, with p the
+    model's probabilities and ``y_np`` the core's mask; ``crop`` holds the tile's crop."""
+    from ._cpu_kernels import core_sums
+
+    rows, cols = t.core_in_crop
+    sums = step.kernels.run(crop, lambda: reader.read(t)[0],
+                            lambda inp: core_sums(step.model, inp, rows, cols, y_np, step.use_bce))
+    if sums is not None:
+        return sums
+    logits = _core_logits(step.model, crop.pop(), t.core_in_crop, step.device, step.dtype, False)
+    y = torch.from_numpy(y_np).to(step.device, step.dtype)
+    p = torch.sigmoid(logits)
+    return _sum64(p * y), _sum64(p), float(_bce_sum(logits, y)) if step.use_bce else 0.0
+
+
+# --- pass 2: the backward pass ---------------------------------------------------------------
+
+
+def _backward_pass(step: _Step, weights: LossWeights, tiles: Sequence[_Tile], reader: _Reader,
+                   workers: int, progress: bool) -> list[torch.Tensor]:
+    """Pass 2: backpropagates each tile's exact share of the loss, whose gradient with respect
+    to the logits ``weights`` gives, and returns the parameter gradients summed over the tiles
+    (kept apart from ``.grad`` until every tile has succeeded)."""
+    grads = [torch.zeros_like(p) for p in step.params]
+    pass2 = _read_ahead(tiles, reader.read_again, workers)
+    for t, (crop, y_np) in _progress(pass2, len(tiles), progress, "backward"):
+        _HEAP(t)
+        box = [crop]
+        del crop  # the box holds the tile's only reference (NOTE [Kernel fallback])
+        for acc, g in zip(grads, _tile_grads(step, weights, t, box, y_np, reader)):
+            if g is not None:
+                acc += g
+    return grads
+
+
+def _tile_grads(step: _Step, weights: LossWeights, t: _Tile, crop: list[np.ndarray], y_np: np.ndarray,
+                reader: _Reader) -> Sequence[torch.Tensor | None]:
+    """The gradient of tile ``t``'s share of the loss for each of ``step.params`` (None for one
+    that the model's output does not depend on); ``crop`` holds the tile's crop."""
+    from ._cpu_kernels import backward_core
+
+    rows, cols = t.core_in_crop
+    done = step.kernels.run(crop, lambda: reader.read_again(t)[0],
+                            lambda inp: backward_core(step.model, inp, rows, cols, y_np, weights,
+                                                      bce_sum=step.use_bce and not step.use_dice))
+    if done is not None:
+        tile_grads, tile_bce = done
+        step.bce_sum += tile_bce
+        return [tile_grads[p] for p in step.params]
+    logits = step.model(_as_input(crop.pop(), step.device, step.dtype, step.total_stride))
+    # zero on the halo, whose outputs belong to other tiles
+    grad_logits = torch.zeros_like(logits)
+    grad_logits[0, 0][t.core_in_crop] = _logits_grad(step, weights, logits.detach()[0, 0][t.core_in_crop], y_np)
+    return torch.autograd.grad(logits, step.params, grad_logits, allow_unused=True)
+
+
+def _logits_grad(step: _Step, weights: LossWeights, z: torch.Tensor, y_np: np.ndarray) -> torch.Tensor:
+    """dLoss/dlogits over a tile's core: (p - y) / N for the mean BCE, (A y + B) p (1 - p) for
+    Dice (NOTE [Two-pass Dice]; A and B are ``weights.inter`` and ``weights.p_coef``). Adds the
+    core's BCE to ``step.bce_sum`` when there is no first pass to do it."""
+    with torch.no_grad():
+        y = torch.from_numpy(y_np).to(z.device, z.dtype)
+        if step.use_bce and not step.use_dice:
+            step.bce_sum += float(_bce_sum(z, y))
+        p = torch.sigmoid(z)
+        g = torch.zeros_like(z)
+        if step.use_bce:
+            g.copy_(p).sub_(y).div_(step.n_pixels)
+        if step.use_dice:
+            g.add_((weights.inter * y + weights.p_coef) * p * (1 - p))
+        return g
+
+
+def _accumulate(params: Sequence[nn.Parameter], grads: Sequence[torch.Tensor]) -> None:
+    """Adds ``grads`` to the parameters' ``.grad`` (sets it where there is none), as
+    ``loss.backward()`` would."""
     for p, g in zip(params, grads):
         if p.grad is None:
             p.grad = g
         else:
             p.grad += g
-    return (bce_sum / n_pixels if use_bce else 0.0) + (dice_value if use_dice else 0.0)
 
 
 def _sum64(t: torch.Tensor) -> float:
