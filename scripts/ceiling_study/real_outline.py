@@ -1,7 +1,10 @@
 """Dice on the real CMU-1-Small-Region slide against its pseudo-mask, after giving the model's
 mask the pseudo-mask's own post-processing (holes filled, dilated by R pixels at its 1/10 scale).
 
-    python results/ceiling-study/real_outline.py CHECKPOINT [CHECKPOINT ...]
+    python scripts/ceiling_study/real_outline.py CHECKPOINT [CHECKPOINT ...]
+
+Frozen: kept as the record of the ceiling study's outline comparison on the real slide; not
+maintained against later code.
 
 The pseudo-mask (``../shared/data/real/masks``) is histolab's algorithmic tissue mask: a
 threshold, then dilation and hole filling, at 1/10 of the slide's resolution. A model that draws

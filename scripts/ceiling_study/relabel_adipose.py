@@ -1,6 +1,9 @@
 """Copy the ceiling study's store with adipose-cell interiors labelled background (mask 0).
 
-    python results/ceiling-study/relabel_adipose.py regions regions-adipose-bg
+    python scripts/ceiling_study/relabel_adipose.py regions regions-adipose-bg
+
+Frozen: kept as the record of the ceiling study's adipose-background run; not maintained against
+later code.
 
 Each region's layout is made again from its seed (``gigaseg.synth.render_labels``); its mask
 must equal the stored one, then the pixels labelled "adipose cell" become 0.
