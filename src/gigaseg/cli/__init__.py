@@ -15,6 +15,7 @@ import importlib
 import re
 import shlex
 import sys
+from typing import Any
 
 from .. import __version__
 from ..errors import GigasegError
@@ -99,7 +100,8 @@ def feeds(parser: argparse.ArgumentParser, **params: str | tuple[str, ...]) -> N
     for dest, names in params.items():
         if dest not in actions:
             raise ValueError(f"{parser.prog} has no option with dest {dest!r}")
-        setattr(actions[dest], "gigaseg_params", (names,) if isinstance(names, str) else tuple(names))
+        action: Any = actions[dest]  # an attribute of ours on argparse's object
+        action.gigaseg_params = (names,) if isinstance(names, str) else tuple(names)
 
 
 def command_parser(*command: str) -> argparse.ArgumentParser:
