@@ -38,7 +38,7 @@ from gigaseg.checkpoint import load_checkpoint
 from gigaseg.cli import main as gigaseg_main
 from gigaseg.engine import default_read_workers
 from gigaseg.store import RegionStore
-from gigaseg.train import TrainConfig, train
+from gigaseg.training import TrainConfig, train
 
 
 def _train_row(store: Path, run: Path, device: str, workers: int, steps: int, budget: str | None) -> dict:

@@ -101,7 +101,7 @@ def prepare(work: Path, args) -> Path:
 
 
 def run(work: Path, data: Path, args) -> dict:
-    from gigaseg.train import TrainConfig, resume_config, train
+    from gigaseg.training import TrainConfig, resume_config, train
 
     run_dir = work / "run"
     if (run_dir / "checkpoint.pt").exists():
@@ -118,7 +118,7 @@ def run(work: Path, data: Path, args) -> dict:
 def metrics(run_dir: Path, target: float) -> dict:
     """The run's figures, from its log.csv, val.csv and config.json."""
     from gigaseg.checkpoint import load_checkpoint
-    from gigaseg.train import _mean_sd, _num, _read_csv
+    from gigaseg.training import _mean_sd, _num, _read_csv
 
     log, val = _read_csv(run_dir / "log.csv"), _read_csv(run_dir / "val.csv")
     info = json.loads((run_dir / "config.json").read_text())

@@ -125,7 +125,7 @@ def test_bench_step_reports_device_memory():
 def test_training_on_the_accelerator_checkpoints_a_model_the_cpu_can_load(tmp_path):
     from gigaseg.store import RegionStore
     from gigaseg.prepare import prepare_synthetic
-    from gigaseg.train import TrainConfig, train
+    from gigaseg.training import TrainConfig, train
 
     store = RegionStore.create(tmp_path / "store")
     prepare_synthetic(store, 3, (160, 128), seed=5, val=1, progress=False)

@@ -18,7 +18,7 @@ from gigaseg import CheckpointError, ConfigError, InputError, StoreError, load_c
 from gigaseg.cli import main
 from gigaseg.store import RegionStore
 from gigaseg.prepare import prepare_synthetic
-from gigaseg.train import (
+from gigaseg.training import (
     LOG_COLUMNS,
     DiceCounts,
     TrainConfig,
@@ -80,8 +80,9 @@ def test_training_lowers_the_loss_and_writes_its_logs(store, tmp_path):
 def test_checkpoint_rebuilds_the_model_from_the_file_alone(store, tmp_path):
     run = tmp_path / "run"
     train(_config(store, run, steps=3, ckpt_every=0, val_every=0))
-    model, payload = load_model(run / "checkpoint.pt")
-    assert model.config == preset("tiny") and payload["mpp"] == 0.5 and payload["step"] == 3
+    model, mpp = load_model(run / "checkpoint.pt")
+    payload = load_checkpoint(run / "checkpoint.pt")
+    assert model.config == preset("tiny") and mpp == payload["mpp"] == 0.5 and payload["step"] == 3
     assert {"optimizer", "scheduler", "rng", "data_order", "train_config"} <= set(payload)
     assert set(payload["rng"]) >= {"torch", "numpy", "python"}
     assert payload["data_order"]["epoch"] == 0 and payload["data_order"]["position"] == 3
@@ -140,7 +141,7 @@ def test_resume_can_extend_steps_and_refuses_other_changes(store, tmp_path):
         train(resume_config(run))
     with pytest.raises(ConfigError, match="loss='dice'"):
         resume_config(run, loss="dice")
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="`resume="):
         train(_config(store, run, steps=3))  # a new run into a used folder
     result = train(resume_config(run, steps=5))
     assert result["step"] == 5 and [int(r["step"]) for r in _log(run)] == [1, 2, 3, 4, 5]
@@ -161,7 +162,7 @@ def test_empty_store_and_missing_masks_fail_before_any_work(tmp_path, store):
         train(_config(broken.path, tmp_path / "run2"))
     assert not (tmp_path / "run2").exists()
 
-    with pytest.raises(ConfigError, match="--data"):
+    with pytest.raises(ConfigError, match="`data`"):
         train(TrainConfig(out=str(tmp_path / "run3")))
     with pytest.raises(ConfigError, match="schedule 'linear'.*cosine"):
         train(_config(store, tmp_path / "run3", schedule="linear"))
@@ -174,7 +175,7 @@ def test_masks_with_ignore_pixels_are_refused_before_training(tmp_path):
     mask[40, 50] = 255
     with s.new_region("slide1", (96, 64), meta={"mpp": 1.0, "mask_source": {"kind": "image"}}) as w:
         w.append(np.full((64, 96, 3), 200, np.uint8), mask)
-    with pytest.raises(InputError, match=r"slide1.*value 255 at \(x=50, y=40\).*--ignore"):
+    with pytest.raises(InputError, match=r"slide1.*value 255 at \(x=50, y=40\).*`ignore='background'`"):
         train(_config(s.path, tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 
@@ -255,11 +256,68 @@ def test_cli_train_and_validation_store(store, tmp_path, capsys):
 
 
 def test_help_defaults_are_the_config_defaults():
-    from gigaseg.cli.train import _DEFAULTS
+    """The command copies nothing: its defaults and choices are TrainConfig's and gigaseg.options'."""
+    from gigaseg import options
+    from gigaseg.cli import build_parser
+    from gigaseg.cli.train import train_config
 
+    parser = build_parser()
+    args = parser.parse_args(["train", "--data", "d", "--out", "o"])
+    assert train_config(args) == TrainConfig(data="d", out="o")
+    train_parser = next(a for a in parser._subparsers._actions if a.dest == "command").choices["train"]
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    for name, value in _DEFAULTS.items():
-        assert defaults[name] == value, name
+    vocabularies = {"preset": options.PRESET_NAMES, "schedule": options.SCHEDULES, "loss": options.LOSSES,
+                    "jitter": options.JITTERS}
+    flags = {}
+    for action in train_parser._actions:
+        if action.dest in defaults:
+            flags[action.dest] = action
+            if defaults[action.dest] is not None and action.nargs != 0:
+                assert f"(default: {defaults[action.dest]})" in action.help, action.dest
+            assert action.choices == vocabularies.get(action.dest), action.dest
+    assert set(flags) == set(defaults)  # every option has its flag
+
+
+def test_config_file_then_flags(store, tmp_path):
+    """--config RUN/config.json gives the run's TrainConfig again; flags override it (defaults < file < flags)."""
+    from gigaseg import UNetConfig
+    from gigaseg.cli import build_parser
+    from gigaseg.cli.train import train_config
+
+    own = UNetConfig(depth=2, channels=(2, 3), strides=(2, 2), encoder_kernels=(5, 3), decoder_kernels=(3, 3))
+    run = tmp_path / "run"
+    config = _config(store, run, steps=2, preset=own, loss="dice", val_every=0)
+    train(config)
+    assert load_model(run / "checkpoint.pt")[0].config == own
+    written = run / "config.json"
+    assert TrainConfig.from_json(written) == config
+    parse = build_parser().parse_args
+    again = train_config(parse(["train", "--config", str(written), "--out", str(tmp_path / "b"), "--lr", "0.001"]))
+    assert again == dataclasses.replace(config, out=str(tmp_path / "b"), lr=0.001)
+    with pytest.raises(ConfigError, match="`resume="):  # the file's own folder holds a run
+        train(train_config(parse(["train", "--config", str(written)])))
+    result = train(again)  # the UNetConfig travels through the file, and resumes
+    assert result["step"] == 2
+    assert train(resume_config(tmp_path / "b", steps=3))["step"] == 3
+    assert load_model(tmp_path / "b" / "checkpoint.pt")[0].config == own
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"data": str(store), "out": str(tmp_path / "c"), "lrr": 0.1}))
+    with pytest.raises(ConfigError, match=r"bad.json.*'lrr' \(did you mean 'lr'\?\)"):
+        train_config(parse(["train", "--config", str(bad)]))
+    assert main(["train", "--config", str(bad)]) == 2
+    with pytest.raises(ConfigError, match="does not exist"):
+        TrainConfig.from_json(tmp_path / "missing.json")
+
+
+def test_unknown_choices_say_what_was_meant(store, tmp_path):
+    with pytest.raises(ConfigError, match="unknown loss 'dic'; did you mean 'dice'\\? valid: bce, dice, bce\\+dice"):
+        train(_config(store, tmp_path / "run", loss="dic"))
+    with pytest.raises(ConfigError, match="unknown preset 'papr'; did you mean 'paper'"):
+        train(_config(store, tmp_path / "run", preset="papr"))
+    with pytest.raises(ConfigError, match="'stpes' \\(did you mean 'steps'\\?\\)"):
+        TrainConfig.from_dict({"stpes": 3})
+    assert not (tmp_path / "run").exists()
 
 
 def test_learning_rate_schedules():
@@ -331,7 +389,7 @@ def test_step_memory_does_not_count_what_earlier_work_freed(store, tmp_path):
     code = (
         "import csv, json\n"
         "from gigaseg._memory import read_status_bytes\n"
-        "from gigaseg.train import TrainConfig, train\n"
+        "from gigaseg.training import TrainConfig, train\n"
         "blocks = [bytearray(64 * 1024) for _ in range(12800)]\n"  # below the mmap threshold: heap
         "pin = bytearray(64 * 1024)\n"  # above them, so that only malloc_trim can return them
         "del blocks\n"

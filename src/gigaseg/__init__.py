@@ -1,7 +1,9 @@
 """gigaseg: exact, memory-bounded end-to-end deep learning on whole gigapixel pathology images.
 
 The public API is re-exported here (see ``__all__``). Names are imported lazily on first use
-so that ``import gigaseg`` and ``gigaseg --help`` do not pay for importing PyTorch.
+so that ``import gigaseg`` and ``gigaseg --help`` do not pay for importing PyTorch. No submodule
+shares a public name's name (the training loop is ``gigaseg.training``), so importing one never
+hides a function: ``from gigaseg import train`` is the function whatever was imported before.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "UNet": "model",
-    "UNetConfig": "model",
-    "PRESETS": "model",
-    "preset": "model",
+    "UNetConfig": "options",
+    "PRESETS": "options",
+    "preset": "options",
     "count_parameters": "model",
     "bce_loss": "losses",
     "dice_loss": "losses",
@@ -57,9 +59,9 @@ _LAZY = {
     "baseline_slide": "baseline",
     "evaluate_pair": "metrics",
     "evaluate_pairs": "metrics",
-    "TrainConfig": "train",
-    "train": "train",
-    "resume_config": "train",
+    "TrainConfig": "options",
+    "train": "training",
+    "resume_config": "training",
     "run_demo": "demo",
 }
 

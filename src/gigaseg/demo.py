@@ -8,7 +8,7 @@ Commands::
 
 Steps: (1) synthetic H&E regions (``gigaseg.store.prepare_synthetic``, one virtual slide per
 region, training and held-out seeds differ) into a region store; (2) a held-out synthetic
-whole-slide image (``gigaseg.synth.write_slide``, another seed); (3) ``gigaseg.train.train`` of
+whole-slide image (``gigaseg.synth.write_slide``, another seed); (3) ``gigaseg.training.train`` of
 the ``paper`` U-Net on whole regions; (4) ``gigaseg.predict.predict_slide`` of the held-out
 slide with the final checkpoint, and its Dice against the slide's exact mask; (5)
 ``summary.json`` and ``summary.txt`` (written last), ``curves.png`` and ``overlay.png``.
@@ -38,10 +38,21 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, OutputError
+from .options import (
+    DEFAULT_DEMO_OUT,
+    DEFAULT_DEMO_SCALE,
+    DEFAULT_DEVICE,
+    DEFAULT_PRESET,
+    DEFAULT_SEED,
+    DEFAULT_SYNTH_MPP,
+    DEMO_SCALES,
+    check_choice,
+    check_keys,
+)
 
 __all__ = ["DemoConfig", "SCALES", "demo_config", "run_demo"]
 
-SCALES = ("small", "paper")
+SCALES = DEMO_SCALES
 _MARKER = ".gigaseg-demo"
 _OWNED = ("data", "run", "prediction", "curves.png", "overlay.png", "summary.json", "summary.txt",
           "demo-config.json")
@@ -56,13 +67,13 @@ class DemoConfig:
         train_regions, val_regions: how many synthetic regions of each split.
         size: (w, h) of each region, pixels at ``mpp``.
         slide_size: (w, h) of the held-out whole-slide image, level-0 pixels.
-        steps, lr, warmup, val_every, ckpt_every: training (see ``gigaseg.train.TrainConfig``).
+        steps, lr, warmup, val_every, ckpt_every: training (see ``gigaseg.options.TrainConfig``).
         preset: the model preset.
         memory_budget: the engine's memory budget (None: the engine's default).
         mpp: resolution of the synthetic data, um/px.
     """
 
-    scale: str = "small"
+    scale: str = DEFAULT_DEMO_SCALE
     train_regions: int = 8
     val_regions: int = 3
     size: tuple[int, int] = (2048, 2048)
@@ -72,9 +83,9 @@ class DemoConfig:
     warmup: int = 10
     val_every: int = 25
     ckpt_every: int = 25
-    preset: str = "paper"
+    preset: str = DEFAULT_PRESET
     memory_budget: str | int | None = None
-    mpp: float = 0.5
+    mpp: float = DEFAULT_SYNTH_MPP
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,14 +104,10 @@ _SCALES = {
 }
 
 
-def demo_config(scale: str = "small", **overrides: Any) -> DemoConfig:
+def demo_config(scale: str = DEFAULT_DEMO_SCALE, **overrides: Any) -> DemoConfig:
     """The configuration of ``scale`` ("small" or "paper") with ``overrides`` applied."""
-    if scale not in _SCALES:
-        raise ConfigError(f"unknown demo scale {scale!r}; choose one of {', '.join(SCALES)}")
-    names = {f.name for f in dataclasses.fields(DemoConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise ConfigError(f"unknown demo options {unknown}; valid ones are {sorted(names)}")
+    check_choice("demo scale", scale, SCALES)
+    check_keys("demo options", overrides, [f.name for f in dataclasses.fields(DemoConfig)])
     cfg = dataclasses.replace(_SCALES[scale], **overrides)
     for name in ("train_regions", "steps"):
         if getattr(cfg, name) < 1:
@@ -156,8 +163,8 @@ def _fmt_bytes(n: float | None) -> str:
     return "?" if n is None else format_bytes(n)
 
 
-def run_demo(out: str | Path = "gigaseg-demo", *, scale: str = "small", device: str = "auto", seed: int = 0,
-             progress: bool = True, **overrides: Any) -> dict[str, Any]:
+def run_demo(out: str | Path = DEFAULT_DEMO_OUT, *, scale: str = DEFAULT_DEMO_SCALE, device: str = DEFAULT_DEVICE,
+             seed: int = DEFAULT_SEED, progress: bool = True, **overrides: Any) -> dict[str, Any]:
     """Run the demo into ``out``; see the module docstring.
 
     Args:
@@ -183,7 +190,7 @@ def run_demo(out: str | Path = "gigaseg-demo", *, scale: str = "small", device: 
     from .store import RegionStore
     from .predict import predict_slide
     from .synth import clear_caches, write_slide
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
     cfg = demo_config(scale, **overrides)
     t_start = time.perf_counter()

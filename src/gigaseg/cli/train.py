@@ -3,9 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import textwrap
 
-_TRAIN_HELP = """\
+from ..options import (
+    DEFAULT_DEMO_OUT,
+    DEFAULT_DEMO_SCALE,
+    DEFAULT_DEVICE,
+    DEMO_SCALES,
+    JITTERS,
+    LOSSES,
+    PRESET_NAMES,
+    RESUME_CHANGEABLE,
+    SCHEDULES,
+    TrainConfig,
+)
+
+#: TrainConfig's defaults: what --help shows and what an option not given means.
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+#: The flag of each TrainConfig option that is a switch (the others are --name-with-dashes).
+_SWITCHES = {"augment": "--no-augment", "progress": "--no-progress"}
+
+
+def _flag(name: str) -> str:
+    return _SWITCHES.get(name, "--" + name.replace("_", "-"))
+
+
+_TRAIN_HELP = f"""\
 Train a U-Net on whole regions of a region store (gigaseg prepare), one region per step,
 with the exact tiled engine: the gradient of the loss over the whole region, in bounded memory.
 
@@ -13,14 +38,17 @@ with the exact tiled engine: the gradient of the loss over the whole region, in 
   gigaseg train --data regions/ --preset paper --steps 300 --out runs/a
   gigaseg train --resume runs/a                 # after Ctrl-C: continues exactly where it stopped
   gigaseg train --resume runs/a --steps 600     # continue further (the schedule stretches)
+  gigaseg train --config runs/a/config.json --out runs/b --lr 0.001   # runs/a's options, another rate
 
 RUN_DIR gets config.json (every option, versions, machine), log.csv (one row per step:
 loss, lr, seconds, peak anonymous memory, validation Dice mean and sd), val.csv (Dice per
 held-out region), curves.png and checkpoint.pt (the latest; replaced atomically).
 Held-out regions: the store's "val" split, or --val-data STORE2 (its "val" split, or all its
-regions when it has none). With --resume, only --steps, --lr, --device, --memory-budget,
---tile, --read-workers, --val-every, --ckpt-every and --no-progress may be given; the rest
-comes from the run.
+regions when it has none). With --config FILE (a run's config.json, or TrainConfig's fields
+as JSON) the options come from the file, and flags given here override them. With --resume,
+only these may be given (the rest comes from the run):
+{textwrap.fill(", ".join(_flag(n) for n in RESUME_CHANGEABLE), 92, initial_indent="  ", subsequent_indent="  ",
+              break_on_hyphens=False)}
 """
 
 _DEMO_HELP = """\
@@ -35,18 +63,11 @@ prediction and a summary (summary.json, summary.txt) into --out.
 """
 
 
-# Defaults shown in --help (kept equal to TrainConfig's; a test checks).
-_DEFAULTS = {
-    "preset": "paper", "steps": 1000, "lr": 0.003, "schedule": "cosine", "warmup": 10, "min_lr_ratio": 0.05,
-    "decay_every": None, "decay_gamma": 0.1, "weight_decay": 0.0, "loss": "bce+dice", "seed": 0,
-    "jitter": "hed", "jitter_strength": 0.05, "val_every": 50, "ckpt_every": 50, "threshold": 0.5,
-    "device": "auto", "memory_budget": None, "tile": None, "read_workers": None,
-}
-
-
 def register(subparsers, formatter_class) -> None:
     S = argparse.SUPPRESS
 
+    # A TrainConfig option: not given, it is absent from the parsed arguments (so that --config
+    # and --resume can tell what the command line sets); --help shows TrainConfig's default.
     def opt(p, flag, help_text, **kw):
         name = flag.lstrip("-").replace("-", "_")
         default = _DEFAULTS.get(kw.get("dest", name), None)
@@ -62,20 +83,22 @@ def register(subparsers, formatter_class) -> None:
     opt(p, "--data", "the region store to train on (its 'train' split)", metavar="STORE")
     opt(p, "--out", "the run folder (new, or empty)", metavar="RUN_DIR")
     opt(p, "--resume", "continue the run in RUN_DIR from its checkpoint.pt", metavar="RUN_DIR")
-    opt(p, "--preset", "model preset", choices=("paper", "tiny"))
+    p.add_argument("--config", default=S, metavar="FILE",
+                   help="train with the options in FILE (a run's config.json); flags given here override them")
+    opt(p, "--preset", "model preset", choices=PRESET_NAMES)
     opt(p, "--steps", "total optimizer steps, one whole region each", type=int)
     opt(p, "--lr", "Adam's peak learning rate", type=float)
-    opt(p, "--schedule", "learning-rate schedule after the warm-up", choices=("cosine", "step", "constant"))
+    opt(p, "--schedule", "learning-rate schedule after the warm-up", choices=SCHEDULES)
     opt(p, "--warmup", "linear warm-up steps", type=int)
     opt(p, "--min-lr-ratio", "cosine: the final learning rate relative to --lr", type=float)
     opt(p, "--decay-every", "step schedule: steps between decays (default: a third of --steps)", type=int)
     opt(p, "--decay-gamma", "step schedule: factor of each decay", type=float)
     opt(p, "--weight-decay", "Adam's weight decay", type=float)
-    opt(p, "--loss", "loss over the whole region", choices=("bce", "dice", "bce+dice"))
+    opt(p, "--loss", "loss over the whole region", choices=LOSSES)
     opt(p, "--seed", "seeds initialization, region order and augmentation", type=int)
     p.add_argument("--no-augment", dest="augment", action="store_false", default=S,
                    help="no random flips/rotations and colour jitter")
-    opt(p, "--jitter", "colour jitter kind", choices=("hed", "rgb", "none"))
+    opt(p, "--jitter", "colour jitter kind", choices=JITTERS)
     opt(p, "--jitter-strength", "spread of the colour jitter", type=float)
     opt(p, "--val-data", "validate on this store instead of --data's 'val' split", metavar="STORE2")
     opt(p, "--val-every", "validate every K steps (0: only at the end)", type=int, metavar="K")
@@ -95,11 +118,11 @@ def register(subparsers, formatter_class) -> None:
         description=_DEMO_HELP,
         formatter_class=formatter_class,
     )
-    d.add_argument("--out", default="gigaseg-demo", help="output folder")
-    d.add_argument("--scale", default="small", choices=("small", "paper"),
+    d.add_argument("--out", default=DEFAULT_DEMO_OUT, help="output folder")
+    d.add_argument("--scale", default=DEFAULT_DEMO_SCALE, choices=DEMO_SCALES,
                    help="small: minutes on a laptop; paper: the paper's 16000 x 64000 regions")
-    d.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
-    d.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
+    d.add_argument("--device", default=DEFAULT_DEVICE, help="cpu, cuda, cuda:N, mps or auto")
+    d.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="seed of the data and the training")
     d.add_argument("--memory-budget", default=None, help="the engine's memory budget, e.g. 4GB; None: the engine's default, 1 GiB")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     # hidden, for tests and tuning
@@ -117,22 +140,38 @@ def _given(args) -> dict:
     return {k: v for k, v in vars(args).items() if k not in ("func", "command")}
 
 
-def _run_train(args) -> int:
+def train_config(args) -> TrainConfig:
+    """The TrainConfig of parsed ``gigaseg train`` arguments: TrainConfig's defaults, then the
+    --config file's options, then the flags given; or, with --resume, the run's own."""
     from ..errors import ConfigError
-    from ..train import TrainConfig, resume_config, train
 
     given = _given(args)
+    config_file = given.pop("config", None)
     run_dir = given.pop("resume", None)
     if run_dir is not None:
+        from ..training import resume_config
+
+        if config_file is not None:
+            raise ConfigError(f"--resume {run_dir} continues a run with its own options; drop --config {config_file}")
         if "out" in given and given["out"] != run_dir:
             raise ConfigError(f"--resume {run_dir} continues in its own folder; drop --out {given['out']}")
         given.pop("out", None)
-        config = resume_config(run_dir, **given)
-    else:
-        for required in ("data", "out"):
-            if required not in given:
-                raise ConfigError(f"give --{required} (or --resume RUN_DIR to continue a run)")
-        config = TrainConfig(**given)
+        return resume_config(run_dir, **given)
+    values = {}
+    if config_file is not None:
+        values = TrainConfig.from_json(config_file).to_dict()
+        values["resume"] = None  # a new run with those options; --resume is how a run continues
+    values.update(given)
+    for required in ("data", "out"):
+        if not values.get(required):
+            raise ConfigError(f"give --{required} (or --resume RUN_DIR to continue a run)")
+    return TrainConfig.from_dict(values)
+
+
+def _run_train(args) -> int:
+    from ..training import train
+
+    config = train_config(args)
     try:
         result = train(config)
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ Commands::
 
 In Python::
 
-    from gigaseg.train import TrainConfig, train
+    from gigaseg import TrainConfig, train      # or gigaseg.training, this module
     result = train(TrainConfig(data="regions/", out="runs/a", steps=300))
     print(result["val_dice_mean"], result["checkpoint"])
 
@@ -43,17 +43,27 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from ._atomic import atomic_write, write_json_atomic
-from .errors import CheckpointError, ConfigError, InputError, StoreError, TrainingError
+from .errors import (
+    CheckpointError,
+    CheckpointWriteError,
+    ConfigError,
+    InputError,
+    OutputError,
+    StoreError,
+    TrainingError,
+)
+from .options import LOSSES, RESUME_CHANGEABLE, SCHEDULES, TrainConfig, unknown_choice
 
 __all__ = [
     "TrainConfig",
@@ -62,6 +72,7 @@ __all__ = [
     "LOSSES",
     "LOG_COLUMNS",
     "RESUME_CHANGEABLE",
+    "CHECKPOINT_NAME",
     "train",
     "resume_config",
     "lr_factor",
@@ -70,134 +81,12 @@ __all__ = [
     "plot_curves",
 ]
 
-SCHEDULES = ("cosine", "step", "constant")
-LOSSES = ("bce", "dice", "bce+dice")
 LOG_COLUMNS = (
     "step", "loss", "lr", "seconds_per_step", "peak_anon_bytes", "val_dice_mean", "val_dice_sd", "val_seconds",
     "epoch", "region",
 )
-#: Options that ``--resume`` may change. Changing ``steps`` or ``lr`` changes the schedule from
-#: the resumed step on; the others change nothing in the result on the same device.
-RESUME_CHANGEABLE = ("steps", "lr", "device", "memory_budget", "tile", "read_workers", "progress", "val_every",
-                     "ckpt_every")
 CHECKPOINT_NAME = "checkpoint.pt"
 _VAL_COLUMNS = ("step", "region", "dice", "intersection", "predicted", "reference")
-
-
-@dataclass
-class TrainConfig:
-    """Every option of a training run; written to ``RUN_DIR/config.json`` and to checkpoints.
-
-    Attributes:
-        data: the region store (``gigaseg prepare``); its "train" split is trained on.
-        out: the run folder (created; refused if it already holds a run).
-        preset: model preset, "paper" or "tiny".
-        steps: total optimizer steps (one whole region each).
-        lr: Adam's peak learning rate.
-        schedule: "cosine" (warm-up then cosine decay to ``lr * min_lr_ratio``), "step"
-            (warm-up then ``lr * decay_gamma ** (n // decay_every)``) or "constant" (warm-up then ``lr``).
-        warmup: linear warm-up steps.
-        min_lr_ratio: the final learning rate of the cosine schedule, relative to ``lr``.
-        decay_every: steps between decays of the "step" schedule (default: a third of ``steps``).
-        decay_gamma: the factor of each decay of the "step" schedule.
-        weight_decay: Adam's (L2) weight decay.
-        loss: "bce", "dice" or "bce+dice".
-        seed: seeds the model's initialization, the region order and the augmentation.
-        augment: random dihedral transform and colour jitter per region and epoch.
-        jitter: "hed", "rgb" or "none".
-        jitter_strength: the spread of the colour jitter.
-        val_data: a store to validate on (its "val" split, or all its regions when it has none);
-            default: the "val" split of ``data``.
-        val_every: validate every this many steps (0: only at the end).
-        ckpt_every: checkpoint every this many steps (0: only at the end).
-        threshold: probability threshold of the validation Dice.
-        device: "auto", "cpu", "cuda", "cuda:N" or "mps".
-        memory_budget: the engine's memory budget (e.g. "4GB"); default the engine's (1 GiB).
-        tile: core tile side (a multiple of the total stride); overrides the plan.
-        read_workers: threads reading and augmenting crops ahead of the model, and sharing each
-            large crop by strips; default 1 on the CPU, one per spare core (at most 8) on a GPU.
-            Results do not depend on it.
-        progress: progress bars (steps; tiles when a step is long).
-        resume: a run folder to continue (see ``resume_config``); ``out`` is then that folder.
-    """
-
-    data: str | None = None
-    out: str | None = None
-    preset: str = "paper"
-    steps: int = 1000
-    lr: float = 0.003
-    schedule: str = "cosine"
-    warmup: int = 10
-    min_lr_ratio: float = 0.05
-    decay_every: int | None = None
-    decay_gamma: float = 0.1
-    weight_decay: float = 0.0
-    loss: str = "bce+dice"
-    seed: int = 0
-    augment: bool = True
-    jitter: str = "hed"
-    jitter_strength: float = 0.05
-    val_data: str | None = None
-    val_every: int = 50
-    ckpt_every: int = 50
-    threshold: float = 0.5
-    device: str = "auto"
-    memory_budget: str | int | None = None
-    tile: int | None = None
-    read_workers: int | None = None
-    progress: bool = True
-    resume: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ConfigError(f"unknown training options {unknown}; valid ones are {sorted(names)}")
-        return cls(**data)
-
-
-def _check_config(c: TrainConfig) -> None:
-    """Validate every option before any work."""
-    from .model import PRESETS
-
-    if not c.data:
-        raise ConfigError("no training data: give --data STORE (a region store made by gigaseg prepare)")
-    if not c.out:
-        raise ConfigError("no run folder: give --out RUN_DIR")
-    if c.preset not in PRESETS:
-        raise ConfigError(f"unknown preset {c.preset!r}; choose one of {sorted(PRESETS)}")
-    if c.schedule not in SCHEDULES:
-        raise ConfigError(f"unknown schedule {c.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if c.loss not in LOSSES:
-        raise ConfigError(f"unknown loss {c.loss!r}; choose one of {', '.join(LOSSES)}")
-    for name in ("steps",):
-        if not isinstance(getattr(c, name), int) or getattr(c, name) < 1:
-            raise ConfigError(f"--{name} {getattr(c, name)!r} must be an integer >= 1")
-    for name in ("warmup", "val_every", "ckpt_every", "seed"):
-        if not isinstance(getattr(c, name), int) or getattr(c, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} {getattr(c, name)!r} must be an integer >= 0")
-    if c.decay_every is not None and (not isinstance(c.decay_every, int) or c.decay_every < 1):
-        raise ConfigError(f"--decay-every {c.decay_every!r} must be an integer >= 1")
-    if not (isinstance(c.lr, (int, float)) and math.isfinite(c.lr) and c.lr > 0):
-        raise ConfigError(f"--lr {c.lr!r} must be a positive number, e.g. 0.01")
-    if not 0 <= c.min_lr_ratio <= 1:
-        raise ConfigError(f"--min-lr-ratio {c.min_lr_ratio!r} must be between 0 and 1")
-    if not 0 < c.decay_gamma <= 1:
-        raise ConfigError(f"--decay-gamma {c.decay_gamma!r} must be in (0, 1]")
-    if not c.weight_decay >= 0:
-        raise ConfigError(f"--weight-decay {c.weight_decay!r} must be >= 0")
-    if not 0 < c.threshold < 1:
-        raise ConfigError(f"--threshold {c.threshold!r} must be strictly between 0 and 1")
-    if c.read_workers is not None and (not isinstance(c.read_workers, int) or c.read_workers < 1):
-        raise ConfigError(f"--read-workers {c.read_workers!r} must be an integer >= 1")
-    if c.memory_budget is not None:
-        from ._units import parse_bytes
-
-        parse_bytes(c.memory_budget)
 
 
 def lr_factor(step: int, *, steps: int, warmup: int, schedule: str, min_lr_ratio: float,
@@ -327,7 +216,7 @@ def _training_mpp(train_regions, val_regions) -> float | None:
     if len(values) > 1:
         raise ConfigError(
             f"the training regions have different resolutions (mpp per region: {mpps}); a model is trained "
-            "at one mpp: prepare the regions with one --mpp"
+            "at one mpp: prepare the regions at one mpp"
         )
     mpp = values.pop()
     for r in val_regions:
@@ -335,7 +224,7 @@ def _training_mpp(train_regions, val_regions) -> float | None:
         if mpp is not None and v is not None and not math.isclose(v, mpp, rel_tol=1e-6):
             raise ConfigError(
                 f"validation region {r.name!r} is at {v} mpp but the training regions are at {mpp} mpp; "
-                "prepare the validation regions with the same --mpp"
+                "prepare the validation regions at the same mpp"
             )
     return mpp
 
@@ -358,8 +247,8 @@ def _check_train_masks(regions, progress: bool) -> None:
                     y, x = np.argwhere(strip > 1)[0]
                     raise InputError(
                         f"training region {r.name!r} ({r.path}) has mask value {int(strip[y, x])} at "
-                        f"(x={int(x)}, y={y0 + int(y)}); training needs masks of 0/1 only: rebuild it with "
-                        "gigaseg prepare --ignore background (or tissue), or move it to the val split"
+                        f"(x={int(x)}, y={y0 + int(y)}); training needs masks of 0/1 only: prepare it again with "
+                        "`ignore='background'` (or 'tissue'), or move it to the val split"
                     )
                 bar.update(min(rows, h - y0))
 
@@ -369,11 +258,11 @@ def _check_train_masks(regions, progress: bool) -> None:
 
 def _check_new_run_dir(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} exists and is not a folder; choose another --out")
+        raise ConfigError(f"`out` {run_dir} exists and is not a folder; choose another `out`")
     if (run_dir / CHECKPOINT_NAME).exists() or (run_dir / "log.csv").exists() or (run_dir / "config.json").exists():
         raise ConfigError(
-            f"{run_dir} already holds a training run; continue it with gigaseg train --resume {run_dir}, "
-            "or choose another --out"
+            f"{run_dir} already holds a training run; continue it with `resume={str(run_dir)!r}` (resume_config), "
+            "or choose another `out`"
         )
 
 
@@ -401,15 +290,24 @@ class _CsvLog:
     def __init__(self, path: Path, columns: Sequence[str]):
         self.path, self.columns = path, list(columns)
         new = not path.exists() or path.stat().st_size == 0
-        self._f = open(path, "a", newline="")
-        self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore")
-        if new:
-            self._w.writeheader()
-            self._f.flush()
+        with self._writing():
+            self._f = open(path, "a", newline="")
+            self._w = csv.DictWriter(self._f, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                self._w.writeheader()
+                self._f.flush()
 
     def write(self, row: dict) -> None:
-        self._w.writerow({k: ("" if v is None else v) for k, v in row.items()})
-        self._f.flush()
+        with self._writing():
+            self._w.writerow({k: ("" if v is None else v) for k, v in row.items()})
+            self._f.flush()
+
+    @contextmanager
+    def _writing(self):
+        try:
+            yield
+        except OSError as exc:
+            raise OutputError(f"cannot write {self.path} ({exc.strerror or exc}); free disk space", cause=exc) from exc
 
     def close(self) -> None:
         self._f.close()
@@ -490,8 +388,8 @@ def resume_config(run_dir: str | Path, **changes: Any) -> TrainConfig:
     ckpt = run_dir / CHECKPOINT_NAME
     if not ckpt.is_file():
         raise CheckpointError(
-            f"cannot resume {run_dir}: it has no {CHECKPOINT_NAME} (a run writes one every --ckpt-every steps "
-            "and when interrupted); start a new run with --out"
+            f"cannot resume {run_dir}: it has no {CHECKPOINT_NAME} (a run writes one every `ckpt_every` steps "
+            "and when interrupted); start a new run with `out`"
         )
     payload = load_checkpoint(ckpt)
     saved = payload.get("train_config")
@@ -505,7 +403,7 @@ def resume_config(run_dir: str | Path, **changes: Any) -> TrainConfig:
                 bad[name] = value
             continue
         if not hasattr(config, name):
-            raise ConfigError(f"unknown training option {name!r}")
+            raise unknown_choice("training option", name, [f.name for f in dataclasses.fields(TrainConfig)])
         if name in ("data", "val_data") and value and getattr(config, name):
             if Path(value).resolve() != Path(getattr(config, name)).resolve():
                 bad[name] = value
@@ -518,7 +416,7 @@ def resume_config(run_dir: str | Path, **changes: Any) -> TrainConfig:
         listed = ", ".join(f"{k}={v!r} (the run has {getattr(config, k)!r})" for k, v in bad.items())
         raise ConfigError(
             f"a resumed run keeps its configuration; these options differ from {run_dir}: {listed}. "
-            f"Only {', '.join(RESUME_CHANGEABLE)} may change; start a new run with another --out to change others"
+            f"Only {', '.join(RESUME_CHANGEABLE)} may change; start a new run with another `out` to change others"
         )
     config.out = str(run_dir)
     config.resume = str(run_dir)
@@ -595,6 +493,328 @@ def _grads_finite(model) -> bool:
     return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters())
 
 
+# --- one run: setting up, a step, validation, checkpoints, logs ---------------------------------------
+
+
+@dataclass
+class _Run:
+    """A run while it trains: its data, model and optimizer, where it is, and its logs.
+
+    ``step`` counts completed optimizer steps; the next region is ``perm[position]`` of
+    ``epoch``. ``unlogged`` is the last step's row until the loop has logged it (an interrupt
+    between the update and the log writes it). ``info`` is what ``config.json`` holds.
+    """
+
+    c: TrainConfig
+    run_dir: Path
+    device: Any
+    read_workers: int
+    train_ds: Any
+    val_regions: list
+    mpp: float | None
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    perm: Any = None
+    resumes: list = dataclasses.field(default_factory=list)
+    info: dict = dataclasses.field(default_factory=dict)
+    history: list = dataclasses.field(default_factory=list)
+    last_val: list = dataclasses.field(default_factory=list)
+    last_ckpt_step: int | None = None
+    logged_step: int = 0
+    unlogged: dict = dataclasses.field(default_factory=dict)
+    log: Any = None
+    val_log: Any = None
+
+    @property
+    def n_regions(self) -> int:
+        return len(self.train_ds)
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_NAME
+
+
+def _resolved(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
+    """A checked copy of ``config`` with absolute data paths, and the checkpoint it resumes (or None)."""
+    from .checkpoint import load_checkpoint
+
+    c = dataclasses.replace(config)
+    c.check()
+    c.data = str(Path(c.data).resolve())  # a run resumes from any working directory
+    c.val_data = str(Path(c.val_data).resolve()) if c.val_data else None
+    run_dir = Path(c.out)
+    if not c.resume:
+        _check_new_run_dir(run_dir)
+        return c, None
+    if Path(c.resume).resolve() != run_dir.resolve():
+        raise ConfigError(f"`resume={c.resume!r}` and `out={c.out!r}` differ: a run resumes in its own folder")
+    payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    saved = TrainConfig.from_dict(payload.get("train_config") or {})
+    saved.data = str(Path(saved.data).resolve()) if saved.data else None
+    saved.val_data = str(Path(saved.val_data).resolve()) if saved.val_data else None
+    diff = {f.name: (getattr(saved, f.name), getattr(c, f.name)) for f in dataclasses.fields(TrainConfig)
+            if f.name not in RESUME_CHANGEABLE + ("resume", "out") and getattr(saved, f.name) != getattr(c, f.name)}
+    if diff:
+        raise ConfigError(
+            f"a resumed run keeps its configuration; these options differ from the checkpoint's in {run_dir}: "
+            + ", ".join(f"{k} (run: {a!r}, given: {b!r})" for k, (a, b) in diff.items())
+            + "; build the configuration with gigaseg.training.resume_config"
+        )
+    return c, payload
+
+
+def _setup(c: TrainConfig, payload: dict[str, Any] | None) -> _Run:
+    """Check the data, build the model and optimizer (restored from ``payload`` when resuming)
+    and open the run folder. Every check comes before any work; seeds are set once, here."""
+    from .dataset import RegionDataset
+    from .engine import default_read_workers, resolve_device
+    from .model import UNet
+
+    device = resolve_device(c.device)
+    read_workers = c.read_workers or default_read_workers(device)
+    train_ds = RegionDataset(c.data, "train", augment=c.augment, seed=c.seed, jitter=c.jitter,
+                             jitter_strength=c.jitter_strength, read_threads=read_workers)
+    val_regions = _val_regions(c)
+    mpp = _training_mpp(train_ds.regions, val_regions)
+    if c.tile is not None:
+        from .engine import check_tile
+
+        check_tile(c.tile, c.model_config())
+    if not c.resume:
+        _check_train_masks(train_ds.regions, c.progress)
+
+    torch.manual_seed(c.seed)
+    np.random.seed(c.seed % 2**32)
+    random.seed(c.seed)
+    model = UNet(c.model_config()).to(device)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule_fn(c))
+    run = _Run(c=c, run_dir=Path(c.out), device=device, read_workers=read_workers, train_ds=train_ds,
+               val_regions=val_regions, mpp=mpp, model=model, optimizer=optimizer, scheduler=scheduler)
+    if payload is not None:
+        _restore(run, payload)
+    if run.step >= c.steps:
+        raise ConfigError(f"{run.run_dir} has already run {run.step} steps of `steps={c.steps}`; give a larger `steps`")
+    run.perm = _permutation(c.seed, run.epoch, run.n_regions)
+    _open_run_dir(run)
+    return run
+
+
+def _restore(run: _Run, payload: dict[str, Any]) -> None:
+    """Continue from a checkpoint: weights, optimizer, schedule, data order, RNG states."""
+    from ._runinfo import utc_now
+
+    c = run.c
+    run.model.load_state_dict(payload["state_dict"])
+    run.optimizer.load_state_dict(payload["optimizer"])
+    run.scheduler.load_state_dict(payload["scheduler"])
+    run.step = int(payload["step"])
+    order = payload["data_order"]
+    run.epoch, run.position = int(order["epoch"]), int(order["position"])
+    if list(_permutation(c.seed, run.epoch, run.n_regions)) != list(order["permutation"]):
+        raise CheckpointError(
+            f"{run.ckpt_path} was trained on a store of {len(order['permutation'])} training regions "
+            f"but {c.data} now has {run.n_regions}; resume with the same regions, or start a new run"
+        )
+    saved_cfg = payload["train_config"]
+    if (saved_cfg.get("steps"), saved_cfg.get("lr")) != (c.steps, c.lr):  # the schedule changed
+        run.scheduler.base_lrs = [c.lr for _ in run.optimizer.param_groups]
+        for g in run.optimizer.param_groups:
+            g["initial_lr"] = c.lr
+            g["lr"] = c.lr * _schedule_fn(c)(run.step)
+    _set_rng_state(payload["rng"])
+    run.resumes = list((payload.get("extra") or {}).get("resumes", [])) + [{"step": run.step, "time": utc_now()}]
+    run.last_ckpt_step = run.step
+
+
+def _open_run_dir(run: _Run) -> None:
+    """Write config.json and open the logs (a resumed run drops the rows after its checkpoint)."""
+    from . import __version__
+    from ._runinfo import machine_info, utc_now
+    from .model import count_parameters
+
+    c = run.c
+    try:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"run folder {run.run_dir} cannot be created ({exc.strerror or exc}); "
+                          "choose another `out`", cause=exc) from exc
+    run.info = {
+        "command": "train",
+        "config": c.to_dict(),
+        "gigaseg_version": __version__,
+        "torch_version": torch.__version__,
+        "machine": machine_info(),
+        "device": str(run.device),
+        "model": run.model.config.to_dict(),
+        "parameters": count_parameters(run.model),
+        "mpp": run.mpp,
+        "train_regions": [r.name for r in run.train_ds.regions],
+        "val_regions": [r.name for r in run.val_regions],
+        "started": utc_now(),
+        "resumes": run.resumes,
+    }
+    _write_json(run.run_dir / "config.json", run.info)
+    log_path, val_path = run.run_dir / "log.csv", run.run_dir / "val.csv"
+    run.history = [r for r in _read_csv(log_path) if _num(r.get("step")) <= run.step]
+    val_rows = [r for r in _read_csv(val_path) if _num(r.get("step")) <= run.step]
+    if c.resume:
+        _write_csv_atomic(log_path, LOG_COLUMNS, run.history)
+        _write_csv_atomic(val_path, _VAL_COLUMNS, val_rows)
+    run.log = _CsvLog(log_path, LOG_COLUMNS)
+    run.val_log = _CsvLog(val_path, _VAL_COLUMNS)
+    run.logged_step = run.step
+
+
+def _train_step(run: _Run) -> dict[str, Any]:
+    """One Adam step on the whole next region; its log row. A Ctrl-C or SIGTERM during the
+    update waits for it, so the run's state is always that of a completed step.
+
+    Raises:
+        TrainingError: the loss or a gradient is not finite (the update is not applied).
+    """
+    from ._memory import MemorySampler
+    from .engine import tiled_backward
+
+    c = run.c
+    if run.position >= run.n_regions:
+        run.epoch, run.position = run.epoch + 1, 0
+        run.perm = _permutation(c.seed, run.epoch, run.n_regions)
+    sample = run.train_ds.sample(int(run.perm[run.position]), run.epoch)
+    lr = run.optimizer.param_groups[0]["lr"]
+    t0 = time.perf_counter()
+    with MemorySampler(0.05) as mem:
+        run.optimizer.zero_grad(set_to_none=True)
+        loss = tiled_backward(run.model, sample.image, sample.mask, loss=c.loss, memory_budget=c.memory_budget,
+                              tile=c.tile, device=run.device, progress=c.progress, read_workers=run.read_workers)
+        row = {"step": run.step + 1, "loss": loss, "lr": lr, "epoch": run.epoch, "region": sample.name}
+        if not (math.isfinite(loss) and _grads_finite(run.model)):
+            run.log.write(row)
+            raise _not_finite(run, row)
+        run.unlogged = row
+        with _deferred_interrupt():
+            run.optimizer.step()
+            run.scheduler.step()
+            run.step += 1
+            run.position += 1
+    seconds = time.perf_counter() - t0
+    return {"step": run.step, "loss": loss, "lr": lr, "seconds_per_step": round(seconds, 4),
+            "peak_anon_bytes": mem.peak, "epoch": run.epoch, "region": sample.name}
+
+
+def _not_finite(run: _Run, row: dict[str, Any]) -> TrainingError:
+    c, loss = run.c, row["loss"]
+    where = (f"the last good checkpoint {run.ckpt_path} (step {run.last_ckpt_step}) is kept; resume from "
+             f"it with a lower learning rate: `resume={str(run.run_dir)!r}` and `lr={c.lr / 10:g}` (resume_config)"
+             if run.last_ckpt_step is not None else
+             f"no checkpoint was written yet; start again with a lower learning rate, e.g. `lr={c.lr / 10:g}`")
+    what = "loss" if not math.isfinite(loss) else "gradient"
+    return TrainingError(
+        f"the training {what} is not finite at step {row['step']} (loss {loss}, region "
+        f"{row['region']!r}, epoch {row['epoch']}, lr {row['lr']:.3g}); training stopped; {where}"
+    )
+
+
+def _validate(run: _Run) -> dict[str, Any]:
+    """Dice of every held-out region, into val.csv; the log row's validation columns."""
+    c = run.c
+    t_val = time.perf_counter()
+    run.last_val = evaluate_regions(run.model, run.val_regions, threshold=c.threshold,
+                                    memory_budget=c.memory_budget, tile=c.tile, device=run.device,
+                                    progress=c.progress, read_workers=run.read_workers)
+    for r in run.last_val:
+        run.val_log.write({"step": run.step, **r})
+    mean, sd = _mean_sd([r["dice"] for r in run.last_val])
+    return {"val_dice_mean": mean, "val_dice_sd": sd, "val_seconds": round(time.perf_counter() - t_val, 2)}
+
+
+def _save(run: _Run) -> None:
+    """Checkpoint the run's current step (atomically: the previous checkpoint stays until then)."""
+    from .checkpoint import save_checkpoint
+
+    c = run.c
+    try:
+        save_checkpoint(
+            run.ckpt_path, run.model, mpp=run.mpp, step=run.step, optimizer=run.optimizer.state_dict(),
+            scheduler=run.scheduler.state_dict(), rng=_rng_state(),
+            data_order={"epoch": run.epoch, "position": run.position,
+                        "permutation": [int(v) for v in _permutation(c.seed, run.epoch, run.n_regions)]},
+            train_config=c.to_dict(),
+            extra={"resumes": run.resumes, "val": run.last_val,
+                   "loss": run.history[-1]["loss"] if run.history else None},
+        )
+    except CheckpointWriteError as exc:
+        raise CheckpointWriteError(f"{exc}; training stopped after step {run.step}", cause=exc) from exc
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; training stopped after step {run.step}") from exc
+    run.last_ckpt_step = run.step
+
+
+def _log(run: _Run, row: dict[str, Any]) -> None:
+    run.history.append(row)
+    run.log.write(row)
+    run.logged_step = run.step
+
+
+def _show(bar: Any, row: dict[str, Any], running: float) -> None:
+    postfix = {"loss": f"{running:.4f}", "lr": f"{row['lr']:.2g}"}
+    if "val_dice_mean" in row:
+        postfix["val_dice"] = f"{row['val_dice_mean']:.4f}"
+    bar.set_postfix(postfix, refresh=False)
+    bar.update(1)
+
+
+def _stop(run: _Run) -> None:
+    """After Ctrl-C or SIGTERM: log and checkpoint the last completed step, say how to resume."""
+    if run.logged_step < run.step:  # interrupted between the update and the log row
+        _log(run, run.unlogged)
+    if run.last_ckpt_step != run.step:
+        _save(run)
+    plot_curves(run.history, run.run_dir / "curves.png")
+    print(f"\ngigaseg train: interrupted; saved step {run.step} of {run.c.steps} to {run.ckpt_path}. "
+          f"Continue with: gigaseg train --resume {run.run_dir}", file=sys.stderr)
+
+
+def _summary(run: _Run, seconds: float) -> dict[str, Any]:
+    """``train``'s result, also written into config.json."""
+    from ._runinfo import utc_now
+    from .model import count_parameters
+
+    history = run.history
+    step_times = [_num(r.get("seconds_per_step")) for r in history if math.isfinite(_num(r.get("seconds_per_step")))]
+    peaks = [_num(r.get("peak_anon_bytes")) for r in history if math.isfinite(_num(r.get("peak_anon_bytes")))]
+    mean, sd = _mean_sd([r["dice"] for r in run.last_val])
+    result = {
+        "run_dir": str(run.run_dir),
+        "checkpoint": str(run.ckpt_path),
+        "step": run.step,
+        "steps": run.c.steps,
+        "loss": _num(history[-1]["loss"]) if history else None,
+        "val_dice_mean": mean if run.last_val else None,
+        "val_dice_sd": sd if run.last_val else None,
+        "val_dice": {r["region"]: r["dice"] for r in run.last_val},
+        "seconds": seconds,
+        "seconds_per_step": statistics.median(step_times) if step_times else None,
+        "peak_anon_bytes": int(max(peaks)) if peaks else None,
+        "mpp": run.mpp,
+        "device": str(run.device),
+        "parameters": count_parameters(run.model),
+    }
+    run.info["finished"] = utc_now()
+    run.info["result"] = result
+    _write_json(run.run_dir / "config.json", run.info)
+    return result
+
+
+def _due(every: int, step: int) -> bool:
+    return bool(every) and step % every == 0
+
+
 # --- the loop ------------------------------------------------------------------------------------------
 
 
@@ -614,241 +834,41 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """
     from tqdm.auto import tqdm
 
-    from . import __version__
-    from ._memory import MemorySampler, trim_heap
-    from ._runinfo import machine_info
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .dataset import RegionDataset
-    from .engine import default_read_workers, resolve_device, tiled_backward
-    from .model import UNet, count_parameters, preset
-    from ._runinfo import utc_now
+    from ._memory import trim_heap
 
-    c = dataclasses.replace(config)
-    _check_config(c)
-    c.data = str(Path(c.data).resolve())  # a run resumes from any working directory
-    c.val_data = str(Path(c.val_data).resolve()) if c.val_data else None
-    run_dir = Path(c.out)
-    payload = None
-    if c.resume:
-        if Path(c.resume).resolve() != run_dir.resolve():
-            raise ConfigError(f"resume={c.resume!r} and out={c.out!r} differ: a run resumes in its own folder")
-        payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
-        saved = TrainConfig.from_dict(payload.get("train_config") or {})
-        saved.data = str(Path(saved.data).resolve()) if saved.data else None
-        saved.val_data = str(Path(saved.val_data).resolve()) if saved.val_data else None
-        diff = {f.name: (getattr(saved, f.name), getattr(c, f.name)) for f in dataclasses.fields(TrainConfig)
-                if f.name not in RESUME_CHANGEABLE + ("resume", "out") and getattr(saved, f.name) != getattr(c, f.name)}
-        if diff:
-            raise ConfigError(
-                f"a resumed run keeps its configuration; these options differ from the checkpoint's in {run_dir}: "
-                + ", ".join(f"{k} (run: {a!r}, given: {b!r})" for k, (a, b) in diff.items())
-                + "; build the configuration with gigaseg.train.resume_config"
-            )
-    else:
-        _check_new_run_dir(run_dir)
-
-    # Data: every check before any work.
-    device = resolve_device(c.device)
-    read_workers = c.read_workers or default_read_workers(device)
-    train_ds = RegionDataset(c.data, "train", augment=c.augment, seed=c.seed, jitter=c.jitter,
-                             jitter_strength=c.jitter_strength, read_threads=read_workers)
-    val_regions = _val_regions(c)
-    mpp = _training_mpp(train_ds.regions, val_regions)
-    if c.tile is not None:
-        from .engine import check_tile
-
-        check_tile(c.tile, preset(c.preset))
-    if not c.resume:
-        _check_train_masks(train_ds.regions, c.progress)
-    n_regions = len(train_ds)
-
-    # Model, optimizer, schedule; seeds set once.
-    torch.manual_seed(c.seed)
-    np.random.seed(c.seed % 2**32)
-    random.seed(c.seed)
-    model = UNet(preset(c.preset)).to(device)
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule_fn(c))
-    step, epoch, position = 0, 0, 0
-    resumes = []
-    if payload is not None:
-        model.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        step = int(payload["step"])
-        order = payload["data_order"]
-        epoch, position = int(order["epoch"]), int(order["position"])
-        if list(_permutation(c.seed, epoch, n_regions)) != list(order["permutation"]):
-            raise CheckpointError(
-                f"{run_dir / CHECKPOINT_NAME} was trained on a store of {len(order['permutation'])} training regions "
-                f"but {c.data} now has {n_regions}; resume with the same regions, or start a new run"
-            )
-        saved_cfg = payload["train_config"]
-        if (saved_cfg.get("steps"), saved_cfg.get("lr")) != (c.steps, c.lr):  # the schedule changed
-            scheduler.base_lrs = [c.lr for _ in optimizer.param_groups]
-            for g in optimizer.param_groups:
-                g["initial_lr"] = c.lr
-                g["lr"] = c.lr * _schedule_fn(c)(step)
-        _set_rng_state(payload["rng"])
-        resumes = list((payload.get("extra") or {}).get("resumes", [])) + [{"step": step, "time": utc_now()}]
-    if step >= c.steps:
-        raise ConfigError(f"{run_dir} has already run {step} steps of --steps {c.steps}; give a larger --steps")
-
-    # Run folder: config.json, logs (a resumed run drops rows after its checkpoint).
-    run_dir.mkdir(parents=True, exist_ok=True)
-    info = {
-        "command": "train",
-        "config": c.to_dict(),
-        "gigaseg_version": __version__,
-        "torch_version": torch.__version__,
-        "machine": machine_info(),
-        "device": str(device),
-        "model": model.config.to_dict(),
-        "parameters": count_parameters(model),
-        "mpp": mpp,
-        "train_regions": [r.name for r in train_ds.regions],
-        "val_regions": [r.name for r in val_regions],
-        "started": utc_now(),
-        "resumes": resumes,
-    }
-    _write_json(run_dir / "config.json", info)
-    log_path, val_path = run_dir / "log.csv", run_dir / "val.csv"
-    history = [r for r in _read_csv(log_path) if _num(r.get("step")) <= step]
-    val_rows = [r for r in _read_csv(val_path) if _num(r.get("step")) <= step]
-    if c.resume:
-        _write_csv_atomic(log_path, LOG_COLUMNS, history)
-        _write_csv_atomic(val_path, _VAL_COLUMNS, val_rows)
-    log = _CsvLog(log_path, LOG_COLUMNS)
-    val_log = _CsvLog(val_path, _VAL_COLUMNS)
-    ckpt_path = run_dir / CHECKPOINT_NAME
-    last_ckpt_step = step if payload is not None else None
-    last_val: list[dict] = []
-
-    def save(at_step: int) -> None:
-        nonlocal last_ckpt_step
-        try:
-            save_checkpoint(
-                ckpt_path, model, mpp=mpp, step=at_step, optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict(), rng=_rng_state(),
-                data_order={"epoch": epoch, "position": position,
-                            "permutation": [int(v) for v in _permutation(c.seed, epoch, n_regions)]},
-                train_config=c.to_dict(),
-                extra={"resumes": resumes, "val": last_val, "loss": history[-1]["loss"] if history else None},
-            )
-        except CheckpointError as exc:
-            raise CheckpointError(f"{exc}; training stopped after step {at_step}") from exc
-        last_ckpt_step = at_step
-
-    def validate() -> tuple[float, float]:
-        nonlocal last_val
-        last_val = evaluate_regions(model, val_regions, threshold=c.threshold, memory_budget=c.memory_budget,
-                                    tile=c.tile, device=device, progress=c.progress, read_workers=read_workers)
-        for r in last_val:
-            val_log.write({"step": step, **r})
-        return _mean_sd([r["dice"] for r in last_val])
-
-    if not val_regions:
+    c, payload = _resolved(config)
+    run = _setup(c, payload)
+    if not run.val_regions:
         print(f"gigaseg train: no validation regions (no 'val' split in {c.data} and no --val-data); "
               "training without validation", file=sys.stderr)
-    t_start = time.perf_counter()
-    last_plot = time.perf_counter()
-    perm = _permutation(c.seed, epoch, n_regions)
-    bar = tqdm(total=c.steps, initial=step, desc="train", unit="step", disable=not c.progress, dynamic_ncols=True)
+    t_start = last_plot = time.perf_counter()
+    bar = tqdm(total=c.steps, initial=run.step, desc="train", unit="step", disable=not c.progress,
+               dynamic_ncols=True)
     running = None
-    logged_step = step
     # The steps' peak memory counts from here: what earlier work in this process (making the
     # data, as the demo does) freed but the allocator kept is handed back first.
     trim_heap()
     with _sigterm_as_interrupt():
         try:
-            while step < c.steps:
-                if position >= n_regions:
-                    epoch, position = epoch + 1, 0
-                    perm = _permutation(c.seed, epoch, n_regions)
-                sample = train_ds.sample(int(perm[position]), epoch)
-                lr = optimizer.param_groups[0]["lr"]
-                t0 = time.perf_counter()
-                with MemorySampler(0.05) as mem:
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = tiled_backward(model, sample.image, sample.mask, loss=c.loss, memory_budget=c.memory_budget,
-                                          tile=c.tile, device=device, progress=c.progress,
-                                          read_workers=read_workers)
-                    if not (math.isfinite(loss) and _grads_finite(model)):
-                        log.write({"step": step + 1, "loss": loss, "lr": lr, "epoch": epoch, "region": sample.name})
-                        where = (f"the last good checkpoint {ckpt_path} (step {last_ckpt_step}) is kept; resume from "
-                                 f"it with a lower learning rate: gigaseg train --resume {run_dir} --lr {c.lr / 10:g}"
-                                 if last_ckpt_step is not None else
-                                 f"no checkpoint was written yet; start again with a lower --lr (e.g. {c.lr / 10:g})")
-                        what = "loss" if not math.isfinite(loss) else "gradient"
-                        raise TrainingError(
-                            f"the training {what} is not finite at step {step + 1} (loss {loss}, region "
-                            f"{sample.name!r}, epoch {epoch}, lr {lr:.3g}); training stopped; {where}"
-                        )
-                    with _deferred_interrupt():
-                        optimizer.step()
-                        scheduler.step()
-                        step += 1
-                        position += 1
-                seconds = time.perf_counter() - t0
-                running = loss if running is None else 0.9 * running + 0.1 * loss
-                row = {"step": step, "loss": loss, "lr": lr, "seconds_per_step": round(seconds, 4),
-                       "peak_anon_bytes": mem.peak, "epoch": epoch, "region": sample.name}
-                final = step == c.steps
-                if val_regions and ((c.val_every and step % c.val_every == 0) or final):
-                    t_val = time.perf_counter()
-                    row["val_dice_mean"], row["val_dice_sd"] = validate()
-                    row["val_seconds"] = round(time.perf_counter() - t_val, 2)
-                history.append(row)
-                log.write(row)
-                logged_step = step
-                if (c.ckpt_every and step % c.ckpt_every == 0) or final:
-                    save(step)
-                postfix = {"loss": f"{running:.4f}", "lr": f"{lr:.2g}"}
-                if "val_dice_mean" in row:
-                    postfix["val_dice"] = f"{row['val_dice_mean']:.4f}"
-                bar.set_postfix(postfix, refresh=False)
-                bar.update(1)
+            while run.step < c.steps:
+                row = _train_step(run)
+                final = run.step == c.steps
+                if run.val_regions and (_due(c.val_every, run.step) or final):
+                    row.update(_validate(run))
+                _log(run, row)
+                if _due(c.ckpt_every, run.step) or final:
+                    _save(run)
+                running = row["loss"] if running is None else 0.9 * running + 0.1 * row["loss"]
+                _show(bar, row, running)
                 if "val_dice_mean" in row or final or time.perf_counter() - last_plot > 60:
-                    plot_curves(history, run_dir / "curves.png")
+                    plot_curves(run.history, run.run_dir / "curves.png")
                     last_plot = time.perf_counter()
         except KeyboardInterrupt:
             bar.close()
-            if logged_step < step:  # interrupted between the update and the log row
-                history.append({"step": step, "loss": loss, "lr": lr, "epoch": epoch, "region": sample.name})
-                log.write(history[-1])
-            if last_ckpt_step != step:
-                save(step)
-            plot_curves(history, run_dir / "curves.png")
-            print(f"\ngigaseg train: interrupted; saved step {step} of {c.steps} to {ckpt_path}. "
-                  f"Continue with: gigaseg train --resume {run_dir}", file=sys.stderr)
+            _stop(run)
             raise
         finally:
             bar.close()
-            log.close()
-            val_log.close()
-
-    seconds = time.perf_counter() - t_start
-    step_times = [_num(r.get("seconds_per_step")) for r in history if math.isfinite(_num(r.get("seconds_per_step")))]
-    peaks = [_num(r.get("peak_anon_bytes")) for r in history if math.isfinite(_num(r.get("peak_anon_bytes")))]
-    mean, sd = _mean_sd([r["dice"] for r in last_val])
-    result = {
-        "run_dir": str(run_dir),
-        "checkpoint": str(ckpt_path),
-        "step": step,
-        "steps": c.steps,
-        "loss": _num(history[-1]["loss"]) if history else None,
-        "val_dice_mean": mean if last_val else None,
-        "val_dice_sd": sd if last_val else None,
-        "val_dice": {r["region"]: r["dice"] for r in last_val},
-        "seconds": seconds,
-        "seconds_per_step": statistics.median(step_times) if step_times else None,
-        "peak_anon_bytes": int(max(peaks)) if peaks else None,
-        "mpp": mpp,
-        "device": str(device),
-        "parameters": count_parameters(model),
-    }
-    info["finished"] = utc_now()
-    info["result"] = result
-    _write_json(run_dir / "config.json", info)
-    return result
+            run.log.close()
+            run.val_log.close()
+    return _summary(run, time.perf_counter() - t_start)
