@@ -25,7 +25,7 @@ from .errors import (
     UnsupportedModelError,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # public name -> module that defines it
 _LAZY = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ..options import DEFAULT_LOSS, DEFAULT_PREDICT_DEVICE, DEFAULT_PRESET, LOSSES, PRESET_NAMES
+
 
 def register_bench(sub, formatter_class) -> None:
     p = sub.add_parser(
@@ -19,12 +21,12 @@ def register_bench(sub, formatter_class) -> None:
     )
     p.add_argument("--height", type=int, required=True, help="image height in pixels")
     p.add_argument("--width", type=int, required=True, help="image width in pixels")
-    p.add_argument("--preset", default="paper", choices=("paper", "tiny"), help="model preset")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES, help="model preset")
     p.add_argument("--naive", action="store_true", help="whole-image autograd instead of the tiled engine")
     p.add_argument("--memory-budget", default=None, help="e.g. 4GB or 2GiB; default: the planner's (1 GiB)")
     p.add_argument("--tile", type=int, default=None, help="core tile side (multiple of the stride); overrides the plan")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
-    p.add_argument("--loss", default="bce+dice", choices=("bce", "dice", "bce+dice"))
+    p.add_argument("--device", default=DEFAULT_PREDICT_DEVICE, help="cpu, cuda, mps or auto")
+    p.add_argument("--loss", default=DEFAULT_LOSS, choices=LOSSES)
     p.add_argument("--steps", type=int, default=3, help="timed steps (the median is reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

@@ -6,6 +6,17 @@ import json
 import sys
 from pathlib import Path
 
+from ..options import (
+    BASELINE_METHODS,
+    DEFAULT_BASELINE_METHOD,
+    DEFAULT_PRECISION,
+    DEFAULT_PREDICT_DEVICE,
+    DEFAULT_PRESET,
+    DEFAULT_THRESHOLD,
+    DEFAULT_WORKING_MPP,
+    PRECISIONS,
+    PRESET_NAMES,
+)
 from . import command_parser, feeds, show_flags
 
 _PREDICT_HELP = """\
@@ -60,7 +71,7 @@ def _common_outputs(p) -> None:
 
 
 def _precision_option(p) -> None:
-    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+    p.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
                    help="bfloat16: PyTorch's bfloat16 kernels (1.2-1.6x its float32 ones on CPUs with "
                         "AVX512-BF16/AMX), probabilities within a few hundredths of float32's; float32 on the CPU "
                         "uses gigaseg's compiled kernels, faster still (default: float32, exact)")
@@ -78,12 +89,12 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("model", metavar="MODEL", help="checkpoint written by gigaseg train")
     p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, folders or globs")
     _common_outputs(p)
-    p.add_argument("--threshold", type=float, default=0.5, help="tissue = probability >= threshold")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="tissue = probability >= threshold")
     p.add_argument("--probabilities", action="store_true", help="mask TIFF holds probability*255 instead of 0/255")
     p.add_argument("--model-mpp", type=float, default=None,
                    help="run the model at this um/px instead of the checkpoint's training mpp")
     p.add_argument("--memory-budget", default=None, help="engine memory budget, e.g. 1GB (default: the planner's)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    p.add_argument("--device", default=DEFAULT_PREDICT_DEVICE, help="cpu, cuda, mps or auto")
     _precision_option(p)
     _read_workers_option(p)
     p.set_defaults(func=_run_predict)
@@ -92,7 +103,8 @@ def register(subparsers, formatter_class) -> None:
                               description=_EVALUATE_HELP, formatter_class=formatter_class)
     e.add_argument("preds", nargs="+", metavar="PRED", help="predicted masks")
     e.add_argument("--reference", nargs="+", required=True, metavar="REF", help="one reference mask per PRED")
-    e.add_argument("--threshold", type=float, default=0.5, help="for probability masks: tissue = value/255 >= this")
+    e.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="for probability masks: tissue = value/255 >= this")
     e.add_argument("--out", default=None, metavar="DIR", help="write evaluate.json and evaluate.csv here")
     feeds(e, out="out_dir", reference="refs")
     e.set_defaults(func=_run_evaluate)
@@ -100,8 +112,9 @@ def register(subparsers, formatter_class) -> None:
     b = subparsers.add_parser("baseline", help="non-learned tissue masks (Otsu, saturation)",
                               description=_BASELINE_HELP, formatter_class=formatter_class)
     b.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, folders or globs")
-    b.add_argument("--method", default="otsu", choices=("otsu", "saturation"), help="baseline method")
-    b.add_argument("--working-mpp", type=float, default=8.0, help="resolution the method runs at, um/px")
+    b.add_argument("--method", default=DEFAULT_BASELINE_METHOD, choices=BASELINE_METHODS, help="baseline method")
+    b.add_argument("--working-mpp", type=float, default=DEFAULT_WORKING_MPP,
+                   help="resolution the method runs at, um/px")
     _common_outputs(b)
     b.set_defaults(func=_run_baseline)
 
@@ -119,7 +132,7 @@ def register_bench(bench_subparsers, formatter_class) -> None:
         formatter_class=formatter_class,
     )
     b.add_argument("--size", default="16000x64000", metavar="HxW", help="slide HEIGHTxWIDTH (level 0 = model res)")
-    b.add_argument("--preset", default="paper", choices=("paper", "tiny"), help="model preset (untrained)")
+    b.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES, help="model preset (untrained)")
     b.add_argument("--checkpoint", default=None,
                    help="a trained checkpoint instead of the untrained preset (run at 0.5 um/px all the same)")
     b.add_argument("--memory-budget", default=None, help="engine memory budget")
@@ -127,7 +140,7 @@ def register_bench(bench_subparsers, formatter_class) -> None:
     b.add_argument("--keep-slide", default=None, metavar="PATH", help="write the synthetic slide here and keep it")
     b.add_argument("--dir", default=None, help="scratch directory (default: the system temp dir)")
     b.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always JSON")
-    b.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    b.add_argument("--device", default=DEFAULT_PREDICT_DEVICE, help="cpu, cuda, mps or auto")
     _precision_option(b)
     _read_workers_option(b)
     b.set_defaults(func=_run_bench)

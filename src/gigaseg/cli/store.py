@@ -7,6 +7,21 @@ import json
 import sys
 from pathlib import Path
 
+from ..options import (
+    DEFAULT_HOLES,
+    DEFAULT_IGNORE,
+    DEFAULT_JITTER,
+    DEFAULT_SEED,
+    DEFAULT_SPLIT,
+    DEFAULT_STORE_FORMAT,
+    DEFAULT_SYNTH_MPP,
+    HOLE_CONVENTIONS,
+    IGNORE_MODES,
+    JITTERS,
+    MASK_KINDS,
+    SPLITS,
+    STORE_FORMATS,
+)
 from . import feeds
 
 _PREPARE_HELP = """\
@@ -38,23 +53,23 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--masks", nargs="+", metavar="MASK", default=[], help="one mask per SLIDE, in order")
     p.add_argument("--size", required=True, metavar="HxW", help="region HEIGHTxWIDTH in pixels at --mpp, e.g. 16000x64000")
     p.add_argument("--mpp", type=float, default=None,
-                   help="target microns per pixel (default: slides: level 0 as is; --synthetic: 0.5)")
+                   help=f"target microns per pixel (default: slides: level 0 as is; --synthetic: {DEFAULT_SYNTH_MPP})")
     p.add_argument("--out", required=True, metavar="STORE", help="the store directory (created if new)")
     p.add_argument("--origin", default=None, metavar="X,Y", help="top-left corner in level-0 pixels (default: centred)")
     p.add_argument("--pad", action="store_true", help="pad a region larger than the slide with background")
-    p.add_argument("--split", default="train", choices=("train", "val"), help="split of the slide regions")
+    p.add_argument("--split", default=DEFAULT_SPLIT, choices=SPLITS, help="split of the slide regions")
     p.add_argument("--name", default=None, help="region name (one slide only; default: the slide's file stem)")
-    p.add_argument("--format", default="npy", choices=("npy", "zarr"),
+    p.add_argument("--format", default=DEFAULT_STORE_FORMAT, choices=STORE_FORMATS,
                    help="on-disk format: npy (memory-mapped, fastest) or zarr (zstd, ~3x smaller, slower)")
     p.add_argument("--slide-mpp", type=float, default=None, help="level-0 mpp of slides that do not record it")
     p.add_argument("--mask-class", action="append", default=None, metavar="NAME",
                    help="GeoJSON: use only features of this QuPath classification (repeatable; default: all)")
-    p.add_argument("--ignore", default="keep", choices=("keep", "background", "tissue"),
+    p.add_argument("--ignore", default=DEFAULT_IGNORE, choices=IGNORE_MODES,
                    help="mask images with 0/1/255: what 255 (ignore) becomes; training accepts only 0/1")
     p.add_argument("--synthetic", type=int, default=None, metavar="N", help="make N synthetic regions instead of slides")
-    p.add_argument("--seed", type=int, default=0, help="--synthetic: seed of the first region")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="--synthetic: seed of the first region")
     p.add_argument("--val", type=int, default=0, metavar="K", help="--synthetic: the last K regions go to val")
-    p.add_argument("--holes", default="background", choices=("background", "tissue"),
+    p.add_argument("--holes", default=DEFAULT_HOLES, choices=HOLE_CONVENTIONS,
                    help="--synthetic: what the mask calls lumens and tears inside tissue: background (exact "
                         "outline) or tissue (holes filled, like histolab's tissue masks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -88,12 +103,13 @@ def register_bench(bench_subparsers, formatter_class) -> None:
     )
     b.add_argument("--store", default=None, help="an existing store (default: a temporary one with one region)")
     b.add_argument("--size", default="4096x8192", metavar="HxW", help="size of the temporary region")
-    b.add_argument("--format", default="npy", choices=("npy", "zarr"), help="format of the temporary region")
+    b.add_argument("--format", default=DEFAULT_STORE_FORMAT, choices=STORE_FORMATS,
+                   help="format of the temporary region")
     b.add_argument("--tile", type=int, default=2048, help="tile side without halo")
     b.add_argument("--halo", type=int, default=128, help="halo on each side")
     b.add_argument("--tiles", type=int, default=8, help="tiles per measurement")
-    b.add_argument("--jitter", default="hed", choices=("hed", "rgb", "none"), help="colour jitter when augmenting")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--jitter", default=DEFAULT_JITTER, choices=JITTERS, help="colour jitter when augmenting")
+    b.add_argument("--seed", type=int, default=DEFAULT_SEED)
     b.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always JSON")
     b.set_defaults(func=_run_bench)
 
@@ -113,8 +129,8 @@ def register_bench(bench_subparsers, formatter_class) -> None:
     pm.add_argument("--slide-size", default=None, metavar="HxW", help="slide size (default: the region at --mpp)")
     pm.add_argument("--mpp", type=float, default=None, help="target mpp (default: level 0)")
     pm.add_argument("--slide-mpp", type=float, default=0.5, help="level-0 mpp given to the slide")
-    pm.add_argument("--mask", default="geojson", choices=("geojson", "tiff"), help="kind of mask")
-    pm.add_argument("--format", default="npy", choices=("npy", "zarr"), help="store format")
+    pm.add_argument("--mask", default=MASK_KINDS[0], choices=MASK_KINDS, help="kind of mask")
+    pm.add_argument("--format", default=DEFAULT_STORE_FORMAT, choices=STORE_FORMATS, help="store format")
     pm.add_argument("--dir", default=None, help="scratch directory (default: the system temp dir)")
     pm.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always JSON")
     pm.set_defaults(func=_run_bench_prepare)
@@ -147,7 +163,8 @@ def _run_prepare(args) -> int:
     if args.synthetic is not None:
         regions = prepare_synthetic(
             store, args.synthetic, size, seed=args.seed, val=args.val,
-            mpp=args.mpp if args.mpp is not None else 0.5, format=args.format, progress=progress, holes=args.holes,
+            mpp=args.mpp if args.mpp is not None else DEFAULT_SYNTH_MPP, format=args.format, progress=progress,
+            holes=args.holes,
         )
     else:
         regions = []

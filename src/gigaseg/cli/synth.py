@@ -8,6 +8,15 @@ import os
 import sys
 from pathlib import Path
 
+from ..options import (
+    DEFAULT_HOLES,
+    DEFAULT_JPEG_QUALITY,
+    DEFAULT_SEED,
+    DEFAULT_SYNTH_MPP,
+    DEFAULT_TIFF_TILE,
+    HOLE_CONVENTIONS,
+)
+
 
 def register(subparsers, formatter_class) -> None:
     p = subparsers.add_parser(
@@ -22,9 +31,9 @@ def register(subparsers, formatter_class) -> None:
     )
     p.add_argument("out", metavar="OUT.tiff", help="output slide path")
     _geometry_args(p, width=None, height=None)
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100")
-    p.add_argument("--tile", type=int, default=512, help="TIFF tile size, px (multiple of 16)")
-    p.add_argument("--holes", default="background", choices=("background", "tissue"),
+    p.add_argument("--quality", type=int, default=DEFAULT_JPEG_QUALITY, help="JPEG quality 1..100")
+    p.add_argument("--tile", type=int, default=DEFAULT_TIFF_TILE, help="TIFF tile size, px (multiple of 16)")
+    p.add_argument("--holes", default=DEFAULT_HOLES, choices=HOLE_CONVENTIONS,
                    help="what the mask calls lumens and tears inside tissue: background (exact outline) or "
                         "tissue (holes filled, like histolab's tissue masks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -39,7 +48,7 @@ def register_bench(bench_subparsers, formatter_class) -> None:
         formatter_class=formatter_class,
     )
     _geometry_args(p, width=64000, height=16000)
-    p.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100")
+    p.add_argument("--quality", type=int, default=DEFAULT_JPEG_QUALITY, help="JPEG quality 1..100")
     p.add_argument("--json", action="store_true", help="print JSON (always on; accepted for uniformity)")
     p.add_argument("--keep", metavar="DIR", default=None, help="write into DIR and keep the files")
     p.set_defaults(func=run_bench)
@@ -51,8 +60,8 @@ def _geometry_args(p: argparse.ArgumentParser, width, height) -> None:
     p.add_argument("--width", type=int, default=none if req else width, required=req, help="slide width, level-0 px")
     p.add_argument("--height", type=int, default=none if req else height, required=req,
                    help="slide height, level-0 px")
-    p.add_argument("--seed", type=int, default=none if req else 0, required=req, help="slide seed (>= 0)")
-    p.add_argument("--mpp", type=float, default=0.5, help="micrometres per pixel")
+    p.add_argument("--seed", type=int, default=none if req else DEFAULT_SEED, required=req, help="slide seed (>= 0)")
+    p.add_argument("--mpp", type=float, default=DEFAULT_SYNTH_MPP, help="micrometres per pixel")
 
 
 def run_synth(args) -> int:
