@@ -258,14 +258,16 @@ def main(argv=None) -> int:
         print(f"  {mode:13s} tiled vs CPU float64 {worst[(mode, 'tiled_vs_cpu_f64')]:.2e}   "
               f"tiled vs whole-image on GPU {worst[(mode, 'tiled_vs_whole_gpu')]:.2e}")
     for r in result["predict_check"]:
-        print(f"  predict {r['mode']:13s} max |p - p_cpu64| {r['max_abs_prob_error']:.2e}, uint8 {r['max_uint8_error']}")
+        print(f"  predict {r['mode']:13s} max |p - p_cpu64| {r['max_abs_prob_error']:.2e}, "
+              f"uint8 {r['max_uint8_error']}")
     print("\nsteps (median s/step; GPU peak allocated; host peak anon):")
     for r in steps:
         if "skipped" in r:
             print(f"  {r['label']:32s} skipped ({r['skipped']})")
             continue
         print(f"  {r['label']:32s} {r['seconds_per_step']:8.3f} s  {r['megapixels_per_second']:7.1f} MP/s  "
-              f"gpu {(r['cuda_max_allocated_bytes'] or 0) / 2**30:6.2f} GiB  host {r['peak_anon_bytes'] / 2**30:5.2f} GiB  "
+              f"gpu {(r['cuda_max_allocated_bytes'] or 0) / 2**30:6.2f} GiB  "
+              f"host {r['peak_anon_bytes'] / 2**30:5.2f} GiB  "
               f"tile {r['tile']}")
     for r in result.get("predict_speed", []):
         if "skipped" in r:

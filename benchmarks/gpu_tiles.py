@@ -22,11 +22,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_check import _step_row, _tile_to  # noqa: E402
+from gpu_check import _step_row, _tile_to
 
-from gigaseg.bench.step import bench_step, make_synthetic_arrays  # noqa: E402
-from gigaseg.engine import plan, tiled_predict  # noqa: E402
-from gigaseg.model import UNet, preset  # noqa: E402
+from gigaseg.bench.step import bench_step, make_synthetic_arrays
+from gigaseg.engine import plan, tiled_predict
+from gigaseg.model import UNet, preset
 
 
 def main(argv=None) -> int:
@@ -59,8 +59,8 @@ def main(argv=None) -> int:
             r = bench_step(8000, 8000, device="cuda", data_dir=d64, steps=2, warmup=1, tile=tile)
             result["steps"].append(_step_row(f"64MP tile {tile}", r))
             save()
-            print(f"tile {tile}: {r['seconds_per_step']:.3f} s/step, gpu {r['cuda_max_allocated_bytes'] / 2**30:.2f} GiB",
-                  flush=True)
+            print(f"tile {tile}: {r['seconds_per_step']:.3f} s/step, "
+                  f"gpu {r['cuda_max_allocated_bytes'] / 2**30:.2f} GiB", flush=True)
         if args.no_predict:
             return 0
         d1g = Path(root) / "1gp"

@@ -94,7 +94,8 @@ def _repeats_section(records: list[dict]) -> list[str]:
         return []
     lines = [
         "", "## 64 MP: naive and tiled (400 MiB budget), alternately, three times", "",
-        "| run | naive s/step | tiled s/step | time naive/tiled | naive peak GiB | tiled peak GiB | memory naive/tiled |",
+        "| run | naive s/step | tiled s/step | time naive/tiled | naive peak GiB | tiled peak GiB "
+        "| memory naive/tiled |",
         "|---|---|---|---|---|---|---|",
     ]
     for i, (n, t) in enumerate(zip(naive, tiled), 1):
@@ -116,7 +117,8 @@ def write_markdown(records: list[dict], path: Path) -> None:
     lines = [
         "# Scaling: naive vs tiled training steps",
         "",
-        "One training step (forward, loss (`bce+dice` unless the row says otherwise), backward, Adam step) of the `paper` preset",
+        "One training step (forward, loss (`bce+dice` unless the row says otherwise), backward, Adam step) of the "
+        "`paper` preset",
         "(4,492 parameters) on a synthetic uint8 image memory-mapped from disk, batch size 1.",
         "Naive = whole-image autograd; tiled = `gigaseg.tiled_backward` (exact). Time is the",
         "median of 5 steps after 1 warm-up step up to 64 MP (3 at 256 MP, 1 at 1.024 GP); memory is the peak anonymous",
@@ -133,15 +135,16 @@ def write_markdown(records: list[dict], path: Path) -> None:
     ]
     for name, (h, w) in SIZES.items():
         for loss in ("bce+dice", "bce", "dice"):
-            runs = [r for r in records if r.get("height") == h and "error" not in r and r.get("loss", "bce+dice") == loss
-                    and not r.get("env") and not r.get("repeat")]
+            runs = [r for r in records if r.get("height") == h and "error" not in r
+                    and r.get("loss", "bce+dice") == loss and not r.get("env") and not r.get("repeat")]
             naive = next((r for r in runs if r["mode"] == "naive"), None)
             for tiled in [r for r in runs if r["mode"] == "tiled"] or ([None] if naive else []):
                 lines.append("| " + " | ".join([name, f"{h} x {w}", *_row(naive, tiled)]) + " |")
     lines += _repeats_section(records)
     errors = [r for r in records if "error" in r]
     if errors:
-        lines += ["", "Runs that failed:", ""] + [f"- {r['height']} x {r['width']} {r['args']}: {r['error']}" for r in errors]
+        lines += ["", "Runs that failed:", ""]
+        lines += [f"- {r['height']} x {r['width']} {r['args']}: {r['error']}" for r in errors]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -154,7 +157,7 @@ def main() -> int:
     records = []
     scratch = Path(tempfile.mkdtemp(prefix="gigaseg-scaling-"))
     try:
-        for name, (h, w) in sizes.items():
+        for h, w in sizes.values():
             data = scratch / f"{h}x{w}"
             steps = 1 if h * w >= 1e9 else 3 if h * w > 64e6 else 5
             if h * w <= 64e6:

@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 
 
@@ -88,8 +87,8 @@ def main(argv=None) -> int:
 
     from PIL import Image
 
-    from gigaseg.checkpoint import load_checkpoint, load_model
     from gigaseg.baseline import baseline_slide
+    from gigaseg.checkpoint import load_checkpoint, load_model
     from gigaseg.predict import predict_slide
     from gigaseg.slides import open_slide
 
@@ -178,7 +177,8 @@ def main(argv=None) -> int:
         "References: the pseudo-masks in `../shared/data/real/masks` (histolab's algorithmic tissue masks at 1/10 "
         "scale, not manual annotations). Made by `scripts/real_slides_eval.py`.",
         "",
-        "| slide | method | Dice | IoU | precision | recall | tissue fraction | pieces | s | GeoJSON valid | TIFF opens, slide size |",
+        "| slide | method | Dice | IoU | precision | recall | tissue fraction | pieces | s | GeoJSON valid "
+        "| TIFF opens, slide size |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["slides"]:

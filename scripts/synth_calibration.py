@@ -144,7 +144,8 @@ def main(argv=None) -> int:
         ax.imshow(rgb[y : y + 512, x : x + 512])
         ax.set_title(f"synthetic seed {seeds[j % len(seeds)]} crop at ({x}, {y})", fontsize=10)
         ax.axis("off")
-    fig.suptitle("gigaseg.synth calibration: real H&E (black) vs synthetic (red); synthetic JPEG q90", fontsize=14, y=0.975)
+    fig.suptitle("gigaseg.synth calibration: real H&E (black) vs synthetic (red); synthetic JPEG q90",
+                 fontsize=14, y=0.975)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=60, bbox_inches="tight")
