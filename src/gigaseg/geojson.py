@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -107,8 +108,10 @@ def load_geojson_polygons(
             continue
         try:
             geom = shape(geom_obj)
-        except Exception as exc:  # noqa: BLE001 - shapely raises several types
-            raise InputError(f"{name}: feature {i} has a malformed geometry ({exc}); fix or delete it in QuPath") from exc
+        except Exception as exc:  # shapely raises several types
+            raise InputError(
+                f"{name}: feature {i} has a malformed geometry ({exc}); fix or delete it in QuPath"
+            ) from exc
         if geom.is_empty:
             stats["skipped_geometry"] += 1
             continue

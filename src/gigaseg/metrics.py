@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -125,8 +125,10 @@ def load_mask(path: str | os.PathLike, *, min_size: tuple[int, int] | None = Non
             full = (a.shape[1], a.shape[0])
     except GigasegError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the readers raise many types
-        raise InputError(f"mask {path} cannot be read ({type(exc).__name__}: {exc}); give a .npy, TIFF or PNG mask") from exc
+    except Exception as exc:  # the readers raise many types
+        raise InputError(
+            f"mask {path} cannot be read ({type(exc).__name__}: {exc}); give a .npy, TIFF or PNG mask"
+        ) from exc
     if a.ndim == 3:
         a = a[..., 0]
     if a.ndim != 2:

@@ -95,7 +95,7 @@ class _MaskImage:
             raise InputError(f"mask file {path} does not exist; check the `mask` path") from exc
         except GigasegError:
             raise
-        except Exception as exc:  # noqa: BLE001 - readers raise many types
+        except Exception as exc:  # readers raise many types
             raise InputError(f"cannot read mask {path}: {exc}; use a .npy, TIFF or PNG mask") from exc
 
     def _value_lut(self) -> np.ndarray:
@@ -173,7 +173,8 @@ def _strip_rows(w: int, downsample: float) -> tuple[int, bool]:
     starts at level-0 row round(oy + r * d). When the downsample d is a fraction p / q
     (0.499 -> 1.0 mpp is 1000 / 499), strips of a multiple of q rows start exactly on
     level-0 rows and the strips tile the region exactly; q rows are allowed up to 8x the
-    budget (measured: peak memory stays under 2 GiB for 64000-pixel-wide regions). Otherwise (``exact`` False) a strip may sit up to 0.5 level-0 pixel off.
+    budget (measured: peak memory stays under 2 GiB for 64000-pixel-wide regions). Otherwise
+    (``exact`` False) a strip may sit up to 0.5 level-0 pixel off.
     """
     rows = int(min(1024, max(16, _STRIP_BUDGET // max(1, int(w * 4 * max(1.0, downsample) ** 2)))))
     frac = Fraction(downsample).limit_denominator(4096)
