@@ -41,8 +41,9 @@ import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -209,7 +210,7 @@ class _TiffThread(threading.Thread):
             write_mask_tiff(self.path, self.grid, mpp=self.mpp, transform=self.transform, workers=self.workers)
         except Aborted:
             pass
-        except BaseException as exc:  # re-raised by predict_slide
+        except BaseException as exc:  # noqa: BLE001 - re-raised by predict_slide
             self.error = exc
         self.seconds = time.perf_counter() - t0
 

@@ -22,7 +22,7 @@ def detect_vendor(path: Path) -> str | None:
         return None
     try:
         return openslide.OpenSlide.detect_format(str(path))
-    except Exception:  # detection must never be the reason a file fails to open
+    except Exception:  # noqa: BLE001 - detection must never be the reason a file fails to open
         return None
 
 
@@ -209,7 +209,7 @@ def _dicom_ycbcr_levels(path: Path, level_dimensions) -> tuple[int, ...]:
             if header.get("SeriesInstanceUID") != series:
                 continue
             needs_fix, size = _dicom_file_needs_fix(file)
-        except Exception:  # a stray unreadable file: OpenSlide decides about it
+        except Exception:  # noqa: BLE001 - a stray unreadable file: OpenSlide decides about it
             continue
         if size is not None:
             by_size[size] = by_size.get(size, False) or needs_fix
@@ -246,7 +246,7 @@ def dicom_file_in_directory(directory: Path) -> Path:
             continue
         try:
             ds = pydicom.dcmread(file, stop_before_pixels=True)
-        except Exception:
+        except Exception:  # noqa: BLE001 - a stray unreadable file is not part of the slide
             continue
         if ds.get("SOPClassUID") != _VL_WSI_SOP_CLASS:
             continue

@@ -94,7 +94,7 @@ def tiff_truncation_problem(path: Path) -> str | None:
                                 f"truncated: image data ends at byte {end} but the file has "
                                 f"only {file_size} bytes; copy or download it again"
                             )
-    except Exception:
+    except Exception:  # noqa: BLE001 - tifffile raises many types; the backend that opens the file reports them
         return None
     return None
 
@@ -213,7 +213,7 @@ def _memmap(path: Path, page) -> np.ndarray | None:
         dtype = np.dtype(page.dtype).newbyteorder(page.parent.byteorder)
         shape = (page.imagelength, page.imagewidth, page.samplesperpixel)
         return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-    except Exception:  # fall back to reading segments
+    except Exception:  # noqa: BLE001 - any failure: fall back to reading segments
         return None
 
 
@@ -308,7 +308,7 @@ def open_tifffile(path: Path) -> Slide:
         _probe_decode(path, tif, pages[-1], len(pages) - 1)
         try:
             mpp = _tiff_mpp(tif, pages[0])
-        except Exception:  # odd metadata never stops a read; mpp= supplies it
+        except Exception:  # noqa: BLE001 - odd metadata never stops a read; mpp= supplies it
             mpp = None
     except SlideError:
         tif.close()
@@ -356,7 +356,7 @@ def _level_pages(path: Path, tif) -> list:
         )
     series = tif.series[0]
     pages = []
-    for level, lvl_series in enumerate(series.levels):
+    for lvl_series in series.levels:
         lvl_pages = [p for p in lvl_series.pages if p is not None]
         if len(lvl_pages) != 1:
             raise SlideError(

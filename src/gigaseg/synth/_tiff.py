@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .._pyramid import SLIDE_LEVELS, LevelSpool, level_sizes, level_tiles, strip_tiles, write_level
 from .._deps import require
+from .._pyramid import SLIDE_LEVELS, LevelSpool, level_sizes, level_tiles, strip_tiles, write_level
 from ..errors import ConfigError, GigasegError, InputError, OutputError
 from .render import _check_geometry, _check_seed, check_holes
 
@@ -93,7 +93,7 @@ def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress,
                     write_level(mtif, mask_tiles(), shape=(height, width), level=None, tile=tile, mpp=(mpp, mpp),
                                 compression="zlib", compressionargs={"level": 6}, photometric="minisblack",
                                 maxworkers=1)
-                except BaseException as exc:  # re-raised in the main thread
+                except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
                     mask_err.append(exc)
                     while not producer_done.is_set():  # drain so the producer never blocks
                         try:
