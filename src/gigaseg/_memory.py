@@ -78,7 +78,7 @@ class MemorySampler:
         if value is not None and value > self.peak:
             self.peak = value
 
-    def __enter__(self) -> "MemorySampler":
+    def __enter__(self) -> MemorySampler:
         self._thread.start()
         return self
 

@@ -43,7 +43,7 @@ class MaskGrid:
     """
 
     def __init__(self, source: Any, *, l0_size: tuple[int, int], step: tuple[float, float],
-                 shape: tuple[int, int] | None = None, gate: "RowGate | None" = None):
+                 shape: tuple[int, int] | None = None, gate: RowGate | None = None):
         self._gate = gate
         if isinstance(source, (str, os.PathLike)):
             self._file = open(source, "rb")

@@ -78,8 +78,8 @@ def baseline_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     import time
 
     from . import __version__
-    from ._writers import MaskGrid
     from ._runinfo import utc_now
+    from ._writers import MaskGrid
     from .outputs import (
         DEFAULT_MIN_AREA,
         check_out_dir,

@@ -109,7 +109,7 @@ class StainJitter:
     gamma: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, kind: str, strength: float) -> "StainJitter | None":
+    def draw(cls, rng: np.random.Generator, kind: str, strength: float) -> StainJitter | None:
         """Draw parameters: alpha in [1 - s, 1 + s], beta in [-s, s], gamma in [e^-s, e^s]."""
         if kind == "none" or strength <= 0:
             return None
@@ -229,7 +229,7 @@ def _hed_lut3(jitter: StainJitter, threads: int = 1) -> np.ndarray:
         return table
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pool(threads: int) -> ThreadPoolExecutor:
     """A process-wide pool of ``threads`` threads for pieces of one read (strips, table planes)."""
     return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gigaseg-strip")
@@ -316,7 +316,8 @@ class RegionView:
         return self.shape[0]
 
     def __repr__(self) -> str:
-        return f"RegionView(shape={self.shape}, transform={tuple(int(v) for v in self.transform)}, jitter={self.jitter})"
+        transform = tuple(int(v) for v in self.transform)
+        return f"RegionView(shape={self.shape}, transform={transform}, jitter={self.jitter})"
 
     def __getitem__(self, key) -> np.ndarray:
         if not isinstance(key, tuple):

@@ -182,13 +182,12 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, *, scale: str = DEFAULT_DEMO_SC
     import torch
 
     from . import __version__
-    from ._memory import peak_rss_bytes
-    from ._runinfo import machine_info
     from ._atomic import write_json_atomic
-    from ._runinfo import utc_now
+    from ._memory import peak_rss_bytes
+    from ._runinfo import machine_info, utc_now
+    from .predict import predict_slide
     from .prepare import prepare_synthetic
     from .store import RegionStore
-    from .predict import predict_slide
     from .synth import clear_caches, write_slide
     from .training import TrainConfig, train
 

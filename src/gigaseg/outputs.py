@@ -13,8 +13,8 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -172,8 +172,8 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
 
     ``tiff_done``: a mask TIFF already written (moved into place instead of writing one).
     """
-    from ._writers import contour_grid, mask_polygons, write_geojson, write_mask_tiff, write_overlay
     from ._atomic import write_json_atomic
+    from ._writers import contour_grid, mask_polygons, write_geojson, write_mask_tiff, write_overlay
 
     paths = output_paths(out_dir, stem)
     mx, my = slide.mpp

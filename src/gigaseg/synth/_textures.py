@@ -8,8 +8,8 @@ global pixel position, so rendering stays pointwise (see ``# NOTE [Determinism]`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np

@@ -34,9 +34,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..errors import ConfigError, InputError
 from . import _noise as _nz
 from . import _textures as _tx
-from ..errors import ConfigError, InputError
 
 __all__ = [
     "clear_caches",
@@ -451,7 +451,8 @@ def _hole_field(lay: SynthLayout, x, y):
     if lay.tears.shape[0]:
         for x0, y0, x1, y1, r in lay.tears:
             m = r - p["hole_floor"] + _HOLE_JITTER_UM * 0.5 * um + 1.0
-            if x.min() > max(x0, x1) + m or x.max() < min(x0, x1) - m or y.min() > max(y0, y1) + m or y.max() < min(y0, y1) - m:
+            if (x.min() > max(x0, x1) + m or x.max() < min(x0, x1) - m
+                    or y.min() > max(y0, y1) + m or y.max() < min(y0, y1) - m):
                 continue
             hole = np.maximum(hole, r - _seg_dist(x, y, np.array([[x0, y0, x1, y1]])))
     hole = hole + _HOLE_JITTER_UM * um * _nz.fbm(x, y, 40 * um, _nz.key(lay.seed, 22), 2)  # |fbm| <= 0.5
@@ -487,7 +488,8 @@ def _node_fields(lay: SynthLayout, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         fold = np.zeros_like(x)
         for x0, y0, x1, y1, hw, st in lay.folds:
             m = 1.3 * hw + 1.0
-            if x.min() > max(x0, x1) + m or x.max() < min(x0, x1) - m or y.min() > max(y0, y1) + m or y.max() < min(y0, y1) - m:
+            if (x.min() > max(x0, x1) + m or x.max() < min(x0, x1) - m
+                    or y.min() > max(y0, y1) + m or y.max() < min(y0, y1) - m):
                 continue
             hw_v = hw * (1.0 + 0.5 * _nz.fbm(x, y, 300 * um, _nz.key(ks, 51), 2))
             dist = _seg_dist(x, y, np.array([[x0, y0, x1, y1]]))
