@@ -474,3 +474,103 @@ def test_heap_reuse_can_be_turned_off(env, tuned):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "GIGASEG_NO_HEAP_REUSE": env}).stdout
     assert out.strip() == str(tuned)
+
+
+# --- iter_predict --------------------------------------------------------------------------
+
+
+def _blocks(tiles):
+    return [(box, block.copy()) for box, block in tiles]
+
+
+def test_iter_predict_orders_give_the_same_blocks_and_rows_are_row_major():
+    """NOTE [Tile order]: the order changes nothing in a block; "rows" yields tiles row by row,
+    left to right, so a row is complete at its last tile; the blocks make tiled_predict's output."""
+    from gigaseg.engine import TileBox, iter_predict
+
+    torch.manual_seed(9)
+    model = UNet(preset("paper"))
+    image, _ = _data(170, 230, seed=9)  # edges that are not tile multiples: several crop shapes
+    by_order = {}
+    for order in ("shape", "rows"):
+        tiles = iter_predict(model, image, order=order, output="uint8", tile=64)
+        assert tiles.shape == (170, 230) and tiles.tile == (64, 64) and len(tiles) == tiles.n_tiles == 3 * 4
+        by_order[order] = _blocks(tiles)
+        assert tiles.timings["model_s"] > 0 and tiles.timings["read_wait_s"] >= 0
+    shape, rows = by_order["shape"], by_order["rows"]
+    assert [b for b, _ in rows] == sorted((b for b, _ in rows), key=lambda b: (b.y0, b.x0))
+    assert [b for b, _ in shape] != [b for b, _ in rows]  # really another order
+    assert dict((b, k.tobytes()) for b, k in shape) == dict((b, k.tobytes()) for b, k in rows)
+    out = np.zeros((170, 230), np.uint8)
+    for box, block in rows:
+        assert isinstance(box, TileBox) and block.shape == box.shape and block.dtype == np.uint8
+        out[box.slices] = block
+    assert np.array_equal(out, tiled_predict(model, image, out=np.empty((170, 230), np.uint8), tile=64))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_iter_predict_outputs_are_tiled_predicts(dtype):
+    from gigaseg.engine import iter_predict
+
+    torch.manual_seed(10)
+    model = UNet(preset("tiny")).to(dtype)
+    image, _ = _data(90, 70, seed=10)
+    want = {
+        "probabilities": tiled_predict(model, image, tile=32),
+        "logits": tiled_predict(model, image, tile=32, logits=True),
+        "uint8": tiled_predict(model, image, tile=32, out=np.empty((90, 70), np.uint8)),
+    }
+    for output, ref in want.items():
+        got = np.full(ref.shape, 7, ref.dtype)
+        for box, block in iter_predict(model, image, order="rows", output=output, tile=32, read_workers=2,
+                                       read_ahead=5):
+            assert block.dtype == ref.dtype
+            got[box.slices] = block
+        assert np.array_equal(got, ref), output
+    assert want["probabilities"].dtype == (np.float64 if dtype == torch.float64 else np.float32)
+
+
+def test_iter_predict_checks_its_options_first():
+    from gigaseg.engine import iter_predict
+
+    model = UNet(preset("tiny"))
+    image, _ = _data(20, 20)
+    with pytest.raises(ConfigError, match="order 'columns' is not valid: use one of 'shape', 'rows'"):
+        iter_predict(model, image, order="columns")
+    with pytest.raises(ConfigError, match="output 'mask' is not valid: use one of 'probabilities', 'logits', 'uint8'"):
+        iter_predict(model, image, output="mask")
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="read_ahead must be a positive integer"):
+            iter_predict(model, image, read_ahead=bad)
+        with pytest.raises(ConfigError, match="read_workers must be a positive integer"):
+            iter_predict(model, image, read_workers=bad)
+    with pytest.raises(InputError, match="uint8"):
+        iter_predict(model, image.astype(np.float32))
+
+
+def test_iter_predict_keeps_grad_mode_and_stops_its_readers_when_closed():
+    """The consumer runs with gradients as it was; an abandoned iterator reads no further."""
+    import threading
+
+    from gigaseg.engine import iter_predict
+
+    model = UNet(preset("tiny"))
+    image, _ = _data(64, 64)
+    reads = []
+
+    class Counting:
+        shape, dtype = image.shape, image.dtype
+
+        def __getitem__(self, key):
+            reads.append(key)
+            return image[key]
+
+    with iter_predict(model, Counting(), tile=8, read_ahead=3) as tiles:
+        assert not reads  # reading starts at the first tile
+        next(tiles)
+        assert torch.is_grad_enabled()
+        next(tiles)
+    assert len(reads) <= 2 + 3  # the two tiles taken and at most three read ahead
+    assert not any(t.name.startswith("gigaseg-read") for t in threading.enumerate())
+    with pytest.raises(StopIteration):
+        next(tiles)

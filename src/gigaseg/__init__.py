@@ -41,6 +41,7 @@ _LAZY = {
     "plan": "engine",
     "tiled_backward": "engine",
     "tiled_predict": "engine",
+    "iter_predict": "engine",
     "open_slide": "slides",
     "Slide": "slides",
     "render_region": "synth",

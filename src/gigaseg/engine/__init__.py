@@ -22,7 +22,7 @@ checks), ``reading`` (read-ahead, the crop cache, heap reuse), ``forward``, ``ba
 from __future__ import annotations
 
 from .backward import tiled_backward
-from .forward import tiled_predict
+from .forward import TileBox, TilePredictions, iter_predict, tiled_predict
 from .planner import (
     CUDA_MAX_TRAIN_CROP_PIXELS,
     DEFAULT_MEMORY_BUDGET,
@@ -32,7 +32,7 @@ from .planner import (
     plan,
     resolve_device,
 )
-from .reading import MAX_READ_WORKERS, default_read_workers, reuse_freed_memory
+from .reading import MAX_READ_WORKERS, check_read_workers, default_read_workers, reuse_freed_memory
 from .tiles import model_input
 
 __all__ = [
@@ -40,11 +40,15 @@ __all__ = [
     "plan",
     "tiled_backward",
     "tiled_predict",
+    "iter_predict",
+    "TileBox",
+    "TilePredictions",
     "resolve_device",
     "check_local",
     "check_tile",
     "model_input",
     "default_read_workers",
+    "check_read_workers",
     "reuse_freed_memory",
     "DEFAULT_MEMORY_BUDGET",
     "CUDA_MAX_TRAIN_CROP_PIXELS",

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .planner import _prepare
 from .reading import _HEAP, _check_read_workers, _progress, _read_ahead
-from .tiles import _as_input, _read_crop, _tile_list
+from .tiles import _as_input, _read_crop, _Tile, _tile_list, _tiles
+
+#: The ``order`` choices of :func:`iter_predict`.
+ORDERS = ("shape", "rows")
+#: The ``output`` choices of :func:`iter_predict`.
+OUTPUTS = ("probabilities", "logits", "uint8")
 
 
 def _core_logits(model: nn.Module, crop: np.ndarray, core: tuple[slice, slice], device: torch.device,
@@ -45,6 +53,197 @@ def _fast_cpu(model: nn.Module, dtype: torch.dtype, device: torch.device) -> boo
     return eligible(model, dtype, device)
 
 
+@dataclass(frozen=True)
+class TileBox:
+    """An output tile (a tile's core) in image pixels: rows ``[y0, y1)``, columns ``[x0, x1)``."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """``(rows, columns)`` slices of the image or output, e.g. ``out[box.slices] = block``."""
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(h, w)`` of the tile's block."""
+        return self.y1 - self.y0, self.x1 - self.x0
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(f"{name} {value!r} is not valid: use one of {', '.join(repr(c) for c in choices)}")
+    return value
+
+
+# NOTE [Tile order]
+# The tiles are those of the engine's plan for the whole image: cores on the stride grid, crops
+# with the engine's halos. Each core is computed from its own crop alone, so the order in which
+# the tiles are visited changes nothing in the result, only memory and when a part of the output
+# is complete. "shape" groups the tiles by crop shape (row-major within a shape), so that
+# consecutive tiles allocate alike and reuse the heap (NOTE [Heap reuse]): best when the whole
+# output is kept (``tiled_predict``). "rows" visits them row by row, left to right, so that a
+# row of tiles is complete, and can be written and dropped, as soon as its last tile is yielded
+# (``gigaseg.predict.predict_slide`` appends each row of a slide's mask to a file). The crops are
+# read ahead in the same order the model takes them (NOTE [Read ahead]).
+class TilePredictions:
+    """The tiles of one prediction, as :func:`iter_predict` returns them.
+
+    An iterator of ``(box, block)``: ``box`` a :class:`TileBox` (the tile's core, image pixels),
+    ``block`` the (h, w) numpy result over it (``box.shape``). Iterating reads crops ahead in
+    background threads; ``close()`` (or leaving a ``with`` block, or the end of the tiles) stops
+    and joins them.
+
+    Attributes:
+        shape: ``(H, W)`` of the image and of the whole output.
+        tile: ``(h, w)`` of the planned core tile (edge tiles are smaller).
+        n_tiles: the number of tiles.
+        order, output: as given to :func:`iter_predict`.
+        timings: seconds so far: ``read_wait_s`` (waiting for a crop to be read),
+            ``model_s`` (the model and turning its logits into ``output``).
+    """
+
+    def __init__(self, model: nn.Module, image: Any, tiles: list[_Tile], *, shape: tuple[int, int],
+                 tile: tuple[int, int], order: str, output: str, device: torch.device, dtype: torch.dtype,
+                 read_workers: int, read_ahead: int, progress: bool) -> None:
+        self.shape = shape
+        self.tile = tile
+        self.n_tiles = len(tiles)
+        self.order = order
+        self.output = output
+        self.timings = {"read_wait_s": 0.0, "model_s": 0.0}
+        self._dtype = dtype
+        self._gen = self._run(model, image, tiles, device, dtype, read_workers, read_ahead, progress)
+
+    def _run(self, model: nn.Module, image: Any, tiles: list[_Tile], device: torch.device, dtype: torch.dtype,
+             workers: int, ahead: int, progress: bool) -> Generator[tuple[TileBox, np.ndarray], None, None]:
+        fast = _fast_cpu(model, dtype, device)
+        probabilities, uint8 = self.output != "logits", self.output == "uint8"
+        read: Callable[[_Tile], np.ndarray] = lambda t: _read_crop(image, t)  # noqa: E731
+        ahead_reads = _read_ahead(tiles, read, workers, ahead)
+        reads = _progress(ahead_reads, len(tiles), progress, "predict")
+        timings = self.timings
+        try:
+            while True:
+                t0 = time.perf_counter()
+                item = next(reads, None)
+                t1 = time.perf_counter()
+                timings["read_wait_s"] += t1 - t0
+                if item is None:
+                    return
+                t, crop = item
+                del item  # the crop is freed as soon as the model is done with it
+                _HEAP(t)
+                with torch.no_grad():
+                    z = _core_logits(model, crop, t.core_in_crop, device, dtype, fast)
+                    del crop
+                    block = _from_logits(z, probabilities=probabilities, uint8=uint8)
+                del z
+                timings["model_s"] += time.perf_counter() - t1
+                yield TileBox(t.y0, t.y1, t.x0, t.x1), block
+                del block
+        finally:  # the end, an error or an abandoned iterator: stop the bar and the readers
+            if reads is not ahead_reads:
+                reads.close()
+            ahead_reads.close()
+
+    def __iter__(self) -> TilePredictions:
+        return self
+
+    def __next__(self) -> tuple[TileBox, np.ndarray]:
+        return next(self._gen)
+
+    def __len__(self) -> int:
+        return self.n_tiles
+
+    def close(self) -> None:
+        """Stop: cancel the reads not yet started and wait for those running."""
+        self._gen.close()
+
+    def __enter__(self) -> TilePredictions:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"TilePredictions(shape={self.shape}, tile={self.tile}, n_tiles={self.n_tiles}, "
+                f"order={self.order!r}, output={self.output!r})")
+
+
+def iter_predict(
+    model: nn.Module,
+    image: Any,
+    *,
+    order: str = "shape",
+    output: str = "probabilities",
+    memory_budget: int | str | None = None,
+    tile: int | Sequence[int] | None = None,
+    device: str | torch.device | None = None,
+    read_workers: int | None = None,
+    read_ahead: int | None = None,
+    progress: bool = False,
+) -> TilePredictions:
+    """The model's output over a whole image, one tile at a time.
+
+    The image is tiled by the engine's plan (cores on the model's stride grid, crops with
+    halos, NOTE [Exact tiling]); each tile's block equals the same part of
+    ``model(image / 255)`` on the whole image, up to float rounding. Crops are read ahead of
+    the model in background threads; on the CPU a float32 model runs on gigaseg's compiled
+    kernels where numba is installed (as in :func:`tiled_predict`).
+
+    Args:
+        model: a ``gigaseg.UNet`` (moved to ``device``).
+        image: (H, W, 3) uint8 RGB array-like (numpy array, ``np.memmap``, zarr array,
+            ``gigaseg.slides.SlideArray``), sliced ``image[y0:y1, x0:x1]`` once per tile.
+        order: "shape" (tiles grouped by crop shape: the fastest) or "rows" (row by row, left
+            to right: a row of tiles is complete when its last tile is yielded); NOTE [Tile order].
+        output: "probabilities" (``sigmoid`` of the logits, float32, float64 for a float64
+            model), "logits" (same dtypes) or "uint8" (``round(255 * p)``).
+        memory_budget, tile, device: as for ``tiled_backward``.
+        read_workers: threads reading crops (default 1 on the CPU, one per spare core on an
+            accelerator); the results do not depend on it.
+        read_ahead: crops read ahead of the model (default ``read_workers``; more smooths
+            uneven reads, at one crop of host memory each).
+        progress: a tqdm bar on stderr.
+
+    Returns:
+        A :class:`TilePredictions`: an iterator of ``(box, block)``, ``box`` a :class:`TileBox`
+        (image pixels), ``block`` the (h, w) numpy output over it; it also tells the plan's
+        ``tile``, ``n_tiles`` and ``timings``. The arguments are checked and the tiles planned
+        here; reading starts at the first tile.
+
+    Raises:
+        ConfigError: a bad ``order``, ``output``, ``read_workers`` or ``read_ahead``.
+        InputError, PlanError, UnsupportedModelError: as for ``tiled_backward``.
+
+    Example::
+
+        out = np.lib.format.open_memmap("p.npy", "w+", np.uint8, image.shape[:2])
+        for box, block in iter_predict(model, image, order="rows", output="uint8"):
+            out[box.slices] = block
+    """
+    _check_choice("order", order, ORDERS)
+    _check_choice("output", output, OUTPUTS)
+    config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "predict")
+    workers = _check_read_workers(read_workers, dev)
+    if read_ahead is None:
+        ahead = workers
+    elif isinstance(read_ahead, bool) or not isinstance(read_ahead, (int, np.integer)) or read_ahead < 1:
+        raise ConfigError(f"read_ahead must be a positive integer, got {read_ahead!r}")
+    else:
+        ahead = max(workers, int(read_ahead))
+    if order == "shape":
+        tiles = _tile_list(height, width, th, tw, config)
+    else:
+        tiles = list(_tiles(height, width, th, tw, config))
+    return TilePredictions(model, image, tiles, shape=(height, width), tile=(th, tw), order=order, output=output,
+                           device=dev, dtype=dtype, read_workers=workers, read_ahead=ahead, progress=progress)
+
+
 def tiled_predict(
     model: nn.Module,
     image: Any,
@@ -71,15 +270,19 @@ def tiled_predict(
     A bfloat16 or float16 model runs in that dtype; its logits are turned into float32
     before the sigmoid. On the CPU a float32 model runs on gigaseg's compiled kernels where
     numba is installed (``gigaseg._cpu_kernels``: equal to the model to float32 rounding,
-    ~1.5x faster); ``GIGASEG_NO_CPU_KERNELS=1`` keeps PyTorch's.
+    ~1.5x faster); ``GIGASEG_NO_CPU_KERNELS=1`` keeps PyTorch's. The tiles are those of
+    :func:`iter_predict` in its "shape" order.
 
     Returns:
         ``out`` (or the new array), (H, W).
     """
-    config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "predict")
-    workers = _check_read_workers(read_workers, dev)
+    wants_uint8 = out is not None and getattr(out, "dtype", None) == np.uint8
+    output = "logits" if logits else ("uint8" if wants_uint8 else "probabilities")
+    tiles = iter_predict(model, image, order="shape", output=output, memory_budget=memory_budget, tile=tile,
+                         device=device, read_workers=read_workers, progress=progress)
+    height, width = tiles.shape
     if out is None:
-        out = np.empty((height, width), dtype=np.float64 if dtype == torch.float64 else np.float32)
+        out = np.empty((height, width), dtype=np.float64 if tiles._dtype == torch.float64 else np.float32)
     elif tuple(getattr(out, "shape", ())) != (height, width):
         raise InputError(f"out must have shape (H, W) = ({height}, {width}), got {getattr(out, 'shape', None)}")
     out_dtype = np.dtype(out.dtype)
@@ -88,12 +291,7 @@ def tiled_predict(
             f"out must be a float array{'' if logits else ' or a uint8 array (probabilities * 255)'}, "
             f"got dtype {out_dtype}"
         )
-    tiles = _tile_list(height, width, th, tw, config)
-    fast = _fast_cpu(model, dtype, dev)
-    with torch.no_grad():
-        for t, crop in _progress(_read_ahead(tiles, lambda t: _read_crop(image, t), workers), len(tiles), progress, "predict"):
-            _HEAP(t)
-            z = _core_logits(model, crop, t.core_in_crop, dev, dtype, fast)
-            del crop
-            out[t.y0:t.y1, t.x0:t.x1] = _from_logits(z, probabilities=not logits, uint8=out_dtype == np.uint8)
+    with tiles:
+        for box, block in tiles:
+            out[box.y0:box.y1, box.x0:box.x1] = block
     return out

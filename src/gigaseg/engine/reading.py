@@ -7,9 +7,10 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,7 +18,6 @@ import torch
 from .._memory import glibc
 from ..errors import ConfigError
 from .tiles import _Tile
-
 
 # NOTE [Read ahead]
 # Reading a crop is numpy work on one core (a memory-mapped or compressed array, a dihedral
@@ -42,6 +42,15 @@ def default_read_workers(device: str | torch.device) -> int:
     return max(1, min(MAX_READ_WORKERS, (os.cpu_count() or 2) - 1))
 
 
+def check_read_workers(read_workers: int | None, device: str | torch.device) -> int:
+    """``read_workers`` checked (a positive integer), or ``default_read_workers(device)`` when None.
+
+    Raises:
+        ConfigError: not a positive integer.
+    """
+    return _check_read_workers(read_workers, torch.device(device))
+
+
 def _check_read_workers(read_workers: int | None, dev: torch.device) -> int:
     if read_workers is None:
         return default_read_workers(dev)
@@ -50,18 +59,20 @@ def _check_read_workers(read_workers: int | None, dev: torch.device) -> int:
     return int(read_workers)
 
 
-def _read_ahead(tiles: Sequence[_Tile], read, workers: int = 1) -> Iterator[tuple[_Tile, Any]]:
-    """Yield ``(tile, read(tile))`` for each tile in order, with up to ``workers`` reads of the
-    following tiles running in background threads."""
+def _read_ahead(tiles: Sequence[_Tile], read: Callable[[Any], Any], workers: int = 1,
+                ahead: int | None = None) -> Generator[tuple[_Tile, Any], None, None]:
+    """Yield ``(tile, read(tile))`` for each tile in order, with the reads of the following
+    ``ahead`` tiles (default and at least ``workers``) done by ``workers`` background threads."""
     if not tiles:
         return
+    ahead = max(workers, ahead or workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gigaseg-read") as pool:
-        pending = collections.deque(pool.submit(read, t) for t in tiles[:workers])
+        pending = collections.deque(pool.submit(read, t) for t in tiles[:ahead])
         try:
             for i, t in enumerate(tiles):
                 box = [pending.popleft().result()]
-                if i + workers < len(tiles):
-                    pending.append(pool.submit(read, tiles[i + workers]))
+                if i + ahead < len(tiles):
+                    pending.append(pool.submit(read, tiles[i + ahead]))
                 yield t, box.pop()  # keep no reference: the caller may free the crop early
         finally:  # an error or an abandoned generator: drop the reads not yet started
             for f in pending:

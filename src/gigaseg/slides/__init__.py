@@ -24,11 +24,14 @@ Example::
     with open_slide("CMU-1-Small-Region.svs") as slide:
         rgb = slide.read_region((0, 0), 0, (512, 512))            # (512, 512, 3) uint8
         rgb_1um = slide.read_region_at_mpp((0, 0), 1.0, (256, 256))
+        image = SlideArray(slide, 2.0)                # the slide at 2 um/px, an (H, W, 3) array-like
+        box = image[100:612, 200:712]                 # (512, 512, 3) uint8
 """
 
 from __future__ import annotations
 
+from .array import SlideArray
 from .base import BACKENDS, Slide
 from .open import open_slide
 
-__all__ = ["BACKENDS", "Slide", "open_slide"]
+__all__ = ["BACKENDS", "Slide", "SlideArray", "open_slide"]

@@ -182,7 +182,7 @@ class Slide(abc.ABC):
 
     def read_region_at_mpp(
         self,
-        location: tuple[int, int],
+        location: tuple[float, float],
         target_mpp: float | tuple[float, float],
         size: tuple[int, int],
     ) -> np.ndarray:
@@ -194,10 +194,15 @@ class Slide(abc.ABC):
         1%, BOX keeps the nearest pixel). Output pixel ``(i, j)``
         covers level-0 ``[x + i * s, x + (i + 1) * s)`` with ``s = target_mpp / mpp``.
         The resampling reads real neighbouring pixels around the region (white beyond
-        the slide), so a large read equals the mosaic of its parts.
+        the slide), so a large read equals the mosaic of its parts, also at fractional
+        origins: the box at output pixel ``(i, j)`` of a larger read is read at location
+        ``(x + i * s_x, y + j * s_y)`` (``gigaseg.slides.SlideArray`` reads a slide's grid
+        at a resolution this way).
 
         Args:
-            location: ``(x, y)`` of the top-left corner in level-0 pixels.
+            location: ``(x, y)`` of the top-left corner in level-0 pixels; fractional
+                values are allowed (they are always resampled, even where the target is a
+                pyramid level's resolution).
             target_mpp: microns per pixel of the output, one number or ``(x, y)``.
             size: ``(w, h)`` of the output, in target-resolution pixels.
 
@@ -212,7 +217,7 @@ class Slide(abc.ABC):
         self._check_open()
         mpp_x, mpp_y = self._require_mpp("read_region_at_mpp")
         t_mpp_x, t_mpp_y = self._check_target_mpp(target_mpp)
-        l0_x, l0_y = self._int_pair(location, "location")
+        l0_x, l0_y = self._location_pair(location)
         t_w, t_h = self._int_pair(size, "size")
         self._check_size(t_w, t_h)
         # Level-0 pixels per output pixel.
@@ -236,7 +241,9 @@ class Slide(abc.ABC):
         lvl_x0, lvl_y0 = l0_x / level_ds, l0_y / level_ds
         lvl_step_x, lvl_step_y = l0_step_x / level_ds, l0_step_y / level_ds
         if (
-            abs(lvl_step_x - 1) < 1e-9
+            isinstance(l0_x, int)
+            and isinstance(l0_y, int)
+            and abs(lvl_step_x - 1) < 1e-9
             and abs(lvl_step_y - 1) < 1e-9
             and abs(lvl_x0 - round(lvl_x0)) < 1e-6
             and abs(lvl_y0 - round(lvl_y0)) < 1e-6
@@ -387,6 +394,26 @@ class Slide(abc.ABC):
                 raise SlideError(
                     f"{self._path}: {name} must be a pair of integers, got {value!r}; "
                     f"round it to whole pixels"
+                )
+        return pair[0], pair[1]
+
+    def _location_pair(self, value) -> tuple[int | float, int | float]:
+        """A level-0 location: whole numbers as ints, fractional ones as floats."""
+        try:
+            a, b = value
+        except (TypeError, ValueError):
+            raise SlideError(
+                f"{self._path}: location must be a pair of numbers (x, y), got {value!r}"
+            ) from None
+        pair: list[int | float] = []
+        for v in (a, b):
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+                pair.append(int(v))
+            elif isinstance(v, (float, np.floating)) and math.isfinite(v):
+                pair.append(int(v) if float(v).is_integer() else float(v))
+            else:
+                raise SlideError(
+                    f"{self._path}: location must be a pair of finite numbers (x, y), got {value!r}"
                 )
         return pair[0], pair[1]
 
