@@ -46,6 +46,27 @@ def _full_disk(*args, **kwargs):
 # --- library messages name parameters, the command its flags -------------------------------------
 
 
+def test_library_messages_name_no_flags():
+    """No string in the library (outside the CLI and the benchmarks) tells a Python caller about a
+    ``--flag``, except docstrings and comments (command examples) and the train loop's notices."""
+    allowed = {("training.py", "gigaseg train --resume"), ("training.py", "no --val-data")}
+    bad = []
+    for path in SRC.rglob("*.py"):
+        rel = path.relative_to(SRC)
+        if rel.parts[0] in ("cli", "bench"):
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+                      and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                for m in re.finditer(r"(?<![\w-])--(?:[a-z][a-z-]*|$)", node.value):  # f"--{name}" too
+                    if not any(rel.name == f and s in node.value for f, s in allowed):
+                        bad.append(f"{rel}:{node.lineno}: {m.group(0)} in {node.value[:60]!r}")
+    assert not bad, "\n".join(bad)
+
+
 def test_a_store_path_is_out_on_the_command_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
