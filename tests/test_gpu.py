@@ -123,8 +123,8 @@ def test_bench_step_reports_device_memory():
 
 
 def test_training_on_the_accelerator_checkpoints_a_model_the_cpu_can_load(tmp_path):
-    from gigaseg.store import RegionStore
     from gigaseg.prepare import prepare_synthetic
+    from gigaseg.store import RegionStore
     from gigaseg.training import TrainConfig, train
 
     store = RegionStore.create(tmp_path / "store")

@@ -119,7 +119,8 @@ def _violations() -> list[str]:
                         bad.append(f"{where}: {m} imports the private module {target}")
                     break
             if alias and _is_private(alias):
-                same_subpackage = package == _package_of(target, modules.get(target, Path("x.py"))) and package != "gigaseg"
+                target_package = _package_of(target, modules.get(target, Path("x.py")))
+                same_subpackage = package == target_package and package != "gigaseg"
                 if not same_subpackage:
                     bad.append(f"{where}: {m} imports the private name {target}.{alias}")
             # gigaseg.__main__ is the command itself (python -m gigaseg), not the library

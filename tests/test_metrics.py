@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from gigaseg import ConfigError, InputError
-from gigaseg.cli import main
 from gigaseg.baseline import baseline_mask, otsu_threshold
+from gigaseg.cli import main
 from gigaseg.metrics import confusion_counts, evaluate_pair, evaluate_pairs, scores
 
 

@@ -130,7 +130,8 @@ def test_shared_defaults_are_the_librarys():
     assert default(predict_slide, "precision") == o.DEFAULT_PRECISION
     assert default(baseline_slide, "method") == o.DEFAULT_BASELINE_METHOD
     assert default(baseline_slide, "working_mpp") == o.DEFAULT_WORKING_MPP
-    assert default(write_slide, "quality") == o.DEFAULT_JPEG_QUALITY and default(write_slide, "tile") == o.DEFAULT_TIFF_TILE
+    assert default(write_slide, "quality") == o.DEFAULT_JPEG_QUALITY
+    assert default(write_slide, "tile") == o.DEFAULT_TIFF_TILE
     assert default(write_slide, "mpp") == o.DEFAULT_SYNTH_MPP == default(prepare_synthetic, "mpp")
     assert default(write_slide, "holes") == o.DEFAULT_HOLES == default(prepare_synthetic, "holes")
     assert default(prepare_synthetic, "seed") == o.DEFAULT_SEED

@@ -16,9 +16,9 @@ from conftest import need_real
 tifffile = pytest.importorskip("tifffile")
 Image = pytest.importorskip("PIL.Image")
 
-from gigaseg.slides import base as slide_module  # noqa: E402
 from gigaseg.errors import ConfigError, GigasegError, SlideError  # noqa: E402
 from gigaseg.slides import BACKENDS, Slide, open_slide  # noqa: E402
+from gigaseg.slides import base as slide_module  # noqa: E402
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 SVS = REAL / "slides" / "CMU-1-Small-Region.svs"
@@ -295,7 +295,8 @@ def test_best_level_for_downsample(pyramid):
 def test_at_mpp_reads_from_the_best_level(pyramid):
     path, levels = pyramid
     with open_slide(path) as s:
-        assert [s.get_best_level_for_mpp(m) for m in (0.1, 0.25, 0.4, 0.5, 0.504, 0.99, 1.0, 8)] == [0, 0, 0, 1, 1, 1, 2, 2]
+        mpps = (0.1, 0.25, 0.4, 0.5, 0.504, 0.99, 1.0, 8)
+        assert [s.get_best_level_for_mpp(m) for m in mpps] == [0, 0, 0, 1, 1, 1, 2, 2]
         # 0.5 um/px is level 1 exactly (level 1 is a distinct constant colour here).
         out = s.read_region_at_mpp((40, 20), 0.5, (50, 30))
         np.testing.assert_array_equal(out, levels[1][10:40, 20:70])
@@ -311,7 +312,8 @@ def test_at_mpp_2x_downsample_of_a_known_pattern(tmp_path):
     rng = np.random.default_rng(3)
     img = rng.integers(0, 64, (64, 96, 3)).astype(np.uint8) * 4  # multiples of 4: exact means
     path = tmp_path / "one.tif"
-    tifffile.imwrite(path, img, photometric="rgb", tile=(32, 32), resolution=(1e4 / 0.25,) * 2, resolutionunit="CENTIMETER")
+    tifffile.imwrite(path, img, photometric="rgb", tile=(32, 32), resolution=(1e4 / 0.25,) * 2,
+                     resolutionunit="CENTIMETER")
     with open_slide(path) as s:
         assert s.level_count == 1
         out = s.read_region_at_mpp((0, 0), 0.5, (48, 32))
@@ -366,7 +368,8 @@ def test_at_mpp_on_a_rounded_level_picks_pixels_without_blur(tmp_path):
 def test_at_mpp_blockwise_equals_whole(tmp_path, monkeypatch):
     img = _noise(150, 210)
     path = tmp_path / "s.tif"
-    tifffile.imwrite(path, img, photometric="rgb", tile=(32, 32), resolution=(1e4 / 0.2,) * 2, resolutionunit="CENTIMETER")
+    tifffile.imwrite(path, img, photometric="rgb", tile=(32, 32), resolution=(1e4 / 0.2,) * 2,
+                     resolutionunit="CENTIMETER")
     with open_slide(path) as s:
         whole = [s.read_region_at_mpp((3, 5), m, (70, 40)) for m in (0.3, 0.6, 0.13)]
         whole_region = s.read_region((-7, 9), 0, (200, 120))
@@ -380,7 +383,8 @@ def test_at_mpp_blockwise_equals_whole(tmp_path, monkeypatch):
 def test_at_mpp_large_read_equals_the_mosaic_of_its_halves(tmp_path):
     img = _noise(96, 192)
     path = tmp_path / "m.tif"
-    tifffile.imwrite(path, img, photometric="rgb", tile=(32, 32), resolution=(1e4 / 0.25,) * 2, resolutionunit="CENTIMETER")
+    tifffile.imwrite(path, img, photometric="rgb", tile=(32, 32), resolution=(1e4 / 0.25,) * 2,
+                     resolutionunit="CENTIMETER")
     with open_slide(path) as s:
         whole = s.read_region_at_mpp((0, 0), 0.75, (64, 32))  # 3x shrink
         left = s.read_region_at_mpp((0, 0), 0.75, (32, 32))
@@ -680,7 +684,8 @@ def test_real_svs_tifffile_backend_equals_openslide():
     with open_slide(SVS, backend="tifffile") as a, open_slide(SVS) as b:
         assert (a.backend, b.backend) == ("tifffile", "openslide")
         assert a.mpp == pytest.approx((0.499, 0.499))  # from the Aperio description
-        np.testing.assert_array_equal(a.read_region((900, 1300), 0, (700, 500)), b.read_region((900, 1300), 0, (700, 500)))
+        np.testing.assert_array_equal(a.read_region((900, 1300), 0, (700, 500)),
+                                      b.read_region((900, 1300), 0, (700, 500)))
 
 
 def test_real_svs_truncated_copy(tmp_path):
@@ -697,7 +702,8 @@ def test_real_svs_truncated_copy(tmp_path):
 # -- DICOM directories (synthetic headers: no pixels needed to pick the file) ------------------
 
 
-def _write_dicom_header(path, *, series, sop_class="1.2.840.10008.5.1.4.1.1.77.1.6", image_type="VOLUME", size=(64, 64)):
+def _write_dicom_header(path, *, series, sop_class="1.2.840.10008.5.1.4.1.1.77.1.6", image_type="VOLUME",
+                        size=(64, 64)):
     pydicom = pytest.importorskip("pydicom")
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid

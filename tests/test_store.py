@@ -162,7 +162,7 @@ def test_region_without_mask(tmp_path):
     region = RegionStore(tmp_path / "s")["a"]
     assert not region.has_mask()
     with pytest.raises(StoreError, match="has no mask"):
-        region.mask
+        _ = region.mask
 
 
 def test_sha256_streamed(tmp_path):
@@ -552,7 +552,7 @@ def test_clean_temporaries_and_pickle(tmp_path):
 
     store = RegionStore.create(tmp_path / "s")
     region = store.add_region("a", _rgb(8, 8), np.zeros((8, 8), np.uint8))
-    region.image  # opened
+    _ = region.image  # opened
     clone = pickle.loads(pickle.dumps(region))
     assert clone._image is None and np.array_equal(clone.image[:], region.image[:])
     dead = tmp_path / "s" / ".tmp-x-999999999-0123abcd"

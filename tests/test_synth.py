@@ -274,8 +274,8 @@ def test_hole_convention_tissue_fills_lumens_and_tears_only(labelled, tmp_path):
     r, m = render_region(0, 0, 0, 256, 192, width=W, height=H, holes="tissue")
     r0, m0 = render_region(0, 0, 0, 256, 192, width=W, height=H)
     assert np.array_equal(r, r0) and (m >= m0).all()
-    from gigaseg.store import RegionStore
     from gigaseg.prepare import prepare_synthetic
+    from gigaseg.store import RegionStore
 
     store = RegionStore.create(tmp_path / "st")
     (region,) = prepare_synthetic(store, 1, (256, 192), seed=0, mpp=0.5, progress=False, holes="tissue")

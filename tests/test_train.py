@@ -16,8 +16,8 @@ import torch
 import gigaseg.engine
 from gigaseg import CheckpointError, ConfigError, InputError, StoreError, load_checkpoint, load_model, preset
 from gigaseg.cli import main
-from gigaseg.store import RegionStore
 from gigaseg.prepare import prepare_synthetic
+from gigaseg.store import RegionStore
 from gigaseg.training import (
     LOG_COLUMNS,
     DiceCounts,
