@@ -94,6 +94,32 @@ def test_fractional_resampling_is_exact_across_tiles(tmp_path, slide, model):
     assert np.abs(got.astype(int) - want[gy][:, gx].astype(int)).max() <= 1
 
 
+def test_the_mask_is_tiled_predict_on_the_slide_array(tmp_path, slide, model):
+    """predict_slide is iter_predict over the slide's SlideArray in row order: its mask (at the
+    model's resolution, under level-0 pixel centres) is tiled_predict's uint8 output there, byte
+    for byte, whether the grid is level 0 or has fractional origins (0.77 um/px: shrinking; 0.37:
+    enlarging)."""
+    import tifffile
+
+    from gigaseg import tiled_predict
+    from gigaseg.predict import predict_slide
+    from gigaseg.slides import SlideArray, open_slide
+
+    path, _, _ = slide
+    for t_mpp in (MPP, 0.77, 0.37):
+        s = predict_slide(model, path, tmp_path / str(t_mpp), probabilities=True, memory_budget="270MB",
+                          progress=False, model_mpp=t_mpp)
+        with open_slide(path) as sl:
+            image = SlideArray(sl, t_mpp)
+            want = tiled_predict(model, image, out=np.empty(image.shape[:2], np.uint8), memory_budget="270MB")
+            step = image.step
+        assert s["grid_size"] == [want.shape[1], want.shape[0]] and s["n_tiles"] > 1
+        got = tifffile.imread(s["paths"]["mask"])
+        gy = np.clip(np.floor((np.arange(got.shape[0]) + 0.5) / step[1]).astype(int), 0, want.shape[0] - 1)
+        gx = np.clip(np.floor((np.arange(got.shape[1]) + 0.5) / step[0]).astype(int), 0, want.shape[1] - 1)
+        assert np.array_equal(got, want[gy][:, gx]), t_mpp
+
+
 def test_outputs_open_in_openslide_and_round_trip(tmp_path, slide, model):
     import openslide
     import shapely
@@ -171,9 +197,9 @@ def test_thumbnail_png_with_mpp_is_upsampled(tmp_path, slide, model):
     png = tmp_path / "thumb.png"
     Image.fromarray(rgb[::4, ::4]).save(png)  # 175 x 130 at 2 um/px
     with pytest.raises(SlideError, match="`mpp`"):
-        predict_slide(model, png, tmp_path / "out", progress=False)
+        predict_slide(model, png, tmp_path / "out", progress=False, model_mpp=MPP)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
-    s = predict_slide(model, png, tmp_path / "out", mpp=2.0, progress=False)
+    s = predict_slide(model, png, tmp_path / "out", mpp=2.0, progress=False, model_mpp=MPP)
     assert s["grid_size"] == [700, 520]  # read at the model's 0.5 um/px
     import tifffile
 
