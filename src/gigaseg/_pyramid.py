@@ -143,7 +143,7 @@ class LevelSpool:
         row = self.w * 3
         self._f.seek(lvl_y * row)
         buf = np.empty((n, self.w, 3), np.uint8)
-        self._f.readinto(memoryview(buf).cast("B"))
+        self._f.readinto(buf.data.cast("B"))
         return buf
 
     def close(self) -> None:

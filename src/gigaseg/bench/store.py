@@ -35,24 +35,16 @@ def _drop_cache(path: Path) -> None:
 
 
 def _fill_region(store, size: tuple[int, int], fmt: str, seed: int) -> str:
-    """One region of ``size`` (w, h): a synthetic slide when gigaseg.synth is there."""
+    """One synthetic region of ``size`` (w, h), 0.5 um/px, rendered strip by strip."""
+    from ..synth import render_region
+
     w, h = size
-    try:
-        from ..synth import render_region
-    except ImportError:
-        render_region = None
     rows = 512
     with store.new_region("bench", (w, h), meta={"mpp": 0.5, "seed": seed}, format=fmt) as writer:
         for y0 in range(0, h, rows):
-            n = min(rows, h - y0)
-            if render_region is not None:
-                rgb, m = render_region(seed, 0, y0, w, n, width=w, height=h)
-            else:
-                rng = np.random.default_rng([seed, y0])
-                rgb = rng.integers(0, 256, (n, w, 3), dtype=np.uint8)
-                m = (rgb[..., 0] > 127).astype(np.uint8)
+            rgb, m = render_region(seed, 0, y0, w, min(rows, h - y0), width=w, height=h)
             writer.append(rgb, m)
-    return "gigaseg.synth.render_region" if render_region is not None else "random"
+    return "gigaseg.synth.render_region"
 
 
 def bench_store(
@@ -104,7 +96,7 @@ def bench_store(
         rng = np.random.default_rng(seed)
         origins = [(int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))) for _ in range(tiles)]
         colour = StainJitter.draw(np.random.default_rng(seed), jitter, 0.05)
-        modes = {
+        modes: dict[str, list[tuple[Any, Any]]] = {  # (dihedral transform, colour jitter) per tile
             "plain": [(DIHEDRAL[0], None)] * len(origins),
             "dihedral": [(DIHEDRAL[i % 8], None) for i in range(len(origins))],
             "dihedral+jitter": [(DIHEDRAL[i % 8], colour) for i in range(len(origins))],
@@ -232,7 +224,7 @@ def bench_prepare(
         raise ConfigError("bench prepare: give both slide_height and slide_width, or neither (the region's size)")
     w, h = width, height
     ds = 1.0 if mpp is None else mpp / slide_mpp
-    if slide_width is not None:
+    if slide_width is not None and slide_height is not None:
         sw, sh = slide_width, slide_height
     else:
         sw, sh = int(np.ceil(w * ds)), int(np.ceil(h * ds))
