@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from ._version import __version__
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -24,8 +25,6 @@ from .errors import (
     TrainingError,
     UnsupportedModelError,
 )
-
-from ._version import __version__
 
 # public name -> module that defines it
 _LAZY = {

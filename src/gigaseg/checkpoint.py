@@ -18,6 +18,7 @@ the final name, and the previous checkpoint stays intact until the new one is co
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ FORMAT = "gigaseg-checkpoint"
 VERSION = 1
 
 
-def save_checkpoint(path: str | Path, model: UNet, *, mpp: float | None, **state: Any) -> Path:
+def save_checkpoint(path: str | os.PathLike[str], model: UNet, *, mpp: float | None, **state: Any) -> Path:
     """Write ``model`` (config and weights), its training ``mpp`` and any ``state`` atomically.
 
     Args:
@@ -76,7 +77,7 @@ def save_checkpoint(path: str | Path, model: UNet, *, mpp: float | None, **state
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a checkpoint written by ``save_checkpoint``.
 
     Raises:
@@ -110,7 +111,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | Path, *, device: str | torch.device = "cpu") -> tuple[UNet, float | None]:
+def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> tuple[UNet, float | None]:
     """Rebuild the model stored in a checkpoint, and the resolution it was trained at.
 
     Example::
