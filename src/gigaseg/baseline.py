@@ -19,10 +19,10 @@ import numpy as np
 
 from ._deps import require
 from .errors import ConfigError
+from .options import BASELINE_METHODS
 
 __all__ = ["BASELINE_METHODS", "otsu_threshold", "baseline_mask", "baseline_slide"]
 
-BASELINE_METHODS = ("otsu", "saturation")
 
 
 def otsu_threshold(values: np.ndarray) -> int:

@@ -39,6 +39,7 @@ import numpy as np
 
 from . import _view_kernels
 from .errors import ConfigError, InputError
+from .options import JITTERS
 from .store import RegionStore, StoreError
 
 __all__ = [
@@ -51,7 +52,6 @@ __all__ = [
     "JITTERS",
 ]
 
-JITTERS = ("hed", "rgb", "none")
 
 
 class Dihedral(NamedTuple):

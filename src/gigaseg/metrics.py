@@ -24,6 +24,7 @@ import numpy as np
 
 from ._deps import require
 from .errors import ConfigError, GigasegError, InputError
+from .options import METRICS
 
 __all__ = [
     "METRICS",
@@ -35,7 +36,6 @@ __all__ = [
     "evaluate_pairs",
 ]
 
-METRICS = ("dice", "iou", "precision", "recall")
 IGNORE = 255
 
 

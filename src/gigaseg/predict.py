@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, GigasegError, OutputError
+from .options import PRECISIONS
 from .outputs import (
     DEFAULT_MIN_AREA,
     SLIDE_SUFFIXES,
@@ -98,7 +99,6 @@ def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
 
 
 #: The ``precision`` choices of prediction.
-PRECISIONS = ("float32", "bfloat16")
 
 
 # NOTE [bfloat16 prediction]

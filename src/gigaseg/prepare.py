@@ -17,6 +17,7 @@ import numpy as np
 from ._deps import require
 from ._units import parse_size
 from .errors import ConfigError, GigasegError, InputError
+from .options import IGNORE_MODES
 from .store import Region, RegionStore, check_split, sha256_file
 
 __all__ = ["IGNORE_MODES", "parse_origin", "parse_size", "prepare_region", "prepare_synthetic"]
@@ -25,7 +26,6 @@ __all__ = ["IGNORE_MODES", "parse_origin", "parse_size", "prepare_region", "prep
 _MASK_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _GEOJSON_EXTS = (".geojson", ".json")
 _TIFF_EXTS = (".tif", ".tiff")
-IGNORE_MODES = ("keep", "background", "tissue")
 _STRIP_BUDGET = 96 << 20  # bytes of slide pixels read per strip (RGBA at level 0)
 _MASK_BLOCK = 64 << 20  # bytes of mask pixels read at a time
 

@@ -50,6 +50,8 @@ from ._atomic import write_json_atomic
 from ._deps import require
 from ._runinfo import utc_now
 from .errors import ConfigError, GigasegError, InputError, OutputError, StoreError
+from .options import SPLITS
+from .options import STORE_FORMATS as FORMATS
 
 __all__ = [
     "STORE_VERSION",
@@ -63,8 +65,6 @@ __all__ = [
 ]
 
 STORE_VERSION = 1
-FORMATS = ("npy", "zarr")
-SPLITS = ("train", "val")
 _STORE_JSON = "store.json"
 _REGION_JSON = "region.json"
 _TMP_PREFIX = ".tmp-"

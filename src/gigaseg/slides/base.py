@@ -12,11 +12,11 @@ import numpy as np
 
 from .._deps import install_command, require
 from ..errors import ConfigError, SlideError
+from ..options import SLIDE_BACKENDS as BACKENDS
 
 __all__ = ["BACKENDS", "Slide"]
 
 #: Backend names accepted by ``open_slide(..., backend=...)``, in the default order.
-BACKENDS = ("openslide", "tifffile", "pillow")
 
 # Largest block edge (level pixels) handed to a backend in one call: bounds the
 # intermediate memory of a huge read (OpenSlide returns RGBA) to ~64 MiB per block.

@@ -35,6 +35,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..options import HOLE_CONVENTIONS
 from . import _noise as _nz
 from . import _textures as _tx
 
@@ -850,7 +851,6 @@ def render_labels(
     return _render(layout, int(l0_x), int(l0_y), int(w), int(h), True, holes)
 
 
-HOLE_CONVENTIONS = ("background", "tissue")
 
 
 # NOTE [Hole convention]
