@@ -7,8 +7,9 @@ a layer that is not local; ``resolve_device`` turns ``"auto"`` into a device.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,15 +18,12 @@ from torch import nn
 from .._units import format_bytes, parse_bytes
 from ..errors import ConfigError, PlanError, UnsupportedModelError
 from ..model import UNet, UNetConfig
+from .arrays import ImageLike
 from .reading import reuse_freed_memory
 from .tiles import _check_image, _check_size, _halos
 
-
 #: Budget used when none is given: small tiles are cache-friendly and leave room for the rest.
 DEFAULT_MEMORY_BUDGET = 1 * 2**30
-
-
-# surrogate A*sum_t(p*y) + B*sum_t(p) whose gradient is exactly the tile's share.
 
 _LOCAL_MODULES = (
     nn.Conv2d,
@@ -314,7 +312,8 @@ def plan(
     return _make_plan(config, height, width, (th, tw), budget, mode, itemsize, cap, kernels)
 
 
-def _least_recompute(height, width, s, lead, trail, fits, square) -> tuple[int, int]:
+def _least_recompute(height: int, width: int, s: int, lead: int, trail: int, fits: Callable[[int, int], bool],
+                     square: tuple[int, int]) -> tuple[int, int]:
     """Of the tiles that fit (for each height, the widest), the one whose crops have the least
     total area: a training step's time follows it (halo pixels are computed again for every
     tile), and a tile that divides the image evenly can beat a larger one. Ties go to the
@@ -337,7 +336,8 @@ def _least_recompute(height, width, s, lead, trail, fits, square) -> tuple[int, 
     return best
 
 
-def _make_plan(config, height, width, tile, budget, mode, itemsize, max_crop_pixels=None, kernels=False) -> Plan:
+def _make_plan(config: UNetConfig, height: int, width: int, tile: tuple[int, int], budget: int, mode: str,
+               itemsize: int, max_crop_pixels: int | None = None, kernels: bool = False) -> Plan:
     th, tw = tile
     lead, trail = _halos(config)
     recompute = _crop_pixels(height, th, lead, trail) * _crop_pixels(width, tw, lead, trail) / (height * width)
@@ -373,7 +373,13 @@ def check_tile(tile: int | Sequence[int], config: UNetConfig) -> tuple[int, int]
     return int(th), int(tw)
 
 
-def _prepare(model, image, tile, memory_budget, device, mode):
+def _prepare(
+    model: nn.Module, image: ImageLike, tile: int | Sequence[int] | None, memory_budget: int | str | None,
+    device: str | torch.device | None, mode: str,
+) -> tuple[UNetConfig, int, int, torch.device, torch.dtype, int, int]:
+    """What a call of the engine starts with: checks ``model`` and ``image``, moves the model
+    to ``device``, and returns the model's config, the image's height and width, the device,
+    the model's dtype and the core tile (th, tw), planned unless ``tile`` gives it."""
     reuse_freed_memory()
     config = check_local(model)
     height, width = _check_image(image)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
 
 import numpy as np
 import torch
+from numpy.typing import ArrayLike
 
 from ..errors import InputError
 from ..model import UNetConfig
-
+from .arrays import ImageLike
 
 # NOTE [Exact tiling]
 # Tiles partition the output: each core tile [y0, y1) x [x0, x1) has y0 and x0 on multiples of
@@ -39,7 +40,7 @@ def _check_size(height: int, width: int) -> None:
 # --- input validation ----------------------------------------------------------------------
 
 
-def _check_image(image: Any) -> tuple[int, int]:
+def _check_image(image: object) -> tuple[int, int]:
     shape = getattr(image, "shape", None)
     dtype = getattr(image, "dtype", None)
     if shape is None or dtype is None:
@@ -61,7 +62,7 @@ def _check_image(image: Any) -> tuple[int, int]:
     return int(shape[0]), int(shape[1])
 
 
-def _check_mask(mask: Any, height: int, width: int) -> None:
+def _check_mask(mask: object, height: int, width: int) -> None:
     shape = getattr(mask, "shape", None)
     dtype = getattr(mask, "dtype", None)
     if shape is None or dtype is None:
@@ -120,7 +121,7 @@ def _tile_list(height: int, width: int, th: int, tw: int, config: UNetConfig) ->
     return sorted(tiles, key=lambda t: (t.cy1 - t.cy0, t.cx1 - t.cx0))
 
 
-def _read_crop(image: Any, t: _Tile) -> np.ndarray:
+def _read_crop(image: ImageLike, t: _Tile) -> np.ndarray:
     return _owned(image[t.cy0:t.cy1, t.cx0:t.cx1])
 
 
@@ -128,12 +129,12 @@ def _as_input(crop: np.ndarray, device: torch.device, dtype: torch.dtype, multip
     return _to_input(torch.from_numpy(crop).to(device), dtype, multiple)
 
 
-def _owned(block: Any) -> np.ndarray:
+def _owned(block: ArrayLike) -> np.ndarray:
     """``block`` as a C-contiguous, writeable numpy array (torch.from_numpy wants one)."""
-    block = np.asarray(block)
-    if not (block.flags.c_contiguous and block.flags.writeable):
-        block = np.array(block, order="C")
-    return block
+    array = np.asarray(block)
+    if not (array.flags.c_contiguous and array.flags.writeable):
+        array = np.array(array, order="C")
+    return array
 
 
 def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1) -> torch.Tensor:
@@ -155,13 +156,14 @@ def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1) -> torch
     return x
 
 
-def _read_mask(mask: Any, t: _Tile) -> np.ndarray:
+def _read_mask(mask: ImageLike, t: _Tile) -> np.ndarray:
     m = _owned(mask[t.y0:t.y1, t.x0:t.x1])
     _check_mask_values(m, t.y0, t.x0)
     return m
 
 
-def model_input(image: Any, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def model_input(image: ArrayLike, *, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A whole (H, W, 3) uint8 image as the model input the engine's results refer to:
     ``image / 255`` as (1, 3, H, W) floats of ``dtype``, channels-last (whole-image autograd
     on this equals ``tiled_backward``)."""
