@@ -78,8 +78,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def prepare(work: Path, args) -> Path:
     """The region store in ``work``/regions, made once (a partial one is completed)."""
-    from gigaseg.store import RegionStore
     from gigaseg.prepare import parse_size, prepare_synthetic
+    from gigaseg.store import RegionStore
 
     path = work / "regions"
     w, h = parse_size(args.size)
@@ -217,7 +217,7 @@ whole held-out regions every {m['train_config']['val_every']} steps, and copies 
 any time (Ctrl-C or SIGTERM); the same command resumes it where it stopped (bit for bit on a CPU).
 It has run in {m['sessions']} process(es) so far (each resume starts one); the step count, the learning rate and the schedule are in
 config.json (`config`), and every resume in its `resumes`.
-"""
+"""  # noqa: E501 - COMMAND.md's text, kept as written
     with atomic_write(results / "COMMAND.md", "w") as f:
         f.write(command)
     return m
