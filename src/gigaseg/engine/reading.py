@@ -7,10 +7,10 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +18,11 @@ import torch
 from .._memory import glibc
 from ..errors import ConfigError
 from .tiles import _Tile
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+_T = TypeVar("_T")
 
 # NOTE [Read ahead]
 # Reading a crop is numpy work on one core (a memory-mapped or compressed array, a dihedral
@@ -59,8 +64,8 @@ def _check_read_workers(read_workers: int | None, dev: torch.device) -> int:
     return int(read_workers)
 
 
-def _read_ahead(tiles: Sequence[_Tile], read: Callable[[Any], Any], workers: int = 1,
-                ahead: int | None = None) -> Generator[tuple[_Tile, Any], None, None]:
+def _read_ahead(tiles: Sequence[_Tile], read: Callable[[_Tile], _T], workers: int = 1,
+                ahead: int | None = None) -> Generator[tuple[_Tile, _T], None, None]:
     """Yield ``(tile, read(tile))`` for each tile in order, with the reads of the following
     ``ahead`` tiles (default and at least ``workers``) done by ``workers`` background threads."""
     if not tiles:
@@ -98,7 +103,7 @@ class _CropCache:
         self._offset = 0
         self._index: dict[_Tile, list[tuple[int, tuple[int, ...], np.dtype]]] = {}
         try:
-            self._file: Any = tempfile.TemporaryFile(prefix="gigaseg-crops-", dir=folder)
+            self._file: IO[bytes] | None = tempfile.TemporaryFile(prefix="gigaseg-crops-", dir=folder)
         except OSError:
             self._file = None
 
@@ -109,7 +114,7 @@ class _CropCache:
             fd, entries = self._file.fileno(), []
             try:
                 for a in arrays:
-                    view = memoryview(np.ascontiguousarray(a)).cast("B")
+                    view = np.ascontiguousarray(a).data.cast("B")
                     done = 0
                     while done < len(view):
                         done += os.pwrite(fd, view[done:], self._offset + done)
@@ -122,16 +127,17 @@ class _CropCache:
 
     def get(self, key: _Tile) -> list[np.ndarray] | None:
         with self._lock:
-            entries = self._index.get(key) if self._file is not None else None
-            if entries is None:
+            file = self._file
+            entries = self._index.get(key) if file is not None else None
+            if file is None or entries is None:
                 return None
             out = []
             for offset, shape, dtype in entries:
                 a = np.empty(shape, dtype)
-                view = memoryview(a).cast("B")
+                view = a.data.cast("B")
                 done = 0
                 while done < len(view):
-                    n = os.preadv(self._file.fileno(), [view[done:]], offset + done)
+                    n = os.preadv(file.fileno(), [view[done:]], offset + done)
                     if n <= 0:
                         return None
                     done += n
@@ -142,10 +148,10 @@ class _CropCache:
         with self._lock:
             self._close()
 
-    def __enter__(self) -> "_CropCache":
+    def __enter__(self) -> _CropCache:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _close(self) -> None:
@@ -235,7 +241,7 @@ class _HeapShapes:
     def __init__(self) -> None:
         self.shape: tuple[int, int] | None = None
 
-    def __call__(self, t: "_Tile") -> None:
+    def __call__(self, t: _Tile) -> None:
         shape = (t.cy1 - t.cy0, t.cx1 - t.cx0)
         if shape != self.shape:
             self.shape = shape
@@ -246,7 +252,8 @@ class _HeapShapes:
 _HEAP = _HeapShapes()
 
 
-def _progress(iterable, total: int, enabled: bool, desc: str):
+def _progress(iterable: Generator[_T, None, None], total: int, enabled: bool,
+              desc: str) -> Generator[_T, None, None]:
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
@@ -254,7 +261,7 @@ def _progress(iterable, total: int, enabled: bool, desc: str):
     return _counted(iterable, tqdm(total=total, desc=desc, unit="tile", delay=2.0, leave=False))
 
 
-def _counted(iterable, bar):
+def _counted(iterable: Iterable[_T], bar: tqdm) -> Generator[_T, None, None]:
     """Yield the items of ``iterable``, advancing ``bar``, without keeping a reference to the
     current one (a tile's crop may be freed by the caller before the next is read)."""
     with bar:
