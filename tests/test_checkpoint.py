@@ -58,3 +58,79 @@ def test_load_model_without_a_training_mpp(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", UNet(preset("tiny")), mpp=None)
     model, mpp = load_model(path)
     assert mpp is None and model.config == preset("tiny") and not model.training
+
+
+# --- safe loading (NOTE [Safe loading]) --------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this calls ``open(marker, "w")``: the shape of a crafted checkpoint's attack."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _crafted(tmp_path, how: str):
+    marker = tmp_path / "pwned"
+    path = tmp_path / f"crafted-{how}.pt"
+    payload = {"format": "gigaseg-checkpoint", "version": 1, "config": {}, "state_dict": {}, "x": _Payload(marker)}
+    if how == "torch":
+        torch.save(payload, path)
+    else:
+        import pickle
+
+        path.write_bytes(pickle.dumps(payload))
+    return path, marker
+
+
+@pytest.mark.parametrize("how", ["torch", "pickle"])
+def test_a_crafted_checkpoint_runs_no_code(tmp_path, how):
+    path, marker = _crafted(tmp_path, how)
+    with pytest.raises(CheckpointError, match="never unpickles code"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError):
+        load_model(path)
+    assert not marker.exists()
+
+
+def test_a_crafted_checkpoint_runs_no_code_through_the_command(tmp_path, capsys):
+    from gigaseg.cli import main
+
+    path, marker = _crafted(tmp_path, "torch")
+    image = tmp_path / "slide.png"
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), (240, 240, 240)).save(image)
+    code = main(["predict", str(path), str(image), "--out", str(tmp_path / "out"), "--mpp", "1", "--no-progress"])
+    assert code != 0 and not marker.exists()
+    assert "never unpickles code" in capsys.readouterr().err
+
+
+def test_checkpoints_hold_only_plain_values(tmp_path):
+    """What gigaseg writes loads with PyTorch's restricted unpickler and no allow-list at all."""
+    from gigaseg import TrainConfig, train
+    from gigaseg.prepare import prepare_synthetic
+    from gigaseg.store import RegionStore
+
+    store = RegionStore.create(tmp_path / "store")
+    prepare_synthetic(store, 2, (64, 64), seed=1, val=1, progress=False)
+    train(TrainConfig(data=str(store.path), out=str(tmp_path / "run"), preset="tiny", steps=1, ckpt_every=1,
+                      val_every=1, progress=False, device="cpu"))
+    payload = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert payload["step"] == 1 and isinstance(payload["rng"]["numpy"][1], list)
+
+
+def test_checkpoints_of_gigaseg_0_1_still_load(tmp_path):
+    """They hold numpy's RNG state as an array: read through the same safe path, allow-listing
+    numpy's array reconstruction and nothing else."""
+    from pathlib import Path
+
+    old = Path(__file__).resolve().parents[1] / "results" / "demo-model" / "checkpoint.pt"
+    with pytest.raises(Exception, match="Weights only load failed"):
+        torch.load(old, weights_only=True)  # what a plain safe load says of them
+    model, mpp = load_model(old)
+    assert mpp == 0.5 and model.config == preset("paper")
+    assert load_checkpoint(old)["rng"]["numpy"][1].shape == (624,)

@@ -19,6 +19,8 @@ the final name, and the previous checkpoint stays intact until the new one is co
 from __future__ import annotations
 
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,38 @@ def save_checkpoint(path: str | os.PathLike[str], model: UNet, *, mpp: float | N
     return path
 
 
+# NOTE [Safe loading]
+# A checkpoint is read with torch.load(weights_only=True): PyTorch's restricted unpickler rebuilds
+# tensors, dicts, lists, tuples, strings and numbers, and refuses every other class or function,
+# so a crafted file cannot run code (a plain pickle.load would run whatever its __reduce__ names).
+# gigaseg writes only such plain values (numpy's RNG state as a tuple of ints). Checkpoints of
+# gigaseg 0.1 hold that state as a numpy array; to read them through the same path exactly three
+# more names are allowed: numpy's array reconstructor, ndarray and dtype, which rebuild an array
+# from its bytes and call nothing else.
+def _numpy_array_globals() -> list[Any]:
+    """The allow-list for the numpy arrays in gigaseg 0.1 checkpoints (NOTE [Safe loading])."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    reconstruct = core.multiarray._reconstruct
+    # numeric dtypes only (numpy >= 1.25 pickles a dtype by its class, numpy.dtypes.UInt32DType);
+    # no object dtype, whose elements would be whatever the file says
+    numeric = [type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+                                           np.uint32, np.uint64, np.float16, np.float32, np.float64)]
+    # a file pickled under numpy 1.x names the reconstructor by its old module path
+    return [np.ndarray, np.dtype, reconstruct, (reconstruct, "numpy.core.multiarray._reconstruct"), *numeric]
+
+
+def _first_line(exc: BaseException) -> str:
+    """The line of ``exc``'s message that says what was wrong (PyTorch's refusal of a global
+    comes after several lines of general advice, some of which would be wrong here)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "but got" in line or "Unsupported global" in line or "Unsupported operand" in line:
+            return line[:300]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and validate a checkpoint written by ``save_checkpoint``.
 
@@ -88,11 +122,19 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a corrupt file
+        with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a plain pickle: refused below
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); the file is corrupt or "
-            "truncated - use another checkpoint (training keeps the previous one)"
+            f"checkpoint {path} holds objects other than tensors and plain values, and gigaseg never "
+            "unpickles code (NOTE [Safe loading]); it was not written by gigaseg, or it was altered: "
+            f"use a checkpoint from a source you trust ({_first_line(exc)})"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {_first_line(exc)}); the file is "
+            "corrupt or truncated - use another checkpoint (training keeps the previous one)"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

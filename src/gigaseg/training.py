@@ -424,7 +424,10 @@ def resume_config(run_dir: str | Path, **changes: Any) -> TrainConfig:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """The RNG states in plain types (a checkpoint holds nothing that needs unpickling code)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (str(kind), [int(k) for k in keys], int(pos), int(has_gauss), float(cached))
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -432,7 +435,7 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    np.random.set_state(tuple(state["numpy"]))  # a tuple of ints, or gigaseg 0.1's array
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
