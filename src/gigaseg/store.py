@@ -40,9 +40,11 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -52,6 +54,9 @@ from ._runinfo import utc_now
 from .errors import ConfigError, GigasegError, InputError, OutputError, StoreError
 from .options import SPLITS
 from .options import STORE_FORMATS as FORMATS
+
+if TYPE_CHECKING:
+    from .engine.arrays import ImageLike
 
 __all__ = [
     "STORE_VERSION",
@@ -72,7 +77,7 @@ _ZARR_CHUNK = 512
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
     """The sha256 hex digest of a file, streamed in ``chunk``-byte reads.
 
     A directory (e.g. a DICOM series) hashes its files in sorted order, each as its
@@ -114,16 +119,16 @@ class Region:
         meta: the contents of ``region.json`` with ``split`` as recorded in ``store.json``.
     """
 
-    def __init__(self, path: Path, meta: dict, split: str | None = None):
+    def __init__(self, path: Path, meta: dict[str, Any], split: str | None = None) -> None:
         self.path = Path(path)
         self.meta = dict(meta)
         if split is not None:
             self.meta["split"] = split
         self.name = self.meta.get("name", self.path.name)
-        self._image = None
-        self._mask = None
+        self._image: ImageLike | None = None
+        self._mask: ImageLike | None = None
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         # Pickle (e.g. to DataLoader workers) without the open arrays: a pickled memmap
         # would carry a copy of the whole region. Workers reopen them lazily.
         state = dict(self.__dict__)
@@ -136,11 +141,13 @@ class Region:
 
     @property
     def split(self) -> str:
-        return self.meta.get("split", "train")
+        split: str = self.meta.get("split", "train")
+        return split
 
     @property
     def format(self) -> str:
-        return self.meta.get("format", "npy")
+        fmt: str = self.meta.get("format", "npy")
+        return fmt
 
     @property
     def size(self) -> tuple[int, int]:
@@ -160,7 +167,7 @@ class Region:
     def has_mask(self) -> bool:
         return self._file("mask").exists()
 
-    def _open(self, kind: str):
+    def _open(self, kind: str) -> ImageLike:
         path = self._file(kind)
         if not path.exists():
             raise StoreError(
@@ -168,12 +175,13 @@ class Region:
                 f"rebuild it with gigaseg prepare, or remove it with RegionStore.remove({self.name!r})"
             )
         zarr = require("zarr", f"region {self.name!r} (zarr format)") if self.format == "zarr" else None
+        arr: ImageLike
         try:
             if zarr is None:
                 arr = np.load(path, mmap_mode="r")
             else:
                 arr = zarr.open_array(str(path), mode="r")
-        except Exception as exc:  # noqa: BLE001 - any reader failure is a broken store
+        except Exception as exc:  # any reader failure is a broken store
             raise StoreError(f"cannot open {path}: {exc}; rebuild the region with gigaseg prepare") from exc
         h, w = self.shape
         expected = (h, w, 3) if kind == "image" else (h, w)
@@ -185,14 +193,14 @@ class Region:
         return arr
 
     @property
-    def image(self):
+    def image(self) -> ImageLike:
         """(H, W, 3) uint8 RGB array-like (read-only memmap or zarr array), opened on first use."""
         if self._image is None:
             self._image = self._open("image")
         return self._image
 
     @property
-    def mask(self):
+    def mask(self) -> ImageLike:
         """(H, W) uint8 array-like: 0 background, 1 tissue, 255 ignore; opened on first use."""
         if self._mask is None:
             self._mask = self._open("mask")
@@ -209,14 +217,14 @@ class RegionStore:
         StoreError: the path does not exist or is not a gigaseg store.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._index = self._read_index()
 
     # -- opening and creating -------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: str | os.PathLike, *, exist_ok: bool = False) -> "RegionStore":
+    def create(cls, path: str | os.PathLike[str], *, exist_ok: bool = False) -> RegionStore:
         """Create an empty store at ``path`` (a new or empty directory).
 
         Args:
@@ -245,7 +253,7 @@ class RegionStore:
         )
         return cls(path)
 
-    def _read_index(self) -> dict:
+    def _read_index(self) -> dict[str, Any]:
         path = self.path
         if not path.exists():
             raise StoreError(f"region store {path} does not exist; create it (RegionStore.create, gigaseg prepare)")
@@ -287,7 +295,7 @@ class RegionStore:
         """All regions, in the order they were added."""
         return [self._region(entry) for entry in self._index["regions"]]
 
-    def _region(self, entry: dict) -> Region:
+    def _region(self, entry: dict[str, Any]) -> Region:
         folder = self.path / entry["name"]
         try:
             meta = json.loads((folder / _REGION_JSON).read_text())
@@ -323,7 +331,7 @@ class RegionStore:
     # -- changing ---------------------------------------------------------------------------
 
     @contextmanager
-    def _locked(self):
+    def _locked(self) -> Iterator[dict[str, Any]]:
         """Hold an exclusive lock on the store index; yields the freshly read index."""
         with open(self.path / ".lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -333,7 +341,7 @@ class RegionStore:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _commit_index(self, index: dict) -> None:
+    def _commit_index(self, index: dict[str, Any]) -> None:
         index["updated"] = utc_now()
         write_json_atomic(self.path / _STORE_JSON, index)
         self._index = index
@@ -400,10 +408,10 @@ class RegionStore:
         name: str,
         size: tuple[int, int],
         *,
-        meta: dict | None = None,
+        meta: dict[str, Any] | None = None,
         split: str = "train",
         format: str = "npy",  # noqa: A002 - the store's word for it
-    ) -> "RegionWriter":
+    ) -> RegionWriter:
         """Start writing a region of ``size`` (w, h); use as a context manager.
 
         Rows are appended top to bottom with ``RegionWriter.append``. The region appears
@@ -426,7 +434,7 @@ class RegionStore:
         image: np.ndarray,
         mask: np.ndarray,
         *,
-        meta: dict | None = None,
+        meta: dict[str, Any] | None = None,
         split: str = "train",
         format: str = "npy",  # noqa: A002
     ) -> Region:
@@ -447,7 +455,7 @@ class _NpyArrayFile:
     """Writes an ``.npy`` file row block by row block with ``os.pwrite`` (no memory map,
     so writing never grows the process's resident memory)."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...]):
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
         self.path = path
         self.shape = shape
         self.row_bytes = int(np.prod(shape[1:])) if len(shape) > 1 else 1
@@ -456,11 +464,11 @@ class _NpyArrayFile:
             np.lib.format.write_array_header_2_0(f, header)
             self.offset = f.tell()
             f.truncate(self.offset + int(np.prod(shape)))  # sparse until written
-        self.fd = os.open(path, os.O_WRONLY)
+        self.fd: int | None = os.open(path, os.O_WRONLY)
 
     def write_rows(self, y0: int, data: np.ndarray) -> None:
-        buf = np.ascontiguousarray(data, dtype=np.uint8)
-        view = memoryview(buf).cast("B")
+        assert self.fd is not None, "write_rows after close"
+        view = np.ascontiguousarray(data, dtype=np.uint8).data.cast("B")
         pos = self.offset + y0 * self.row_bytes
         while len(view):
             n = os.pwrite(self.fd, view, pos)
@@ -477,7 +485,7 @@ class _ZarrArrayFile:
     """Writes a zarr v3 array (512 x 512 chunks, zstd level 3) in row blocks; rows are
     buffered up to a whole chunk row so that no chunk is written twice."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...]):
+    def __init__(self, path: Path, shape: tuple[int, ...]) -> None:
         zarr = require("zarr", "writing a zarr-format region")
 
         self.path = path
@@ -528,7 +536,8 @@ class RegionWriter:
     lists the region in ``store.json``. On an exception it deletes the folder.
     """
 
-    def __init__(self, store: RegionStore, name: str, size: tuple[int, int], meta: dict, split: str, fmt: str):
+    def __init__(self, store: RegionStore, name: str, size: tuple[int, int], meta: dict[str, Any], split: str,
+                 fmt: str) -> None:
         self.store = store
         self.name = name
         self.size = size
@@ -537,14 +546,14 @@ class RegionWriter:
         self.format = fmt
         self.rows = 0
         self.tmp: Path | None = None
-        self._arrays: dict[str, Any] = {}
+        self._arrays: dict[str, _NpyArrayFile | _ZarrArrayFile] = {}
 
     @property
     def shape(self) -> tuple[int, int]:
         """(H, W) of the region."""
         return self.size[1], self.size[0]
 
-    def __enter__(self) -> "RegionWriter":
+    def __enter__(self) -> RegionWriter:
         tmp = self.store.path / f"{_TMP_PREFIX}{self.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir()
@@ -607,11 +616,15 @@ class RegionWriter:
             shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp = None
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if exc_type is not None:
             self._abort()
             return False
         try:
+            tmp = self.tmp
+            if tmp is None:
+                raise GigasegError("RegionWriter.__exit__ called outside its `with` block")
             h, w = self.shape
             if self.rows != h:
                 raise StoreError(
@@ -630,14 +643,14 @@ class RegionWriter:
                     "created": meta.get("created", utc_now()),
                 }
             )
-            write_json_atomic(self.tmp / _REGION_JSON, meta)
+            write_json_atomic(tmp / _REGION_JSON, meta)
             final = self.store.path / self.name
             with self.store._locked() as index:
                 if final.exists() or any(e["name"] == self.name for e in index["regions"]):
                     raise StoreError(
                         f"{self.store.path} already has a region {self.name!r}; choose another name"
                     )
-                os.rename(self.tmp, final)
+                os.rename(tmp, final)
                 self.tmp = None
                 try:
                     index["regions"].append({"name": self.name, "split": self.split})
