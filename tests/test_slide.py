@@ -743,3 +743,106 @@ def test_dicom_directory_without_wsi(tmp_path):
     _write_dicom_header(tmp_path / "label.dcm", series="1.2.3", image_type="LABEL")
     with pytest.raises(SlideError, match="no slide"):
         open_slide(tmp_path)
+
+
+# -- fractional origins and SlideArray -------------------------------------------------------
+
+
+def _flat(tmp_path, img, mpp):
+    path = tmp_path / "flat.tif"
+    tifffile.imwrite(path, img, photometric="rgb", tile=(32, 32), resolution=(1e4 / mpp,) * 2,
+                     resolutionunit="CENTIMETER")
+    return path
+
+
+@pytest.mark.parametrize("target, at", [(0.75, (3, 5)), (0.375, (1, 3)), (0.75, (4, 2))],
+                         ids=["shrink", "enlarge", "whole-origin"])
+def test_at_mpp_fractional_origin_is_the_part_of_a_larger_read(tmp_path, target, at):
+    """Output pixel (i, j) of a read at (0, 0) is the origin of a read at (i * s, j * s), also
+    fractional: here s = 1.5 or 0.75, exact in binary, so the two reads are equal."""
+    with open_slide(_flat(tmp_path, _noise(96, 128), 0.5)) as s:
+        step = target / 0.5
+        whole = s.read_region_at_mpp((0, 0), target, (40, 30))
+        i, j = at
+        part = s.read_region_at_mpp((i * step, j * step), target, (17, 11))
+    np.testing.assert_array_equal(part, whole[j:j + 11, i:i + 17])
+
+
+def test_at_mpp_fractional_origin_on_a_pyramid_level(pyramid):
+    """A fractional origin reads the best level like an integer one, resampled from the level
+    at the level's fractional origin (the pixels of Slide._resample, which prediction used)."""
+    path, _ = pyramid
+    with open_slide(path) as s:
+        target = 0.625  # level 1 (0.5 um/px), 2.5 level-0 / 1.25 level-1 pixels per output pixel
+        whole = s.read_region_at_mpp((0, 0), target, (60, 40))
+        part = s.read_region_at_mpp((5 * 2.5, 3 * 2.5), target, (20, 16))  # (12.5, 7.5)
+        np.testing.assert_array_equal(part, whole[3:19, 5:25])
+        level = s.get_best_level_for_mpp(target)
+        ds = s.level_downsamples[level]
+        assert level == 1
+        old = s._resample(level, 12.5 / ds, 7.5 / ds, 2.5 / ds, 2.5 / ds, 20, 16)
+        np.testing.assert_array_equal(part, old)
+
+
+def test_at_mpp_whole_number_origins_as_floats_are_integer_origins(pyramid):
+    path, levels = pyramid
+    with open_slide(path) as s:
+        for target in (0.25, 0.5, 0.7):
+            np.testing.assert_array_equal(s.read_region_at_mpp((40.0, np.float32(20)), target, (30, 20)),
+                                          s.read_region_at_mpp((40, 20), target, (30, 20)))
+        # the target is level 1's resolution: a whole origin reads the level, a fractional one resamples
+        np.testing.assert_array_equal(s.read_region_at_mpp((40.0, 20.0), 0.5, (50, 30)), levels[1][10:40, 20:70])
+        half = s.read_region_at_mpp((41.0, 20.5), 0.5, (50, 30))
+        np.testing.assert_array_equal(half, s._resample(1, 20.5, 10.25, 1.0, 1.0, 50, 30))
+        for bad in ((1.5, float("nan")), (float("inf"), 0), ("1", 2), (True, 0), (1,)):
+            with pytest.raises(SlideError, match="location must be a pair"):
+                s.read_region_at_mpp(bad, 0.5, (10, 10))
+        with pytest.raises(SlideError, match="pair of integers"):
+            s.read_region((1.5, 0), 0, (10, 10))  # a level read stays on whole pixels
+
+
+def test_slide_array_is_the_slide_grid_at_an_mpp(tmp_path):
+    """NOTE [Slide grid]: a[y0:y1, x0:x1] is read at level-0 (x0 * s, y0 * s); separately read
+    boxes are the parts of the whole grid; the grid has round(size * mpp / target) pixels."""
+    import threading
+
+    from gigaseg.slides import SlideArray
+
+    img = _noise(101, 143, seed=5)
+    with open_slide(_flat(tmp_path, img, 0.5)) as s:
+        for target, shape in ((0.75, (67, 95)), (0.375, (135, 191)), (0.5, (101, 143)), (1.3, (39, 55)),
+                              (0.77, (66, 93))):
+            a = SlideArray(s, target)
+            assert a.shape == shape + (3,) and a.dtype == np.uint8 and a.ndim == 3 and len(a) == shape[0]
+            whole = a[:, :]
+            np.testing.assert_array_equal(whole, s.read_region_at_mpp((0, 0), target, shape[::-1]))
+            np.testing.assert_array_equal(a[7:30, 9:40, :], s.read_region_at_mpp((9 * a.step[0], 7 * a.step[1]),
+                                                                                 target, (31, 23)))
+            if target in (0.75, 0.5):
+                # shrinking by a step exact in binary: the box is the whole's part (NOTE [Slide grid]:
+                # at 0.77 a source pixel centre on a grid pixel edge may go either way, enlarging
+                # rounds within 1 grey level)
+                np.testing.assert_array_equal(a[7:30, 9:40], whole[7:30, 9:40])
+            assert a[5:5, 0:10].shape == (0, 10, 3)
+        np.testing.assert_array_equal(SlideArray(s, 0.5)[:, :], img)
+        a = SlideArray(s, 0.75)
+        boxes = [(y, y + 20, x, x + 30) for y in range(0, 60, 20) for x in range(0, 90, 30)]
+        got: dict = {}
+        threads = [threading.Thread(target=lambda b=b: got.__setitem__(b, a[b[0]:b[1], b[2]:b[3]])) for b in boxes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        whole = a[:, :]
+        for (y0, y1, x0, x1), block in got.items():
+            np.testing.assert_array_equal(block, whole[y0:y1, x0:x1])
+        assert a.read_s > 0 and "SlideArray" in repr(a)
+        with pytest.raises(SlideError, match="sliced by rows and columns"):
+            a[3, 4]
+        with pytest.raises(SlideError, match="steps of 1"):
+            a[::2, :]
+        with pytest.raises(ConfigError, match="mpp must be a positive"):
+            SlideArray(s, 0)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    with open_slide(tmp_path / "a.png") as s, pytest.raises(SlideError, match="`mpp`"):
+        SlideArray(s, 1.0)

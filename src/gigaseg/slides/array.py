@@ -19,10 +19,15 @@ __all__ = ["SlideArray"]
 # level-0 [gx * s_x, (gx + 1) * s_x) x [gy * s_y, (gy + 1) * s_y) with s = t / (the slide's
 # level-0 mpp), at fractional level-0 origins where s is not a whole number. A box of the grid is
 # read with ``read_region_at_mpp`` at its own origin (gx * s_x, gy * s_y), so boxes read
-# separately are exact pieces of one whole-slide resampling: a crop read by the engine equals the
-# same part of the whole resampled slide, and the model's output on it equals the model on the
-# whole resampled slide. The grid has round(level-0 size * mpp / t) pixels on each axis (at least
-# one), so the last pixels may reach a little past the slide's edge (white there).
+# separately are pieces of one whole-slide resampling: a crop read by the engine equals the same
+# part of the whole resampled slide, and the model's output on it equals the model on the whole
+# resampled slide. Two exceptions, both of float rounding (measured on noise at 0.5 um/px): when
+# shrinking, Pillow's BOX filter takes a source pixel whose centre lies in the output pixel, and
+# where a centre falls exactly on a grid pixel's edge (s = 1.54: every 25th edge) the last bit of
+# each read's scale decides which side gets it, so two reads may differ there by a whole source
+# pixel's weight; when enlarging (bilinear) they may differ by 1 grey level. Shrinking by a step
+# exact in binary (s = 1.5, 2, 4) is exact. The grid has round(level-0 size * mpp / t) pixels on
+# each axis (at least one), so the last pixels may reach a little past the slide's edge (white).
 class SlideArray:
     """A slide at ``mpp`` microns per pixel as an (H, W, 3) uint8 RGB array-like.
 
