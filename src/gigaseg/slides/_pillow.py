@@ -4,34 +4,39 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import SlideError
 from .base import _INSTALL_HINT, Slide, _composite_over_white, _Decline
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 
 class _PillowSlide(Slide):
     backend = "pillow"
 
-    def __init__(self, path, rgb: np.ndarray, image_format: str | None):
+    def __init__(self, path: Path, rgb: np.ndarray, image_format: str | None) -> None:
         super().__init__(path, [(rgb.shape[1], rgb.shape[0])], mpp=None)
         self._rgb = rgb
         self._format = image_format
 
-    def _read_level(self, level, lvl_x, lvl_y, lvl_w, lvl_h):
+    def _read_level(self, level: int, lvl_x: int, lvl_y: int, lvl_w: int, lvl_h: int) -> np.ndarray:
         return self._rgb[lvl_y : lvl_y + lvl_h, lvl_x : lvl_x + lvl_w]
 
-    def _close(self):
-        self._rgb = None
+    def _close(self) -> None:
+        self._rgb = np.empty((0, 0, 3), np.uint8)  # the pixels go with the slide
 
-    def _repr_extra(self):
+    def _repr_extra(self) -> str:
         return f", format={self._format!r}" if self._format else ""
 
 
 @contextlib.contextmanager
-def _no_bomb_limit():
+def _no_bomb_limit() -> Iterator[None]:
     """Lift Pillow's decompression-bomb limit while we open a slide-sized image.
 
     The limit guards untrusted web uploads; a slide is big on purpose. Restored on exit.
@@ -70,8 +75,8 @@ def open_pillow(path: Path) -> Slide:
     try:
         with image:
             image.load()
-            image = ImageOps.exif_transpose(image)
-            rgb = _pillow_to_rgb(image)
+            upright = ImageOps.exif_transpose(image)
+            rgb = _pillow_to_rgb(upright)
     except Exception as exc:
         raise SlideError(
             f"{path}: Pillow recognises it as {image_format} but cannot decode it: {exc}; "
@@ -80,7 +85,7 @@ def open_pillow(path: Path) -> Slide:
     return _PillowSlide(path, rgb, image_format)
 
 
-def _pillow_to_rgb(image) -> np.ndarray:
+def _pillow_to_rgb(image: Image.Image) -> np.ndarray:
     """A Pillow image as ``(h, w, 3)`` uint8 RGB, transparency composited over white."""
     has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         image.mode == "P" and "transparency" in image.info

@@ -51,7 +51,7 @@ class Slide(abc.ABC):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike[str],
         level_dimensions: Sequence[tuple[int, int]],
         *,
         mpp: tuple[float, float] | None,
@@ -260,7 +260,7 @@ class Slide(abc.ABC):
     def __enter__(self) -> Slide:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -300,11 +300,12 @@ class Slide(abc.ABC):
                         f"{(b_x, b_y, b_w, b_h)} failed with the {self.backend} backend: "
                         f"{type(exc).__name__}: {exc}; the file may be truncated or corrupt"
                     ) from exc
-                if single:
+                if out is None:  # a single block
                     if self._FRESH_BLOCKS and block.flags.c_contiguous and block.flags.writeable:
                         return block
                     return np.array(block, dtype=np.uint8, order="C")
                 out[b_y - lvl_y : b_y - lvl_y + b_h, b_x - lvl_x : b_x - lvl_x + b_w] = block
+        assert out is not None, "a single block returns in the loop"
         return out
 
     def _resample(
@@ -358,7 +359,7 @@ class Slide(abc.ABC):
         if self._closed:
             raise SlideError(f"{self._path}: the slide is closed; open it again with open_slide()")
 
-    def _check_level(self, level) -> int:
+    def _check_level(self, level: int) -> int:
         if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
             raise SlideError(
                 f"{self._path}: level must be an integer, got {level!r}; "
@@ -377,7 +378,7 @@ class Slide(abc.ABC):
                 f"{self._path}: region size (w, h) = {(w, h)} must be positive in both axes"
             )
 
-    def _int_pair(self, value, name: str) -> tuple[int, int]:
+    def _int_pair(self, value: tuple[int, int], name: str) -> tuple[int, int]:
         try:
             a, b = value
         except (TypeError, ValueError):
@@ -397,7 +398,7 @@ class Slide(abc.ABC):
                 )
         return pair[0], pair[1]
 
-    def _location_pair(self, value) -> tuple[int | float, int | float]:
+    def _location_pair(self, value: tuple[float, float]) -> tuple[int | float, int | float]:
         """A level-0 location: whole numbers as ints, fractional ones as floats."""
         try:
             a, b = value
@@ -426,7 +427,7 @@ class Slide(abc.ABC):
             )
         return self._mpp
 
-    def _check_target_mpp(self, target_mpp) -> tuple[float, float]:
+    def _check_target_mpp(self, target_mpp: float | tuple[float, float]) -> tuple[float, float]:
         pair = _mpp_pair(target_mpp)
         if pair is None:
             raise ConfigError(
@@ -443,7 +444,7 @@ def _l0_to_lvl(l0: int, level_ds: float) -> int:
     return math.floor(l0 / level_ds + 1e-9)
 
 
-def _mpp_pair(value) -> tuple[float, float] | None:
+def _mpp_pair(value: float | tuple[float, float]) -> tuple[float, float] | None:
     """``value`` (a number or an (x, y) pair) as two positive finite floats, else None."""
     if isinstance(value, (str, bytes, bool)):
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import ConfigError, SlideError
@@ -12,7 +13,7 @@ __all__ = ["open_slide"]
 
 
 def open_slide(
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     mpp: float | tuple[float, float] | None = None,
     backend: str | None = None,
@@ -76,6 +77,7 @@ def _open_file(path: Path, backend: str | None) -> Slide:
     except OSError as exc:
         raise SlideError(f"{path}: cannot be read ({exc}); check its permissions") from exc
 
+    order: tuple[str, ...]
     if backend is not None:
         order = (backend,)
     else:
@@ -103,7 +105,7 @@ def _open_file(path: Path, backend: str | None) -> Slide:
     )
 
 
-def _opener(name: str):
+def _opener(name: str) -> Callable[[Path], Slide]:
     if name == "openslide":
         from ._openslide import open_openslide
 
