@@ -6,12 +6,17 @@ import math
 import threading
 import xml.etree.ElementTree as ET
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 
 from ..errors import SlideError
 from .base import _INSTALL_HINT, Slide, _composite_over_white, _Decline
+
+if TYPE_CHECKING:
+    from tifffile import COMPRESSION, PHOTOMETRIC, TiffFile, TiffPage
 
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
@@ -53,7 +58,7 @@ def _first_ifd_problem(path: Path) -> str | None:
             size = fh.seek(0, 2)
     except OSError:
         return None
-    order = "little" if head[:2] == b"II" else "big"
+    order: Literal["little", "big"] = "little" if head[:2] == b"II" else "big"
     big = int.from_bytes(head[2:4], order) == 43
     offset = int.from_bytes(head[8:16] if big else head[4:8], order)
     if offset >= size:
@@ -99,7 +104,7 @@ def tiff_truncation_problem(path: Path) -> str | None:
     return None
 
 
-def _data_end(page) -> int:
+def _data_end(page: TiffPage) -> int:
     ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c > 0]
     return max(ends, default=0)
 
@@ -109,7 +114,7 @@ class _TiffSlide(Slide):
 
     _FRESH_BLOCKS = True  # _read_level builds a new array (or copies the memory map)
 
-    def __init__(self, path, tif, pages, mpp):
+    def __init__(self, path: Path, tif: TiffFile, pages: list[TiffPage], mpp: tuple[float, float] | None) -> None:
         super().__init__(path, [(p.imagewidth, p.imagelength) for p in pages], mpp=mpp)
         self._tif = tif
         self._pages = pages
@@ -121,7 +126,7 @@ class _TiffSlide(Slide):
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cache_bytes = 0
 
-    def _read_level(self, level, lvl_x, lvl_y, lvl_w, lvl_h):
+    def _read_level(self, level: int, lvl_x: int, lvl_y: int, lvl_w: int, lvl_h: int) -> np.ndarray:
         page = self._pages[level]
         memmap = self._memmaps[level]
         if memmap is not None:
@@ -156,10 +161,12 @@ class _TiffSlide(Slide):
             rgb[dst] = 255
         return rgb
 
-    def _segments(self, level: int, indices: list[int]):
+    def _segments(self, level: int, indices: list[int]) -> Iterator[tuple[int, np.ndarray | None]]:
         """Yield ``(index, (h, w, samples) array or None)`` for segments of a level."""
         page = self._pages[level]
-        found, wanted, raw = {}, [], []
+        found: dict[int, np.ndarray] = {}
+        wanted: list[int] = []
+        raw: list[tuple[bytes | None, int]] = []
         with self._lock:
             for index in indices:
                 key = (level, index)
@@ -171,7 +178,8 @@ class _TiffSlide(Slide):
             if wanted:
                 offsets = [page.dataoffsets[i] for i in wanted]
                 counts = [page.databytecounts[i] for i in wanted]
-                raw = list(self._tif.filehandle.read_segments(offsets, counts, wanted, lock=self._lock))
+                segments = self._tif.filehandle.read_segments(offsets, counts, wanted, lock=self._lock)
+                raw = list(cast("Iterator[tuple[bytes | None, int]]", segments))  # flat: (data, index) pairs
         yield from found.items()
         for data, index in raw:
             if not data:
@@ -180,6 +188,7 @@ class _TiffSlide(Slide):
             segment = page.decode(
                 data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader
             )[0]
+            assert segment is not None, "tifffile decodes data to an array"
             segment = segment.reshape(segment.shape[-3:])  # (h, w, samples)
             self._remember((level, index), segment)
             yield index, segment
@@ -194,17 +203,17 @@ class _TiffSlide(Slide):
                 _, dropped = self._cache.popitem(last=False)
                 self._cache_bytes -= dropped.nbytes
 
-    def _close(self):
+    def _close(self) -> None:
         self._memmaps = [None] * len(self._pages)
         self._cache.clear()
         self._cache_bytes = 0
         self._tif.close()
 
-    def _repr_extra(self):
+    def _repr_extra(self) -> str:
         return ", ome=True" if self._ome else ""
 
 
-def _memmap(path: Path, page) -> np.ndarray | None:
+def _memmap(path: Path, page: TiffPage) -> np.ndarray | None:
     """A read-only ``(h, w, samples)`` memory map of an uncompressed contiguous page."""
     try:
         if not page.is_memmappable or page.imagedepth != 1:
@@ -217,7 +226,7 @@ def _memmap(path: Path, page) -> np.ndarray | None:
         return None
 
 
-def _to_rgb(arr: np.ndarray, page) -> np.ndarray:
+def _to_rgb(arr: np.ndarray, page: TiffPage) -> np.ndarray:
     """Decoded samples ``(h, w, s)`` of ``page`` to ``(h, w, 3)`` uint8 RGB over white."""
     import tifffile
 
@@ -230,7 +239,7 @@ def _to_rgb(arr: np.ndarray, page) -> np.ndarray:
         tifffile.PHOTOMETRIC.MINISBLACK,
         tifffile.PHOTOMETRIC.MINISWHITE,
     ) else 3
-    rgb = arr[..., :colour]
+    rgb: np.ndarray = arr[..., :colour]
     if colour == 1:
         rgb = np.repeat(rgb, 3, axis=-1)
     if samples > colour:
@@ -238,12 +247,13 @@ def _to_rgb(arr: np.ndarray, page) -> np.ndarray:
         extra = page.extrasamples[0] if page.extrasamples else 2
         if extra == 1:  # associated (premultiplied) alpha: colour + (1 - a) * white
             out = rgb.astype(np.uint16) + (255 - alpha.astype(np.uint16))[..., None]
-            return np.minimum(out, 255).astype(np.uint8)
+            clipped: np.ndarray = np.minimum(out, 255)  # numpy's stubs type a ufunc's result Any
+            return clipped.astype(np.uint8)
         return _composite_over_white(rgb, alpha)
     return np.ascontiguousarray(rgb)
 
 
-def _check_page(path: Path, page, level: int) -> None:
+def _check_page(path: Path, page: TiffPage, level: int) -> None:
     import tifffile
 
     def refuse(what: str) -> SlideError:
@@ -254,7 +264,7 @@ def _check_page(path: Path, page, level: int) -> None:
 
     if page.dtype not in (np.uint8, np.uint16):
         raise refuse(f"sample type {page.dtype}")
-    photometric = page.photometric
+    photometric = cast("PHOTOMETRIC", page.photometric)  # typed int by tifffile, which holds the enum member
     if photometric in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE):
         allowed = (1, 2)
     elif photometric == tifffile.PHOTOMETRIC.RGB or (
@@ -319,7 +329,7 @@ def open_tifffile(path: Path) -> Slide:
     return _TiffSlide(path, tif, pages, mpp)
 
 
-def _probe_decode(path: Path, tif, page, level: int) -> None:
+def _probe_decode(path: Path, tif: TiffFile, page: TiffPage, level: int) -> None:
     """Decode the last stored segment of ``page`` so that an unsupported codec or a
     corrupt tail fails at open time, not at the first read. Skipped for segments of
     more than 16 MiB (a whole-page strip)."""
@@ -327,7 +337,7 @@ def _probe_decode(path: Path, tif, page, level: int) -> None:
         seg_bytes = page.tilewidth * page.tilelength
     else:
         seg_bytes = page.imagewidth * min(page.rowsperstrip or page.imagelength, page.imagelength)
-    seg_bytes *= page.samplesperpixel * page.dtype.itemsize
+    seg_bytes *= page.samplesperpixel * np.dtype(page.dtype).itemsize
     stored = [i for i, c in enumerate(page.databytecounts) if c > 0]
     if not stored or seg_bytes > 16 * 2**20:
         return
@@ -340,12 +350,12 @@ def _probe_decode(path: Path, tif, page, level: int) -> None:
     except Exception as exc:
         raise SlideError(
             f"{path}: level {level} segment {index} cannot be decoded "
-            f"({page.compression.name} compression): {type(exc).__name__}: {exc}; the file "
+            f"({cast('COMPRESSION', page.compression).name} compression): {type(exc).__name__}: {exc}; the file "
             f"is corrupt, or its codec is missing (imagecodecs: {_INSTALL_HINT})"
         ) from exc
 
 
-def _level_pages(path: Path, tif) -> list:
+def _level_pages(path: Path, tif: TiffFile) -> list[TiffPage]:
     """The one page of each pyramid level of the first image series, finest first."""
     import tifffile
 
@@ -374,7 +384,7 @@ def _level_pages(path: Path, tif) -> list:
     return pages
 
 
-def _tiff_mpp(tif, page) -> tuple[float, float] | None:
+def _tiff_mpp(tif: TiffFile, page: TiffPage) -> tuple[float, float] | None:
     """Level-0 microns per pixel from OME metadata, an Aperio description or the
     XResolution / YResolution / ResolutionUnit tags; None when absent or implausible."""
 
@@ -402,7 +412,7 @@ def _aperio_mpp(description: str) -> tuple[float, float] | None:
     return None
 
 
-def _resolution_mpp(page) -> tuple[float, float] | None:
+def _resolution_mpp(page: TiffPage) -> tuple[float, float] | None:
     tags = page.tags
     if "XResolution" not in tags or "YResolution" not in tags:
         return None
