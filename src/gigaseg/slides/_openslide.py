@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import SlideError
 from .base import _INSTALL_HINT, Slide, _composite_over_white, _Decline
+
+if TYPE_CHECKING:
+    from openslide import OpenSlide
 
 _VL_WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 _JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
@@ -29,8 +34,9 @@ def detect_vendor(path: Path) -> str | None:
 class _OpenSlideSlide(Slide):
     backend = "openslide"
 
-    def __init__(self, path, osr, *, shown_path=None, ycbcr_levels=()):
-        mpp = None
+    def __init__(self, path: Path, osr: OpenSlide, *, shown_path: Path | None = None,
+                 ycbcr_levels: Iterable[int] = ()) -> None:
+        mpp: tuple[float, float] | None = None
         try:
             mpp = (float(osr.properties["openslide.mpp-x"]), float(osr.properties["openslide.mpp-y"]))
             if not all(v > 0 and np.isfinite(v) for v in mpp):
@@ -45,7 +51,7 @@ class _OpenSlideSlide(Slide):
         self._vendor = osr.properties.get("openslide.vendor")
         self._ycbcr_levels = frozenset(ycbcr_levels)
 
-    def _read_level(self, level, lvl_x, lvl_y, lvl_w, lvl_h):
+    def _read_level(self, level: int, lvl_x: int, lvl_y: int, lvl_w: int, lvl_h: int) -> np.ndarray:
         # NOTE [OpenSlide sub-pixel offsets]: OpenSlide places a level-k read at level
         # coordinate l0_x / downsample and resamples when that is fractional. We pass
         # the level-0 integer nearest to lvl_x * downsample, exact on level 0 and on
@@ -60,10 +66,10 @@ class _OpenSlideSlide(Slide):
             rgb = _ycbcr_to_rgb(rgb)
         return _composite_over_white(rgb, rgba[..., 3])
 
-    def _close(self):
+    def _close(self) -> None:
         self._osr.close()
 
-    def _repr_extra(self):
+    def _repr_extra(self) -> str:
         extra = f", vendor={self._vendor!r}" if self._vendor else ""
         if self._ycbcr_levels:
             extra += ", dicom_jfif_colour_fix=True"
@@ -187,7 +193,7 @@ def _dicom_file_needs_fix(path: Path) -> tuple[bool, tuple[int, int] | None]:
     return _jpeg_means_ycbcr(first), size
 
 
-def _dicom_ycbcr_levels(path: Path, level_dimensions) -> tuple[int, ...]:
+def _dicom_ycbcr_levels(path: Path, level_dimensions: Sequence[tuple[int, int]]) -> tuple[int, ...]:
     """OpenSlide levels of the series of ``path`` whose frames need the colour fix."""
     try:
         import pydicom
@@ -200,7 +206,7 @@ def _dicom_ycbcr_levels(path: Path, level_dimensions) -> tuple[int, ...]:
         series = pydicom.dcmread(path, stop_before_pixels=True).get("SeriesInstanceUID")
     except Exception as exc:
         raise SlideError(f"{path}: cannot read its DICOM header: {exc}") from exc
-    by_size: dict[tuple[int, int], bool] = {}
+    by_size: dict[tuple[int, ...], bool] = {}
     for file in sorted(path.parent.iterdir()):
         if not _has_dicom_magic(file):
             continue
