@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import json
 import math
+import numbers
 import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -68,6 +69,16 @@ __all__ = [
     "DEFAULT_JPEG_QUALITY",
     "DEFAULT_TIFF_TILE",
     "RESUME_CHANGEABLE",
+    "REFERENCE_VALUES",
+    "DEFAULT_REFERENCE_VALUES",
+    "MPP_RANGE",
+    "MIN_MEMORY_BUDGET",
+    "NumberRule",
+    "NUMBER_OPTIONS",
+    "check_number",
+    "check_memory_budget",
+    "parse_memory_budget",
+    "check_options",
     "UNetConfig",
     "PRESETS",
     "preset",
@@ -138,6 +149,150 @@ DEFAULT_SYNTH_MPP = 0.5
 #: JPEG quality and tile side of synthetic slide TIFFs.
 DEFAULT_JPEG_QUALITY = 90
 DEFAULT_TIFF_TILE = 512
+
+#: How ``gigaseg evaluate`` reads a reference mask's values (NOTE [Mask values] in gigaseg.metrics):
+#: "auto" decides from the values and the file, and refuses what is ambiguous; "0/1/255" is
+#: 0 background, 1 tissue, 255 ignore; "0/255" is 0 background, 255 tissue.
+REFERENCE_VALUES = ("auto", "0/1/255", "0/255")
+DEFAULT_REFERENCE_VALUES = "auto"
+
+
+# --- numbers: the range of every numeric option ------------------------------------------------------
+
+#: Microns per pixel a slide, a region or a model may have, um/px: from 0.01 (finer than any
+#: microscope) to 1000 (a 1 mm pixel, a thumbnail of a thumbnail).
+MPP_RANGE = (0.01, 1000.0)
+#: The smallest memory budget, bytes: the process itself (Python, PyTorch, a small model) takes
+#: about this much before the first tile (the planner's base, 256 MiB).
+MIN_MEMORY_BUDGET = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class NumberRule:
+    """The valid values of a numeric option: finite, of a kind, in a range.
+
+    Attributes:
+        what: what the number is, for messages ("microns per pixel").
+        low, high: the bounds (None: unbounded).
+        low_open, high_open: a bound itself is not valid.
+        integer: only integers are valid.
+    """
+
+    what: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def describe(self) -> str:
+        """The valid values in words: ``a number in (0, 1) (a probability)``."""
+        kind = "an integer" if self.integer else "a number"
+        low, high = (None if b is None else (int(b) if float(b).is_integer() else b) for b in (self.low, self.high))
+        if low is not None and high is not None:
+            span = f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        elif low is not None:
+            span = f"{'>' if self.low_open else '>='} {low}"
+        elif high is not None:
+            span = f"{'<' if self.high_open else '<='} {high}"
+        else:
+            span = "that is finite"
+        return f"{kind} {span} ({self.what})"
+
+    def valid(self, value: float) -> bool:
+        """Whether the number ``value`` is finite and in range (and whole, for an integer rule)."""
+        if not math.isfinite(value) or (self.integer and value != int(value)):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def parse(self, text: str) -> int | float:
+        """The number written in ``text`` (a command-line value), checked; ValueError if invalid."""
+        try:
+            value: int | float = int(text) if self.integer else float(text)
+        except (TypeError, ValueError):
+            raise ValueError(f"{text!r} is not valid: expected {self.describe()}") from None
+        if not self.valid(value):
+            raise ValueError(f"{text!r} is not valid: expected {self.describe()}")
+        return value
+
+
+_MPP = NumberRule("microns per pixel", *MPP_RANGE)
+
+#: The rule of each numeric option, by its parameter name (the command line's options take their
+#: ``type=`` from here too: a bad value is a usage error before any work).
+NUMBER_OPTIONS: Mapping[str, NumberRule] = types.MappingProxyType({
+    "threshold": NumberRule("a probability", 0, 1, low_open=True, high_open=True),
+    "mpp": _MPP,
+    "slide_mpp": _MPP,
+    "model_mpp": _MPP,
+    "working_mpp": _MPP,
+    "min_area": NumberRule("square microns", 0),
+    "simplify": NumberRule("microns", 0),
+    "read_workers": NumberRule("threads", 1, 1024, integer=True),
+    "count": NumberRule("regions", 1, integer=True),
+    "val": NumberRule("regions", 0, integer=True),
+    "seed": NumberRule("a seed", 0, 2**63 - 1, integer=True),
+    "strip_rows": NumberRule("rows", 1, integer=True),
+    "tile": NumberRule("pixels, a multiple of the model's stride", 1, integer=True),
+    "jitter_strength": NumberRule("the spread of the colour jitter", 0),
+})
+
+
+def check_number(name: str, value: Any, *, none_ok: bool = False) -> Any:
+    """``value`` of the numeric option ``name`` if it is valid (``NUMBER_OPTIONS[name]``), else a
+    ConfigError naming the parameter, the value and the valid range. None passes with ``none_ok``."""
+    if value is None and none_ok:
+        return None
+    rule = NUMBER_OPTIONS[name]
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy's numbers too
+    if ok and rule.integer:
+        ok = isinstance(value, numbers.Integral)
+    if not ok or not rule.valid(float(value)):
+        raise ConfigError(f"`{name}={value!r}` is not valid: expected {rule.describe()}")
+    return value
+
+
+def check_memory_budget(value: Any, name: str = "memory_budget") -> Any:
+    """``value`` if it is a memory budget (bytes, or a string such as ``"4GB"``) of at least
+    ``MIN_MEMORY_BUDGET``, or None (the default); else a ConfigError naming ``name``."""
+    if value is None:
+        return None
+    from ._units import parse_bytes
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"`{name}={value!r}` is not valid: write it like '4GB', '2GiB', '512MB' or 1073741824")
+    try:
+        size = parse_bytes(value)
+    except ConfigError:
+        raise ConfigError(f"`{name}={value!r}` is not valid: write it like '4GB', '2GiB', '512MB' or "
+                          "1073741824") from None
+    if size < MIN_MEMORY_BUDGET:
+        raise ConfigError(f"`{name}={value!r}` is too small: the process alone takes about 256 MiB; "
+                          f"give `{name}='256MiB'` or more")
+    return value
+
+
+def parse_memory_budget(text: str) -> str:
+    """A command-line memory budget, checked (ValueError if invalid); returned as written."""
+    try:
+        check_memory_budget(text)
+    except ConfigError:
+        raise ValueError(f"{text!r} is not valid: expected a memory size of at least 256MiB, written like "
+                         "4GB, 2GiB, 512MB or 1073741824") from None
+    return text
+
+
+def check_options(**values: Any) -> None:
+    """Check each option given by keyword: numbers by ``NUMBER_OPTIONS`` (None passes: the default),
+    ``memory_budget`` by ``check_memory_budget``; a ConfigError names the first invalid one."""
+    for name, value in values.items():
+        if name == "memory_budget":
+            check_memory_budget(value)
+        else:
+            check_number(name, value, none_ok=True)
+
 
 #: Options that ``--resume`` may change. Changing ``steps`` or ``lr`` changes the schedule from
 #: the resumed step on; the others change nothing in the result on the same device.

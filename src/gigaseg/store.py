@@ -36,6 +36,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -52,7 +53,7 @@ from ._atomic import write_json_atomic
 from ._deps import require
 from ._runinfo import utc_now
 from .errors import ConfigError, GigasegError, InputError, OutputError, StoreError
-from .options import SPLITS
+from .options import MPP_RANGE, SPLITS
 from .options import STORE_FORMATS as FORMATS
 
 if TYPE_CHECKING:
@@ -95,13 +96,30 @@ def sha256_file(path: str | os.PathLike[str], *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+#: Names a region cannot take: the store's own files.
+_RESERVED = (_STORE_JSON, "prepare-config.json")
+_NAME_RULE = "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit (e.g. 'slide1-r0')"
+
+
+def _valid_name(name: object) -> bool:
+    return isinstance(name, str) and _NAME_RE.fullmatch(name) is not None and name not in _RESERVED
+
+
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in (_STORE_JSON,):
-        raise ConfigError(
-            f"region name {name!r} is not valid: use 1 to 128 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit (e.g. 'slide1-r0')"
-        )
+    if not _valid_name(name):
+        raise ConfigError(f"region name {name!r} is not valid: use {_NAME_RULE}")
     return name
+
+
+# NOTE [Names from files]
+# store.json and region.json are input like any other: a store may come from elsewhere, or be
+# edited by hand. A name read from them is checked by the same rule as a name given to
+# new_region (_NAME_RE) before any path is built from it, and a region's folder must be a real
+# folder directly inside the store (not a link out of it), so that no crafted entry
+# ("../victim", "/etc", a symlink) makes a reader or a writer touch files outside the store.
+def _damaged(file: Path, what: str) -> StoreError:
+    return StoreError(f"{file} {what}; the store is damaged or was edited by hand: fix or remove that entry, "
+                      "or rebuild the store with gigaseg prepare")
 
 
 def check_split(split: str) -> str:
@@ -275,6 +293,20 @@ class RegionStore:
             )
         if not isinstance(index.get("regions"), list):
             raise StoreError(f"{path / _STORE_JSON} has no list of regions; the store is damaged")
+        seen: set[str] = set()
+        for entry in index["regions"]:
+            file = path / _STORE_JSON
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise _damaged(file, f"lists a region entry {entry!r} without a name")
+            name = entry["name"]
+            if not _valid_name(name):  # NOTE [Names from files]
+                raise _damaged(file, f"lists a region named {name!r}, which is not a valid region name ({_NAME_RULE})")
+            if name in seen:
+                raise _damaged(file, f"lists the region {name!r} twice")
+            seen.add(name)
+            if entry.get("split", "train") not in SPLITS:
+                raise _damaged(file, f"gives region {name!r} the split {entry.get('split')!r}; "
+                                     f"valid: {', '.join(SPLITS)}")
         return index
 
     def reload(self) -> None:
@@ -295,16 +327,52 @@ class RegionStore:
         """All regions, in the order they were added."""
         return [self._region(entry) for entry in self._index["regions"]]
 
-    def _region(self, entry: dict[str, Any]) -> Region:
-        folder = self.path / entry["name"]
+    def _region_dir(self, name: str) -> Path:
+        """The folder of region ``name`` (a name from the index): a real folder directly inside
+        the store, never a link out of it (NOTE [Names from files])."""
+        if not _valid_name(name):
+            raise _damaged(self.path / _STORE_JSON, f"lists a region named {name!r}, which is not a valid "
+                                                    f"region name ({_NAME_RULE})")
+        folder = self.path / name
+        if folder.is_symlink() or (folder.exists() and folder.resolve().parent != self.path.resolve()):
+            raise StoreError(
+                f"region {name!r}: {folder} is a link to {folder.resolve()}, outside the store {self.path}; "
+                "a region's folder must be a real folder inside its store: replace the link by the folder, "
+                f"or remove the region with RegionStore.remove({name!r})"
+            )
+        return folder
+
+    def _read_meta(self, name: str) -> dict[str, Any]:
+        """The checked contents of region ``name``'s region.json."""
+        folder = self._region_dir(name)
+        file = folder / _REGION_JSON
         try:
-            meta = json.loads((folder / _REGION_JSON).read_text())
+            meta = json.loads(file.read_text())
         except (OSError, ValueError) as exc:
             raise StoreError(
-                f"region {entry['name']!r} is listed in {self.path / _STORE_JSON} but {folder / _REGION_JSON} "
-                f"cannot be read ({exc}); remove it with RegionStore.remove({entry['name']!r})"
+                f"region {name!r} is listed in {self.path / _STORE_JSON} but {file} "
+                f"cannot be read ({exc}); remove it with RegionStore.remove({name!r})"
             ) from exc
-        return Region(folder, meta, split=entry.get("split"))
+        if not isinstance(meta, dict):
+            raise _damaged(file, f"holds {type(meta).__name__}, not a JSON object of region metadata")
+        if "name" in meta and meta["name"] != name:  # NOTE [Names from files]
+            raise _damaged(file, f"names the region {meta['name']!r}, but it is listed and stored as {name!r}")
+        if meta.get("format", "npy") not in FORMATS:
+            raise _damaged(file, f"has the format {meta.get('format')!r}; valid: {', '.join(FORMATS)}")
+        size = meta.get("size")
+        if (not isinstance(size, list) or len(size) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+            raise _damaged(file, f"has the size {size!r}; expected [width, height], two positive integers")
+        mpp = meta.get("mpp")
+        if mpp is not None and not (isinstance(mpp, (int, float)) and not isinstance(mpp, bool)
+                                    and math.isfinite(mpp) and MPP_RANGE[0] <= mpp <= MPP_RANGE[1]):
+            raise _damaged(file, f"has the mpp {mpp!r}; expected microns per pixel in "
+                                 f"[{MPP_RANGE[0]}, {MPP_RANGE[1]}], or null")
+        return meta
+
+    def _region(self, entry: dict[str, Any]) -> Region:
+        name = entry["name"]
+        return Region(self._region_dir(name), self._read_meta(name), split=entry.get("split"))
 
     def __len__(self) -> int:
         return len(self._index["regions"])
@@ -333,13 +401,24 @@ class RegionStore:
     @contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         """Hold an exclusive lock on the store index; yields the freshly read index."""
-        with open(self.path / ".lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock_path = self.path / ".lock"
+        try:  # never through a link planted at the lock's name (NOTE [Temporary files] in gigaseg._atomic)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            if lock_path.is_symlink():
+                raise StoreError(f"{lock_path} is a link; the store's lock file must be a plain file: "
+                                 "remove the link") from exc
+            raise OutputError(f"cannot lock the region store {self.path} ({exc.strerror or exc}); "
+                              "fix its permissions", cause=exc) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
                 self._index = self._read_index()
                 yield self._index
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def _commit_index(self, index: dict[str, Any]) -> None:
         index["updated"] = utc_now()
@@ -356,10 +435,9 @@ class RegionStore:
                     break
             else:
                 raise KeyError(f"no region {name!r} in {self.path}; it has {self.names}")
-            folder = self.path / name
-            meta = json.loads((folder / _REGION_JSON).read_text())
+            meta = self._read_meta(name)
             meta["split"] = split
-            write_json_atomic(folder / _REGION_JSON, meta)
+            write_json_atomic(self._region_dir(name) / _REGION_JSON, meta)
             self._commit_index(index)
 
     def remove(self, name: str) -> None:
@@ -368,9 +446,15 @@ class RegionStore:
             kept = [e for e in index["regions"] if e["name"] != name]
             if len(kept) == len(index["regions"]):
                 raise KeyError(f"no region {name!r} in {self.path}; it has {self.names}")
+            folder = self.path / name
+            if not folder.is_symlink():
+                folder = self._region_dir(name)
             index["regions"] = kept
             self._commit_index(index)
-        shutil.rmtree(self.path / name, ignore_errors=True)
+        if folder.is_symlink():  # a link is removed, never what it points to
+            folder.unlink()
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def clean_temporaries(self) -> list[str]:
         """Delete the temporary folders of interrupted builds (``.tmp-<name>-<pid>-*``)
