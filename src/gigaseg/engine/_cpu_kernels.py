@@ -17,13 +17,26 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple, ParamSpec, TypeVar, cast
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 from .. import _view_kernels
+
+if TYPE_CHECKING:
+    from ..model import UNet, UNetConfig
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+# The kernels' arrays: uint8 crops and masks, float32 activations and weights, float64 sums.
+_U8 = NDArray[np.uint8]
+_F32 = NDArray[np.float32]
+_F64 = NDArray[np.float64]
 
 # NOTE [CPU kernels]
 # Both kernels vectorize along image rows. The uint8 input is rearranged once ("space to depth"
@@ -44,7 +57,7 @@ try:  # numba is a dependency, but keep PyTorch's path if it cannot load on some
     import numba
     from numba import njit, prange
 except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = None
+    numba = None  # type: ignore[assignment]  # every use checks for None first (eligible_config)
 
 _BROKEN: list[str] = []  # set when numba failed to compile the kernels in this process
 
@@ -56,7 +69,7 @@ def eligible(model: nn.Module, dtype: torch.dtype, device: torch.device) -> bool
     return cfg is not None and eligible_config(cfg, dtype, device)
 
 
-def eligible_config(config: Any, dtype: torch.dtype, device: torch.device) -> bool:
+def eligible_config(config: UNetConfig, dtype: torch.dtype, device: torch.device) -> bool:
     """``eligible`` for a model of this ``UNetConfig`` (the planner asks before any model exists)."""
     if numba is None or _BROKEN or _view_kernels.switched_off():
         return False
@@ -64,14 +77,14 @@ def eligible_config(config: Any, dtype: torch.dtype, device: torch.device) -> bo
             and config.strides[0] > 1 and config.activation in ("relu", "leaky_relu"))
 
 
-def predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) -> torch.Tensor | None:
+def predict_core(model: nn.Module, crop: _U8, rows: slice, cols: slice) -> torch.Tensor | None:
     """Logits of ``model`` on the uint8 (h, w, C) ``crop``, rows ``rows`` and columns ``cols``
     only: equal to ``model(crop / 255)[0, 0][rows, cols]`` up to float32 rounding.
 
     Returns None, with a warning and the kernels off for the rest of the process, when numba
     cannot compile them here (the caller then runs the model itself).
     """
-    return _guarded(_predict_core, model, crop, rows, cols)
+    return _guarded(_predict_core, _as_unet(model), crop, rows, cols)
 
 
 class LossWeights(NamedTuple):
@@ -84,24 +97,24 @@ class LossWeights(NamedTuple):
     p_coef: float
 
 
-def tile_input(model: nn.Module, crop: np.ndarray) -> "TileInput | None":
+def tile_input(model: nn.Module, crop: _U8) -> TileInput | None:
     """The kernels' form of the uint8 (h, w, C) ``crop`` for ``core_sums`` and ``backward_core``
     (the crop itself is no longer needed: a caller may drop it). None when numba cannot
     compile the kernels here (see ``predict_core``)."""
-    return _guarded(TileInput, model, crop)
+    return _guarded(TileInput, _as_unet(model), crop)
 
 
-def core_sums(model: nn.Module, inp: "TileInput", rows: slice, cols: slice, y: np.ndarray,
+def core_sums(model: nn.Module, inp: TileInput, rows: slice, cols: slice, y: _U8,
               bce: bool) -> tuple[float, float, float] | None:
     """(sum p y, sum p, sum BCE (0 unless ``bce``)) over ``rows`` x ``cols`` of a crop, with p
     the model's probabilities there and ``y`` the uint8 mask of that window; float64 sums.
     None when numba cannot compile the kernels here (see ``predict_core``)."""
-    return _guarded(_core_sums, model, inp, rows, cols, y, bce)
+    return _guarded(_core_sums, _as_unet(model), inp, rows, cols, y, bce)
 
 
-def backward_core(model: nn.Module, inp: "TileInput", rows: slice, cols: slice, y: np.ndarray,
+def backward_core(model: nn.Module, inp: TileInput, rows: slice, cols: slice, y: _U8,
                   weights: LossWeights, bce_sum: bool = False,
-                  ) -> tuple[dict[nn.Parameter, torch.Tensor], float] | None:
+                  ) -> tuple[dict[torch.Tensor, torch.Tensor], float] | None:
     """Parameter gradients of a loss of ``model``'s logits on a crop, over ``rows`` x ``cols``.
 
     The loss is the tile's share of a whole-image loss whose gradient with respect to each
@@ -114,12 +127,12 @@ def backward_core(model: nn.Module, inp: "TileInput", rows: slice, cols: slice, 
     ``tile_input`` for the same model and parameters. None when numba cannot compile the
     kernels here (see ``predict_core``).
     """
-    return _guarded(_backward_core, model, inp, rows, cols, y, weights, bce_sum)
+    return _guarded(_backward_core, _as_unet(model), inp, rows, cols, y, weights, bce_sum)
 
 
-def _guarded(fn, *args):
+def _guarded(fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R | None:
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except numba.core.errors.NumbaError as exc:
         import warnings
 
@@ -136,7 +149,8 @@ _THREADS = threading.local()  # numba's thread count is per calling thread
 def _match_threads() -> None:
     """Run numba's parallel loops on as many threads as PyTorch's (numba's get and set cost
     ~0.3 and ~1 ms: remembered, set only on change)."""
-    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    # numba.config sets its options from the environment at import time: no static attribute
+    threads = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]
     if getattr(_THREADS, "n", None) != threads:
         numba.set_num_threads(threads)
         _THREADS.n = threads
@@ -146,7 +160,7 @@ class TileInput:
     """The kernels' view of one crop: its planar input, the first convolution's output ``e1``
     (after the activation, (H/s, W/s, c1)), and the geometry both full-resolution layers share."""
 
-    def __init__(self, model: nn.Module, crop: np.ndarray) -> None:
+    def __init__(self, model: UNet, crop: _U8) -> None:
         cfg = self.config = model.config
         self.s = s = cfg.strides[0]
         self.h, self.w = crop.shape[:2]
@@ -159,12 +173,13 @@ class TileInput:
         _match_threads()
         self.xp = _planar(np.ascontiguousarray(crop), self.hp, self.wp, self.pr, self.lo, s)
         enc = model.encoder[0]
+        conv = _first_conv(model)
         self.slope = np.float32(_slope(enc))
-        w4, nsh = _phase_weights(enc.conv.weight.detach().numpy() / np.float32(255), s)  # xp is uint8
+        w4, nsh = _phase_weights(conv.weight.detach().numpy() / np.float32(255), s)  # xp is uint8
         self.nsh = nsh
         self.e1 = np.empty((self.hp // s, self.wp // s, cfg.channels[0]), np.float32)
         _first_conv_kernel(cfg.channels[0], nsh)(
-            self.xp, w4, enc.conv.bias.detach().numpy(), self.slope, s, *self.first_offsets(), self.e1)
+            self.xp, w4, _bias(conv).detach().numpy(), self.slope, s, *self.first_offsets(), self.e1)
 
     def e1_tensor(self) -> torch.Tensor:
         """``e1`` as the (1, c1, H/s, W/s) tensor the layers in between take (channels-last memory)."""
@@ -174,7 +189,7 @@ class TileInput:
         """Where the first convolution's window starts in ``xp``: (row, low-resolution column)."""
         return self.pr - self.r0, self.lo - (-(-self.r0 // self.s))
 
-    def head(self, model: nn.Module, d1: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def head(self, model: UNet, d1: torch.Tensor) -> tuple[_F32, _F32, _F32]:
         """The head's inputs: d1 zero-padded by the sub-pixel reach (c1, H/s + 2R, W/s + 2R), the
         sub-pixel kernel of its d1 channels (s*s, c1, 2R + 1, 2R + 1), its image channels' weights."""
         from ..model import subpixel_kernel
@@ -187,30 +202,47 @@ class TileInput:
         dp[:, reach:-reach or None, reach:-reach or None] = d1[0].detach().numpy()
         return dp, ksub, (weight[0, c1:] / 255).contiguous().numpy()  # xp is uint8
 
-    def logits(self, model: nn.Module, dp, ksub, ws, rows: slice, cols: slice, out=None) -> np.ndarray:
+    def logits(self, model: UNet, dp: _F32, ksub: _F32, ws: _F32, rows: slice, cols: slice,
+               out: _F32 | None = None) -> _F32:
         """The logits over ``rows`` x ``cols``, in ``out`` (a float32 array of that shape) if given."""
         y0, y1, _ = rows.indices(self.h)
         x0, x1, _ = cols.indices(self.w)
         if out is None:
             out = np.empty((y1 - y0, x1 - x0), np.float32)
         kernel = _head3 if self.config.decoder_kernels[0] == 3 else _head
-        kernel(self.xp, self.pr, self.lo, dp, ws, ksub, np.float32(model.head.conv.bias.item()), self.s,
+        kernel(self.xp, self.pr, self.lo, dp, ws, ksub, np.float32(_bias(model.head.conv).item()), self.s,
                y0, y1, x0, x1, out)
         return out
 
 
-def _predict_core(model: nn.Module, crop: np.ndarray, rows: slice, cols: slice) -> torch.Tensor:
+def _as_unet(model: nn.Module) -> UNet:
+    """``model`` as the UNet that ``eligible`` let through (the engine refuses other models)."""
+    return cast("UNet", model)
+
+
+def _first_conv(model: UNet) -> nn.Conv2d:
+    """The first convolution, ``model.encoder[0].conv`` (a UNet's blocks: a convolution, an activation)."""
+    return cast(nn.Conv2d, model.encoder[0].conv)
+
+
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    """``conv.bias``, which every convolution of a UNet has."""
+    return cast(torch.Tensor, conv.bias)
+
+
+def _predict_core(model: UNet, crop: _U8, rows: slice, cols: slice) -> torch.Tensor:
     return torch.from_numpy(_logits(model, TileInput(model, crop), rows, cols))
 
 
-def _logits(model: nn.Module, inp: TileInput, rows: slice, cols: slice) -> np.ndarray:
+def _logits(model: UNet, inp: TileInput, rows: slice, cols: slice) -> _F32:
     e1t = inp.e1_tensor()
     with torch.no_grad():
         d1 = model._decode(e1t)
     return inp.logits(model, *inp.head(model, d1), rows, cols)
 
 
-def _core_sums(model, inp, rows, cols, y, bce):
+def _core_sums(model: UNet, inp: TileInput, rows: slice, cols: slice, y: _U8,
+               bce: bool) -> tuple[float, float, float]:
     out = np.zeros(3)
     _loss_sums(_logits(model, inp, rows, cols), y, bce, out)
     return float(out[0]), float(out[1]), float(out[2])
@@ -234,7 +266,8 @@ def _core_sums(model, inp, rows, cols, y, bce):
 # not depend on the number of threads beyond float32 rounding of each row's dot products.
 
 
-def _backward_core(model, inp, rows, cols, y, weights, bce_sum):
+def _backward_core(model: UNet, inp: TileInput, rows: slice, cols: slice, y: _U8, weights: LossWeights,
+                   bce_sum: bool) -> tuple[dict[torch.Tensor, torch.Tensor], float]:
     cfg = model.config
     s = inp.s
     e1t = inp.e1_tensor().requires_grad_(True)
@@ -276,7 +309,7 @@ def _backward_core(model, inp, rows, cols, y, weights, bce_sum):
         (g_low,) = torch.autograd.grad(subpixel_kernel(w_low, s), w_low,
                                        torch.from_numpy(dk.astype(np.float32)).reshape(ksub.shape))
     g_head = torch.cat([g_low, torch.from_numpy((dws / 255).astype(np.float32))[None]], dim=1)
-    grads = {head.weight: g_head, head.bias: torch.tensor([g_sum], dtype=torch.float32)}
+    grads = {head.weight: g_head, _bias(head): torch.tensor([g_sum], dtype=torch.float32)}
 
     # layers in between
     if d1 is e1t:  # depth 1: the head reads e1 itself
@@ -288,14 +321,14 @@ def _backward_core(model, inp, rows, cols, y, weights, bce_sum):
     # first convolution
     g1 = np.ascontiguousarray(grad_e1[0].numpy())  # (c1, H/s, W/s)
     g1 *= np.where(inp.e1.transpose(2, 0, 1) > 0, np.float32(1), inp.slope)
-    enc = model.encoder[0].conv
+    enc = _first_conv(model)
     k = enc.weight.shape[-1]
     dw4 = np.zeros((c1, cfg.in_channels, k, s, inp.nsh), np.float64)
     _first_conv_weight_grad(inp.xp, g1, s, *inp.first_offsets(), _chunks(g1.shape[1]), dw4)
     phase, shift, _ = _phase_taps(k, s)
     dw = dw4[:, :, :, phase, shift] / 255  # inverse of _phase_weights; xp is uint8
     grads[enc.weight] = torch.from_numpy(dw.astype(np.float32))
-    grads[enc.bias] = torch.from_numpy(g1.sum(axis=(1, 2), dtype=np.float64).astype(np.float32))
+    grads[_bias(enc)] = torch.from_numpy(g1.sum(axis=(1, 2), dtype=np.float64).astype(np.float32))
     return {p: g for p, g in grads.items() if p.requires_grad}, bce
 
 
@@ -329,17 +362,17 @@ def _phase_weights(w: np.ndarray, s: int) -> tuple[np.ndarray, int]:
 
 if numba is not None:
 
-    def _planar(crop, hp, wp, pr, lo, s):
+    def _planar(crop: _U8, hp: int, wp: int, pr: int, lo: int, s: int) -> _U8:
         """(h, w, C) uint8 -> (hp + 2 pr, C, s, wp / s + 2 lo) uint8 by column phase, zeros around."""
         return _planar_kernel(s, crop.shape[2])(crop, hp, wp, pr, lo)
 
-    @functools.lru_cache(maxsize=None)
-    def _planar_kernel(s: int, c_in: int):
+    @functools.cache
+    def _planar_kernel(s: int, c_in: int) -> Callable[[_U8, int, int, int, int], _U8]:
         """``_planar`` for stride ``s`` and ``c_in`` channels. With both fixed at compile time the
         inner loops unroll: 3.7x faster than with them as arguments (2.3 MP crops, s = 2, 4, 8)."""
 
         @njit(parallel=True, cache=True)
-        def planar(crop, hp, wp, pr, lo):
+        def planar(crop: _U8, hp: int, wp: int, pr: int, lo: int) -> _U8:
             h, w, _ = crop.shape
             xp = np.empty((hp + 2 * pr, c_in, s, wp // s + 2 * lo), np.uint8)
             whole = w // s  # groups of s pixels, one per low-resolution column
@@ -365,12 +398,15 @@ if numba is not None:
 
         return planar
 
-    @functools.lru_cache(maxsize=None)
-    def _first_conv_kernel(co_n: int, nsh: int):
+    @functools.cache
+    def _first_conv_kernel(co_n: int, nsh: int) -> Callable[
+        [_U8, _F32, _F32, np.float32, int, int, int, _F32], None
+    ]:
         """The stride-s first convolution + activation for ``co_n`` outputs and ``nsh`` shifts."""
 
         @njit(parallel=True, fastmath=True, cache=True)
-        def first_conv(xp, w4, b, slope, s, row0, col0, out):
+        def first_conv(xp: _U8, w4: _F32, b: _F32, slope: np.float32, s: int, row0: int, col0: int,
+                       out: _F32) -> None:
             # out[oy, ox, co] = act(b[co] + sum w4[co, c, ky, p, t] xp[row0 + s oy + ky, c, p, col0 + ox + t]),
             # with w4 the weights / 255
             c_in = xp.shape[1]
@@ -414,7 +450,8 @@ if numba is not None:
         return first_conv
 
     @njit(parallel=True, fastmath=True, cache=True)
-    def _head(xp, pr, lo, dp, ws, ksub, bias, s, y0, y1, x0, x1, out):
+    def _head(xp: _U8, pr: int, lo: int, dp: _F32, ws: _F32, ksub: _F32, bias: np.float32, s: int,
+              y0: int, y1: int, x0: int, x1: int, out: _F32) -> None:
         """out[y - y0, x - x0] = logit[y, x] for y0 <= y < y1, x0 <= x < x1 (NOTE [CPU kernels])."""
         c_in, kh = ws.shape[0], ws.shape[1]
         rh = kh // 2
@@ -446,7 +483,8 @@ if numba is not None:
             _interleave(tmp, out[y - y0], j0 * s - x0, s)
 
     @njit(parallel=True, fastmath=True, cache=True)
-    def _head3(xp, pr, lo, dp, ws, ksub, bias, s, y0, y1, x0, x1, out):
+    def _head3(xp: _U8, pr: int, lo: int, dp: _F32, ws: _F32, ksub: _F32, bias: np.float32, s: int,
+               y0: int, y1: int, x0: int, x1: int, out: _F32) -> None:
         """``_head`` for a 3 x 3 head (so 3 x 3 sub-pixel taps): the three taps of a kernel row in
         one pass, which keeps the accumulator in registers across them."""
         c_in = ws.shape[0]
@@ -480,7 +518,8 @@ if numba is not None:
             _interleave(tmp, out[y - y0], j0 * s - x0, s)
 
     @njit(parallel=True, fastmath=True, cache=True)
-    def _head_weight_grad(xp, pr, lo, dp, gq, s, y0, j0, chunks, dws, dk):
+    def _head_weight_grad(xp: _U8, pr: int, lo: int, dp: _F32, gq: _F32, s: int, y0: int, j0: int,
+                          chunks: int, dws: _F64, dk: _F64) -> None:
         """dws[c, dy, dx] += sum g x and dk[u, c', m, n] += sum g d over the core (NOTE [CPU
         kernels, backward]); gq[i, ux, j] = dLoss/dlogit[y0 + i, s (j0 + j) + ux]."""
         ny, nj = gq.shape[0], gq.shape[2]
@@ -518,7 +557,7 @@ if numba is not None:
             dk += pk[ch]
 
     @njit(parallel=True, fastmath=True, cache=True)
-    def _head_input_grad(gq, ksub, s, y0, j0, ddp):
+    def _head_input_grad(gq: _F32, ksub: _F32, s: int, y0: int, j0: int, ddp: _F32) -> None:
         """ddp[c', a, b] += sum K[u, c', m, n] g over the core positions that read d[a, b]."""
         ny, nj = gq.shape[0], gq.shape[2]
         c1, n = ksub.shape[1], ksub.shape[2]
@@ -538,7 +577,8 @@ if numba is not None:
                                     drow[j] += kv * g[j]
 
     @njit(parallel=True, fastmath=True, cache=True)
-    def _first_conv_weight_grad(xp, g1, s, row0, col0, chunks, dw4):
+    def _first_conv_weight_grad(xp: _U8, g1: _F32, s: int, row0: int, col0: int, chunks: int,
+                                dw4: _F64) -> None:
         """dw4[co, c, ky, p, t] += sum_{oy, ox} g1[co, oy, ox] xp[row0 + s oy + ky, c, p, col0 + ox + t]."""
         co_n, ho, wq = g1.shape
         c_in, k, nsh = dw4.shape[1], dw4.shape[2], dw4.shape[4]
@@ -573,7 +613,7 @@ if numba is not None:
     # relative: tests/test_cpu_kernels.py) are a few float32 roundings; with them the two loss kernels
     # take 2.2x less time (64 MP step, 400 MiB budget: 0.34 -> 0.14 s of 2.6 s).
     @njit(fastmath=True, cache=True, inline="always")
-    def _exp_neg(x):
+    def _exp_neg(x: np.float32) -> np.float32:
         """exp(x) for float32 x <= 0, within 3e-7 relative (NOTE [Vectorized exp and log])."""
         x = max(x, np.float32(-87.0))  # below, 2^k is no longer a normal float32
         k = np.floor(x * np.float32(1.4426950408889634) + np.float32(0.5))  # round(x / ln 2)
@@ -586,10 +626,11 @@ if numba is not None:
         p = p * r + np.float32(0.5)
         p = p * r + np.float32(1.0)
         p = p * r + np.float32(1.0)
-        return p * np.int32((np.int32(k) + np.int32(127)) << np.int32(23)).view(np.float32)  # * 2^k
+        # * 2^k; numpy's stubs type a scalar's view (and so this product) Any
+        return p * np.int32((np.int32(k) + np.int32(127)) << np.int32(23)).view(np.float32)  # type: ignore[no-any-return]
 
     @njit(fastmath=True, cache=True, inline="always")
-    def _log1p_unit(e):
+    def _log1p_unit(e: np.float32) -> np.float32:
         """log(1 + e) for float32 0 <= e <= 1, within 3e-7 relative: 2 atanh(u), u = e / (2 + e) <= 1/3,
         by its series to u^13 (truncation below 1e-8)."""
         u = e / (np.float32(2.0) + e)
@@ -601,10 +642,10 @@ if numba is not None:
         q = q * u2 + np.float32(1.0 / 5)
         q = q * u2 + np.float32(1.0 / 3)
         q = q * u2 + np.float32(1.0)
-        return np.float32(2.0) * u * q
+        return np.float32(2.0) * u * q  # type: ignore[no-any-return]  # numpy's stubs: float32 / float32 is Any
 
     @njit(fastmath=True, cache=True, inline="always")
-    def _sigmoid_bce(v, t, bce):
+    def _sigmoid_bce(v: np.float32, t: np.float32, bce: bool) -> tuple[np.float32, np.float32]:
         """(sigmoid(v), the BCE of logit v against label t if ``bce`` else 0), without overflow:
         max(v, 0) - v t + log(1 + exp(-|v|)), as PyTorch computes it."""
         e = _exp_neg(-abs(v))
@@ -614,7 +655,7 @@ if numba is not None:
         return p, b
 
     @njit(parallel=True, fastmath=True, cache=True)
-    def _loss_sums(z, y, bce, out):
+    def _loss_sums(z: _F32, y: _U8, bce: bool, out: _F64) -> None:
         """out += (sum p y, sum p, sum BCE if ``bce``) over the logits ``z`` and the uint8 mask ``y``."""
         ny, nx = z.shape
         rows = np.zeros((ny, 3))
@@ -633,7 +674,8 @@ if numba is not None:
                 out[k] += rows[i, k]
 
     @njit(parallel=True, fastmath=True, cache=True)
-    def _loss_grad(z, y, w_bce, w_inter, w_p, bce, s, off, gq):
+    def _loss_grad(z: _F32, y: _U8, w_bce: np.float32, w_inter: np.float32, w_p: np.float32, bce: bool,
+                   s: int, off: int, gq: _F32) -> tuple[float, float]:
         """gq[i, ux, j] = dLoss/dz at z[i, s j + ux - off] (``LossWeights``), 0 outside ``z``;
         returns (sum of the gradient, sum of the BCE over ``z`` when ``bce``). Row i of ``gq`` may
         share memory with row i of ``z`` (each row is read first)."""
@@ -660,7 +702,7 @@ if numba is not None:
         return rows[:, 0].sum(), rows[:, 1].sum()
 
     @njit(cache=True)
-    def _interleave(tmp, orow, base, s):
+    def _interleave(tmp: _F32, orow: _F32, base: int, s: int) -> None:
         """orow[base + s j + u] = tmp[u, j] where that lies inside orow."""
         n = orow.shape[0]
         for u in range(s):
