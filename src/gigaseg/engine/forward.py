@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -15,6 +15,9 @@ from ..errors import ConfigError, InputError
 from .planner import _prepare
 from .reading import _HEAP, _check_read_workers, _progress, _read_ahead
 from .tiles import _as_input, _read_crop, _Tile, _tile_list, _tiles
+
+if TYPE_CHECKING:
+    from ..model import UNetConfig
 
 #: The ``order`` choices of :func:`iter_predict`.
 ORDERS = ("shape", "rows")
@@ -32,7 +35,9 @@ def _core_logits(model: nn.Module, crop: np.ndarray, core: tuple[slice, slice], 
         z = predict_core(model, crop, *core)
         if z is not None:
             return z
-    return model(_as_input(crop, device, dtype, model.config.total_stride))[0, 0][core]
+    stride = cast("UNetConfig", model.config).total_stride  # a gigaseg UNet (check_local said so)
+    logits: torch.Tensor = model(_as_input(crop, device, dtype, stride))
+    return logits[0, 0][core]
 
 
 def _from_logits(z: torch.Tensor, *, probabilities: bool = True, uint8: bool = False) -> np.ndarray:
