@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import importlib
 import os
 import platform
 from pathlib import Path
@@ -24,7 +25,7 @@ def _torch_version() -> str | None:
     torch = sys.modules.get("torch")
     if torch is None:
         try:
-            import torch
+            torch = importlib.import_module("torch")
         except ImportError:
             return None
     return str(torch.__version__)

@@ -31,7 +31,7 @@ _BLOCK = 64
 try:  # numba is a dependency, but keep numpy's path if it cannot load on some platform
     from numba import njit
 except ImportError:  # pragma: no cover - exercised only where numba is missing
-    njit = None
+    njit = None  # type: ignore[assignment]  # the kernels below are defined only when njit is not None
 
 
 def switched_off() -> bool:

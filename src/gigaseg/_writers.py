@@ -17,6 +17,7 @@ import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from io import BufferedReader
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,11 @@ class MaskGrid:
     def __init__(self, source: Any, *, l0_size: tuple[int, int], step: tuple[float, float],
                  shape: tuple[int, int] | None = None, gate: RowGate | None = None):
         self._gate = gate
+        self._file: BufferedReader | None
+        self._array: np.ndarray | None
         if isinstance(source, (str, os.PathLike)):
+            if shape is None:
+                raise TypeError("a MaskGrid read from a file needs its shape")
             self._file = open(source, "rb")
             self._array = None
             self.shape = tuple(int(v) for v in shape)
@@ -67,10 +72,13 @@ class MaskGrid:
             self._gate.wait(y1)
         if self._array is not None:
             return self._array[y0:y1]
+        file = self._file
+        if file is None:
+            raise ValueError("the mask grid is closed")
         gw = self.shape[1]
         buf = np.empty((y1 - y0, gw), np.uint8)
-        self._file.seek(y0 * gw)
-        n = self._file.readinto(memoryview(buf).cast("B"))
+        file.seek(y0 * gw)
+        n = file.readinto(buf.data.cast("B"))
         if n != buf.nbytes:
             raise OSError(f"short read of the temporary mask file at row {y0}")
         return buf

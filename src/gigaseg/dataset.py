@@ -92,6 +92,12 @@ _OD_OUT = np.clip(
 ).astype(np.uint8)
 
 
+def _three(values: np.ndarray) -> tuple[float, float, float]:
+    """Three numbers, one per colour channel, as Python floats."""
+    a, b, c = (float(v) for v in values)
+    return a, b, c
+
+
 @dataclass(frozen=True)
 class StainJitter:
     """A per-pixel colour transform with fixed parameters (drawn once per sample).
@@ -114,12 +120,12 @@ class StainJitter:
         if kind == "none" or strength <= 0:
             return None
         s = float(strength)
-        alpha = tuple(float(v) for v in rng.uniform(1 - s, 1 + s, 3))
-        beta = tuple(float(v) for v in rng.uniform(-s, s, 3))
+        alpha = _three(rng.uniform(1 - s, 1 + s, 3))
+        beta = _three(rng.uniform(-s, s, 3))
         if kind == "hed":
             return cls("hed", alpha, beta)
         if kind == "rgb":
-            gamma = tuple(float(v) for v in np.exp(rng.uniform(-s, s, 3)))
+            gamma = _three(np.exp(rng.uniform(-s, s, 3)))
             return cls("rgb", alpha, beta, gamma)
         raise ConfigError(f"jitter {kind!r} is not valid: use one of {', '.join(JITTERS)}")
 
@@ -420,7 +426,8 @@ class RegionSample:
     @property
     def shape(self) -> tuple[int, int]:
         """(H, W) of the sample's views."""
-        return self.mask.shape
+        h, w = self.mask.shape
+        return h, w
 
 
 class RegionDataset:

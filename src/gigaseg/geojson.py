@@ -93,7 +93,7 @@ def load_geojson_polygons(
     else:
         obj = source
     keep = set(classes) if classes is not None else None
-    polygons = []
+    polygons: list[Any] = []  # shapely Polygons
     stats = {"features": 0, "used": 0, "skipped_geometry": 0, "skipped_class": 0, "repaired": 0}
     seen_classes = set()
     for i, feat in enumerate(_features(obj, name)):
