@@ -282,3 +282,57 @@ def test_hole_convention_tissue_fills_lumens_and_tears_only(labelled, tmp_path):
     assert region.meta["mask_source"]["holes"] == "tissue"
     with pytest.raises(ConfigError, match="holes='filled' is not a hole convention: use one of background, tissue"):
         render_region(0, 0, 0, 8, 8, width=W, height=H, holes="filled")
+
+
+# ---------------------------------------------------------------------------- default profile frozen
+
+# sha256 (first 16 hex digits) of pixels, masks (both hole conventions) and labels of the default
+# profile, computed with the generator as it was before the variety profile existed (commit
+# deed1e2): published figures were measured on these slides, so no change may touch them.
+_GOLDEN = [
+    # seed, width, height, mpp, window (x, y, w, h), rgb, mask, mask holes="tissue", labels
+    (0, 1024, 768, 0.5, (0, 0, 1024, 768), "1526618559c41a6b", "978e81de308769b8", "3c7de08b5738c1cf",
+     "9411c0ec9adba26c"),
+    (1, 3000, 1200, 1.0, (700, 100, 1500, 900), "f6cbb2f65992dfb1", "8151f8e779746e16", "edb25d64baa86254",
+     "78af5824e83f66e2"),
+    (7, 2000, 5000, 2.0, (0, 1500, 2000, 1700), "fe633b4512a7092a", "ee9f869fdbc94b88", "d51e48f53601e113",
+     "63fc90b27a0e3c54"),
+]
+
+
+def _h(a):
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("case", _GOLDEN, ids=lambda c: f"seed{c[0]}")
+def test_default_profile_is_byte_identical(case):
+    seed, width, height, mpp, (x, y, w, h), h_rgb, h_mask, h_filled, h_lab = case
+    rgb, mask = render_region(seed, x, y, w, h, width=width, height=height, mpp=mpp)
+    assert (_h(rgb), _h(mask)) == (h_rgb, h_mask)
+    rgb2, mask2 = render_region(seed, x, y, w, h, width=width, height=height, mpp=mpp, profile="he")
+    assert np.array_equal(rgb2, rgb) and np.array_equal(mask2, mask)
+    assert _h(render_region(seed, x, y, w, h, width=width, height=height, mpp=mpp, holes="tissue")[1]) == h_filled
+    _, _, lab = render_labels(make_layout(seed, width, height, mpp), x, y, w, h)
+    assert _h(lab) == h_lab
+
+
+def test_default_profile_slide_mask_is_byte_identical(tmp_path, monkeypatch):
+    """write_slide with the defaults: the mask as before (decoded: the file's bytes depend on the
+    zlib build), and the blocks it renders are render_region's."""
+    tifffile = pytest.importorskip("tifffile")
+    seen = []
+    real = synth.render._render_block
+
+    def spy(lay, x, y, w, h, labels, holes):
+        out = real(lay, x, y, w, h, labels, holes)
+        seen.append((lay, x, y, w, h, out[0]))
+        return out
+
+    monkeypatch.setattr(synth.render, "_render_block", spy)
+    _, mask = write_slide(tmp_path / "a.tiff", width=1100, height=700, seed=5, mpp=0.5, progress=False)
+    assert _h(tifffile.imread(mask)) == "09acde349ecc33cf"
+    lay, x, y, w, h, rgb = seen[1]
+    assert lay.profile == "he"
+    assert np.array_equal(rgb, render_region(5, x, y, w, h, width=1100, height=700, mpp=0.5)[0])

@@ -395,19 +395,23 @@ def prepare_synthetic(
     strip_rows: int | None = None,
     progress: bool = True,
     holes: str = "background",
+    profile: str = "he",
 ) -> list[Region]:
     """Fill ``store`` with ``count`` synthetic regions of ``size`` (w, h), seeds ``seed``,
     ``seed + 1``, ...; the last ``val`` of them go to the "val" split.
 
     Each region is a whole virtual synthetic slide of that size
     (``gigaseg.synth.render_region``), rendered strip by strip; ``holes`` is the masks' hole
-    convention (``render_region``'s), recorded in each region's ``mask_source``.
+    convention (``render_region``'s), recorded in each region's ``mask_source``; ``profile`` is
+    the generator's profile ("he", "all" or a list of categories), recorded in ``source`` with
+    the categories drawn for the region.
     """
     from tqdm import tqdm
 
-    from .synth import check_holes, render_region
+    from .synth import check_holes, check_profile, make_layout, render_region
 
     check_holes(holes)
+    profile = check_profile(profile)
 
     w, h = (int(v) for v in size)
     if count < 1:
@@ -422,7 +426,7 @@ def prepare_synthetic(
         name = store.unique_name(f"synth-s{s}")
         meta = {
             "source": {"kind": "synthetic", "path": None, "sha256": None, "generator": "gigaseg.synth.render_region",
-                       "width": w, "height": h},
+                       "width": w, "height": h, "profile": profile},
             "mask_source": {"kind": "synthetic", "holes": holes},
             "origin": [0, 0],
             "mpp": float(mpp),
@@ -430,12 +434,14 @@ def prepare_synthetic(
             "pad": False,
             "seed": s,
         }
+        if profile != "he":
+            meta["source"]["categories"] = list(make_layout(s, w, h, mpp, profile=profile).categories)
         with store.new_region(name, (w, h), meta=meta, split=split, format=format) as writer, tqdm(
             total=h, unit="row", desc=f"synth {name}", disable=None if progress else True
         ) as bar:
             for y0 in range(0, h, rows):
                 n = min(rows, h - y0)
-                rgb, m = render_region(s, 0, y0, w, n, width=w, height=h, mpp=mpp, holes=holes)
+                rgb, m = render_region(s, 0, y0, w, n, width=w, height=h, mpp=mpp, holes=holes, profile=profile)
                 writer.append(rgb, m)
                 bar.update(n)
         out.append(store[name])

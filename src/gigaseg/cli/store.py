@@ -72,6 +72,9 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--holes", default=DEFAULT_HOLES, choices=HOLE_CONVENTIONS,
                    help="--synthetic: what the mask calls lumens and tears inside tissue: background (exact "
                         "outline) or tissue (holes filled, like histolab's tissue masks)")
+    p.add_argument("--profile", default="he", metavar="PROFILE",
+                   help="--synthetic: he (the original H&E slides), all (every stain, tissue kind, glass, scanner "
+                        "effect and artefact, drawn per region) or comma-separated categories (docs/synth.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     # messages name the library's parameters: NOTE [Parameters and flags] in gigaseg.cli
     feeds(p, out=("path", "store"), masks="mask", mask_class=("mask_classes", "classes"), synthetic="count")
@@ -164,7 +167,7 @@ def _run_prepare(args) -> int:
         regions = prepare_synthetic(
             store, args.synthetic, size, seed=args.seed, val=args.val,
             mpp=args.mpp if args.mpp is not None else DEFAULT_SYNTH_MPP, format=args.format, progress=progress,
-            holes=args.holes,
+            holes=args.holes, profile=args.profile,
         )
     else:
         regions = []

@@ -36,6 +36,9 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--holes", default=DEFAULT_HOLES, choices=HOLE_CONVENTIONS,
                    help="what the mask calls lumens and tears inside tissue: background (exact outline) or "
                         "tissue (holes filled, like histolab's tissue masks)")
+    p.add_argument("--profile", default="he", metavar="PROFILE",
+                   help="he (the original H&E slides), all (every stain, tissue kind, glass, scanner effect and "
+                        "artefact, drawn per slide) or comma-separated categories, e.g. ihc,needle,pen (docs/synth.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_synth)
 
@@ -66,11 +69,12 @@ def _geometry_args(p: argparse.ArgumentParser, width, height) -> None:
 
 def run_synth(args) -> int:
     from .. import __version__
-    from ..synth import write_slide
+    from ..synth import make_layout, write_slide
 
     out = Path(args.out)
     slide, mask = write_slide(out, width=args.width, height=args.height, seed=args.seed, mpp=args.mpp,
-                              tile=args.tile, quality=args.quality, progress=not args.no_progress, holes=args.holes)
+                              tile=args.tile, quality=args.quality, progress=not args.no_progress, holes=args.holes,
+                              profile=args.profile)
     config = {
         "command": "synth",
         "gigaseg_version": __version__,
@@ -83,7 +87,11 @@ def run_synth(args) -> int:
         "quality": args.quality,
         "tile": args.tile,
         "holes": args.holes,
+        "profile": args.profile,
     }
+    if args.profile != "he":  # the categories this seed drew (docs/synth.md)
+        config["categories"] = list(make_layout(args.seed, args.width, args.height, args.mpp,
+                                                profile=args.profile).categories)
     cfg = slide.with_suffix(".json")
     tmp = cfg.with_name(cfg.name + ".tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n")

@@ -256,3 +256,112 @@ def nuclei_cells(mpp: float) -> tuple[int, int, int, int]:
     """Cell sizes (px) of the two round-nuclei grids, the spindle-nuclei grid and the dust grid."""
     return (max(8, int(round(14.0 / mpp))), max(12, int(round(26.0 / mpp))), max(9, int(round(17.0 / mpp))),
             min(512, max(32, int(round(110.0 / mpp)))))
+
+
+# ---------------------------------------------------------------------------- variety profile
+
+
+@dataclass(frozen=True)
+class VarietyBank:
+    """Per-slide textures of the variety profile; all float32.
+
+    Attributes:
+        adip, adip_blur: (P2, P2) adipocyte walls as the fraction of each pixel a wall covers
+            (walls 1-2.5 um thick fade to a few percent at 8-10 um/px, as scanned fat does).
+        rbc: (P, P) red-cell density in [0, 1] (packed 6.5-8 um discs with a pale centre).
+        fibrin: (P, P) fibrin strands in [0, 1].
+        ice: (K+1, c, c) ice-crystal holes (frozen sections) as coverage in [0, 1], last empty.
+    """
+
+    adip: np.ndarray
+    adip_blur: np.ndarray
+    rbc: np.ndarray
+    fibrin: np.ndarray
+    ice: np.ndarray
+
+
+def _adipose_cover(rng: np.random.Generator, mpp: float) -> np.ndarray:
+    """Periodic jittered-grid Voronoi walls as pixel coverage (P2 x P2), cells 50-120 um."""
+    cell_um = rng.uniform(50.0, 120.0)
+    ncell = int(2 ** round(math.log2(max(4.0, P2 * mpp / cell_um))))
+    ncell = min(ncell, P2 // 4)
+    cs = P2 // ncell
+    jx = rng.uniform(0.15, 0.85, size=(ncell, ncell)).astype(np.float32) * cs
+    jy = rng.uniform(0.15, 0.85, size=(ncell, ncell)).astype(np.float32) * cs
+    wall_px = np.float32(rng.uniform(1.0, 2.5) / mpp)
+    pix = np.arange(cs, dtype=np.float32) + 0.5
+    px = pix[None, None, None, :]
+    py = pix[None, :, None, None]
+    d1 = np.full((ncell, cs, ncell, cs), np.inf, np.float32)
+    d2 = d1.copy()
+    for dj in (-1, 0, 1):
+        for di in (-1, 0, 1):
+            sx = np.roll(jx, (-dj, -di), axis=(0, 1))[:, None, :, None] + np.float32(di * cs)
+            sy = np.roll(jy, (-dj, -di), axis=(0, 1))[:, None, :, None] + np.float32(dj * cs)
+            dd = (px - sx) ** 2 + (py - sy) ** 2
+            d2 = np.minimum(d2, np.maximum(d1, dd))
+            d1 = np.minimum(d1, dd)
+    s = 0.5 * (np.sqrt(d2) - np.sqrt(d1))  # about the distance to the wall's middle line, px
+    half = 0.5 * wall_px
+    cover = np.clip(np.minimum(s + 0.5, half) - np.maximum(s - 0.5, -half), 0.0, 1.0).reshape(P2, P2)
+    mod = 0.75 + 0.25 * _smoothstep(_bandpass(rng, P2, (20.0 / mpp, 20.0 / mpp), 0.0), -1.0, 1.0)
+    return (cover * mod).astype(np.float32)
+
+
+def _splat(rng: np.random.Generator, n_points: int, kernel: np.ndarray) -> np.ndarray:
+    """Sum of ``kernel`` copies at ``n_points`` uniform random points of a periodic P x P image."""
+    counts = np.zeros((P, P), np.float32)
+    ij = rng.integers(0, P, size=(n_points, 2))
+    np.add.at(counts, (ij[:, 0], ij[:, 1]), 1.0)
+    k = np.zeros((P, P), np.float32)
+    r = kernel.shape[0] // 2
+    k[np.ix_(np.arange(-r, r + 1) % P, np.arange(-r, r + 1) % P)] = kernel
+    return np.fft.irfft2(np.fft.rfft2(counts) * np.fft.rfft2(k), s=(P, P)).astype(np.float32)
+
+
+def _red_cells(rng: np.random.Generator, mpp: float) -> tuple[np.ndarray, np.ndarray]:
+    """Packed red cells (discs with a pale centre), layered as in a clot, and fibrin strands."""
+    rad = 3.6 / mpp  # px
+    r = int(math.ceil(rad + 1))
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
+    dist = np.hypot(xx, yy)
+    disc = np.clip(rad + 0.5 - dist, 0.0, 1.0)  # pixel coverage, also below 1 px
+    kernel = disc * (1.0 - 0.45 * np.clip(1.0 - dist / (0.55 * rad + 0.5), 0.0, 1.0))
+    area_um2 = (P * mpp) ** 2
+    n = int(min(4e6, 1.3 * area_um2 / (math.pi * 3.6**2)))
+    dens = _splat(rng, n, kernel.astype(np.float32))
+    layers = _smoothstep(_bandpass(rng, P, (60.0 / mpp, 15.0 / mpp), rng.uniform(0, np.pi)), -1.2, 1.2)
+    rbc = (1.0 - np.exp(-1.1 * dens)) * (0.45 + 0.55 * layers)
+    strands = _bandpass(rng, P, (12.0 / mpp, 1.5 / mpp), rng.uniform(0, np.pi))
+    fibrin = (1.0 - _smoothstep(np.abs(strands), 0.0, 0.35)) * (1.0 - 0.6 * layers)
+    return rbc.astype(np.float32), fibrin.astype(np.float32)
+
+
+def _ice(rng: np.random.Generator, k: int, cell: int, mpp: float) -> np.ndarray:
+    """Ice-crystal holes: 1-4 rounded-angular holes 3-16 um across per sprite (coverage)."""
+    bank = np.zeros((k + 1, cell, cell), np.float32)
+    yy, xx = np.mgrid[0:cell, 0:cell].astype(np.float32) + 0.5
+    for i in range(k):
+        for _ in range(int(rng.integers(1, 5))):
+            r = min(rng.uniform(1.5, 8.0) / mpp, 0.3 * cell)
+            cx, cy = rng.uniform(r + 1, cell - r - 1, size=2)
+            phi = np.arctan2(yy - cy, xx - cx)
+            rr = r * (1 + 0.18 * np.cos(3 * phi + rng.uniform(0, 6.3)) + 0.1 * np.cos(5 * phi + rng.uniform(0, 6.3)))
+            bank[i] = np.maximum(bank[i], np.clip(rr + 0.5 - np.hypot(xx - cx, yy - cy), 0.0, 1.0))
+    return bank
+
+
+def ice_cell(mpp: float) -> int:
+    """Cell size (px) of the ice-crystal grid (about 40 um)."""
+    return min(512, max(6, int(round(40.0 / mpp))))
+
+
+@lru_cache(maxsize=4)
+def variety_bank(seed: int, mpp: float) -> VarietyBank:
+    """The variety-profile textures of one slide (cached; a pure function of its arguments)."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7A41])
+    adip = _adipose_cover(rng, mpp)
+    adip_blur = ndimage.gaussian_filter(adip, 2.5 / mpp, mode="wrap").astype(np.float32)
+    rbc, fibrin = _red_cells(rng, mpp)
+    ice = _ice(rng, 64, ice_cell(mpp), mpp)
+    return VarietyBank(adip=adip, adip_blur=adip_blur, rbc=rbc, fibrin=fibrin, ice=ice)

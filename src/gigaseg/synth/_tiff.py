@@ -23,7 +23,7 @@ import numpy as np
 from .._deps import require
 from .._pyramid import SLIDE_LEVELS, LevelSpool, level_sizes, level_tiles, strip_tiles, write_level
 from ..errors import ConfigError, GigasegError, InputError, OutputError
-from .render import _check_geometry, _check_seed, check_holes
+from .render import _check_geometry, _check_seed, check_holes, check_profile
 
 
 def mask_path_for(path: Path) -> Path:
@@ -48,13 +48,13 @@ def _check_options(path, tile, quality):
     return path
 
 
-def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress, holes="background"):
+def write_slide_tiff(path, *, width, height, seed, mpp, tile, quality, progress, holes="background", profile="he"):
     tifffile = require("tifffile", "writing a synthetic slide")
     from .render import _render_block, make_layout
 
     path = _check_options(path, tile, quality)
     mask_path = mask_path_for(path)
-    lay = make_layout(seed, width, height, mpp)
+    lay = make_layout(seed, width, height, mpp, profile=profile)
     sizes = level_sizes(width, height, SLIDE_LEVELS)
     workers = max(1, min(2, os.cpu_count() or 1))
     try:
@@ -188,7 +188,7 @@ def _cannot_write(path: Path, exc: OSError) -> OutputError:
 
 
 def write_slide(path, *, width: int, height: int, seed: int, mpp: float = 0.5, tile: int = 512,
-                quality: int = 90, progress: bool = True, holes: str = "background"):
+                quality: int = 90, progress: bool = True, holes: str = "background", profile: str = "he"):
     """Write a synthetic slide as a pyramidal JPEG BigTIFF plus its exact mask.
 
     Args:
@@ -200,6 +200,9 @@ def write_slide(path, *, width: int, height: int, seed: int, mpp: float = 0.5, t
         quality: JPEG quality, 1-100.
         progress: show a tqdm bar on stderr.
         holes: the mask's hole convention, "background" or "tissue" (see :func:`render_region`).
+        profile: "he" (default), "all" or a list of categories (see :func:`render_region`). A
+            variety slide with the "jpeg" category carries its own JPEG artefacts (rendered on
+            the global block grid) under the writer's JPEG of ``quality``.
 
     Returns:
         ``(slide_path, mask_path)`` as :class:`pathlib.Path`.
@@ -207,5 +210,7 @@ def write_slide(path, *, width: int, height: int, seed: int, mpp: float = 0.5, t
     seed = _check_seed(seed)
     _check_geometry(width, height, mpp)
     check_holes(holes)
+    profile = check_profile(profile)
     return write_slide_tiff(path, width=int(width), height=int(height), seed=seed, mpp=float(mpp),
-                            tile=tile, quality=quality, progress=progress, holes=holes)
+                            tile=tile, quality=quality, progress=progress, holes=holes,
+                            profile=profile)

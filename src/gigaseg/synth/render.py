@@ -36,8 +36,10 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..options import HOLE_CONVENTIONS
+from . import _jpeg, _stains
 from . import _noise as _nz
 from . import _textures as _tx
+from . import _variety as _vy
 
 __all__ = [
     "clear_caches",
@@ -49,6 +51,11 @@ __all__ = [
     "HOLE_MIN_UM",
     "HOLE_CONVENTIONS",
     "check_holes",
+    "TISSUE_CODES",
+    "HOLE_LARGE_UM",
+    "PROFILES",
+    "CATEGORIES",
+    "check_profile",
 ]
 
 HOLE_MIN_UM = 30.0
@@ -65,8 +72,29 @@ LABELS = {
     7: "dust or debris (background)",
     8: "bubble rim (background)",
     9: "out of scan (background)",
+    # the variety profile (profile != "he") also draws:
+    10: "small hole (tissue)",
+    11: "blood clot (tissue)",
+    12: "pen ink over tissue (tissue)",
+    13: "marking dye on tissue (tissue)",
+    14: "marking dye on glass (background)",
+    15: "coverslip edge on glass (background)",
+    16: "black out-of-scan padding (background)",
+    17: "bubble rim over tissue (tissue)",
+    18: "dust over tissue (tissue)",
 }
-"""Codes of :func:`render_labels`; 1-4 are tissue (mask 1), the others background."""
+"""Codes of :func:`render_labels`; ``TISSUE_CODES`` are tissue (mask 1), the others background."""
+
+TISSUE_CODES = (1, 2, 3, 4, 10, 11, 12, 13, 17, 18)
+"""The codes of :data:`LABELS` that the mask calls tissue (with ``holes="background"``)."""
+
+HOLE_LARGE_UM = 100.0
+"""Variety profile: holes inside tissue at least this wide are background, narrower ones tissue
+(../shared/data/real/SOURCES.md); every hole is drawn clear of this width (docs/synth.md)."""
+
+PROFILES = _vy.PROFILES
+CATEGORIES = _vy.CATEGORIES
+check_profile = _vy.check_profile
 
 _HOLE_JITTER_UM = 8.0  # outline jitter of lumens and tears: +-4 um
 _STEP = 8  # lattice spacing of smooth fields, px (a power of two)
@@ -102,6 +130,9 @@ class SynthLayout:
         bubbles: (n, 5) ellipses cx, cy, rx, ry, rim OD.
         oos: (n, 4) out-of-scan rectangles x0, y0, x1, y1.
         params: scalar appearance parameters (stain vectors, glass colour, ...).
+        profile: "he" (the default generator) or a variety profile (``check_profile``).
+        variety: the variety profile's per-slide draws (empty for "he"): ``names``, the slide's
+            categories, and the settings of each (padding, coverslip, seams, jpeg, dye, ...).
     """
 
     seed: int
@@ -117,6 +148,13 @@ class SynthLayout:
     bubbles: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
     oos: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
     params: dict = field(default_factory=dict)
+    profile: str = "he"
+    variety: dict = field(default_factory=dict)
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The slide's categories (variety profile), in vocabulary order; () for "he"."""
+        return tuple(self.variety.get("names", ()))
 
     def __hash__(self) -> int:  # identity: layouts are cached by their arguments
         return id(self)
@@ -151,11 +189,16 @@ def _check_seed(seed) -> int:
 # ---------------------------------------------------------------------------- layout
 
 
-def make_layout(seed: int, width: int, height: int, mpp: float = 0.5) -> SynthLayout:
-    """The slide layout defined by ``seed`` (cached; validated)."""
+def make_layout(seed: int, width: int, height: int, mpp: float = 0.5, *, profile: str = "he") -> SynthLayout:
+    """The slide layout defined by ``seed`` (cached; validated).
+
+    ``profile``: "he" (default: the original H&E generator, unchanged), "all" or a comma-separated
+    list of categories (:data:`CATEGORIES`): the variety profile (docs/synth.md).
+    """
     seed = _check_seed(seed)
     _check_geometry(width, height, mpp)
-    return _layout_cached(seed, int(width), int(height), float(mpp))
+    profile = check_profile(profile)
+    return _layout_cached(seed, int(width), int(height), float(mpp), profile)
 
 
 def clear_caches() -> None:
@@ -166,10 +209,17 @@ def clear_caches() -> None:
     """
     _layout_cached.cache_clear()
     _tx.texture_bank.cache_clear()
+    _tx.variety_bank.cache_clear()
 
 
 @lru_cache(maxsize=16)
-def _layout_cached(seed: int, width: int, height: int, mpp: float) -> SynthLayout:
+def _layout_cached(seed: int, width: int, height: int, mpp: float, profile: str = "he") -> SynthLayout:
+    if profile == "he":
+        return _layout_he(seed, width, height, mpp)
+    return _layout_variety(seed, width, height, mpp, profile)
+
+
+def _layout_he(seed: int, width: int, height: int, mpp: float) -> SynthLayout:
     rng = np.random.default_rng([seed, 0x5EED])
     um = 1.0 / mpp  # px per um
     long_x = width >= height
@@ -302,6 +352,136 @@ def _appearance(rng: np.random.Generator, mpp: float, r_min: float) -> dict:
         "d_floor": -(2.5 * 3.5 * um + 5.0 * um + 12.0) - 50.0,
         "hole_floor": -(12.0 + 1.5 * um * 2.5 + 2.0),
     }
+
+
+# ---------------------------------------------------------------------------- variety profile: layout
+
+
+def _in_frag(rng: np.random.Generator, f: np.ndarray, reach: float) -> tuple[float, float]:
+    """A random point inside fragment row ``f`` (within ``reach`` of its half-axes), px."""
+    u, v = rng.uniform(-reach, reach, size=2)
+    return (f[0] + u * f[2] * f[4] - v * f[3] * f[5], f[1] + u * f[2] * f[5] + v * f[3] * f[4])
+
+
+def _layout_variety(seed: int, width: int, height: int, mpp: float, profile: str) -> SynthLayout:
+    """The variety profile's layout: the slide's categories, then the geometry of each.
+
+    Its own random stream (the default profile's draws are not shared, so neither changes the
+    other). Holes follow HOLE_LARGE_UM: lumens are small (semi-axes 12-40 um: tissue) or large
+    (minor semi-axis >= 62 um: background); tears are large; frozen sections' cracks are thin
+    (radius 2-20 um: tissue) or wide (radius >= 62 um: background). See docs/synth.md.
+    """
+    rng = np.random.default_rng([seed, 0x5EED, 0xA11])
+    um = 1.0 / mpp
+    short_len = min(width, height)
+    cats = _vy.draw_categories(rng, profile)
+    names = _vy.category_names(cats)
+    kind, mods = cats["layout"], cats["tissue"]
+    frozen = "frozen" in mods
+    frags, harm, gains = _vy.draw_fragments(rng, kind, width, height, mpp, faint_p=0.3 if frozen else 0.2)
+    if "clot" in mods:
+        cf, ch = _vy.draw_clots(rng, width, height, mpp)
+        frags, harm = np.concatenate([frags, cf]), np.concatenate([harm, ch])
+    r_min = float(np.min(frags[:, 2:4]))
+    p = _appearance(rng, mpp, r_min)
+    g0, g1, g2 = gains
+    p["gains"] = gains
+    p["d_noise_max"] = 0.5 * (g0 * 0.2 * r_min + g1 * 60 * um * min(1.0, r_min / (600 * um)) + g2 * 14 * um) + 1.0
+    p["type_scale"] = min(rng.uniform(300, 900) * um, 0.8 * max(r_min, 250 * um))
+    p["crumb_p"] = {"sections": p["crumb_p"], "needle": rng.uniform(0.0, 0.08), "tma": rng.uniform(0.0, 0.03),
+                    "fragments": rng.uniform(0.1, 0.3)}[kind]
+    p["lumen_small_p"] = rng.uniform(0.3, 0.7)
+    if "adipose" in mods:  # mostly fat: breast, fat around lymph nodes
+        p["adip_thr"] = rng.uniform(-0.3, -0.1)
+        p["epi_thr"] = rng.uniform(0.1, 0.3)
+    p["s_amp"] = 0.6 if frozen else 0.35
+    if frozen:
+        p["pale_min"] = rng.uniform(0.12, 0.3)
+    p["mus_thr"] = rng.uniform(0.0, 0.3)
+    p["muc_thr"] = rng.uniform(-0.05, 0.25)
+    p["glass"] = _vy.draw_glass(rng, cats["glass"])
+    fam = _stains.draw_family(rng, cats["stain"], p["v_h"], p["v_e"])
+    p["stain"] = fam
+    p["stain_w"] = _stains.channel_weights(fam)
+    if fam["name"] == "ihc":
+        p["dab_cells"] = rng.uniform(0.3, 0.8) if fam["dab_pattern"] == "nuclear" else rng.uniform(0.05, 0.25)
+    if fam["name"] == "grocott":
+        p["ag_thr"] = rng.uniform(-0.1, 0.2)
+    p["dust_p"] = rng.uniform(0.1, 0.35) if "dust" in names else 0.0
+    p["dust_od"] = np.array([0.55, 0.6, 0.68]) * rng.uniform(0.8, 1.6)
+
+    tears, folds, cracks = [], [], []
+    for i in range(frags.shape[0]):
+        f = frags[i]
+        if f[9] == 1:  # clots have no tears or folds
+            continue
+        rr = min(f[2], f[3])
+        for _ in range(int(rng.integers(0, 3))):  # tears: always >= 124 um wide, background
+            rad = rng.uniform(62, 110) * um
+            if rr < 4 * rad:
+                continue
+            px, py = _in_frag(rng, f, 0.6)
+            a, ln = rng.uniform(0, np.pi), rng.uniform(0.1, 0.45) * rr
+            tears.append((px, py, px + ln * math.cos(a), py + ln * math.sin(a), rad))
+        n_folds = int(rng.random() < 0.5) + int(rng.random() < 0.2) + (int(rng.integers(1, 3)) if frozen else 0)
+        for _ in range(n_folds):
+            px, py = _in_frag(rng, f, 0.5)
+            a, ln = rng.uniform(0, np.pi), rng.uniform(0.3, 0.9) * max(f[2], f[3])
+            hw = min(rng.uniform(40, 160) * um, 0.08 * rr + 10 * um)
+            folds.append((px - 0.5 * ln * math.cos(a), py - 0.5 * ln * math.sin(a),
+                          px + 0.5 * ln * math.cos(a), py + 0.5 * ln * math.sin(a), hw, rng.uniform(0.6, 1.0)))
+        if frozen:  # cracks: long and thin (tissue), now and then wide (background)
+            for _ in range(int(rng.integers(2, 9))):
+                px, py = _in_frag(rng, f, 0.8)
+                a, ln = rng.uniform(0, np.pi), rng.uniform(0.2, 0.9) * max(f[2], f[3])
+                x1, y1 = px + ln * math.cos(a), py + ln * math.sin(a)
+                if rng.random() < 0.2 and rr > 400 * um:
+                    tears.append((px, py, x1, y1, rng.uniform(62, 90) * um))
+                else:
+                    cracks.append((px, py, x1, y1, rng.uniform(2, 20) * um))
+
+    blurs = []
+    if "focus" in names:
+        for _ in range(int(rng.integers(1, 4))):
+            blurs.append((rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.1, 0.45) * short_len,
+                          rng.uniform(0.7, 1.0)))
+    pens = []
+    if "pen" in names:  # markers of any colour, over and beside tissue
+        for _ in range(int(rng.integers(1, 5))):
+            hw = min(rng.uniform(80, 300) * um, 0.02 * short_len + 4)
+            ink = _vy.ink_od(_vy.draw_pen_colour(rng)) * rng.uniform(0.7, 1.1)
+            pens.append((_vy.segments(_vy.pen_stroke(rng, width, height, frags, hw)), hw, ink))
+    if "handwriting" in names:  # fine pen: words written on the glass or across the tissue
+        for _ in range(int(rng.integers(1, 4))):
+            lh = min(rng.uniform(500, 2500) * um, 0.25 * short_len)
+            pts = _vy.handwriting(rng, rng.uniform(0.02, 0.7) * width, rng.uniform(0.15, 0.95) * height, lh,
+                                  int(rng.integers(3, 10)), rng.uniform(-0.1, 0.5))
+            hw = max(rng.uniform(15, 60) * um, 0.8)
+            ink = _vy.ink_od(_vy.draw_pen_colour(rng) * rng.uniform(0.5, 0.9)) * rng.uniform(0.8, 1.1)
+            pens.append((_vy.segments(pts), hw, ink))
+    bubbles = []
+    if "bubbles" in names:
+        for _ in range(int(rng.integers(1, 5))):
+            r = rng.uniform(0.03, 0.2) * short_len
+            bubbles.append((rng.uniform(0, width), rng.uniform(0, height), r, r * rng.uniform(0.7, 1.0),
+                            rng.uniform(0.25, 0.7)))
+    variety = {
+        "categories": cats,
+        "names": names,
+        "cracks": np.array(cracks).reshape(-1, 5),
+        "frozen": frozen,
+        "jpeg": int(rng.integers(20, 96)) if "jpeg" in names else 0,
+        "pads": _vy.draw_padding(rng, width, height, mpp) if "padding" in names else [],
+        "cover": _vy.draw_coverslip(rng, width, height, mpp) if "coverslip" in names else None,
+        "seams": _vy.draw_seams(rng, mpp) if "seams" in names else None,
+        "dye": _vy.draw_dyes(rng, mpp) if "dye" in names else None,
+    }
+    if variety["dye"] is not None:  # the spill onto glass stays where the field is not clamped
+        variety["dye"]["spill_px"] = min(variety["dye"]["spill_px"], 0.6 * abs(p["d_floor"]))
+    return SynthLayout(seed=seed, width=width, height=height, mpp=mpp, frags=frags, frag_harm=harm,
+                       tears=np.array(tears).reshape(-1, 5), folds=np.array(folds).reshape(-1, 6),
+                       blurs=np.array(blurs).reshape(-1, 4), pens=pens, bubbles=np.array(bubbles).reshape(-1, 5),
+                       oos=np.zeros((0, 4)), params=p, profile=profile, variety=variety)
 
 
 def _frag_field(lay: SynthLayout, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -602,6 +782,28 @@ def _sprites(bank: np.ndarray, cell: int, ids_fn, l0_x, l0_y, w, h) -> np.ndarra
 
 def _render_block(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels: bool,
                   holes: str = "background"):
+    """Render one block: ``(rgb, mask, labels or None)``; the default profile or the variety one."""
+    if lay.profile == "he":
+        return _draw_block_he(lay, l0_x, l0_y, w, h, labels, holes)
+    q = lay.variety.get("jpeg", 0)
+    if not q:
+        return _draw_block_v(lay, l0_x, l0_y, w, h, labels, holes)
+    # JPEG on the slide's global 16-px MCU grid (NOTE [Determinism]): render the aligned box,
+    # replicate its last row/column at the slide's edge as an encoder pads, compress, crop.
+    m = _jpeg.MCU
+    x0, y0 = l0_x // m * m, l0_y // m * m
+    x1, y1 = min(-(-(l0_x + w) // m) * m, lay.width), min(-(-(l0_y + h) // m) * m, lay.height)
+    rgb, mask, lab = _draw_block_v(lay, x0, y0, x1 - x0, y1 - y0, labels, holes)
+    pw, ph = -(-(x1 - x0) // m) * m, -(-(y1 - y0) // m) * m
+    if (pw, ph) != (x1 - x0, y1 - y0):
+        rgb = np.pad(rgb, ((0, ph - (y1 - y0)), (0, pw - (x1 - x0)), (0, 0)), mode="edge")
+    rgb = _jpeg.roundtrip(rgb, q)
+    sy, sx = slice(l0_y - y0, l0_y - y0 + h), slice(l0_x - x0, l0_x - x0 + w)
+    return np.ascontiguousarray(rgb[sy, sx]), mask[sy, sx], (lab[sy, sx] if labels else None)
+
+
+def _draw_block_he(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels: bool,
+                   holes: str = "background"):
     p = lay.params
     bank = _tx.texture_bank(lay.seed, lay.mpp, float(p["fibre_theta"]))
     nx0, ny0, nxs, nys = _lattice(l0_x, l0_y, w, h)
@@ -722,16 +924,25 @@ def _render_block(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
     return rgb, m, lab
 
 
-def _nuclei_layer(lay, bank, l0_x, l0_y, w, h, blur):
-    """Nuclear density (h, w) from three cell grids, or None when the window has no nuclei."""
+def _nuclei_fields(lay, px, py):
+    """Tissue field and type weights at cell centres: what places nuclei (default profile)."""
+    d, _ = _tissue_field(lay, px, py)
+    w_epi, w_adip, blend = _type_fields(lay, px, py, d)
+    return d, w_epi, w_adip, blend
+
+
+def _nuclei_layer(lay, bank, l0_x, l0_y, w, h, blur, fields=_nuclei_fields):
+    """Nuclear density (h, w) from three cell grids, or None when the window has no nuclei.
+
+    ``fields(lay, px, py)`` gives ``(d, w_epi, w_adip, blend)`` at cell centres.
+    """
     p = lay.params
     ca, cb, cc, _ = _tx.nuclei_cells(lay.mpp)
 
     def round_ids(cell, k, n, prob):
         def ids(cx, cy):
             px, py = (cx + 0.5) * cell, (cy + 0.5) * cell
-            d, _ = _tissue_field(lay, px, py)
-            w_epi, w_adip, _ = _type_fields(lay, px, py, d)
+            d, w_epi, w_adip, _ = fields(lay, px, py)
             u = _nz.uniform2(cx, cy, k)
             pr = prob * w_epi + 0.03 * (1 - w_adip)
             hsh = _nz.hash2(cx, cy, k ^ 0x55AA) % np.uint32(n)
@@ -742,8 +953,7 @@ def _nuclei_layer(lay, bank, l0_x, l0_y, w, h, blur):
         k = _nz.key(lay.seed, 72)
         nb = bank.nuc_b.shape[0] - 1
         px, py = (cx + 0.5) * cb, (cy + 0.5) * cb
-        d, _ = _tissue_field(lay, px, py)
-        w_epi, w_adip, blend = _type_fields(lay, px, py, d)
+        d, w_epi, w_adip, blend = fields(lay, px, py)
         u = _nz.uniform2(cx, cy, k)
         pr = p["nuc_b_p"] * (1 - w_epi - w_adip) + 0.05 * w_adip
         half = nb // 2
@@ -779,6 +989,266 @@ def _dust_layer(lay, bank, l0_x, l0_y, w, h):
     return _sprites(bank.dust, cd, ids, l0_x, l0_y, w, h)
 
 
+# ---------------------------------------------------------------------------- variety profile: render
+# The default profile's functions above are frozen (its slides must not change by a bit); the
+# variety profile has its own versions of the ones it changes and shares the rest. Everything
+# obeys NOTE [Determinism]: lattice fields, global cell grids, periodic textures, the global
+# 16-px JPEG grid, and per-pixel functions of the global position.
+
+
+def _type_fields_v(lay: SynthLayout, x, y, d, w_clot):
+    """The default profile's type weights, with clots taking their share."""
+    w_epi, w_adip, blend = _type_fields(lay, x, y, d)
+    keep = 1.0 - w_clot
+    return w_epi * keep, w_adip * keep, blend
+
+
+def _nuclei_fields_v(lay, px, py):
+    d, _, w_clot = _vy.tissue_field(lay, px, py)
+    w_epi, w_adip, blend = _type_fields_v(lay, px, py, d, w_clot)
+    return d, w_epi, w_adip + 0.95 * w_clot, blend  # few nuclei in a clot (white cells)
+
+
+def _node_fields_v(lay: SynthLayout, x: np.ndarray, y: np.ndarray) -> dict:
+    """Smooth fields at lattice points x (1, nx), y (ny, 1): {name: (ny, nx)}; names as used below."""
+    p = lay.params
+    ks = lay.seed
+    um = 1.0 / lay.mpp
+    x, y = np.broadcast_arrays(x.astype(np.float64), y.astype(np.float64))
+    d, fac, w_clot = _vy.tissue_field(lay, x, y)
+    ch = {"d": d}
+    ch["illum"] = 1.0 + p["grad"][0] * (x / lay.width - 0.5) + p["grad"][1] * (y / lay.height - 0.5) \
+        + 0.012 * _nz.fbm(x, y, 3000 * um, _nz.key(ks, 31), 2)
+    if d.max() <= p["d_floor"] + 1.0:
+        return ch
+    ch["hole"], ch["small"] = _vy.hole_field(lay, x, y)
+    w_epi, w_adip, blend = _type_fields_v(lay, x, y, d, w_clot)
+    ch["epi"], ch["adip"], ch["blend"] = w_epi, w_adip, blend
+    if w_clot.max() > 0:
+        ch["clot"] = w_clot
+    ch["wx"] = 90 * um * _nz.fbm(x, y, 500 * um, _nz.key(ks, 41), 2)
+    ch["wy"] = 90 * um * _nz.fbm(x, y, 500 * um, _nz.key(ks, 42), 2)
+    ch["s"] = fac * (1.0 + p["s_amp"] * _nz.fbm(x, y, 700 * um, _nz.key(ks, 43), 2))
+    if lay.folds.shape[0]:
+        fold = np.zeros_like(x)
+        for x0, y0, x1, y1, hw, st in lay.folds:
+            m = 1.3 * hw + 1.0
+            if (x.min() > max(x0, x1) + m or x.max() < min(x0, x1) - m
+                    or y.min() > max(y0, y1) + m or y.max() < min(y0, y1) - m):
+                continue
+            hw_v = hw * (1.0 + 0.5 * _nz.fbm(x, y, 300 * um, _nz.key(ks, 51), 2))
+            dist = _seg_dist(x, y, np.array([[x0, y0, x1, y1]]))
+            fold = np.maximum(fold, st * np.clip((hw_v - dist) / (4 * um), 0.0, 1.0))
+        if fold.max() > 0:
+            ch["fold"] = fold
+    if lay.blurs.shape[0]:
+        blur = np.zeros_like(x)
+        for cx, cy, r, st in lay.blurs:
+            dd = np.hypot(x - cx, y - cy) / r
+            blur = np.maximum(blur, st * np.clip((1.0 - dd) * 4.0, 0.0, 1.0))
+        if blur.max() > 0:
+            ch["blur"] = blur
+    ch.update(_vy.extra_fields(lay, x, y, d))
+    return ch
+
+
+def _upsample(ch: dict, nx0, ny0, l0_x, l0_y, w, h) -> dict:
+    if not ch:
+        return {}
+    names = list(ch)
+    up = _up(np.stack([ch[n] for n in names]).astype(np.float32), nx0, ny0, l0_x, l0_y, w, h)
+    return dict(zip(names, up))
+
+
+def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels: bool,
+                  holes: str = "background"):
+    """One block of a variety-profile slide (the default profile's _draw_block_he, generalised)."""
+    p = lay.params
+    var = lay.variety
+    bank = _tx.texture_bank(lay.seed, lay.mpp, float(p["fibre_theta"]))
+    vbank = _tx.variety_bank(lay.seed, lay.mpp)
+    nx0, ny0, nxs, nys = _lattice(l0_x, l0_y, w, h)
+    f = _upsample(_node_fields_v(lay, nxs, nys), nx0, ny0, l0_x, l0_y, w, h)
+    xs = np.arange(l0_x, l0_x + w, dtype=np.int64)
+    ys = np.arange(l0_y, l0_y + h, dtype=np.int64)
+    um = 1.0 / lay.mpp
+
+    fx_, fy_ = p["fov"]
+    vx = ((xs % int(fx_)) / fx_ - 0.5) ** 2
+    vy = ((ys % int(fy_)) / fy_ - 0.5) ** 2
+    illum = f["illum"] * (1.0 - p["vig_amp"] * 2.0 * (vy[:, None] + vx[None, :])).astype(np.float32)
+    lab = np.zeros((h, w), np.uint8) if labels else None
+    zero = np.float32(0.0)
+    od = None
+    if "hole" in f:
+        d, hole, small = f["d"], f["hole"], f["small"]
+        w_epi, w_adip, blend = f["epi"], f["adip"], f["blend"]
+        w_clot = f.get("clot", zero)
+        fold, blur = f.get("fold", zero), f.get("blur")
+        wx = np.rint(f["wx"]).astype(np.int64)
+        wy = np.rint(f["wy"]).astype(np.int64)
+        fine = _tex(bank.fine, xs, ys, 17, 911)
+        fa = _tex_warp(bank.fib_a, xs, ys, wx, wy, 0, 0)
+        fb = _tex_warp(bank.fib_b, xs, ys, wx, wy, 301, 77)
+        cyto = _tex(bank.cyto, xs, ys, 5, 13)
+        w_str = 1.0 - w_epi - w_adip - w_clot
+        fib_sharp = fa + (fb - fa) * blend
+        fine_c = np.clip(fine, -2.5, 2.5)
+        t = d + p["edge_fine_px"] * fine_c + p["edge_fib_px"] * 2.0 * (fib_sharp - 0.5) * w_str
+        hole = hole + 1.5 * um * fine_c
+        small = small + 1.5 * um * fine_c
+        mask = (t > 0) & (hole <= 0)
+        truth = (t > 0) if holes == "tissue" else mask
+        if blur is not None:
+            fab = _tex_warp(bank.fib_a_blur, xs, ys, wx, wy, 0, 0)
+            fbb = _tex_warp(bank.fib_b_blur, xs, ys, wx, wy, 301, 77)
+            fib = fib_sharp + ((fab + (fbb - fab) * blend) - fib_sharp) * blur
+            cyto = cyto + (_tex(bank.cyto_blur, xs, ys, 5, 13) - cyto) * blur
+        else:
+            fib = fib_sharp
+        has_adip = bool(w_adip.max() > 0.0)
+        if has_adip:
+            adip = _tex_warp(vbank.adip, xs, ys, wx, wy, 555, 123)
+            if blur is not None:
+                adip = adip + (_tex_warp(vbank.adip_blur, xs, ys, wx, wy, 555, 123) - adip) * blur
+        nuc = _nuclei_layer(lay, bank, l0_x, l0_y, w, h, blur, fields=_nuclei_fields_v)
+        ice = None
+        if var["frozen"]:
+            cell = _tx.ice_cell(lay.mpp)
+            k_ice, n_ice = _nz.key(lay.seed, 111), vbank.ice.shape[0] - 1
+
+            def ice_ids(cx, cy):
+                u = _nz.uniform2(cx, cy, k_ice)
+                hsh = (_nz.hash2(cx, cy, k_ice ^ 0x5A5A) % np.uint32(n_ice)).astype(np.int64)
+                return np.where(u < 0.45, hsh, n_ice)
+
+            ice = _sprites(vbank.ice, cell, ice_ids, l0_x, l0_y, w, h)
+
+        # materials (_stains.MATERIALS) and their OD per channel
+        mus = f["mus"]
+        w_col, w_mus = w_str * (1.0 - mus), w_str * mus
+        mats = {"str0": w_col, "strf": w_col * fib, "mus0": w_mus, "musf": w_mus * fib, "epi0": w_epi,
+                "epic": w_epi * cyto, "muc": w_epi * f["muc"] * (0.4 + 0.6 * cyto)}
+        if has_adip:
+            mats["adi0"], mats["adia"] = w_adip, w_adip * adip
+        if nuc is not None:
+            mats["nuc"] = nuc
+        if "clot" in f:
+            mats["rbc"] = w_clot * _tex(vbank.rbc, xs, ys, 7, 3)
+            mats["mus0"] = mats["mus0"] + w_clot * (0.15 + 0.6 * _tex(vbank.fibrin, xs, ys, 7, 3))
+        if "dab" in f:
+            pat = p["stain"]["dab_pattern"]
+            if pat == "cytoplasmic":
+                mats["dab"] = f["dab"] * w_epi * (0.35 + 0.65 * cyto)
+            elif pat == "stromal":
+                mats["dab"] = f["dab"] * w_str * (0.25 + 0.75 * fib)
+            elif nuc is not None:  # nuclear; scattered cells: nucleus and a rim of cytoplasm
+                mats["dab"] = f["dab"] * (nuc if pat == "nuclear" else 0.5 + 0.6 * nuc) * (1.0 - w_adip)
+        if "ag" in f:  # silver: fibres (reticulin, membranes) and specks (fungal elements)
+            mats["ag"] = f["ag"] * (0.6 * w_str * _tx._smoothstep(fib, 0.75, 0.97) + _tx._smoothstep(fine, 1.5, 2.3))
+        wm = p["stain_w"]
+        ew = np.float32(1.2) + blur * np.float32(10.0) if blur is not None else np.float32(1.2)
+        alpha = np.clip(0.5 + t / ew, 0.0, 1.0) * np.clip(0.5 - hole / ew, 0.0, 1.0)
+        alpha = alpha * np.clip(0.5 - small / ew, 0.0, 1.0)
+        if ice is not None:
+            alpha = alpha * (1.0 - ice)
+        pale = p["pale_min"] + (1.0 - p["pale_min"]) * np.clip(t / p["fade_px"], 0.0, 1.0)
+        amp = alpha * pale * f["s"] * (1.0 + fold)
+        rs = p["resid"]
+        od = []
+        for c in range(3):
+            acc = None
+            for j, name in enumerate(_stains.MATERIALS):
+                if name in mats and wm[c, j] != 0:
+                    term = mats[name] * wm[c, j]
+                    acc = term if acc is None else acc + term
+            od.append(amp * (acc + np.float32(rs[c])))
+        if labels:
+            lab[mask] = 1
+            lab[mask & (pale < 0.6)] = 4
+            if "fold" in f:
+                lab[mask & (fold > 0.3)] = 3
+            if has_adip:
+                lab[mask & (w_adip > 0.6) & (adip < 0.2)] = 2
+            if "clot" in f:
+                lab[mask & (w_clot > 0.5)] = 11
+            sh = small > 0
+            if ice is not None:
+                sh |= ice > 0.5
+            lab[mask & sh] = 10
+            lab[(t > 0) & (hole > 0)] = 5
+    else:
+        mask = truth = np.zeros((h, w), bool)
+
+    # Artefacts: the variety profile draws them over glass and tissue alike.
+    art = _upsample(_vy.art_fields(lay, nxs, nys, _STEP), nx0, ny0, l0_x, l0_y, w, h)
+    dust = _dust_layer(lay, bank, l0_x, l0_y, w, h) if p["dust_p"] > 0 else None
+    cover = _vy.coverslip(lay, xs, ys)
+    if art or dust is not None or "dye" in f or (cover is not None and cover[0] is not None):
+        if od is None:
+            od = [np.zeros((h, w), np.float32) for _ in range(3)]
+        glass = ~mask
+        if dust is not None:
+            for c in range(3):
+                od[c] = od[c] + dust * np.float32(p["dust_od"][c])
+            if labels:
+                lab[glass & (dust > 0.3)] = 7
+                lab[mask & (dust > 0.3)] = 18
+        if "rim_od" in art:
+            for c, k in enumerate((1.0, 1.0, 0.95)):
+                od[c] = od[c] + art["rim_od"] * np.float32(k)
+            if labels:
+                lab[glass & (art["rim"] > 0.35)] = 8
+                lab[mask & (art["rim"] > 0.35)] = 17
+        if "pen" in art:
+            cov = np.clip(art["pen"] / np.float32(max(1.0, 2.0 * um)) + 0.5, 0.0, 1.0) * art["pen_k"]
+            for c, name in enumerate(("pen_r", "pen_g", "pen_b")):
+                od[c] = od[c] + cov * art[name]
+            if labels:
+                lab[glass & (art["pen"] > 0)] = 6
+                lab[mask & (art["pen"] > 0)] = 12
+        if "dye" in f:
+            dye_od = var["dye"]["od"]
+            mix = f["dyemix"]
+            for c in range(3):
+                od[c] = od[c] + f["dye"] * (np.float32(dye_od[0, c]) + np.float32(dye_od[1, c] - dye_od[0, c]) * mix)
+            if labels:
+                lab[glass & (f["dye"] > 0.3)] = 14
+                lab[mask & (f["dye"] > 0.3)] = 13
+        if cover is not None and cover[0] is not None:
+            for c in range(3):
+                od[c] = od[c] + cover[0]
+            if labels:
+                lab[glass & (cover[0] > 0.5 * abs(var["cover"]["core_od"]))
+                    & (var["cover"]["core_od"] > 0)] = 15
+
+    rgb = np.empty((h, w, 3), np.uint8)
+    noise = _tex(bank.noise, xs, ys, 3, 7)
+    sd = np.float32(p["noise_sd"])
+    seams = _vy.seam_gain(lay, xs, ys)
+    for c in range(3):
+        g = illum * np.float32(p["glass"][c])
+        if seams is not None:
+            g = g * seams[c]
+        if cover is not None:
+            g = g * cover[1][c]
+        v = g * np.exp(-od[c]) if od is not None else g
+        v += noise[..., c] * sd + np.float32(0.5)
+        np.clip(v, 0, 255, out=v)
+        rgb[..., c] = v.astype(np.uint8)
+
+    m = truth.astype(np.uint8)
+    for x0, y0, x1, y1, val in var["pads"]:
+        xa, xb = max(int(x0), l0_x), min(int(x1), l0_x + w)
+        ya, yb = max(int(y0), l0_y), min(int(y1), l0_y + h)
+        if xa < xb and ya < yb:
+            rgb[ya - l0_y : yb - l0_y, xa - l0_x : xb - l0_x] = int(val)
+            m[ya - l0_y : yb - l0_y, xa - l0_x : xb - l0_x] = 0
+            if labels:
+                lab[ya - l0_y : yb - l0_y, xa - l0_x : xb - l0_x] = 16 if val == 0 else 9
+    return rgb, m, lab
+
+
 def _check_window(lay: SynthLayout, l0_x, l0_y, w, h) -> None:
     for name, v in (("l0_x", l0_x), ("l0_y", l0_y), ("w", w), ("h", h)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -810,7 +1280,7 @@ def _render(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels: bool
 
 def render_region(
     seed: int, l0_x: int, l0_y: int, w: int, h: int, *, width: int, height: int, mpp: float = 0.5,
-    holes: str = "background",
+    holes: str = "background", profile: str = "he",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render a window of the virtual slide defined by ``seed``.
 
@@ -822,6 +1292,11 @@ def render_region(
         mpp: micrometres per pixel (sizes of nuclei, fibres, ... follow it).
         holes: what the mask calls lumens and tears inside tissue: "background" (default) or
             "tissue" (a hole-filled tissue mask); the pixels are the same (NOTE [Hole convention]).
+            In the variety profile "background" means holes at least ``HOLE_LARGE_UM`` wide
+            (narrower ones are tissue, as in ../shared/data/real/SOURCES.md).
+        profile: "he" (default: the original H&E slides, unchanged), "all" (every stain, tissue
+            kind, glass and scanner effect and artefact, drawn per slide) or a comma-separated
+            list of :data:`CATEGORIES` (e.g. "ihc,needle,pen"); docs/synth.md.
 
     Returns:
         ``(rgb, mask)``: (h, w, 3) uint8 RGB and (h, w) uint8 mask, 1 tissue, 0 background.
@@ -832,7 +1307,7 @@ def render_region(
         InputError: the window is empty or leaves the slide.
     """
     check_holes(holes)
-    lay = make_layout(seed, width, height, mpp)
+    lay = make_layout(seed, width, height, mpp, profile=profile)
     _check_window(lay, l0_x, l0_y, w, h)
     rgb, mask, _ = _render(lay, int(l0_x), int(l0_y), int(w), int(h), False, holes)
     return rgb, mask
