@@ -5,13 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from .arrays import ImageLike, OutSink
 from .planner import _prepare
 from .reading import _HEAP, _check_read_workers, _progress, _read_ahead
 from .tiles import _as_input, _read_crop, _Tile, _tile_list, _tiles
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
 ORDERS = ("shape", "rows")
 #: The ``output`` choices of :func:`iter_predict`.
 OUTPUTS = ("probabilities", "logits", "uint8")
+
+_Out = TypeVar("_Out", bound=OutSink)
 
 
 def _core_logits(model: nn.Module, crop: np.ndarray, core: tuple[slice, slice], device: torch.device,
@@ -111,7 +114,7 @@ class TilePredictions:
             ``model_s`` (the model and turning its logits into ``output``).
     """
 
-    def __init__(self, model: nn.Module, image: Any, tiles: list[_Tile], *, shape: tuple[int, int],
+    def __init__(self, model: nn.Module, image: ImageLike, tiles: list[_Tile], *, shape: tuple[int, int],
                  tile: tuple[int, int], order: str, output: str, device: torch.device, dtype: torch.dtype,
                  read_workers: int, read_ahead: int, progress: bool) -> None:
         self.shape = shape
@@ -123,7 +126,7 @@ class TilePredictions:
         self._dtype = dtype
         self._gen = self._run(model, image, tiles, device, dtype, read_workers, read_ahead, progress)
 
-    def _run(self, model: nn.Module, image: Any, tiles: list[_Tile], device: torch.device, dtype: torch.dtype,
+    def _run(self, model: nn.Module, image: ImageLike, tiles: list[_Tile], device: torch.device, dtype: torch.dtype,
              workers: int, ahead: int, progress: bool) -> Generator[tuple[TileBox, np.ndarray], None, None]:
         fast = _fast_cpu(model, dtype, device)
         probabilities, uint8 = self.output != "logits", self.output == "uint8"
@@ -181,7 +184,7 @@ class TilePredictions:
 
 def iter_predict(
     model: nn.Module,
-    image: Any,
+    image: ImageLike,
     *,
     order: str = "shape",
     output: str = "probabilities",
@@ -249,18 +252,30 @@ def iter_predict(
                            device=dev, dtype=dtype, read_workers=workers, read_ahead=ahead, progress=progress)
 
 
+@overload
+def tiled_predict(
+    model: nn.Module, image: ImageLike, *, out: None = None, memory_budget: int | str | None = None,
+    tile: int | Sequence[int] | None = None, device: str | torch.device | None = None, progress: bool = False,
+    logits: bool = False, read_workers: int | None = None,
+) -> np.ndarray: ...
+@overload
+def tiled_predict(
+    model: nn.Module, image: ImageLike, *, out: _Out, memory_budget: int | str | None = None,
+    tile: int | Sequence[int] | None = None, device: str | torch.device | None = None, progress: bool = False,
+    logits: bool = False, read_workers: int | None = None,
+) -> _Out: ...
 def tiled_predict(
     model: nn.Module,
-    image: Any,
+    image: ImageLike,
     *,
-    out: Any = None,
+    out: OutSink | None = None,
     memory_budget: int | str | None = None,
     tile: int | Sequence[int] | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
     logits: bool = False,
     read_workers: int | None = None,
-) -> Any:
+) -> np.ndarray | OutSink:
     """Per-pixel tissue probabilities ``sigmoid(model(image / 255))``, computed tile by tile.
 
     Args:
