@@ -15,12 +15,14 @@ Typical use (one training step on a 16000 x 64000 region stored on disk)::
     optimizer.step()
 
 Modules: ``planner`` (tile sizes, locality, devices), ``tiles`` (tile geometry and input
-checks), ``reading`` (read-ahead, the crop cache, heap reuse), ``forward``, ``backward``, and
+checks), ``reading`` (read-ahead, the crop cache, heap reuse), ``forward``, ``backward``,
+``arrays`` (``ImageLike`` and ``OutSink``, the types of what the engine reads and writes), and
 ``_cpu_kernels`` (compiled CPU kernels for the full-resolution layers).
 """
 
 from __future__ import annotations
 
+from .arrays import ImageLike, OutSink
 from .backward import tiled_backward
 from .forward import TileBox, TilePredictions, iter_predict, tiled_predict
 from .planner import (
@@ -43,6 +45,8 @@ __all__ = [
     "iter_predict",
     "TileBox",
     "TilePredictions",
+    "ImageLike",
+    "OutSink",
     "resolve_device",
     "check_local",
     "check_tile",
