@@ -95,11 +95,12 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         f.write(text)
 
 
-def temp_dir(parent: str | os.PathLike[str], prefix: str, suffix: str = "") -> Path:
+def temp_dir(parent: str | os.PathLike[str], prefix: str, suffix: str = "", *,
+             fix: str = "write elsewhere") -> Path:
     """A new private temporary folder in ``parent`` (``tempfile.mkdtemp``: a random name, mode
-    0700, created exclusively); an OSError becomes an OutputError naming ``parent``."""
+    0700, created exclusively); an OSError becomes an OutputError naming ``parent`` and ``fix``."""
     try:
         return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
     except OSError as exc:
         raise OutputError(f"cannot create a temporary folder in {parent} ({exc.strerror or exc}); "
-                          "free disk space or write elsewhere", cause=exc) from exc
+                          f"free disk space or {fix}", cause=exc) from exc

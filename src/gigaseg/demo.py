@@ -182,7 +182,7 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, *, scale: str = DEFAULT_DEMO_SC
     import torch
 
     from . import __version__
-    from ._atomic import write_json_atomic
+    from ._atomic import write_json_atomic, write_text_atomic
     from ._memory import peak_rss_bytes
     from ._runinfo import machine_info, utc_now
     from .predict import predict_slide
@@ -289,7 +289,5 @@ def run_demo(out: str | Path = DEFAULT_DEMO_OUT, *, scale: str = DEFAULT_DEMO_SC
         f"outputs: {out}\n"
     )
     write_json_atomic(out / "summary.json", summary)
-    tmp = out / ".summary.txt.tmp"
-    tmp.write_text(text)
-    tmp.replace(out / "summary.txt")
+    write_text_atomic(out / "summary.txt", text)
     return {**summary, "text": text, "out": str(out)}

@@ -11,7 +11,6 @@ import glob as _glob
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,13 +18,18 @@ from pathlib import Path
 import numpy as np
 
 from ._deps import require
-from .errors import GigasegError, InputError, OutputError, SlideError
+from .errors import ConfigError, GigasegError, InputError, OutputError, SlideError
 
 __all__ = [
     "DEFAULT_MIN_AREA",
     "THUMB_SIDE",
     "SLIDE_SUFFIXES",
+    "RUN_CONFIG_NAMES",
     "output_paths",
+    "run_config_path",
+    "same_file",
+    "refuse_inputs",
+    "check_batch",
     "slide_stem",
     "expand_slide_paths",
     "existing_outputs",
@@ -47,10 +51,105 @@ SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".v
 _OUTPUT_SUFFIXES = {"mask": ".mask.tiff", "geojson": ".geojson", "overlay": ".overlay.png", "summary": ".json"}
 
 
+#: The file in which each command records its effective configuration, in its output folder.
+RUN_CONFIG_NAMES = {"predict": "predict-config.json", "baseline": "baseline-config.json",
+                    "prepare": "prepare-config.json"}
+
+
 def output_paths(out_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
     """The four output files of a slide: mask, geojson, overlay, summary."""
     out_dir = Path(out_dir)
     return {k: out_dir / f"{stem}{s}" for k, s in _OUTPUT_SUFFIXES.items()}
+
+
+def run_config_path(out_dir: str | os.PathLike, command: str) -> Path:
+    """Where ``command`` ("predict", "baseline", "prepare") records its configuration in ``out_dir``."""
+    return Path(out_dir) / RUN_CONFIG_NAMES[command]
+
+
+# NOTE [Outputs never replace inputs]
+# Output names are derived (<stem>.json, <stem>.geojson, predict-config.json, evaluate.csv, ...),
+# so an input can sit exactly where an output will go: a slide named predict-config.tif (its
+# summary is the run's predict-config.json), two slides with one stem, a GeoJSON given as a slide
+# in the output folder. Every command computes all its output paths before any work and refuses
+# the run, naming both paths, when one is the same file as an input (same resolved path, or the
+# same inode: a hard link) or as another output. `overwrite` replaces earlier outputs, never an
+# input. Nothing is renamed silently: the fix (another output folder, a renamed file) is the user's.
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether paths ``a`` and ``b`` are one file: the same resolved path, or (both existing) the
+    same inode."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_inputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike]) -> None:
+    """Raise a ConfigError naming both paths when an output would replace an input."""
+    ins = [Path(p) for p in inputs if p is not None]
+    real = {os.path.realpath(p): p for p in ins}
+    inodes = {}
+    for p in ins:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        inodes[(st.st_dev, st.st_ino)] = p
+    for out in outputs:
+        hit = real.get(os.path.realpath(out))
+        if hit is None:
+            try:
+                st = os.stat(out)
+                hit = inodes.get((st.st_dev, st.st_ino))
+            except OSError:
+                pass
+        if hit is not None:
+            raise ConfigError(
+                f"the output {out} would replace the input {hit}: an output never replaces an input, "
+                "`overwrite=True` included; choose another `out_dir`, or move or rename the input"
+            )
+
+
+def check_batch(slides: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *, command: str | None = None,
+                inputs: Iterable[str | os.PathLike] = ()) -> dict[Path, dict[str, Path]]:
+    """The output paths of each slide of a batch, checked before any work.
+
+    Refused with a ConfigError naming the paths: two slides with one output name (their outputs
+    would overwrite each other), a slide output that is ``command``'s configuration file
+    (``run_config_path``), and any output that is an input: a slide or one of ``inputs`` (the
+    model's checkpoint). See NOTE [Outputs never replace inputs].
+    """
+    slide_paths = [Path(s) for s in slides]
+    out_dir = Path(out_dir)
+    plan: dict[Path, dict[str, Path]] = {}
+    names: dict[str, Path] = {}
+    for s in slide_paths:
+        stem = slide_stem(s)
+        key = stem.casefold()  # one file on case-insensitive file systems (macOS, Windows)
+        if key in names:
+            raise ConfigError(
+                f"slides {names[key]} and {s} have the same output name {stem!r}: their outputs "
+                f"({out_dir / stem}.*) would replace each other; give each folder of slides its own `out_dir`, "
+                "or rename one of the slides"
+            )
+        names[key] = s
+        plan[s] = output_paths(out_dir, stem)
+    outputs = [p for paths in plan.values() for p in paths.values()]
+    if command is not None:
+        config = run_config_path(out_dir, command)
+        for s, paths in plan.items():
+            for p in paths.values():
+                if same_file(p, config):
+                    raise ConfigError(
+                        f"the output {p} of slide {s} is the run's configuration file {config}: rename the slide, "
+                        "or choose another `out_dir`"
+                    )
+        outputs.append(config)
+    refuse_inputs(outputs, [*slide_paths, *inputs])
+    return plan
+
 
 
 def slide_stem(path: str | os.PathLike) -> str:
@@ -147,12 +246,11 @@ def require_writers() -> None:
 
 
 def temp_dir(out_dir: Path, prefix: str, suffix: str) -> Path:
-    """A new hidden temporary folder in ``out_dir`` (``tempfile.mkdtemp``), else an OutputError."""
-    try:
-        return Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=out_dir))
-    except OSError as exc:
-        raise OutputError(f"cannot create a temporary folder in {out_dir} ({exc.strerror or exc}); "
-                          "free disk space or choose another `out_dir`", cause=exc) from exc
+    """A new hidden temporary folder in ``out_dir`` (``tempfile.mkdtemp``: a random name, created
+    exclusively, mode 0700; NOTE [Temporary files] in gigaseg._atomic), else an OutputError."""
+    from ._atomic import temp_dir as make
+
+    return make(out_dir, prefix, suffix, fix="choose another `out_dir`")
 
 
 def thumbnail(slide, side: int = THUMB_SIDE) -> tuple[np.ndarray, tuple[float, float]]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import os
 import random
 import signal
 import statistics
@@ -357,13 +356,8 @@ def plot_curves(rows: list[dict], path: str | Path) -> Path | None:
     ax2.set_ylabel("validation Dice (mean +/- sd over regions)")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path, "wb") as f:  # a random, exclusive temporary name (NOTE [Temporary files])
+        fig.savefig(f, format="png")
     return path
 
 

@@ -53,7 +53,9 @@ def make_synthetic_arrays(
     rng = np.random.default_rng(seed)
     cell = 64
     field = rng.random((height // cell + 2, width // cell + 2)) < 0.45
-    tmp_image, tmp_mask = directory / "image.npy.tmp", directory / "mask.npy.tmp"
+    # written in a private folder of a random name (NOTE [Temporary files] in gigaseg._atomic), then moved
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".bench-data-", dir=directory))
+    tmp_image, tmp_mask = tmp_dir / "image.npy", tmp_dir / "mask.npy"
     image = np.lib.format.open_memmap(tmp_image, mode="w+", dtype=np.uint8, shape=(height, width, 3))
     mask = np.lib.format.open_memmap(tmp_mask, mode="w+", dtype=np.uint8, shape=(height, width))
     tissue = np.array([200, 120, 170], dtype=np.int16)
@@ -71,6 +73,7 @@ def make_synthetic_arrays(
     del image, mask
     os.replace(tmp_image, image_path)
     os.replace(tmp_mask, mask_path)
+    tmp_dir.rmdir()
     return np.load(image_path, mmap_mode="r"), np.load(mask_path, mmap_mode="r")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -69,6 +68,7 @@ def _geometry_args(p: argparse.ArgumentParser, width, height) -> None:
 
 def run_synth(args) -> int:
     from .. import __version__
+    from .._atomic import write_text_atomic
     from ..synth import make_layout, write_slide
 
     out = Path(args.out)
@@ -92,10 +92,7 @@ def run_synth(args) -> int:
     if args.profile != "he":  # the categories this seed drew (docs/synth.md)
         config["categories"] = list(make_layout(args.seed, args.width, args.height, args.mpp,
                                                 profile=args.profile).categories)
-    cfg = slide.with_suffix(".json")
-    tmp = cfg.with_name(cfg.name + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, cfg)
+    write_text_atomic(slide.with_suffix(".json"), json.dumps(config, indent=2) + "\n")
     print(slide)
     print(mask)
     return 0
