@@ -1,9 +1,10 @@
 """Segmentation metrics: Dice, IoU, precision, recall of predicted masks against references.
 
 Metrics count pixels of a predicted mask against a reference mask at the reference's
-resolution; reference pixels of value 255 are ignored. Masks load from mask TIFFs
-(``gigaseg predict`` output: the pyramid level closest above the reference size is
-read), PNG/JPEG and other images, and ``.npy`` (bool or integers).
+resolution; ignored reference pixels (255 of a 0/1/255 reference) are left out. Masks load
+from mask TIFFs (``gigaseg predict`` output: the pyramid level closest above the reference
+size is read), PNG/JPEG and other images, and ``.npy`` (bool or integers). Their values are
+read by a fixed rule, and what it cannot settle is refused (NOTE [Mask values]).
 
 Example::
 
@@ -19,18 +20,31 @@ import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
 from ._deps import require
 from .errors import ConfigError, GigasegError, InputError
-from .options import METRICS
+from .options import (
+    DEFAULT_REFERENCE_VALUES,
+    DEFAULT_THRESHOLD,
+    METRICS,
+    REFERENCE_VALUES,
+    check_choice,
+    check_number,
+)
 
 __all__ = [
     "METRICS",
+    "REFERENCE_VALUES",
     "confusion_counts",
     "scores",
     "load_mask",
+    "load_reference",
+    "load_prediction",
+    "evaluation_paths",
+    "write_evaluation",
     "resize_nearest",
     "evaluate_pair",
     "evaluate_pairs",
@@ -68,37 +82,55 @@ def scores(c: dict[str, int]) -> dict[str, float | None]:
 # --- loading masks ---------------------------------------------------------------------------
 
 
-def _tiff_levels(path: Path):
+# NOTE [Mask values]
+# A mask file's numbers mean different things in different tools: 0/1 (tissue 1), 0/255 (a
+# binary image, tissue 255), 0/1/255 (gigaseg's references: 255 = ignore), round(255 p) (a
+# probability mask). Reading one as another gives a score that looks fine and is wrong (a 0/255
+# reference read as 0/1/255 is all "ignore": Dice 0, or 1 against itself). So the reading is
+# decided by a fixed rule from the values the file holds (all of them, not a sample) and the
+# file's kind, it is recorded in the report, and what the rule cannot settle is refused with
+# the question spelled out.
+#
+# References (``reference_values``):
+#   "auto"     bool: 0/1. Values in {0, 1} or {0, 1, 255} with a 1: 0/1/255 (255 = ignore).
+#              Values in {0, 255} with a 255 and no 1: gigaseg's own mask TIFF (``gigaseg predict``
+#              and ``baseline``, ImageDescription "gigaseg tissue mask") is 0/255 = background/tissue;
+#              any other file is ambiguous (a binary 0/255 image, or background and ignore
+#              pixels?) and refused, naming both readings and the option that chooses.
+#   "0/1/255"  0 background, 1 tissue, 255 ignore.
+#   "0/255"    0 background, 255 tissue (a file holding a 1 is refused).
+#   Any other value (2..254, negative, above 255, fractions) is refused with the values seen.
+# Predictions (no ignore value):
+#   bool: 0/1. gigaseg's mask TIFF: round(255 p), tissue when >= round(255 threshold) (its 0/255
+#   masks and its --probabilities masks alike). Integers: {0, 1}: 0/1; {0, 255}: 0/255; 0, 1 and
+#   255 together (a reference's layout, with ignore) refused; any other values in 0..255 a
+#   probability mask round(255 p), thresholded. Floats: probabilities in [0, 1], thresholded;
+#   anything outside [0, 1] or NaN refused.
+
+#: The ImageDescription of gigaseg's mask TIFFs (gigaseg._writers.write_mask_tiff).
+_GIGASEG_MASK = "gigaseg tissue mask"
+
+
+def _tiff_levels(path: Path) -> tuple[Any, list[Any], bool]:
     tifffile = require("tifffile", "reading TIFF masks")
     tif = tifffile.TiffFile(path)
     levels = [p for p in tif.series[0].levels] if tif.series else []
-    return tif, levels
+    description = tif.pages[0].description if len(tif.pages) else ""
+    return tif, levels, str(description).startswith(_GIGASEG_MASK)
 
 
-def load_mask(path: str | os.PathLike, *, min_size: tuple[int, int] | None = None,
-              threshold: float = 0.5, reference: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
-    """Load a mask as (h, w) uint8 0/1 (references keep 255 = ignore).
-
-    Args:
-        path: .npy, a TIFF (pyramidal: the smallest level at least ``min_size``), or an image.
-        min_size: (w, h) the caller will sample to; picks a TIFF pyramid level.
-        threshold: values other than 0/1/255 (probability masks) count as tissue when
-            value / 255 >= threshold.
-        reference: keep 255 as ignore (reference masks); else 255 is tissue.
-
-    Returns:
-        (mask, full (w, h)): the mask and the size of the file's full-resolution level.
-    """
-    path = Path(path)
+def _read(path: Path, min_size: tuple[int, int] | None) -> tuple[np.ndarray, tuple[int, int], bool]:
+    """(the mask's array as stored, the (w, h) of its full resolution, whether it is gigaseg's mask TIFF)."""
     if not path.is_file():
         raise InputError(f"mask {path} does not exist; check the path")
     suffix = path.suffix.lower()
+    ours = False
     try:
         if suffix == ".npy":
             a = np.load(path, allow_pickle=False)
-            full = (a.shape[1], a.shape[0]) if a.ndim >= 2 else None
+            full = (a.shape[1], a.shape[0]) if a.ndim >= 2 else (0, 0)
         elif suffix in (".tif", ".tiff"):
-            tif, levels = _tiff_levels(path)
+            tif, levels, ours = _tiff_levels(path)
             with tif:
                 if not levels:
                     raise InputError(f"mask {path}: the TIFF holds no image")
@@ -133,24 +165,141 @@ def load_mask(path: str | os.PathLike, *, min_size: tuple[int, int] | None = Non
         a = a[..., 0]
     if a.ndim != 2:
         raise InputError(f"mask {path} has shape {a.shape}; a mask is a 2-D (H, W) array")
+    return a, full, ours
+
+
+def _values(a: np.ndarray) -> np.ndarray:
+    """The distinct values of ``a``, sorted (all of them: the whole array is counted)."""
+    if a.dtype == np.uint8:
+        return np.flatnonzero(np.bincount(a.ravel(), minlength=256))
+    return np.unique(a)
+
+
+def _shown(values: np.ndarray) -> str:
+    shown = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values[:8].tolist())
+    return shown + (f", ... ({len(values)} values)" if len(values) > 8 else "")
+
+
+def load_reference(path: str | os.PathLike[str], *,
+                   values: str = DEFAULT_REFERENCE_VALUES) -> tuple[np.ndarray, tuple[int, int], str]:
+    """Load a reference mask as (h, w) uint8 0/1 with 255 = ignore, by NOTE [Mask values].
+
+    Args:
+        path: .npy, a TIFF (full resolution) or an image.
+        values: how to read the file's values: "auto", "0/1/255" or "0/255".
+
+    Returns:
+        (mask, full (w, h), the reading used: "0/1/255" or "0/255").
+
+    Raises:
+        InputError: values that no reading allows, or (``values="auto"``) 0/255 values that
+            could be either reading.
+    """
+    check_choice("reference_values", values, REFERENCE_VALUES)
+    path = Path(path)
+    a, full, ours = _read(path, None)
     if a.dtype == bool:
-        return a.astype(np.uint8), full
+        return a.astype(np.uint8), full, "0/1/255"
+    seen = _values(a)
     if not np.issubdtype(a.dtype, np.integer):
-        a = np.round(np.clip(a.astype(np.float64), 0, 1) * 255).astype(np.uint8)
-        return (a >= round(255 * threshold)).astype(np.uint8), full
-    values = np.unique(a[:: max(1, a.shape[0] // 512), :: max(1, a.shape[1] // 512)])
-    if reference:
-        if np.all(np.isin(values, (0, 1, 255))) and np.all(np.isin(np.unique(a), (0, 1, 255))):
-            return a.astype(np.uint8), full
+        if not np.all(np.isin(seen, (0, 1, 255))):
+            raise InputError(
+                f"reference mask {path} holds {a.dtype} values {_shown(seen)}; a reference holds whole numbers: "
+                "0 (background), 1 (tissue), 255 (ignore), or 0/255 for background/tissue; threshold it "
+                "(e.g. mask > 0.5) and save it as integers"
+            )
+        a = a.astype(np.uint8)
+    present = set(seen.tolist())
+    if not present <= {0, 1, 255}:
+        bad = sorted(present - {0, 1, 255})
         raise InputError(
-            f"reference mask {path} has values {np.unique(a)[:8].tolist()}...; a reference holds 0 (background), "
-            "1 (tissue) and 255 (ignore)"
+            f"reference mask {path} holds the values {_shown(np.asarray(bad))} besides 0/1/255; a reference holds "
+            "0 (background), 1 (tissue) and 255 (ignore), or 0 and 255 (background, tissue): threshold it "
+            "(e.g. mask > 127) and save it again"
         )
-    if np.all(np.isin(np.unique(a), (0, 1))):
-        return a.astype(np.uint8), full
-    if np.all(np.isin(np.unique(a), (0, 255))):
-        return (a == 255).astype(np.uint8), full
-    return (a.astype(np.float64) >= round(255 * threshold)).astype(np.uint8), full
+    reading = values
+    if values == "auto":
+        if 1 in present or 255 not in present:
+            reading = "0/1/255"
+        elif ours:
+            reading = "0/255"  # gigaseg's own mask TIFF: 0 background, 255 tissue
+        else:
+            ignored = float(np.count_nonzero(a == 255)) / max(1, a.size)
+            raise InputError(
+                f"reference mask {path} holds only 0 and 255, which reads two ways: as a binary image "
+                f"(255 = tissue) or as background and ignore pixels (255 = ignore: {ignored:.1%} of it ignored and "
+                "no tissue at all). Say which: `reference_values='0/255'` (255 = tissue) or "
+                "`reference_values='0/1/255'` (255 = ignore)"
+            )
+    if reading == "0/255":
+        if 1 in present:
+            raise InputError(
+                f"reference mask {path} holds 1s, which a 0/255 mask (255 = tissue) does not: it reads as 0/1/255 "
+                "(1 = tissue, 255 = ignore); give `reference_values='0/1/255'` or 'auto'"
+            )
+        return (a == 255).astype(np.uint8), full, "0/255"
+    return np.ascontiguousarray(a, dtype=np.uint8), full, "0/1/255"
+
+
+def load_prediction(path: str | os.PathLike[str], *, min_size: tuple[int, int] | None = None,
+                    threshold: float = DEFAULT_THRESHOLD) -> tuple[np.ndarray, tuple[int, int], str]:
+    """Load a predicted mask as (h, w) uint8 0/1, by NOTE [Mask values].
+
+    Args:
+        path: .npy, a TIFF (pyramidal: the smallest level at least ``min_size``), or an image.
+        min_size: (w, h) the caller will sample to; picks a TIFF pyramid level.
+        threshold: a probability mask's tissue is p >= threshold (round(255 p) >=
+            round(255 threshold) on uint8 masks).
+
+    Returns:
+        (mask, full (w, h), the reading used: "0/1", "0/255" or "probability").
+    """
+    check_number("threshold", threshold)
+    path = Path(path)
+    a, full, ours = _read(path, min_size)
+    thr_u8 = round(255 * threshold)
+    if a.dtype == bool:
+        return a.astype(np.uint8), full, "0/1"
+    if ours and a.dtype == np.uint8:
+        return (a >= thr_u8).astype(np.uint8), full, "probability"
+    seen = _values(a)
+    if not np.issubdtype(a.dtype, np.integer):
+        if seen.size and not (np.all(np.isfinite(seen)) and seen[0] >= 0 and seen[-1] <= 1):
+            raise InputError(
+                f"predicted mask {path} holds {a.dtype} values {_shown(seen)}; a floating-point mask holds "
+                "probabilities in [0, 1]: scale it (e.g. mask / 255) or save it as integers"
+            )
+        a8 = np.round(a.astype(np.float64) * 255)
+        return (a8 >= thr_u8).astype(np.uint8), full, "probability"
+    present = set(seen.tolist())
+    if present <= {0, 1}:
+        return a.astype(np.uint8), full, "0/1"
+    if present <= {0, 255}:
+        return (a == 255).astype(np.uint8), full, "0/255"
+    if seen[0] < 0 or seen[-1] > 255:
+        raise InputError(
+            f"predicted mask {path} holds the values {_shown(seen)}; a mask holds 0/1, 0/255 or probabilities "
+            "round(255 p) in 0..255"
+        )
+    if present <= {0, 1, 255}:
+        raise InputError(
+            f"predicted mask {path} holds 0, 1 and 255, the layout of a reference with ignore pixels; a prediction "
+            "has no ignore value: give the predicted mask (0/1, 0/255 or probabilities round(255 p)), or check "
+            "that predictions and references are not swapped"
+        )
+    return (a >= thr_u8).astype(np.uint8), full, "probability"
+
+
+def load_mask(path: str | os.PathLike[str], *, min_size: tuple[int, int] | None = None,
+              threshold: float = DEFAULT_THRESHOLD, reference: bool = False,
+              reference_values: str = DEFAULT_REFERENCE_VALUES) -> tuple[np.ndarray, tuple[int, int]]:
+    """Load a mask as (h, w) uint8 0/1 (references keep 255 = ignore): ``load_reference`` with
+    ``reference`` (and ``reference_values``), else ``load_prediction``. Returns (mask, full (w, h))."""
+    if reference:
+        mask, full, _ = load_reference(path, values=reference_values)
+    else:
+        mask, full, _ = load_prediction(path, min_size=min_size, threshold=threshold)
+    return mask, full
 
 
 def resize_nearest(a: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -175,11 +324,17 @@ def _check_aspect(pred_path, pred_full, ref_path, ref_size) -> None:
         )
 
 
-def evaluate_pair(pred_path: str | os.PathLike, ref_path: str | os.PathLike, *, threshold: float = 0.5) -> dict:
-    """Scores of one prediction against one reference, at the reference's resolution."""
-    ref, ref_full = load_mask(ref_path, reference=True)
+def evaluate_pair(pred_path: str | os.PathLike[str], ref_path: str | os.PathLike[str], *,
+                  threshold: float = DEFAULT_THRESHOLD,
+                  reference_values: str = DEFAULT_REFERENCE_VALUES) -> dict[str, Any]:
+    """Scores of one prediction against one reference, at the reference's resolution.
+
+    The masks' values are read by NOTE [Mask values]; the readings used are in the result
+    (``reference_values``, ``prediction_values``).
+    """
+    ref, ref_full, ref_reading = load_reference(ref_path, values=reference_values)
     rh, rw = ref.shape
-    pred, pred_full = load_mask(pred_path, min_size=(rw, rh), threshold=threshold)
+    pred, pred_full, pred_reading = load_prediction(pred_path, min_size=(rw, rh), threshold=threshold)
     _check_aspect(pred_path, pred_full, ref_path, (rw, rh))
     resampled = False
     if pred.shape != ref.shape:
@@ -192,7 +347,8 @@ def evaluate_pair(pred_path: str | os.PathLike, ref_path: str | os.PathLike, *, 
         resampled = True
     c = confusion_counts(pred, ref)
     return {"prediction": str(pred_path), "reference": str(ref_path), "size": [rw, rh],
-            "prediction_size": list(pred_full), "resampled": resampled, **c, **scores(c)}
+            "prediction_size": list(pred_full), "resampled": resampled, "reference_values": ref_reading,
+            "prediction_values": pred_reading, **c, **scores(c)}
 
 
 def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -204,30 +360,77 @@ def _mean_sd(values: list[float | None]) -> tuple[float | None, float | None]:
     return mean, sd
 
 
-def evaluate_pairs(preds: Iterable, refs: Iterable, *, threshold: float = 0.5) -> dict:
-    """Per-pair scores and their mean and sample standard deviation (ddof=1) over the set."""
+def evaluate_pairs(preds: Iterable[str | os.PathLike[str]], refs: Iterable[str | os.PathLike[str]], *,
+                   threshold: float = DEFAULT_THRESHOLD,
+                   reference_values: str = DEFAULT_REFERENCE_VALUES) -> dict[str, Any]:
+    """Per-pair scores and their mean and sample standard deviation (ddof=1) over the set.
+
+    ``threshold`` and ``reference_values`` are checked before any mask is read; see
+    ``evaluate_pair``.
+    """
     preds, refs = list(preds), list(refs)
+    check_number("threshold", threshold)
+    check_choice("reference_values", reference_values, REFERENCE_VALUES)
     if len(preds) != len(refs):
         raise ConfigError(f"{len(preds)} predictions but {len(refs)} references: give one reference (`refs`) per "
                           "prediction (`preds`), in order")
     if not preds:
         raise ConfigError("no prediction to evaluate: give prediction files (`preds`) and as many references (`refs`)")
-    rows = [evaluate_pair(p, r, threshold=threshold) for p, r in zip(preds, refs)]
+    rows = [evaluate_pair(p, r, threshold=threshold, reference_values=reference_values) for p, r in zip(preds, refs)]
     mean, sd = {}, {}
     for k in METRICS:
         mean[k], sd[k] = _mean_sd([r[k] for r in rows])
-    return {"n": len(rows), "threshold": threshold, "per_slide": rows, "mean": mean, "sd": sd}
+    return {"n": len(rows), "threshold": threshold, "reference_values": reference_values, "per_slide": rows,
+            "mean": mean, "sd": sd}
 
 
-def write_csv(path: Path, report: dict) -> None:
+#: The files ``write_evaluation`` writes into its folder.
+EVALUATION_FILES = {"json": "evaluate.json", "csv": "evaluate.csv"}
+_CSV_COLUMNS = ["prediction", "reference", *METRICS, "tp", "fp", "fn", "tn", "ignored", "resampled",
+                "reference_values", "prediction_values"]
+
+
+def evaluation_paths(out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """The report files of ``write_evaluation`` in ``out_dir``."""
+    return {k: Path(out_dir) / name for k, name in EVALUATION_FILES.items()}
+
+
+def write_evaluation(out_dir: str | os.PathLike[str], report: dict[str, Any], *,
+                     extra: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write ``report`` (``evaluate_pairs``'s) as ``evaluate.json`` (with ``extra`` entries first) and
+    ``evaluate.csv`` into ``out_dir`` (created), each atomically; returns their paths.
+
+    Raises:
+        ConfigError: a report file would replace one of the evaluated masks.
+        OutputError: the folder or the files cannot be written.
+    """
+    from ._atomic import atomic_write, write_json_atomic
+    from .outputs import check_out_dir, refuse_inputs
+
+    paths = evaluation_paths(out_dir)
+    refuse_inputs(paths.values(), [p for r in report["per_slide"] for p in (r["prediction"], r["reference"])])
+    check_out_dir(Path(out_dir))
+    write_json_atomic(paths["json"], {**(extra or {}), **report})
+    with atomic_write(paths["csv"], newline="") as f:
+        _write_csv(f, report)
+    return paths
+
+
+def _write_csv(f: IO[str], report: dict[str, Any]) -> None:
     import csv
 
-    cols = ["prediction", "reference", *METRICS, "tp", "fp", "fn", "tn", "ignored", "resampled"]
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(cols)
-        for r in report["per_slide"]:
-            w.writerow([r[c] if r[c] is not None else "" for c in cols])
-        for name in ("mean", "sd"):
-            w.writerow([name, ""] + [("" if report[name][k] is None else report[name][k]) for k in METRICS]
-                       + [""] * 6)
+    w = csv.writer(f)
+    w.writerow(_CSV_COLUMNS)
+    for r in report["per_slide"]:
+        w.writerow([r[c] if r[c] is not None else "" for c in _CSV_COLUMNS])
+    for name in ("mean", "sd"):
+        w.writerow([name, ""] + [("" if report[name][k] is None else report[name][k]) for k in METRICS]
+                   + [""] * (len(_CSV_COLUMNS) - 2 - len(METRICS)))
+
+
+def write_csv(path: str | os.PathLike[str], report: dict[str, Any]) -> None:
+    """Write ``report``'s table as CSV to ``path``, atomically."""
+    from ._atomic import atomic_write
+
+    with atomic_write(path, newline="") as f:
+        _write_csv(f, report)
