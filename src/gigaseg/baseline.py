@@ -13,15 +13,23 @@ without learning:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._deps import require
-from .errors import ConfigError
-from .options import BASELINE_METHODS
+from .errors import ConfigError, GigasegError
+from .options import (
+    BASELINE_METHODS,
+    DEFAULT_BASELINE_METHOD,
+    DEFAULT_WORKING_MPP,
+    check_number,
+    check_options,
+)
 
-__all__ = ["BASELINE_METHODS", "otsu_threshold", "baseline_mask", "baseline_slide"]
+__all__ = ["BASELINE_METHODS", "otsu_threshold", "baseline_mask", "baseline_slide", "baseline_slides"]
 
 
 
@@ -82,6 +90,7 @@ def baseline_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     from ._writers import MaskGrid
     from .outputs import (
         DEFAULT_MIN_AREA,
+        check_batch,
         check_out_dir,
         existing_outputs,
         open_with_mpp,
@@ -91,14 +100,12 @@ def baseline_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, *,
         write_outputs,
     )
 
-    if method not in BASELINE_METHODS:
-        raise ConfigError(f"unknown baseline method {method!r}; choose one of {', '.join(BASELINE_METHODS)}")
-    if not working_mpp > 0:
-        raise ConfigError(f"working mpp must be > 0, got {working_mpp}")
+    _check(method=method, mpp=mpp, working_mpp=working_mpp, min_area=min_area, simplify=simplify)
     t_start = time.perf_counter()
     slide_path, out_dir = Path(slide_path), Path(out_dir)
     stem = slide_stem(slide_path)
     paths = output_paths(out_dir, stem)
+    check_batch([slide_path], out_dir)
     if not overwrite and existing_outputs(paths):
         return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (`overwrite=True` replaces them)",
                 "paths": {k: str(v) for k, v in paths.items()}}
@@ -143,3 +150,45 @@ def baseline_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, *,
         slide.close()
     summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
     return summary
+
+
+def _check(*, method: str, mpp: float | None, working_mpp: float, min_area: float | None,
+           simplify: float | None) -> None:
+    if method not in BASELINE_METHODS:
+        raise ConfigError(f"unknown baseline method {method!r}; choose one of {', '.join(BASELINE_METHODS)}")
+    check_number("working_mpp", working_mpp)
+    check_options(mpp=mpp, min_area=min_area, simplify=simplify)
+
+
+def baseline_slides(slides: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
+                    **kwargs: Any) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Run :func:`baseline_slide` on many slides; one failure does not stop the others.
+
+    The options (``kwargs``) are ``baseline_slide``'s. Every option, and every output path against
+    the inputs (two slides with one output name, a slide whose summary would be the run's
+    ``baseline-config.json``), is checked before any slide is read. Returns ``(summaries,
+    failures)`` with failures as ``(slide, error message)``.
+    """
+    import inspect
+
+    from .outputs import check_batch, check_out_dir
+
+    slides = [Path(s) for s in slides]
+    try:
+        inspect.signature(baseline_slide).bind(None, out_dir, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"baseline_slides: {exc}; the options are baseline_slide's") from None
+    _check(method=kwargs.get("method", DEFAULT_BASELINE_METHOD), mpp=kwargs.get("mpp"),
+           working_mpp=kwargs.get("working_mpp", DEFAULT_WORKING_MPP), min_area=kwargs.get("min_area"),
+           simplify=kwargs.get("simplify"))
+    check_batch(slides, out_dir, command="baseline")
+    check_out_dir(Path(out_dir))
+    summaries, failures = [], []
+    for s in slides:
+        try:
+            summaries.append(baseline_slide(s, out_dir, **kwargs))
+        except GigasegError as exc:
+            failures.append((str(s), str(exc)))
+        except (OSError, ValueError, RuntimeError) as exc:
+            failures.append((str(s), f"{type(exc).__name__}: {exc}"))
+    return summaries, failures

@@ -608,6 +608,11 @@ class TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("loss", self.loss, LOSSES)
         check_choice("jitter", self.jitter, JITTERS)
+        # every value may come from a file (--config, a checkpoint): types and ranges
+        for name in ("lr", "min_lr_ratio", "decay_gamma", "weight_decay", "threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"`{name}={value!r}` must be a finite number")
         for name in ("steps",):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"`{name}={getattr(self, name)!r}` must be an integer >= 1")
@@ -628,7 +633,13 @@ class TrainConfig:
             raise ConfigError(f"`threshold={self.threshold!r}` must be strictly between 0 and 1")
         if self.read_workers is not None and (not isinstance(self.read_workers, int) or self.read_workers < 1):
             raise ConfigError(f"`read_workers={self.read_workers!r}` must be an integer >= 1")
-        if self.memory_budget is not None:
-            from ._units import parse_bytes
-
-            parse_bytes(self.memory_budget)
+        for name in ("data", "out", "val_data", "resume"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, Path)):
+                raise ConfigError(f"`{name}={value!r}` must be a path (a string)")
+        check_number("jitter_strength", self.jitter_strength)
+        check_number("tile", self.tile, none_ok=True)
+        for name in ("augment", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"`{name}={getattr(self, name)!r}` must be true or false")
+        check_memory_budget(self.memory_budget)

@@ -48,11 +48,12 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError, GigasegError, OutputError
-from .options import PRECISIONS
+from .options import DEFAULT_THRESHOLD, PRECISIONS, check_number, check_options
 from .outputs import (
     DEFAULT_MIN_AREA,
     SLIDE_SUFFIXES,
     THUMB_SIDE,
+    check_batch,
     check_out_dir,
     existing_outputs,
     expand_slide_paths,
@@ -281,10 +282,9 @@ def predict_slide(
     from .engine import check_read_workers, default_read_workers, resolve_device
     from .slides import SlideArray
 
-    if not 0.0 < float(threshold) < 1.0:
-        raise ConfigError(f"threshold must be strictly between 0 and 1, got {threshold}")
-    if min_area < 0 or (simplify is not None and simplify < 0):
-        raise ConfigError(f"min_area and simplify must be >= 0, got {min_area} and {simplify}")
+    check_number("threshold", threshold)
+    check_number("min_area", min_area)
+    check_options(mpp=mpp, model_mpp=model_mpp, simplify=simplify, memory_budget=memory_budget)
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is not valid: use one of {', '.join(PRECISIONS)}")
     require_writers()
@@ -293,6 +293,7 @@ def predict_slide(
     out_dir = Path(out_dir)
     stem = slide_stem(slide_path)
     paths = output_paths(out_dir, stem)
+    check_batch([slide_path], out_dir, inputs=[model] if isinstance(model, (str, os.PathLike)) else [])
     if not overwrite and existing_outputs(paths):
         return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (`overwrite=True` replaces them)",
                 "paths": {k: str(v) for k, v in paths.items()}}
@@ -403,31 +404,39 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
     checkpoint is loaded once. Returns ``(summaries, failures)`` with failures as
     ``(slide, error message)``.
     """
+    import inspect
+
     from .checkpoint import load_model
     from .engine import resolve_device
 
     slides = list(slides)
+    # Every option, and every output path against the inputs, is checked before the model loads:
+    # a bad value is one error up front, not one per slide (NOTE [Outputs never replace inputs]).
+    try:
+        inspect.signature(predict_slide).bind(model, None, out_dir, progress=progress, **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"predict_slides: {exc}; the options are predict_slide's") from None
+    check_number("threshold", kwargs.get("threshold", DEFAULT_THRESHOLD))
+    check_number("min_area", kwargs.get("min_area", DEFAULT_MIN_AREA))
+    check_options(**{k: kwargs.get(k) for k in ("mpp", "model_mpp", "simplify", "memory_budget", "read_workers")})
+    if kwargs.get("precision", "float32") not in PRECISIONS:
+        raise ConfigError(f"precision {kwargs['precision']!r} is not valid: use one of {', '.join(PRECISIONS)}")
+    check_batch(slides, out_dir, command="predict", inputs=[model] if isinstance(model, (str, os.PathLike)) else [])
+    check_out_dir(Path(out_dir))
+    require_writers()
     if isinstance(model, (str, os.PathLike)):
         dev = resolve_device(kwargs.get("device") or "cpu")
         net = load_model(model, device=dev)  # the (model, training mpp) pair
         source = str(model)
     else:
         net, source = model, None
-    check_out_dir(Path(out_dir))
-    require_writers()
     summaries, failures = [], []
-    stems: dict[str, Path] = {}
     bar = None
     if progress and len(slides) > 1:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(slides), desc="slides", unit="slide", file=sys.stderr)
     for s in slides:
-        stem = slide_stem(s)
-        if stem in stems:
-            failures.append((str(s), f"same output name {stem!r} as {stems[stem]}; predict it into another `out_dir`"))
-            continue
-        stems[stem] = Path(s)
         try:
             summary = predict_slide(net, s, out_dir, progress=progress, **kwargs)
             if source is not None and not summary.get("skipped"):

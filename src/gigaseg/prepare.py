@@ -17,7 +17,8 @@ import numpy as np
 from ._deps import require
 from ._units import parse_size
 from .errors import ConfigError, GigasegError, InputError
-from .options import IGNORE_MODES
+from .options import IGNORE_MODES, check_number, check_options
+from .outputs import refuse_inputs
 from .store import Region, RegionStore, check_split, sha256_file
 
 __all__ = ["IGNORE_MODES", "parse_origin", "parse_size", "prepare_region", "prepare_synthetic"]
@@ -252,6 +253,7 @@ def prepare_region(
     check_split(split)
     if ignore not in IGNORE_MODES:
         raise ConfigError(f"ignore={ignore!r} is not valid: use one of {', '.join(IGNORE_MODES)}")
+    check_options(mpp=mpp, slide_mpp=slide_mpp, strip_rows=strip_rows)
     w, h = (int(v) for v in size)
     if w <= 0 or h <= 0:
         raise ConfigError(f"region size (w={w}, h={h}) must be positive")
@@ -263,6 +265,9 @@ def prepare_region(
     slide_path = None if hasattr(slide, "read_region") else Path(slide)
     if slide_path is not None and not slide_path.exists():
         raise SlideError(f"slide file {slide_path} does not exist; check the SLIDE path")
+    # the store's index is an output of every region: never a slide or a mask (NOTE [Outputs never
+    # replace inputs] in gigaseg.outputs)
+    refuse_inputs([store.path / "store.json"], [mask_path, *([slide_path] if slide_path is not None else [])])
     sl, close = _open_slide(slide, slide_mpp)
     label = str(slide_path) if slide_path is not None else repr(sl)
     try:
@@ -273,8 +278,6 @@ def prepare_region(
         if mpp is None:
             ds = 1.0
         else:
-            if not mpp > 0:
-                raise ConfigError(f"`mpp={mpp}` must be > 0 (microns per pixel, e.g. 1.0)")
             if native is None:
                 raise InputError(
                     f"slide {label} does not record its mpp, so `mpp={mpp}` cannot be honoured; "
@@ -413,9 +416,13 @@ def prepare_synthetic(
     check_holes(holes)
     profile = check_profile(profile)
 
+    check_number("count", count)
+    check_number("val", val)
+    check_number("seed", seed)
+    check_number("mpp", mpp)
+    check_options(strip_rows=strip_rows)
+
     w, h = (int(v) for v in size)
-    if count < 1:
-        raise ConfigError(f"`count={count}`: the number of regions must be >= 1")
     if not 0 <= val <= count:
         raise ConfigError(f"`val={val}` must be between 0 and the number of regions, `count={count}`")
     rows = int(strip_rows) if strip_rows else _strip_rows(w, 1.0)[0]

@@ -15,6 +15,7 @@ import importlib
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from .. import __version__
@@ -102,6 +103,38 @@ def feeds(parser: argparse.ArgumentParser, **params: str | tuple[str, ...]) -> N
             raise ValueError(f"{parser.prog} has no option with dest {dest!r}")
         action: Any = actions[dest]  # an attribute of ours on argparse's object
         action.gigaseg_params = (names,) if isinstance(names, str) else tuple(names)
+
+
+# NOTE [Option values]
+# A numeric option is read by its rule in gigaseg.options.NUMBER_OPTIONS (finite, of a kind, in
+# a range) as argparse's ``type=``: a bad value (--threshold 2, --mpp nan, --memory-budget junk)
+# is a usage error, exit 2, that names the option, the value and the valid range, before any
+# model is loaded or any slide read. The library functions check the same rules again (a
+# ConfigError naming the parameter), for callers that do not come through the command line.
+def number(param: str) -> Callable[[str], int | float]:
+    """An argparse ``type=`` reading the numeric option of library parameter ``param``."""
+    from ..options import NUMBER_OPTIONS
+
+    rule = NUMBER_OPTIONS[param]
+
+    def convert(text: str) -> int | float:
+        try:
+            return rule.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = param
+    return convert
+
+
+def memory_size(text: str) -> str:
+    """An argparse ``type=`` for a memory budget ("4GB", "2GiB", bytes; at least 256 MiB)."""
+    from ..options import parse_memory_budget
+
+    try:
+        return parse_memory_budget(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def command_parser(*command: str) -> argparse.ArgumentParser:

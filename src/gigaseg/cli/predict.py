@@ -12,12 +12,14 @@ from ..options import (
     DEFAULT_PRECISION,
     DEFAULT_PREDICT_DEVICE,
     DEFAULT_PRESET,
+    DEFAULT_REFERENCE_VALUES,
     DEFAULT_THRESHOLD,
     DEFAULT_WORKING_MPP,
     PRECISIONS,
     PRESET_NAMES,
+    REFERENCE_VALUES,
 )
-from . import command_parser, feeds, show_flags
+from . import command_parser, feeds, memory_size, number, show_flags
 
 _PREDICT_HELP = """\
 Segment tissue on whole slides with a trained model, in bounded memory.
@@ -40,10 +42,14 @@ Dice, IoU, precision and recall of predicted masks against reference masks.
 
   gigaseg evaluate out/a.mask.tiff out/b.mask.tiff --reference ref/a.npy ref/b.png --out eval/
 
-Pairs PRED and --reference in order. Masks: TIFF (pyramidal ok), PNG/JPEG, .npy (bool or
-0/1 or 0/255). Reference pixels of value 255 are ignored. A prediction of another resolution
-is compared at the reference's (nearest neighbour, with a warning); another aspect ratio is
-an error. Prints a table; --out writes evaluate.json and evaluate.csv.
+Pairs PRED and --reference in order. Masks: TIFF (pyramidal ok), PNG/JPEG, .npy.
+References: bool, 0/1, or 0/1/255 where 255 is ignored; 0/255 (255 = tissue) with
+--reference-values 0/255, since a file of only 0 and 255 could mean either (gigaseg's own
+mask TIFFs are 0/255 = tissue and need no option). Predictions: bool, 0/1, 0/255, or
+probabilities (round(255 p), or floats in [0, 1]) thresholded by --threshold. Other values
+are refused. A prediction of another resolution is compared at the reference's (nearest
+neighbour, with a warning); another aspect ratio is an error. Prints a table; --out writes
+evaluate.json and evaluate.csv (never over an input).
 """
 
 _BASELINE_HELP = """\
@@ -59,13 +65,14 @@ the slide).
 
 def _common_outputs(p) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
-    p.add_argument("--mpp", type=float, default=None,
+    p.add_argument("--mpp", type=number("mpp"), default=None,
                    help="level-0 um/px of the slides, replacing what the files say (needed for PNG/JPEG)")
-    p.add_argument("--min-area", type=float, default=None, metavar="UM2",
+    p.add_argument("--min-area", type=number("min_area"), default=None, metavar="UM2",
                    help="smallest tissue piece and hole kept in the GeoJSON, square microns (default 2500)")
-    p.add_argument("--simplify", type=float, default=None, metavar="UM",
+    p.add_argument("--simplify", type=number("simplify"), default=None, metavar="UM",
                    help="GeoJSON simplification tolerance in microns (default: half a mask pixel; 0: none)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (never an input of the run: that is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     feeds(p, out="out_dir")  # messages name the library's parameters: NOTE [Parameters and flags]
 
@@ -78,7 +85,7 @@ def _precision_option(p) -> None:
 
 
 def _read_workers_option(p) -> None:
-    p.add_argument("--read-workers", type=int, default=None, metavar="N",
+    p.add_argument("--read-workers", type=number("read_workers"), default=None, metavar="N",
                    help="threads decoding slide crops ahead of the model (default: 1 on the CPU; on a GPU one "
                         "per spare core, at most 8)")
 
@@ -89,11 +96,13 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("model", metavar="MODEL", help="checkpoint written by gigaseg train")
     p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, folders or globs")
     _common_outputs(p)
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="tissue = probability >= threshold")
+    p.add_argument("--threshold", type=number("threshold"), default=DEFAULT_THRESHOLD,
+                   help="tissue = probability >= threshold, in (0, 1)")
     p.add_argument("--probabilities", action="store_true", help="mask TIFF holds probability*255 instead of 0/255")
-    p.add_argument("--model-mpp", type=float, default=None,
+    p.add_argument("--model-mpp", type=number("model_mpp"), default=None,
                    help="run the model at this um/px instead of the checkpoint's training mpp")
-    p.add_argument("--memory-budget", default=None, help="engine memory budget, e.g. 1GB (default: the planner's)")
+    p.add_argument("--memory-budget", type=memory_size, default=None,
+                   help="engine memory budget, e.g. 1GB, at least 256MiB (default: the planner's)")
     p.add_argument("--device", default=DEFAULT_PREDICT_DEVICE, help="cpu, cuda, mps or auto")
     _precision_option(p)
     _read_workers_option(p)
@@ -103,8 +112,12 @@ def register(subparsers, formatter_class) -> None:
                               description=_EVALUATE_HELP, formatter_class=formatter_class)
     e.add_argument("preds", nargs="+", metavar="PRED", help="predicted masks")
     e.add_argument("--reference", nargs="+", required=True, metavar="REF", help="one reference mask per PRED")
-    e.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
-                   help="for probability masks: tissue = value/255 >= this")
+    e.add_argument("--threshold", type=number("threshold"), default=DEFAULT_THRESHOLD,
+                   help="for probability masks: tissue = value/255 >= this, in (0, 1)")
+    e.add_argument("--reference-values", default=DEFAULT_REFERENCE_VALUES, choices=REFERENCE_VALUES,
+                   help="how to read the references' values: 0/1/255 (255 = ignore), 0/255 (255 = tissue), or auto "
+                        "(decided from the values; 0/255-only references are refused as ambiguous, except "
+                        "gigaseg's own mask TIFFs)")
     e.add_argument("--out", default=None, metavar="DIR", help="write evaluate.json and evaluate.csv here")
     feeds(e, out="out_dir", reference="refs")
     e.set_defaults(func=_run_evaluate)
@@ -113,7 +126,7 @@ def register(subparsers, formatter_class) -> None:
                               description=_BASELINE_HELP, formatter_class=formatter_class)
     b.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, folders or globs")
     b.add_argument("--method", default=DEFAULT_BASELINE_METHOD, choices=BASELINE_METHODS, help="baseline method")
-    b.add_argument("--working-mpp", type=float, default=DEFAULT_WORKING_MPP,
+    b.add_argument("--working-mpp", type=number("working_mpp"), default=DEFAULT_WORKING_MPP,
                    help="resolution the method runs at, um/px")
     _common_outputs(b)
     b.set_defaults(func=_run_baseline)
@@ -171,13 +184,13 @@ def _report(summaries, failures, command: str) -> int:
 
 
 def _run_predict(args) -> int:
-    from ..outputs import DEFAULT_MIN_AREA, check_out_dir, expand_slide_paths
-    from ..predict import predict_slides
     from .._atomic import write_json_atomic
+    from ..outputs import DEFAULT_MIN_AREA, expand_slide_paths, run_config_path
+    from ..predict import predict_slides
 
     slides = expand_slide_paths(args.slides)
     out = Path(args.out)
-    check_out_dir(out)
+    # predict_slides checks the slides' outputs against the inputs, then creates --out, then loads the model
     summaries, failures = predict_slides(
         args.model, slides, out, mpp=args.mpp, threshold=args.threshold, probabilities=args.probabilities,
         min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area, simplify=args.simplify,
@@ -185,30 +198,22 @@ def _run_predict(args) -> int:
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,
         read_workers=args.read_workers,
     )
-    write_json_atomic(out / "predict-config.json", _config(args, "predict", {
+    write_json_atomic(run_config_path(out, "predict"), _config(args, "predict", {
         "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
     return _report(summaries, failures, "predict")
 
 
 def _run_baseline(args) -> int:
-    from ..errors import GigasegError
-    from ..baseline import baseline_slide
-    from ..outputs import check_out_dir, expand_slide_paths
     from .._atomic import write_json_atomic
+    from ..baseline import baseline_slides
+    from ..outputs import expand_slide_paths, run_config_path
 
     slides = expand_slide_paths(args.slides)
     out = Path(args.out)
-    check_out_dir(out)
-    summaries, failures = [], []
-    for s in slides:
-        try:
-            summaries.append(baseline_slide(s, out, method=args.method, mpp=args.mpp, working_mpp=args.working_mpp,
-                                            min_area=args.min_area, simplify=args.simplify, overwrite=args.overwrite))
-        except GigasegError as exc:
-            failures.append((str(s), str(exc)))
-        except (OSError, ValueError, RuntimeError) as exc:
-            failures.append((str(s), f"{type(exc).__name__}: {exc}"))
-    write_json_atomic(out / "baseline-config.json", _config(args, "baseline", {
+    summaries, failures = baseline_slides(
+        slides, out, method=args.method, mpp=args.mpp, working_mpp=args.working_mpp, min_area=args.min_area,
+        simplify=args.simplify, overwrite=args.overwrite)
+    write_json_atomic(run_config_path(out, "baseline"), _config(args, "baseline", {
         "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
     return _report(summaries, failures, "baseline")
 
@@ -220,12 +225,15 @@ def _fmt(v) -> str:
 def _run_evaluate(args) -> int:
     import warnings
 
-    from ..metrics import METRICS, evaluate_pairs, write_csv
-    from .._atomic import write_json_atomic
+    from ..metrics import METRICS, evaluate_pairs, evaluation_paths, write_evaluation
+    from ..outputs import refuse_inputs
 
+    if args.out:  # before any mask is read
+        refuse_inputs(evaluation_paths(args.out).values(), [*args.preds, *args.reference])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = evaluate_pairs(args.preds, args.reference, threshold=args.threshold)
+        report = evaluate_pairs(args.preds, args.reference, threshold=args.threshold,
+                                reference_values=args.reference_values)
     for w in caught:
         print(f"gigaseg evaluate: warning: {w.message}", file=sys.stderr)
     print("\t".join(["prediction", *METRICS]))
@@ -233,14 +241,7 @@ def _run_evaluate(args) -> int:
         print("\t".join([r["prediction"], *(_fmt(r[k]) for k in METRICS)]))
     print("\t".join(["mean +/- sd", *(f"{_fmt(report['mean'][k])} +/- {_fmt(report['sd'][k])}" for k in METRICS)]))
     if args.out:
-        from ..outputs import check_out_dir
-
-        out = Path(args.out)
-        check_out_dir(out)
-        write_json_atomic(out / "evaluate.json", {**_config(args, "evaluate", {}), **report})
-        tmp = out / ".evaluate.csv.tmp"
-        write_csv(tmp, report)
-        tmp.replace(out / "evaluate.csv")
+        write_evaluation(args.out, report, extra=_config(args, "evaluate", {}))
     return 0
 
 

@@ -22,7 +22,7 @@ from ..options import (
     SPLITS,
     STORE_FORMATS,
 )
-from . import feeds
+from . import feeds, number
 
 _PREPARE_HELP = """\
 Cut training regions into a region store (a directory; see docs/store.md).
@@ -51,24 +51,29 @@ def register(subparsers, formatter_class) -> None:
     )
     p.add_argument("slides", nargs="*", metavar="SLIDE", help="slide files (any format gigaseg.slide opens)")
     p.add_argument("--masks", nargs="+", metavar="MASK", default=[], help="one mask per SLIDE, in order")
-    p.add_argument("--size", required=True, metavar="HxW", help="region HEIGHTxWIDTH in pixels at --mpp, e.g. 16000x64000")
-    p.add_argument("--mpp", type=float, default=None,
+    p.add_argument("--size", required=True, metavar="HxW",
+                   help="region HEIGHTxWIDTH in pixels at --mpp, e.g. 16000x64000")
+    p.add_argument("--mpp", type=number("mpp"), default=None,
                    help=f"target microns per pixel (default: slides: level 0 as is; --synthetic: {DEFAULT_SYNTH_MPP})")
     p.add_argument("--out", required=True, metavar="STORE", help="the store directory (created if new)")
-    p.add_argument("--origin", default=None, metavar="X,Y", help="top-left corner in level-0 pixels (default: centred)")
+    p.add_argument("--origin", default=None, metavar="X,Y",
+                   help="top-left corner in level-0 pixels (default: centred)")
     p.add_argument("--pad", action="store_true", help="pad a region larger than the slide with background")
     p.add_argument("--split", default=DEFAULT_SPLIT, choices=SPLITS, help="split of the slide regions")
     p.add_argument("--name", default=None, help="region name (one slide only; default: the slide's file stem)")
     p.add_argument("--format", default=DEFAULT_STORE_FORMAT, choices=STORE_FORMATS,
                    help="on-disk format: npy (memory-mapped, fastest) or zarr (zstd, ~3x smaller, slower)")
-    p.add_argument("--slide-mpp", type=float, default=None, help="level-0 mpp of slides that do not record it")
+    p.add_argument("--slide-mpp", type=number("slide_mpp"), default=None,
+                   help="level-0 mpp of slides that do not record it")
     p.add_argument("--mask-class", action="append", default=None, metavar="NAME",
                    help="GeoJSON: use only features of this QuPath classification (repeatable; default: all)")
     p.add_argument("--ignore", default=DEFAULT_IGNORE, choices=IGNORE_MODES,
                    help="mask images with 0/1/255: what 255 (ignore) becomes; training accepts only 0/1")
-    p.add_argument("--synthetic", type=int, default=None, metavar="N", help="make N synthetic regions instead of slides")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="--synthetic: seed of the first region")
-    p.add_argument("--val", type=int, default=0, metavar="K", help="--synthetic: the last K regions go to val")
+    p.add_argument("--synthetic", type=number("count"), default=None, metavar="N",
+                   help="make N synthetic regions instead of slides")
+    p.add_argument("--seed", type=number("seed"), default=DEFAULT_SEED, help="--synthetic: seed of the first region")
+    p.add_argument("--val", type=number("val"), default=0, metavar="K",
+                   help="--synthetic: the last K regions go to val")
     p.add_argument("--holes", default=DEFAULT_HOLES, choices=HOLE_CONVENTIONS,
                    help="--synthetic: what the mask calls lumens and tears inside tissue: background (exact "
                         "outline) or tissue (holes filled, like histolab's tissue masks)")
@@ -140,8 +145,9 @@ def register_bench(bench_subparsers, formatter_class) -> None:
 
 
 def _run_prepare(args) -> int:
-    from ..errors import ConfigError
     from .._runinfo import utc_now
+    from ..errors import ConfigError
+    from ..outputs import refuse_inputs, run_config_path
     from ..prepare import parse_origin, parse_size, prepare_region, prepare_synthetic
     from ..store import RegionStore
 
@@ -160,6 +166,9 @@ def _run_prepare(args) -> int:
             )
         if args.name and len(args.slides) > 1:
             raise ConfigError("--name names one region: use it with one SLIDE only")
+        # the store's index and this run's configuration are outputs: never a slide or a mask
+        refuse_inputs([Path(args.out) / "store.json", run_config_path(args.out, "prepare")],
+                      [*args.slides, *args.masks])
     store = RegionStore.create(args.out, exist_ok=True)
     for name in store.clean_temporaries():
         print(f"removed {name}: the leftover of an interrupted prepare", file=sys.stderr)
@@ -190,7 +199,7 @@ def _run_prepare(args) -> int:
         "size_wh": list(size),
         "regions": [r.name for r in regions],
     }
-    write_json_atomic(Path(args.out) / "prepare-config.json", config)
+    write_json_atomic(run_config_path(args.out, "prepare"), config)
     for r in regions:
         w, h = r.size
         print(f"{r.name}\t{h}x{w}\t{r.split}\t{r.path}")
