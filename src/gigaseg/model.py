@@ -20,7 +20,8 @@ cropped back to the input's height and width.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,7 @@ from .options import PRESETS, UNetConfig, preset
 __all__ = ["UNetConfig", "UNet", "PRESETS", "preset", "count_parameters", "layer_table"]
 
 #: The layer of each name in ``gigaseg.options.ACTIVATIONS`` (a test keeps the two equal).
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": lambda: nn.ReLU(),
     "leaky_relu": lambda: nn.LeakyReLU(0.01),
     "elu": lambda: nn.ELU(),
@@ -55,7 +56,8 @@ class StridedConv2d(nn.Conv2d):
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: int) -> torch.Tensor:
     """Centred convolution of odd kernel size, with the custom backward when it is needed."""
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
-        return _ConvFunction.apply(x, weight, bias, stride)
+        out: torch.Tensor = _ConvFunction.apply(x, weight, bias, stride)
+        return out
     return F.conv2d(x, weight, bias, stride=stride, padding=weight.shape[-1] // 2)
 
 
@@ -106,14 +108,16 @@ def _space_to_depth(x: torch.Tensor, s: int, pad: int, a: int) -> torch.Tensor:
 
 class _ConvFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, s):
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                s: int) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
         ctx.s = s
         ctx.has_bias = bias is not None
         return F.conv2d(x, weight, bias, stride=s, padding=weight.shape[-1] // 2)
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                          torch.Tensor | None, None]:
         x, weight = ctx.saved_tensors
         s = ctx.s
         c_out, c_in, k, _ = weight.shape
@@ -211,12 +215,12 @@ class UNet(nn.Module):
         """The level-1 decoder output ``d_1`` from the first encoder output ``e_1`` (channels-last):
         every layer between the two full-resolution ones."""
         cfg = self.config
-        skips = [None, e1]
+        skips = [e1, e1]  # skips[level] is e_level (skips[0] is never read)
         for block in self.encoder[1:]:
             skips.append(block(skips[-1]).contiguous(memory_format=torch.channels_last))
         d = skips[-1]
         for level in range(cfg.depth - 1, 0, -1):
-            block = self.decoder[level - 1]
+            block = cast(_ConvAct, self.decoder[level - 1])
             d = block.act(_conv_of_cat(block.conv, d, cfg.strides[level], skips[level]))
             d = d.contiguous(memory_format=torch.channels_last)
         return d
@@ -293,7 +297,7 @@ class _AddPixelShuffled(torch.autograd.Function):
     one pass, without materializing the shuffled tensor; its backward is a pixel_unshuffle."""
 
     @staticmethod
-    def forward(ctx, out, phases, s):
+    def forward(ctx: Any, out: torch.Tensor, phases: torch.Tensor, s: int) -> torch.Tensor:
         ctx.s = s
         ctx.mark_dirty(out)
         n, c, h, w = out.shape
@@ -302,12 +306,13 @@ class _AddPixelShuffled(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         return grad, channels_last(F.pixel_unshuffle(grad, ctx.s)), None
 
 
 def _add_pixel_shuffled(out: torch.Tensor, phases: torch.Tensor, s: int) -> torch.Tensor:
-    return _AddPixelShuffled.apply(out, phases, s)
+    result: torch.Tensor = _AddPixelShuffled.apply(out, phases, s)
+    return result
 
 
 def count_parameters(model: nn.Module) -> int:
