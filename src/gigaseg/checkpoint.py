@@ -131,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "unpickles code (NOTE [Safe loading]); it was not written by gigaseg, or it was altered: "
             f"use a checkpoint from a source you trust ({_first_line(exc)})"
         ) from exc
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a corrupt file
+    except Exception as exc:  # torch raises many types for a corrupt file
         raise CheckpointError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {_first_line(exc)}); the file is "
             "corrupt or truncated - use another checkpoint (training keeps the previous one)"

@@ -146,7 +146,7 @@ class _RowSink:
     def flush(self, rows: int) -> None:
         t0 = time.perf_counter()
         try:
-            self._f.write(memoryview(self.buf[:rows]).cast("B"))
+            self._f.write(self.buf[:rows].data.cast("B"))
         except OSError as exc:
             raise OutputError(f"cannot write the prediction to {self._f.name} ({exc.strerror or exc}); "
                               "free disk space or choose another `out_dir`", cause=exc) from exc

@@ -11,6 +11,7 @@ import math
 import re
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -370,6 +371,7 @@ def prepare_region(
                     if gj is not None:
                         m = gj.strip(ra, rb - ra, w)
                     else:
+                        assert mask_src is not None  # a GeoJSON or an image: one of the two is set
                         m = mask_src.strip(oy + (np.arange(ra, rb) + 0.5) * ds, cols_l0)
                     msk[ra - ty : rb - ty, xa:xb] = m[:, xa:xb]
                 writer.append(img, msk)
@@ -431,7 +433,7 @@ def prepare_synthetic(
         s = seed + i
         split = "val" if i >= count - val else "train"
         name = store.unique_name(f"synth-s{s}")
-        meta = {
+        meta: dict[str, Any] = {
             "source": {"kind": "synthetic", "path": None, "sha256": None, "generator": "gigaseg.synth.render_region",
                        "width": w, "height": h, "profile": profile},
             "mask_source": {"kind": "synthetic", "holes": holes},
