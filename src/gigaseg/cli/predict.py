@@ -138,7 +138,8 @@ def register_bench(bench_subparsers, formatter_class) -> None:
         help="whole-slide prediction throughput (MP/s at the model resolution)",
         description=(
             "Write a synthetic slide (gigaseg.synth.write_slide, 0.5 um/px) of --size HxW, then predict it with "
-            "an untrained model of --preset (or --checkpoint) at 0.5 um/px into a temporary folder. Reports megapixels per second "
+            "an untrained model of --preset (or --checkpoint) at 0.5 um/px into a temporary folder. "
+            "Reports megapixels per second "
             "at the model resolution end to end and split into read, model and write, and peak memory. "
             "Prints one JSON object."
         ),
@@ -149,7 +150,8 @@ def register_bench(bench_subparsers, formatter_class) -> None:
     b.add_argument("--checkpoint", default=None,
                    help="a trained checkpoint instead of the untrained preset (run at 0.5 um/px all the same)")
     b.add_argument("--memory-budget", default=None, help="engine memory budget")
-    b.add_argument("--slide", default=None, help="reuse this slide instead of writing one (its mpp must be in the file)")
+    b.add_argument("--slide", default=None,
+                   help="reuse this slide instead of writing one (its mpp must be in the file)")
     b.add_argument("--keep-slide", default=None, metavar="PATH", help="write the synthetic slide here and keep it")
     b.add_argument("--dir", default=None, help="scratch directory (default: the system temp dir)")
     b.add_argument("--json", action="store_true", help="accepted for symmetry: the output is always JSON")

@@ -123,7 +123,8 @@ def register(subparsers, formatter_class) -> None:
                    help="small: minutes on a laptop; paper: the paper's 16000 x 64000 regions")
     d.add_argument("--device", default=DEFAULT_DEVICE, help="cpu, cuda, cuda:N, mps or auto")
     d.add_argument("--seed", type=int, default=_DEFAULTS["seed"], help="seed of the data and the training")
-    d.add_argument("--memory-budget", default=None, help="the engine's memory budget, e.g. 4GB; None: the engine's default, 1 GiB")
+    d.add_argument("--memory-budget", default=None,
+                   help="the engine's memory budget, e.g. 4GB; None: the engine's default, 1 GiB")
     d.add_argument("--no-progress", action="store_true", help="no progress bars")
     # hidden, for tests and tuning
     d.add_argument("--regions", type=int, default=None, help=S)
@@ -177,7 +178,7 @@ def _run_train(args) -> int:
     except KeyboardInterrupt:
         from pathlib import Path
 
-        if not (Path(config.out) / "checkpoint.pt").exists():
+        if config.out is None or not (Path(config.out) / "checkpoint.pt").exists():
             print("gigaseg train: interrupted before training started; nothing to resume", file=sys.stderr)
         return 130  # otherwise train() saved the last completed step and printed how to resume
     mean, sd = result["val_dice_mean"], result["val_dice_sd"]
