@@ -4,7 +4,8 @@
 on the whole image would, up to floating-point summation order, while reading the image tile by
 tile: memory depends on the tile size, not the image size. ``tiled_predict`` does the same for
 the forward pass, and ``iter_predict`` yields its tiles one by one. ``plan`` picks the tile size
-from a memory budget.
+from a memory budget. With ``group=`` (``torch.distributed``), the ranks of a process group share
+one ``tiled_backward``'s tiles (NOTE [Distributed step] in ``distributed``).
 
 Typical use (one training step on a 16000 x 64000 region stored on disk)::
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from .arrays import ImageLike, OutSink
 from .backward import tiled_backward
+from .distributed import DistributedError, split_by_cost
 from .forward import TileBox, TilePredictions, iter_predict, tiled_predict
 from .planner import (
     CUDA_MAX_TRAIN_CROP_PIXELS,
@@ -41,6 +43,8 @@ __all__ = [
     "Plan",
     "plan",
     "tiled_backward",
+    "DistributedError",
+    "split_by_cost",
     "tiled_predict",
     "iter_predict",
     "TileBox",

@@ -11,7 +11,7 @@ through ``_Kernels`` (NOTE [Kernel fallback]).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -22,6 +22,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..losses import DICE_SMOOTH, check_loss_name
 from .arrays import ImageLike
+from .distributed import DistributedError, _Ranks
 from .forward import _core_logits, _fast_cpu
 from .planner import _prepare
 from .reading import (
@@ -36,6 +37,8 @@ from .reading import (
 from .tiles import _as_input, _check_mask, _read_crop, _read_mask, _Tile, _tile_list
 
 if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
     from ._cpu_kernels import LossWeights, TileInput
 
 _R = TypeVar("_R")
@@ -62,6 +65,8 @@ def tiled_backward(
     device: str | torch.device | None = None,
     progress: bool = False,
     read_workers: int | None = None,
+    group: ProcessGroup | None = None,
+    grad_group: ProcessGroup | None = None,
 ) -> float:
     """Whole-image loss and its exact gradient, computed tile by tile.
 
@@ -85,43 +90,89 @@ def tiled_backward(
         progress: show a progress bar over tiles when a step takes more than a few seconds.
         read_workers: background threads reading crops ahead of the model; default
             ``default_read_workers(device)`` (1 on the CPU). The result does not depend on it.
+        group: a ``torch.distributed`` process group whose ranks all call ``tiled_backward`` on
+            the same image, mask and model: each computes a share of the tiles, and every rank
+            gets the whole image's gradient and loss (NOTE [Distributed step]).
+        grad_group: a process group holding ``group`` (several groups, one image each): the
+            gradients are summed over all its ranks, so ``.grad`` gets the sum of the groups'
+            image gradients; the loss returned is still ``group``'s image's.
 
     Returns:
         The loss value on the whole image.
-    """
-    check_loss_name(loss)
-    config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "train")
-    workers = _check_read_workers(read_workers, dev)
-    _check_mask(mask, height, width)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ConfigError("the model has no parameter that requires grad; nothing to backpropagate")
-    step = _Step(
-        model, params, dev, dtype, config.total_stride, n_pixels=height * width,
-        use_bce=loss in ("bce", "bce+dice"), use_dice=loss in ("dice", "bce+dice"),
-        # float32 on the CPU: compiled kernels for the full-resolution layers, forward and backward
-        kernels=_Kernels(model, _fast_cpu(model, dtype, dev)),
-    )
-    from ._cpu_kernels import LossWeights
 
-    tiles = _tile_list(height, width, th, tw, config)
-    folder = _crop_cache_folder(tiles) if step.use_dice and _expensive_to_read(image) else None
-    with _CropCache(folder) if folder is not None else contextlib.nullcontext() as cache:
-        reader = _Reader(image, mask, cache)
-        dice_value = coef_inter = coef_p = 0.0
-        if step.use_dice:
-            inter, p_sum, y_sum = _dice_sums(step, tiles, reader, workers, progress)
-            denom = p_sum + y_sum + DICE_SMOOTH
-            dice_value = 1.0 - (2.0 * inter + DICE_SMOOTH) / denom
-            coef_inter = -2.0 / denom
-            coef_p = (2.0 * inter + DICE_SMOOTH) / denom**2
-        weights = LossWeights(1.0 / step.n_pixels if step.use_bce else 0.0, coef_inter, coef_p)
-        grads = _backward_pass(step, weights, tiles, reader, workers, progress)
+    Raises:
+        DistributedError: with ``group``, when another rank failed (it raises its own error)
+            or the ranks were not given the same image size, tile, loss and model.
+    """
+    ranks = _Ranks(group, grad_group) if group is not None else None
+    if ranks is None and grad_group is not None:
+        raise ConfigError("`grad_group` sums the gradients of several `group`s; give `group` too")
+    with _joined(ranks):  # with ranks, an error here is reported in exchange 1 (NOTE [Distributed step])
+        check_loss_name(loss)
+        config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "train")
+        workers = _check_read_workers(read_workers, dev)
+        _check_mask(mask, height, width)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ConfigError("the model has no parameter that requires grad; nothing to backpropagate")
+        step = _Step(
+            model, params, dev, dtype, config.total_stride, n_pixels=height * width,
+            use_bce=loss in ("bce", "bce+dice"), use_dice=loss in ("dice", "bce+dice"),
+            # float32 on the CPU: compiled kernels for the full-resolution layers, forward and backward
+            kernels=_Kernels(model, _fast_cpu(model, dtype, dev)),
+        )
+        from ._cpu_kernels import LossWeights
+
+        tiles = _tile_list(height, width, th, tw, config)
+    if ranks is not None:
+        shapes = [tuple(p.shape) for p in params]
+        ranks.exchange("checking the inputs", (height, width, th, tw, loss, str(dtype), shapes), [])
+        ranks.next_is_last = not step.use_dice
+        tiles = ranks.share(tiles)
+    with _joined(ranks):
+        folder = _crop_cache_folder(tiles) if step.use_dice and _expensive_to_read(image) else None
+        with _CropCache(folder) if folder is not None else contextlib.nullcontext() as cache:
+            reader = _Reader(image, mask, cache)
+            dice_value = coef_inter = coef_p = 0.0
+            if step.use_dice:
+                inter, p_sum, y_sum = _dice_sums(step, tiles, reader, workers, progress)
+                if ranks is not None:  # the global sums
+                    inter, p_sum, y_sum, step.bce_sum = ranks.exchange(
+                        "gathering the Dice sums", (height, width, th, tw, loss, str(dtype), shapes),
+                        [inter, p_sum, y_sum, step.bce_sum])
+                    ranks.next_is_last = True
+                denom = p_sum + y_sum + DICE_SMOOTH
+                dice_value = 1.0 - (2.0 * inter + DICE_SMOOTH) / denom
+                coef_inter = -2.0 / denom
+                coef_p = (2.0 * inter + DICE_SMOOTH) / denom**2
+            weights = LossWeights(1.0 / step.n_pixels if step.use_bce else 0.0, coef_inter, coef_p)
+            grads = _backward_pass(step, weights, tiles, reader, workers, progress)
+    if ranks is not None:  # .grad is untouched until the gradients are summed over every rank
+        (bce_sum,) = ranks.exchange("computing the gradients", (str(dtype), shapes), [step.bce_sum], last=True)
+        if not step.use_dice:  # else pass 1 had the BCE sum
+            step.bce_sum = bce_sum
+        ranks.sum_grads(grads)
     _accumulate(params, grads)
     return (step.bce_sum / step.n_pixels if step.use_bce else 0.0) + (dice_value if step.use_dice else 0.0)
 
 
 # --- what the passes share -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _joined(ranks: _Ranks | None) -> Iterator[None]:
+    """With ``ranks``, an error in the block is first reported to the other ranks, in the
+    exchange they wait in (``ranks.fail``); a DistributedError is one they know of already."""
+    if ranks is None:
+        yield
+        return
+    try:
+        yield
+    except DistributedError:
+        raise
+    except Exception:
+        ranks.fail()
+        raise
 
 
 # NOTE [Kernel fallback]

@@ -1,0 +1,196 @@
+"""One step over several processes (torch.distributed, gloo on the CPU) equals the single process.
+
+Each test spawns its ranks once (torch.multiprocessing, gloo on 127.0.0.1, a free port) and
+checks several things in them; ranks write what they computed with ``torch.save`` and this
+process compares. float64: relative error of every parameter's gradient <= 1e-9 (summation
+order differs); float32 training weights: <= 1e-5. NOTE [Distributed step] says what is exact.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from gigaseg import GigasegError, UNet, preset, tiled_backward
+from gigaseg.engine import DistributedError, split_by_cost
+
+LOSSES = ("bce", "dice", "bce+dice")
+TOL64 = 1e-9
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _entry(rank: int, world: int, port: int, out: str, fn: Callable[..., Any], args: tuple) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    # an error in a rank reaches the parent (mp.spawn raises it); the others then wait at most this
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    try:
+        result = fn(rank, world, *args)
+    finally:
+        dist.destroy_process_group()
+    torch.save(result, Path(out) / f"rank{rank}.pt")
+
+
+def _spawn(tmp_path: Path, world: int, fn: Callable[..., Any], *args: Any) -> list[Any]:
+    """``fn(rank, world, *args)`` on ``world`` gloo ranks; their results, by rank."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_entry, args=(world, _free_port(), str(tmp_path), fn, args), nprocs=world, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def _data(h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (rng.random((h, w)) < 0.4).astype(np.uint8)
+
+
+def _model() -> UNet:
+    torch.manual_seed(0)
+    return UNet(preset("tiny")).double()
+
+
+def _grads(model: UNet) -> list[torch.Tensor]:
+    out = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+def _rel_err(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x - y).norm() / y.norm()) for x, y in zip(a, b))
+
+
+# --- the engine ---------------------------------------------------------------------------------
+
+SHAPE, TILE = (70, 90), 24  # 3 x 4 tiles of the tiny preset (stride 4, halo 10)
+
+
+def _split() -> tuple[list, list[list[int]]]:
+    """The plan's tiles and their split between 2 ranks."""
+    from gigaseg.engine.tiles import _tile_list
+
+    tiles = _tile_list(*SHAPE, TILE, TILE, preset("tiny"))
+    return tiles, split_by_cost([(t.cy1 - t.cy0) * (t.cx1 - t.cx0) for t in tiles], 2)
+
+
+def _one_image(rank: int, world: int) -> dict[str, Any]:
+    """Each loss on one image shared by every rank."""
+    import torch.distributed as dist
+
+    image, mask = _data(*SHAPE, seed=1)
+    model = _model()
+    out: dict[str, Any] = {}
+    for loss in LOSSES:
+        out[loss] = (tiled_backward(model, image, mask, loss=loss, tile=TILE, group=dist.group.WORLD),
+                     _grads(model))
+    return out
+
+
+def test_one_image_on_two_ranks_equals_one_process(tmp_path):
+    assert all(_split()[1])  # each rank has tiles
+    ranks = _spawn(tmp_path, 2, _one_image)
+    image, mask = _data(*SHAPE, seed=1)
+    model = _model()
+    for loss in LOSSES:
+        value = tiled_backward(model, image, mask, loss=loss, tile=TILE)
+        ref = _grads(model)
+        for rank in ranks:
+            got_value, got = rank[loss]
+            assert got_value == pytest.approx(value, rel=TOL64)
+            assert _rel_err(got, ref) <= TOL64, loss
+
+
+def _two_images(rank: int, world: int, groups: int) -> dict[str, Any]:
+    """K = ``groups`` images per step: the ranks in K groups, group j on image j."""
+    import torch.distributed as dist
+
+    size = world // groups
+    subgroups = [dist.new_group(list(range(j * size, (j + 1) * size))) for j in range(groups)]
+    j = rank // size
+    image, mask = _data(*SHAPE, seed=10 + j)
+    model = _model()
+    value = tiled_backward(model, image, mask, loss="bce+dice", tile=TILE, group=subgroups[j],
+                           grad_group=dist.group.WORLD)
+    return {"group": j, "loss": value, "grads": [g / groups for g in _grads(model)]}
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_two_images_per_step_give_the_mean_of_their_gradients(tmp_path, world):
+    ranks = _spawn(tmp_path, world, _two_images, 2)
+    model = _model()
+    losses, single = [], []
+    for j in range(2):
+        image, mask = _data(*SHAPE, seed=10 + j)
+        losses.append(tiled_backward(model, image, mask, loss="bce+dice", tile=TILE))
+        single.append(_grads(model))
+    mean = [(a + b) / 2 for a, b in zip(*single)]
+    for rank in ranks:
+        assert rank["loss"] == pytest.approx(losses[rank["group"]], rel=TOL64)
+        assert _rel_err(rank["grads"], mean) <= TOL64
+
+
+def _failures(rank: int, world: int) -> dict[str, Any]:
+    """A bad mask value in a tile of rank 1 only, then ranks given different tiles: every rank
+    raises (none waits for the timeout) and no .grad changes."""
+    import torch.distributed as dist
+
+    image, mask = _data(*SHAPE, seed=1)
+    tiles, split = _split()
+    mask[tiles[split[1][0]].y0, tiles[split[1][0]].x0] = 2  # in a tile of rank 1
+    model = _model()
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    out: dict[str, Any] = {}
+    for case, kw in (("bad mask", {"loss": "bce+dice", "tile": TILE}), ("bad mask bce", {"loss": "bce", "tile": TILE}),
+                     ("tiles differ", {"loss": "dice", "tile": TILE * (1 + rank)})):
+        try:
+            tiled_backward(model, image, mask if case != "tiles differ" else mask.clip(0, 1), **kw,
+                           group=dist.group.WORLD)
+            out[case] = "no error"
+        except GigasegError as exc:
+            out[case] = type(exc).__name__ + ": " + str(exc)
+    out["untouched"] = all(bool((p.grad == 1).all()) for p in model.parameters())
+    return out
+
+
+def test_a_failing_rank_stops_every_rank_and_no_grad_changes(tmp_path):
+    r0, r1 = _spawn(tmp_path, 2, _failures)
+    for case in ("bad mask", "bad mask bce"):
+        assert r1[case].startswith("InputError: mask value 2"), r1
+        assert r0[case].startswith("DistributedError: 1 rank(s) failed"), r0
+    assert r0["tiles differ"].startswith("DistributedError: the ranks were given different work"), r0
+    assert r1["tiles differ"] == r0["tiles differ"]
+    assert r0["untouched"] and r1["untouched"]
+
+
+def test_split_by_cost_balances_and_is_deterministic():
+    assert split_by_cost([5, 3, 3, 2, 2, 1], 2) == [[0, 3, 5], [1, 2, 4]]  # 8 and 8
+    assert split_by_cost([4, 4], 3) == [[0], [1], []]
+    assert split_by_cost([], 2) == [[], []]
+    with pytest.raises(Exception, match="at least 1"):
+        split_by_cost([1], 0)
+
+
+def test_group_needs_an_initialized_process_group():
+    from gigaseg import ConfigError
+
+    image, mask = _data(40, 40, seed=0)
+    with pytest.raises(ConfigError, match="init_process_group"):
+        tiled_backward(_model(), image, mask, group=object())  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="give `group` too"):
+        tiled_backward(_model(), image, mask, grad_group=object())  # type: ignore[arg-type]
+    assert issubclass(DistributedError, RuntimeError)
