@@ -35,7 +35,9 @@ def _table(base: np.ndarray, quality: int) -> np.ndarray:
 
 _K = np.arange(8)
 _DCT = (np.cos((2 * _K[None, :] + 1) * _K[:, None] * np.pi / 16)
-        * np.where(_K == 0, np.sqrt(1 / 8), np.sqrt(2 / 8))[:, None]).astype(np.float32)  # orthonormal DCT-II
+        # numpy's stubs type where(cond, x, y) as where(cond)'s tuple of index arrays
+        * np.where(_K == 0, np.sqrt(1 / 8), np.sqrt(2 / 8))[:, None]  # type: ignore[call-overload]
+        ).astype(np.float32)  # orthonormal DCT-II
 _DCT_T = np.ascontiguousarray(_DCT.T)
 
 

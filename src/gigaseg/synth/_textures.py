@@ -79,7 +79,7 @@ def _bandpass(rng: np.random.Generator, n: int, sigma_px: tuple[float, float], t
     return out
 
 
-def _smoothstep(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def _smoothstep(x: np.ndarray, lo: float | np.ndarray, hi: float | np.ndarray) -> np.ndarray:
     t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
@@ -199,13 +199,13 @@ def _dust(rng: np.random.Generator, k: int, cell: int, mpp: float) -> np.ndarray
             ang = rng.uniform(0, 2 * np.pi)
             curv = rng.normal(0, 0.04)
             px, py = rng.uniform(0.3 * cell, 0.7 * cell, size=2)
-            pts = []
+            path = []
             for _ in range(n):
-                pts.append((px, py))
+                path.append((px, py))
                 ang += curv
                 px += np.cos(ang) * length / n
                 py += np.sin(ang) * length / n
-            pts = np.clip(np.array(pts), 3, cell - 3)
+            pts = np.clip(np.array(path), 3, cell - 3)
             dmin = np.full(xx.shape, np.inf, np.float32)
             for (x1, y1) in pts:
                 dmin = np.minimum(dmin, np.hypot(xx - x1, yy - y1))
@@ -223,8 +223,13 @@ def _dust(rng: np.random.Generator, k: int, cell: int, mpp: float) -> np.ndarray
 
 
 @lru_cache(maxsize=4)
-def texture_bank(seed: int, mpp: float, fibre_theta: float) -> TextureBank:
-    """The texture bank of one slide (cached; a pure function of its arguments)."""
+def texture_bank(seed: int, mpp: float, fibre_theta: float, adipose: bool = True) -> TextureBank:
+    """The texture bank of one slide (cached; a pure function of its arguments).
+
+    ``adipose=False`` (the variety profile, which has its own fat texture) skips the adipocyte
+    walls: ``adip`` and ``adip_blur`` are then None and the later textures are drawn from a
+    different point of the random stream.
+    """
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7E27])
     fine = _bandpass(rng, P, (3.0 / mpp, 3.0 / mpp), 0.0)
     fib_a, fib_a_blur = _fibres(rng, fibre_theta, mpp)
@@ -232,8 +237,11 @@ def texture_bank(seed: int, mpp: float, fibre_theta: float) -> TextureBank:
     cyto_n = _bandpass(rng, P, (0.9 / mpp, 0.9 / mpp), 0.0) + 0.6 * _bandpass(rng, P, (4.0 / mpp, 4.0 / mpp), 0.0)
     cyto = _smoothstep(cyto_n, -1.8, 1.8).astype(np.float32)
     cyto_blur = ndimage.gaussian_filter(cyto, 2.5 / mpp, mode="wrap").astype(np.float32)
-    adip = _adipose(rng, mpp)
-    adip_blur = ndimage.gaussian_filter(adip, 2.5 / mpp, mode="wrap").astype(np.float32)
+    if adipose:
+        adip = _adipose(rng, mpp)
+        adip_blur = ndimage.gaussian_filter(adip, 2.5 / mpp, mode="wrap").astype(np.float32)
+    else:
+        adip = adip_blur = None
     noise = rng.standard_normal((PN, PN, 3)).astype(np.float32)
     c_a, c_b, c_c, c_d = nuclei_cells(mpp)
     nuc_a = _nuclei(rng, 96, c_a, mpp, "round")
@@ -259,25 +267,6 @@ def nuclei_cells(mpp: float) -> tuple[int, int, int, int]:
 
 
 # ---------------------------------------------------------------------------- variety profile
-
-
-@dataclass(frozen=True)
-class VarietyBank:
-    """Per-slide textures of the variety profile; all float32.
-
-    Attributes:
-        adip, adip_blur: (P2, P2) adipocyte walls as the fraction of each pixel a wall covers
-            (walls 1-2.5 um thick fade to a few percent at 8-10 um/px, as scanned fat does).
-        rbc: (P, P) red-cell density in [0, 1] (packed 6.5-8 um discs with a pale centre).
-        fibrin: (P, P) fibrin strands in [0, 1].
-        ice: (K+1, c, c) ice-crystal holes (frozen sections) as coverage in [0, 1], last empty.
-    """
-
-    adip: np.ndarray
-    adip_blur: np.ndarray
-    rbc: np.ndarray
-    fibrin: np.ndarray
-    ice: np.ndarray
 
 
 def _adipose_cover(rng: np.random.Generator, mpp: float) -> np.ndarray:
@@ -356,12 +345,34 @@ def ice_cell(mpp: float) -> int:
     return min(512, max(6, int(round(40.0 / mpp))))
 
 
+# The variety profile's own textures, each built when a slide first needs it (cached; a pure
+# function of (seed, mpp); each has its own random stream).
+
+
 @lru_cache(maxsize=4)
-def variety_bank(seed: int, mpp: float) -> VarietyBank:
-    """The variety-profile textures of one slide (cached; a pure function of its arguments)."""
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7A41])
+def adipose_cover(seed: int, mpp: float) -> tuple[np.ndarray, np.ndarray]:
+    """(P2, P2) adipocyte walls as the fraction of each pixel a wall covers, and out of focus.
+
+    Walls 1-2.5 um thick around cells of 50-120 um: at 8-10 um/px a wall covers a few percent of
+    a pixel, so fat fades to nearly white at low resolution, as scanned fat does.
+    """
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7A41, 1])
     adip = _adipose_cover(rng, mpp)
-    adip_blur = ndimage.gaussian_filter(adip, 2.5 / mpp, mode="wrap").astype(np.float32)
-    rbc, fibrin = _red_cells(rng, mpp)
-    ice = _ice(rng, 64, ice_cell(mpp), mpp)
-    return VarietyBank(adip=adip, adip_blur=adip_blur, rbc=rbc, fibrin=fibrin, ice=ice)
+    return adip, ndimage.gaussian_filter(adip, 2.5 / mpp, mode="wrap").astype(np.float32)
+
+
+@lru_cache(maxsize=4)
+def red_cells(seed: int, mpp: float) -> tuple[np.ndarray, np.ndarray]:
+    """(P, P) red-cell density in [0, 1] (packed 7-um discs, pale centres, layered) and fibrin."""
+    return _red_cells(np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7A41, 2]), mpp)
+
+
+@lru_cache(maxsize=4)
+def ice_holes(seed: int, mpp: float) -> np.ndarray:
+    """(K+1, c, c) ice-crystal holes of frozen sections as coverage in [0, 1], the last empty."""
+    return _ice(np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7A41, 3]), 64, ice_cell(mpp), mpp)
+
+
+def clear_variety_caches() -> None:
+    for f in (adipose_cover, red_cells, ice_holes):
+        f.cache_clear()
