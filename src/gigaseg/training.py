@@ -198,6 +198,7 @@ def _val_regions(c: TrainConfig):
         if not regions:
             raise StoreError(f"validation store {store.path} has no regions; add some with gigaseg prepare")
     else:
+        assert c.data is not None  # TrainConfig.check requires it
         regions = RegionStore(c.data).split("val")
     for r in regions:
         for kind in ("image", "mask"):
@@ -340,7 +341,7 @@ def plot_curves(rows: list[dict], path: str | Path) -> Path | None:
     ax1.plot(steps, loss, lw=0.8, color="tab:blue", label="loss")
     if len(loss) >= 10:
         k = max(2, len(loss) // 20)
-        smooth = np.convolve(np.nan_to_num(loss, nan=np.nanmean(loss)), np.ones(k) / k, mode="valid")
+        smooth = np.convolve(np.nan_to_num(loss, nan=float(np.nanmean(loss))), np.ones(k) / k, mode="valid")
         ax1.plot(steps[k - 1:], smooth, lw=1.5, color="tab:orange", label=f"mean of {k}")
     ax1.set_xlabel("step")
     ax1.set_ylabel("training loss")
@@ -541,6 +542,7 @@ def _resolved(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
 
     c = dataclasses.replace(config)
     c.check()
+    assert c.data is not None and c.out is not None  # check() requires both
     c.data = str(Path(c.data).resolve())  # a run resumes from any working directory
     c.val_data = str(Path(c.val_data).resolve()) if c.val_data else None
     run_dir = Path(c.out)
@@ -571,6 +573,7 @@ def _setup(c: TrainConfig, payload: dict[str, Any] | None) -> _Run:
     from .engine import default_read_workers, resolve_device
     from .model import UNet
 
+    assert c.data is not None and c.out is not None  # a config from _resolved has both
     device = resolve_device(c.device)
     read_workers = c.read_workers or default_read_workers(device)
     train_ds = RegionDataset(c.data, "train", augment=c.augment, seed=c.seed, jitter=c.jitter,
