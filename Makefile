@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   - create .venv, install gigaseg, and run the end-to-end demo (gigaseg demo)
 #   make test   - create .venv, install gigaseg with test extras, and run the test suite
+# and, for development, make lint: ruff and mypy with the settings in pyproject.toml.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ BIN := $(VENV)/bin
 # for the platform. Override with `make TORCH=torch==X.Y.Z`.
 TORCH ?= $(shell $(PYTHON) -c "import platform, sys; print('torch==2.13.0' if (platform.system(), platform.machine(), sys.version_info[:2]) == ('Linux', 'x86_64', (3, 11)) else 'torch>=2.1')")
 
-.PHONY: demo test bench install clean
+.PHONY: demo test lint bench install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +26,12 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
 
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy
+
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/scaling.py
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
