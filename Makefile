@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 # for the platform. Override with `make TORCH=torch==X.Y.Z`.
 TORCH ?= $(shell $(PYTHON) -c "import platform, sys; print('torch==2.13.0' if (platform.system(), platform.machine(), sys.version_info[:2]) == ('Linux', 'x86_64', (3, 11)) else 'torch>=2.1')")
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test test-all lint bench install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(BIN)/.installed
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest
+
+# everything the CPU can run, the slow checks included (the full demo must reach its Dice: minutes)
+test-all: $(BIN)/.installed
+	$(BIN)/python -m pytest -m "not gpu"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks scripts
