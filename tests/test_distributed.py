@@ -194,3 +194,111 @@ def test_group_needs_an_initialized_process_group():
     with pytest.raises(ConfigError, match="give `group` too"):
         tiled_backward(_model(), image, mask, grad_group=object())  # type: ignore[arg-type]
     assert issubclass(DistributedError, RuntimeError)
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """4 training and 2 held-out synthetic regions of 96 x 128 (H x W)."""
+    from gigaseg.prepare import prepare_synthetic
+    from gigaseg.store import RegionStore
+
+    s = RegionStore.create(tmp_path_factory.mktemp("data") / "store")
+    prepare_synthetic(s, 6, (128, 96), seed=3, val=2, progress=False)
+    return s.path
+
+
+def _train_config(store: Path, out: Path, **kw: Any):
+    from gigaseg.training import TrainConfig
+
+    base = dict(data=str(store), out=str(out), preset="tiny", steps=3, lr=0.02, warmup=1, schedule="constant",
+                val_every=2, ckpt_every=1, progress=False, device="cpu", tile=64)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _two_runs(rank: int, world: int, store: Path, runs: Path) -> dict[str, Any]:
+    """3 steps from scratch, then the run that one process started continued to step 3."""
+    from gigaseg.training import resume_config, train
+
+    straight = train(_train_config(store, runs / "two"))
+    resumed = train(resume_config(runs / "one-then-two", steps=3))
+    return {"straight": straight, "resumed": resumed}
+
+
+def _weights(run: Path) -> list[torch.Tensor]:
+    from gigaseg import load_checkpoint
+
+    return list(load_checkpoint(run / "checkpoint.pt")["state_dict"].values())
+
+
+def _losses(run: Path) -> list[float]:
+    import csv
+
+    with open(run / "log.csv", newline="") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_training_on_two_ranks_equals_one_process_and_resumes_with_another_count(store, tmp_path):
+    from gigaseg.training import train
+
+    ref = train(_train_config(store, tmp_path / "ref"))  # one process, 3 steps
+    train(_train_config(store, tmp_path / "one-then-two", steps=2))  # one process, 2 steps...
+    r0, r1 = _spawn(tmp_path, 2, _two_runs, store, tmp_path)  # ...then 2 ranks (in a process group of theirs)
+    for name in ("two", "one-then-two"):
+        assert _rel_err(_weights(tmp_path / name), _weights(tmp_path / "ref")) <= 1e-5, name
+        assert _losses(tmp_path / name) == pytest.approx(_losses(tmp_path / "ref"), rel=1e-5), name
+    for result in (r0["straight"], r1["straight"], r0["resumed"], r1["resumed"]):
+        assert result["step"] == 3 and result["processes"] == 2
+        assert result["val_dice"] == ref["val_dice"]  # split between the ranks, counts summed: exact
+        assert len(result["val_dice"]) == 2
+        assert result["loss"] == pytest.approx(ref["loss"], rel=1e-5)
+    import json
+
+    info = json.loads((tmp_path / "two" / "config.json").read_text())
+    assert info["processes"] == 2 and info["result"]["rank"] == 0  # rank 0 wrote the run folder
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "ref").iterdir())
+
+
+def test_regions_per_step_is_checked():
+    from gigaseg import ConfigError
+    from gigaseg.training import TrainConfig, train
+
+    with pytest.raises(ConfigError, match="must be an integer >= 1"):
+        TrainConfig(data="d", out="o", regions_per_step=0).check()
+    with pytest.raises(ConfigError, match=r"`regions_per_step=2` needs a multiple of 2 processes.*has 1"):
+        train(TrainConfig(data="d", out="o", regions_per_step=2))
+
+
+def test_torchrun_two_regions_per_step(store, tmp_path):
+    """`python -m torch.distributed.run --nproc-per-node 2 -m gigaseg train --regions-per-step 2`:
+    each step trains on two regions; its loss is the mean of theirs."""
+    import csv
+    import subprocess
+    import sys
+
+    from gigaseg.dataset import RegionDataset
+
+    out = tmp_path / "k2"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GIGASEG_DIST_TIMEOUT": "60"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gigaseg",
+           "train", "--data", str(store), "--out", str(out), "--preset", "tiny", "--steps", "1", "--lr", "0.02",
+           "--regions-per-step", "2", "--tile", "64", "--val-every", "0", "--no-progress", "--device", "cpu"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("trained 1 steps") == 1  # rank 0 reports
+    with open(out / "log.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    ds = RegionDataset(str(store), "train", augment=True, seed=_train_config(store, out).seed)
+    from gigaseg.training import _permutation
+
+    perm = _permutation(_train_config(store, out).seed, 0, len(ds))
+    names = [ds.regions[int(i)].name for i in perm[:2]]
+    assert row["region"] == "+".join(names)
+    torch.manual_seed(_train_config(store, out).seed)
+    model = UNet(preset("tiny"))
+    losses = [tiled_backward(model, ds.sample(int(i), 0).image, ds.sample(int(i), 0).mask, loss="bce+dice", tile=64)
+              for i in perm[:2]]
+    assert float(row["loss"]) == pytest.approx(sum(losses) / 2, rel=1e-5)

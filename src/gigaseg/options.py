@@ -499,7 +499,10 @@ class TrainConfig:
         out: the run folder (created; refused if it already holds a run).
         preset: the model: a preset's name ("paper" or "tiny") or a ``UNetConfig`` of your own
             (a dict of its fields is turned into one).
-        steps: total optimizer steps (one whole region each).
+        steps: total optimizer steps (``regions_per_step`` whole regions each).
+        regions_per_step: K, whole regions per step, their gradients averaged (batch size K).
+            Under torchrun the N processes form K groups, one region each (N a multiple of K);
+            see docs/distributed.md. A single process takes 1.
         lr: Adam's peak learning rate.
         schedule: "cosine" (warm-up then cosine decay to ``lr * min_lr_ratio``), "step"
             (warm-up then ``lr * decay_gamma ** (n // decay_every)``) or "constant" (warm-up then ``lr``).
@@ -533,6 +536,7 @@ class TrainConfig:
     out: str | None = None
     preset: str | UNetConfig = DEFAULT_PRESET
     steps: int = 1000
+    regions_per_step: int = 1
     lr: float = 0.003
     schedule: str = SCHEDULES[0]
     warmup: int = 10
@@ -613,7 +617,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"`{name}={value!r}` must be a finite number")
-        for name in ("steps",):
+        for name in ("steps", "regions_per_step"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"`{name}={getattr(self, name)!r}` must be an integer >= 1")
         for name in ("warmup", "val_every", "ckpt_every", "seed"):

@@ -6,6 +6,8 @@ Commands::
     gigaseg train --data regions/ --preset paper --steps 300 --out runs/a
     gigaseg train --resume runs/a                     # after Ctrl-C: continues exactly
     gigaseg train --resume runs/a --steps 600         # continue further (the schedule stretches)
+    torchrun --standalone --nproc-per-node 2 -m gigaseg train --data regions/ --out runs/b
+                                                      # 2 processes share each region's tiles
 
 In Python::
 
@@ -15,7 +17,9 @@ In Python::
 
 A step reads one training region (its augmented view from ``RegionDataset``), accumulates the
 exact whole-region gradient with ``tiled_backward`` and takes one Adam step. Region order is
-a permutation per epoch drawn from ``(seed, epoch)``. Every ``val_every`` steps, and at the
+a permutation per epoch drawn from ``(seed, epoch)``. Under torchrun the processes share each
+step's work, ``regions_per_step`` regions per step (NOTE [Distributed training] in
+``gigaseg._torchrun``). Every ``val_every`` steps, and at the
 end, each held-out region is predicted tile by tile and its Dice computed from counts, never
 materializing the region. ``RUN_DIR`` holds ``config.json``, ``log.csv``, ``val.csv``,
 ``curves.png`` and ``checkpoint.pt`` (the latest, replaced atomically).
@@ -33,6 +37,7 @@ a completed step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
@@ -151,8 +156,12 @@ class DiceCounts:
     @property
     def dice(self) -> float:
         """2 |P & R| / (|P| + |R|); 1.0 when both are empty."""
-        denom = self.predicted + self.reference
-        return 1.0 if denom == 0 else 2.0 * self.intersection / denom
+        return _dice_of(self.intersection, self.predicted, self.reference)
+
+
+def _dice_of(intersection: int, predicted: int, reference: int) -> float:
+    denom = predicted + reference
+    return 1.0 if denom == 0 else 2.0 * intersection / denom
 
 
 def evaluate_regions(model, regions: Sequence, *, threshold: float = 0.5, memory_budget=None, tile=None,
@@ -526,10 +535,16 @@ class _Run:
     unlogged: dict = dataclasses.field(default_factory=dict)
     log: Any = None
     val_log: Any = None
+    ranks: Any = None  # a gigaseg._torchrun.Ranks under torchrun, else None
 
     @property
     def n_regions(self) -> int:
         return len(self.train_ds)
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the run folder and shows progress (rank 0, or the only one)."""
+        return self.ranks is None or self.ranks.writer
 
     @property
     def ckpt_path(self) -> Path:
@@ -566,9 +581,10 @@ def _resolved(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     return c, payload
 
 
-def _setup(c: TrainConfig, payload: dict[str, Any] | None) -> _Run:
-    """Check the data, build the model and optimizer (restored from ``payload`` when resuming)
-    and open the run folder. Every check comes before any work; seeds are set once, here."""
+def _setup(c: TrainConfig, payload: dict[str, Any] | None, ranks: Any = None) -> _Run:
+    """Check the data and build the model and optimizer (restored from ``payload`` when
+    resuming); ``_open_run_dir`` comes next. Every check comes before any work; seeds are set
+    once, here. Under torchrun (``ranks``) each rank checks its share of the masks."""
     from .dataset import RegionDataset
     from .engine import default_read_workers, resolve_device
     from .model import UNet
@@ -585,7 +601,7 @@ def _setup(c: TrainConfig, payload: dict[str, Any] | None) -> _Run:
 
         check_tile(c.tile, c.model_config())
     if not c.resume:
-        _check_train_masks(train_ds.regions, c.progress)
+        _check_train_masks(_share(ranks, train_ds.regions), c.progress and (ranks is None or ranks.writer))
 
     torch.manual_seed(c.seed)
     np.random.seed(c.seed % 2**32)
@@ -595,13 +611,12 @@ def _setup(c: TrainConfig, payload: dict[str, Any] | None) -> _Run:
     optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule_fn(c))
     run = _Run(c=c, run_dir=Path(c.out), device=device, read_workers=read_workers, train_ds=train_ds,
-               val_regions=val_regions, mpp=mpp, model=model, optimizer=optimizer, scheduler=scheduler)
+               val_regions=val_regions, mpp=mpp, model=model, optimizer=optimizer, scheduler=scheduler, ranks=ranks)
     if payload is not None:
         _restore(run, payload)
     if run.step >= c.steps:
         raise ConfigError(f"{run.run_dir} has already run {run.step} steps of `steps={c.steps}`; give a larger `steps`")
     run.perm = _permutation(c.seed, run.epoch, run.n_regions)
-    _open_run_dir(run)
     return run
 
 
@@ -639,6 +654,9 @@ def _open_run_dir(run: _Run) -> None:
     from .model import count_parameters
 
     c = run.c
+    if not run.writer:  # rank 0 writes the run folder (NOTE [Distributed training])
+        run.log, run.val_log, run.logged_step = _NoLog(), _NoLog(), run.step
+        return
     try:
         run.run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -658,6 +676,7 @@ def _open_run_dir(run: _Run) -> None:
         "val_regions": [r.name for r in run.val_regions],
         "started": utc_now(),
         "resumes": run.resumes,
+        "processes": run.ranks.size if run.ranks is not None else 1,
     }
     _write_json(run.run_dir / "config.json", run.info)
     log_path, val_path = run.run_dir / "log.csv", run.run_dir / "val.csv"
@@ -685,14 +704,20 @@ def _train_step(run: _Run) -> dict[str, Any]:
     if run.position >= run.n_regions:
         run.epoch, run.position = run.epoch + 1, 0
         run.perm = _permutation(c.seed, run.epoch, run.n_regions)
-    sample = run.train_ds.sample(int(run.perm[run.position]), run.epoch)
+    regions, after = _step_regions(run)
+    sample = run.train_ds.sample(*regions[run.ranks.group_index if run.ranks is not None else 0])
+    names = [run.train_ds.regions[index].name for index, _ in regions]
     lr = run.optimizer.param_groups[0]["lr"]
     t0 = time.perf_counter()
     with MemorySampler(0.05) as mem:
         run.optimizer.zero_grad(set_to_none=True)
         loss = tiled_backward(run.model, sample.image, sample.mask, loss=c.loss, memory_budget=c.memory_budget,
-                              tile=c.tile, device=run.device, progress=c.progress, read_workers=run.read_workers)
-        row = {"step": run.step + 1, "loss": loss, "lr": lr, "epoch": run.epoch, "region": sample.name}
+                              tile=c.tile, device=run.device, progress=c.progress and run.writer,
+                              read_workers=run.read_workers, **_engine_groups(run))
+        if run.ranks is not None:  # K regions: the mean of their losses and gradients
+            loss = run.ranks.mean_loss(loss)
+            run.ranks.mean_grads(run.model)
+        row = {"step": run.step + 1, "loss": loss, "lr": lr, "epoch": run.epoch, "region": "+".join(names)}
         if not (math.isfinite(loss) and _grads_finite(run.model)):
             run.log.write(row)
             raise _not_finite(run, row)
@@ -701,10 +726,25 @@ def _train_step(run: _Run) -> dict[str, Any]:
             run.optimizer.step()
             run.scheduler.step()
             run.step += 1
-            run.position += 1
+            if after[0] != run.epoch:
+                run.perm = _permutation(c.seed, after[0], run.n_regions)
+            run.epoch, run.position = after
     seconds = time.perf_counter() - t0
     return {"step": run.step, "loss": loss, "lr": lr, "seconds_per_step": round(seconds, 4),
-            "peak_anon_bytes": mem.peak, "epoch": run.epoch, "region": sample.name}
+            "peak_anon_bytes": mem.peak, "epoch": row["epoch"], "region": row["region"]}
+
+
+def _step_regions(run: _Run) -> tuple[list[tuple[int, int]], tuple[int, int]]:
+    """The step's ``regions_per_step`` (region index, epoch): the next ones of the stream a
+    single process takes one per step; and the (epoch, position) after them."""
+    epoch, position = run.epoch, run.position
+    out = []
+    for _ in range(run.c.regions_per_step):
+        if position >= run.n_regions:
+            epoch, position = epoch + 1, 0
+        out.append((int(_permutation(run.c.seed, epoch, run.n_regions)[position]), epoch))
+        position += 1
+    return out, (epoch, position)
 
 
 def _not_finite(run: _Run, row: dict[str, Any]) -> TrainingError:
@@ -724,9 +764,12 @@ def _validate(run: _Run) -> dict[str, Any]:
     """Dice of every held-out region, into val.csv; the log row's validation columns."""
     c = run.c
     t_val = time.perf_counter()
-    run.last_val = evaluate_regions(run.model, run.val_regions, threshold=c.threshold,
-                                    memory_budget=c.memory_budget, tile=c.tile, device=run.device,
-                                    progress=c.progress, read_workers=run.read_workers)
+    mine = _share(run.ranks, range(len(run.val_regions)), [r.shape[0] * r.shape[1] for r in run.val_regions])
+    with _agreed(run.ranks, "validating"):
+        rows = evaluate_regions(run.model, [run.val_regions[i] for i in mine], threshold=c.threshold,
+                                memory_budget=c.memory_budget, tile=c.tile, device=run.device,
+                                progress=c.progress and run.writer, read_workers=run.read_workers)
+    run.last_val = rows if run.ranks is None else _gathered(run, mine, rows)
     for r in run.last_val:
         run.val_log.write({"step": run.step, **r})
     mean, sd = _mean_sd([r["dice"] for r in run.last_val])
@@ -738,6 +781,9 @@ def _save(run: _Run) -> None:
     from .checkpoint import save_checkpoint
 
     c = run.c
+    if not run.writer:
+        run.last_ckpt_step = run.step
+        return
     try:
         save_checkpoint(
             run.ckpt_path, run.model, mpp=run.mpp, step=run.step, optimizer=run.optimizer.state_dict(),
@@ -771,6 +817,8 @@ def _show(bar: Any, row: dict[str, Any], running: float) -> None:
 
 def _stop(run: _Run) -> None:
     """After Ctrl-C or SIGTERM: log and checkpoint the last completed step, say how to resume."""
+    if not run.writer:
+        return
     if run.logged_step < run.step:  # interrupted between the update and the log row
         _log(run, run.unlogged)
     if run.last_ckpt_step != run.step:
@@ -804,10 +852,13 @@ def _summary(run: _Run, seconds: float) -> dict[str, Any]:
         "mpp": run.mpp,
         "device": str(run.device),
         "parameters": count_parameters(run.model),
+        "processes": run.ranks.size if run.ranks is not None else 1,
+        "rank": run.ranks.rank if run.ranks is not None else 0,
     }
-    run.info["finished"] = utc_now()
-    run.info["result"] = result
-    _write_json(run.run_dir / "config.json", run.info)
+    if run.writer:
+        run.info["finished"] = utc_now()
+        run.info["result"] = result
+        _write_json(run.run_dir / "config.json", run.info)
     return result
 
 
@@ -819,7 +870,9 @@ def _due(every: int, step: int) -> bool:
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
-    """Train a U-Net on whole regions of a store; see the module docstring.
+    """Train a U-Net on whole regions of a store; see the module docstring. Under torchrun
+    (``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` set) the processes train together
+    (NOTE [Distributed training]); each returns the summary.
 
     Returns:
         A summary: ``run_dir``, ``checkpoint``, ``step``, ``steps``, ``loss`` (last step),
@@ -831,18 +884,36 @@ def train(config: TrainConfig) -> dict[str, Any]:
         TrainingError: a NaN or infinite loss or gradient; the last checkpoint is kept.
         CheckpointError: a checkpoint could not be written; the previous one is kept.
         KeyboardInterrupt: after saving the last completed step (resume with ``--resume``).
+        DistributedError: under torchrun, when another rank failed (it raises its own error).
     """
+    from ._torchrun import start_ranks
+
+    config.check()
+    ranks = start_ranks(config.regions_per_step, config.device)
+    try:
+        return _train(config, ranks)
+    finally:
+        if ranks is not None:
+            ranks.close()
+
+
+def _train(config: TrainConfig, ranks: Any) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from ._memory import trim_heap
 
-    c, payload = _resolved(config)
-    run = _setup(c, payload)
-    if not run.val_regions:
+    with _agreed(ranks, "checking the options and the data"):
+        c, payload = _resolved(config)
+        run = _setup(c, payload, ranks)
+    if ranks is not None:
+        ranks.broadcast_parameters(run.model)
+    with _agreed(ranks, "opening the run folder"):
+        _open_run_dir(run)
+    if not run.val_regions and run.writer:
         print(f"gigaseg train: no validation regions (no 'val' split in {c.data} and no --val-data); "
               "training without validation", file=sys.stderr)
     t_start = last_plot = time.perf_counter()
-    bar = tqdm(total=c.steps, initial=run.step, desc="train", unit="step", disable=not c.progress,
+    bar = tqdm(total=c.steps, initial=run.step, desc="train", unit="step", disable=not (c.progress and run.writer),
                dynamic_ncols=True)
     running = None
     # The steps' peak memory counts from here: what earlier work in this process (making the
@@ -855,14 +926,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 final = run.step == c.steps
                 if run.val_regions and (_due(c.val_every, run.step) or final):
                     row.update(_validate(run))
-                _log(run, row)
-                if _due(c.ckpt_every, run.step) or final:
-                    _save(run)
-                running = row["loss"] if running is None else 0.9 * running + 0.1 * row["loss"]
-                _show(bar, row, running)
-                if "val_dice_mean" in row or final or time.perf_counter() - last_plot > 60:
-                    plot_curves(run.history, run.run_dir / "curves.png")
-                    last_plot = time.perf_counter()
+                with _agreed(ranks, "writing the logs and the checkpoint"):  # rank 0's work
+                    _log(run, row)
+                    if _due(c.ckpt_every, run.step) or final:
+                        _save(run)
+                    running = row["loss"] if running is None else 0.9 * running + 0.1 * row["loss"]
+                    _show(bar, row, running)
+                    if run.writer and ("val_dice_mean" in row or final or time.perf_counter() - last_plot > 60):
+                        plot_curves(run.history, run.run_dir / "curves.png")
+                        last_plot = time.perf_counter()
         except KeyboardInterrupt:
             bar.close()
             _stop(run)
@@ -872,3 +944,45 @@ def train(config: TrainConfig) -> dict[str, Any]:
             run.log.close()
             run.val_log.close()
     return _summary(run, time.perf_counter() - t_start)
+
+
+# --- under torchrun: small helpers (NOTE [Distributed training] in gigaseg._torchrun) ----------------
+
+
+class _NoLog:
+    """The logs of a rank that does not write them (all but rank 0)."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _agreed(ranks: Any, what: str) -> Any:
+    """``ranks.agreed(what)`` (every rank raises if one fails in the block), or nothing for one process."""
+    return contextlib.nullcontext() if ranks is None else ranks.agreed(what)
+
+
+def _engine_groups(run: _Run) -> dict[str, Any]:
+    """``tiled_backward``'s process groups for this rank; none for one process."""
+    return {} if run.ranks is None else run.ranks.engine_groups()
+
+
+def _share(ranks: Any, items: Sequence, costs: Sequence[int] | None = None) -> list:
+    """This rank's share of ``items`` (all of them for one process), split by ``costs``
+    (default: region pixels)."""
+    if ranks is None:
+        return list(items)
+    costs = costs if costs is not None else [r.shape[0] * r.shape[1] for r in items]
+    return [items[i] for i in ranks.share(costs)]
+
+
+def _gathered(run: _Run, mine: Sequence[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every validation region's row from each rank's ``rows`` of its regions ``mine``: their
+    Dice counts summed over the ranks (integers: the Dice is the single process's exactly)."""
+    counts = [[0, 0, 0] for _ in run.val_regions]
+    for i, r in zip(mine, rows):
+        counts[i] = [r["intersection"], r["predicted"], r["reference"]]
+    return [{"region": region.name, "dice": _dice_of(*row), "intersection": row[0], "predicted": row[1],
+             "reference": row[2]} for region, row in zip(run.val_regions, run.ranks.sum_counts(counts))]

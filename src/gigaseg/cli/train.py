@@ -31,7 +31,7 @@ def _flag(name: str) -> str:
 
 
 _TRAIN_HELP = f"""\
-Train a U-Net on whole regions of a region store (gigaseg prepare), one region per step,
+Train a U-Net on whole regions of a region store (gigaseg prepare), one (or K) per step,
 with the exact tiled engine: the gradient of the loss over the whole region, in bounded memory.
 
   gigaseg prepare --synthetic 6 --val 2 --size 2048x4096 --out regions/
@@ -39,6 +39,8 @@ with the exact tiled engine: the gradient of the loss over the whole region, in 
   gigaseg train --resume runs/a                 # after Ctrl-C: continues exactly where it stopped
   gigaseg train --resume runs/a --steps 600     # continue further (the schedule stretches)
   gigaseg train --config runs/a/config.json --out runs/b --lr 0.001   # runs/a's options, another rate
+  torchrun --standalone --nproc-per-node 4 -m gigaseg train --data regions/ --out runs/c --regions-per-step 2
+                                                # 4 processes, 2 regions per step (docs/distributed.md)
 
 RUN_DIR gets config.json (every option, versions, machine), log.csv (one row per step:
 loss, lr, seconds, peak anonymous memory, validation Dice mean and sd), val.csv (Dice per
@@ -86,7 +88,9 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--config", default=S, metavar="FILE",
                    help="train with the options in FILE (a run's config.json); flags given here override them")
     opt(p, "--preset", "model preset", choices=PRESET_NAMES)
-    opt(p, "--steps", "total optimizer steps, one whole region each", type=int)
+    opt(p, "--steps", "total optimizer steps, --regions-per-step whole regions each", type=int)
+    opt(p, "--regions-per-step", "K whole regions per step, gradients averaged (batch size K); under torchrun the N "
+        "processes form K groups, one region each (N a multiple of K)", type=int, metavar="K")
     opt(p, "--lr", "Adam's peak learning rate", type=float)
     opt(p, "--schedule", "learning-rate schedule after the warm-up", choices=SCHEDULES)
     opt(p, "--warmup", "linear warm-up steps", type=int)
@@ -181,6 +185,8 @@ def _run_train(args) -> int:
         if config.out is None or not (Path(config.out) / "checkpoint.pt").exists():
             print("gigaseg train: interrupted before training started; nothing to resume", file=sys.stderr)
         return 130  # otherwise train() saved the last completed step and printed how to resume
+    if result.get("rank", 0) != 0:  # under torchrun, rank 0 reports
+        return 0
     mean, sd = result["val_dice_mean"], result["val_dice_sd"]
     val = f"; held-out Dice {mean:.4f} +/- {sd:.4f}" if mean is not None else ""
     print(f"trained {result['step']} steps in {result['seconds']:.0f} s "

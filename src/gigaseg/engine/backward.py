@@ -171,7 +171,8 @@ def _joined(ranks: _Ranks | None) -> Iterator[None]:
     except DistributedError:
         raise
     except Exception:
-        ranks.fail()
+        with contextlib.suppress(RuntimeError):  # the first error is the one to see
+            ranks.fail()
         raise
 
 
