@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import threading
 import xml.etree.ElementTree as ET
@@ -114,10 +116,18 @@ class _TiffSlide(Slide):
 
     _FRESH_BLOCKS = True  # _read_level builds a new array (or copies the memory map)
 
-    def __init__(self, path: Path, tif: TiffFile, pages: list[TiffPage], mpp: tuple[float, float] | None) -> None:
+    def __init__(self, path: Path, tif: TiffFile, pages: list[TiffPage], mpp: tuple[float, float] | None,
+                 problems: list[str]) -> None:
+        import tifffile
+
         super().__init__(path, [(p.imagewidth, p.imagelength) for p in pages], mpp=mpp)
+        for problem in problems:
+            self._problem(problem)
         self._tif = tif
         self._pages = pages
+        # JPEG segments are checked for the corrupt data that imagecodecs decodes in silence
+        # (NOTE [Corrupt JPEG data]); NDPI's JPEG headers are not plain streams and are not checked
+        self._jpeg = [p.compression == tifffile.COMPRESSION.JPEG and not p.jpegheader for p in pages]
         self._lock = threading.RLock()
         self._ome = bool(tif.is_ome)
         # Uncompressed, contiguous levels (typical strip TIFFs) are read through a
@@ -185,6 +195,8 @@ class _TiffSlide(Slide):
             if not data:
                 yield index, None
                 continue
+            if self._jpeg[level]:
+                self._check_jpeg(level, index, data)
             segment = page.decode(
                 data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader
             )[0]
@@ -192,6 +204,15 @@ class _TiffSlide(Slide):
             segment = segment.reshape(segment.shape[-3:])  # (h, w, samples)
             self._remember((level, index), segment)
             yield index, segment
+
+    def _check_jpeg(self, level: int, index: int, data: bytes) -> None:
+        """Record (or, strict, raise) corrupt JPEG data in segment ``index`` of ``level``."""
+        from ._jpegcheck import jpeg_problem
+
+        page = self._pages[level]
+        problem = jpeg_problem(data, page.jpegtables)
+        if problem:
+            self._problem(f"level {level} {_segment_name(page, index)}: {problem}")
 
     def _remember(self, key: tuple[int, int], segment: np.ndarray) -> None:
         with self._lock:
@@ -211,6 +232,37 @@ class _TiffSlide(Slide):
 
     def _repr_extra(self) -> str:
         return ", ome=True" if self._ome else ""
+
+
+def _segment_name(page: TiffPage, index: int) -> str:
+    """"tile 7 at (x, y) = (512, 256)" or "strip 3 (rows 48 to 63)", in level pixels."""
+    if page.is_tiled:
+        n_across = math.ceil(page.imagewidth / page.tilewidth)
+        t_row, t_col = divmod(index, n_across)
+        return f"tile {index} at (x, y) = ({t_col * page.tilewidth}, {t_row * page.tilelength})"
+    rows = min(page.rowsperstrip or page.imagelength, page.imagelength)
+    return f"strip {index} (rows {index * rows} to {min((index + 1) * rows, page.imagelength) - 1})"
+
+
+@contextlib.contextmanager
+def _logged_warnings() -> Iterator[list[str]]:
+    """Collect what tifffile logs at WARNING or above in this thread (a tag it cannot read, a
+    value it coerces) while the block runs."""
+    messages: list[str] = []
+    thread = threading.get_ident()
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.thread == thread:
+                messages.append(record.getMessage())
+
+    logger = logging.getLogger("tifffile")
+    handler = _Collect(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
 
 
 def _memmap(path: Path, page: TiffPage) -> np.ndarray | None:
@@ -297,42 +349,63 @@ def open_tifffile(path: Path) -> Slide:
     problem = _first_ifd_problem(path)
     if problem:
         raise SlideError(f"{path}: {problem}")
-    try:
-        tif = tifffile.TiffFile(path)
-    except Exception as exc:
-        raise SlideError(
-            f"{path}: corrupt TIFF, tifffile cannot parse it: {exc}; the file may be "
-            f"truncated, copy or download it again"
-        ) from exc
-    try:
-        pages = _level_pages(path, tif)
-        file_size = tif.filehandle.size
-        for level, page in enumerate(pages):
-            _check_page(path, page, level)
-            end = _data_end(page)
-            if end > file_size:
-                raise SlideError(
-                    f"{path}: truncated: level {level} image data ends at byte {end} but "
-                    f"the file has only {file_size} bytes; copy or download it again"
-                )
-        _probe_decode(path, tif, pages[-1], len(pages) - 1)
+    with _logged_warnings() as logged:
         try:
-            mpp = _tiff_mpp(tif, pages[0])
-        except Exception:  # noqa: BLE001 - odd metadata never stops a read; mpp= supplies it
-            mpp = None
-    except SlideError:
-        tif.close()
-        raise
-    except Exception as exc:
-        tif.close()
-        raise SlideError(f"{path}: corrupt TIFF: {type(exc).__name__}: {exc}") from exc
-    return _TiffSlide(path, tif, pages, mpp)
+            tif = tifffile.TiffFile(path)
+        except Exception as exc:
+            raise SlideError(
+                f"{path}: corrupt TIFF, tifffile cannot parse it: {exc}; the file may be "
+                f"truncated, copy or download it again"
+            ) from exc
+        try:
+            pages = _level_pages(path, tif)
+            file_size = tif.filehandle.size
+            for level, page in enumerate(pages):
+                _check_page(path, page, level)
+                end = _data_end(page)
+                if end > file_size:
+                    raise SlideError(
+                        f"{path}: truncated: level {level} image data ends at byte {end} but "
+                        f"the file has only {file_size} bytes; copy or download it again"
+                    )
+            problems = _conversions(pages[0])
+            probed = _probe_decode(path, tif, pages[-1], len(pages) - 1)
+            if probed:
+                problems.append(probed)
+            try:
+                mpp = _tiff_mpp(tif, pages[0])
+            except Exception:  # noqa: BLE001 - odd metadata never stops a read; mpp= supplies it
+                mpp = None
+        except SlideError:
+            tif.close()
+            raise
+        except Exception as exc:
+            tif.close()
+            raise SlideError(f"{path}: corrupt TIFF: {type(exc).__name__}: {exc}") from exc
+    problems[:0] = [f"tifffile warns: {m}" for m in dict.fromkeys(logged)]
+    return _TiffSlide(path, tif, pages, mpp, problems)
 
 
-def _probe_decode(path: Path, tif: TiffFile, page: TiffPage, level: int) -> None:
+def _conversions(page: TiffPage) -> list[str]:
+    """The conversions to 8-bit RGB that reading ``page`` takes (NOTE [Image modes] in _pillow)."""
+    import tifffile
+
+    done = []
+    if page.dtype == np.uint16:
+        done.append("16-bit samples: scaled to 8 bits as round(v * 255 / 65535), the full range of the type, "
+                    "whatever range the pixels use")
+    if page.photometric in (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.MINISWHITE):
+        done.append("a greyscale image: replicated to R = G = B; a model trained on colour slides may find no "
+                    "tissue in it")
+    return done
+
+
+def _probe_decode(path: Path, tif: TiffFile, page: TiffPage, level: int) -> str | None:
     """Decode the last stored segment of ``page`` so that an unsupported codec or a
     corrupt tail fails at open time, not at the first read. Skipped for segments of
-    more than 16 MiB (a whole-page strip)."""
+    more than 16 MiB (a whole-page strip). Returns what the JPEG check finds in it, or None."""
+    import tifffile
+
     if page.is_tiled:
         seg_bytes = page.tilewidth * page.tilelength
     else:
@@ -340,7 +413,7 @@ def _probe_decode(path: Path, tif: TiffFile, page: TiffPage, level: int) -> None
     seg_bytes *= page.samplesperpixel * np.dtype(page.dtype).itemsize
     stored = [i for i, c in enumerate(page.databytecounts) if c > 0]
     if not stored or seg_bytes > 16 * 2**20:
-        return
+        return None
     index = stored[-1]
     try:
         fh = tif.filehandle
@@ -353,6 +426,13 @@ def _probe_decode(path: Path, tif: TiffFile, page: TiffPage, level: int) -> None
             f"({cast('COMPRESSION', page.compression).name} compression): {type(exc).__name__}: {exc}; the file "
             f"is corrupt, or its codec is missing (imagecodecs: {_INSTALL_HINT})"
         ) from exc
+    if page.compression == tifffile.COMPRESSION.JPEG and not page.jpegheader:
+        from ._jpegcheck import jpeg_problem
+
+        problem = jpeg_problem(data, page.jpegtables)
+        if problem:
+            return f"level {level} {_segment_name(page, index)}: {problem}"
+    return None
 
 
 def _level_pages(path: Path, tif: TiffFile) -> list[TiffPage]:

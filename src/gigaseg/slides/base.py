@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import math
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,9 @@ _BLOCK = 4096
 _MPP_TOLERANCE = 0.01
 
 _INSTALL_HINT = f"install the slide extras: {install_command('PIL')}"
+
+# Distinct problems kept per slide; more are counted (NOTE [Slide problems]).
+_MAX_PROBLEMS = 20
 
 
 class _Decline(Exception):
@@ -67,6 +71,10 @@ class Slide(abc.ABC):
         self._mpp = mpp
         self._mpp_given = False
         self._closed = False
+        self._problems: list[str] = []
+        self._more_problems = 0
+        self._problems_lock = threading.Lock()
+        self._strict = False
 
     # -- the backend contract ----------------------------------------------------------
 
@@ -116,6 +124,42 @@ class Slide(abc.ABC):
     def mpp(self) -> tuple[float, float] | None:
         """Level-0 microns per pixel ``(x, y)``, or None when the file does not say."""
         return self._mpp
+
+    # NOTE [Slide problems]
+    # Decoders pass over some damage in silence: libjpeg's warnings about corrupt data (which
+    # Pillow and imagecodecs drop) leave part of an image garbage without an error. Each backend
+    # looks for what its decoder does not say (the JPEG check of gigaseg.slides._jpegcheck on JPEG
+    # files and JPEG tiles, Pillow's and tifffile's own warnings) and records it here, in words,
+    # once per distinct message, as it reads: ``problems`` holds what the reads so far have met
+    # (at open, the whole image for Pillow; then each tile or strip when it is first decoded). A
+    # conversion by a documented rule (a greyscale or 16-bit image to 8-bit RGB) is recorded too,
+    # because a model trained on colour slides sees such an image differently. A slide opened with
+    # ``strict=True`` raises SlideError at the first problem instead. Data that no decoder can
+    # decode at all stays an error either way (SlideError from the read).
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """What was found wrong with the file's data so far, or converted by a rule, in words
+        (NOTE [Slide problems]); empty for a clean read."""
+        with self._problems_lock:
+            more = (f"and {self._more_problems} more problem(s)",) if self._more_problems else ()
+            return (*self._problems, *more)
+
+    @property
+    def strict(self) -> bool:
+        """Whether a problem of the file's data raises SlideError instead of being recorded."""
+        return self._strict
+
+    def _problem(self, message: str) -> None:
+        """Record ``message`` (a problem of the data, without the path), or raise it when strict."""
+        if self._strict:
+            raise SlideError(f"{self._path}: {message} (an error because of `strict=True`; without it, a warning)")
+        with self._problems_lock:
+            if message in self._problems:
+                return
+            if len(self._problems) < _MAX_PROBLEMS:
+                self._problems.append(message)
+            else:
+                self._more_problems += 1
 
     def get_best_level_for_downsample(self, downsample: float) -> int:
         """The coarsest level whose downsample is <= ``downsample`` (0 if none is)."""
@@ -292,7 +336,7 @@ class Slide(abc.ABC):
                 b_w, b_h = min(_BLOCK, in_x1 - b_x), min(_BLOCK, in_y1 - b_y)
                 try:
                     block = self._read_level(level, b_x, b_y, b_w, b_h)
-                except SlideError:
+                except (SlideError, MemoryError):
                     raise
                 except Exception as exc:  # a backend's own error: corrupt data, I/O
                     raise SlideError(
@@ -327,6 +371,16 @@ class Slide(abc.ABC):
         shrinking = min(lvl_step_x, lvl_step_y) >= 1 - _MPP_TOLERANCE
         resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
         max_step = max(lvl_step_x, lvl_step_y)
+        if max_step > _BLOCK:
+            # one output pixel would average more than a whole block of source pixels: the block
+            # below could not bound its memory (a file without the pyramid level it needs, or a
+            # header that lies about its size)
+            raise SlideError(
+                f"{self._path}: reading at this resolution averages {lvl_step_x:.0f} x {lvl_step_y:.0f} pixels of "
+                f"level {level} ({self._level_dimensions[level][0]} x {self._level_dimensions[level][1]}) into each "
+                f"output pixel, more than {_BLOCK} per axis; the file has no coarser pyramid level: read it at a "
+                "finer resolution, or add a pyramid to the file (e.g. with vips tiffsave --pyramid)"
+            )
         # Source pixels read around each block: Pillow's BOX kernel reaches step / 2
         # source pixels from an output pixel's centre, BILINEAR max(step, 1).
         if shrinking:

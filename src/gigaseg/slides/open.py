@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .._files import check_input
 from ..errors import ConfigError, SlideError
 from .base import BACKENDS, Slide, _Decline, _mpp_pair
 
@@ -17,6 +18,7 @@ def open_slide(
     *,
     mpp: float | tuple[float, float] | None = None,
     backend: str | None = None,
+    strict: bool = False,
 ) -> Slide:
     """Open a whole-slide image, a plain image, or a DICOM WSI series directory.
 
@@ -25,13 +27,17 @@ def open_slide(
         mpp: microns per pixel of level 0, one number or ``(x, y)``; replaces what the
             file says (or supplies it when the file says nothing).
         backend: force one of :data:`BACKENDS`; None tries them in a sensible order.
+        strict: raise SlideError at the first problem of the file's data (corrupt JPEG data
+            that a decoder would pass over, a decoder's warning, a greyscale or 16-bit image
+            converted to 8-bit RGB) instead of recording it in ``Slide.problems`` (NOTE [Slide
+            problems]).
 
     Returns:
         An open :class:`Slide`; use it as a context manager or call ``close()``.
 
     Raises:
-        SlideError: missing file, a directory with no slide, a truncated or corrupt
-            file, or a format no backend reads.
+        SlideError: missing file, a directory with no slide, a FIFO, socket or device, a
+            truncated or corrupt file, or a format no backend reads.
         ConfigError: a bad ``mpp`` or ``backend`` value.
     """
     if not isinstance(path, (str, os.PathLike)):
@@ -49,6 +55,7 @@ def open_slide(
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)} or None, got {backend!r}")
     if not path.exists():
         raise SlideError(f"{path}: no such file or directory; check the path")
+    check_input(path, "slide", error=SlideError, folder=True)  # NOTE [Special files]
 
     if path.is_dir():
         if backend not in (None, "openslide"):
@@ -65,6 +72,12 @@ def open_slide(
     if mpp_override is not None:
         slide._mpp = mpp_override
         slide._mpp_given = True
+    if strict:
+        found = slide.problems
+        if found:
+            slide.close()
+            raise SlideError(f"{path}: {'; '.join(found)} (an error because of `strict=True`; without it, a warning)")
+        slide._strict = True
     return slide
 
 
