@@ -28,6 +28,7 @@ import torch
 
 from . import __version__
 from ._atomic import atomic_write
+from ._files import check_input
 from .errors import CheckpointError, CheckpointWriteError, ConfigError
 from .model import UNet, UNetConfig
 
@@ -119,8 +120,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             or from an incompatible version.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
+    check_input(path, "checkpoint", error=CheckpointError)  # NOTE [Special files]
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a plain pickle: refused below
@@ -172,5 +172,33 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
         model.load_state_dict(payload["state_dict"])
     except (ConfigError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not describe a valid model: {exc}") from exc
-    mpp = payload.get("mpp")
-    return model.to(device).eval(), (float(mpp) if mpp else None)
+    _check_weights(path, model)
+    return model.to(device).eval(), _checked_mpp(path, payload.get("mpp"))
+
+
+def _check_weights(path: str | os.PathLike[str], model: UNet) -> None:
+    """Refuse weights that are not finite: such a model gives NaN logits, which threshold to an
+    empty mask without a word."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"checkpoint {path} has {bad} NaN or infinite value(s) in {name!r} (of {tensor.numel()}): its model "
+                "can only give NaN probabilities; use an earlier checkpoint of the run, or train again with a lower "
+                "learning rate"
+            )
+
+
+def _checked_mpp(path: str | os.PathLike[str], mpp: Any) -> float | None:
+    """The training mpp stored in a checkpoint, checked: None, or a number in ``MPP_RANGE``."""
+    from .options import MPP_RANGE
+
+    if mpp is None or (isinstance(mpp, (int, float)) and mpp == 0):  # 0: unknown, as gigaseg 0.1 read it
+        return None
+    low, high = MPP_RANGE
+    if isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not low <= float(mpp) <= high:
+        raise CheckpointError(
+            f"checkpoint {path} says the model was trained at {mpp!r} microns per pixel, which is not a resolution "
+            f"(expected a number in [{low:g}, {high:g}]); the file is damaged: use another checkpoint"
+        )
+    return float(mpp)
