@@ -1,4 +1,5 @@
-"""Input files checked before they are opened: regular files (or folders) only, and room on disk.
+"""Input files checked before they are opened (regular files or folders only), and the room a
+job needs (free disk, available memory) checked before it starts.
 
 # NOTE [Special files]
 A path given as an input may name something that is not a file: a FIFO (named pipe), a
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from .errors import GigasegError, InputError, OutputError
 
-__all__ = ["check_input", "file_kind", "check_free_space", "format_bytes"]
+__all__ = ["check_input", "file_kind", "check_free_space", "available_memory", "format_bytes"]
 
 
 def file_kind(mode: int) -> str:
@@ -86,3 +87,19 @@ def check_free_space(folder: str | os.PathLike[str], need: int, what: str, fix: 
     if need > free:
         raise OutputError(f"{what} needs {format_bytes(need)} of disk in {folder}, but only {format_bytes(free)} "
                           f"are free; {fix}")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give a new allocation without swapping (Linux
+    ``MemAvailable``; elsewhere free physical pages), or None when it cannot tell."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from ._deps import require
-from .errors import ConfigError, GigasegError
+from ._interrupt import sigterm_interrupts
+from .errors import ConfigError, GigasegError, InputError
 from .options import (
     BASELINE_METHODS,
     DEFAULT_BASELINE_METHOD,
@@ -78,11 +79,22 @@ def baseline_mask(rgb: np.ndarray, method: str) -> tuple[np.ndarray, dict]:
     return m.astype(np.uint8), {"saturation_threshold": t, "median": 7, "closing_radius_px": 2}
 
 
+#: Bytes of memory per working-resolution pixel at the peak of a baseline: the RGB image, its
+#: grey or HSV copy, the median filter's output and the masks (NOTE [Bounded work] in gigaseg.predict).
+_BYTES_PER_PIXEL = 12
+
+
+@sigterm_interrupts
 def baseline_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, *, method: str = "otsu",
                    mpp: float | None = None, working_mpp: float = 8.0, min_area: float | None = None,
-                   simplify: float | None = None, overwrite: bool = False) -> dict:
+                   simplify: float | None = None, overwrite: bool = False, strict: bool = False) -> dict:
     """Segment tissue with a baseline at ``working_mpp`` (never finer than the slide) and write the
-    same four outputs as :func:`gigaseg.predict.predict_slide`."""
+    same four outputs as :func:`gigaseg.predict.predict_slide`, with its summary's ``warnings``,
+    ``sizes`` and ``redone``; ``strict`` as there (a problem of the slide's data fails it).
+
+    The whole slide at ``working_mpp`` is held in memory: a slide that would need more than the
+    available memory is refused before it is read, naming the numbers and a ``working_mpp`` that fits.
+    """
     import time
 
     from . import __version__
@@ -92,11 +104,12 @@ def baseline_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, *,
         DEFAULT_MIN_AREA,
         check_batch,
         check_out_dir,
-        existing_outputs,
         open_with_mpp,
         output_paths,
+        output_state,
         require_writers,
         slide_stem,
+        sweep_temporaries,
         write_outputs,
     )
 
@@ -106,17 +119,22 @@ def baseline_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     stem = slide_stem(slide_path)
     paths = output_paths(out_dir, stem)
     check_batch([slide_path], out_dir)
-    if not overwrite and existing_outputs(paths):
+    state, why = output_state(paths)  # NOTE [Complete outputs]
+    if not overwrite and state == "complete":
         return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (`overwrite=True` replaces them)",
                 "paths": {k: str(v) for k, v in paths.items()}}
+    if not overwrite and state == "foreign":
+        raise InputError(f"{why}: it is not replaced without `overwrite=True`; or choose another `out_dir`")
     check_out_dir(out_dir)
+    sweep_temporaries(out_dir)  # NOTE [Stale temporaries]
     require_writers()
-    slide = open_with_mpp(slide_path, mpp)
+    slide = open_with_mpp(slide_path, mpp, strict=strict)
     try:
         mx, my = slide.mpp
         w_mpp = max(float(working_mpp), mx, my)
         l0_w, l0_h = slide.dimensions
         gw, gh = max(1, round(l0_w * mx / w_mpp)), max(1, round(l0_h * my / w_mpp))
+        _check_work(slide_path, slide, gw, gh, w_mpp)
         t0 = time.perf_counter()
         rgb = slide.read_region_at_mpp((0, 0), w_mpp, (gw, gh))
         t_read = time.perf_counter() - t0
@@ -142,14 +160,43 @@ def baseline_slide(slide_path: str | os.PathLike, out_dir: str | os.PathLike, *,
             "tissue_area_mm2": round(tissue * w_mpp * w_mpp / 1e6, 6),
             "tissue_fraction": round(tissue / (gw * gh), 6),
             "timings": {"read_s": round(t_read, 3), "segment_s": round(t_seg, 3)},
+            "strict": bool(strict),
         }
+        if state == "partial":
+            summary["redone"] = f"the earlier outputs were incomplete: {why}"
         write_outputs(slide, grid, out_dir, stem, binary=lambda b: (b >= 128).astype(np.uint8),
                       tiff_transform=None, min_area=DEFAULT_MIN_AREA if min_area is None else min_area,
-                      simplify=simplify, summary=summary, overwrite=overwrite)
+                      simplify=simplify, summary=summary, overwrite=overwrite or state == "partial")
     finally:
         slide.close()
     summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
     return summary
+
+
+def _check_work(slide_path: Path, slide: Any, gw: int, gh: int, w_mpp: float) -> None:
+    """Refuse a slide whose working-resolution image would not fit in the available memory, or
+    that would take decoding more than ``MAX_GRID_PIXELS`` pixels (no pyramid level near it)."""
+    import math
+
+    from ._files import available_memory, format_bytes
+    from .predict import MAX_GRID_PIXELS
+
+    level = slide.get_best_level_for_mpp(w_mpp)
+    lw, lh = slide.level_dimensions[level]
+    if lw * lh > MAX_GRID_PIXELS:
+        raise InputError(
+            f"{slide_path}: reading it at {w_mpp:g} um/px means decoding its level {level} of {lw} x {lh} = "
+            f"{lw * lh / 1e9:.1f} gigapixels (the file has no coarser level), more than gigaseg reads for one slide "
+            f"({MAX_GRID_PIXELS / 1e9:.1f} gigapixels): check the slide (a header may lie about its size), or add a "
+            "pyramid to it (vips tiffsave does, with its pyramid option)"
+        )
+    need, free = gw * gh * _BYTES_PER_PIXEL, available_memory()
+    if free is not None and need > free:
+        raise InputError(
+            f"{slide_path}: the baseline holds the slide in memory at {w_mpp:g} um/px ({gw} x {gh} pixels), about "
+            f"{format_bytes(need)}, but {format_bytes(free)} are available: give a coarser `working_mpp` "
+            f"({w_mpp * math.sqrt(need / free) * 1.1:.3g} or more), or free memory"
+        )
 
 
 def _check(*, method: str, mpp: float | None, working_mpp: float, min_area: float | None,
@@ -160,6 +207,7 @@ def _check(*, method: str, mpp: float | None, working_mpp: float, min_area: floa
     check_options(mpp=mpp, min_area=min_area, simplify=simplify)
 
 
+@sigterm_interrupts
 def baseline_slides(slides: Iterable[str | os.PathLike], out_dir: str | os.PathLike,
                     **kwargs: Any) -> tuple[list[dict], list[tuple[str, str]]]:
     """Run :func:`baseline_slide` on many slides; one failure does not stop the others.
@@ -167,7 +215,8 @@ def baseline_slides(slides: Iterable[str | os.PathLike], out_dir: str | os.PathL
     The options (``kwargs``) are ``baseline_slide``'s. Every option, and every output path against
     the inputs (two slides with one output name, a slide whose summary would be the run's
     ``baseline-config.json``), is checked before any slide is read. Returns ``(summaries,
-    failures)`` with failures as ``(slide, error message)``.
+    failures)`` with failures as ``(slide, error message)``; running out of memory on a slide is
+    that slide's failure. Ctrl-C and SIGTERM stop the batch (KeyboardInterrupt), temporary files removed.
     """
     import inspect
 
@@ -189,6 +238,8 @@ def baseline_slides(slides: Iterable[str | os.PathLike], out_dir: str | os.PathL
             summaries.append(baseline_slide(s, out_dir, **kwargs))
         except GigasegError as exc:
             failures.append((str(s), str(exc)))
+        except MemoryError as exc:  # one slide's failure, not the batch's (NOTE [Bounded work] in gigaseg.predict)
+            failures.append((str(s), f"out of memory ({exc}); give a coarser `working_mpp`, or free memory"))
         except (OSError, ValueError, RuntimeError) as exc:
             failures.append((str(s), f"{type(exc).__name__}: {exc}"))
     return summaries, failures

@@ -32,7 +32,7 @@ from ._files import check_input
 from .errors import CheckpointError, CheckpointWriteError, ConfigError
 from .model import UNet, UNetConfig
 
-__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model"]
+__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "check_weights"]
 
 FORMAT = "gigaseg-checkpoint"
 VERSION = 1
@@ -172,13 +172,13 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
         model.load_state_dict(payload["state_dict"])
     except (ConfigError, RuntimeError, TypeError) as exc:
         raise CheckpointError(f"checkpoint {path} does not describe a valid model: {exc}") from exc
-    _check_weights(path, model)
+    check_weights(path, model)
     return model.to(device).eval(), _checked_mpp(path, payload.get("mpp"))
 
 
-def _check_weights(path: str | os.PathLike[str], model: UNet) -> None:
-    """Refuse weights that are not finite: such a model gives NaN logits, which threshold to an
-    empty mask without a word."""
+def check_weights(path: str | os.PathLike[str], model: UNet) -> None:
+    """Raise CheckpointError if a weight of ``model`` is NaN or infinite (``path`` names the model in
+    the message): such a model gives NaN logits, which threshold to an empty mask without a word."""
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())

@@ -8,12 +8,17 @@ summary, written last: it marks the slide as complete).
 from __future__ import annotations
 
 import glob as _glob
+import json
 import math
 import os
+import re
 import shutil
+import socket
+import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,9 +38,12 @@ __all__ = [
     "slide_stem",
     "expand_slide_paths",
     "existing_outputs",
+    "output_state",
     "check_out_dir",
     "require_writers",
     "temp_dir",
+    "sweep_temporaries",
+    "TEMP_PREFIX",
     "open_with_mpp",
     "thumbnail",
     "write_outputs",
@@ -211,11 +219,12 @@ def _is_output(path: Path) -> bool:
     return name.endswith(".mask.tiff") or name.endswith(".overlay.png")
 
 
-def open_with_mpp(slide_path: Path, mpp: float | None):
-    """Open a slide whose resolution is known (from the file or ``mpp``), else a SlideError."""
+def open_with_mpp(slide_path: Path, mpp: float | None, *, strict: bool = False):
+    """Open a slide whose resolution is known (from the file or ``mpp``), else a SlideError.
+    ``strict``: the slide raises at the first problem of its data (``open_slide``'s)."""
     from .slides import open_slide
 
-    slide = open_slide(slide_path, mpp=mpp)
+    slide = open_slide(slide_path, mpp=mpp, strict=strict)
     if slide.mpp is None:
         slide.close()
         raise SlideError(
@@ -245,12 +254,72 @@ def require_writers() -> None:
         require(module, f"writing {what}")
 
 
-def temp_dir(out_dir: Path, prefix: str, suffix: str) -> Path:
-    """A new hidden temporary folder in ``out_dir`` (``tempfile.mkdtemp``: a random name, created
-    exclusively, mode 0700; NOTE [Temporary files] in gigaseg._atomic), else an OutputError."""
+# NOTE [Stale temporaries]
+# A slide's outputs are made in hidden temporary folders inside the output folder (the raw
+# prediction grid, then the four files before they are renamed into place). Ctrl-C and SIGTERM
+# remove them on the way out; SIGKILL, a crash or a power cut cannot, and a gigapixel slide's grid
+# is gigabytes. So each folder's name says who made it: ``.gigaseg-tmp-<pid>@<host>.<stem>.<random><suffix>``,
+# and every prediction or baseline run first removes the folders of that form in its output folder
+# whose process is gone: made on this host (the name says so), by a process id that no longer
+# runs, owned by this user, a real folder (not a link). Folders of processes that still run, or
+# of other hosts (a shared file system), are left alone.
+#: The start of the name of every temporary folder in an output folder (NOTE [Stale temporaries]).
+TEMP_PREFIX = ".gigaseg-tmp-"
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)@([A-Za-z0-9-]*)\.")
+
+
+def _host() -> str:
+    """This host's name as it appears in a temporary folder's name (no dots: the stem follows one)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64]
+
+
+def temp_dir(out_dir: Path, stem: str, suffix: str) -> Path:
+    """A new hidden temporary folder in ``out_dir`` for slide ``stem``, named for this process
+    (NOTE [Stale temporaries]); ``tempfile.mkdtemp``: a random name, created exclusively, mode
+    0700 (NOTE [Temporary files] in gigaseg._atomic). Else an OutputError."""
     from ._atomic import temp_dir as make
 
+    prefix = f"{TEMP_PREFIX}{os.getpid()}@{_host()}.{stem[:120]}."
     return make(out_dir, prefix, suffix, fix="choose another `out_dir`")
+
+
+def _process_gone(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return pid <= 0
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it runs, as another user
+        return False
+    return False
+
+
+def sweep_temporaries(out_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary folders in ``out_dir`` left by gigaseg processes that are gone
+    (NOTE [Stale temporaries]); returns what was removed. Nothing that cannot be removed stops
+    the run."""
+    out_dir = Path(out_dir)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(out_dir))
+    except OSError:
+        return removed
+    host, uid = _host(), os.getuid() if hasattr(os, "getuid") else None
+    for entry in entries:
+        m = _TEMP_NAME.match(entry.name)
+        if m is None or m.group(2) != host or not _process_gone(int(m.group(1))):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or (uid is not None and st.st_uid != uid):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        if not os.path.lexists(entry.path):
+            removed.append(Path(entry.path))
+    return removed
 
 
 def thumbnail(slide, side: int = THUMB_SIDE) -> tuple[np.ndarray, tuple[float, float]]:
@@ -275,7 +344,7 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
 
     paths = output_paths(out_dir, stem)
     mx, my = slide.mpp
-    tmp = temp_dir(out_dir, f".{stem}.", ".tmp")
+    tmp = temp_dir(out_dir, stem, ".tmp")
     try:
         t0 = time.perf_counter()
         if tiff_done is None:
@@ -312,6 +381,10 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
             summary["timings"]["tiff_s"] = round(t_tiff, 3)
         summary["timings"].update({"geojson_s": round(t_geo, 3), "overlay_s": round(t_ov, 3)})
         summary["paths"] = {k: str(v) for k, v in paths.items()}
+        # the sizes of the files the summary completes (NOTE [Complete outputs])
+        summary["sizes"] = {k: (tmp / paths[k].name).stat().st_size for k in ("mask", "geojson", "overlay")}
+        # what reading the slide met, the overlay's thumbnail included (NOTE [Slide problems])
+        summary["warnings"] = list(dict.fromkeys([*getattr(slide, "problems", ()), *summary.get("warnings", [])]))
         write_json_atomic(tmp / paths["summary"].name, summary)
         order = ("mask", "geojson", "overlay", "summary")  # the summary last: it marks completion
         if not overwrite:
@@ -333,3 +406,36 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
 def existing_outputs(paths: dict[str, Path]) -> list[Path]:
     """The outputs in ``paths`` that exist already."""
     return [p for p in paths.values() if p.exists()]
+
+
+# NOTE [Complete outputs]
+# A slide's outputs are complete when its summary exists, is a gigaseg summary, and the mask
+# TIFF, GeoJSON and overlay it names exist with the sizes it records (``sizes``; a summary of
+# gigaseg 0.1, without them: the three files exist). Only then does a later run keep them
+# ("kept"). Outputs without their summary, or with files of other sizes, are the leftovers of a
+# run that was killed between two renames or of a file changed since: the slide is done again
+# and its summary says why (``redone``). A file under the summary's name that is not a gigaseg
+# summary is not replaced without `overwrite=True`.
+def output_state(paths: dict[str, Path]) -> tuple[str, str]:
+    """("none" | "complete" | "partial" | "foreign", why) for a slide's outputs (NOTE [Complete outputs])."""
+    present = [k for k, p in paths.items() if os.path.lexists(p)]
+    if not present:
+        return "none", ""
+    summary_path = paths["summary"]
+    if "summary" not in present:
+        return "partial", f"{', '.join(str(paths[k]) for k in present)} exist(s) without the summary {summary_path}"
+    try:
+        summary: Any = json.loads(summary_path.read_text())
+    except (OSError, ValueError, RecursionError):
+        summary = None
+    if not isinstance(summary, dict) or summary.get("command") not in ("predict", "baseline"):
+        return "foreign", f"{summary_path} is not a gigaseg summary"
+    sizes = summary.get("sizes")
+    for key in ("mask", "geojson", "overlay"):
+        path = paths[key]
+        if not path.is_file():
+            return "partial", f"{path} is missing (its summary {summary_path} names it)"
+        if isinstance(sizes, dict) and sizes.get(key) != path.stat().st_size:
+            return "partial", (f"{path} has {path.stat().st_size} bytes, but its summary {summary_path} says "
+                               f"{sizes.get(key)}")
+    return "complete", ""

@@ -47,7 +47,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, GigasegError, OutputError
+from ._interrupt import sigterm_interrupts
+from .errors import ConfigError, GigasegError, InputError, OutputError
 from .options import DEFAULT_THRESHOLD, PRECISIONS, check_number, check_options
 from .outputs import (
     DEFAULT_MIN_AREA,
@@ -55,12 +56,13 @@ from .outputs import (
     THUMB_SIDE,
     check_batch,
     check_out_dir,
-    existing_outputs,
     expand_slide_paths,
     open_with_mpp,
     output_paths,
+    output_state,
     require_writers,
     slide_stem,
+    sweep_temporaries,
     temp_dir,
     write_outputs,
 )
@@ -68,12 +70,16 @@ from .outputs import (
 __all__ = [
     "DEFAULT_MIN_AREA",
     "THUMB_SIDE",
+    "MAX_GRID_PIXELS",
     "predict_slide",
     "predict_slides",
     "expand_slide_paths",
     "output_paths",
     "SLIDE_SUFFIXES",
 ]
+
+#: The most pixels a slide may have at the model's resolution (NOTE [Bounded work]).
+MAX_GRID_PIXELS = 2**34
 
 # --- the model and the slide ---------------------------------------------------------------
 
@@ -84,7 +90,7 @@ def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
     ``model`` is a checkpoint path (its mpp is the checkpoint's), the ``(UNet, mpp)`` pair that
     ``load_model`` returns, or a UNet (mpp unknown: the caller's ``model_mpp`` says it).
     """
-    from .checkpoint import load_model
+    from .checkpoint import check_weights, load_model
     from .model import UNet
 
     if isinstance(model, (str, os.PathLike)):
@@ -92,8 +98,10 @@ def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
         return net, mpp, str(model)
     if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], UNet):
         net, mpp = model
+        check_weights("(the UNet given as `model`)", net)
         return net.eval(), (float(mpp) if mpp else None), "UNet object"
     if isinstance(model, UNet):
+        check_weights("(the UNet given as `model`)", model)
         return model.eval(), None, "UNet object"
     raise ConfigError(f"model must be a gigaseg UNet, a (UNet, mpp) pair or a checkpoint path, "
                       f"got {type(model).__name__}")
@@ -173,6 +181,7 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
     tiles = iter_predict(net, image, order="rows", output="uint8", memory_budget=memory_budget, device=device,
                          read_workers=read_workers, read_ahead=read_workers + 3, progress=progress)
     th, tw = tiles.tile
+    _check_row_memory(min(th, grid_h) * grid_w, th, grid_w)
     t_put = 0.0
     with tiles, open(raw_path, "wb") as f:
         sink = _RowSink(f, grid_w, min(th, grid_h), thr_u8, gate)
@@ -187,6 +196,54 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
     return {"read_s": image.read_s, "read_wait_s": tiles.timings["read_wait_s"], "write_s": sink.write_s,
             "model_s": tiles.timings["model_s"] + t_put, "predict_s": total,
             "tile": [th, tw], "n_tiles": tiles.n_tiles, "tissue": sink.tissue}
+
+
+# NOTE [Bounded work]
+# What a slide, an mpp and a checkpoint imply is checked before anything is allocated or
+# written, and refused with the numbers and the fix, instead of a MemoryError, a full disk or a
+# job of days: the slide at the model's resolution (its grid) must be at least one pixel and at
+# most MAX_GRID_PIXELS (2**34, 17.2 gigapixels: a 131,072 x 131,072 slide at the model's
+# resolution; a lying header of 10**6 x 10**6 pixels, or `model_mpp` 100 times finer than the
+# slide, asks for far more); the temporary raw grid (1 byte per grid pixel) must fit in the free
+# disk of `out_dir`, with 64 MiB to spare; one row of tiles (tile height x grid width bytes, known
+# once the engine has planned the tiles) must fit in the available memory. A MemoryError that
+# happens anyway fails that slide, not the batch.
+def _check_grid(slide_path: Path, slide: Any, t_mpp: float, grid: tuple[int, int], out_dir: Path) -> None:
+    from ._files import check_free_space, format_bytes
+
+    grid_w, grid_h = grid
+    l0_w, l0_h = slide.dimensions
+    exact_w, exact_h = l0_w * slide.mpp[0] / t_mpp, l0_h * slide.mpp[1] / t_mpp
+    if min(exact_w, exact_h) < 0.5:
+        raise ConfigError(
+            f"{slide_path}: the slide ({l0_w} x {l0_h} pixels at {slide.mpp[0]:g} um/px) is {exact_w:.3g} x "
+            f"{exact_h:.3g} pixels at the model's {t_mpp:g} um/px, less than one pixel: check the slide's `mpp` "
+            "and the model's resolution (`model_mpp`)"
+        )
+    pixels = grid_w * grid_h
+    if pixels > MAX_GRID_PIXELS:
+        factor = math.sqrt(pixels / MAX_GRID_PIXELS)
+        raise ConfigError(
+            f"{slide_path}: the slide ({l0_w} x {l0_h} pixels at {slide.mpp[0]:g} um/px) is {grid_w} x {grid_h} = "
+            f"{pixels / 1e9:.1f} gigapixels at the model's {t_mpp:g} um/px, more than gigaseg predicts in one job "
+            f"({MAX_GRID_PIXELS / 1e9:.1f} gigapixels; it would need {format_bytes(pixels)} of temporary disk): check "
+            f"the slide's `mpp` and size, or run the model at a coarser `model_mpp` ({t_mpp * factor:.3g} or more)"
+        )
+    check_free_space(out_dir, pixels + (64 << 20), f"predicting {slide_path.name} ({grid_w} x {grid_h} pixels at "
+                     f"{t_mpp:g} um/px: a temporary grid of 1 byte per pixel, then the mask TIFF)",
+                     "free disk space, or choose another `out_dir`")
+
+
+def _check_row_memory(nbytes: int, tile_h: int, grid_w: int) -> None:
+    from ._files import available_memory, format_bytes
+
+    free = available_memory()
+    if free is not None and nbytes > free:
+        raise InputError(
+            f"one row of tiles ({tile_h} x {grid_w} pixels at the model's resolution) needs {format_bytes(nbytes)} "
+            f"of memory, but {format_bytes(free)} are available: run the model at a coarser `model_mpp`, or give a "
+            "smaller `memory_budget` (smaller tiles)"
+        )
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -219,6 +276,7 @@ class _TiffThread(threading.Thread):
 # --- the public entry points ---------------------------------------------------------------
 
 
+@sigterm_interrupts
 def predict_slide(
     model: Any,
     slide_path: str | os.PathLike,
@@ -236,6 +294,7 @@ def predict_slide(
     model_mpp: float | None = None,
     precision: str = "float32",
     read_workers: int | None = None,
+    strict: bool = False,
 ) -> dict:
     """Segment tissue on one slide and write its four outputs into ``out_dir``.
 
@@ -267,15 +326,23 @@ def predict_slide(
             kernels (``gigaseg._cpu_kernels``), which are faster than either.
         read_workers: threads decoding slide crops ahead of the model; default 1 on the CPU,
             one per spare core (at most 8) on a GPU. The outputs do not depend on it.
+        strict: a problem of the slide's data (corrupt JPEG data that the decoder passes over, a
+            decoder's warning, a greyscale or 16-bit image converted to RGB) fails the slide with a
+            SlideError instead of a warning in the summary (NOTE [Slide problems]).
 
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
-        ``tissue_fraction``, ``pieces``, ``timings`` (read, model, write, ...), ``paths``;
-        ``skipped: True`` when outputs existed and ``overwrite`` is False.
+        ``tissue_fraction``, ``pieces``, ``timings`` (read, model, write, ...), ``paths``,
+        ``sizes`` (bytes of the mask, GeoJSON and overlay), ``warnings`` (what reading the slide
+        met: corrupt data, conversions; empty when clean); ``redone`` when earlier outputs were
+        incomplete (NOTE [Complete outputs]); ``skipped: True`` when complete outputs existed and
+        ``overwrite`` is False.
 
     Raises:
-        CheckpointError, SlideError, InputError, ConfigError: bad model, slide, folder, option.
+        CheckpointError, SlideError, InputError, ConfigError: bad model, slide, folder, option;
+            a slide too large for one job or for the free disk (NOTE [Bounded work]).
         OutputError: the outputs cannot be written (no permission, a full disk).
+        KeyboardInterrupt: on Ctrl-C or SIGTERM, after removing the temporary files.
     """
     from . import __version__
     from ._runinfo import utc_now
@@ -294,16 +361,21 @@ def predict_slide(
     stem = slide_stem(slide_path)
     paths = output_paths(out_dir, stem)
     check_batch([slide_path], out_dir, inputs=[model] if isinstance(model, (str, os.PathLike)) else [])
-    if not overwrite and existing_outputs(paths):
+    state, why = output_state(paths)
+    if not overwrite and state == "complete":
         return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (`overwrite=True` replaces them)",
                 "paths": {k: str(v) for k, v in paths.items()}}
+    if not overwrite and state == "foreign":
+        raise InputError(f"{why}: it is not replaced without `overwrite=True`; or choose another `out_dir`")
+    redo = state == "partial"  # leftovers of an interrupted run: done again (NOTE [Complete outputs])
     dev = resolve_device(device or "cpu")
     read_workers = check_read_workers(read_workers, dev)
     was_training = getattr(model, "training", False)
     net, trained_mpp, model_source = _load(model, dev)
     try:
         check_out_dir(out_dir)
-        slide = open_with_mpp(slide_path, mpp)
+        sweep_temporaries(out_dir)  # NOTE [Stale temporaries]
+        slide = open_with_mpp(slide_path, mpp, strict=strict)
     except BaseException:
         net.train(was_training)
         raise
@@ -312,7 +384,8 @@ def predict_slide(
         t_mpp = float(model_mpp or trained_mpp or math.sqrt(slide.mpp[0] * slide.mpp[1]))
         image = SlideArray(slide, t_mpp)
         grid_h, grid_w = image.shape[:2]
-        tmp = temp_dir(out_dir, f".{stem}.", ".grid")
+        _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir)  # NOTE [Bounded work]
+        tmp = temp_dir(out_dir, stem, ".grid")
         try:
             from ._writers import MaskGrid, RowGate
 
@@ -380,11 +453,14 @@ def predict_slide(
                 "tile": timings.pop("tile"),
                 "n_tiles": timings.pop("n_tiles"),
                 "timings": {k: round(v, 3) for k, v in timings.items()},
+                "strict": bool(strict),
             }
+            if redo:
+                summary["redone"] = f"the earlier outputs were incomplete: {why}"
             summary["timings"]["tiff_s"] = round(tiff_thread.seconds, 3)
             try:
                 write_outputs(slide, grid, out_dir, stem, binary=binary, tiff_transform=to_tiff, min_area=min_area,
-                              simplify=simplify, summary=summary, overwrite=overwrite, tiff_done=tiff_path)
+                              simplify=simplify, summary=summary, overwrite=overwrite or redo, tiff_done=tiff_path)
             finally:
                 grid.close()
         finally:
@@ -396,13 +472,15 @@ def predict_slide(
     return summary
 
 
+@sigterm_interrupts
 def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *,
                    progress: bool = True, **kwargs: Any) -> tuple[list[dict], list[tuple[str, str]]]:
     """Run :func:`predict_slide` on many slides; one failure does not stop the others.
 
     ``model`` and the options (``model_mpp=`` among them) are :func:`predict_slide`'s; a
     checkpoint is loaded once. Returns ``(summaries, failures)`` with failures as
-    ``(slide, error message)``.
+    ``(slide, error message)``; running out of memory on a slide is that slide's failure. Ctrl-C
+    and SIGTERM stop the batch (KeyboardInterrupt) after removing the slide's temporary files.
     """
     import inspect
 
@@ -447,6 +525,8 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
             summaries.append(summary)
         except GigasegError as exc:
             failures.append((str(s), str(exc)))
+        except MemoryError as exc:  # NOTE [Bounded work]: one slide's, not the batch's
+            failures.append((str(s), _out_of_memory(exc)))
         except (OSError, ValueError, RuntimeError) as exc:
             failures.append((str(s), f"{type(exc).__name__}: {exc}"))
         if bar is not None:
@@ -454,3 +534,10 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
     if bar is not None:
         bar.close()
     return summaries, failures
+
+
+def _out_of_memory(exc: MemoryError) -> str:
+    """A slide's failure message for a MemoryError (numpy's names the array it could not make)."""
+    detail = f" ({exc})" if str(exc) else ""
+    return (f"out of memory{detail}; give a smaller `memory_budget`, run the model at a coarser `model_mpp`, or "
+            "free memory")

@@ -74,6 +74,9 @@ def _common_outputs(p) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (never an input of the run: that is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--strict", action="store_true",
+                   help="fail a slide on any problem of its data (corrupt JPEG data, a decoder's warning, a greyscale "
+                        "or 16-bit image converted to RGB) instead of a warning in its summary and on stderr")
     feeds(p, out="out_dir")  # messages name the library's parameters: NOTE [Parameters and flags]
 
 
@@ -169,13 +172,26 @@ def _config(args, command: str, extra: dict) -> dict:
             "args": {k: v for k, v in vars(args).items() if k != "func"}, **extra}
 
 
+def _sweep(out: Path, command: str) -> None:
+    """Remove the temporary folders of earlier runs that were killed (NOTE [Stale temporaries]), saying so."""
+    from ..outputs import sweep_temporaries
+
+    for path in sweep_temporaries(out):
+        print(f"gigaseg {command}: removed {path}: the temporary folder of an earlier run that was killed",
+              file=sys.stderr)
+
+
 def _report(summaries, failures, command: str) -> int:
     for s in summaries:
         if s.get("skipped"):
-            print(f"{s['slide']}\tkept (outputs exist; --overwrite replaces them)", file=sys.stderr)
+            print(f"{s['slide']}\tkept (complete outputs exist; --overwrite replaces them)", file=sys.stderr)
         else:
             print(f"{s['slide']}\t{s['tissue_area_mm2']:.3f} mm2\tfraction {s['tissue_fraction']:.3f}\t"
                   f"{s['pieces']} pieces\t{s['timings']['total_s']:.1f} s\t{s['paths']['mask']}")
+            if s.get("redone"):
+                print(f"gigaseg {command}: {s['slide']}: done again, {s['redone']}", file=sys.stderr)
+            for warning in s.get("warnings", []):  # NOTE [Slide problems]; --strict makes them errors
+                print(f"gigaseg {command}: warning: {s['slide']}: {warning}", file=sys.stderr)
     if failures:
         print(f"gigaseg {command}: {len(failures)} slide(s) failed:", file=sys.stderr)
         parser = command_parser(command)
@@ -192,13 +208,14 @@ def _run_predict(args) -> int:
 
     slides = expand_slide_paths(args.slides)
     out = Path(args.out)
+    _sweep(out, "predict")
     # predict_slides checks the slides' outputs against the inputs, then creates --out, then loads the model
     summaries, failures = predict_slides(
         args.model, slides, out, mpp=args.mpp, threshold=args.threshold, probabilities=args.probabilities,
         min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area, simplify=args.simplify,
         memory_budget=args.memory_budget, device=args.device, overwrite=args.overwrite,
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,
-        read_workers=args.read_workers,
+        read_workers=args.read_workers, strict=args.strict,
     )
     write_json_atomic(run_config_path(out, "predict"), _config(args, "predict", {
         "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
@@ -212,9 +229,10 @@ def _run_baseline(args) -> int:
 
     slides = expand_slide_paths(args.slides)
     out = Path(args.out)
+    _sweep(out, "baseline")
     summaries, failures = baseline_slides(
         slides, out, method=args.method, mpp=args.mpp, working_mpp=args.working_mpp, min_area=args.min_area,
-        simplify=args.simplify, overwrite=args.overwrite)
+        simplify=args.simplify, overwrite=args.overwrite, strict=args.strict)
     write_json_atomic(run_config_path(out, "baseline"), _config(args, "baseline", {
         "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
     return _report(summaries, failures, "baseline")

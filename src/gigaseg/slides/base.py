@@ -379,7 +379,7 @@ class Slide(abc.ABC):
                 f"{self._path}: reading at this resolution averages {lvl_step_x:.0f} x {lvl_step_y:.0f} pixels of "
                 f"level {level} ({self._level_dimensions[level][0]} x {self._level_dimensions[level][1]}) into each "
                 f"output pixel, more than {_BLOCK} per axis; the file has no coarser pyramid level: read it at a "
-                "finer resolution, or add a pyramid to the file (e.g. with vips tiffsave --pyramid)"
+                "finer resolution, or add a pyramid to the file (vips tiffsave does, with its pyramid option)"
             )
         # Source pixels read around each block: Pillow's BOX kernel reaches step / 2
         # source pixels from an output pixel's centre, BILINEAR max(step, 1).
