@@ -14,22 +14,33 @@ exteriors and holes wind opposite ways: holes cancel their exterior, overlapping
 polygons add up (union). Edges use half-open rows, so a pixel centre exactly on a
 horizontal edge belongs to the polygon below it, and intervals are half-open in x.
 Memory is one strip (rows x width bytes) plus the polygon edges.
+
+# NOTE [GeoJSON limits]
+A GeoJSON file is read whole (``json``), so its nesting is limited by Python's recursion: a
+deeply nested file is refused as an InputError, never a RecursionError. Coordinates must be
+finite and, when the slide's size is known, lie within 10**7 pixels of it (no slide is that
+large; 1e300 overflowed the rasterizer into an empty mask). A polygon wholly outside the slide
+is kept (it rasterizes to nothing) and named in ``GeojsonMask.warnings``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._deps import require
+from ._files import check_input
 from .errors import InputError
 
-__all__ = ["GeojsonMask", "load_geojson_polygons", "rasterize_geojson"]
+__all__ = ["GeojsonMask", "load_geojson_polygons", "rasterize_geojson", "COORDINATE_MARGIN"]
+
+#: How far outside the slide (level-0 pixels) a GeoJSON coordinate may lie (NOTE [GeoJSON limits]).
+COORDINATE_MARGIN = 1e7
 
 
 def _features(obj: Any, source: str) -> list[dict]:
@@ -65,7 +76,8 @@ def _class_name(feature: dict) -> str | None:
 
 
 def load_geojson_polygons(
-    source: str | os.PathLike | dict | list, *, classes: Iterable[str] | None = None
+    source: str | os.PathLike | dict | list, *, classes: Iterable[str] | None = None,
+    slide_size: tuple[int, int] | None = None,
 ) -> tuple[list, dict]:
     """Read polygons from GeoJSON.
 
@@ -73,25 +85,43 @@ def load_geojson_polygons(
         source: a path to a ``.geojson``/``.json`` file, or the parsed object.
         classes: keep only features whose QuPath classification name is one of these
             (None keeps all).
+        slide_size: the slide's level-0 ``(w, h)``: coordinates beyond ``COORDINATE_MARGIN``
+            of it are refused (NOTE [GeoJSON limits]); without it, beyond that of the origin.
 
     Returns:
         (polygons, stats): a list of shapely Polygons in level-0 pixels, and counts of
         features used, skipped (not polygonal, or another class) and repaired.
+
+    Raises:
+        InputError: not GeoJSON, nested too deeply, coordinates that are not finite or too far
+            out, no polygon.
     """
-    shapely = require("shapely", "reading GeoJSON masks")
-    from shapely.geometry import shape
+    require("shapely", "reading GeoJSON masks")
 
     name = str(source) if isinstance(source, (str, os.PathLike)) else "<geojson object>"
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise InputError(f"GeoJSON file {path} does not exist; check the path")
+        path = check_input(source, "GeoJSON file")  # NOTE [Special files]
         try:
             obj = json.loads(path.read_text())
+        except RecursionError:
+            raise InputError(f"{path}: nested too deeply to read (deeper than Python's recursion limit), where a "
+                             "QuPath export nests a few levels: is it a GeoJSON export?") from None
         except (OSError, ValueError) as exc:
             raise InputError(f"{path}: cannot parse as JSON ({exc}); is it a GeoJSON export?") from exc
     else:
         obj = source
+    try:
+        return _polygons(obj, name, classes, slide_size)
+    except RecursionError:
+        raise InputError(f"{name}: nested too deeply to read (deeper than Python's recursion limit), where a QuPath "
+                         "export nests a few levels: is it a GeoJSON export?") from None
+
+
+def _polygons(obj: Any, name: str, classes: Iterable[str] | None,
+              slide_size: tuple[int, int] | None) -> tuple[list, dict]:
+    import shapely
+    from shapely.geometry import shape
+
     keep = set(classes) if classes is not None else None
     polygons: list[Any] = []  # shapely Polygons
     stats = {"features": 0, "used": 0, "skipped_geometry": 0, "skipped_class": 0, "repaired": 0}
@@ -115,6 +145,7 @@ def load_geojson_polygons(
         if geom.is_empty:
             stats["skipped_geometry"] += 1
             continue
+        _check_bounds(name, i, geom.bounds, slide_size)
         if geom.geom_type not in ("Polygon", "MultiPolygon", "GeometryCollection"):
             stats["skipped_geometry"] += 1
             continue
@@ -140,6 +171,23 @@ def load_geojson_polygons(
             "at least one annotation polygon (export annotations, not only detections or points)"
         )
     return polygons, stats
+
+
+def _check_bounds(name: str, i: int, bounds: tuple[float, float, float, float],
+                  slide_size: tuple[int, int] | None) -> None:
+    """Refuse a feature whose coordinates are not finite or lie too far out (NOTE [GeoJSON limits])."""
+    x0, y0, x1, y1 = bounds
+    w, h = slide_size if slide_size is not None else (0, 0)
+    m = COORDINATE_MARGIN
+    if not all(math.isfinite(v) for v in bounds):
+        raise InputError(f"{name}: feature {i} has coordinates that are not finite numbers (bounds {bounds}); fix or "
+                         "delete it in QuPath")
+    if x0 < -m or y0 < -m or x1 > w + m or y1 > h + m:
+        where = f"the slide ({w} x {h} pixels)" if slide_size is not None else "the origin"
+        raise InputError(
+            f"{name}: feature {i} reaches ({x0:.6g}, {y0:.6g}) to ({x1:.6g}, {y1:.6g}), more than {m:.0e} pixels "
+            f"outside {where}: its coordinates are not level-0 pixels of this slide; check the file"
+        )
 
 
 def _edges(polygons: list, origin: tuple[float, float], downsample: float) -> np.ndarray:
@@ -174,6 +222,8 @@ class GeojsonMask:
         origin: (x, y) level-0 pixel of the region's top-left corner.
         downsample: level-0 pixels per region pixel (region mpp / slide mpp).
         classes: QuPath classification names to keep (None: all).
+        slide_size: the slide's level-0 ``(w, h)``: coordinates far outside it are refused,
+            polygons wholly outside it named in ``warnings`` (NOTE [GeoJSON limits]).
     """
 
     def __init__(
@@ -183,10 +233,26 @@ class GeojsonMask:
         origin: tuple[float, float] = (0.0, 0.0),
         downsample: float = 1.0,
         classes: Iterable[str] | None = None,
+        slide_size: tuple[int, int] | None = None,
     ):
         if not downsample > 0:
             raise InputError(f"downsample must be > 0, got {downsample}")
-        polygons, self.stats = load_geojson_polygons(source, classes=classes)
+        polygons, self.stats = load_geojson_polygons(source, classes=classes, slide_size=slide_size)
+        #: Sentences about polygons wholly outside the slide (they rasterize to nothing).
+        self.warnings: list[str] = []
+        if slide_size is not None:
+            w, h = slide_size
+            outside = [p for p in polygons if p.bounds[2] <= 0 or p.bounds[3] <= 0 or p.bounds[0] >= w
+                       or p.bounds[1] >= h]
+            if outside:
+                x0, y0, x1, y1 = outside[0].bounds
+                every = "all of them, so the mask is empty" if len(outside) == len(polygons) else \
+                    f"of {len(polygons)}"
+                self.warnings.append(
+                    f"{len(outside)} GeoJSON polygon(s) lie wholly outside the slide ({w} x {h} pixels), {every}; "
+                    f"the first spans ({x0:.6g}, {y0:.6g}) to ({x1:.6g}, {y1:.6g}): are its coordinates level-0 "
+                    "pixels of this slide?"
+                )
         e = _edges(polygons, origin, downsample)
         self._x0, self._y0, self._x1, self._y1, self._dir = (e[:, k] for k in range(5))
         ylo = np.minimum(self._y0, self._y1)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._deps import require
+from ._files import check_free_space, check_input
 from ._units import parse_size
 from .errors import ConfigError, GigasegError, InputError
 from .options import IGNORE_MODES, check_number, check_options
@@ -44,12 +45,13 @@ class _MaskImage:
     """A whole-slide mask image at any resolution, sampled nearest onto a region grid.
 
     Values: 0/1 (255 = ignore) are kept; a mask of only 0/255 (a binary image) maps
-    255 to 1; bool maps to 0/1. Anything else is refused.
+    255 to 1; bool maps to 0/1; floats must be whole numbers among those. Anything else is
+    refused, naming the values (NOTE [Mask images]).
     """
 
     def __init__(self, path: Path, slide_dims: tuple[int, int]):
         self.path = path
-        self.arr = self._open(path)
+        self.arr = self._open(path, slide_dims)
         if self.arr.ndim == 3 and self.arr.shape[2] == 1:
             self.arr = self.arr[:, :, 0]
         if self.arr.ndim != 2:
@@ -59,24 +61,22 @@ class _MaskImage:
             )
         mh, mw = (int(v) for v in self.arr.shape)
         sw, sh = slide_dims
+        _check_mask_size(path, (mw, mh), (sw, sh))
         self.sx, self.sy = sw / mw, sh / mh
-        tol = max(0.01, 1.5 / min(mw, mh))
-        if abs(self.sx - self.sy) > tol * max(self.sx, self.sy):
-            raise InputError(
-                f"mask {path} is {mw} x {mh} (w x h) but the slide is {sw} x {sh}: the aspect ratios differ "
-                f"(downsample {self.sx:.3f} in x, {self.sy:.3f} in y); the mask must cover the whole slide "
-                "at one scale (any resolution); check that the mask belongs to this slide"
-            )
         self.lut = self._value_lut()
 
     @staticmethod
-    def _open(path: Path):
+    def _open(path: Path, slide_dims: tuple[int, int]):
         suffix = path.suffix.lower()
+        check_input(path, "mask", param="mask")  # NOTE [Special files]
         try:
             if suffix == ".npy":
                 return np.load(path, mmap_mode="r")
             if suffix in _TIFF_EXTS:
                 tifffile = require("tifffile", "a TIFF mask")
+                with tifffile.TiffFile(path) as tif:  # its size, before anything is read
+                    page = tif.pages[0]
+                    _check_mask_size(path, (page.imagewidth, page.imagelength), slide_dims)
                 try:
                     return tifffile.memmap(path, mode="r")
                 except Exception:  # noqa: BLE001 - compressed or tiled: read lazily through zarr
@@ -88,6 +88,7 @@ class _MaskImage:
             limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # masks may be large: trust them
             try:
                 with Image.open(path) as img:
+                    _check_mask_size(path, img.size, slide_dims)  # before decoding what the header says
                     if img.mode in ("RGB", "RGBA", "P", "LA"):
                         img = img.convert("L")
                     return np.asarray(img)
@@ -97,6 +98,9 @@ class _MaskImage:
             raise InputError(f"mask file {path} does not exist; check the `mask` path") from exc
         except GigasegError:
             raise
+        except MemoryError as exc:
+            raise InputError(f"mask {path} does not fit in memory ({exc}); save it as .npy or an uncompressed "
+                             "TIFF, which are read without loading them whole") from exc
         except Exception as exc:  # readers raise many types
             raise InputError(f"cannot read mask {path}: {exc}; use a .npy, TIFF or PNG mask") from exc
 
@@ -109,6 +113,16 @@ class _MaskImage:
             if block.dtype == bool:
                 block = block.view(np.uint8)
             if block.dtype != np.uint8:
+                if block.dtype.kind not in "uif":
+                    raise InputError(f"mask {self.path} holds {block.dtype} values; expected numbers 0/1 or 0/255")
+                if block.dtype.kind == "f" and block.size:
+                    odd = block[~np.isfinite(block) | (block != np.round(block))]
+                    if odd.size:  # 0/0.7 would become 0/0 below: all background, without a word
+                        shown = ", ".join(f"{v:g}" for v in np.unique(odd)[:5])
+                        raise InputError(
+                            f"mask {self.path} has values that are not whole numbers ({shown}; {block.dtype}); "
+                            "expected 0/1 (255 = ignore) or 0/255: threshold it (e.g. mask > 0.5) and save it again"
+                        )
                 if block.size and (block.min() < 0 or block.max() > 255):
                     raise InputError(
                         f"mask {self.path} has values outside 0..255 ({block.dtype}); expected 0/1 or 0/255"
@@ -149,13 +163,47 @@ class _MaskImage:
         return self.lut[out]
 
 
-def _open_slide(slide, slide_mpp):
+# NOTE [Mask images]
+# A mask image covers the whole slide at one scale k (any resolution), each side rounded to whole
+# pixels: its (w, h) must be the slide's (W, H) / k to within one pixel on each side for one k
+# (with 1% to spare for exports at fractional scales). This also refuses a mask too small to say
+# anything (a 1 x 1 mask matches any nearly square slide by rounding alone): a mask needs at least
+# 8 pixels on each side, or the slide's own size where that is smaller. A mask larger than 4 times
+# the slide's level 0 is refused before it is read (a header that lies about its size).
+_MIN_MASK_SIDE = 8
+
+
+def _check_mask_size(path: Path, mask_size: tuple[int, int], slide_size: tuple[int, int]) -> None:
+    mw, mh = (int(v) for v in mask_size)
+    sw, sh = slide_size
+    if mw < min(_MIN_MASK_SIDE, sw) or mh < min(_MIN_MASK_SIDE, sh):
+        raise InputError(
+            f"mask {path} is {mw} x {mh} (w x h): too small to outline tissue on the slide of {sw} x {sh}; a mask "
+            f"needs at least {_MIN_MASK_SIDE} pixels on each side (any scale): check that it is the right file"
+        )
+    if mw * mh > 4 * sw * sh:
+        raise InputError(
+            f"mask {path} is {mw} x {mh} (w x h), more than 4 times the slide's {sw} x {sh} pixels: check that it "
+            "belongs to this slide, or save it at the slide's size or smaller"
+        )
+    # the scales k for which each side rounds to the mask's: |W / k - w| < 1 and |H / k - h| < 1
+    k_lo = max(sw / (mw + 1), sh / (mh + 1))
+    k_hi = min(sw / (mw - 1) if mw > 1 else math.inf, sh / (mh - 1) if mh > 1 else math.inf)
+    if k_lo >= k_hi * 1.01:
+        raise InputError(
+            f"mask {path} is {mw} x {mh} (w x h) but the slide is {sw} x {sh}: the aspect ratios differ "
+            f"(downsample {sw / mw:.3f} in x, {sh / mh:.3f} in y); the mask must cover the whole slide "
+            "at one scale (any resolution); check that the mask belongs to this slide"
+        )
+
+
+def _open_slide(slide, slide_mpp, strict: bool = False):
     """(slide object, close?) from a path or an already open slide."""
     if hasattr(slide, "read_region"):
         return slide, False
     from .slides import open_slide
 
-    return open_slide(slide, mpp=slide_mpp), True
+    return open_slide(slide, mpp=slide_mpp, strict=strict), True
 
 
 def _slide_mpp(slide) -> float | None:
@@ -214,6 +262,7 @@ def prepare_region(
     ignore: str = "keep",
     strip_rows: int | None = None,
     progress: bool = True,
+    strict: bool = False,
 ) -> Region:
     """Cut a region of ``size`` (w, h) at ``mpp`` from a slide, with its mask, into ``store``.
 
@@ -241,11 +290,20 @@ def prepare_region(
             "background" (0) or "tissue" (1). The training engine accepts only 0/1.
         strip_rows: rows per strip (default: from a ~96 MB budget).
         progress: show a tqdm bar (on a terminal).
+        strict: a warning about the data fails the region (nothing of it is kept) instead of
+            being recorded in its ``warnings``: a problem of the slide's data (NOTE [Slide
+            problems]) or GeoJSON polygons wholly outside the slide.
+
+    The region's metadata holds ``warnings``: what reading the slide met (corrupt data, a
+    greyscale or 16-bit image converted to RGB) and GeoJSON polygons wholly outside the slide;
+    empty when clean.
 
     Raises:
         InputError: the region does not fit the slide (without ``pad``), a mask is
-            unreadable, has other values or another aspect ratio.
-        SlideError: the slide cannot be opened or read.
+            unreadable, has other values, another aspect ratio or is too small, a GeoJSON has
+            coordinates that are not finite or far outside the slide; with ``strict``, a warning.
+        SlideError: the slide cannot be opened or read (with ``strict``, a problem of its data).
+        OutputError: the store's disk has no room for the region (checked before it is read).
     """
     from tqdm import tqdm
 
@@ -269,7 +327,7 @@ def prepare_region(
     # the store's index is an output of every region: never a slide or a mask (NOTE [Outputs never
     # replace inputs] in gigaseg.outputs)
     refuse_inputs([store.path / "store.json"], [mask_path, *([slide_path] if slide_path is not None else [])])
-    sl, close = _open_slide(slide, slide_mpp)
+    sl, close = _open_slide(slide, slide_mpp, strict)
     label = str(slide_path) if slide_path is not None else repr(sl)
     try:
         sw, sh = (int(v) for v in sl.dimensions)
@@ -307,13 +365,15 @@ def prepare_region(
                 f"region from level-0 origin ({ox}, {oy}) does not overlap slide {label} "
                 f"({sw} x {sh}); use another `origin`"
             )
+        warnings: list[str] = []
         suffix = mask_path.suffix.lower()
         if suffix in _GEOJSON_EXTS:
             from .geojson import GeojsonMask
 
-            gj = GeojsonMask(mask_path, origin=(ox, oy), downsample=ds, classes=mask_classes)
+            gj = GeojsonMask(mask_path, origin=(ox, oy), downsample=ds, classes=mask_classes, slide_size=(sw, sh))
             mask_src = None
             mask_meta = {"kind": "geojson", "stats": gj.stats}
+            warnings.extend(gj.warnings)
         else:
             gj = None
             mask_src = _MaskImage(mask_path, (sw, sh))
@@ -347,6 +407,11 @@ def prepare_region(
             rows = int(strip_rows)
             exact = abs(rows * ds - round(rows * ds)) < 1e-9
         meta["strip_rows"], meta["strips_exact"] = rows, bool(exact)
+        # the region's arrays (RGB and mask, 4 bytes a pixel; zarr compresses H&E about 3x, so only an
+        # eighth is asked of it) before anything is read (NOTE [Bounded work] in gigaseg.predict)
+        check_free_space(store.path, w * h * 4 // (8 if format == "zarr" else 1),
+                         f"region {name!r} ({w} x {h} pixels, {format})",
+                         "free disk space, choose another store (`store`), or a smaller `size`")
         cols_l0 = ox + (np.arange(w) + 0.5) * ds
         with store.new_region(name, (w, h), meta=meta, split=split, format=format) as writer, tqdm(
             total=h, unit="row", desc=f"prepare {name}", disable=None if progress else True
@@ -376,6 +441,13 @@ def prepare_region(
                     msk[ra - ty : rb - ty, xa:xb] = m[:, xa:xb]
                 writer.append(img, msk)
                 bar.update(n)
+            # what reading met (NOTE [Slide problems]): recorded with the region, or with `strict` an error
+            # that discards it
+            warnings = list(dict.fromkeys([*warnings, *getattr(sl, "problems", ())]))
+            if strict and warnings:
+                raise InputError(f"region {name!r} of {label}: {'; '.join(warnings)} (an error because of "
+                                 "`strict=True`; without it, a warning)")
+            writer.meta["warnings"] = warnings
     finally:
         if close:
             sl.close()

@@ -81,6 +81,10 @@ def register(subparsers, formatter_class) -> None:
                    help="--synthetic: he (the original H&E slides), all (every stain, tissue kind, glass, scanner "
                         "effect and artefact, drawn per region) or comma-separated categories (docs/synth.md)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--strict", action="store_true",
+                   help="fail a region on any warning about its data (corrupt JPEG data, a decoder's warning, a "
+                        "greyscale or 16-bit slide converted to RGB, GeoJSON polygons outside the slide) instead of "
+                        "recording it with the region and printing it")
     # messages name the library's parameters: NOTE [Parameters and flags] in gigaseg.cli
     feeds(p, out=("path", "store"), masks="mask", mask_class=("mask_classes", "classes"), synthetic="count")
     p.set_defaults(func=_run_prepare)
@@ -185,7 +189,7 @@ def _run_prepare(args) -> int:
                 prepare_region(
                     store, slide, mask, size, mpp=args.mpp, origin=origin, pad=args.pad, split=args.split,
                     name=args.name, format=args.format, slide_mpp=args.slide_mpp, mask_classes=args.mask_class,
-                    ignore=args.ignore, progress=progress,
+                    ignore=args.ignore, progress=progress, strict=args.strict,
                 )
             )
     from .. import __version__
@@ -203,6 +207,9 @@ def _run_prepare(args) -> int:
     for r in regions:
         w, h = r.size
         print(f"{r.name}\t{h}x{w}\t{r.split}\t{r.path}")
+        for warning in r.meta.get("warnings", []):  # NOTE [Slide problems]; --strict makes them errors
+            print(f"gigaseg prepare: warning: region {r.name} ({r.meta['source'].get('path')}): {warning}",
+                  file=sys.stderr)
     return 0
 
 
