@@ -47,10 +47,20 @@ def _entry(rank: int, world: int, port: int, out: str, fn: Callable[..., Any], a
 
 
 def _spawn(tmp_path: Path, world: int, fn: Callable[..., Any], *args: Any) -> list[Any]:
-    """``fn(rank, world, *args)`` on ``world`` gloo ranks; their results, by rank."""
+    """``fn(rank, world, *args)`` on ``world`` gloo ranks; their results, by rank.
+
+    The ranks are forked from a fork server that has imported torch and gigaseg once (and done
+    no work: forking it is safe), so that a test does not pay for those imports in every rank.
+    """
+    import multiprocessing
+
     import torch.multiprocessing as mp
 
-    mp.spawn(_entry, args=(world, _free_port(), str(tmp_path), fn, args), nprocs=world, join=True)
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "forkserver":
+        multiprocessing.set_forkserver_preload(["torch", "torch.distributed", "gigaseg", "gigaseg.training", __name__])
+    mp.start_processes(_entry, args=(world, _free_port(), str(tmp_path), fn, args), nprocs=world, join=True,
+                       start_method=method)
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
 
 
