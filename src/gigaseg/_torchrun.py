@@ -171,9 +171,10 @@ class Ranks:
 
     def mean_loss(self, loss: float) -> float:
         """The mean over the K regions of each group's ``loss`` (the same on every rank)."""
+        if self.groups == 1:
+            return loss  # one region: every rank has its loss already
         total = self._sum(torch.tensor([loss if self.leader else 0.0], dtype=torch.float64))
-        value = float(total[0])
-        return value if self.groups == 1 else value / self.groups
+        return float(total[0]) / self.groups
 
     def mean_grads(self, model: nn.Module) -> None:
         """Divide the summed gradients of the K regions by K (nothing to do for K = 1)."""

@@ -41,7 +41,8 @@ class DistributedError(GigasegError, RuntimeError):
 # A and B (NOTE [Two-pass Dice]); pass 2 runs on the share and the ranks' gradient sums are
 # summed over ``grad_group`` (one flat tensor of the model's dtype) before anything is added to
 # ``.grad``. The result is the single process's up to summation order: the tiles partition the
-# output whoever computes them, and sums commute.
+# output whoever computes them, and sums commute. A rank left without tiles (more ranks than
+# tiles) adds zeros.
 #
 # ``grad_group`` (default ``group``) is a group that holds ``group``: with K groups computing K
 # images, each rank's partial sum enters the one all-reduce over ``grad_group``, so ``.grad``
@@ -50,7 +51,7 @@ class DistributedError(GigasegError, RuntimeError):
 #
 # Collectives are SUM all-reduces (``ReduceOp.AVG`` is NCCL's only). Every scalar exchange is one
 # float64 vector of ``_SLOTS`` entries: [ranks that failed, a 60-bit hash of what the rank was
-# given (3 chunks of 20 bits) and the chunks' squares, payload]. Hence, in order:
+# given (3 chunks of 20 bits) and the chunks' squares, payload]. The exchanges, in order:
 #   1. over ``group``: the inputs checked and planned (no payload);
 #   2. over ``group``, with a Dice term: pass 1 done (I, P, Y, BCE);
 #   3. over ``grad_group``: pass 2 done (the BCE sum without Dice);
@@ -61,7 +62,7 @@ class DistributedError(GigasegError, RuntimeError):
 # the ranks of a ``group`` inside a larger ``grad_group`` also join exchange 3, so that the other
 # groups learn of it. A rank compares the hash sums with its own: they match on every rank
 # exactly when all hashes are equal (a mean and a mean square that equal one value leave no
-# variance; exact in float64 for fewer than 2**13 ranks), so different images sizes, tiles,
+# variance; exact in float64 for fewer than 2**13 ranks), so different image sizes, tiles,
 # losses or models are refused alike on every rank. A rank that dies, or hangs, is not
 # detected here: the others wait until the process group's timeout.
 _SLOTS = 12
