@@ -12,7 +12,17 @@ from scipy import ndimage
 
 from gigaseg import synth
 from gigaseg.errors import ConfigError, InputError
-from gigaseg.synth import HOLE_MIN_UM, make_layout, render_labels, render_region, write_slide
+from gigaseg.synth import (
+    CATEGORIES,
+    HOLE_LARGE_UM,
+    HOLE_MIN_UM,
+    LABELS,
+    check_profile,
+    make_layout,
+    render_labels,
+    render_region,
+    write_slide,
+)
 
 W, H = 1024, 768
 TISSUE_CODES = (1, 2, 3, 4)
@@ -336,3 +346,268 @@ def test_default_profile_slide_mask_is_byte_identical(tmp_path, monkeypatch):
     lay, x, y, w, h, rgb = seen[1]
     assert lay.profile == "he"
     assert np.array_equal(rgb, render_region(5, x, y, w, h, width=1100, height=700, mpp=0.5)[0])
+
+
+# ---------------------------------------------------------------------------- the variety profile
+
+
+# Profiles that between them hold every category, at several resolutions (NOTE [Determinism]).
+_VARIETY = [
+    ("ihc,tma,frozen,bg-tinted,jpeg,pen,bubbles", 3, 2.0),
+    ("grocott,needle,clot,padding,coverslip,seams,handwriting,dust", 1, 1.0),
+    ("alcian,fragments,adipose,bg-dark,focus,dye", 2, 4.0),
+    ("trichrome,sections,bg-grey,pen,dye,jpeg", 5, 0.5),
+    ("pas,frozen,clot,padding,bubbles,dust", 4, 8.0),
+    ("sirius,bg-white,coverslip,handwriting", 6, 3.0),
+    ("he-wide,needle,adipose,seams", 7, 1.0),
+    ("all", 9, 1.5),
+]
+VW, VH = 480, 360
+
+
+@pytest.fixture(scope="module")
+def variety():
+    out = []
+    for profile, seed, mpp in _VARIETY:
+        lay = make_layout(seed, VW, VH, mpp, profile=profile)
+        out.append((lay, render_labels(lay, 0, 0, VW, VH)))
+    return out
+
+
+def test_variety_profiles_cover_every_category(variety):
+    assert set().union(*(lay.categories for lay, _ in variety)) == set(CATEGORIES)
+
+
+def test_variety_mosaic_equals_whole_bit_for_bit(variety):
+    """NOTE [Determinism] for every category: a window equals the mosaic of its sub-windows."""
+    xs, ys = [0, 1, 17, 333, 411, VW], [0, 5, 255, 259, VH]
+    for lay, (rgb, mask, lab) in variety:
+        for y0, y1 in zip(ys[:-1], ys[1:]):
+            for x0, x1 in zip(xs[:-1], xs[1:]):
+                r, m, lb = render_labels(lay, x0, y0, x1 - x0, y1 - y0)
+                assert np.array_equal(r, rgb[y0:y1, x0:x1]), (lay.profile, x0, y0)
+                assert np.array_equal(m, mask[y0:y1, x0:x1]), (lay.profile, x0, y0)
+                assert np.array_equal(lb, lab[y0:y1, x0:x1]), (lay.profile, x0, y0)
+    lay = variety[0][0]  # render_region and threads agree too (JPEG on the global grid)
+    r, m = render_region(lay.seed, 0, 0, VW, VH, width=VW, height=VH, mpp=lay.mpp, profile=lay.profile)
+    assert np.array_equal(r, variety[0][1][0]) and np.array_equal(m, variety[0][1][1])
+    windows = [(x, y, 120, 90) for y in range(0, VH, 90) for x in range(0, VW, 120)]
+    with ThreadPoolExecutor(4) as pool:
+        parts = list(pool.map(lambda wd: render_labels(lay, *wd), windows))
+    for (x, y, w, h), (r, m, lb) in zip(windows, parts):
+        assert np.array_equal(r, variety[0][1][0][y : y + h, x : x + w])
+        assert np.array_equal(m, variety[0][1][1][y : y + h, x : x + w])
+        assert np.array_equal(lb, variety[0][1][2][y : y + h, x : x + w])
+
+
+def test_variety_mask_is_the_tissue_codes(variety):
+    """mask == 1 exactly where the label is a tissue code; every new code is drawn somewhere."""
+    seen = set()
+    for lay, (_, mask, lab) in variety:
+        assert np.array_equal(mask == 1, np.isin(lab, synth.TISSUE_CODES)), lay.profile
+        assert set(np.unique(lab).tolist()) <= set(LABELS)
+        seen |= set(np.unique(lab).tolist())
+    assert set(range(10, 19)) <= seen, sorted(set(range(10, 19)) - seen)
+    for lay, (rgb, _, lab) in variety:
+        g = rgb[lab == 0].astype(float).mean(0)
+        if (lab == 16).any():
+            assert (rgb[lab == 16] == 0).all()  # black padding
+        for code in (12, 13, 14, 15, 17, 18):  # artefacts are drawn (darker than the glass)
+            if (lab == code).sum() > 50:
+                assert rgb[lab == code].astype(float).mean() < g.mean() - 10, (lay.profile, code)
+
+
+def test_variety_holes_follow_the_reference_definition():
+    """Holes inside tissue narrower than HOLE_LARGE_UM are tissue (label 10), wider ones
+    background (label 5), as ../shared/data/real/SOURCES.md defines; none is drawn near the limit."""
+    W2, H2 = 1200, 900
+    for mpp in (0.5, 1.0):
+        lay = make_layout(3, W2, H2, mpp, profile="frozen")
+        frags = lay.frags[:1].copy()
+        frags[0, :4] = (W2 / 2, H2 / 2, 1e5, 1e5)  # tissue everywhere
+        frags[0, 6:] = (1.0, 0, 0, 0)
+        lay = dataclasses.replace(lay, frags=frags, frag_harm=np.zeros((1, 4, 2)),
+                                  tears=np.array([[200.0, 300.0, 800.0, 450.0, 70 / mpp]]),
+                                  params=dict(lay.params, lumen_p=0.9, adip_thr=0.6))  # no fat
+        _, mask, lab = render_labels(lay, 0, 0, W2, H2)
+        assert (mask[lab == 10] == 1).all() and (mask[lab == 5] == 0).all()
+        # a hole's edge is ragged by +-3.75 um: close the specks of a large hole's rim onto it first
+        jag = int(np.ceil(2 * 3.75 / mpp))
+        for region, ok, close in ((lab == 5, lambda w: w >= HOLE_LARGE_UM, True),
+                                  (lab == 10, lambda w: w < HOLE_LARGE_UM, False)):
+            closed = ndimage.binary_closing(region, iterations=jag) | region if close else region
+            comps, n = ndimage.label(closed)
+            edt = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+            widths = ndimage.maximum(edt, comps, index=np.arange(1, n + 1)) * 2 * mpp
+            inner = [i for i in range(1, n + 1) if not _touches_border(comps == i)]
+            assert len(inner) >= (1 if close else 20)
+            for i in inner:
+                assert ok(widths[i - 1]), (mpp, i, widths[i - 1])
+
+
+def _tissue_rgb(profile, seeds=(0, 1, 2), mpp=2.0, codes=synth.TISSUE_CODES):
+    px = []
+    for s in seeds:
+        lay = make_layout(s, 400, 300, mpp, profile=profile)
+        rgb, _, lab = render_labels(lay, 0, 0, 400, 300)
+        px.append(rgb[np.isin(lab, codes)].astype(float))
+    return np.concatenate(px).mean(0)
+
+
+def test_stain_families_move_the_tissue_colour_the_expected_way():
+    from gigaseg.synth.render import _layout_cached
+
+    r, g, b = _tissue_rgb("he-wide")
+    he = {"b-r": b - r, "r-b": r - b, "g-r": g - r, "b-g": b - g}
+
+    # DAB-positive tissue is brown (R > G > B, red well over blue): many such pixels on heavy IHC
+    # slides, next to none on DAB-negative ones or on H&E (pink: green lowest)
+    def brown(profile, seeds):
+        px = []
+        for s in seeds:
+            rgb, _, lab = render_labels(make_layout(s, 400, 300, 2.0, profile=profile), 0, 0, 400, 300)
+            px.append(rgb[np.isin(lab, synth.TISSUE_CODES)].astype(int))
+        q = np.concatenate(px)
+        return np.mean((q[:, 0] > q[:, 1]) & (q[:, 1] > q[:, 2]) & (q[:, 0] - q[:, 2] > 20))
+
+    fam = {s: _layout_cached(s, 400, 300, 2.0, "ihc").params["stain"] for s in range(60)}
+    heavy = [s for s, f in fam.items() if f["dab_level"] > 1.0 and f["dab_fraction"] > 0.5
+             and f["dab_pattern"] in ("cytoplasmic", "stromal")]
+    assert brown("ihc", heavy[:3]) > 0.1
+    assert brown("ihc", [s for s, f in fam.items() if f["dab_level"] < 0.03][:3]) < 0.01
+    assert brown("he-wide", (0, 1, 2)) < 0.01
+    r2, g2, b2 = _tissue_rgb("trichrome")  # collagen blue (or green): less red
+    assert b2 - r2 > he["b-r"]
+    r3, g3, b3 = _tissue_rgb("sirius")  # red collagen on yellow: blue absorbed
+    assert b3 - g3 < he["b-g"] and r3 > b3
+    r4, g4, b4 = _tissue_rgb("grocott")  # pale green counterstain
+    assert g4 - r4 > he["g-r"]
+    r5, g5, b5 = _tissue_rgb("pas")  # magenta: green absorbed most
+    assert g5 < r5 and g5 < b5 and b5 - r5 > he["b-r"]
+    r6, g6, b6 = _tissue_rgb("alcian", codes=(1,))  # blue mucins among pink
+    assert b6 - r6 > he["b-r"]
+    amount = {s: _layout_cached(s, 400, 300, 2.0, "he-wide").params["stain"]["amount"] for s in range(40)}
+    faded = _tissue_rgb("he-wide", seeds=[s for s in amount if amount[s] < 0.4][:3])
+    dark = _tissue_rgb("he-wide", seeds=[s for s in amount if amount[s] > 1.3][:3])
+    assert faded.mean() > dark.mean() + 30  # H&E from faded to dark
+
+
+def test_tma_cores_are_round_and_on_a_grid():
+    lay = make_layout(2, 1200, 900, 8.0, profile="tma")
+    _, mask, _ = render_labels(lay, 0, 0, 1200, 900)
+    comps, n = ndimage.label(mask)
+    big = [i for i in range(1, n + 1) if (comps == i).sum() > 1000]
+    assert len(big) >= 6
+    cx, cy = [], []
+    for i in big:
+        ys, xs = np.nonzero(comps == i)
+        w, h = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+        assert 0.85 < w / h < 1.18  # round
+        assert 0.72 < len(xs) / (np.pi * w * h / 4) < 1.08  # fills its circle (lumens aside)
+        cx.append(xs.mean())
+        cy.append(ys.mean())
+    pitch = np.median(np.diff(np.unique(np.round(np.array(cx) / 20))))
+    for c in (np.array(cx), np.array(cy)):  # centres fall into columns and rows
+        s = np.sort(c)
+        gaps = np.diff(s)
+        assert (gaps[gaps > 0.3 * np.max(gaps)] > 0).all()
+        col = np.split(s, np.nonzero(gaps > 0.3 * np.max(gaps))[0] + 1)
+        assert all(np.ptp(k) < 0.12 * np.max(gaps) for k in col), col
+    assert pitch > 0
+
+
+def test_needle_biopsies_are_long_thin_strips():
+    lay = make_layout(2, 1600, 800, 8.0, profile="needle")
+    _, mask, _ = render_labels(lay, 0, 0, 1600, 800)
+    comps, n = ndimage.label(mask)
+    big = [i for i in range(1, n + 1) if (comps == i).sum() > 2000]
+    assert big
+    for i in big:
+        ys, xs = np.nonzero(comps == i)
+        ev = np.linalg.eigvalsh(np.cov(np.stack([xs, ys])))
+        assert np.sqrt(ev[1] / ev[0]) > 4, np.sqrt(ev[1] / ev[0])  # long axis / short axis
+
+
+def test_adipose_fades_at_low_resolution_and_stays_tissue():
+    for mpp, floor in ((2.0, 200), (8.0, 215)):
+        lay = make_layout(3, 600, 450, mpp, profile="adipose")
+        rgb, mask, lab = render_labels(lay, 0, 0, 600, 450)
+        fat = lab == 2
+        assert fat.sum() > 2000 and (mask[fat] == 1).all()
+        assert rgb[fat].mean() > floor
+
+
+def test_profile_names_are_checked():
+    assert check_profile("he") == "he" and check_profile("all") == "all"
+    assert check_profile("pen, ihc,needle") == "ihc,needle,pen"  # vocabulary order
+    assert check_profile(["tma", "dust"]) == "tma,dust"
+    with pytest.raises(ConfigError, match="did you mean 'trichrome'"):
+        check_profile("trichrom")
+    with pytest.raises(ConfigError, match="whole profile"):
+        check_profile("he,pen")
+    with pytest.raises(ConfigError, match="empty"):
+        check_profile(" , ")
+    with pytest.raises(ConfigError, match="did you mean"):
+        render_region(0, 0, 0, 8, 8, width=64, height=64, profile="needles")
+    lay = make_layout(0, 64, 64, profile="ihc,needle")
+    assert lay.categories == ("ihc", "needle", "bg-white") and lay.profile == "ihc,needle"
+
+
+def test_variety_jpeg_matches_a_real_encoder():
+    Image = pytest.importorskip("PIL.Image")
+    import io
+
+    from gigaseg.synth import _jpeg
+
+    rgb, _ = render_region(0, 0, 0, 256, 192, width=W, height=H)
+    for q in (25, 60, 90):
+        ours = _jpeg.roundtrip(rgb, q).astype(int)
+        buf = io.BytesIO()
+        Image.fromarray(rgb).save(buf, "JPEG", quality=q, subsampling=2)
+        real = np.asarray(Image.open(buf)).astype(int)
+        assert abs(np.abs(ours - rgb).mean() - np.abs(real - rgb).mean()) < 0.3
+        assert np.abs(ours - real).mean() < 1.0  # libjpeg's smooth chroma upsampling aside
+
+
+def test_variety_profile_through_write_slide_prepare_and_cli(tmp_path, capsys):
+    tifffile = pytest.importorskip("tifffile")
+    from gigaseg.cli import main
+    from gigaseg.prepare import prepare_synthetic
+    from gigaseg.store import RegionStore
+
+    prof = "ihc,needle,jpeg,pen"
+    rgb, mask = render_region(1, 0, 0, 320, 256, width=320, height=256, mpp=2.0, profile=prof)
+    _, mpath = write_slide(tmp_path / "v.tiff", width=320, height=256, seed=1, mpp=2.0, progress=False,
+                           profile=prof)
+    assert np.array_equal(tifffile.imread(mpath), mask)
+    store = RegionStore.create(tmp_path / "st")
+    (region,) = prepare_synthetic(store, 1, (320, 256), seed=1, mpp=2.0, progress=False, profile=prof)
+    assert region.meta["source"]["profile"] == prof
+    assert region.meta["source"]["categories"] == ["ihc", "needle", "bg-white", "jpeg", "pen"]
+    assert np.array_equal(np.asarray(region.image), rgb) and np.array_equal(np.asarray(region.mask), mask)
+    out = tmp_path / "c.tiff"
+    assert main(["synth", str(out), "--width", "320", "--height", "256", "--seed", "1", "--mpp", "2",
+                 "--profile", "pen,ihc,needle,jpeg", "--no-progress"]) == 0
+    cfg = json.loads((tmp_path / "c.json").read_text())
+    assert cfg["profile"] == "pen,ihc,needle,jpeg" and cfg["categories"][:2] == ["ihc", "needle"]
+    capsys.readouterr()
+    assert main(["synth", str(tmp_path / "d.tiff"), "--width", "64", "--height", "64", "--seed", "1",
+                 "--profile", "needel"]) == 2
+    assert "did you mean 'needle'" in capsys.readouterr().err
+
+
+def test_gallery_is_deterministic_and_complete():
+    """scripts/synth_gallery.py: every category has a tile; two renders are identical."""
+    pytest.importorskip("PIL")
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "synth_gallery.py"
+    spec = importlib.util.spec_from_file_location("synth_gallery", path)
+    gallery = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gallery)
+    assert {t[0] for t in gallery.TILES} == set(CATEGORIES)
+    a = gallery.build(48, 36)
+    synth.clear_caches()  # rebuilt from nothing, the same
+    b = gallery.build(48, 36)
+    assert a.shape[2] == 3 and np.array_equal(a, b)

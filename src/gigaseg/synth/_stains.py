@@ -18,7 +18,7 @@ Where the vectors come from (docs/synth.md, "Stains"):
   profile's vectors fitted to CMU-1 (``render._V_H``, ``render._V_E``) are used instead,
   so the two profiles' H&E agree;
 - PAS with its haematoxylin, methyl blue and ponceau-fuchsin (Masson's trichrome), Alcian
-  blue with its haematoxylin, iron haematoxylin, fast red and light green SF: the built-in
+  blue, iron haematoxylin, fast red and light green SF: the built-in
   vectors of G. Landini's Colour Deconvolution plugin for ImageJ/Fiji (measured on slides);
   fast red stands in for nuclear fast red (Kernechtrot), a similar red;
 - Sirius red, picric acid, the silver (Grocott) deposits and haemoglobin: ours, from the
@@ -42,6 +42,7 @@ _M = {m: i for i, m in enumerate(MATERIALS)}
 # Unit optical-density vectors, RGB (normalised below). See the module docstring.
 VECTORS = {
     "H": (0.650, 0.704, 0.286),  # Ruifrok & Johnston 2001
+    "H_BLUE": (0.636, 0.606, 0.477),  # ours: kidney-48-5's counterstained tissue (mean OD of its darker half)
     "DAB": (0.268, 0.570, 0.776),  # Ruifrok & Johnston 2001
     "H_PAS": (0.644211, 0.716556, 0.266844),  # Landini, "H PAS"
     "PAS": (0.175411, 0.972178, 0.154589),  # Landini, "H PAS"
@@ -49,7 +50,6 @@ VECTORS = {
     "PONCEAU": (0.09997159, 0.73738605, 0.6680326),  # Landini, "Masson Trichrome" (ponceau-fuchsin)
     "IRON_H": (0.6588232, 0.66414213, 0.3533655),  # Landini, iron haematoxylin
     "ALCIAN": (0.874622, 0.457711, 0.158256),  # Landini, "Alcian blue & H"
-    "H_ALCIAN": (0.552556, 0.7544, 0.353744),  # Landini, "Alcian blue & H"
     "FAST_RED": (0.21393921, 0.85112669, 0.47794022),  # Landini, "FastRed FastBlue DAB"
     "LIGHT_GREEN": (0.94705542, 0.25373821, 0.19650764),  # Landini, "Feulgen Light Green"
     "SIRIUS": (0.12, 0.78, 0.61),  # ours: a red azo dye absorbing ~540 nm, near ponceau
@@ -70,8 +70,8 @@ FAMILIES: dict[str, dict[str, dict[str, float]]] = {
         "HAEM": dict(rbc=0.35),
     },
     "ihc": {
-        "H": dict(str0=0.05, strf=0.12, mus0=0.08, musf=0.08, epi0=0.22, epic=0.16, adi0=0.01, adia=0.15, nuc=1.5,
-                  muc=0.15),
+        "H": dict(str0=0.14, strf=0.3, mus0=0.2, musf=0.12, epi0=0.45, epic=0.3, adi0=0.01, adia=0.2, nuc=1.5,
+                  muc=0.2, dab=-0.6),  # DAB's precipitate masks the counterstain under it
         "DAB": dict(dab=1.0),
         "HAEM": dict(rbc=0.55),
     },
@@ -101,16 +101,16 @@ FAMILIES: dict[str, dict[str, dict[str, float]]] = {
         "HAEM": dict(rbc=0.3),
     },
     "grocott": {
-        "LIGHT_GREEN": dict(str0=0.1, strf=0.35, mus0=0.3, musf=0.15, epi0=0.32, epic=0.2, adi0=0.01, adia=0.45,
-                            nuc=0.5, rbc=0.3, muc=0.2),
-        "SILVER": dict(ag=2.2, nuc=0.04),
+        "LIGHT_GREEN": dict(str0=0.05, strf=0.16, mus0=0.15, musf=0.08, epi0=0.16, epic=0.1, adi0=0.01, adia=0.3,
+                            nuc=0.3, rbc=0.2, muc=0.1),
+        "SILVER": dict(ag=2.0, nuc=0.04),
         "HAEM": dict(rbc=0.25),
     },
 }
 STAINS = tuple(FAMILIES)
 
 # Overall amount of stain per slide (log-uniform range): H&E from faded to dark.
-_AMOUNT = {"he-wide": (0.3, 1.9), "ihc": (0.6, 1.4), "pas": (0.6, 1.4), "trichrome": (0.6, 1.4),
+_AMOUNT = {"he-wide": (0.18, 1.9), "ihc": (0.6, 1.4), "pas": (0.6, 1.4), "trichrome": (0.6, 1.4),
            "sirius": (0.6, 1.4), "alcian": (0.6, 1.4), "grocott": (0.6, 1.4)}
 IHC_PATTERNS = ("cytoplasmic", "nuclear", "scattered", "stromal")
 
@@ -142,6 +142,9 @@ def draw_family(rng: np.random.Generator, name: str, v_h: np.ndarray, v_e: np.nd
     for stain, up in spec.items():
         if stain == "H" and name == "he-wide":
             vec = v_h
+        elif stain == "H":  # IHC counterstain: between the textbook vector and a blued one
+            a = rng.uniform(0.0, 1.0)
+            vec = np.abs((1 - a) * _unit(VECTORS["H"]) + a * _unit(VECTORS["H_BLUE"]) + rng.normal(0, 0.02, 3))
         elif stain == "E":
             vec = v_e
         elif stain == "COLLAGEN":  # Masson's: aniline/methyl blue, or light green in some labs

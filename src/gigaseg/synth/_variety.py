@@ -277,21 +277,41 @@ def pen_stroke(rng: np.random.Generator, width: int, height: int, frags: np.ndar
     return pts
 
 
+def _letter(kind: str, t: np.ndarray, lw: float, xh: float) -> tuple[np.ndarray, np.ndarray]:
+    """One cursive letter form from baseline to baseline: x (0..lw) and y (up is negative)."""
+    tau = 2 * np.pi * t
+    if kind in ("e", "l"):  # a loop, small or tall
+        a = xh * (1.0 if kind == "e" else 2.1)
+        return lw * (t + 0.35 * np.sin(tau)), -a * 0.5 * (1 - np.cos(tau))
+    if kind == "n":  # one arch
+        return lw * t, -xh * np.sin(np.pi * t) ** 0.6
+    if kind == "m":  # two arches
+        return lw * t, -xh * np.abs(np.sin(2 * np.pi * t)) ** 0.6
+    if kind == "u":  # a cup
+        return lw * t, -xh * (1 - np.abs(np.sin(2 * np.pi * t)) ** 0.8)
+    if kind == "o":  # a closed round letter, up and around
+        return lw * (0.5 - 0.5 * np.cos(np.pi * t) * np.cos(tau)), -xh * np.sin(np.pi * t)
+    if kind == "g":  # a loop below the baseline
+        return lw * (t + 0.3 * np.sin(tau)), 1.1 * xh * 0.5 * (1 - np.cos(tau))
+    return lw * t, -xh * 1.9 * np.sin(np.pi * t) ** 8  # "i"/"t": a spike
+
+
 def handwriting(rng: np.random.Generator, x0: float, y0: float, letter_h: float, n: int, slant: float) -> np.ndarray:
-    """Points (m, 2) of a cursive-like scribble of ``n`` letters along a baseline at (x0, y0)."""
+    """Points (m, 2) of a cursive-like scribble of ``n`` letters along a baseline at (x0, y0).
+
+    ``letter_h`` is the x-height (px); tall letters reach about twice as high, some go below.
+    """
     pts = []
     x = x0
     for _ in range(n):
-        lw = letter_h * rng.uniform(0.45, 0.9)
-        kind = rng.random()
-        loops = 1 if kind < 0.6 else 2
-        amp = letter_h * (rng.uniform(0.4, 0.55) if rng.random() < 0.7 else rng.uniform(0.8, 1.1))  # x-height or tall
-        t = np.linspace(0, 1, 16 * loops, endpoint=False)
-        px = x + lw * t + 0.3 * lw * np.sin(2 * np.pi * loops * t + rng.uniform(-0.4, 0.4))
-        py = -amp * 0.5 * (1 - np.cos(2 * np.pi * loops * t))
-        px = px - slant * py
+        kind = "eeelnnmuuoogi"[int(rng.integers(0, 13))]
+        lw = letter_h * rng.uniform(0.5, 0.9) * (1.6 if kind == "m" else 1.0)
+        xh = letter_h * rng.uniform(0.8, 1.15)
+        t = np.linspace(0, 1, 20, endpoint=False)
+        px, py = _letter(kind, t, lw, xh)
+        px = x + px - slant * py
         pts.append(np.stack([px, y0 + py], 1))
-        x += lw * rng.uniform(1.0, 1.3)
+        x += lw * rng.uniform(1.0, 1.15)
     return np.concatenate(pts)
 
 
@@ -344,10 +364,10 @@ def draw_coverslip(rng: np.random.Generator, width: int, height: int, mpp: float
         nx, ny = (tilt, -1.0) if side == 2 else (-tilt, 1.0)
         px, py = width / 2, c
     nn = math.hypot(nx, ny)
-    return {"n": (nx / nn, ny / nn), "p": (px, py), "core_px": rng.uniform(8, 40) * um,
-            "core_od": rng.uniform(0.25, 1.0) * (1 if rng.random() < 0.75 else -0.25),
-            "halo_px": rng.uniform(20, 80) * um, "halo_gain": rng.uniform(0.02, 0.06),
-            "outside_gain": rng.uniform(0.96, 1.04) + rng.normal(0, 0.006, 3)}
+    return {"n": (nx / nn, ny / nn), "p": (px, py), "core_px": max(rng.uniform(4, 15) * um, 0.8),
+            "core_od": rng.uniform(0.4, 1.2) * (1 if rng.random() < 0.8 else -0.2),
+            "halo_px": rng.uniform(15, 60) * um, "halo_gain": rng.uniform(0.03, 0.08),
+            "outside_gain": rng.uniform(0.93, 1.06) + rng.normal(0, 0.012, 3)}
 
 
 def draw_seams(rng: np.random.Generator, mpp: float) -> dict:
@@ -514,6 +534,10 @@ def hole_field(lay, x, y):
     dv = (-(x - ox) * s + (y - oy) * c) / b
     val = (1.0 - np.sqrt(du * du + dv * dv)) * b
     present = u[0] < p["lumen_p"]
+    if present.any():  # no lumen in fat (it would pass for a fat cell) or in a blood clot
+        d_t, d_c, _ = frag_field(lay, ox, oy)
+        na = _nz.fbm(ox, oy, p["type_scale"] * 1.3, _nz.key(lay.seed, 12), 3)  # as render._type_fields
+        present &= (d_c <= d_t) & (na < p["adip_thr"] - 0.05)
     big = np.where(present & ~small, val, -1e6)
     sm = np.where(present & small, val, -1e6)
     for caps, out in ((lay.tears, "big"), (lay.variety["cracks"], "small")):
@@ -567,8 +591,10 @@ def coverslip(lay, xs, ys):
         return None, og
     s = (((ys - py) * ny).astype(np.float32)[:, None] + ((xs - px) * nx).astype(np.float32)[None, :])
     core = np.clip(1.0 - (s / np.float32(cv["core_px"])) ** 2, 0.0, 1.0)
-    halo = np.exp(-((np.abs(s) - np.float32(cv["core_px"] + cv["halo_px"])) / np.float32(cv["halo_px"])) ** 2)
-    gain = (1.0 + (og - 1.0) * np.clip(s / 2.0 + 0.5, 0.0, 1.0)) * (1.0 + np.float32(cv["halo_gain"]) * halo)
+    u = (np.abs(s) - np.float32(cv["core_px"] + cv["halo_px"])) / np.float32(cv["halo_px"])
+    halo = np.exp(-u * u) * np.clip(1.0 - (u / 2.0) ** 2, 0.0, 1.0) ** 2  # exactly 0 beyond 2 halo widths
+    side = np.where(s >= 1.0, og, np.where(s <= -1.0, np.float32(1.0), 1.0 + (og - 1.0) * (s * 0.5 + 0.5)))
+    gain = side * (1.0 + np.float32(cv["halo_gain"]) * halo)
     return core * np.float32(cv["core_od"]), gain.astype(np.float32)
 
 
@@ -601,39 +627,60 @@ def extra_fields(lay, x, y, d) -> dict:
 
 
 def art_fields(lay, x: np.ndarray, y: np.ndarray, step: int) -> dict:
-    """Pens (signed distance to the stroke edge, px, and the ink) and bubble rims at lattice points."""
+    """Pens and bubble rims at lattice points (spacing ``step`` px).
+
+    Each pen at least ``1.5 * step`` px wide that comes near: ``"pen<i>"``, the signed distance
+    to its stroke's edge (px, floored at ``-2 * step``), shaped per pixel with its own ink (no ink
+    is interpolated between pens, so a window never depends on which pens it sees); ``"pen_k"``
+    the ink's streakiness. A thinner pen (handwriting) would break up between lattice points:
+    ``"thin"`` > 0 marks where one passes, and the renderer measures it per pixel (``thin_pens``).
+    ``"bub_d"``: the signed distance to the bubbles' union (px, < 0 inside, clipped), whose rims
+    are drawn per pixel.
+    """
     um = 1.0 / lay.mpp
     x, y = np.broadcast_arrays(x.astype(np.float64), y.astype(np.float64))
     ch = {}
-    sd = None
-    for segs, hw, ink in lay.pens:
-        m = 1.2 * hw + 10 * um + 2 * step
+    thin = None
+    for i, (segs, hw, _) in enumerate(lay.pens):
+        m = max(1.2 * hw + 10 * um + 2 * step, hw + 3 * step + 1)  # beyond m: floored values only
         if x.min() > segs[:, [0, 2]].max() + m or x.max() < segs[:, [0, 2]].min() - m \
                 or y.min() > segs[:, [1, 3]].max() + m or y.max() < segs[:, [1, 3]].min() - m:
             continue
+        if hw < 1.5 * step:
+            near = np.maximum(hw + 2.0 * step - seg_dist_near(x, y, segs, m), -step)
+            thin = near if thin is None else np.maximum(thin, near)
+            continue
         hw_v = hw * (1.0 + 0.08 * _nz.fbm(x, y, 200 * um, _nz.key(lay.seed, 61), 2))
-        sdi = np.maximum(hw_v - seg_dist_near(x, y, segs, m), -2.0 * step)
-        if sd is None:
-            sd, inks = sdi, [np.full(x.shape, ink[c]) for c in range(3)]
-        else:
-            better = sdi > sd
-            sd = np.where(better, sdi, sd)
-            inks = [np.where(better, ink[c], inks[c]) for c in range(3)]
-    if sd is not None and sd.max() > -2.0 * step:
-        ch["pen"] = sd
-        ch["pen_r"], ch["pen_g"], ch["pen_b"] = inks
+        sd = np.maximum(hw_v - seg_dist_near(x, y, segs, m), -2.0 * step)
+        if sd.max() > -2.0 * step:
+            ch[f"pen{i}"] = sd
+    if ch:
         ch["pen_k"] = 0.8 + 0.2 * _nz.value_noise(x, y, 150 * um, _nz.key(lay.seed, 62))
-    rim_od = None
-    for cx, cy, rx, ry, od in lay.bubbles:
-        reach = max(rx, ry) * (1.0 + 50 * um / min(rx, ry))
+    if thin is not None and thin.max() > 0:
+        ch["thin"] = thin
+    # bubbles: min over bubbles of the pseudo-distance to each rim, clipped to +-reach: a bubble
+    # left out here is at least reach away from every point, so it could not change the clip
+    bd = None
+    reach_px = 4.0 * lay.variety["rim_px"] + 2 * step
+    for cx, cy, rx, ry, _ in lay.bubbles:
+        reach = max(rx, ry) * (1.0 + reach_px / min(rx, ry))
         if x.min() > cx + reach or x.max() < cx - reach or y.min() > cy + reach or y.max() < cy - reach:
             continue
         rho = np.sqrt(((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2)
         dist = (rho - 1.0) * min(rx, ry)
-        rim = np.exp(-(dist / (4 * um)) ** 2) + 0.25 * np.exp(-((dist + 12 * um) / (6 * um)) ** 2)
-        rim = np.where(np.abs(dist) < 40 * um, rim, 0.0)
-        rim_od = od * rim if rim_od is None else rim_od + od * rim
-        ch["rim"] = rim if "rim" not in ch else np.maximum(ch["rim"], rim)
-    if rim_od is not None:
-        ch["rim_od"] = rim_od
+        bd = dist if bd is None else np.minimum(bd, dist)
+    if bd is not None:
+        bd = np.clip(bd, -reach_px, reach_px)
+        if np.abs(bd).min() < reach_px:
+            ch["bub_d"] = bd
     return ch
+
+
+def thin_pens(lay, x: np.ndarray, y: np.ndarray, step: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Thin pens at pixels x, y (n,): for each, the signed distance to its stroke's edge (px) and its ink (3,)."""
+    out = []
+    edge = max(1.0, 2.0 / lay.mpp)  # the renderer's edge width: sd <= -edge / 2 draws nothing
+    for segs, hw, ink in lay.pens:
+        if hw < 1.5 * step:
+            out.append((hw - seg_dist_near(x, y, segs, hw + edge + 2.0), np.asarray(ink)))
+    return out

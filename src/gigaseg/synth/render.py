@@ -209,7 +209,7 @@ def clear_caches() -> None:
     """
     _layout_cached.cache_clear()
     _tx.texture_bank.cache_clear()
-    _tx.variety_bank.cache_clear()
+    _tx.clear_variety_caches()
 
 
 @lru_cache(maxsize=16)
@@ -384,6 +384,8 @@ def _layout_variety(seed: int, width: int, height: int, mpp: float, profile: str
         frags, harm = np.concatenate([frags, cf]), np.concatenate([harm, ch])
     r_min = float(np.min(frags[:, 2:4]))
     p = _appearance(rng, mpp, r_min)
+    # the textures depend on (seed, mpp) alone, so every variety profile of a seed shares them
+    p["fibre_theta"] = float(np.random.default_rng([seed, 0x7E27, 1]).uniform(0, np.pi))
     g0, g1, g2 = gains
     p["gains"] = gains
     p["d_noise_max"] = 0.5 * (g0 * 0.2 * r_min + g1 * 60 * um * min(1.0, r_min / (600 * um)) + g2 * 14 * um) + 1.0
@@ -406,9 +408,11 @@ def _layout_variety(seed: int, width: int, height: int, mpp: float, profile: str
     if fam["name"] == "ihc":
         p["dab_cells"] = rng.uniform(0.3, 0.8) if fam["dab_pattern"] == "nuclear" else rng.uniform(0.05, 0.25)
     if fam["name"] == "grocott":
-        p["ag_thr"] = rng.uniform(-0.1, 0.2)
-    p["dust_p"] = rng.uniform(0.1, 0.35) if "dust" in names else 0.0
-    p["dust_od"] = np.array([0.55, 0.6, 0.68]) * rng.uniform(0.8, 1.6)
+        p["ag_thr"] = rng.uniform(0.0, 0.25)
+    if fam["name"] == "alcian":  # more mucin-rich epithelium than other stains show
+        p["muc_thr"] = rng.uniform(-0.25, 0.0)
+    p["dust_p"] = rng.uniform(0.25, 0.7) if "dust" in names else 0.0
+    p["dust_od"] = np.array([0.55, 0.6, 0.68]) * rng.uniform(1.0, 2.0)
 
     tears, folds, cracks = [], [], []
     for i in range(frags.shape[0]):
@@ -475,6 +479,8 @@ def _layout_variety(seed: int, width: int, height: int, mpp: float, profile: str
         "cover": _vy.draw_coverslip(rng, width, height, mpp) if "coverslip" in names else None,
         "seams": _vy.draw_seams(rng, mpp) if "seams" in names else None,
         "dye": _vy.draw_dyes(rng, mpp) if "dye" in names else None,
+        "rim_px": rng.uniform(5, 18) * um,
+        "rim_od": rng.uniform(0.3, 0.8),
     }
     if variety["dye"] is not None:  # the spill onto glass stays where the field is not clamped
         variety["dye"]["spill_px"] = min(variety["dye"]["spill_px"], 0.6 * abs(p["d_floor"]))
@@ -1065,8 +1071,7 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
     """One block of a variety-profile slide (the default profile's _draw_block_he, generalised)."""
     p = lay.params
     var = lay.variety
-    bank = _tx.texture_bank(lay.seed, lay.mpp, float(p["fibre_theta"]))
-    vbank = _tx.variety_bank(lay.seed, lay.mpp)
+    bank = _tx.texture_bank(lay.seed, lay.mpp, float(p["fibre_theta"]), False)
     nx0, ny0, nxs, nys = _lattice(l0_x, l0_y, w, h)
     f = _upsample(_node_fields_v(lay, nxs, nys), nx0, ny0, l0_x, l0_y, w, h)
     xs = np.arange(l0_x, l0_x + w, dtype=np.int64)
@@ -1108,21 +1113,23 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
             fib = fib_sharp
         has_adip = bool(w_adip.max() > 0.0)
         if has_adip:
-            adip = _tex_warp(vbank.adip, xs, ys, wx, wy, 555, 123)
+            adip_t, adip_b = _tx.adipose_cover(lay.seed, lay.mpp)
+            adip = _tex_warp(adip_t, xs, ys, wx, wy, 555, 123)
             if blur is not None:
-                adip = adip + (_tex_warp(vbank.adip_blur, xs, ys, wx, wy, 555, 123) - adip) * blur
+                adip = adip + (_tex_warp(adip_b, xs, ys, wx, wy, 555, 123) - adip) * blur
         nuc = _nuclei_layer(lay, bank, l0_x, l0_y, w, h, blur, fields=_nuclei_fields_v)
         ice = None
         if var["frozen"]:
             cell = _tx.ice_cell(lay.mpp)
-            k_ice, n_ice = _nz.key(lay.seed, 111), vbank.ice.shape[0] - 1
+            ice_bank = _tx.ice_holes(lay.seed, lay.mpp)
+            k_ice, n_ice = _nz.key(lay.seed, 111), ice_bank.shape[0] - 1
 
             def ice_ids(cx, cy):
                 u = _nz.uniform2(cx, cy, k_ice)
                 hsh = (_nz.hash2(cx, cy, k_ice ^ 0x5A5A) % np.uint32(n_ice)).astype(np.int64)
                 return np.where(u < 0.45, hsh, n_ice)
 
-            ice = _sprites(vbank.ice, cell, ice_ids, l0_x, l0_y, w, h)
+            ice = _sprites(ice_bank, cell, ice_ids, l0_x, l0_y, w, h)
 
         # materials (_stains.MATERIALS) and their OD per channel
         mus = f["mus"]
@@ -1134,18 +1141,21 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
         if nuc is not None:
             mats["nuc"] = nuc
         if "clot" in f:
-            mats["rbc"] = w_clot * _tex(vbank.rbc, xs, ys, 7, 3)
-            mats["mus0"] = mats["mus0"] + w_clot * (0.15 + 0.6 * _tex(vbank.fibrin, xs, ys, 7, 3))
+            rbc, fibrin = _tx.red_cells(lay.seed, lay.mpp)
+            mats["rbc"] = w_clot * _tex(rbc, xs, ys, 7, 3)
+            mats["mus0"] = mats["mus0"] + w_clot * (0.15 + 0.6 * _tex(fibrin, xs, ys, 7, 3))
         if "dab" in f:
             pat = p["stain"]["dab_pattern"]
             if pat == "cytoplasmic":
                 mats["dab"] = f["dab"] * w_epi * (0.35 + 0.65 * cyto)
             elif pat == "stromal":
                 mats["dab"] = f["dab"] * w_str * (0.25 + 0.75 * fib)
-            elif nuc is not None:  # nuclear; scattered cells: nucleus and a rim of cytoplasm
-                mats["dab"] = f["dab"] * (nuc if pat == "nuclear" else 0.5 + 0.6 * nuc) * (1.0 - w_adip)
+            elif pat == "scattered":  # positive cells: nucleus and a rim of cytoplasm
+                mats["dab"] = f["dab"] * (0.5 + 0.6 * nuc if nuc is not None else 0.5) * (1.0 - w_adip)
+            elif nuc is not None:  # nuclear
+                mats["dab"] = f["dab"] * nuc * (1.0 - w_adip)
         if "ag" in f:  # silver: fibres (reticulin, membranes) and specks (fungal elements)
-            mats["ag"] = f["ag"] * (0.6 * w_str * _tx._smoothstep(fib, 0.75, 0.97) + _tx._smoothstep(fine, 1.5, 2.3))
+            mats["ag"] = f["ag"] * (0.2 * w_str * _tx._smoothstep(fib, 0.8, 0.98) + _tx._smoothstep(fine, 1.6, 2.3))
         wm = p["stain_w"]
         ew = np.float32(1.2) + blur * np.float32(10.0) if blur is not None else np.float32(1.2)
         alpha = np.clip(0.5 + t / ew, 0.0, 1.0) * np.clip(0.5 - hole / ew, 0.0, 1.0)
@@ -1194,27 +1204,47 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
             if labels:
                 lab[glass & (dust > 0.3)] = 7
                 lab[mask & (dust > 0.3)] = 18
-        if "rim_od" in art:
+        if "bub_d" in art:  # a dark refraction rim just inside the edge, a fainter one beyond it
+            wr = np.float32(max(var["rim_px"], 0.7))
+            amp_r = np.float32(min(1.0, var["rim_px"] / 0.7))
+            bd = art["bub_d"]
+            rim = amp_r * (np.exp(-((bd + wr) / wr) ** 2) + np.float32(0.3) * np.exp(-((bd - 1.5 * wr) / wr) ** 2))
+            # exactly 0 well inside the lattice's reach (NOTE [Determinism]: no tails that a
+            # window without this bubble would miss)
+            rim = rim * np.clip(1.0 - (bd / (3.5 * wr)) ** 2, 0.0, 1.0) ** 2
             for c, k in enumerate((1.0, 1.0, 0.95)):
-                od[c] = od[c] + art["rim_od"] * np.float32(k)
+                od[c] = od[c] + rim * np.float32(var["rim_od"] * k)
             if labels:
-                lab[glass & (art["rim"] > 0.35)] = 8
-                lab[mask & (art["rim"] > 0.35)] = 17
-        if "pen" in art:
-            cov = np.clip(art["pen"] / np.float32(max(1.0, 2.0 * um)) + 0.5, 0.0, 1.0) * art["pen_k"]
-            for c, name in enumerate(("pen_r", "pen_g", "pen_b")):
-                od[c] = od[c] + cov * art[name]
-            if labels:
-                lab[glass & (art["pen"] > 0)] = 6
-                lab[mask & (art["pen"] > 0)] = 12
-        if "dye" in f:
+                lab[glass & (rim > 0.35)] = 8
+                lab[mask & (rim > 0.35)] = 17
+        edge = np.float32(max(1.0, 2.0 * um))
+        for name in art:
+            if name.startswith("pen") and name[3:].isdigit():  # each marker with its own ink
+                ink = lay.pens[int(name[3:])][2]
+                cov = np.clip(art[name] / edge + 0.5, 0.0, 1.0) * art["pen_k"]
+                for c in range(3):
+                    od[c] = od[c] + cov * np.float32(ink[c])
+                if labels:
+                    lab[glass & (art[name] > 0)] = 6
+                    lab[mask & (art[name] > 0)] = 12
+        if "thin" in art:  # fine pens, measured per pixel where they pass
+            rows, cols = np.nonzero(art["thin"] > 0)
+            for sd_t, ink in [] if rows.size == 0 else _vy.thin_pens(lay, xs[cols].astype(np.float64), ys[rows].astype(np.float64), _STEP):
+                cov = (np.float32(0.9) * np.clip(sd_t / edge + 0.5, 0.0, 1.0)).astype(np.float32)
+                for c in range(3):
+                    od[c][rows, cols] += cov * np.float32(ink[c])
+                if labels:
+                    on = sd_t > 0
+                    lab[rows[on], cols[on]] = np.where(mask[rows[on], cols[on]], 12, 6)
+        if "dye" in f:  # deposits in flecks (the fine texture) inside the smooth band
             dye_od = var["dye"]["od"]
             mix = f["dyemix"]
+            cov = f["dye"] * (0.3 + 0.7 * _tx._smoothstep(_tex(bank.fine, xs, ys, 733, 59), -1.2, 0.9))
             for c in range(3):
-                od[c] = od[c] + f["dye"] * (np.float32(dye_od[0, c]) + np.float32(dye_od[1, c] - dye_od[0, c]) * mix)
+                od[c] = od[c] + cov * (np.float32(dye_od[0, c]) + np.float32(dye_od[1, c] - dye_od[0, c]) * mix)
             if labels:
-                lab[glass & (f["dye"] > 0.3)] = 14
-                lab[mask & (f["dye"] > 0.3)] = 13
+                lab[glass & (cov > 0.3)] = 14
+                lab[mask & (cov > 0.3)] = 13
         if cover is not None and cover[0] is not None:
             for c in range(3):
                 od[c] = od[c] + cover[0]
