@@ -41,6 +41,7 @@ import contextlib
 import csv
 import dataclasses
 import math
+import os
 import random
 import signal
 import statistics
@@ -265,14 +266,40 @@ def _check_train_masks(regions, progress: bool) -> None:
 # --- run folder, logs, curves ----------------------------------------------------------------------
 
 
+# NOTE [Restart without a checkpoint]
+# A run that dies before its first checkpoint (killed, out of memory, a power cut during the
+# first `ckpt_every` steps) leaves config.json and the logs but nothing to resume from. Such a
+# folder is started again from step 0 by a new run with the same `out`, which says so on stderr
+# and replaces the logs; a folder with a checkpoint still needs `resume` (its steps are not thrown
+# away unasked), and one whose config.json is not a gigaseg training run's is refused.
 def _check_new_run_dir(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"`out` {run_dir} exists and is not a folder; choose another `out`")
-    if (run_dir / CHECKPOINT_NAME).exists() or (run_dir / "log.csv").exists() or (run_dir / "config.json").exists():
+    if (run_dir / CHECKPOINT_NAME).exists():
         raise ConfigError(
             f"{run_dir} already holds a training run; continue it with `resume={str(run_dir)!r}` (resume_config), "
             "or choose another `out`"
         )
+    if (run_dir / "log.csv").exists() or (run_dir / "config.json").exists():
+        if not _is_run_config(run_dir / "config.json"):
+            raise ConfigError(f"{run_dir}/config.json is not the configuration of a gigaseg training run; choose "
+                              "another `out`")
+        if os.environ.get("RANK", "0") == "0":  # once under torchrun
+            print(f"gigaseg train: {run_dir} holds a run that stopped before its first checkpoint (no "
+                  f"{CHECKPOINT_NAME}): starting it again from step 0, its logs replaced", file=sys.stderr)
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is absent or the config.json of a gigaseg training run."""
+    import json
+
+    if not path.exists():
+        return True
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(info, dict) and info.get("command") == "train"
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -393,7 +420,8 @@ def resume_config(run_dir: str | Path, **changes: Any) -> TrainConfig:
     if not ckpt.is_file():
         raise CheckpointError(
             f"cannot resume {run_dir}: it has no {CHECKPOINT_NAME} (a run writes one every `ckpt_every` steps "
-            "and when interrupted); start a new run with `out`"
+            f"and when interrupted); start it again with `out={str(run_dir)!r}` (a run folder without a checkpoint "
+            "starts again from step 0), or start a new run with another `out`"
         )
     payload = load_checkpoint(ckpt)
     saved = payload.get("train_config")
@@ -682,9 +710,10 @@ def _open_run_dir(run: _Run) -> None:
     log_path, val_path = run.run_dir / "log.csv", run.run_dir / "val.csv"
     run.history = [r for r in _read_csv(log_path) if _num(r.get("step")) <= run.step]
     val_rows = [r for r in _read_csv(val_path) if _num(r.get("step")) <= run.step]
-    if c.resume:
-        _write_csv_atomic(log_path, LOG_COLUMNS, run.history)
-        _write_csv_atomic(val_path, _VAL_COLUMNS, val_rows)
+    # a resumed run drops the rows after its checkpoint; a new one, those of a run that stopped
+    # before its first checkpoint (NOTE [Restart without a checkpoint])
+    _write_csv_atomic(log_path, LOG_COLUMNS, run.history)
+    _write_csv_atomic(val_path, _VAL_COLUMNS, val_rows)
     run.log = _CsvLog(log_path, LOG_COLUMNS)
     run.val_log = _CsvLog(val_path, _VAL_COLUMNS)
     run.logged_step = run.step

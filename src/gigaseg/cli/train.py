@@ -183,7 +183,8 @@ def _run_train(args) -> int:
         from pathlib import Path
 
         if config.out is None or not (Path(config.out) / "checkpoint.pt").exists():
-            print("gigaseg train: interrupted before training started; nothing to resume", file=sys.stderr)
+            print("gigaseg train: interrupted before its first checkpoint; nothing to resume: the same command "
+                  "starts the run again from step 0", file=sys.stderr)
         return 130  # otherwise train() saved the last completed step and printed how to resume
     if result.get("rank", 0) != 0:  # under torchrun, rank 0 reports
         return 0
