@@ -26,7 +26,6 @@ is kept (it rasterizes to nothing) and named in ``GeojsonMask.warnings``.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -137,15 +136,16 @@ def _polygons(obj: Any, name: str, classes: Iterable[str] | None,
             stats["skipped_geometry"] += 1
             continue
         try:
-            geom = shape(geom_obj)
+            with np.errstate(invalid="ignore"):  # NaN coordinates: refused just below, by name
+                geom = shape(geom_obj)
         except Exception as exc:  # shapely raises several types
             raise InputError(
                 f"{name}: feature {i} has a malformed geometry ({exc}); fix or delete it in QuPath"
             ) from exc
+        _check_coordinates(name, i, shapely.get_coordinates(geom), slide_size)  # before GEOS computes with them
         if geom.is_empty:
             stats["skipped_geometry"] += 1
             continue
-        _check_bounds(name, i, geom.bounds, slide_size)
         if geom.geom_type not in ("Polygon", "MultiPolygon", "GeometryCollection"):
             stats["skipped_geometry"] += 1
             continue
@@ -173,15 +173,18 @@ def _polygons(obj: Any, name: str, classes: Iterable[str] | None,
     return polygons, stats
 
 
-def _check_bounds(name: str, i: int, bounds: tuple[float, float, float, float],
-                  slide_size: tuple[int, int] | None) -> None:
-    """Refuse a feature whose coordinates are not finite or lie too far out (NOTE [GeoJSON limits])."""
-    x0, y0, x1, y1 = bounds
+def _check_coordinates(name: str, i: int, xy: np.ndarray, slide_size: tuple[int, int] | None) -> None:
+    """Refuse a feature whose coordinates ``xy`` (n, 2) are not finite or lie too far out (NOTE
+    [GeoJSON limits])."""
+    if xy.size == 0:
+        return
+    if not np.isfinite(xy).all():
+        bad = xy[~np.isfinite(xy).all(axis=1)][0]
+        raise InputError(f"{name}: feature {i} has coordinates that are not finite numbers (e.g. {tuple(bad)}); fix "
+                         "or delete it in QuPath")
+    (x0, y0), (x1, y1) = xy.min(axis=0), xy.max(axis=0)
     w, h = slide_size if slide_size is not None else (0, 0)
     m = COORDINATE_MARGIN
-    if not all(math.isfinite(v) for v in bounds):
-        raise InputError(f"{name}: feature {i} has coordinates that are not finite numbers (bounds {bounds}); fix or "
-                         "delete it in QuPath")
     if x0 < -m or y0 < -m or x1 > w + m or y1 > h + m:
         where = f"the slide ({w} x {h} pixels)" if slide_size is not None else "the origin"
         raise InputError(
