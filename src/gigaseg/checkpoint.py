@@ -168,9 +168,23 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     """
     payload = load_checkpoint(path)
     try:
-        model = UNet(UNetConfig.from_dict(payload["config"]))
-        model.load_state_dict(payload["state_dict"])
-    except (ConfigError, RuntimeError, TypeError) as exc:
+        config = UNetConfig.from_dict(payload["config"])
+        # the config's shapes, built on the meta device (no memory), must be the weights' before the
+        # model is allocated: a damaged config could ask for billions of parameters
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in UNet(config).state_dict().items()}
+        weights = payload["state_dict"]
+        stored = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__ for k, v in weights.items()}
+        if stored != expected:
+            wrong = sorted(k for k in expected.keys() | stored.keys() if expected.get(k) != stored.get(k))
+            raise CheckpointError(
+                f"checkpoint {path} does not describe a valid model: its configuration and its weights disagree "
+                f"({len(wrong)} entries, e.g. {wrong[0]!r}: the configuration makes {expected.get(wrong[0])}, the "
+                f"file holds {stored.get(wrong[0])}); the file is damaged: use another checkpoint"
+            )
+        model = UNet(config)
+        model.load_state_dict(weights)
+    except (ConfigError, RuntimeError, TypeError, AttributeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} does not describe a valid model: {exc}") from exc
     check_weights(path, model)
     return model.to(device).eval(), _checked_mpp(path, payload.get("mpp"))

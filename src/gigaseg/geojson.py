@@ -65,13 +65,12 @@ def _features(obj: Any, source: str) -> list[dict]:
 
 
 def _class_name(feature: dict) -> str | None:
-    props = feature.get("properties") or {}
-    cls = props.get("classification")
+    """The QuPath classification name of a feature, or None (also where the file puts anything else there)."""
+    props = feature.get("properties")
+    cls = props.get("classification") if isinstance(props, dict) else None
     if isinstance(cls, dict):
-        return cls.get("name")
-    if isinstance(cls, str):
-        return cls
-    return None
+        cls = cls.get("name")
+    return cls if isinstance(cls, str) else None
 
 
 def load_geojson_polygons(

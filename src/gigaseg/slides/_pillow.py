@@ -80,6 +80,7 @@ def open_pillow(path: Path) -> Slide:
         except Exception as exc:
             raise SlideError(f"{path}: Pillow cannot open it: {exc}") from exc
         image_format = image.format
+        _check_memory(path, image)
         try:
             with image:
                 image.load()
@@ -105,6 +106,23 @@ def open_pillow(path: Path) -> Slide:
         if problem:
             problems.insert(0, problem)
     return _PillowSlide(path, rgb, image_format, problems)
+
+
+def _check_memory(path: Path, image: Image.Image) -> None:
+    """Refuse, before decoding, an image whose pixels (decoded whole, then as RGB) would not fit in
+    the available memory: the header may lie about its size."""
+    from .._files import available_memory, format_bytes
+
+    w, h = image.size
+    need = w * h * (len(image.getbands()) * (2 if image.mode.startswith("I;16") else 1) + 3)
+    free = available_memory()
+    if free is not None and need > free:
+        image.close()
+        raise SlideError(
+            f"{path}: the image is {w} x {h} pixels, which the Pillow backend decodes whole: about "
+            f"{format_bytes(need)} of memory, but {format_bytes(free)} are available; the header may lie, or save "
+            "the image as a tiled pyramidal TIFF, which is read tile by tile"
+        )
 
 
 # NOTE [Image modes]

@@ -30,6 +30,10 @@ _MPP_RANGE = (0.01, 100.0)
 # that overlap (tiles with halos, neighbouring regions) decode each segment once.
 _CACHE_BYTES = 64 * 2**20
 
+# The largest tile or strip decoded at once (a header that lies about its tile size, or a whole
+# compressed image in one strip, would otherwise allocate without bound at the first read).
+_MAX_SEGMENT_BYTES = 2**30
+
 _OME_UNITS_IN_UM = {
     "pm": 1e-6,
     "nm": 1e-3,
@@ -362,6 +366,13 @@ def open_tifffile(path: Path) -> Slide:
             file_size = tif.filehandle.size
             for level, page in enumerate(pages):
                 _check_page(path, page, level)
+                if _segment_bytes(page) > _MAX_SEGMENT_BYTES and _memmap(path, page) is None:
+                    raise SlideError(
+                        f"{path}: level {level} is stored in {'tiles' if page.is_tiled else 'strips'} of "
+                        f"{_segment_bytes(page) / 2**30:.1f} GiB each once decoded, more than gigaseg decodes at once "
+                        f"({_MAX_SEGMENT_BYTES / 2**30:.0f} GiB); the header may lie, or the image is one huge "
+                        "compressed strip: save it tiled (e.g. 512 x 512 tiles)"
+                    )
                 end = _data_end(page)
                 if end > file_size:
                     raise SlideError(
@@ -406,13 +417,8 @@ def _probe_decode(path: Path, tif: TiffFile, page: TiffPage, level: int) -> str 
     more than 16 MiB (a whole-page strip). Returns what the JPEG check finds in it, or None."""
     import tifffile
 
-    if page.is_tiled:
-        seg_bytes = page.tilewidth * page.tilelength
-    else:
-        seg_bytes = page.imagewidth * min(page.rowsperstrip or page.imagelength, page.imagelength)
-    seg_bytes *= page.samplesperpixel * np.dtype(page.dtype).itemsize
     stored = [i for i, c in enumerate(page.databytecounts) if c > 0]
-    if not stored or seg_bytes > 16 * 2**20:
+    if not stored or _segment_bytes(page) > 16 * 2**20:
         return None
     index = stored[-1]
     try:
@@ -433,6 +439,15 @@ def _probe_decode(path: Path, tif: TiffFile, page: TiffPage, level: int) -> str 
         if problem:
             return f"level {level} {_segment_name(page, index)}: {problem}"
     return None
+
+
+def _segment_bytes(page: TiffPage) -> int:
+    """Bytes of one decoded tile or strip of ``page``."""
+    if page.is_tiled:
+        seg_bytes = page.tilewidth * page.tilelength
+    else:
+        seg_bytes = page.imagewidth * min(page.rowsperstrip or page.imagelength, page.imagelength)
+    return int(seg_bytes) * page.samplesperpixel * np.dtype(page.dtype).itemsize
 
 
 def _level_pages(path: Path, tif: TiffFile) -> list[TiffPage]:
