@@ -558,3 +558,14 @@ def test_a_run_that_died_before_its_first_checkpoint_starts_again(tmp_path, caps
     (tmp_path / "other" / "config.json").write_text('{"mine": 1}')
     with pytest.raises(ConfigError, match="not the configuration of a gigaseg training run"):
         train(TrainConfig(**{**config.to_dict(), "out": str(tmp_path / "other")}))
+
+
+def test_evaluate_refuses_an_empty_or_special_reference(tmp_path, capsys):
+    np.save(tmp_path / "pred.npy", np.ones((8, 8), np.uint8))
+    np.save(tmp_path / "empty.npy", np.ones((0, 0), np.uint8))
+    os.mkfifo(tmp_path / "fifo.npy")
+    with deadline(30):
+        assert main(["evaluate", str(tmp_path / "pred.npy"), "--reference", str(tmp_path / "empty.npy")]) == 2
+        assert "empty.npy is empty (0 x 0 pixels)" in capsys.readouterr().err
+        assert main(["evaluate", str(tmp_path / "pred.npy"), "--reference", str(tmp_path / "fifo.npy")]) == 2
+        assert "fifo.npy is a FIFO" in capsys.readouterr().err

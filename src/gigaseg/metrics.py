@@ -121,8 +121,9 @@ def _tiff_levels(path: Path) -> tuple[Any, list[Any], bool]:
 
 def _read(path: Path, min_size: tuple[int, int] | None) -> tuple[np.ndarray, tuple[int, int], bool]:
     """(the mask's array as stored, the (w, h) of its full resolution, whether it is gigaseg's mask TIFF)."""
-    if not path.is_file():
-        raise InputError(f"mask {path} does not exist; check the path")
+    from ._files import check_input
+
+    check_input(path, "mask")  # a FIFO or a device: refused by name (NOTE [Special files])
     suffix = path.suffix.lower()
     ours = False
     try:
@@ -165,6 +166,8 @@ def _read(path: Path, min_size: tuple[int, int] | None) -> tuple[np.ndarray, tup
         a = a[..., 0]
     if a.ndim != 2:
         raise InputError(f"mask {path} has shape {a.shape}; a mask is a 2-D (H, W) array")
+    if a.size == 0:  # a 0 x 0 reference divided by zero in the aspect check
+        raise InputError(f"mask {path} is empty ({a.shape[1]} x {a.shape[0]} pixels); check that it is the right file")
     return a, full, ours
 
 
