@@ -21,6 +21,9 @@ it, cached next to the module); it costs a fraction of a decode.
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import numpy as np
 
 __all__ = ["jpeg_problem"]
@@ -259,9 +262,10 @@ def jpeg_problem(data: bytes | bytearray | memoryview, tables: bytes | None = No
 
 
 def _problem(data: bytes, tables_stream: bytes | None) -> str | None:
-    tables = _Tables()
-    if tables_stream:
-        _read_tables(bytes(tables_stream), tables)
+    # the tables every tile of a TIFF level shares are parsed once; a stream that defines its own
+    # works on a copy
+    tables = _shared_tables(bytes(tables_stream)) if tables_stream else _Tables()
+    own = not tables_stream
     if data[:2] != b"\xff\xd8":
         raise _Malformed
     pos = 2
@@ -279,6 +283,8 @@ def _problem(data: bytes, tables_stream: bytes | None) -> str | None:
         pos = end
         if code == 0xD9:
             return None
+        if code in (0xC4, 0xDB) and not own:
+            tables, own = copy.deepcopy(tables), True
         if code == 0xC4:
             _read_dht(payload, tables)
         elif code == 0xDB:
@@ -362,6 +368,15 @@ def _problem(data: bytes, tables_stream: bytes | None) -> str | None:
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_tables(stream: bytes) -> _Tables:
+    """The tables of an abbreviated tables-only stream, parsed once (read-only: ``_problem`` copies
+    before it changes them)."""
+    tables = _Tables()
+    _read_tables(stream, tables)
+    return tables
 
 
 def _read_tables(stream: bytes, tables: _Tables) -> None:

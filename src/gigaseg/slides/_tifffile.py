@@ -132,6 +132,7 @@ class _TiffSlide(Slide):
         # JPEG segments are checked for the corrupt data that imagecodecs decodes in silence
         # (NOTE [Corrupt JPEG data]); NDPI's JPEG headers are not plain streams and are not checked
         self._jpeg = [p.compression == tifffile.COMPRESSION.JPEG and not p.jpegheader for p in pages]
+        self._checked: set[tuple[int, int]] = set()  # (level, segment) checked once, however often decoded
         self._lock = threading.RLock()
         self._ome = bool(tif.is_ome)
         # Uncompressed, contiguous levels (typical strip TIFFs) are read through a
@@ -210,9 +211,14 @@ class _TiffSlide(Slide):
             yield index, segment
 
     def _check_jpeg(self, level: int, index: int, data: bytes) -> None:
-        """Record (or, strict, raise) corrupt JPEG data in segment ``index`` of ``level``."""
+        """Record (or, strict, raise) corrupt JPEG data in segment ``index`` of ``level``, the first
+        time it is decoded (a segment dropped from the cache is decoded again, not checked again)."""
         from ._jpegcheck import jpeg_problem
 
+        with self._lock:
+            if (level, index) in self._checked:
+                return
+            self._checked.add((level, index))
         page = self._pages[level]
         problem = jpeg_problem(data, page.jpegtables)
         if problem:
