@@ -29,11 +29,11 @@ TILES = [
     ("he-wide", "H&E, dark", "he-wide", ("max", "amount"), 1.0, "detail", 0.85),
     ("ihc", "IHC, DAB negative", "ihc", ("min", "dab_level"), 1.0, "detail", 0.85),
     ("ihc", "IHC, DAB heavy", "ihc", ("max", "dab_level"), 1.0, "detail", 0.85),
-    ("pas", "PAS", "pas", 1, 1.0, "detail", 0.85),
-    ("trichrome", "Masson's trichrome", "trichrome", 1, 1.0, "detail", 0.85),
-    ("sirius", "Sirius red", "sirius", 1, 1.0, "detail", 0.85),
-    ("alcian", "Alcian blue", "alcian", 1, 1.0, "detail", 0.85),
-    ("grocott", "Grocott silver", "grocott", 1, 1.0, "detail", 0.85),
+    ("pas", "PAS", "pas", 3, 1.0, "detail", 0.85),
+    ("trichrome", "Masson's trichrome", "trichrome", 3, 1.0, "detail", 0.85),
+    ("sirius", "Sirius red", "sirius", 3, 1.0, "detail", 0.85),
+    ("alcian", "Alcian blue", "alcian", 3, 1.0, "detail", 0.85),
+    ("grocott", "Grocott silver", "grocott", 3, 1.0, "detail", 0.85),
     ("sections", "sections", "sections", 2, 8.0, "whole", ()),
     ("needle", "needle biopsies", "needle", 2, 8.0, "whole", ()),
     ("tma", "TMA cores", "tma", 2, 8.0, "whole", ()),
@@ -139,7 +139,7 @@ def render_tile(tile, tw: int, th: int) -> tuple[np.ndarray, np.ndarray]:
     return rgb[y : y + th, x : x + tw], mask[y : y + th, x : x + tw]
 
 
-def build(tw: int = 320, th: int = 240, tiles=None) -> np.ndarray:
+def build(tw: int = 256, th: int = 192, tiles=None) -> np.ndarray:
     """The gallery as an (H, W, 3) uint8 array: tiles in a grid, each titled, with a mask inset."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -173,12 +173,12 @@ def build(tw: int = 320, th: int = 240, tiles=None) -> np.ndarray:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "docs" / "synth-gallery.png"))
-    ap.add_argument("--tile", default="320x240", metavar="WxH", help="tile size in pixels")
+    ap.add_argument("--tile", default="256x192", metavar="WxH", help="tile size in pixels")
     args = ap.parse_args(argv)
     from PIL import Image
 
     tw, th = (int(v) for v in args.tile.lower().split("x"))
-    Image.fromarray(build(tw, th)).save(args.out, optimize=False)
+    Image.fromarray(build(tw, th)).save(args.out, optimize=True)
     print(args.out)
     return 0
 

@@ -71,7 +71,7 @@ FAMILIES: dict[str, dict[str, dict[str, float]]] = {
     },
     "ihc": {
         "H": dict(str0=0.14, strf=0.3, mus0=0.2, musf=0.12, epi0=0.45, epic=0.3, adi0=0.01, adia=0.2, nuc=1.5,
-                  muc=0.2, dab=-0.6),  # DAB's precipitate masks the counterstain under it
+                  muc=0.2),
         "DAB": dict(dab=1.0),
         "HAEM": dict(rbc=0.55),
     },

@@ -408,7 +408,7 @@ def _layout_variety(seed: int, width: int, height: int, mpp: float, profile: str
     if fam["name"] == "ihc":
         p["dab_cells"] = rng.uniform(0.3, 0.8) if fam["dab_pattern"] == "nuclear" else rng.uniform(0.05, 0.25)
     if fam["name"] == "grocott":
-        p["ag_thr"] = rng.uniform(0.0, 0.25)
+        p["ag_thr"] = rng.uniform(-0.1, 0.15)
     if fam["name"] == "alcian":  # more mucin-rich epithelium than other stains show
         p["muc_thr"] = rng.uniform(-0.25, 0.0)
     p["dust_p"] = rng.uniform(0.25, 0.7) if "dust" in names else 0.0
@@ -458,8 +458,10 @@ def _layout_variety(seed: int, width: int, height: int, mpp: float, profile: str
     if "handwriting" in names:  # fine pen: words written on the glass or across the tissue
         for _ in range(int(rng.integers(1, 4))):
             lh = min(rng.uniform(500, 2500) * um, 0.25 * short_len)
-            pts = _vy.handwriting(rng, rng.uniform(0.02, 0.7) * width, rng.uniform(0.15, 0.95) * height, lh,
-                                  int(rng.integers(3, 10)), rng.uniform(-0.1, 0.5))
+            n_letters = int(rng.integers(3, 10))
+            x_end = max(0.02 * width, width - 0.8 * lh * n_letters)  # the word fits when it can
+            pts = _vy.handwriting(rng, rng.uniform(0.02 * width, x_end), rng.uniform(0.15, 0.95) * height, lh,
+                                  n_letters, rng.uniform(-0.1, 0.5))
             hw = max(rng.uniform(15, 60) * um, 0.8)
             ink = _vy.ink_od(_vy.draw_pen_colour(rng) * rng.uniform(0.5, 0.9)) * rng.uniform(0.8, 1.1)
             pens.append((_vy.segments(pts), hw, ink))
@@ -1154,8 +1156,10 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
                 mats["dab"] = f["dab"] * (0.5 + 0.6 * nuc if nuc is not None else 0.5) * (1.0 - w_adip)
             elif nuc is not None:  # nuclear
                 mats["dab"] = f["dab"] * nuc * (1.0 - w_adip)
+            if nuc is not None and pat in ("nuclear", "scattered"):  # DAB masks the counterstain
+                mats["nuc"] = nuc * (1.0 - 0.6 * np.clip(f["dab"], 0.0, 1.0))
         if "ag" in f:  # silver: fibres (reticulin, membranes) and specks (fungal elements)
-            mats["ag"] = f["ag"] * (0.2 * w_str * _tx._smoothstep(fib, 0.8, 0.98) + _tx._smoothstep(fine, 1.6, 2.3))
+            mats["ag"] = f["ag"] * (0.2 * w_str * _tx._smoothstep(fib, 0.8, 0.98) + _tx._smoothstep(fine, 1.8, 2.4))
         wm = p["stain_w"]
         ew = np.float32(1.2) + blur * np.float32(10.0) if blur is not None else np.float32(1.2)
         alpha = np.clip(0.5 + t / ew, 0.0, 1.0) * np.clip(0.5 - hole / ew, 0.0, 1.0)
@@ -1229,7 +1233,8 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
                     lab[mask & (art[name] > 0)] = 12
         if "thin" in art:  # fine pens, measured per pixel where they pass
             rows, cols = np.nonzero(art["thin"] > 0)
-            for sd_t, ink in [] if rows.size == 0 else _vy.thin_pens(lay, xs[cols].astype(np.float64), ys[rows].astype(np.float64), _STEP):
+            px, py = xs[cols].astype(np.float64), ys[rows].astype(np.float64)
+            for sd_t, ink in [] if rows.size == 0 else _vy.thin_pens(lay, px, py, _STEP):
                 cov = (np.float32(0.9) * np.clip(sd_t / edge + 0.5, 0.0, 1.0)).astype(np.float32)
                 for c in range(3):
                     od[c][rows, cols] += cov * np.float32(ink[c])
