@@ -408,6 +408,11 @@ def test_variety_mask_is_the_tissue_codes(variety):
         assert set(np.unique(lab).tolist()) <= set(LABELS)
         seen |= set(np.unique(lab).tolist())
     assert set(range(10, 19)) <= seen, sorted(set(range(10, 19)) - seen)
+    lay, (rgb, mask, lab) = variety[0]  # holes="tissue": large holes filled, nothing else changes
+    rgb2, filled, lab2 = render_labels(lay, 0, 0, VW, VH, holes="tissue")
+    assert np.array_equal(rgb2, rgb) and np.array_equal(lab2, lab) and (filled >= mask).all()
+    grown = (filled == 1) & (mask == 0)
+    assert grown.any() and np.isin(lab[grown], (5, 6, 7, 8, 14, 15)).all() and (filled[lab == 5] == 1).all()
     for lay, (rgb, _, lab) in variety:
         g = rgb[lab == 0].astype(float).mean(0)
         if (lab == 16).any():
