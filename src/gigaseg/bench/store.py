@@ -161,7 +161,8 @@ def _write_bench_slide(path: Path, w: int, h: int) -> None:
 
 
 def _write_bench_mask(tmp: Path, kind: str, sw: int, sh: int) -> Path:
-    """A mask of the whole slide: an ellipse with a hole (GeoJSON), or an ellipse (a TIFF at 1/16)."""
+    """A mask of the whole slide: an ellipse with a hole (GeoJSON), or an ellipse (a TIFF at 1/16,
+    or a smaller scale for a tiny slide: prepare refuses masks under 8 pixels a side)."""
     if kind == "geojson":
         ang = np.linspace(0, 2 * np.pi, 2000, endpoint=False)
         ext = np.stack([sw / 2 + 0.45 * sw * np.cos(ang), sh / 2 + 0.45 * sh * np.sin(ang)], 1)
@@ -174,7 +175,8 @@ def _write_bench_mask(tmp: Path, kind: str, sw: int, sh: int) -> Path:
     import tifffile
 
     mask = tmp / "mask.tif"
-    mh, mw = max(1, sh // 16), max(1, sw // 16)
+    k = max(1, min(16, sh // 8, sw // 8))
+    mh, mw = max(1, sh // k), max(1, sw // k)
     yy, xx = np.ogrid[0:mh, 0:mw]
     m = ((((xx - mw / 2) / (0.45 * mw)) ** 2 + ((yy - mh / 2) / (0.45 * mh)) ** 2) < 1).astype(np.uint8)
     tifffile.imwrite(mask, m * 255, tile=(256, 256), compression="zlib")
