@@ -14,13 +14,21 @@ A checkpoint is a ``torch.save`` dict::
 It is written to a temporary file in the same folder, flushed and fsynced, then renamed
 over the final name, so a crash or a full disk never leaves a half-written checkpoint under
 the final name, and the previous checkpoint stays intact until the new one is complete.
+
+A *weights file* (``save_weights``) is the small shipping form of a model: a NumPy ``.npz``
+with one float16 array per weight and a JSON ``__meta__`` string (config, mpp, provenance),
+read with ``allow_pickle=False``. The built-in tissue model (``BUILTIN``) is one, inside the
+package; ``load_model()`` with no path loads it, and every function that takes a checkpoint
+takes a weights file too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +39,32 @@ from ._atomic import atomic_write
 from ._files import check_input
 from .errors import CheckpointError, CheckpointWriteError, ConfigError
 from .model import UNet, UNetConfig
+from .options import BUILTIN_MODEL
 
-__all__ = ["FORMAT", "VERSION", "save_checkpoint", "load_checkpoint", "load_model", "check_weights"]
+__all__ = ["FORMAT", "VERSION", "BUILTIN", "builtin_model_path", "save_checkpoint", "save_weights",
+           "load_checkpoint", "load_model", "check_weights"]
 
 FORMAT = "gigaseg-checkpoint"
 VERSION = 1
+WEIGHTS_FORMAT = "gigaseg-weights"
+#: The name that stands for the built-in tissue model wherever a model path is taken.
+BUILTIN = BUILTIN_MODEL
+
+
+def builtin_model_path() -> Path:
+    """The file of the built-in tissue model (docs/model-card.md), inside the installed package."""
+    return Path(__file__).resolve().parent / "weights" / "tissue.npz"
+
+
+def _resolve(path: str | os.PathLike[str] | None) -> Path:
+    """``path`` as a file; None or "builtin" is the built-in model's file, which must be there."""
+    if path is not None and str(path) != BUILTIN:
+        return Path(path)
+    file = builtin_model_path()
+    if not file.is_file():
+        raise CheckpointError(f"the built-in tissue model {file} is missing from this installation of gigaseg; "
+                              "reinstall gigaseg (pip install --force-reinstall gigaseg), or give a model file")
+    return file
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: UNet, *, mpp: float | None, **state: Any) -> Path:
@@ -80,6 +109,71 @@ def save_checkpoint(path: str | os.PathLike[str], model: UNet, *, mpp: float | N
     return path
 
 
+def save_weights(path: str | os.PathLike[str], model: UNet, *, mpp: float | None,
+                 info: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s config and weights (as float16) to a ``.npz`` weights file, atomically.
+
+    The file is the shipping form of a trained model: a few tens of kB, read without pickle
+    (``load_model`` and ``load_checkpoint`` take it like a checkpoint). ``info`` is any JSON
+    (provenance: the run, its step, its scores). Loading gives the float16 values as float32.
+
+    Raises:
+        ConfigError: a weight that float16 cannot hold (|w| > 65504).
+        CheckpointWriteError: the file cannot be written.
+    """
+    import numpy as np
+
+    path = Path(path)
+    arrays = {}
+    for k, v in model.state_dict().items():
+        a = v.detach().cpu().numpy()
+        if a.dtype.kind == "f":
+            if a.size and float(np.abs(a).max()) > float(np.finfo(np.float16).max):
+                raise ConfigError(f"weight {k!r} exceeds float16's range; it cannot be saved as a weights file")
+            a = a.astype(np.float16)
+        arrays[k] = a
+    meta = {"format": WEIGHTS_FORMAT, "version": VERSION, "gigaseg_version": __version__,
+            "config": model.config.to_dict(), "mpp": mpp, "info": info or {}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "wb") as f:
+            np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
+    except OSError as exc:
+        raise CheckpointWriteError(f"cannot write weights file {path}: {exc.strerror or exc}; "
+                                   "free some disk space or choose another folder", cause=exc) from exc
+    return path
+
+
+def _is_weights_file(path: Path) -> bool:
+    """A ``save_weights`` file (an npz with ``__meta__``), told apart from a torch checkpoint (also a zip)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return "__meta__.npy" in z.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _load_weights(path: Path) -> dict[str, Any]:
+    """A weights file as a checkpoint payload (config, state_dict, mpp, info), read without pickle."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"]))
+            state = {k: torch.from_numpy(np.array(z[k])) for k in z.files if k != "__meta__"}
+    except Exception as exc:  # zip, npy and json errors alike: the file is damaged
+        raise CheckpointError(f"weights file {path} cannot be read ({type(exc).__name__}: {_first_line(exc)}); "
+                              "the file is corrupt or truncated: use another copy") from exc
+    if not isinstance(meta, dict) or meta.get("format") != WEIGHTS_FORMAT:
+        raise CheckpointError(f"{path} is not a gigaseg weights file (no 'format': '{WEIGHTS_FORMAT}' entry)")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"weights file {path} has format version {meta.get('version')!r}; this gigaseg "
+                              f"{__version__} reads version {VERSION}")
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    return {"format": FORMAT, "version": VERSION, "gigaseg_version": meta.get("gigaseg_version"),
+            "config": meta.get("config"), "state_dict": state, "mpp": meta.get("mpp"), "info": meta.get("info", {})}
+
+
 # NOTE [Safe loading]
 # A checkpoint is read with torch.load(weights_only=True): PyTorch's restricted unpickler rebuilds
 # tensors, dicts, lists, tuples, strings and numbers, and refuses every other class or function,
@@ -112,15 +206,19 @@ def _first_line(exc: BaseException) -> str:
     return lines[0][:300] if lines else type(exc).__name__
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate a checkpoint written by ``save_checkpoint``.
+def load_checkpoint(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Read and validate a checkpoint written by ``save_checkpoint``, or a weights file
+    (``save_weights``: config, weights, mpp and ``info``, no training state). No path, or
+    ``"builtin"``, reads the built-in tissue model.
 
     Raises:
         CheckpointError: naming the file when it is missing, corrupt, not a gigaseg checkpoint,
             or from an incompatible version.
     """
-    path = Path(path)
+    path = _resolve(path)
     check_input(path, "checkpoint", error=CheckpointError)  # NOTE [Special files]
+    if _is_weights_file(path):
+        return _load_weights(path)
     try:
         with torch.serialization.safe_globals(_numpy_array_globals()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # a plain pickle: refused below
@@ -153,19 +251,24 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     return payload
 
 
-def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> tuple[UNet, float | None]:
-    """Rebuild the model stored in a checkpoint, and the resolution it was trained at.
+def load_model(path: str | os.PathLike[str] | None = None, *,
+               device: str | torch.device = "cpu") -> tuple[UNet, float | None]:
+    """Rebuild the model stored in a checkpoint or weights file, and the resolution it was trained at.
 
     Example::
 
+        model, mpp = gigaseg.load_model()                     # the built-in tissue model
         model, mpp = gigaseg.load_model("runs/a/checkpoint.pt")
         gigaseg.predict_slide(model, "slide.svs", "out/", model_mpp=mpp)
+
+    ``path`` None (or ``"builtin"``) is the built-in tissue model (docs/model-card.md).
 
     Returns:
         ``(model, mpp)``: the ``UNet`` in eval mode on ``device`` with the stored weights, and
         the microns per pixel of its training data (None when the checkpoint does not say).
         The rest of the checkpoint (step, optimizer, ...) is ``load_checkpoint(path)``.
     """
+    path = _resolve(path)
     payload = load_checkpoint(path)
     try:
         config = UNetConfig.from_dict(payload["config"])

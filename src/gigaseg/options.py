@@ -33,6 +33,7 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = [
+    "BUILTIN_MODEL",
     "LOSSES",
     "SCHEDULES",
     "JITTERS",
@@ -90,6 +91,9 @@ __all__ = [
 ]
 
 # --- vocabularies ------------------------------------------------------------------------------
+
+#: The name that stands for the built-in tissue model wherever a model path is taken.
+BUILTIN_MODEL = "builtin"
 
 #: Losses over a whole image (``gigaseg.losses`` defines them).
 LOSSES = ("bce", "dice", "bce+dice")
@@ -528,6 +532,9 @@ class TrainConfig:
             large crop by strips; default 1 on the CPU, one per spare core (at most 8) on a GPU.
             Results do not depend on it.
         progress: progress bars (steps; tiles when a step is long).
+        init: start from these weights instead of a random initialization: "builtin" (the
+            built-in tissue model) or a checkpoint/weights file; the model's architecture is
+            then the file's (``preset`` must be left at its default or equal it).
         resume: a run folder to continue (see ``gigaseg.training.resume_config``); ``out`` is then
             that folder.
     """
@@ -559,6 +566,7 @@ class TrainConfig:
     read_workers: int | None = None
     progress: bool = True
     resume: str | None = None
+    init: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.preset, Mapping):
@@ -637,7 +645,7 @@ class TrainConfig:
             raise ConfigError(f"`threshold={self.threshold!r}` must be strictly between 0 and 1")
         if self.read_workers is not None and (not isinstance(self.read_workers, int) or self.read_workers < 1):
             raise ConfigError(f"`read_workers={self.read_workers!r}` must be an integer >= 1")
-        for name in ("data", "out", "val_data", "resume"):
+        for name in ("data", "out", "val_data", "resume", "init"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, Path)):
                 raise ConfigError(f"`{name}={value!r}` must be a path (a string)")

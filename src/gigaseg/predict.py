@@ -84,15 +84,25 @@ MAX_GRID_PIXELS = 2**34
 # --- the model and the slide ---------------------------------------------------------------
 
 
+def _is_model_file(model: Any) -> bool:
+    """``model`` names a file of the user's (a checkpoint path, not the built-in model)."""
+    from .options import BUILTIN_MODEL
+
+    return isinstance(model, (str, os.PathLike)) and str(model) != BUILTIN_MODEL
+
+
 def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
     """(UNet in eval mode, its training mpp or None, a description of where it came from).
 
-    ``model`` is a checkpoint path (its mpp is the checkpoint's), the ``(UNet, mpp)`` pair that
-    ``load_model`` returns, or a UNet (mpp unknown: the caller's ``model_mpp`` says it).
+    ``model`` is a checkpoint path (its mpp is the checkpoint's), None or "builtin" (the built-in
+    tissue model), the ``(UNet, mpp)`` pair that ``load_model`` returns, or a UNet (mpp unknown:
+    the caller's ``model_mpp`` says it).
     """
-    from .checkpoint import check_weights, load_model
+    from .checkpoint import BUILTIN, check_weights, load_model
     from .model import UNet
 
+    if model is None:
+        model = BUILTIN
     if isinstance(model, (str, os.PathLike)):
         net, mpp = load_model(model, device=device if device is not None else "cpu")
         return net, mpp, str(model)
@@ -360,7 +370,7 @@ def predict_slide(
     out_dir = Path(out_dir)
     stem = slide_stem(slide_path)
     paths = output_paths(out_dir, stem)
-    check_batch([slide_path], out_dir, inputs=[model] if isinstance(model, (str, os.PathLike)) else [])
+    check_batch([slide_path], out_dir, inputs=[model] if _is_model_file(model) else [])
     state, why = output_state(paths)
     if not overwrite and state == "complete":
         return {"slide": str(slide_path), "skipped": True, "reason": "outputs exist (`overwrite=True` replaces them)",
@@ -478,7 +488,8 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
     """Run :func:`predict_slide` on many slides; one failure does not stop the others.
 
     ``model`` and the options (``model_mpp=`` among them) are :func:`predict_slide`'s; a
-    checkpoint is loaded once. Returns ``(summaries, failures)`` with failures as
+    checkpoint (or weights file) is loaded once; None (or ``"builtin"``) is the built-in tissue
+    model. Returns ``(summaries, failures)`` with failures as
     ``(slide, error message)``; running out of memory on a slide is that slide's failure. Ctrl-C
     and SIGTERM stop the batch (KeyboardInterrupt) after removing the slide's temporary files.
     """
@@ -499,10 +510,15 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
     check_options(**{k: kwargs.get(k) for k in ("mpp", "model_mpp", "simplify", "memory_budget", "read_workers")})
     if kwargs.get("precision", "float32") not in PRECISIONS:
         raise ConfigError(f"precision {kwargs['precision']!r} is not valid: use one of {', '.join(PRECISIONS)}")
-    check_batch(slides, out_dir, command="predict", inputs=[model] if isinstance(model, (str, os.PathLike)) else [])
+    from .checkpoint import BUILTIN
+
+    if model is None:
+        model = BUILTIN
+    is_path = isinstance(model, (str, os.PathLike))
+    check_batch(slides, out_dir, command="predict", inputs=[model] if _is_model_file(model) else [])
     check_out_dir(Path(out_dir))
     require_writers()
-    if isinstance(model, (str, os.PathLike)):
+    if is_path:
         dev = resolve_device(kwargs.get("device") or "cpu")
         net = load_model(model, device=dev)  # the (model, training mpp) pair
         source = str(model)

@@ -48,6 +48,7 @@ import statistics
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -590,6 +591,8 @@ def _resolved(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     c.val_data = str(Path(c.val_data).resolve()) if c.val_data else None
     run_dir = Path(c.out)
     if not c.resume:
+        if c.init is not None:
+            _apply_init(c)
         _check_new_run_dir(run_dir)
         return c, None
     if Path(c.resume).resolve() != run_dir.resolve():
@@ -607,6 +610,36 @@ def _resolved(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
             + "; build the configuration with gigaseg.training.resume_config"
         )
     return c, payload
+
+
+def _apply_init(c: TrainConfig) -> None:
+    """``init``: the model's architecture becomes the init file's (a different explicit ``preset`` is
+    an error), and a file path becomes absolute, so that a resumed run finds the same weights."""
+    from .checkpoint import BUILTIN, load_checkpoint
+    from .options import DEFAULT_PRESET, UNetConfig
+
+    assert c.init is not None
+    if str(c.init) != BUILTIN:
+        c.init = str(Path(c.init).resolve())
+    init_config = UNetConfig.from_dict(load_checkpoint(c.init)["config"])
+    if c.preset != DEFAULT_PRESET and c.model_config() != init_config:
+        raise ConfigError(f"`init={c.init!r}` holds a model of another architecture than `preset` says; give "
+                          "one of them (with `init` the architecture is the init model's)")
+    c.preset = init_config
+
+
+def _init_weights(c: TrainConfig, model: torch.nn.Module, mpp: float | None) -> None:
+    """Load ``c.init``'s weights into ``model``; warn when the data's resolution is not the init model's."""
+    from .checkpoint import load_checkpoint
+
+    assert c.init is not None
+    payload = load_checkpoint(c.init)
+    model.load_state_dict(payload["state_dict"])
+    init_mpp = payload.get("mpp")
+    if init_mpp and mpp and abs(float(init_mpp) / float(mpp) - 1) > 0.01:
+        warnings.warn(f"the init model ({c.init}) works at {init_mpp:g} um/px but the training data is at {mpp:g} "
+                      f"um/px; fine-tuning moves it to the data's resolution (prepare the store with --mpp "
+                      f"{init_mpp:g} to keep the model's)", stacklevel=3)
 
 
 def _setup(c: TrainConfig, payload: dict[str, Any] | None, ranks: Any = None) -> _Run:
@@ -634,7 +667,10 @@ def _setup(c: TrainConfig, payload: dict[str, Any] | None, ranks: Any = None) ->
     torch.manual_seed(c.seed)
     np.random.seed(c.seed % 2**32)
     random.seed(c.seed)
-    model = UNet(c.model_config()).to(device)
+    model = UNet(c.model_config())
+    if c.init is not None and payload is None:
+        _init_weights(c, model, mpp)
+    model = model.to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule_fn(c))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..options import (
     BASELINE_METHODS,
+    BUILTIN_MODEL,
     DEFAULT_BASELINE_METHOD,
     DEFAULT_PRECISION,
     DEFAULT_PREDICT_DEVICE,
@@ -22,13 +23,15 @@ from ..options import (
 from . import command_parser, feeds, memory_size, number, show_flags
 
 _PREDICT_HELP = """\
-Segment tissue on whole slides with a trained model, in bounded memory.
+Segment tissue on whole slides, in bounded memory, with the built-in tissue model or a trained one.
 
-  gigaseg predict run/checkpoint.pt slides/*.svs --out masks/
-  gigaseg predict run/checkpoint.pt overview.png --mpp 16 --out masks/
+  gigaseg predict slides/*.svs --out masks/
+  gigaseg predict overview.png --mpp 16 --out masks/
+  gigaseg predict slides/*.svs --model run/checkpoint.pt --out masks/
 
-Each slide is read at the model's training resolution (the checkpoint's mpp; resampled,
-upsampling included), segmented strip by strip with the exact tiled forward pass, and
+The built-in model (docs/model-card.md) ships inside the package; --model takes a checkpoint
+written by gigaseg train instead. Each slide is read at the model's resolution (the pyramid
+level nearest to it, resampled, upsampling included), segmented strip by strip with the exact tiled forward pass, and
 written to --out as <stem>.mask.tiff (pyramidal 8-bit TIFF at the slide's level-0 size and
 mpp: 0/255, or probability*255 with --probabilities), <stem>.geojson (QuPath annotations
 of class Tissue, level-0 pixels), <stem>.overlay.png and <stem>.json (area, fraction,
@@ -94,10 +97,11 @@ def _read_workers_option(p) -> None:
 
 
 def register(subparsers, formatter_class) -> None:
-    p = subparsers.add_parser("predict", help="segment tissue on whole slides with a trained model",
+    p = subparsers.add_parser("predict", help="segment tissue on whole slides (built-in model or a trained one)",
                               description=_PREDICT_HELP, formatter_class=formatter_class)
-    p.add_argument("model", metavar="MODEL", help="checkpoint written by gigaseg train")
     p.add_argument("slides", nargs="+", metavar="SLIDE", help="slide files, folders or globs")
+    p.add_argument("--model", default=BUILTIN_MODEL, metavar="PATH",
+                   help="a checkpoint of gigaseg train (or a weights file) instead of the built-in tissue model")
     _common_outputs(p)
     p.add_argument("--threshold", type=number("threshold"), default=DEFAULT_THRESHOLD,
                    help="tissue = probability >= threshold, in (0, 1)")
@@ -201,11 +205,24 @@ def _report(summaries, failures, command: str) -> int:
     return 0
 
 
+def _refuse_old_model_argument(args) -> None:
+    """gigaseg 0.1 took the checkpoint as the first positional argument; say how to write it now."""
+    from ..errors import ConfigError
+
+    first = Path(args.slides[0])
+    if args.model == BUILTIN_MODEL and first.suffix.lower() in (".pt", ".pth", ".ckpt", ".npz") and first.is_file():
+        rest = " ".join(args.slides[1:]) or "SLIDE..."
+        raise ConfigError(f"{first} is a model, not a slide: the model is now given with --model "
+                          f"(gigaseg predict {rest} --model {first} --out {args.out}); without --model "
+                          "the built-in tissue model is used")
+
+
 def _run_predict(args) -> int:
     from .._atomic import write_json_atomic
     from ..outputs import DEFAULT_MIN_AREA, expand_slide_paths, run_config_path
     from ..predict import predict_slides
 
+    _refuse_old_model_argument(args)
     slides = expand_slide_paths(args.slides)
     out = Path(args.out)
     _sweep(out, "predict")

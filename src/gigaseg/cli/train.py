@@ -39,6 +39,8 @@ with the exact tiled engine: the gradient of the loss over the whole region, in 
   gigaseg train --resume runs/a                 # after Ctrl-C: continues exactly where it stopped
   gigaseg train --resume runs/a --steps 600     # continue further (the schedule stretches)
   gigaseg train --config runs/a/config.json --out runs/b --lr 0.001   # runs/a's options, another rate
+  gigaseg prepare my.svs --masks my.geojson --size 4096x4096 --mpp 4 --out mine/
+  gigaseg train --data mine/ --init builtin --lr 0.0003 --steps 200 --out runs/d   # fine-tune the built-in model
   torchrun --standalone --nproc-per-node 4 -m gigaseg train --data regions/ --out runs/c --regions-per-step 2
                                                 # 4 processes, 2 regions per step (docs/distributed.md)
 
@@ -88,6 +90,8 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--config", default=S, metavar="FILE",
                    help="train with the options in FILE (a run's config.json); flags given here override them")
     opt(p, "--preset", "model preset", choices=PRESET_NAMES)
+    opt(p, "--init", "start from these weights: 'builtin' (the built-in tissue model, to fine-tune it on your "
+        "slides) or a checkpoint; the architecture is then the file's", metavar="MODEL")
     opt(p, "--steps", "total optimizer steps, --regions-per-step whole regions each", type=int)
     opt(p, "--regions-per-step", "K whole regions per step, gradients averaged (batch size K); under torchrun the N "
         "processes form K groups, one region each (N a multiple of K)", type=int, metavar="K")
@@ -166,6 +170,9 @@ def train_config(args) -> TrainConfig:
     if config_file is not None:
         values = TrainConfig.from_json(config_file).to_dict()
         values["resume"] = None  # a new run with those options; --resume is how a run continues
+    if "init" in given and "preset" in given:
+        raise ConfigError(f"give --init {given['init']} or --preset {given['preset']}, not both: with --init the "
+                          "architecture is the init model's")
     values.update(given)
     for required in ("data", "out"):
         if not values.get(required):
