@@ -104,7 +104,8 @@ def test_a_crafted_checkpoint_runs_no_code_through_the_command(tmp_path, capsys)
     from PIL import Image
 
     Image.new("RGB", (64, 64), (240, 240, 240)).save(image)
-    code = main(["predict", str(path), str(image), "--out", str(tmp_path / "out"), "--mpp", "1", "--no-progress"])
+    code = main(["predict", str(image), "--model", str(path), "--out", str(tmp_path / "out"), "--mpp", "1",
+                 "--no-progress"])
     assert code != 0 and not marker.exists()
     assert "never unpickles code" in capsys.readouterr().err
 

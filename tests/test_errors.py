@@ -212,7 +212,7 @@ def test_predict_on_a_full_disk_through_the_command(tmp_path, small_slide, monke
     gigaseg.save_checkpoint(ck, UNet(preset("tiny")), mpp=0.5)
     out = tmp_path / "out"
     _opens_a_full_disk(monkeypatch, predict, room=1000)
-    assert main(["predict", str(ck), str(small_slide), "--out", str(out), "--no-progress"]) == 1
+    assert main(["predict", str(small_slide), "--model", str(ck), "--out", str(out), "--no-progress"]) == 1
     err = _err(capsys)
     assert "No space left on device" in err and "choose another --out" in err and "out_dir" not in err
     assert sorted(p.name for p in out.iterdir()) == ["predict-config.json"]
@@ -324,7 +324,8 @@ def test_predict_without_a_writer_package_fails_before_the_work(tmp_path, small_
     ck = tmp_path / "m.pt"
     gigaseg.save_checkpoint(ck, UNet(preset("tiny")), mpp=0.5)
     _missing(monkeypatch, "contourpy")
-    assert main(["predict", str(ck), str(small_slide), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert main(["predict", str(small_slide), "--model", str(ck), "--out", str(tmp_path / "out"),
+                 "--no-progress"]) == 2
     err = _err(capsys)
     assert "contourpy" in err and "pip install 'gigaseg[geo]'" in err
     assert not (tmp_path / "out" / "s.mask.tiff").exists()

@@ -179,7 +179,8 @@ def test_slides_with_one_stem_are_refused_up_front(tmp_path, synth, capsys):
         assert str(a) in err and str(b) in err and "same output name 's'" in err and "--out" in err
         assert not out.exists()
         # predict: refused before the model is read (this checkpoint does not exist)
-        assert main(["predict", str(tmp_path / "missing.pt"), str(a), str(b), "--out", str(out), *extra]) == 2
+        assert main(["predict", str(a), str(b), "--model", str(tmp_path / "missing.pt"), "--out", str(out),
+                     *extra]) == 2
         err = _err(capsys)
         assert str(a) in err and str(b) in err and "checkpoint" not in err.lower()
         assert not out.exists()
@@ -193,8 +194,8 @@ def test_a_slide_named_like_the_run_config_is_refused(tmp_path, synth, capsys):
     for name in names:
         _tiff(out / f"{name}.tif", rgb)
     for command, name in zip(("baseline", "predict"), names):
-        argv = [command, *([str(tmp_path / "missing.pt")] if command == "predict" else []), str(out / f"{name}.tif"),
-                "--out", str(out), "--no-progress"]
+        argv = [command, str(out / f"{name}.tif"), *(["--model", str(tmp_path / "missing.pt")] if command == "predict"
+                                                      else []), "--out", str(out), "--no-progress"]
         assert main(argv) == 2
         err = _err(capsys)
         assert f"{out / name}.json" in err and "configuration file" in err
@@ -212,12 +213,13 @@ def test_overwrite_never_replaces_an_input(tmp_path, synth, capsys):
         assert main(["baseline", str(out / slide), "--out", str(out), "--overwrite", "--no-progress"]) == 2
         err = _err(capsys)
         assert f"the output {out / slide} would replace the input {out / slide}" in err
-        assert main(["predict", str(tmp_path / "missing.pt"), str(out / slide), "--out", str(out),
+        assert main(["predict", str(out / slide), "--model", str(tmp_path / "missing.pt"), "--out", str(out),
                      "--overwrite"]) == 2
         assert "would replace the input" in _err(capsys)
     assert _tree(tmp_path) == before
     # a checkpoint is an input too
-    assert main(["predict", str(out / "s.json"), str(_tiff(tmp_path / "s.tif", rgb)), "--out", str(out)]) == 2
+    tif = _tiff(tmp_path / "s.tif", rgb)
+    assert main(["predict", str(tif), "--model", str(out / "s.json"), "--out", str(out)]) == 2
     assert f"{out / 's.json'}" in _err(capsys)
     # prepare: a mask that is where the run writes its configuration
     np.save(tmp_path / "m.npy", mask)
@@ -360,7 +362,7 @@ def test_a_bad_option_value_is_a_usage_error_before_any_work(tmp_path, capsys, c
     missing = str(tmp_path / "missing.pt")  # a model that would fail to load: the usage error comes first
     slide = str(tmp_path / "s.tif")
     argv = {
-        "predict": ["predict", missing, slide, "--out", str(out)],
+        "predict": ["predict", slide, "--model", missing, "--out", str(out)],
         "baseline": ["baseline", slide, "--out", str(out)],
         "evaluate": ["evaluate", slide, "--reference", slide, "--out", str(out)],
         "prepare": ["prepare", "--size", "8x8", "--out", str(out)] + (["--synthetic", "1"] if flag != "--synthetic"

@@ -129,8 +129,9 @@ def deadline(seconds: int):
         signal.signal(signal.SIGALRM, previous)
 
 
-def _predict(*args: str) -> int:
-    return main(["predict", *args, "--no-progress"])
+def _predict(model: str, *args: str) -> int:
+    """``gigaseg predict ARGS... --model MODEL --no-progress``."""
+    return main(["predict", *args, "--model", model, "--no-progress"])
 
 
 # --- 4. corruption is visible ----------------------------------------------------------------------
@@ -462,8 +463,8 @@ def test_sigterm_during_predict_removes_its_temporary_folders(tmp_path, files):
         "            if i == 1: os.kill(os.getpid(), signal.SIGTERM)\n"
         "            yield t\n"
         "e.iter_predict = lambda *a, **k: Tiles(real(*a, **k))\n"
-        f"sys.exit(main(['predict', {str(files / 'ck.pt')!r}, {str(files / 'good.tif')!r}, '--out', {str(out)!r},"
-        " '--memory-budget', '270MB', '--no-progress']))\n"
+        f"sys.exit(main(['predict', {str(files / 'good.tif')!r}, '--model', {str(files / 'ck.pt')!r},"
+        f" '--out', {str(out)!r}, '--memory-budget', '270MB', '--no-progress']))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 130, proc.stderr
