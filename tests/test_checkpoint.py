@@ -135,3 +135,69 @@ def test_checkpoints_of_gigaseg_0_1_still_load(tmp_path):
     model, mpp = load_model(old)
     assert mpp == 0.5 and model.config == preset("paper")
     assert load_checkpoint(old)["rng"]["numpy"][1].shape == (624,)
+
+
+# --- gigaseg train --init: training starts from a model's weights --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two 64 x 64 synthetic regions at 0.5 um/px, one of them held out."""
+    from gigaseg.prepare import prepare_synthetic
+    from gigaseg.store import RegionStore
+
+    store = RegionStore.create(tmp_path_factory.mktemp("init") / "store")
+    prepare_synthetic(store, 2, (64, 64), seed=1, val=1, progress=False)
+    return store.path
+
+
+def _init_checkpoint(tmp_path, name: str = "tiny"):
+    """A model of preset ``name`` whose weights no seeded initialization gives, saved at the store's mpp."""
+    torch.manual_seed(1234)
+    model = UNet(preset(name))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(2.0).add_(0.01)
+    return model, save_checkpoint(tmp_path / f"init-{name}.pt", model, mpp=0.5)
+
+
+def test_train_init_starts_from_the_checkpoints_weights_and_architecture(tmp_path, store):
+    import json
+
+    from gigaseg.cli import main
+
+    model, ck = _init_checkpoint(tmp_path)
+    run = tmp_path / "run"
+    # no --preset: the architecture is the file's (tiny), not the default preset's (paper); a learning rate
+    # of 1e-9 moves no weight by more than ~1e-9 in one step, so the run's weights are where it began
+    assert main(["train", "--data", str(store), "--out", str(run), "--init", str(ck), "--steps", "1", "--lr", "1e-9",
+                 "--val-every", "0", "--ckpt-every", "1", "--device", "cpu", "--no-progress"]) == 0
+    info = json.loads((run / "config.json").read_text())
+    assert info["model"] == info["config"]["preset"] == preset("tiny").to_dict()
+    assert info["config"]["init"] == str(ck.resolve())
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 1
+    trained, _ = load_model(run / "checkpoint.pt")
+    torch.manual_seed(0)  # the run's seed: what it would have started from without --init
+    seeded = UNet(preset("tiny")).state_dict()
+    for name, w in trained.state_dict().items():
+        torch.testing.assert_close(w, model.state_dict()[name], atol=1e-6, rtol=0)
+        assert (w - seeded[name]).abs().max() > 1e-3
+
+
+def test_train_init_with_another_architecture_is_refused(tmp_path, store, capsys):
+    from gigaseg import ConfigError, TrainConfig, train
+    from gigaseg.cli import main
+
+    _, tiny = _init_checkpoint(tmp_path)
+    run = tmp_path / "run"
+    # the command line: --init and --preset are one or the other
+    assert main(["train", "--data", str(store), "--out", str(run), "--init", str(tiny), "--preset", "tiny",
+                 "--steps", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"--init {tiny}" in err and "--preset tiny" in err and "not both" in err
+    # the API: a preset other than the init model's architecture
+    _, paper = _init_checkpoint(tmp_path, "paper")
+    with pytest.raises(ConfigError, match="another architecture"):
+        train(TrainConfig(data=str(store), out=str(run), init=str(paper), preset="tiny", steps=1, progress=False,
+                          device="cpu"))
+    assert not run.exists()  # refused before any work

@@ -277,17 +277,50 @@ def test_cli_many_slides_skip_existing_and_report_failures(tmp_path, slide, caps
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"II*\x00garbage")
     out = tmp_path / "out"
-    rc = main(["predict", str(ck), str(broken), str(path), "--out", str(out), "--no-progress"])
+    rc = main(["predict", str(broken), str(path), "--model", str(ck), "--out", str(out), "--no-progress"])
     assert rc == 1
     err = capsys.readouterr().err
     assert "broken.tif" in err and "1 slide(s) failed" in err
     assert (out / "synth.json").is_file() and (out / "predict-config.json").is_file()
     first = (out / "synth.json").read_text()
-    rc = main(["predict", str(ck), str(path), "--out", str(out), "--no-progress"])
+    rc = main(["predict", str(path), "--model", str(ck), "--out", str(out), "--no-progress"])
     assert rc == 0 and "kept" in capsys.readouterr().err
     assert (out / "synth.json").read_text() == first
-    rc = main(["predict", str(ck), str(path), "--out", str(out), "--no-progress", "--overwrite"])
+    rc = main(["predict", str(path), "--model", str(ck), "--out", str(out), "--no-progress", "--overwrite"])
     assert rc == 0 and (out / "synth.json").read_text() != first
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".ckpt", ".npz"])
+def test_a_model_given_first_as_in_gigaseg_0_1_is_refused_with_the_new_form(tmp_path, slide, capsys, suffix):
+    """gigaseg 0.1 read ``gigaseg predict MODEL SLIDE...``; the model is now ``--model PATH``."""
+    path, _, _ = slide
+    ck = save_checkpoint(tmp_path / f"m{suffix}", UNet(preset("tiny")), mpp=MPP)
+    out = tmp_path / "out"
+    assert main(["predict", str(ck), str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{ck} is a model, not a slide" in err and "--model" in err
+    assert f"gigaseg predict {path} --model {ck} --out {out}" in err  # the command to run instead
+    assert not out.exists()  # refused before any work
+
+
+def test_the_model_option_takes_a_checkpoint_and_without_it_the_builtin_model_is_used(tmp_path, slide, model,
+                                                                                     monkeypatch):
+    import tifffile
+
+    import gigaseg.checkpoint
+
+    path, _, _ = slide
+    ck = save_checkpoint(tmp_path / "m.pt", model, mpp=MPP)
+    assert main(["predict", str(path), "--model", str(ck), "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "a" / "synth.json").read_text())
+    assert summary["model"] == str(ck) and summary["model_mpp_source"] == "checkpoint"
+    assert json.loads((tmp_path / "a" / "predict-config.json").read_text())["args"]["model"] == str(ck)
+    # no --model: the built-in model, here a stand-in for the file the package ships (the test does not need it)
+    monkeypatch.setattr(gigaseg.checkpoint, "builtin_model_path", lambda: ck)
+    assert main(["predict", str(path), "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert json.loads((tmp_path / "b" / "synth.json").read_text())["model"] == "builtin"
+    assert np.array_equal(tifffile.imread(tmp_path / "b" / "synth.mask.tiff"),
+                          tifffile.imread(tmp_path / "a" / "synth.mask.tiff"))
 
 
 def test_baselines_on_a_synthetic_slide(tmp_path, slide):
