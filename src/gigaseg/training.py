@@ -64,6 +64,7 @@ from .errors import (
     CheckpointError,
     CheckpointWriteError,
     ConfigError,
+    DistributedError,
     InputError,
     OutputError,
     StoreError,
@@ -241,7 +242,8 @@ def _training_mpp(train_regions, val_regions) -> float | None:
 
 
 def _check_train_masks(regions, progress: bool) -> None:
-    """Refuse, before training, masks holding values other than 0/1 (e.g. 255 = ignore)."""
+    """Refuse, before training, masks holding values other than 0, 1 and 255 (ignore: left out
+    of the loss by the engine)."""
     from tqdm.auto import tqdm
 
     todo = [r for r in regions if (r.meta.get("mask_source") or {}).get("kind") != "synthetic"]
@@ -254,12 +256,13 @@ def _check_train_masks(regions, progress: bool) -> None:
             rows = max(1, (64 << 20) // max(1, w))
             for y0 in range(0, h, rows):
                 strip = np.asarray(r.mask[y0:y0 + rows])
-                if strip.size and strip.max() > 1:
-                    y, x = np.argwhere(strip > 1)[0]
+                bad = (strip > 1) & (strip != 255) if strip.size and strip.max() > 1 else None
+                if bad is not None and bad.any():
+                    y, x = np.argwhere(bad)[0]
                     raise InputError(
                         f"training region {r.name!r} ({r.path}) has mask value {int(strip[y, x])} at "
-                        f"(x={int(x)}, y={y0 + int(y)}); training needs masks of 0/1 only: prepare it again with "
-                        "`ignore='background'` (or 'tissue'), or move it to the val split"
+                        f"(x={int(x)}, y={y0 + int(y)}); training masks hold 0 (background), 1 (tissue) and "
+                        "255 (ignore): map the other values to these and prepare the region again"
                     )
                 bar.update(min(rows, h - y0))
 
@@ -638,8 +641,8 @@ def _init_weights(c: TrainConfig, model: torch.nn.Module, mpp: float | None) -> 
     init_mpp = payload.get("mpp")
     if init_mpp and mpp and abs(float(init_mpp) / float(mpp) - 1) > 0.01:
         warnings.warn(f"the init model ({c.init}) works at {init_mpp:g} um/px but the training data is at {mpp:g} "
-                      f"um/px; fine-tuning moves it to the data's resolution (prepare the store with --mpp "
-                      f"{init_mpp:g} to keep the model's)", stacklevel=3)
+                      f"um/px; fine-tuning moves it to the data's resolution (prepare the store at `mpp={init_mpp:g}` "
+                      "to keep the model's)", stacklevel=3)
 
 
 def _setup(c: TrainConfig, payload: dict[str, Any] | None, ranks: Any = None) -> _Run:
@@ -880,8 +883,9 @@ def _show(bar: Any, row: dict[str, Any], running: float) -> None:
     bar.update(1)
 
 
-def _stop(run: _Run) -> None:
-    """After Ctrl-C or SIGTERM: log and checkpoint the last completed step, say how to resume."""
+def _stop(run: _Run, why: str = "interrupted") -> None:
+    """After Ctrl-C or SIGTERM (or, under torchrun, when another rank failed or stopped): log and
+    checkpoint the last completed step, say how to resume."""
     if not run.writer:
         return
     if run.logged_step < run.step:  # interrupted between the update and the log row
@@ -889,7 +893,7 @@ def _stop(run: _Run) -> None:
     if run.last_ckpt_step != run.step:
         _save(run)
     plot_curves(run.history, run.run_dir / "curves.png")
-    print(f"\ngigaseg train: interrupted; saved step {run.step} of {run.c.steps} to {run.ckpt_path}. "
+    print(f"\ngigaseg train: {why}; saved step {run.step} of {run.c.steps} to {run.ckpt_path}. "
           f"Continue with: gigaseg train --resume {run.run_dir}", file=sys.stderr)
 
 
@@ -957,6 +961,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     ranks = start_ranks(config.regions_per_step, config.device)
     try:
         return _train(config, ranks)
+    except BaseException as exc:
+        if ranks is not None:  # the others stop at once instead of after the timeout (NOTE [Rank faults])
+            ranks.announce_exit(exc)
+        raise
     finally:
         if ranks is not None:
             ranks.close()
@@ -1003,6 +1011,13 @@ def _train(config: TrainConfig, ranks: Any) -> dict[str, Any]:
         except KeyboardInterrupt:
             bar.close()
             _stop(run)
+            raise
+        except DistributedError:  # another rank failed, stopped or was interrupted: keep what this one has
+            bar.close()
+            try:
+                _stop(run, "stopped because another rank did (see below)")
+            except Exception as exc:  # noqa: BLE001 - the first error is the one to raise
+                print(f"gigaseg train: could not save the last step: {exc}", file=sys.stderr)
             raise
         finally:
             bar.close()
