@@ -324,3 +324,107 @@ def test_torchrun_two_regions_per_step(store, tmp_path):
     losses = [tiled_backward(model, ds.sample(int(i), 0).image, ds.sample(int(i), 0).mask, loss="bce+dice", tile=64)
               for i in perm[:2]]
     assert float(row["loss"]) == pytest.approx(sum(losses) / 2, rel=1e-5)
+
+
+# --- faults: a rank that dies, stops or is interrupted (NOTE [Rank faults]) -----------------------
+
+FAULT_TIMEOUT = 3.0  # GIGASEG_DIST_TIMEOUT in the ranks of these tests (seconds)
+
+
+def _faulty_rank(rank: int, world: int, port: int, out: str, store: Path, run: Path, victim: int, fault: str) -> None:
+    """Train 4 steps; rank ``victim`` kills (``fault`` "kill") or stops ("stop") itself in the middle
+    of step 3, after pass 1, when the others wait for its share of the Dice sums. The others
+    write their error and the seconds from the fault to it."""
+    import signal
+    import time
+
+    import torch.distributed as dist
+
+    from gigaseg.engine import distributed
+    from gigaseg.engine.watch import TIMEOUT_ENV
+    from gigaseg.training import train
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), **{TIMEOUT_ENV: str(FAULT_TIMEOUT)})
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    if rank == victim:
+        exchange, calls = distributed._Ranks.exchange, []
+
+        def faulty(self, stage, *args, **kw):
+            calls.append(stage)
+            if calls.count("checking the inputs") == 3 and stage != "checking the inputs":
+                (Path(out) / "fault-time").write_text(repr(time.time()))
+                os.kill(os.getpid(), signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+            return exchange(self, stage, *args, **kw)
+
+        distributed._Ranks.exchange = faulty  # type: ignore[method-assign]
+    try:
+        train(_train_config(store, run, steps=4, val_every=0, ckpt_every=0 if fault == "kill" else 1, loss="dice"))
+        result = "no error"
+    except GigasegError as exc:
+        result = f"{type(exc).__name__}: {exc}"
+    done = time.time()
+    fault_time = float((Path(out) / "fault-time").read_text())
+    torch.save({"error": result, "seconds": done - fault_time}, Path(out) / f"rank{rank}.pt")
+
+
+def _run_faulty(tmp_path: Path, store: Path, victim: int, fault: str) -> dict[str, Any]:
+    """Two gloo ranks of ``_faulty_rank``; the survivor's result (the victim is killed if stopped)."""
+    import multiprocessing
+
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "forkserver":
+        multiprocessing.set_forkserver_preload(["torch", "torch.distributed", "gigaseg", "gigaseg.training", __name__])
+    ctx = multiprocessing.get_context(method)
+    port, run = _free_port(), tmp_path / "run"
+    procs = [ctx.Process(target=_faulty_rank, args=(r, 2, port, str(tmp_path), store, run, victim, fault))
+             for r in range(2)]
+    for p in procs:
+        p.start()
+    survivor = procs[1 - victim]
+    survivor.join(120)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+        p.join()
+    assert survivor.exitcode == 0, survivor.exitcode
+    return torch.load(tmp_path / f"rank{1 - victim}.pt")
+
+
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_rank_killed_mid_step_stops_the_other_naming_it_and_the_run_resumes(store, tmp_path, victim):
+    from gigaseg import load_checkpoint
+    from gigaseg.training import resume_config, train
+
+    got = _run_faulty(tmp_path, store, victim, "kill")
+    assert got["error"].startswith("DistributedError: "), got
+    if victim == 1:  # rank 0 sees that its process is gone (same node: without waiting for the timeout)
+        assert got["error"].startswith("DistributedError: rank 1 (pid "), got
+        assert "is gone: the process ended (killed, or crashed)" in got["error"], got
+        assert "rank 0 stops too (it was waiting for the other ranks while gathering the Dice sums)" in got["error"]
+    else:  # rank 0 held the process group's store (no torchrun agent here): rank 1 loses it at once
+        assert "lost the connection to the process group's store" in got["error"], got
+        assert "kept by rank 0" in got["error"], got
+    assert got["seconds"] < FAULT_TIMEOUT + 5, got
+    run = tmp_path / "run"
+    if victim == 1:  # ckpt_every=0: rank 0 saved the last completed step when it stopped
+        assert load_checkpoint(run / "checkpoint.pt")["step"] == 2
+        assert len(_losses(run)) == 2
+        done = train(resume_config(run, steps=3))
+        assert done["step"] == 3 and len(_losses(run)) == 3
+    else:  # rank 0 died: no checkpoint was ever written (ckpt_every=0); the run starts again
+        assert not (run / "checkpoint.pt").exists()
+
+
+def test_a_stopped_rank_stops_the_other_after_the_timeout(store, tmp_path):
+    from gigaseg import load_checkpoint
+    from gigaseg.training import resume_config
+
+    got = _run_faulty(tmp_path, store, 1, "stop")
+    assert got["error"].startswith("DistributedError: rank 1 (pid "), got
+    assert f"has not answered for {FAULT_TIMEOUT:g} s: the process is stopped" in got["error"], got
+    assert "waiting for the other ranks while gathering the Dice sums" in got["error"], got
+    assert FAULT_TIMEOUT - 0.5 < got["seconds"] < FAULT_TIMEOUT + 5, got
+    run = tmp_path / "run"
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 2  # ckpt_every=1: written at step 2, intact
+    assert resume_config(run).steps == 4

@@ -15,6 +15,7 @@ from ._version import __version__
 from .errors import (
     CheckpointError,
     ConfigError,
+    DistributedError,
     GigasegError,
     InputError,
     MissingDependencyError,
@@ -70,6 +71,7 @@ __all__ = [
     "GigasegError",
     "CheckpointError",
     "ConfigError",
+    "DistributedError",
     "InputError",
     "MissingDependencyError",
     "OutputError",

@@ -14,28 +14,22 @@ import contextlib
 import datetime
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
-from .engine import DistributedError, split_by_cost
-from .errors import ConfigError
+from .engine import split_by_cost
+from .engine.watch import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, RankWatch, fault_timeout
+from .engine.watch import all_reduce as _watched_all_reduce
+from .engine.watch import broadcast as _watched_broadcast
+from .errors import ConfigError, DistributedError
 
 if TYPE_CHECKING:
     from torch import nn
     from torch.distributed import ProcessGroup
 
 __all__ = ["Ranks", "start_ranks", "TIMEOUT_ENV", "DEFAULT_TIMEOUT_S"]
-
-#: How long a rank waits for the others in a collective before the process group gives up,
-#: unless ``GIGASEG_DIST_TIMEOUT`` (seconds) says otherwise. Ranks wait for each other at every
-#: step (the slowest share of the tiles), for rank 0's checkpoint and logs, and for the slowest
-#: validation share (up to a whole region's prediction): an hour leaves room for gigapixel
-#: regions on slow CPUs. A rank that dies is noticed by torchrun at once; only a hung rank
-#: waits this long.
-DEFAULT_TIMEOUT_S = 3600
-TIMEOUT_ENV = "GIGASEG_DIST_TIMEOUT"
 
 # NOTE [Distributed training]
 # Under torchrun, every rank runs the same training loop with the same options, seeds and data
@@ -71,14 +65,8 @@ def _environment() -> tuple[int, int, int, int] | None:
 
 
 def _timeout() -> datetime.timedelta:
-    value = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ConfigError(f"{TIMEOUT_ENV}={value!r} must be a number of seconds > 0, e.g. {DEFAULT_TIMEOUT_S}")
-    return datetime.timedelta(seconds=seconds)
+    """The process group's timeout: ``GIGASEG_DIST_TIMEOUT`` (NOTE [Rank faults])."""
+    return datetime.timedelta(seconds=fault_timeout())
 
 
 def start_ranks(regions_per_step: int, device: str) -> Ranks | None:
@@ -125,7 +113,7 @@ def start_ranks(regions_per_step: int, device: str) -> Ranks | None:
     world = dist.group.WORLD
     assert world is not None  # initialized above
     return Ranks(rank=rank, size=size, groups=regions_per_step, group=groups[rank // per_group], world=world,
-                 owned=not initialized)
+                 owned=not initialized, watch=RankWatch().start())
 
 
 @dataclass
@@ -137,6 +125,7 @@ class Ranks:
         groups: K, the regions per step; ``size // groups`` ranks share each region.
         group: the process group of this rank's region; world: all ranks.
         owned: whether ``start_ranks`` started the process group (``close`` then ends it).
+        watch: the ranks' beats and watched waits (NOTE [Rank faults] in gigaseg.engine.watch).
     """
 
     rank: int
@@ -145,6 +134,7 @@ class Ranks:
     group: ProcessGroup
     world: ProcessGroup
     owned: bool
+    watch: RankWatch | None = field(default=None, repr=False)
 
     @property
     def group_index(self) -> int:
@@ -191,14 +181,17 @@ class Ranks:
         return [[int(v) for v in row] for row in total.tolist()]
 
     def broadcast_parameters(self, model: nn.Module) -> None:
-        """Give every rank rank 0's parameters."""
-        import torch.distributed as dist
-
+        """Give every rank rank 0's parameters (one broadcast of them all)."""
         with torch.no_grad():
-            for p in model.parameters():
-                buf = p.detach().to(self._device()).contiguous()
-                dist.broadcast(buf, src=0, group=self.world)
-                p.copy_(buf.to(p.device))
+            params = list(model.parameters())
+            if not params:
+                return
+            flat = torch.cat([p.detach().reshape(-1).to(self._device()) for p in params])
+            _watched_broadcast(flat, 0, self.world, what="giving every rank rank 0's weights")
+            offset = 0
+            for p in params:
+                p.copy_(flat[offset:offset + p.numel()].view(p.shape).to(p.device))
+                offset += p.numel()
 
     @contextlib.contextmanager
     def agreed(self, what: str) -> Iterator[None]:
@@ -210,22 +203,30 @@ class Ranks:
             raise  # every rank knows of it already
         except Exception:
             with contextlib.suppress(RuntimeError):  # the first error is the one to see
-                self._flag(1)
+                self._flag(1, what)
             raise
-        failed = self._flag(0)
+        failed = self._flag(0, what)
         if failed:
             raise DistributedError(f"{failed} rank(s) failed while {what}, so rank {self.rank} stops too; "
                                    "their own errors say why")
 
+    def announce_exit(self, exc: BaseException) -> None:
+        """Tell the other ranks why this one leaves (Ctrl-C, SIGTERM, an error of its own), so
+        that they stop at once instead of waiting for it until the timeout."""
+        if self.watch is not None:
+            self.watch.announce_exit(exc)
+
     def close(self) -> None:
-        """End the process group if ``start_ranks`` started it."""
+        """Stop the watch, and end the process group if ``start_ranks`` started it."""
         import torch.distributed as dist
 
+        if self.watch is not None:
+            self.watch.close()
         if self.owned and dist.is_initialized():
             dist.destroy_process_group()
 
-    def _flag(self, value: int) -> int:
-        return int(self._sum(torch.tensor([value], dtype=torch.int64))[0])
+    def _flag(self, value: int, what: str = "telling the others whether a rank failed") -> int:
+        return int(self._sum(torch.tensor([value], dtype=torch.int64), what)[0])
 
     def _device(self) -> torch.device:
         import torch.distributed as dist
@@ -234,10 +235,8 @@ class Ranks:
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
 
-    def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
+    def _sum(self, tensor: torch.Tensor, what: str = "exchanging sums") -> torch.Tensor:
         buf = tensor.to(self._device())
-        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.world)
+        _watched_all_reduce(buf, self.world, what=what)
         return buf.cpu()
 

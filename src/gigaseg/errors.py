@@ -22,6 +22,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointWriteError",
     "TrainingError",
+    "DistributedError",
 ]
 
 
@@ -95,3 +96,16 @@ class CheckpointWriteError(OutputError, CheckpointError):
 
 class TrainingError(GigasegError, ArithmeticError):
     """Training cannot go on (a NaN or infinite loss or gradient)."""
+
+
+class DistributedError(GigasegError, RuntimeError):
+    """Under ``torch.distributed``, another rank failed, stopped answering (it died, was stopped
+    or hangs), was interrupted, or the ranks were not given the same work.
+
+    A rank that fails on its own raises its own error, which says why; the others raise this.
+    ``rank`` is the rank that failed first when it is known (else None).
+    """
+
+    def __init__(self, message: str, *, rank: int | None = None):
+        super().__init__(message)
+        self.rank = rank

@@ -187,9 +187,11 @@ def _run_train(args) -> int:
     try:
         result = train(config)
     except KeyboardInterrupt:
+        import os
         from pathlib import Path
 
-        if config.out is None or not (Path(config.out) / "checkpoint.pt").exists():
+        writer = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 saves and reports
+        if writer and (config.out is None or not (Path(config.out) / "checkpoint.pt").exists()):
             print("gigaseg train: interrupted before its first checkpoint; nothing to resume: the same command "
                   "starts the run again from step 0", file=sys.stderr)
         return 130  # otherwise train() saved the last completed step and printed how to resume

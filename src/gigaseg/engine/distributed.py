@@ -16,19 +16,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..errors import ConfigError, GigasegError
+from ..errors import ConfigError, DistributedError
+from . import watch
 from .tiles import _Tile
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-__all__ = ["DistributedError", "split_by_cost"]
-
-
-class DistributedError(GigasegError, RuntimeError):
-    """Another rank of a distributed step failed, or the ranks were not given the same work; the
-    failing rank raises its own error, which says why."""
-
+__all__ = ["DistributedError", "split_by_cost"]  # DistributedError lives in gigaseg.errors
 
 # NOTE [Distributed step]
 # The ranks of ``group`` compute one image's gradient together. Everything before the tiles
@@ -63,8 +58,10 @@ class DistributedError(GigasegError, RuntimeError):
 # groups learn of it. A rank compares the hash sums with its own: they match on every rank
 # exactly when all hashes are equal (a mean and a mean square that equal one value leave no
 # variance; exact in float64 for fewer than 2**13 ranks), so different image sizes, tiles,
-# losses or models are refused alike on every rank. A rank that dies, or hangs, is not
-# detected here: the others wait until the process group's timeout.
+# losses or models are refused alike on every rank. A rank that dies, or hangs, is detected by
+# the collectives of ``watch`` when a ``RankWatch`` is started (training and prediction under
+# torchrun start one): the others stop within its timeout, naming it (NOTE [Rank faults]);
+# without one, they wait until the process group's timeout.
 _SLOTS = 12
 _HASH_CHUNKS = 3
 
@@ -134,10 +131,10 @@ class _Ranks:
         import torch.distributed as dist
 
         group = self.grad_group if last else self.group
-        sums = self._all_reduce([0.0, *_hash_chunks(signature), *payload], group)
+        sums = self._all_reduce([0.0, *_hash_chunks(signature), *payload], group, stage)
         if sums[0] > 0:
             if self.nested and not last:
-                self._all_reduce([1.0], self.grad_group)  # the other groups learn of it in exchange 3
+                self._all_reduce([1.0], self.grad_group, stage)  # the other groups learn of it in exchange 3
             raise DistributedError(
                 f"{int(sums[0])} rank(s) failed while {stage}, so rank {self.rank} stops too; "
                 "their own errors say why")
@@ -145,7 +142,7 @@ class _Ranks:
         own = _hash_chunks(signature)
         if any(s != n * v for s, v in zip(sums[1:1 + len(own)], own)):
             if self.nested and not last:
-                self._all_reduce([1.0], self.grad_group)
+                self._all_reduce([1.0], self.grad_group, stage)
             raise DistributedError(
                 f"the ranks were given different work while {stage}: every rank of `group` must pass the same "
                 "image size, mask size, tile, memory budget, loss and model (and every rank of `grad_group` the "
@@ -157,27 +154,23 @@ class _Ranks:
         for the other groups of ``grad_group``, saying that this rank failed; the caller then
         raises its error."""
         if not self.next_is_last:
-            self._all_reduce([1.0], self.group)
+            self._all_reduce([1.0], self.group, "saying that a rank failed")
         if self.next_is_last or self.nested:
-            self._all_reduce([1.0], self.grad_group)
+            self._all_reduce([1.0], self.grad_group, "saying that a rank failed")
 
     def sum_grads(self, grads: Sequence[torch.Tensor]) -> None:
         """Sum ``grads`` over ``grad_group``, in place, in one all-reduce."""
-        import torch.distributed as dist
-
         if not grads:
             return
         flat = torch.cat([g.reshape(-1).to(self.device) for g in grads])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.grad_group)
+        watch.all_reduce(flat, self.grad_group, what="summing the gradients")
         offset = 0
         for g in grads:
             g.copy_(flat[offset:offset + g.numel()].view(g.shape))
             offset += g.numel()
 
-    def _all_reduce(self, values: Sequence[float], group: ProcessGroup) -> list[float]:
-        import torch.distributed as dist
-
+    def _all_reduce(self, values: Sequence[float], group: ProcessGroup, what: str) -> list[float]:
         vector = torch.zeros(_SLOTS, dtype=torch.float64, device=self.device)
         vector[:len(values)] = torch.tensor(values, dtype=torch.float64)
-        dist.all_reduce(vector, op=dist.ReduceOp.SUM, group=group)
+        watch.all_reduce(vector, group, what=what)
         return [float(v) for v in vector.cpu()]
