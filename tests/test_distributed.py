@@ -428,3 +428,146 @@ def test_a_stopped_rank_stops_the_other_after_the_timeout(store, tmp_path):
     run = tmp_path / "run"
     assert load_checkpoint(run / "checkpoint.pt")["step"] == 2  # ckpt_every=1: written at step 2, intact
     assert resume_config(run).steps == 4
+
+
+def test_sigterm_to_torchrun_stops_every_rank_with_the_last_completed_step(store, tmp_path):
+    """SIGTERM to torchrun (what SLURM's scancel does; Ctrl-C sends SIGINT to every process):
+    torchrun passes it on, every rank stops, rank 0 saves the last completed step, and the run
+    resumes from it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gigaseg import load_checkpoint
+    from gigaseg.training import resume_config, train
+
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GIGASEG_DIST_TIMEOUT": "30"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "gigaseg",
+           "train", "--data", str(store), "--out", str(out), "--preset", "tiny", "--steps", "1000", "--lr", "0.02",
+           "--tile", "64", "--val-every", "0", "--ckpt-every", "1000", "--no-progress", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "log.csv").exists() and len(_csv(out / "log.csv")) >= 2:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        seconds = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    step = load_checkpoint(out / "checkpoint.pt")["step"]
+    assert f"gigaseg train: interrupted; saved step {step} of 1000" in err, err[-3000:]
+    assert "before its first checkpoint" not in err  # rank 1 says nothing of checkpoints
+    assert len(_losses(out)) == step >= 2 and seconds < 30
+    assert train(resume_config(out, steps=step + 1))["step"] == step + 1
+
+
+# --- prediction over many slides (NOTE [Sharded prediction]) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory):
+    """Three small synthetic slides (0.5 um/px) of different sizes, a corrupt one, and a tiny
+    model's checkpoint whose masks are not trivial."""
+    import tifffile
+
+    from gigaseg import save_checkpoint
+    from gigaseg.synth import render_region
+
+    d = tmp_path_factory.mktemp("slides")
+    paths = []
+    for seed, (w, h) in zip((3, 4, 5), ((300, 200), (420, 260), (200, 180))):
+        rgb, _ = render_region(seed, 0, 0, w, h, width=w, height=h, mpp=0.5)
+        path = d / f"s{seed}.tif"
+        tifffile.imwrite(path, rgb, tile=(128, 128), photometric="rgb", compression="zlib",
+                         resolution=(2e4, 2e4), resolutionunit="CENTIMETER", metadata=None)
+        paths.append(path)
+    broken = d / "broken.tif"
+    broken.write_bytes(b"II*\x00" + bytes(range(256)) * 8)
+    torch.manual_seed(0)
+    net = UNet(preset("tiny")).eval()
+    with torch.no_grad():
+        x = torch.from_numpy(render_region(3, 0, 0, 300, 200, width=300, height=200, mpp=0.5)[0])
+        net.head.conv.bias -= net(x.permute(2, 0, 1)[None].float() / 255).median()
+    return [paths[0], broken, *paths[1:]], save_checkpoint(d / "model.pt", net, mpp=0.5)
+
+
+def _predict_rank(rank: int, world: int, port: int, out: str, argv: list[str]) -> None:
+    """``gigaseg predict ...`` as rank ``rank`` of a torchrun job of ``world`` ranks."""
+    from gigaseg.cli import main
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    torch.save(main(argv), Path(out) / f"rank{rank}.pt")
+
+
+def _outputs(out: Path) -> dict[str, Any]:
+    """Every file of a prediction folder: bytes, or a summary's JSON without its time, timings and
+    the folder's name."""
+    import json
+
+    files: dict[str, Any] = {}
+    for p in sorted(out.iterdir()):
+        if p.suffix == ".json":
+            data = json.loads(p.read_text().replace(json.dumps(str(out))[1:-1], "OUT"))
+            for key in ("time", "timings", "args"):
+                data.pop(key, None)
+            files[p.name] = data
+        else:
+            files[p.name] = p.read_bytes()
+    return files
+
+
+def test_predict_on_two_ranks_writes_each_slide_as_one_process_does(slides, tmp_path):
+    """`torchrun --nproc-per-node 2 -m gigaseg predict ...`: the slides split between the ranks,
+    the same bytes as one process, the corrupt slide failing alone, rank 0's report."""
+    import multiprocessing
+
+    import torch.multiprocessing as mp
+
+    from gigaseg.cli import main
+
+    paths, model = slides
+    argv = ["predict", *map(str, paths), "--model", str(model), "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 1  # one process (its threads); the corrupt slide fails
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    mp.start_processes(_predict_rank, args=(2, _free_port(), str(tmp_path), [*argv, "--out", str(tmp_path / "two")]),
+                       nprocs=2, join=True, start_method=method)
+    assert [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)] == [1, 1]
+    one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")
+    assert sorted(one) == sorted(two) and len(one) == 3 * 4 + 1  # 4 outputs per good slide, the run's config
+    for name in one:
+        assert one[name] == two[name], name
+    failures = two["predict-config.json"]["failures"]
+    assert [f["slide"] for f in failures] == [str(paths[1])]
+    from gigaseg.predict import shard_slides
+
+    assert all(shard_slides(paths, 2))  # both ranks had slides
+
+
+def test_shards_cover_the_list_once_and_match_one_process(slides, tmp_path):
+    """`shard=(i, n)` (a SLURM job array's task i of n): the shares cover the list once."""
+    from gigaseg import ConfigError
+    from gigaseg.predict import predict_sharded, shard_slides
+
+    paths, model = slides
+    shares = shard_slides(paths, 3)
+    assert sorted(i for share in shares for i in share) == list(range(len(paths)))
+    assert shard_slides(paths, 3) == shares and all(share == sorted(share) for share in shares)
+    done, failed = [], []
+    for i in range(2):
+        summaries, failures = predict_sharded(str(model), paths, tmp_path / "out", shard=(i, 2), progress=False)
+        done += [s["slide"] for s in summaries]
+        failed += [f for f, _ in failures]
+    assert sorted(done) == sorted(map(str, paths[:1] + paths[2:])) and failed == [str(paths[1])]
+    for bad in ((2, 2), (0, 0), "1/2"):
+        with pytest.raises(ConfigError, match="shard"):
+            predict_sharded(str(model), paths, tmp_path / "out", shard=bad)  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.distributed import ProcessGroup
 
-__all__ = ["Ranks", "start_ranks", "TIMEOUT_ENV", "DEFAULT_TIMEOUT_S"]
+__all__ = ["Ranks", "start_ranks", "World", "start_world", "TIMEOUT_ENV", "DEFAULT_TIMEOUT_S"]
 
 # NOTE [Distributed training]
 # Under torchrun, every rank runs the same training loop with the same options, seeds and data
@@ -240,3 +240,55 @@ class Ranks:
         _watched_all_reduce(buf, self.world, what=what)
         return buf.cpu()
 
+
+# --- processes that only share a list of work (prediction over many slides) ------------------------
+
+
+@dataclass
+class World:
+    """This process among the ranks of a torchrun job that share a list of work (NOTE [Sharded
+    prediction] in gigaseg.predict): no collective but the watched wait at the end.
+
+    Attributes:
+        rank, size: this rank and the number of ranks.
+        watch: the ranks' beats, watched waits and messages (gigaseg.engine.watch).
+        owned: whether ``start_world`` started the process group (``close`` then ends it).
+    """
+
+    rank: int
+    size: int
+    watch: RankWatch
+    owned: bool
+
+    def close(self) -> None:
+        """Stop the watch, and end the process group if ``start_world`` started it."""
+        import torch.distributed as dist
+
+        self.watch.close()
+        if self.owned and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def start_world(device: str | None = None) -> World | None:
+    """The ranks of a torchrun job (``WORLD_SIZE`` > 1) or of a process group that the caller
+    started, with a gloo process group and a RankWatch; None for a single process.
+
+    With ``device`` "cuda" (or "auto" on a machine with CUDA) each rank takes the GPU of its
+    ``LOCAL_RANK`` when a node runs several ranks.
+    """
+    import torch.distributed as dist
+
+    env = _environment()
+    initialized = dist.is_available() and dist.is_initialized()
+    size = dist.get_world_size() if initialized else (env[1] if env else 1)
+    if size == 1:
+        return None
+    if not dist.is_available():
+        raise ConfigError("this PyTorch was built without torch.distributed; run one process, or install a "
+                          "build with it")
+    local, local_size = (env[2], env[3]) if env else (0, 1)
+    if device in ("cuda", "auto") and torch.cuda.is_available() and local_size > 1:
+        torch.cuda.set_device(local % torch.cuda.device_count())
+    if not initialized:
+        dist.init_process_group("gloo", timeout=_timeout())
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), watch=RankWatch().start(), owned=not initialized)

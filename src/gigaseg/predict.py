@@ -41,14 +41,14 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ._interrupt import sigterm_interrupts
-from .errors import ConfigError, GigasegError, InputError, OutputError
+from .errors import ConfigError, DistributedError, GigasegError, InputError, OutputError
 from .options import DEFAULT_THRESHOLD, PRECISIONS, check_number, check_options
 from .outputs import (
     DEFAULT_MIN_AREA,
@@ -73,6 +73,8 @@ __all__ = [
     "MAX_GRID_PIXELS",
     "predict_slide",
     "predict_slides",
+    "predict_sharded",
+    "shard_slides",
     "expand_slide_paths",
     "output_paths",
     "SLIDE_SUFFIXES",
@@ -557,3 +559,138 @@ def _out_of_memory(exc: MemoryError) -> str:
     detail = f" ({exc})" if str(exc) else ""
     return (f"out of memory{detail}; give a smaller `memory_budget`, run the model at a coarser `model_mpp`, or "
             "free memory")
+
+
+# --- many slides over many processes -----------------------------------------------------------
+
+# NOTE [Sharded prediction]
+# Slides are independent, so N processes (torchrun's ranks, or the tasks of a SLURM job array
+# given ``shard=(i, N)``) each predict a share of the list: ``shard_slides`` splits it by cost
+# (file bytes, a folder's summed: what a slide costs to read, and roughly its pixels) with the
+# same greedy longest-processing-time rule as the tiles of a step (``split_by_cost``), the same
+# on every process, which needs only the list and the files' sizes. Each slide is predicted by
+# exactly one process, by the same ``predict_slide`` as in one process, so its outputs are the
+# same bytes (the summary's time and timings apart); a slide's failure is that slide's. The whole
+# list is checked first by every process (two slides with one output name would collide on two
+# processes just as on one). Under torchrun the ranks share no tensors: each leaves its
+# summaries and failures in the process group's store and waits for the others (a watched wait:
+# a rank that dies or hangs is named within GIGASEG_DIST_TIMEOUT, NOTE [Rank faults]); then every
+# rank has every slide's result in the list's order, and rank 0 writes the run's report. A rank
+# that stopped before reporting makes its slides failures of the run ("run it again": complete
+# outputs are kept, NOTE [Complete outputs]); the others' results stand.
+
+
+def shard_slides(slides: Sequence[str | os.PathLike], count: int) -> list[list[int]]:
+    """The indices of ``slides`` split into ``count`` shares of about equal total file size
+    (NOTE [Sharded prediction]); deterministic, each share in the list's order."""
+    from .engine import split_by_cost
+
+    if count < 1:
+        raise ConfigError(f"cannot split the slides into {count} shares; give at least 1")
+    return split_by_cost([_file_bytes(Path(s)) for s in slides], count)
+
+
+def _file_bytes(path: Path) -> int:
+    try:
+        if path.is_dir():
+            return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _check_shard(shard: Any) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ConfigError(f"`shard={shard!r}` must be a pair (index, count) with 0 <= index < count, "
+                          "e.g. (0, 4)") from None
+    if not 0 <= index < count:
+        raise ConfigError(f"`shard={shard!r}` must be (index, count) with 0 <= index < count, "
+                          f"e.g. (0, {max(count, 1)})")
+    return index, count
+
+
+@sigterm_interrupts
+def predict_sharded(model: Any, slides: Iterable[str | os.PathLike], out_dir: str | os.PathLike, *,
+                    shard: tuple[int, int] | None = None, progress: bool = True,
+                    **kwargs: Any) -> tuple[list[dict], list[tuple[str, str]]]:
+    """:func:`predict_slides` over this process's share of ``slides`` (NOTE [Sharded prediction]).
+
+    Args:
+        shard: ``(index, count)``: predict share ``index`` of ``count`` (0-based) and return its
+            results, with no process group (the tasks of a SLURM job array). None: under torchrun
+            (``WORLD_SIZE`` > 1), rank r of N predicts share r and, once every rank is done,
+            returns every slide's results; in a single process, all the slides.
+        model, out_dir, progress, kwargs: as :func:`predict_slides` (progress on rank 0 only).
+
+    Returns:
+        ``(summaries, failures)`` as :func:`predict_slides`, in the order of ``slides``.
+
+    Raises:
+        ConfigError: a bad ``shard``, option or batch (checked over the whole list).
+        DistributedError: under torchrun, when the ranks cannot start together.
+        KeyboardInterrupt: on Ctrl-C or SIGTERM (the other ranks then stop too).
+    """
+    slides = list(slides)
+    if shard is not None:
+        index, count = _check_shard(shard)
+    check_batch(slides, out_dir, command="predict", inputs=[model] if _is_model_file(model) else [])
+    if shard is not None:
+        mine = shard_slides(slides, count)[index]
+        return predict_slides(model, [slides[i] for i in mine], out_dir, progress=progress, **kwargs)
+    from ._torchrun import start_world
+
+    world = start_world(kwargs.get("device"))
+    if world is None:
+        return predict_slides(model, slides, out_dir, progress=progress, **kwargs)
+    try:
+        shares = shard_slides(slides, world.size)
+        summaries, failures = predict_slides(model, [slides[i] for i in shares[world.rank]], out_dir,
+                                             progress=progress and world.rank == 0, **kwargs)
+        return _gathered(world, slides, shares, summaries, failures)
+    except BaseException as exc:
+        world.watch.announce_exit(exc)
+        raise
+    finally:
+        world.close()
+
+
+def _gathered(world: Any, slides: list, shares: list[list[int]], summaries: list[dict],
+              failures: list[tuple[str, str]]) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Every rank's results, in the order of ``slides``, once all ranks are done."""
+    import json
+
+    from .engine.watch import barrier
+
+    world.watch.put(f"predict/{world.rank}", json.dumps({"summaries": summaries, "failures": failures}).encode())
+    lost = None
+    try:
+        barrier(what="waiting for the other ranks' slides")
+    except DistributedError as exc:  # a rank stopped: the others' results stand
+        lost = exc
+    results: dict[str, tuple[str, Any]] = {}
+    for rank, data in enumerate(world.watch.collect([f"predict/{r}" for r in range(world.size)])):
+        if data is None:
+            why = f"; {lost}" if lost is not None else ""
+            for i in shares[rank]:
+                results[str(slides[i])] = ("failed", f"no result from rank {rank}, which had this slide: it stopped "
+                                                     f"before reporting{why}; run the command again: complete outputs "
+                                                     "are kept, the rest is done again")
+            continue
+        part = json.loads(data)
+        for s in part["summaries"]:
+            results[s["slide"]] = ("done", s)
+        for slide, message in part["failures"]:
+            results[slide] = ("failed", message)
+    out_summaries = [results[str(s)][1] for s in slides if results.get(str(s), ("",))[0] == "done"]
+    out_failures = [(str(s), results[str(s)][1]) for s in slides if results.get(str(s), ("",))[0] == "failed"]
+    return out_summaries, out_failures
+
+
+def reports_here() -> bool:
+    """Whether this process writes a run's report: always, but under torchrun rank 0 alone."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True

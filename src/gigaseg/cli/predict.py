@@ -220,20 +220,23 @@ def _refuse_old_model_argument(args) -> None:
 def _run_predict(args) -> int:
     from .._atomic import write_json_atomic
     from ..outputs import DEFAULT_MIN_AREA, expand_slide_paths, run_config_path
-    from ..predict import predict_slides
+    from ..predict import predict_sharded, reports_here
 
     _refuse_old_model_argument(args)
     slides = expand_slide_paths(args.slides)
     out = Path(args.out)
     _sweep(out, "predict")
     # predict_slides checks the slides' outputs against the inputs, then creates --out, then loads the model
-    summaries, failures = predict_slides(
+    # under torchrun each rank predicts its share of the slides and gets every slide's result (docs/distributed.md)
+    summaries, failures = predict_sharded(
         args.model, slides, out, mpp=args.mpp, threshold=args.threshold, probabilities=args.probabilities,
         min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area, simplify=args.simplify,
         memory_budget=args.memory_budget, device=args.device, overwrite=args.overwrite,
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,
         read_workers=args.read_workers, strict=args.strict,
     )
+    if not reports_here():  # under torchrun rank 0 writes the run's configuration and the report
+        return 1 if failures else 0
     write_json_atomic(run_config_path(out, "predict"), _config(args, "predict", {
         "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
     return _report(summaries, failures, "predict")

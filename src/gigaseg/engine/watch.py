@@ -343,6 +343,24 @@ class RankWatch:
         return DistributedError(f"a collective failed while {what} and no rank is silent ({exc}); "
                                 f"rank {self.rank} stops")
 
+    # --- small messages between ranks ---------------------------------------------------------
+
+    def put(self, name: str, data: bytes) -> None:
+        """Leave ``data`` under ``name`` for the other ranks (``collect``)."""
+        key = self._key(f"msg/{name}")
+        self._op(lambda: self.store.set(key, data), f"sending {name}")
+
+    def collect(self, names: Sequence[str]) -> list[bytes | None]:
+        """What was ``put`` under each of ``names``; None where nothing was (or the store is gone)."""
+        out: list[bytes | None] = []
+        for name in names:
+            key = self._key(f"msg/{name}")
+            try:
+                out.append(self.store.get(key) if self.store.check([key]) else None)
+            except (RuntimeError, OSError):
+                out.append(None)
+        return out
+
     def _key(self, name: str) -> str:
         return self._prefix + name
 
