@@ -273,10 +273,10 @@ def _assert_untouched(model, before):
         (lambda i, m: (i, m[:-1]), "does not match"),
         (lambda i, m: (i, m.astype(np.float32)), "uint8"),
         (lambda i, m: (i[:0], m[:0]), "empty"),
-        (lambda i, m: (i, np.where(m == 1, 255, 0).astype(np.uint8)), "not 0 or 1"),
+        (lambda i, m: (i, np.where(m == 1, 7, 0).astype(np.uint8)), "not 0, 1 or 255"),
         (lambda i, m: ([[1, 2, 3]], m), "array-like"),
     ],
-    ids=["float-image", "four-channels", "greyscale", "mask-shape", "mask-dtype", "empty", "mask-255", "list"],
+    ids=["float-image", "four-channels", "greyscale", "mask-shape", "mask-dtype", "empty", "mask-7", "list"],
 )
 def test_bad_input_leaves_grad_untouched(make, match):
     model, before = _model_with_grads()

@@ -168,14 +168,15 @@ def test_empty_store_and_missing_masks_fail_before_any_work(tmp_path, store):
         train(_config(store, tmp_path / "run3", schedule="linear"))
 
 
-def test_masks_with_ignore_pixels_are_refused_before_training(tmp_path):
+def test_masks_with_values_other_than_0_1_255_are_refused_before_training(tmp_path):
     s = RegionStore.create(tmp_path / "store")
     mask = np.zeros((64, 96), np.uint8)
     mask[10:20, 30:40] = 1
-    mask[40, 50] = 255
+    mask[:5] = 255  # ignore: allowed (tests/test_ignore.py)
+    mask[40, 50] = 2
     with s.new_region("slide1", (96, 64), meta={"mpp": 1.0, "mask_source": {"kind": "image"}}) as w:
         w.append(np.full((64, 96, 3), 200, np.uint8), mask)
-    with pytest.raises(InputError, match=r"slide1.*value 255 at \(x=50, y=40\).*`ignore='background'`"):
+    with pytest.raises(InputError, match=r"slide1.*value 2 at \(x=50, y=40\).*255 \(ignore\)"):
         train(_config(s.path, tmp_path / "run"))
     assert not (tmp_path / "run").exists()
 

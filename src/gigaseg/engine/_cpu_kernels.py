@@ -105,15 +105,16 @@ def tile_input(model: nn.Module, crop: _U8) -> TileInput | None:
 
 
 def core_sums(model: nn.Module, inp: TileInput, rows: slice, cols: slice, y: _U8,
-              bce: bool) -> tuple[float, float, float] | None:
+              bce: bool, ignore: bool = False) -> tuple[float, float, float] | None:
     """(sum p y, sum p, sum BCE (0 unless ``bce``)) over ``rows`` x ``cols`` of a crop, with p
     the model's probabilities there and ``y`` the uint8 mask of that window; float64 sums.
+    With ``ignore`` (``y`` holds 255s) the sums leave out the pixels where ``y`` is 255.
     None when numba cannot compile the kernels here (see ``predict_core``)."""
-    return _guarded(_core_sums, _as_unet(model), inp, rows, cols, y, bce)
+    return _guarded(_core_sums, _as_unet(model), inp, rows, cols, y, bce, ignore)
 
 
 def backward_core(model: nn.Module, inp: TileInput, rows: slice, cols: slice, y: _U8,
-                  weights: LossWeights, bce_sum: bool = False,
+                  weights: LossWeights, bce_sum: bool = False, ignore: bool = False,
                   ) -> tuple[dict[torch.Tensor, torch.Tensor], float] | None:
     """Parameter gradients of a loss of ``model``'s logits on a crop, over ``rows`` x ``cols``.
 
@@ -122,12 +123,13 @@ def backward_core(model: nn.Module, inp: TileInput, rows: slice, cols: slice, y:
     rest of the crop's logits do not enter the loss). Returns {parameter: dLoss/dparameter}
     for every parameter of ``model`` that requires grad: what ``torch.autograd.grad`` through
     ``model`` would give, up to float32 rounding, and the sum of the window's BCE when
-    ``bce_sum`` (else 0). The full-resolution layers run on compiled kernels (NOTE [CPU
+    ``bce_sum`` (else 0). With ``ignore`` (``y`` holds 255s) the pixels where ``y`` is 255 have
+    a zero gradient and no BCE. The full-resolution layers run on compiled kernels (NOTE [CPU
     kernels, backward]), the layers in between on PyTorch's autograd. ``inp`` comes from
     ``tile_input`` for the same model and parameters. None when numba cannot compile the
     kernels here (see ``predict_core``).
     """
-    return _guarded(_backward_core, _as_unet(model), inp, rows, cols, y, weights, bce_sum)
+    return _guarded(_backward_core, _as_unet(model), inp, rows, cols, y, weights, bce_sum, ignore)
 
 
 def _guarded(fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R | None:
@@ -242,9 +244,10 @@ def _logits(model: UNet, inp: TileInput, rows: slice, cols: slice) -> _F32:
 
 
 def _core_sums(model: UNet, inp: TileInput, rows: slice, cols: slice, y: _U8,
-               bce: bool) -> tuple[float, float, float]:
+               bce: bool, ignore: bool) -> tuple[float, float, float]:
     out = np.zeros(3)
-    _loss_sums(_logits(model, inp, rows, cols), y, bce, out)
+    loss_sums = _loss_sums_ignore if ignore else _loss_sums  # NOTE [Ignore kernels]
+    loss_sums(_logits(model, inp, rows, cols), y, bce, out)
     return float(out[0]), float(out[1]), float(out[2])
 
 
@@ -267,7 +270,7 @@ def _core_sums(model: UNet, inp: TileInput, rows: slice, cols: slice, y: _U8,
 
 
 def _backward_core(model: UNet, inp: TileInput, rows: slice, cols: slice, y: _U8, weights: LossWeights,
-                   bce_sum: bool) -> tuple[dict[torch.Tensor, torch.Tensor], float]:
+                   bce_sum: bool, ignore: bool) -> tuple[dict[torch.Tensor, torch.Tensor], float]:
     cfg = model.config
     s = inp.s
     e1t = inp.e1_tensor().requires_grad_(True)
@@ -286,8 +289,9 @@ def _backward_core(model: UNet, inp: TileInput, rows: slice, cols: slice, y: _U8
     buf = np.empty((y1 - y0, s * nj), np.float32)
     z = inp.logits(model, dp, ksub, ws, rows, cols, out=buf[:, x0 - j0 * s:x1 - j0 * s])
     gq = buf.reshape(y1 - y0, s, nj)
-    g_sum, bce = _loss_grad(z, y, np.float32(weights.bce), np.float32(weights.inter), np.float32(weights.p_coef),
-                            bce_sum, s, x0 - j0 * s, gq)
+    loss_grad = _loss_grad_ignore if ignore else _loss_grad  # NOTE [Ignore kernels]
+    g_sum, bce = loss_grad(z, y, np.float32(weights.bce), np.float32(weights.inter), np.float32(weights.p_coef),
+                           bce_sum, s, x0 - j0 * s, gq)
     del z
     dws = np.zeros(ws.shape, np.float64)
     dk = np.zeros(ksub.shape, np.float64)
@@ -694,6 +698,59 @@ if numba is not None:
                 sg += gv
                 sb += b
             for ux in range(s):  # then by column phase, over z's row, which is read by now
+                g = gq[i, ux]
+                for j in range(nj):
+                    x = s * j + ux - off
+                    g[j] = gi[x] if 0 <= x < nx else np.float32(0.0)
+            rows[i, 0], rows[i, 1] = sg, sb
+        return rows[:, 0].sum(), rows[:, 1].sum()
+
+    # NOTE [Ignore kernels]
+    # A tile whose mask holds 255 (ignore) runs these two instead of the two above: the same
+    # loops, each pixel's contributions (p y, p, its BCE, its gradient) selected to 0 where the
+    # mask is 255. They are separate functions so that the loops of tiles without 255, nearly
+    # all tiles of most masks, stay exactly as they were: same speed, same bits.
+    @njit(parallel=True, fastmath=True, cache=True)
+    def _loss_sums_ignore(z: _F32, y: _U8, bce: bool, out: _F64) -> None:
+        """``_loss_sums`` over the pixels where ``y`` is not 255."""
+        ny, nx = z.shape
+        rows = np.zeros((ny, 3))
+        for i in prange(ny):
+            si = sp = sb = 0.0
+            for j in range(nx):
+                keep = y[i, j] != np.uint8(255)
+                v = z[i, j]
+                t = np.float32(y[i, j]) if keep else np.float32(0.0)
+                p, b = _sigmoid_bce(v, t, bce)
+                si += p * t
+                sp += p if keep else np.float32(0.0)
+                sb += b if keep else np.float32(0.0)
+            rows[i, 0], rows[i, 1], rows[i, 2] = si, sp, sb
+        for i in range(ny):
+            for k in range(3):
+                out[k] += rows[i, k]
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def _loss_grad_ignore(z: _F32, y: _U8, w_bce: np.float32, w_inter: np.float32, w_p: np.float32, bce: bool,
+                          s: int, off: int, gq: _F32) -> tuple[float, float]:
+        """``_loss_grad`` with a zero gradient and no BCE where ``y`` is 255."""
+        ny, nx = z.shape
+        nj = gq.shape[2]
+        rows = np.zeros((ny, 2))
+        for i in prange(ny):
+            gi = np.empty(nx, np.float32)
+            sg = sb = 0.0
+            for x in range(nx):
+                keep = y[i, x] != np.uint8(255)
+                v = z[i, x]
+                t = np.float32(y[i, x]) if keep else np.float32(0.0)
+                p, b = _sigmoid_bce(v, t, bce)
+                gv = w_bce * (p - t) + (w_inter * t + w_p) * p * (np.float32(1.0) - p)
+                gv = gv if keep else np.float32(0.0)
+                gi[x] = gv
+                sg += gv
+                sb += b if keep else np.float32(0.0)
+            for ux in range(s):
                 g = gq[i, ux]
                 for j in range(nj):
                     x = s * j + ux - off

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..losses import DICE_SMOOTH, check_loss_name
+from ..losses import DICE_SMOOTH, IGNORE, check_loss_name
 from .arrays import ImageLike
 from .distributed import DistributedError, _Ranks
 from .forward import _core_logits, _fast_cpu
@@ -34,7 +34,7 @@ from .reading import (
     _progress,
     _read_ahead,
 )
-from .tiles import _as_input, _check_mask, _read_crop, _read_mask, _Tile, _tile_list
+from .tiles import _as_input, _check_mask, _check_mask_values, _read_crop, _read_mask, _Tile, _tile_list
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -49,6 +49,20 @@ _R = TypeVar("_R")
 # forward pass tile by tile without autograd to gather them. Then dDice/dp_i = A*y_i + B with
 # A = -2/D, B = (2I + 1)/D^2, D = P + Y + 1, so pass 2 backpropagates, tile by tile, the
 # surrogate A*sum_t(p*y) + B*sum_t(p) whose gradient is exactly the tile's share.
+
+# NOTE [Ignored pixels]
+# Mask value 255 (IGNORE) leaves a pixel out of the loss: the BCE is the mean over the N valid
+# pixels, the Dice sums I, P, Y run over them only, and an ignored pixel's logit gets a zero
+# gradient. Pass 2 needs N. With a Dice term, pass 1 counts it with the sums (the ranks of a
+# group sum it with them). Without one (loss "bce") there is no pass 1: pass 2 divides each
+# pixel's BCE gradient by H W, counts N as it reads the masks, and the gradient, linear in that
+# divisor, is then scaled by H W / N (one more rounding). Ranks of a group inside a larger
+# ``grad_group`` sum their pass-2 numbers over ``grad_group``, not over their group, so they
+# count N first, from a read of the whole mask. A tile's 255s are found by the ``max`` its mask
+# check takes anyway, and a tile with some runs its own loss kernels (NOTE [Ignore kernels]), so
+# a mask without 255 costs nothing more and gives the same bits as before: N = H W, no scaling.
+# An image whose every pixel is ignored has N = 0: loss 0 (the BCE of no pixel is taken as 0;
+# Dice is 1 - 1/1) and a zero gradient.
 
 
 # --- the engine --------------------------------------------------------------------------------
@@ -81,7 +95,8 @@ def tiled_backward(
         model: a ``gigaseg.UNet`` (other models are refused; see ``check_local``).
         image: (H, W, 3) uint8 RGB array-like (numpy array, ``np.memmap``, zarr array); read
             tile by tile, never materialized as floats.
-        mask: (H, W) uint8 array-like with values 0 (background) and 1 (tissue).
+        mask: (H, W) uint8 array-like with values 0 (background), 1 (tissue) and 255 (ignore:
+            left out of the loss, as in ``gigaseg.losses``; NOTE [Ignored pixels]).
         loss: ``"bce"``, ``"dice"`` or ``"bce+dice"``.
         memory_budget: bytes or a string such as ``"4GB"``; the planner picks the tile from it.
         tile: core tile size (int or (th, tw)), a multiple of the total stride; overrides the plan.
@@ -118,6 +133,8 @@ def tiled_backward(
         step = _Step(
             model, params, dev, dtype, config.total_stride, n_pixels=height * width,
             use_bce=loss in ("bce", "bce+dice"), use_dice=loss in ("dice", "bce+dice"),
+            # without pass 1, pass 2 counts the valid pixels (NOTE [Ignored pixels])
+            count_valid=loss == "bce" and (ranks is None or not ranks.nested),
             # float32 on the CPU: compiled kernels for the full-resolution layers, forward and backward
             kernels=_Kernels(model, _fast_cpu(model, dtype, dev)),
         )
@@ -137,23 +154,35 @@ def tiled_backward(
             if step.use_dice:
                 inter, p_sum, y_sum = _dice_sums(step, tiles, reader, workers, progress)
                 if ranks is not None:  # the global sums
-                    inter, p_sum, y_sum, step.bce_sum = ranks.exchange(
+                    inter, p_sum, y_sum, step.bce_sum, n_valid = ranks.exchange(
                         "gathering the Dice sums", (height, width, th, tw, loss, str(dtype), shapes),
-                        [inter, p_sum, y_sum, step.bce_sum])
+                        [inter, p_sum, y_sum, step.bce_sum, step.n_valid])
+                    step.n_valid = round(n_valid)
                     ranks.next_is_last = True
                 denom = p_sum + y_sum + DICE_SMOOTH
                 dice_value = 1.0 - (2.0 * inter + DICE_SMOOTH) / denom
                 coef_inter = -2.0 / denom
                 coef_p = (2.0 * inter + DICE_SMOOTH) / denom**2
-            weights = LossWeights(1.0 / step.n_pixels if step.use_bce else 0.0, coef_inter, coef_p)
+            elif not step.count_valid:  # a group inside a larger grad_group (NOTE [Ignored pixels])
+                step.n_valid = _count_valid(mask, height, width)
+            weights = LossWeights(1.0 / step.bce_divisor if step.use_bce else 0.0, coef_inter, coef_p)
             grads = _backward_pass(step, weights, tiles, reader, workers, progress)
     if ranks is not None:  # .grad is untouched until the gradients are summed over every rank
-        (bce_sum,) = ranks.exchange("computing the gradients", (str(dtype), shapes), [step.bce_sum], last=True)
+        bce_sum, n_valid = ranks.exchange("computing the gradients", (str(dtype), shapes),
+                                          [step.bce_sum, step.n_valid], last=True)
         if not step.use_dice:  # else pass 1 had the BCE sum
             step.bce_sum = bce_sum
+        if step.count_valid:  # here grad_group is group
+            step.n_valid = round(n_valid)
+    if step.count_valid and step.n_valid != step.n_pixels:  # the BCE's mean over the valid pixels
+        scale = step.n_pixels / step.n_valid if step.n_valid else 0.0
+        for g in grads:
+            g.mul_(scale)
+    if ranks is not None:
         ranks.sum_grads(grads)
     _accumulate(params, grads)
-    return (step.bce_sum / step.n_pixels if step.use_bce else 0.0) + (dice_value if step.use_dice else 0.0)
+    bce_mean = step.bce_sum / step.n_valid if step.n_valid else 0.0
+    return (bce_mean if step.use_bce else 0.0) + (dice_value if step.use_dice else 0.0)
 
 
 # --- what the passes share -------------------------------------------------------------------
@@ -228,27 +257,51 @@ class _Step:
     use_bce: bool
     use_dice: bool
     kernels: _Kernels
+    count_valid: bool  # pass 2 counts the valid pixels: no pass 1 did (NOTE [Ignored pixels])
     bce_sum: float = 0.0  # BCE summed over the tiles so far: in pass 1 with Dice, else in pass 2
+    n_valid: int = 0  # pixels whose mask is not 255 (IGNORE): in pass 1 with Dice, else as count_valid says
+
+    @property
+    def bce_divisor(self) -> int:
+        """What pass 2 divides each pixel's BCE gradient by: H W while it counts the valid pixels
+        (the gradient is scaled after), else their number N (at least 1: with N = 0 every pixel
+        is ignored and every gradient zero)."""
+        return self.n_pixels if self.count_valid else max(1, self.n_valid)
 
 
 class _Reader:
-    """Reads a tile's crop and mask. In pass 1 a cache (NOTE [Crop cache]) keeps them for pass 2."""
+    """Reads a tile's crop, its mask and the mask's count of 255s (ignored pixels). In pass 1 a
+    cache (NOTE [Crop cache]) keeps them for pass 2."""
 
     def __init__(self, image: ImageLike, mask: ImageLike, cache: _CropCache | None) -> None:
         self.image, self.mask, self.cache = image, mask, cache
+        self.ignored: dict[_Tile, int] = {}  # each cached tile's count of 255s
 
-    def read(self, t: _Tile) -> tuple[np.ndarray, np.ndarray]:
-        return _read_crop(self.image, t), _read_mask(self.mask, t)
+    def read(self, t: _Tile) -> tuple[np.ndarray, np.ndarray, int]:
+        crop = _read_crop(self.image, t)
+        y_np, ignored = _read_mask(self.mask, t)
+        return crop, y_np, ignored
 
-    def read_and_keep(self, t: _Tile) -> tuple[np.ndarray, np.ndarray]:
-        crop, y_np = self.read(t)
+    def read_and_keep(self, t: _Tile) -> tuple[np.ndarray, np.ndarray, int]:
+        crop, y_np, ignored = self.read(t)
         if self.cache is not None:
             self.cache.put(t, (crop, y_np))
-        return crop, y_np
+            self.ignored[t] = ignored
+        return crop, y_np, ignored
 
-    def read_again(self, t: _Tile) -> tuple[np.ndarray, np.ndarray]:
+    def read_again(self, t: _Tile) -> tuple[np.ndarray, np.ndarray, int]:
         kept = self.cache.get(t) if self.cache is not None else None
-        return (kept[0], kept[1]) if kept is not None else self.read(t)
+        return (kept[0], kept[1], self.ignored[t]) if kept is not None else self.read(t)
+
+
+def _count_valid(mask: ImageLike, height: int, width: int) -> int:
+    """The pixels of ``mask`` that are not 255 (IGNORE), its values checked, read by strips."""
+    rows = max(1, (64 << 20) // width)
+    ignored = 0
+    for y0 in range(0, height, rows):
+        strip = np.asarray(mask[y0:min(height, y0 + rows), 0:width])
+        ignored += _check_mask_values(strip, y0, 0)
+    return height * width - ignored
 
 
 # --- pass 1: the Dice sums -------------------------------------------------------------------
@@ -257,37 +310,44 @@ class _Reader:
 def _dice_sums(step: _Step, tiles: Sequence[_Tile], reader: _Reader, workers: int,
                progress: bool) -> tuple[float, float, float]:
     """Pass 1: the global sums I = sum(p*y), P = sum(p), Y = sum(y) of soft Dice (NOTE
-    [Two-pass Dice]), without autograd; adds the BCE of every tile to ``step.bce_sum``."""
+    [Two-pass Dice]) over the valid pixels, without autograd; adds the BCE of every tile to
+    ``step.bce_sum`` and its count of valid pixels to ``step.n_valid`` (NOTE [Ignored pixels])."""
     inter = p_sum = y_sum = 0.0
     with torch.no_grad():
         pass1 = _read_ahead(tiles, reader.read_and_keep, workers)
-        for t, (crop, y_np) in _progress(pass1, len(tiles), progress, "dice sums"):
+        for t, (crop, y_np, ignored) in _progress(pass1, len(tiles), progress, "dice sums"):
             _HEAP(t)
             box = [crop]
             del crop  # the box holds the tile's only reference (NOTE [Kernel fallback])
-            y_sum += float(y_np.sum(dtype=np.int64))
-            sums = _tile_sums(step, t, box, y_np, reader)
+            step.n_valid += y_np.size - ignored
+            y_sum += float(y_np.sum(dtype=np.int64) - IGNORE * ignored)
+            sums = _tile_sums(step, t, box, y_np, ignored > 0, reader)
             inter += sums[0]
             p_sum += sums[1]
             step.bce_sum += sums[2]
     return inter, p_sum, y_sum
 
 
-def _tile_sums(step: _Step, t: _Tile, crop: list[np.ndarray], y_np: np.ndarray,
+def _tile_sums(step: _Step, t: _Tile, crop: list[np.ndarray], y_np: np.ndarray, ignore: bool,
                reader: _Reader) -> tuple[float, float, float]:
     """(sum p y, sum p, the BCE sum or 0 without BCE) over the core of tile ``t``, with p the
-    model's probabilities and ``y_np`` the core's mask; ``crop`` holds the tile's crop."""
+    model's probabilities and ``y_np`` the core's mask, less the pixels where it is 255 when
+    ``ignore`` (it has some); ``crop`` holds the tile's crop."""
     from ._cpu_kernels import core_sums
 
     rows, cols = t.core_in_crop
     sums = step.kernels.run(crop, lambda: reader.read(t)[0],
-                            lambda inp: core_sums(step.model, inp, rows, cols, y_np, step.use_bce))
+                            lambda inp: core_sums(step.model, inp, rows, cols, y_np, step.use_bce, ignore))
     if sums is not None:
         return sums
     logits = _core_logits(step.model, crop.pop(), t.core_in_crop, step.device, step.dtype, False)
     y = torch.from_numpy(y_np).to(step.device, step.dtype)
     p = torch.sigmoid(logits)
-    return _sum64(p * y), _sum64(p), float(_bce_sum(logits, y)) if step.use_bce else 0.0
+    keep = None
+    if ignore:
+        keep = y != IGNORE
+        y, p = torch.where(keep, y, 0.0), torch.where(keep, p, 0.0)
+    return _sum64(p * y), _sum64(p), float(_bce_sum(logits, y, keep)) if step.use_bce else 0.0
 
 
 # --- pass 2: the backward pass ---------------------------------------------------------------
@@ -300,26 +360,29 @@ def _backward_pass(step: _Step, weights: LossWeights, tiles: Sequence[_Tile], re
     (kept apart from ``.grad`` until every tile has succeeded)."""
     grads = [torch.zeros_like(p) for p in step.params]
     pass2 = _read_ahead(tiles, reader.read_again, workers)
-    for t, (crop, y_np) in _progress(pass2, len(tiles), progress, "backward"):
+    for t, (crop, y_np, ignored) in _progress(pass2, len(tiles), progress, "backward"):
         _HEAP(t)
         box = [crop]
         del crop  # the box holds the tile's only reference (NOTE [Kernel fallback])
-        for acc, g in zip(grads, _tile_grads(step, weights, t, box, y_np, reader)):
+        if step.count_valid:
+            step.n_valid += y_np.size - ignored
+        for acc, g in zip(grads, _tile_grads(step, weights, t, box, y_np, ignored > 0, reader)):
             if g is not None:
                 acc += g
     return grads
 
 
 def _tile_grads(step: _Step, weights: LossWeights, t: _Tile, crop: list[np.ndarray], y_np: np.ndarray,
-                reader: _Reader) -> Sequence[torch.Tensor | None]:
+                ignore: bool, reader: _Reader) -> Sequence[torch.Tensor | None]:
     """The gradient of tile ``t``'s share of the loss for each of ``step.params`` (None for one
-    that the model's output does not depend on); ``crop`` holds the tile's crop."""
+    that the model's output does not depend on); ``crop`` holds the tile's crop, and ``ignore``
+    says that ``y_np`` holds 255s."""
     from ._cpu_kernels import backward_core
 
     rows, cols = t.core_in_crop
     done = step.kernels.run(crop, lambda: reader.read_again(t)[0],
                             lambda inp: backward_core(step.model, inp, rows, cols, y_np, weights,
-                                                      bce_sum=step.use_bce and not step.use_dice))
+                                                      bce_sum=step.use_bce and not step.use_dice, ignore=ignore))
     if done is not None:
         tile_grads, tile_bce = done
         step.bce_sum += tile_bce
@@ -327,24 +390,33 @@ def _tile_grads(step: _Step, weights: LossWeights, t: _Tile, crop: list[np.ndarr
     logits = step.model(_as_input(crop.pop(), step.device, step.dtype, step.total_stride))
     # zero on the halo, whose outputs belong to other tiles
     grad_logits = torch.zeros_like(logits)
-    grad_logits[0, 0][t.core_in_crop] = _logits_grad(step, weights, logits.detach()[0, 0][t.core_in_crop], y_np)
+    grad_logits[0, 0][t.core_in_crop] = _logits_grad(step, weights, logits.detach()[0, 0][t.core_in_crop], y_np,
+                                                     ignore)
     return torch.autograd.grad(logits, step.params, grad_logits, allow_unused=True)
 
 
-def _logits_grad(step: _Step, weights: LossWeights, z: torch.Tensor, y_np: np.ndarray) -> torch.Tensor:
+def _logits_grad(step: _Step, weights: LossWeights, z: torch.Tensor, y_np: np.ndarray,
+                 ignore: bool) -> torch.Tensor:
     """dLoss/dlogits over a tile's core: (p - y) / N for the mean BCE, (A y + B) p (1 - p) for
-    Dice (NOTE [Two-pass Dice]; A and B are ``weights.inter`` and ``weights.p_coef``). Adds the
-    core's BCE to ``step.bce_sum`` when there is no first pass to do it."""
+    Dice (NOTE [Two-pass Dice]; A and B are ``weights.inter`` and ``weights.p_coef``), 0 where
+    ``y_np`` is 255 when ``ignore`` (NOTE [Ignored pixels]). Adds the core's BCE to
+    ``step.bce_sum`` when there is no first pass to do it."""
     with torch.no_grad():
         y = torch.from_numpy(y_np).to(z.device, z.dtype)
+        keep = None
+        if ignore:
+            keep = y != IGNORE
+            y = torch.where(keep, y, 0.0)
         if step.use_bce and not step.use_dice:
-            step.bce_sum += float(_bce_sum(z, y))
+            step.bce_sum += float(_bce_sum(z, y, keep))
         p = torch.sigmoid(z)
         g = torch.zeros_like(z)
         if step.use_bce:
-            g.copy_(p).sub_(y).div_(step.n_pixels)
+            g.copy_(p).sub_(y).div_(step.bce_divisor)
         if step.use_dice:
             g.add_((weights.inter * y + weights.p_coef) * p * (1 - p))
+        if keep is not None:
+            g.masked_fill_(~keep, 0.0)
         return g
 
 
@@ -363,5 +435,9 @@ def _sum64(t: torch.Tensor) -> float:
     return float(t.sum() if t.device.type == "mps" else t.sum(dtype=torch.float64))
 
 
-def _bce_sum(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
+def _bce_sum(logits: torch.Tensor, y: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """The BCE of ``logits`` against ``y`` summed over the pixels where ``keep`` (all without it)."""
+    if keep is None:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="sum")
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    return torch.where(keep, bce, 0.0).sum()

@@ -11,6 +11,7 @@ import torch
 from numpy.typing import ArrayLike
 
 from ..errors import InputError
+from ..losses import IGNORE
 from ..model import UNetConfig
 from .arrays import ImageLike
 
@@ -72,17 +73,24 @@ def _check_mask(mask: object, height: int, width: int) -> None:
             f"mask shape {tuple(shape)} does not match the image's (H, W) = ({height}, {width})"
         )
     if np.dtype(dtype) != np.uint8:
-        raise InputError(f"mask must be uint8 with values 0 and 1, got dtype {np.dtype(dtype)}")
+        raise InputError(f"mask must be uint8 with values 0, 1 and 255 (ignore), got dtype {np.dtype(dtype)}")
 
 
-def _check_mask_values(mask_tile: np.ndarray, y0: int, x0: int) -> None:
-    if mask_tile.size and mask_tile.max() > 1:
-        bad = np.argwhere(mask_tile > 1)[0]
+def _check_mask_values(mask_tile: np.ndarray, y0: int, x0: int) -> int:
+    """Refuse a mask tile holding values other than 0, 1 and 255 (ignore); return how many of
+    its pixels are 255. A tile of 0/1 costs one ``max``, as before ignore labels existed."""
+    if not mask_tile.size or mask_tile.max() <= 1:
+        return 0
+    ignored = mask_tile == IGNORE
+    bad = (mask_tile > 1) & ~ignored
+    if bad.any():
+        y, x = np.argwhere(bad)[0]
         raise InputError(
-            f"mask value {int(mask_tile[bad[0], bad[1]])} at (x={x0 + bad[1]}, y={y0 + bad[0]}) is not "
-            "0 or 1; training masks hold 0 (background) and 1 (tissue) - map 255 to 1, or crop out "
-            "ignore (255) pixels"
+            f"mask value {int(mask_tile[y, x])} at (x={x0 + int(x)}, y={y0 + int(y)}) is not 0, 1 or 255; "
+            "training masks hold 0 (background), 1 (tissue) and 255 (ignore: left out of the loss) - "
+            "map the other values to one of these"
         )
+    return int(np.count_nonzero(ignored))
 
 
 # --- tiles -----------------------------------------------------------------------------------
@@ -156,10 +164,10 @@ def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1) -> torch
     return x
 
 
-def _read_mask(mask: ImageLike, t: _Tile) -> np.ndarray:
+def _read_mask(mask: ImageLike, t: _Tile) -> tuple[np.ndarray, int]:
+    """The mask over tile ``t``'s core, checked, and how many of its pixels are 255 (ignore)."""
     m = _owned(mask[t.y0:t.y1, t.x0:t.x1])
-    _check_mask_values(m, t.y0, t.x0)
-    return m
+    return m, _check_mask_values(m, t.y0, t.x0)
 
 
 def model_input(image: ArrayLike, *, device: str | torch.device = "cpu",
