@@ -287,7 +287,7 @@ def prepare_region(
         slide_mpp: the slide's level-0 mpp when the file does not say it.
         mask_classes: GeoJSON classification names to use (None: all).
         ignore: what 255 ("ignore") in a 0/1/255 mask image becomes: "keep" (255),
-            "background" (0) or "tissue" (1). The training engine accepts only 0/1.
+            "background" (0) or "tissue" (1). Training leaves 255 out of the loss.
         strip_rows: rows per strip (default: from a ~96 MB budget).
         progress: show a tqdm bar (on a terminal).
         strict: a warning about the data fails the region (nothing of it is kept) instead of

@@ -68,7 +68,8 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--mask-class", action="append", default=None, metavar="NAME",
                    help="GeoJSON: use only features of this QuPath classification (repeatable; default: all)")
     p.add_argument("--ignore", default=DEFAULT_IGNORE, choices=IGNORE_MODES,
-                   help="mask images with 0/1/255: what 255 (ignore) becomes; training accepts only 0/1")
+                   help="mask images with 0/1/255: what 255 (ignore) becomes; keep: 255 stays, and training "
+                        "leaves those pixels out of the loss")
     p.add_argument("--synthetic", type=number("count"), default=None, metavar="N",
                    help="make N synthetic regions instead of slides")
     p.add_argument("--seed", type=number("seed"), default=DEFAULT_SEED, help="--synthetic: seed of the first region")
