@@ -195,6 +195,23 @@ def test_split_by_cost_balances_and_is_deterministic():
         split_by_cost([1], 0)
 
 
+def test_the_plan_balances_the_ranks_shares():
+    """NOTE [Balanced tiles]: on 2 ranks a 64 MP step's tiles split evenly (3 tiles would not)."""
+    from gigaseg.engine import plan
+    from gigaseg.engine.tiles import _tile_list
+
+    def largest_share(tile: tuple[int, int], ranks: int) -> float:
+        tiles = _tile_list(4000, 16000, *tile, preset("paper"))
+        costs = [(t.cy1 - t.cy0) * (t.cx1 - t.cx0) for t in tiles]
+        return max(sum(costs[i] for i in part) for part in split_by_cost(costs, ranks)) / (4000 * 16000 / ranks)
+
+    one = plan(preset("paper"), 4000, 16000, device="cpu")
+    assert plan(preset("paper"), 4000, 16000, device="cpu", ranks=1) == one
+    two = plan(preset("paper"), 4000, 16000, device="cpu", ranks=2)
+    assert largest_share(one.tile, 2) > 1.2 and largest_share(two.tile, 2) < 1.1
+    assert two.predicted_peak_bytes <= two.memory_budget
+
+
 def test_group_needs_an_initialized_process_group():
     from gigaseg import ConfigError
 

@@ -124,7 +124,8 @@ def tiled_backward(
         raise ConfigError("`grad_group` sums the gradients of several `group`s; give `group` too")
     with _joined(ranks):  # with ranks, an error here is reported in exchange 1 (NOTE [Distributed step])
         check_loss_name(loss)
-        config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "train")
+        config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "train",
+                                                             ranks.size if ranks is not None else 1)
         workers = _check_read_workers(read_workers, dev)
         _check_mask(mask, height, width)
         params = [p for p in model.parameters() if p.requires_grad]

@@ -244,6 +244,7 @@ def plan(
     mode: str = "train",
     dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
+    ranks: int = 1,
 ) -> Plan:
     """Choose a tile whose predicted peak memory fits ``memory_budget``: the largest one for
     prediction; for training, of the tiles that fit (for each tile height, the widest), the one
@@ -258,6 +259,9 @@ def plan(
         device: where the model runs; for CUDA training the crop is also kept under
             ``CUDA_MAX_TRAIN_CROP_PIXELS`` (NOTE [CUDA crop cap]); CPU training with the
             compiled kernels needs less memory (NOTE [Kernel memory]). ``None``: assume neither.
+        ranks: processes that share the tiles of a training step (``tiled_backward``'s
+            ``group``): the tile then makes the largest rank's share of crop pixels the
+            smallest, rather than the total (NOTE [Balanced tiles]).
 
     Raises:
         PlanError: when even the smallest tile does not fit; names the smallest budget that would.
@@ -308,20 +312,21 @@ def plan(
             hi = mid - 1
     th, tw = shape_for(lo * s)
     if mode == "train":
-        th, tw = _least_recompute(height, width, s, lead, trail, fits, (th, tw))
+        th, tw = _least_recompute(height, width, s, lead, trail, fits, (th, tw), max(int(ranks), 1))
     return _make_plan(config, height, width, (th, tw), budget, mode, itemsize, cap, kernels)
 
 
 def _least_recompute(height: int, width: int, s: int, lead: int, trail: int, fits: Callable[[int, int], bool],
-                     square: tuple[int, int]) -> tuple[int, int]:
+                     square: tuple[int, int], ranks: int = 1) -> tuple[int, int]:
     """Of the tiles that fit (for each height, the widest), the one whose crops have the least
     total area: a training step's time follows it (halo pixels are computed again for every
     tile), and a tile that divides the image evenly can beat a larger one. Ties go to the
-    larger tile; ``square`` (the largest square-ish tile that fits) is a candidate too."""
+    larger tile; ``square`` (the largest square-ish tile that fits) is a candidate too. With
+    ``ranks`` > 1, the one whose largest share is the smallest (NOTE [Balanced tiles])."""
     def area(shape: tuple[int, int]) -> int:
         return _crop_pixels(height, shape[0], lead, trail) * _crop_pixels(width, shape[1], lead, trail)
 
-    best, best_area = square, area(square)
+    candidates = [square]
     for th in range(s, _round_up(height, s) + 1, s):
         if not fits(th, s):
             break
@@ -329,11 +334,50 @@ def _least_recompute(height: int, width: int, s: int, lead: int, trail: int, fit
         while lo < hi:  # widest tile of this height that fits
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if fits(th, mid * s) else (lo, mid - 1)
-        shape = (th, lo * s)
+        candidates.append((th, lo * s))
+    if ranks > 1:
+        return _balanced(height, width, lead, trail, candidates, ranks)
+    best, best_area = square, area(square)
+    for shape in candidates[1:]:
         a = area(shape)
         if a < best_area or (a == best_area and shape[0] * shape[1] > best[0] * best[1]):
             best, best_area = shape, a
     return best
+
+
+# NOTE [Balanced tiles]
+# When ``ranks`` processes share a step's tiles (split by cost, NOTE [Distributed step]), the step
+# takes as long as the largest share, not the total over ranks: 3 tiles of 64 MP on 2 ranks give
+# one rank two thirds of the work. Of the same candidates (for each tile height, the widest that
+# fits the budget), the plan then takes the one whose largest share of crop pixels, under the
+# same greedy split as the engine's, is the smallest; ties go to the least total, then to the
+# larger tile. Candidates are tried in the order of a lower bound (the larger of total / ranks
+# and the largest crop) and the search stops when the bound reaches the best share found.
+def _balanced(height: int, width: int, lead: int, trail: int, candidates: list[tuple[int, int]],
+              ranks: int) -> tuple[int, int]:
+    from .distributed import split_by_cost
+
+    def sides(n: int, t: int) -> np.ndarray:
+        t0 = np.arange(0, n, t)
+        out: np.ndarray = np.minimum(n, np.minimum(t0 + t, n) + trail) - np.maximum(0, t0 - lead)
+        return out
+
+    scored = []
+    for shape in candidates:
+        costs = np.outer(sides(height, shape[0]), sides(width, shape[1])).ravel()
+        total = int(costs.sum())
+        scored.append((max(-(-total // ranks), int(costs.max())), total, -shape[0] * shape[1], shape, costs))
+    scored.sort(key=lambda c: c[:3])
+    best: tuple[int, int, int, tuple[int, int]] | None = None
+    for bound, total, neg_size, shape, costs in scored:
+        if best is not None and bound > best[0]:
+            break
+        share = max(int(costs[part].sum()) for part in split_by_cost(costs.tolist(), ranks) if part)
+        key = (share, total, neg_size, shape)
+        if best is None or key[:3] < best[:3]:
+            best = key
+    assert best is not None
+    return best[3]
 
 
 def _make_plan(config: UNetConfig, height: int, width: int, tile: tuple[int, int], budget: int, mode: str,
@@ -375,7 +419,7 @@ def check_tile(tile: int | Sequence[int], config: UNetConfig) -> tuple[int, int]
 
 def _prepare(
     model: nn.Module, image: ImageLike, tile: int | Sequence[int] | None, memory_budget: int | str | None,
-    device: str | torch.device | None, mode: str,
+    device: str | torch.device | None, mode: str, ranks: int = 1,
 ) -> tuple[UNetConfig, int, int, torch.device, torch.dtype, int, int]:
     """What a call of the engine starts with: checks ``model`` and ``image``, moves the model
     to ``device``, and returns the model's config, the image's height and width, the device,
@@ -390,7 +434,8 @@ def _prepare(
         params = list(model.parameters())
     dtype = params[0].dtype if params else torch.float32
     if tile is None:
-        th, tw = plan(config, height, width, memory_budget=memory_budget, mode=mode, dtype=dtype, device=dev).tile
+        th, tw = plan(config, height, width, memory_budget=memory_budget, mode=mode, dtype=dtype, device=dev,
+                      ranks=ranks).tile
     else:
         th, tw = check_tile(tile, config)
     return config, height, width, dev, dtype, th, tw

@@ -42,8 +42,9 @@ _T = TypeVar("_T")
 #
 # So every watched collective is done in two parts. First each rank says in the process group's
 # store that it has arrived (``store.add`` on a counter of that collective), then waits in Python
-# until all have: it polls the counter (sleeps from 0.5 ms up to a few ms, longer for many ranks)
-# and, every ``interval`` (timeout / 8) seconds, the ranks' beats and the fault key. Only then
+# until all have: it polls the counter (sleeps doubling from 0.1 ms to 0.5 ms, or 0.1 ms per rank
+# for more than 5 ranks, so that the store answers at most ~10,000 polls a second) and, every
+# ``interval`` (timeout / 8) seconds, the ranks' beats and the fault key. Only then
 # does the gloo (or NCCL) operation run, with every rank at hand, so it takes milliseconds; the
 # process group's own timeout (``timeout`` too) only guards that short operation. A rank may wait
 # at the arrival for as long as the others are working: a slow share of the tiles or of
@@ -131,9 +132,13 @@ class RankWatch:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lost: BaseException | None = None
-        #: seconds spent waiting for the others at arrivals (load imbalance), and in the operations
+        #: seconds spent waiting for the others at arrivals (load imbalance, and the store's round
+        #: trips), and in the operations themselves; bytes all-reduced or broadcast (benchmarks)
         self.wait_s = 0.0
         self.op_s = 0.0
+        self.bytes = 0
+        #: when a list, each watched collective appends (what, wait seconds, operation seconds, bytes)
+        self.trace: list[tuple[str, float, float, int]] | None = None
 
     # --- start and end -------------------------------------------------------------------------
 
@@ -303,7 +308,7 @@ class RankWatch:
             self.wait_s += time.perf_counter() - t0
             return
         ranks = dist.get_process_group_ranks(g)
-        delay, cap = 0.0005, max(0.005, 0.0005 * size)
+        delay, cap = 0.0001, max(0.0005, 0.0001 * size)  # at most ~10,000 polls a second in all
         next_check = time.monotonic() + self.interval
         while True:
             time.sleep(delay)
@@ -315,10 +320,11 @@ class RankWatch:
                 next_check = time.monotonic() + self.interval
         self.wait_s += time.perf_counter() - t0
 
-    def run(self, op: Callable[[], _T], group: ProcessGroup | None, what: str) -> _T:
-        """``op`` (a collective over ``group``) once every rank of it has arrived."""
+    def run(self, op: Callable[[], _T], group: ProcessGroup | None, what: str, nbytes: int = 0) -> _T:
+        """``op`` (a collective over ``group`` of ``nbytes``) once every rank of it has arrived."""
         import torch.distributed as dist
 
+        waited = self.wait_s
         self.arrive(group, what)
         t0 = time.perf_counter()
         try:
@@ -329,7 +335,11 @@ class RankWatch:
             raise self._cause(dist.get_process_group_ranks(group if group is not None else dist.group.WORLD),
                               what, exc) from exc
         finally:
-            self.op_s += time.perf_counter() - t0
+            seconds = time.perf_counter() - t0
+            self.op_s += seconds
+            self.bytes += nbytes
+            if self.trace is not None:
+                self.trace.append((what, self.wait_s - waited, seconds, nbytes))
 
     def _cause(self, ranks: Sequence[int], what: str, exc: RuntimeError) -> DistributedError:
         """The fault behind a failed operation, from the beats (waiting up to ``timeout``)."""
@@ -383,7 +393,7 @@ def all_reduce(tensor: torch.Tensor, group: ProcessGroup | None = None, *, what:
     if _ACTIVE is None:
         op()
     else:
-        _ACTIVE.run(op, group, what)
+        _ACTIVE.run(op, group, what, tensor.numel() * tensor.element_size())
 
 
 def broadcast(tensor: torch.Tensor, src: int, group: ProcessGroup | None = None, *,
@@ -397,7 +407,7 @@ def broadcast(tensor: torch.Tensor, src: int, group: ProcessGroup | None = None,
     if _ACTIVE is None:
         op()
     else:
-        _ACTIVE.run(op, group, what)
+        _ACTIVE.run(op, group, what, tensor.numel() * tensor.element_size())
 
 
 def barrier(group: ProcessGroup | None = None, *, what: str = "waiting for the other ranks") -> None:
