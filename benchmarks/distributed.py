@@ -24,6 +24,7 @@ against ideal scaling; and the same on H100 GPUs from ``benchmarks/gpu/h100_gpu_
     .venv/bin/python benchmarks/distributed.py                 # 64 and 256 MP, ~15 min on 2 quiet cores
     .venv/bin/python benchmarks/distributed.py --sizes small   # 1 and 4 MP: checks the script, not figures
     .venv/bin/python benchmarks/distributed.py --model-only benchmarks/distributed/run.json
+    .venv/bin/python benchmarks/distributed.py --geometry      # tiles and shares alone, no timing
 
 Writes ``run.json`` (every measurement), ``model.json`` and ``tables.md`` to ``--out``
 (default ``benchmarks/distributed/``; ``--sizes small`` writes to ``benchmarks/distributed/small/``).
@@ -385,6 +386,25 @@ def _gpu_model(args: argparse.Namespace, n_coll: int, grad_bytes: int) -> dict[s
             "rows": rows}
 
 
+def geometry() -> str:
+    """The planner's tiles for a 1.024 GP step on N ranks and their split, without any timing:
+    tiles, the largest share's crop pixels against pixels / N (halo recomputed, imbalance)."""
+    from gigaseg.engine import split_by_cost
+
+    lines = ["| ranks | device, budget | tile | tiles | crop pixels / pixels | largest share / (pixels / N) |",
+             "|---|---|---|---|---|---|"]
+    pixels = GP[0] * GP[1]
+    for device, budget, label in (("cpu", None, "CPU, 1 GiB (default)"), ("cpu", "4GiB", "CPU, 4 GiB"),
+                                  ("cuda", "4GB", "CUDA, 4 GB")):
+        for ranks in (1, 2, 4, 8, 16, 32, 64, 128):
+            tile = _planned(budget, device, ranks)
+            costs = _tiles_of(tile)
+            largest = max(sum(costs[i] for i in part) for part in split_by_cost(costs, ranks))
+            lines.append(f"| {ranks} | {label} | {tile[0]} x {tile[1]} | {len(costs)} | {sum(costs) / pixels:.3f} | "
+                         f"{largest / (pixels / ranks):.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 # --- tables ------------------------------------------------------------------------------------------
 
 
@@ -447,6 +467,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="folder for run.json, model.json, tables.md")
     parser.add_argument("--scratch", default=None, help="folder for the synthetic regions (default: the temp dir)")
     parser.add_argument("--model-only", default=None, metavar="RUN_JSON", help="rebuild the model from a run.json")
+    parser.add_argument("--geometry", action="store_true",
+                        help="print the planner's tiles and shares of a 1.024 GP step on 1-128 ranks (no timing)")
     parser.add_argument("--cores-per-node", type=int, default=2, help="one-thread ranks per CPU node in the model")
     parser.add_argument("--net-latency-us", type=float, default=50.0, help="assumed network latency between nodes")
     parser.add_argument("--net-gbps", type=float, default=10.0, help="assumed network bandwidth between nodes")
@@ -460,6 +482,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.geometry:
+        print(geometry(), end="")
         return
     out = Path(args.out) if args.out else HERE / "distributed" / ("small" if args.sizes == "small" else "")
     out.mkdir(parents=True, exist_ok=True)

@@ -335,6 +335,12 @@ def _least_recompute(height: int, width: int, s: int, lead: int, trail: int, fit
             mid = (lo + hi + 1) // 2
             lo, hi = (mid, hi) if fits(th, mid * s) else (lo, mid - 1)
         candidates.append((th, lo * s))
+        if ranks > 1:  # narrower tiles too, whose count is a small multiple of the ranks
+            rows = -(-height // th)
+            for k in range(1, 5):
+                tw = _round_up(-(-width // -(-k * ranks // rows)), s)
+                if tw < lo * s:
+                    candidates.append((th, tw))
     if ranks > 1:
         return _balanced(height, width, lead, trail, candidates, ranks)
     best, best_area = square, area(square)
@@ -347,12 +353,13 @@ def _least_recompute(height: int, width: int, s: int, lead: int, trail: int, fit
 
 # NOTE [Balanced tiles]
 # When ``ranks`` processes share a step's tiles (split by cost, NOTE [Distributed step]), the step
-# takes as long as the largest share, not the total over ranks: 3 tiles of 64 MP on 2 ranks give
-# one rank two thirds of the work. Of the same candidates (for each tile height, the widest that
-# fits the budget), the plan then takes the one whose largest share of crop pixels, under the
-# same greedy split as the engine's, is the smallest; ties go to the least total, then to the
-# larger tile. Candidates are tried in the order of a lower bound (the larger of total / ranks
-# and the largest crop) and the search stops when the bound reaches the best share found.
+# takes as long as the largest share, not the total over ranks: the 3 tiles of a 64 MP step give
+# one of 2 ranks 62% of the crop pixels. Of the candidates (for each tile height, the widest that
+# fits the budget, and the narrower ones that make the tile count 1-4 times the ranks), the plan
+# then takes the one whose largest share of crop pixels, under the same greedy split as the
+# engine's, is the smallest; ties go to the least total, then to the larger tile. Candidates are
+# tried in the order of a lower bound (the larger of total / ranks and the largest crop) and the
+# search stops when the bound passes the best share found.
 def _balanced(height: int, width: int, lead: int, trail: int, candidates: list[tuple[int, int]],
               ranks: int) -> tuple[int, int]:
     from .distributed import split_by_cost
