@@ -196,6 +196,8 @@ class UNet(nn.Module):
             raise ValueError(
                 f"UNet expects an (N, {cfg.in_channels}, H, W) tensor, got shape {tuple(x.shape)}"
             )
+        if cfg.normalizes:  # before the padding: zeros are the normalized image's
+            x = (x - cfg.input_shift) * cfg.input_scale
         h, w = x.shape[-2:]
         s = cfg.total_stride
         pad_h, pad_w = (-h) % s, (-w) % s

@@ -368,6 +368,11 @@ class UNetConfig:
             full-resolution output convolution (length ``depth``).
         activation: one of ``ACTIVATIONS``.
         in_channels: input channels (3 for RGB).
+        input_shift, input_scale: the model's own input normalization: it computes
+            ``(x - input_shift) * input_scale`` of its input ``x`` (RGB / 255) before its first
+            layer, and its zero padding then applies to the normalized image. The defaults (0, 1)
+            leave the input as it is (the ``paper`` preset). Centring the input on glass (e.g. 0.8
+            and 4) makes many stains and backgrounds far easier to learn (docs/model-card.md).
     """
 
     depth: int = 3
@@ -377,6 +382,8 @@ class UNetConfig:
     decoder_kernels: tuple[int, ...] = (3, 3, 3)
     activation: str = "leaky_relu"
     in_channels: int = 3
+    input_shift: float = 0.0
+    input_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("channels", "strides", "encoder_kernels", "decoder_kernels"):
@@ -408,6 +415,17 @@ class UNetConfig:
             )
         if self.in_channels < 1:
             raise ConfigError(f"UNetConfig.in_channels must be >= 1, got {self.in_channels}")
+        for name in ("input_shift", "input_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ConfigError(f"UNetConfig.{name} must be a finite number, got {v!r}")
+        if self.input_scale <= 0:
+            raise ConfigError(f"UNetConfig.input_scale must be > 0, got {self.input_scale}")
+
+    @property
+    def normalizes(self) -> bool:
+        """Whether the model changes its input before the first layer (``input_shift``/``input_scale``)."""
+        return self.input_shift != 0 or self.input_scale != 1
 
     # --- geometry -----------------------------------------------------------------------
     @property

@@ -64,7 +64,7 @@ _BROKEN: list[str] = []  # set when numba failed to compile the kernels in this 
 
 def eligible(model: nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
     """True when the kernels can run ``model``: a float32 UNet on the CPU, first stride > 1,
-    ReLU or leaky ReLU, numba importable."""
+    ReLU or leaky ReLU, no input normalization, numba importable."""
     cfg = getattr(model, "config", None)
     return cfg is not None and eligible_config(cfg, dtype, device)
 
@@ -73,7 +73,7 @@ def eligible_config(config: UNetConfig, dtype: torch.dtype, device: torch.device
     """``eligible`` for a model of this ``UNetConfig`` (the planner asks before any model exists)."""
     if numba is None or _BROKEN or _view_kernels.switched_off():
         return False
-    return (device.type == "cpu" and dtype == torch.float32
+    return (device.type == "cpu" and dtype == torch.float32 and not config.normalizes
             and config.strides[0] > 1 and config.activation in ("relu", "leaky_relu"))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import torch
@@ -34,11 +34,12 @@ from .reading import (
     _progress,
     _read_ahead,
 )
-from .tiles import _as_input, _check_mask, _check_mask_values, _read_crop, _read_mask, _Tile, _tile_list
+from .tiles import _as_input, _check_mask, _check_mask_values, _read_crop, _read_mask, _Tile, _tile_list, input_multiple
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
+    from ..model import UNetConfig
     from ._cpu_kernels import LossWeights, TileInput
 
 _R = TypeVar("_R")
@@ -388,7 +389,8 @@ def _tile_grads(step: _Step, weights: LossWeights, t: _Tile, crop: list[np.ndarr
         tile_grads, tile_bce = done
         step.bce_sum += tile_bce
         return [tile_grads[p] for p in step.params]
-    logits = step.model(_as_input(crop.pop(), step.device, step.dtype, step.total_stride))
+    multiple = input_multiple(cast("UNetConfig", step.model.config))
+    logits = step.model(_as_input(crop.pop(), step.device, step.dtype, multiple))
     # zero on the halo, whose outputs belong to other tiles
     grad_logits = torch.zeros_like(logits)
     grad_logits[0, 0][t.core_in_crop] = _logits_grad(step, weights, logits.detach()[0, 0][t.core_in_crop], y_np,

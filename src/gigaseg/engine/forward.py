@@ -15,7 +15,7 @@ from ..errors import ConfigError, InputError
 from .arrays import ImageLike, OutSink
 from .planner import _prepare
 from .reading import _HEAP, _check_read_workers, _progress, _read_ahead
-from .tiles import _as_input, _read_crop, _Tile, _tile_list, _tiles
+from .tiles import _as_input, _read_crop, _Tile, _tile_list, _tiles, input_multiple
 
 if TYPE_CHECKING:
     from ..model import UNetConfig
@@ -38,8 +38,8 @@ def _core_logits(model: nn.Module, crop: np.ndarray, core: tuple[slice, slice], 
         z = predict_core(model, crop, *core)
         if z is not None:
             return z
-    stride = cast("UNetConfig", model.config).total_stride  # a gigaseg UNet (check_local said so)
-    logits: torch.Tensor = model(_as_input(crop, device, dtype, stride))
+    multiple = input_multiple(cast("UNetConfig", model.config))  # a gigaseg UNet (check_local said so)
+    logits: torch.Tensor = model(_as_input(crop, device, dtype, multiple))
     return logits[0, 0][core]
 
 

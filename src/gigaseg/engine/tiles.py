@@ -133,6 +133,12 @@ def _read_crop(image: ImageLike, t: _Tile) -> np.ndarray:
     return _owned(image[t.cy0:t.cy1, t.cx0:t.cx1])
 
 
+def input_multiple(config: UNetConfig) -> int:
+    """What the engine pads a crop's input to: the model's total stride (saving the model its own
+    padding), or 1 for a model that normalizes its input, which must pad after normalizing."""
+    return 1 if config.normalizes else config.total_stride
+
+
 def _as_input(crop: np.ndarray, device: torch.device, dtype: torch.dtype, multiple: int) -> torch.Tensor:
     return _to_input(torch.from_numpy(crop).to(device), dtype, multiple)
 
