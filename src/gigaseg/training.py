@@ -518,6 +518,10 @@ def _sigterm_as_interrupt():
         yield
 
 
+def _ignore_signal(*_: Any) -> None:
+    """A stop signal that comes while the last step is being saved: the process is stopping already."""
+
+
 @contextmanager
 def _deferred_interrupt():
     """Hold a Ctrl-C or SIGTERM until the block is done, then raise KeyboardInterrupt."""
@@ -1010,12 +1014,14 @@ def _train(config: TrainConfig, ranks: Any) -> dict[str, Any]:
                         last_plot = time.perf_counter()
         except KeyboardInterrupt:
             bar.close()
-            _stop(run)
+            with _signals(_ignore_signal):  # a second Ctrl-C, or torchrun's SIGTERM, waits for the save
+                _stop(run)
             raise
         except DistributedError:  # another rank failed, stopped or was interrupted: keep what this one has
             bar.close()
             try:
-                _stop(run, "stopped because another rank did (see below)")
+                with _signals(_ignore_signal):  # torchrun stops the others when one fails: not mid-save
+                    _stop(run, "stopped because another rank did (see below)")
             except Exception as exc:  # noqa: BLE001 - the first error is the one to raise
                 print(f"gigaseg train: could not save the last step: {exc}", file=sys.stderr)
             raise

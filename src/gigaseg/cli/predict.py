@@ -235,8 +235,8 @@ def _run_predict(args) -> int:
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,
         read_workers=args.read_workers, strict=args.strict,
     )
-    if not reports_here():  # under torchrun rank 0 writes the run's configuration and the report
-        return 1 if failures else 0
+    if not reports_here():  # under torchrun rank 0 writes the run's configuration and the report, and its
+        return 0            # status is the run's (another rank's status 1 would make torchrun stop rank 0)
     write_json_atomic(run_config_path(out, "predict"), _config(args, "predict", {
         "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
     return _report(summaries, failures, "predict")
