@@ -1,0 +1,44 @@
+"""Make the built-in tissue model from a study run: src/gigaseg/weights/tissue.npz.
+
+    python scripts/tissue_model/ship.py runs/tissue-model/deep-4
+
+Writes the run's checkpoint as a weights file (``gigaseg.checkpoint.save_weights``: float16
+arrays and JSON, read without pickle) with its provenance in ``info``: the run, its step, its
+training options and the commit of the code that trained it. docs/model-card.md describes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[2] / "src" / "gigaseg" / "weights" / "tissue.npz"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", help="a study run folder (checkpoint.pt, config.json)")
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args(argv)
+
+    from gigaseg.checkpoint import load_checkpoint, load_model, save_weights
+
+    run = Path(args.run)
+    model, mpp = load_model(run / "checkpoint.pt")
+    payload = load_checkpoint(run / "checkpoint.pt")
+    config = json.loads((run / "config.json").read_text())
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    info = {"name": "gigaseg tissue model", "run": run.name, "step": payload.get("step"),
+            "train_config": payload.get("train_config"), "result": config.get("result"),
+            "shipped_from_commit": commit, "card": "docs/model-card.md"}
+    save_weights(args.out, model, mpp=mpp, info=info)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size:,} B; step {info['step']}, {mpp} um/px)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
