@@ -212,6 +212,20 @@ def test_the_plan_balances_the_ranks_shares():
     assert two.predicted_peak_bytes <= two.memory_budget
 
 
+def test_the_timeout_is_checked(monkeypatch):
+    from gigaseg import ConfigError
+    from gigaseg.engine.watch import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, fault_timeout
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert fault_timeout() == DEFAULT_TIMEOUT_S == 120
+    monkeypatch.setenv(TIMEOUT_ENV, "2.5")
+    assert fault_timeout() == 2.5
+    for bad in ("0", "-1", "soon", "nan"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(ConfigError, match=f"{TIMEOUT_ENV}='{bad}' must be a number of seconds > 0"):
+            fault_timeout()
+
+
 def test_group_needs_an_initialized_process_group():
     from gigaseg import ConfigError
 

@@ -17,8 +17,10 @@ Typical use (one training step on a 16000 x 64000 region stored on disk)::
 
 Modules: ``planner`` (tile sizes, locality, devices), ``tiles`` (tile geometry and input
 checks), ``reading`` (read-ahead, the crop cache, heap reuse), ``forward``, ``backward``,
-``arrays`` (``ImageLike`` and ``OutSink``, the types of what the engine reads and writes), and
-``_cpu_kernels`` (compiled CPU kernels for the full-resolution layers).
+``arrays`` (``ImageLike`` and ``OutSink``, the types of what the engine reads and writes),
+``distributed`` (a step's tiles shared between ranks), ``watch`` (collectives that name a rank
+that died or hangs: NOTE [Rank faults]) and ``_cpu_kernels`` (compiled CPU kernels for the
+full-resolution layers).
 """
 
 from __future__ import annotations
