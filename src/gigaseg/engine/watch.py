@@ -89,6 +89,16 @@ def _device(group: ProcessGroup | None) -> torch.device:
     return torch.device("cpu")
 
 
+def _pid_space() -> str:
+    """This machine's boot and this process's pid namespace (Linux), or "" where unknown: two
+    processes whose pids can be looked up in each other's /proc have the same one."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{socket.gethostname()}:{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
 def _store_of_world() -> Any:
     import torch.distributed as dist
 
@@ -128,7 +138,7 @@ class RankWatch:
         self._prefix = ""
         self._seq: dict[str, int] = {}
         self._seen: dict[int, tuple[bytes, float]] = {}
-        self._who: dict[int, tuple[int, str]] = {}
+        self._who: dict[int, tuple[int, str, str]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lost: BaseException | None = None
@@ -153,7 +163,7 @@ class RankWatch:
         token = token.to(_device(None))
         dist.broadcast(token, src=0)
         self._prefix = f"gigaseg/{int(token.item()):x}/"
-        self.store.set(self._key(f"who/{self.rank}"), f"{os.getpid()}@{socket.gethostname()}")
+        self.store.set(self._key(f"who/{self.rank}"), f"{os.getpid()}@{socket.gethostname()}@{_pid_space()}")
         self.store.add(self._key(f"beat/{self.rank}"), 1)
         dist.barrier()  # every rank's keys exist before anyone reads them
         self._thread = threading.Thread(target=self._beat, name="gigaseg-rank-beat", daemon=True)
@@ -168,7 +178,7 @@ class RankWatch:
             _ACTIVE = None
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=max(1.0, 2 * self.interval))
+            self._thread.join(timeout=1.0)  # a daemon: one stuck in a store call does not hold the exit
 
     def _beat(self) -> None:
         key = self._key(f"beat/{self.rank}")
@@ -248,23 +258,24 @@ class RankWatch:
             f"while {what} ({type(exc).__name__}: {exc}): {keeper} is gone or cut off; rank {self.rank} stops too",
             rank=None if agent else 0)
 
-    def _where(self, rank: int) -> tuple[int, str]:
-        """(pid, host) of ``rank``'s process; (0, "?") if unknown."""
+    def _where(self, rank: int) -> tuple[int, str, str]:
+        """(pid, host, process-id space) of ``rank``'s process; (0, "?", "") if unknown."""
         if rank not in self._who:
             try:
-                pid, _, host = self.store.get(self._key(f"who/{rank}")).decode(errors="replace").partition("@")
-                self._who[rank] = (int(pid), host)
+                pid, host, space = self.store.get(self._key(f"who/{rank}")).decode(errors="replace").split("@", 2)
+                self._who[rank] = (int(pid), host, space)
             except (RuntimeError, OSError, ValueError):
-                self._who[rank] = (0, "?")
+                self._who[rank] = (0, "?", "")
         return self._who[rank]
 
     def _names(self, ranks: Sequence[int]) -> str:
         return ", ".join(f"rank {r} (pid {self._where(r)[0]} on {self._where(r)[1]})" for r in ranks)
 
     def _process_state(self, rank: int) -> str | None:
-        """"gone" or "stopped" for a process of this node that is (Linux's /proc), else None."""
-        pid, host = self._where(rank)
-        if pid <= 0 or host != socket.gethostname():
+        """"gone" or "stopped" for a process of this node (and of this process's pid namespace)
+        that is (Linux's /proc), else None."""
+        pid, _, space = self._where(rank)
+        if pid <= 0 or not space or space != _pid_space():
             return None
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
