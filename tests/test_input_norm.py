@@ -70,3 +70,16 @@ def test_normalization_is_the_inputs_affine_map_and_defaults_change_nothing():
 def test_bad_normalization_is_refused(field, value):
     with pytest.raises(ConfigError, match=field):
         UNetConfig(**{field: value})
+
+
+def test_a_normalizing_model_repeats_its_edge_to_the_stride():
+    """NOTE [Stride padding]: the padded band repeats the last row and column, not the zero of the
+    normalized input (a grey band that read as tissue along the whole edge)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(3)
+    model = UNet(CFG).double()
+    x = torch.rand(1, 3, 17, 23, dtype=torch.float64)  # stride 4: padded to 20 x 24
+    padded = F.pad(x, (0, 1, 0, 3), mode="replicate")
+    with torch.no_grad():
+        assert torch.equal(model(x), model(padded)[..., :17, :23])

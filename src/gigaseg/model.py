@@ -11,7 +11,7 @@ Architecture, for a config of depth D with channels ``c_1..c_D`` and strides ``s
     e_i = act(conv_{k_enc[i]}, stride s_i)(e_{i-1})     i = 1..D   (c_i channels)
     d_D = e_D
     d_i = act(conv_{k_dec[i]}(cat(up_{s_{i+1}}(d_{i+1}), e_i)))    i = D-1..1
-    logits = conv_{k_dec[0]}(cat(up_{s_1}(d_1), x))     (1 channel, full resolution)
+    logits = conv_{k_dec[0]}(cat(up_{s_1}(d_1), x))     (out_channels, full resolution)
 
 so there is a skip connection at every level, full resolution included. The input is
 zero-padded at the bottom and right to a multiple of the total stride, and the logits are
@@ -180,7 +180,7 @@ class UNet(nn.Module):
             )
             for i in range(config.depth - 1)
         )
-        self.head = _ConvAct(c[1] + c[0], 1, config.decoder_kernels[0], 1, None)
+        self.head = _ConvAct(c[1] + c[0], config.out_channels, config.decoder_kernels[0], 1, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for ``x``.
@@ -189,7 +189,8 @@ class UNet(nn.Module):
             x: (N, C, H, W) floats, RGB in [0, 1] (uint8 / 255); any H and W.
 
         Returns:
-            (N, 1, H, W) logits at the input's full resolution.
+            (N, out_channels, H, W) logits at the input's full resolution (one channel: a
+            sigmoid's; several: the classes', for a softmax).
         """
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
@@ -202,7 +203,9 @@ class UNet(nn.Module):
         s = cfg.total_stride
         pad_h, pad_w = (-h) % s, (-w) % s
         if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+            # A normalizing model repeats the last row and column instead of adding zeros: its zero
+            # is not glass, and a band of it at the bottom or right reads as tissue (NOTE [Stride padding])
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate" if cfg.normalizes else "constant")
         # NOTE [Channels last]: with few channels, PyTorch's CPU convolutions are several times
         # faster on NHWC ("channels last") tensors; an (H, W, 3) uint8 image permuted to NCHW
         # already is one. Keep every activation in that layout.
@@ -226,6 +229,18 @@ class UNet(nn.Module):
             d = block.act(_conv_of_cat(block.conv, d, cfg.strides[level], skips[level]))
             d = d.contiguous(memory_format=torch.channels_last)
         return d
+
+
+# NOTE [Stride padding]
+# The model pads its input at the bottom and right to a multiple of its total stride, and crops
+# the logits back. The padded pixels reach the real ones' logits within the halo. With zeros in
+# raw RGB / 255 (the paper preset's behaviour, kept for its published results) the band is black;
+# with zeros after an input normalization centred on glass it is a flat grey that the model never
+# saw in training and calls tissue along the whole edge (the built-in model did, on kidney-48-5).
+# Repeating the edge continues whatever lies there. Exactness is unaffected: the tiled engine
+# leaves a normalizing model's padding to the model (engine.tiles.input_multiple), the crops at
+# the image's bottom and right end where the image does, and elsewhere the padded rows lie
+# beyond the halo.
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -339,6 +354,7 @@ def layer_table(config: UNetConfig) -> list[dict[str, Any]]:
         rows.append(dict(layer=f"decoder.{i - 1}", c_in=c_in, c_out=c[i], kernel=k, stride=1,
                          resolution=f"1/{jump}", params=k * k * c_in * c[i] + c[i]))
     k = config.decoder_kernels[0]
-    rows.append(dict(layer="head", c_in=c[1] + c[0], c_out=1, kernel=k, stride=1,
-                     resolution="1/1", params=k * k * (c[1] + c[0]) + 1))
+    c_out = config.out_channels
+    rows.append(dict(layer="head", c_in=c[1] + c[0], c_out=c_out, kernel=k, stride=1,
+                     resolution="1/1", params=k * k * (c[1] + c[0]) * c_out + c_out))
     return rows
