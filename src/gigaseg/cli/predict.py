@@ -31,8 +31,8 @@ Segment tissue on whole slides, in bounded memory, with the built-in tissue mode
 
 The built-in model (docs/model-card.md) ships inside the package; --model takes a checkpoint
 written by gigaseg train instead. Each slide is read at the model's resolution (the pyramid
-level nearest to it, resampled, upsampling included), segmented strip by strip with the exact tiled forward pass, and
-written to --out as <stem>.mask.tiff (pyramidal 8-bit TIFF at the slide's level-0 size and
+level nearest to it, resampled, upsampling included), segmented strip by strip with the exact
+tiled forward pass, and written to --out as <stem>.mask.tiff (pyramidal 8-bit TIFF at the slide's level-0 size and
 mpp: 0/255, or probability*255 with --probabilities), <stem>.geojson (QuPath annotations
 of class Tissue, level-0 pixels), <stem>.overlay.png and <stem>.json (area, fraction,
 pieces, timings). SLIDE may be a file, a folder (its slides; a folder of .dcm files is one
