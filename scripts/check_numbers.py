@@ -23,6 +23,7 @@ import ast
 import csv
 import json
 import re
+import statistics
 import string
 import sys
 from collections.abc import Callable, Sequence
@@ -99,6 +100,47 @@ def log_steps(text: str, label: str = "new") -> list[float]:
     return [float(s) for row in rows for s in row.split()]
 
 
+def log_peaks(text: str, label: str = "new") -> list[float]:
+    """Peak anonymous bytes of the rows ``label``N of gigapixel_train_view_kernels.txt."""
+    return [float(b) for b in re.findall(rf"^{label}\d+ .*?\s+peak (\d+)", text, re.MULTILINE)]
+
+
+def val_dice(step: int) -> Getter:
+    """(mean, sample sd) of the Dice of a run's val.csv at ``step``, over its held-out regions."""
+
+    def get(rows: list[dict[str, str]]) -> tuple[float, float]:
+        dice = [float(r["dice"]) for r in rows if int(r["step"]) == step]
+        if len(dice) < 2:
+            raise ValueError(f"{len(dice)} regions at step {step}")
+        return statistics.mean(dice), statistics.stdev(dice)
+
+    return get
+
+
+def val_range(step: int) -> Getter:
+    """(lowest, highest) region Dice of a run's val.csv at ``step``."""
+
+    def get(rows: list[dict[str, str]]) -> tuple[float, float]:
+        dice = [float(r["dice"]) for r in rows if int(r["step"]) == step]
+        if not dice:
+            raise ValueError(f"no region at step {step}")
+        return min(dice), max(dice)
+
+    return get
+
+
+def step_median(first: int, last: int) -> Getter:
+    """The median seconds_per_step of a log.csv's steps first..last."""
+
+    def get(rows: list[dict[str, str]]) -> float:
+        times = [float(r["seconds_per_step"]) for r in rows if first <= int(r["step"]) <= last]
+        if not times:
+            raise ValueError(f"no steps {first}-{last}")
+        return statistics.median(times)
+
+    return get
+
+
 def passed(text: str) -> int:
     """The count of a pytest log's "N passed"."""
     return int(re.search(r"(\d+) passed", text).group(1))
@@ -155,7 +197,21 @@ DEMO_LOADED_RUN = "benchmarks/demo/loaded/run.json"
 CEILING_4940 = "results/ceiling-study/paper-4940/log.csv"
 REPRO = "results/paper-reproduction/metrics.json"
 GPU_TESTS = "benchmarks/gpu/h100_pytest_gpu_7617bbb.txt"
-RES_STUDY = "docs/real-slides/results.json"
+RES_STUDY = "docs/real-slides/results.json"  # the demo model on the real slides
+REPRO_LOG = "results/paper-reproduction/log.csv"
+REPRO_REAL = "results/paper-reproduction/real-slides/results.json"
+CEILING = "results/ceiling-study"  # each run's log.csv, val.csv and config.json
+GP_HELD_OUT = "results/ceiling-study/paper-4940/gigapixel-held-out.json"
+DEMO_MODEL_VAL = "results/demo-model/val.csv"
+STEP_1837696 = "benchmarks/train/bench_step_64MP_{}_[12]_at_1837696.json"  # torch, 400, naive; one sitting
+GPU_TILES = "benchmarks/gpu/h100_gpu_tiles.json"
+GPU_CAPPED = "benchmarks/gpu/h100_gpu_capped.json"
+GPU_PRED_1GB = "benchmarks/gpu/h100_predict1gp_1GB_w8.json"
+GPU_STRIPS = "benchmarks/gpu/h100_gpu_train_strips.json"
+GPU_TRAIN_FIRST = "benchmarks/gpu/h100_gpu_train_1gp.json"
+GPU_TRAIN_NUMPY = "benchmarks/gpu/h100_gpu_train_1gp_view_numpy.json"
+PRED_BF16 = "benchmarks/predict/bench_predict_{}_[12].json"  # float32, bfloat16
+MIB = 1 / 2**20
 
 
 def _gpu_step(label: str, *keys: str) -> Getter:
@@ -181,6 +237,66 @@ def _same_dice(summary: dict[str, Any], reference: dict[str, Any]) -> dict[str, 
 
 def _mpps(runs: list[dict[str, Any]]) -> tuple[float, float]:
     return span("MPps_end_to_end")(runs)
+
+
+def _budget_row(budget: int) -> tuple[float, float, int, int]:
+    """A 1.024 GP row of results.json: seconds, peak GiB and the tile."""
+    row = pick(lambda r: r, height=16000, width=64000, memory_budget=budget)(_load(STEPS))
+    return (row["seconds_per_step"], row["peak_anon_bytes"] * GIB, *row["tile"])
+
+
+def _budget_runs(runs: list[dict[str, Any]], budget: int) -> list[dict[str, Any]]:
+    """The 64 MP tiled runs of results.json under ``budget`` bytes."""
+    return [r for r in runs if r["height"] == 4000 and r["mode"] == "tiled" and r["memory_budget"] == budget]
+
+
+def _log_span(rows: list[dict[str, str]], first: int, last: int) -> tuple[float, float]:
+    times = [float(r["seconds_per_step"]) for r in rows if first <= int(r["step"]) <= last]
+    return min(times), max(times)
+
+
+def _gpu(label: str) -> tuple[float, float]:
+    """A step of the H100 check: seconds and GPU peak in GiB."""
+    s, b = _gpu_step(label, "seconds_per_step", "cuda_max_allocated_bytes")(_load(GPU_CHECK))
+    return s, b * GIB
+
+
+def _kernel_row(runs: list[dict[str, Any]]) -> tuple[Any, ...]:
+    """A row of predict.md's kernels table from three bench_predict runs."""
+    return (*(r["total_s"] for r in runs), *(r["MPps_end_to_end"] for r in runs),
+            *(r["MPps_model"] for r in runs), *span("MPps_model_alone_in_memory")(runs),
+            *(r["read_s"] for r in runs), *(r["geojson_s"] + r["overlay_s"] for r in runs),
+            *span("peak_rss_GiB")(runs), *span("peak_anon_GiB")(runs))
+
+
+def _precision_row(key: str) -> Getter:
+    """One row (dice, precision or recall) of the 4,940-step model's gigapixel table, in region order."""
+    return lambda d: tuple(d[key][r] for r in sorted(d[key]))
+
+
+def _curve_row(metrics: dict[str, Any]) -> str:
+    """The paper reproduction's validation row, the best and the final mean in bold."""
+    curve = metrics["validation_curve"]
+    best = max(c["dice_mean"] for c in curve)
+    cells = [f"{c['dice_mean']:.3f} +/- {c['dice_sd']:.3f}" for c in curve]
+    cells = [f"**{cell}**" if c["dice_mean"] == best or i == len(curve) - 1 else cell
+             for i, (c, cell) in enumerate(zip(curve, cells))]
+    return " | ".join(cells)
+
+
+def _ceiling(run: str, step: int) -> tuple[float, float]:
+    return val_dice(step)(_load(f"{CEILING}/{run}/val.csv"))
+
+
+def _wall_minutes(config: dict[str, Any]) -> float:
+    from datetime import datetime
+
+    start, end = (datetime.fromisoformat(config[k].replace("Z", "+00:00")) for k in ("started", "finished"))
+    return (end - start).total_seconds() / 60
+
+
+def _slide(data: dict[str, Any], name: str) -> dict[str, Any]:
+    return pick(lambda s: s, slide=name)(data["slides"])
 
 
 CLAIMS: list[Claim] = [
@@ -280,6 +396,214 @@ CLAIMS: list[Claim] = [
           "inputs and {:.3f} at {:.0f} um/px", RES_STUDY,
           lambda d: (d["resolution_study"][4]["model_vs_finest"], d["resolution_study"][4]["mpp"],
                      d["resolution_study"][6]["model_vs_finest"], d["resolution_study"][6]["mpp"])),
+    # --- secondary figures of the docs (issue 22, item 6) ---
+    # docs/performance.md: the CPU table's budget rows, the 64 MP sitting at 1837696, the GPU
+    Claim("docs/performance.md", "| 1.024 GP, `--memory-budget 4GB` | | {:.1f} | | {:.2f} GiB | | {} x {} |", STEPS,
+          lambda runs: _budget_row(4_000_000_000)),
+    Claim("docs/performance.md", "| 1.024 GP, `--memory-budget 2GB` | | {:.1f} | | {:.2f} GiB | | {} x {} |", STEPS,
+          lambda runs: _budget_row(2_000_000_000)),
+    Claim("docs/performance.md", "a 64 MP step took {:.2f}-{:.2f} s on PyTorch's kernels", STEP_1837696.format("torch"),
+          span("seconds_per_step")),
+    Claim("docs/performance.md", "and {:.2f}-{:.2f} s on them under a 400 MiB budget", STEP_1837696.format("400"),
+          span("seconds_per_step")),
+    Claim("docs/performance.md", "| 64 MP, whole-image autograd | {:.2f} | {:.2f} GiB | - |", GPU_CHECK,
+          lambda d: _gpu("64MP naive")),
+    Claim("docs/performance.md", "| 64 MP, tiled, `--memory-budget 4GB` | **{:.2f}** | {:.2f} GiB | 4928 |", GPU_CHECK,
+          lambda d: _gpu("64MP tiled 4GB")),
+    Claim("docs/performance.md", "| 1.024 GP, tiled, default budget | {:.2f} | {:.2f} GiB | 2144 |", GPU_CHECK,
+          lambda d: _gpu("1.024GP tiled 1GiB")),
+    Claim("docs/performance.md", "a 16 GB budget planned 10400-pixel tiles at {:.0f} s per step; with it, {:.2f} s",
+          GPU_CAPPED, lambda runs: (_gpu("1.024GP tiled 16GB")[0],
+                                    pick(at("seconds_per_step"), label="16000x64000 16GB")(runs))),
+    Claim("docs/performance.md", "Prediction of a 1.024 GP image: {:.1f} s ({:.0f} MP/s, 4 GB budget)", GPU_TILES,
+          lambda d: pick(at("seconds", "megapixels_per_second"), memory_budget="4GB")(d["predict"])),
+    Claim("docs/performance.md", "**{:.1f} s = {:.0f} MP/s** with a 1 GB budget", GPU_PRED_1GB,
+          at("total_s", "MPps_end_to_end")),
+    Claim("docs/performance.md", "{:.2f} GiB peak RSS. With a 4 GB budget it took {:.1f} s with 8 readers and {:.1f} s "
+          "({:.0f} MP/s) with one", GPU_PRED_1GB,
+          lambda d: (d["peak_rss_GiB"], _load("benchmarks/gpu/h100_predict1gp_4GB_w8.json")["total_s"],
+                     *at("total_s", "MPps_end_to_end")(_load("benchmarks/gpu/h100_predict1gp_4GB_w1.json")))),
+    Claim("docs/performance.md", "**{:.2f} s per `gigaseg train` step with 8 readers, {:.2f} s with one**, against "
+          "{:.2f} s for the engine alone on the same image", GPU_STRIPS,
+          lambda d: (pick(at("median_after_first"), read_workers=8)(d["train"]),
+                     pick(at("median_after_first"), read_workers=1)(d["train"]), d["engine_step_seconds"])),
+    Claim("docs/performance.md", "{:.2f} s per `gigaseg train` step, against {:.2f} s for the engine alone there",
+          GPU_TRAIN_FIRST, lambda d: (d["train"][0]["median_after_first"], d["engine_step_seconds"])),
+    Claim("docs/performance.md", "took it to **{:.2f} s**, against {:.2f} s with numpy's reading, side by side on "
+          "another H100 (engine alone {:.1f} s)", GPU_TRAIN,
+          lambda d: (d["train"][0]["median_after_first"], _load(GPU_TRAIN_NUMPY)["train"][0]["median_after_first"],
+                     d["engine_step_seconds"])),
+    Claim("docs/performance.md", "| memory | {} | {:.2f} GiB (default budget), {:.2f} GiB (2 GB budget) | {:.2f} GiB "
+          "of GPU memory, {:.2f} GiB host (4 GB budget) |", PAPER,
+          lambda d: (d["paper"]["memory"], _gp_peak(), _budget_row(2_000_000_000)[1], _gpu_gp_4gb()[1],
+                     pick(at("peak_anon_bytes"), label="1.024GP tiled 4GB")(_load(GPU_CHECK)["steps"]) * GIB)),
+    Claim("docs/performance.md", "with augmentation {:.0f} s in the paper run, **{:.1f}-{:.1f} s** since the view "
+          "kernels ({:.1f}-{:.1f} s without them, same sitting) | {:.1f} s (4 GB budget; engine alone); **{:.1f} s** "
+          "per `gigaseg train` step with augmentation (15 crop readers; {:.1f} s with numpy's crop reading, same "
+          "machine) |", REPRO_LOG,
+          lambda rows: (step_median(266, 300)(rows), *_step_span(_load(CPU_TRAIN)),
+                        *_step_span(_load(CPU_TRAIN), "old"),
+                        _gpu_gp_4gb()[0], _load(GPU_TRAIN)["train"][0]["median_after_first"],
+                        _load(GPU_TRAIN_NUMPY)["train"][0]["median_after_first"])),
+    Claim("docs/performance.md", "| {} steps, {:.1f} h of compute ({:.0f} s per step median with augmentation; "
+          "{:.0f} s on the CPU kernels), held-out Dice {:.3f} +/- {:.3f} on synthetic regions", REPRO,
+          lambda d: (d["steps"], d["compute_hours"], d["seconds_per_step_median"],
+                     step_median(266, 300)(_load(REPRO_LOG)), d["held_out_dice_mean"], d["held_out_dice_sd"])),
+    Claim("docs/performance.md", "on a 2-core CPU, {:.1f}x faster than the paper's GPU. On one H100 the engine step is "
+          "{:.0f}x faster than the paper's", PAPER,
+          lambda d: (d["paper"]["seconds_per_step"] / _gp_step(), d["paper"]["seconds_per_step"] / _gpu_gp_4gb()[0])),
+    # docs/train.md
+    Claim("docs/train.md", "on an H100 a 16000 x 64000 step took {:.1f} s with it and {:.1f} s with the default",
+          GPU_CHECK, lambda d: (_gpu_gp_4gb()[0], _gpu("1.024GP tiled 1GiB")[0])),
+    Claim("docs/train.md", "On an H100 a 144 MP step took {:.2f} s with 8 and {:.2f} s with 1", GPU_STRIPS,
+          lambda d: (pick(at("median_after_first"), read_workers=8)(d["train"]),
+                     pick(at("median_after_first"), read_workers=1)(d["train"]))),
+    Claim("docs/train.md", "{:.2f} and {:.2f} s per step with `GIGASEG_NO_CPU_KERNELS=1` ({:.0f} MiB peak), against "
+          "{:.2f} and {:.2f} s with the kernels under a 400 MiB budget ({:.0f} and {:.0f} MiB peak with {} x {} "
+          "tiles), and {:.2f} and {:.2f} s for whole-image autograd ({:.1f}-{:.1f} GiB)", STEP_1837696.format("torch"),
+          lambda torch: (*(r["seconds_per_step"] for r in torch), max(r["peak_anon_bytes"] for r in torch) * MIB,
+                         *(r["seconds_per_step"] for r in _load(STEP_1837696.format("400"))),
+                         *(r["peak_anon_bytes"] * MIB for r in _load(STEP_1837696.format("400"))),
+                         *same("tile")(_load(STEP_1837696.format("400"))),
+                         *(r["seconds_per_step"] for r in _load(STEP_1837696.format("naive"))),
+                         *span("peak_anon_bytes", GIB)(_load(STEP_1837696.format("naive"))))),
+    Claim("docs/train.md", "vectorize: {:.2f}-{:.2f} s at {:.2f}-{:.2f} GiB against naive's", STEPS,
+          lambda runs: (*span("seconds_per_step")(_budget_runs(runs, 419430400)),
+                        *span("peak_anon_bytes", GIB)(_budget_runs(runs, 419430400)))),
+    Claim("docs/train.md", "A gigapixel step takes {:.1f} s (69.8 s before", STEPS, lambda runs: _gp_step()),
+    Claim("docs/train.md", "went from {:.1f} s to {:.0f} s (median; steps 1-203 and 266-300", REPRO_LOG,
+          lambda rows: (step_median(1, 203)(rows), step_median(266, 300)(rows))),
+    Claim("docs/train.md", "gigapixel step: {:.1f}-{:.1f} s against {:.1f}-{:.1f} s side by side", CPU_TRAIN,
+          lambda t: (*_step_span(t), *_step_span(t, "old"))),
+    Claim("docs/train.md", "(to {:.3f} at step 100 and {:.3f} at step 225 in the committed demo model's run",
+          DEMO_MODEL_VAL, lambda rows: (val_dice(100)(rows)[0], val_dice(225)(rows)[0])),
+    Claim("docs/train.md", "a 1.024-gigapixel step takes {:.1f} s on this 2-core CPU", STEPS, lambda runs: _gp_step()),
+    Claim("docs/train.md", "benchmarks/RESULTS.md; {:.1f}-{:.1f} s with augmentation), so 4,940 steps would take "
+          "{:.0f}-{:.0f} hours", CPU_TRAIN,
+          lambda t: (*_step_span(t), *(s * _load(PAPER)["paper"]["steps"] / 3600 for s in _step_span(t)))),
+    Claim("docs/store.md", "a whole 1.024 GP training step takes {:.1f} s on the 2-core CPU", STEPS,
+          lambda runs: _gp_step()),
+    # docs/predict.md
+    Claim("docs/predict.md", "Dice {:.3f} on CMU-1-Small-Region against {:.3f} (Otsu) and {:.3f} (saturation)",
+          RES_STUDY, lambda d: tuple(_slide(d, "CMU-1-Small-Region.svs")[k]["dice"]
+                                     for k in ("model", "otsu", "saturation"))),
+    Claim("docs/predict.md", "The gigapixel run's model scores {:.3f}", REPRO_REAL,
+          lambda d: _slide(d, "CMU-1-Small-Region.svs")["model"]["dice"]),
+    Claim("docs/predict.md", "| Dice vs pseudo-mask | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} |",
+          RES_STUDY, lambda d: tuple(r["model"] for r in d["resolution_study"])),
+    Claim("docs/predict.md", "| Dice vs the model's own 0.5 um/px mask | {:.3f} | {:.3f} | {:.3f} | {:.3f} | {:.3f} | "
+          "{:.3f} | {:.3f} |", RES_STUDY, lambda d: tuple(r["model_vs_finest"] for r in d["resolution_study"])),
+    Claim("docs/predict.md", "| gigaseg's (default) | **{:.1f}, {:.1f}, {:.1f} s = {:.1f}, {:.1f}, {:.1f} MP/s** | "
+          "{:.1f}, {:.1f}, {:.1f} MP/s | {:.1f}-{:.1f} MP/s | {:.1f}, {:.1f}, {:.1f} s | {:.1f}, {:.1f}, {:.1f} s | "
+          "{:.2f}-{:.2f} / {:.2f}-{:.2f} GiB |", PRED_KERNELS, _kernel_row),
+    Claim("docs/predict.md", "| PyTorch's | {:.1f}, {:.1f}, {:.1f} s = {:.1f}, {:.1f}, {:.1f} MP/s | {:.1f}, {:.1f}, "
+          "{:.1f} MP/s | {:.1f}-{:.1f} MP/s | {:.1f}, {:.1f}, {:.1f} s | {:.1f}, {:.1f}, {:.1f} s | "
+          "{:.2f}-{:.2f} / {:.2f}-{:.2f} GiB |", PRED_TORCH, _kernel_row),
+    Claim("docs/predict.md", "a 100,000 x 100,000 slide is predicted within {:.2f} GiB peak RSS** ({:.2f} GiB "
+          "anonymous;", PRED_100K, at("peak_rss_GiB", "peak_anon_GiB")),
+    Claim("docs/predict.md", "end to end in {:.0f} s = {:.1f} MP/s", PRED_100K, at("total_s", "MPps_end_to_end")),
+    # the model's MP/s from its seconds: the JSON's MPps_model is rounded to 0.01 (42.05 for 42.051)
+    *(Claim("docs/predict.md", f"| {name} | {{:.1f}}, {{:.1f}} MP/s | {{:.1f}}, {{:.1f}} MP/s | {{:.1f}}, {{:.1f}} "
+            "MP/s | {} |", PRED_BF16.format(name),
+            lambda runs: (*(r["MPps_end_to_end"] for r in runs), *(r["megapixels"] / r["model_s"] for r in runs),
+                          *(r["MPps_model_alone_in_memory"] for r in runs), same("tile")(runs)[0]))
+      for name in ("float32", "bfloat16")),
+    # docs/distributed.md: the scaling model's GPU steps
+    Claim("docs/distributed.md", "(tiles of 2144 and 4928: {:.2f} and {:.2f} s)", GPU_CHECK,
+          lambda d: (_gpu("1.024GP tiled 1GiB")[0], _gpu_gp_4gb()[0])),
+    # results/demo-model/README.md: the demo model and docs/real-slides/results.json
+    Claim("results/demo-model/README.md", "Held-out Dice {:.3f} over 3 synthetic regions", DEMO_MODEL,
+          at("held_out_dice_mean")),
+    *(Claim("results/demo-model/README.md", f"| {row} | {{:.3f}} | {{:.3f}} | {{:.3f}} |", RES_STUDY,
+            lambda d, name=name: tuple(_slide(d, name)[k]["dice"] for k in ("model", "otsu", "saturation")))
+      for row, name in (("CMU-1-Small-Region.svs (H&E)", "CMU-1-Small-Region.svs"),
+                        ("the same slide as a DICOM series", "CMU-1-Small-Region (DICOM)"),
+                        ("kidney-48-5.tif (IHC, 2% tissue, mpp assumed 8)", "kidney-48-5.tif (--mpp 8, assumed)"))),
+    Claim("results/demo-model/README.md", "The model's precision is {:.3f} and its recall {:.2f}", RES_STUDY,
+          lambda d: at("precision", "recall")(_slide(d, "CMU-1-Small-Region.svs")["model"])),
+    Claim("results/demo-model/README.md", "scores {:.3f} on the same slide", REPRO_REAL,
+          lambda d: _slide(d, "CMU-1-Small-Region.svs")["model"]["dice"]),
+    # results/paper-reproduction/README.md
+    Claim("results/paper-reproduction/README.md", "**Status: finished, {} steps in {:.1f} compute hours; held-out Dice "
+          "{:.3f} +/- {:.3f}", REPRO, at("steps", "compute_hours", "held_out_dice_mean", "held_out_dice_sd")),
+    Claim("results/paper-reproduction/README.md", "| Dice | {} |", REPRO, _curve_row),
+    Claim("results/paper-reproduction/README.md", "({:,.0f} s of training steps and {:,.0f} s of validation, in {} "
+          "processes", REPRO, at("training_seconds", "validation_seconds", "sessions")),
+    Claim("results/paper-reproduction/README.md", "Final held-out Dice {:.3f} +/- {:.3f} (regions 1008-1011: {:.3f}, "
+          "{:.3f}, {:.3f}, {:.3f}); the best was {:.3f} +/- {:.3f} at step {}", REPRO,
+          lambda d: (d["held_out_dice_mean"], d["held_out_dice_sd"], *d["held_out_dice"].values(),
+                     d["best_held_out_dice_mean"],
+                     pick(at("dice_sd"), step=d["best_at_step"])(d["validation_curve"]), d["best_at_step"])),
+    Claim("results/paper-reproduction/README.md", "Median step {:.0f} s over the run: {:.1f} s with PyTorch's kernels "
+          "(steps 1-203), and **{:.0f} s** (steps 266-300; {:.0f} s at best)", REPRO_LOG,
+          lambda rows: (_load(REPRO)["seconds_per_step_median"], step_median(1, 203)(rows),
+                        step_median(266, 300)(rows),
+                        min(float(r["seconds_per_step"]) for r in rows if int(r["step"]) >= 266))),
+    Claim("results/paper-reproduction/README.md", "an augmented gigapixel step takes **{:.1f}-{:.1f} s** against "
+          "{:.1f}-{:.1f} s before, at {:.2f}-{:.2f} GB peak anonymous memory ({:.2f}-{:.2f} before)", CPU_TRAIN,
+          lambda t: (*_step_span(t), *_step_span(t, "old"), min(log_peaks(t)) / 1e9, max(log_peaks(t)) / 1e9,
+                     min(log_peaks(t, "old")) / 1e9, max(log_peaks(t, "old")) / 1e9)),
+    Claim("results/paper-reproduction/README.md", "(steps 1-203: {:.0f}-{:.0f} s, the slowest when other jobs shared "
+          "the machine) and {:.0f} s on the CPU kernels (steps 266-300: {:.0f}-{:.0f} s)", REPRO_LOG,
+          lambda rows: (*_log_span(rows, 1, 203), step_median(266, 300)(rows), *_log_span(rows, 266, 300))),
+    Claim("results/paper-reproduction/README.md", "Validating the 4 whole held-out regions took {:.0f}-{:.0f} s",
+          REPRO_LOG, lambda rows: (min(float(r["val_seconds"]) for r in rows if r["val_seconds"]),
+                                   max(float(r["val_seconds"]) for r in rows if r["val_seconds"]))),
+    Claim("results/paper-reproduction/README.md", "It plateaus at **{:.3f} +/- {:.3f}** (no region above {:.3f})",
+          f"{CEILING}/current-masks/val.csv",
+          lambda rows: (*val_dice(1000)(rows), val_range(1000)(rows)[1])),
+    Claim("results/paper-reproduction/README.md", "That model, trained on small regions only, scores **{:.3f} +/- "
+          "{:.3f}** on the gigapixel run's four whole held-out regions ({:.3f}, {:.3f}, {:.3f}, {:.3f}; the run's own "
+          "model: {:.3f})", GP_HELD_OUT,
+          lambda d: (d["held_out_dice_mean"], d["held_out_dice_sd"], *_precision_row("dice")(d),
+                     _load(REPRO)["held_out_dice_mean"])),
+    Claim("results/paper-reproduction/README.md", "the evidence now, **{:.3f}** (precision {:.3f}, recall {:.3f}; "
+          "{:.3f} from the DICOM copy)", REPRO_REAL,
+          lambda d: (*at("dice", "precision", "recall")(_slide(d, "CMU-1-Small-Region.svs")["model"]),
+                     _slide(d, "CMU-1-Small-Region (DICOM)")["model"]["dice"])),
+    # results/ceiling-study/README.md
+    *(Claim("results/ceiling-study/README.md", f"| {step} | {{:.3f}} +/- {{:.3f}} | {{:.3f}} +/- {{:.3f}} |",
+            f"{CEILING}/current-masks/val.csv",
+            lambda rows, step=step: (*val_dice(step)(rows), *_ceiling("filled-masks", step)))
+      for step in (200, 400, 600, 800)),
+    Claim("results/ceiling-study/README.md", "| **1000** | **{:.3f} +/- {:.3f}** (regions {:.3f}-{:.3f}) | "
+          "**{:.3f} +/- {:.3f}** ({:.3f}-{:.3f}) |", f"{CEILING}/current-masks/val.csv",
+          lambda rows: (*val_dice(1000)(rows), *val_range(1000)(rows), *_ceiling("filled-masks", 1000),
+                        *val_range(1000)(_load(f"{CEILING}/filled-masks/val.csv")))),
+    Claim("results/ceiling-study/README.md", "Steps took {:.2f} and {:.2f} s at the median",
+          f"{CEILING}/current-masks/log.csv",
+          lambda rows: (step_median(1, 1000)(rows), step_median(1, 1000)(_load(f"{CEILING}/filled-masks/log.csv")))),
+    Claim("results/ceiling-study/README.md", "| held-out Dice, membranes | **{:.3f} +/- {:.3f}** | {:.3f} +/- {:.3f} | "
+          "{:.3f} +/- {:.3f} | {:.3f} +/- {:.3f} | **{:.3f} +/- {:.3f}** |", f"{CEILING}/membranes/val.csv",
+          lambda rows: tuple(x for step in (200, 400, 600, 800, 1000) for x in val_dice(step)(rows))),
+    *(Claim("results/ceiling-study/README.md", f"{row} | {{:.3f}} +/- {{:.3f}} | {{:.3f}} +/- {{:.3f}} | "
+            "**{:.3f} +/- {:.3f}** ({:.3f}-{:.3f}) |", f"{CEILING}/{run}/val.csv",
+            lambda rows: (*val_dice(200)(rows), *val_dice(400)(rows), *val_dice(600)(rows), *val_range(600)(rows)))
+      for run, row in (("paper-600", "| `paper-600/`: the `paper` preset (the reference for this table)"),
+                       ("wide-model", "| `wide-model/`: channels 8, 16, 32 (54,796 parameters, 12x)"),
+                       ("first-stride-2", "| `first-stride-2/`: strides 2, 4, 4 (4,492 parameters; the paper's first "
+                                          "is >= 4)"),
+                       ("adipose-background", "| `adipose-background/`: `paper`, adipose cells labelled background"))),
+    Claim("results/ceiling-study/README.md", "| held-out Dice | " + " | ".join(["{:.3f}"] * 9) +
+          " | **{:.3f} +/- {:.3f}** |", f"{CEILING}/paper-4940/val.csv",
+          lambda rows: (*(val_dice(494 * k)(rows)[0] for k in range(1, 10)), *val_dice(4940)(rows))),
+    Claim("results/ceiling-study/README.md", "At 4,940 steps the 8 held-out regions score {:.3f}-{:.3f}",
+          f"{CEILING}/paper-4940/val.csv", val_range(4940)),
+    Claim("results/ceiling-study/README.md", "(0.30-0.31 s per step, {:.1f}-{:.1f} min per run)",
+          f"{CEILING}/lr-0.03/config.json",
+          lambda d: tuple(sorted((_wall_minutes(d), _wall_minutes(_load(f"{CEILING}/lr-0.01/config.json")))))),
+    *(Claim("results/ceiling-study/README.md", f"{row} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} | "
+            "**{:.3f} +/- {:.3f}**" + (" ({:.3f}-{:.3f}) |" if lr else " |"), f"{CEILING}/{run}/val.csv",
+            lambda rows, lr=lr: (*(val_dice(s)(rows)[0] for s in (200, 400, 600, 800)), *val_dice(1000)(rows),
+                                 *(val_range(1000)(rows) if lr else ())))
+      for run, row, lr in (("current-masks", "| lr 0.003 (`current-masks/`, the reference)", False),
+                           ("lr-0.01", "| lr 0.01", True), ("lr-0.03", "| lr 0.03", True))),
+    *(Claim("results/ceiling-study/README.md", f"| {key} | " + " | ".join(["{:.3f}"] * 4) + " | |", GP_HELD_OUT,
+            _precision_row(key))
+      for key in ("precision", "recall")),
+    Claim("results/ceiling-study/README.md",
+          "| Dice | {:.3f} | **{:.3f}** | {:.3f} | **{:.3f}** | **{:.3f} +/- {:.3f}** |", GP_HELD_OUT,
+          lambda d: (*_precision_row("dice")(d), d["held_out_dice_mean"], d["held_out_dice_sd"])),
 ]
 
 
