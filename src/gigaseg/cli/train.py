@@ -63,7 +63,7 @@ predict a held-out synthetic whole-slide image, and write the curves, an overlay
 prediction and a summary (summary.json, summary.txt) into --out.
 
 --scale paper runs the paper's experiment instead: 16000 x 64000 regions (8 training,
-4 held out), 4,940 steps: days on a CPU, a GPU advised, and about 55 GB of disk.
+4 held out), 4,940 steps: days on a CPU, a GPU advised, and about 50 GB of disk.
 """
 
 

@@ -212,7 +212,7 @@ def _crop_cache_folder(tiles: Sequence[_Tile]) -> str | None:
 # set in once, and tiles of one shape reuse it. The setting is process-wide, so it is made
 # once, on the first call of the engine, not at import. GIGASEG_NO_HEAP_REUSE=1 leaves glibc's
 # defaults (for comparisons: whole-image autograd, ``gigaseg bench step --naive``, then peaks at
-# 2.4 GiB instead of 3.4-4.6 GiB at 64 MP, but takes 4.1 s per step instead of 3.0 s).
+# 2.45 GiB instead of 3.4-4.7 GiB at 64 MP, but takes 4.17 s per step instead of 3.04-3.18 s).
 _LIBC: Any = None
 _HEAP_TUNED = False
 _NO_HEAP_REUSE = "GIGASEG_NO_HEAP_REUSE"
