@@ -96,6 +96,19 @@ def _read_workers_option(p) -> None:
                         "per spare core, at most 8)")
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """``I/N`` -> (I, N), checked: 0 <= I < N."""
+    import argparse
+
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not I/N, e.g. 0/4 for the first of 4 shares") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"{text!r}: I must be in 0..N-1, e.g. 0/{max(n, 1)}")
+    return i, n
+
+
 def register(subparsers, formatter_class) -> None:
     p = subparsers.add_parser("predict", help="segment tissue on whole slides (built-in model or a trained one)",
                               description=_PREDICT_HELP, formatter_class=formatter_class)
@@ -111,9 +124,13 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--memory-budget", type=memory_size, default=None,
                    help="engine memory budget, e.g. 1GB, at least 256MiB (default: the planner's)")
     p.add_argument("--device", default=DEFAULT_PREDICT_DEVICE, help="cpu, cuda, mps or auto")
+    p.add_argument("--shard", type=_shard, default=None, metavar="I/N",
+                   help="predict only share I of N (0 <= I < N) of the slides, e.g. one task of a SLURM job "
+                        "array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (docs/distributed.md)")
     _precision_option(p)
     _read_workers_option(p)
     p.set_defaults(func=_run_predict)
+
 
     e = subparsers.add_parser("evaluate", help="Dice/IoU/precision/recall of masks against references",
                               description=_EVALUATE_HELP, formatter_class=formatter_class)
@@ -233,11 +250,14 @@ def _run_predict(args) -> int:
         min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area, simplify=args.simplify,
         memory_budget=args.memory_budget, device=args.device, overwrite=args.overwrite,
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,
-        read_workers=args.read_workers, strict=args.strict,
+        read_workers=args.read_workers, strict=args.strict, shard=args.shard,
     )
     if not reports_here():  # under torchrun rank 0 writes the run's configuration and the report, and its
         return 0            # status is the run's (another rank's status 1 would make torchrun stop rank 0)
-    write_json_atomic(run_config_path(out, "predict"), _config(args, "predict", {
+    config_path = run_config_path(out, "predict")
+    if args.shard is not None:  # the tasks of a job array share --out: one configuration each
+        config_path = config_path.with_name(f"predict-config.shard-{args.shard[0]}-of-{args.shard[1]}.json")
+    write_json_atomic(config_path, _config(args, "predict", {
         "slides": [str(s) for s in slides], "failures": [{"slide": s, "error": m} for s, m in failures]}))
     return _report(summaries, failures, "predict")
 
