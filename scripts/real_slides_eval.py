@@ -77,7 +77,7 @@ def _copy_overlay(src, dst, side: int = 512) -> None:
 def _synthetic(net, mpp: float, n: int) -> dict:
     """Dice per held-out synthetic slide (profile "all", seeds 90000.., 1024 x 1024 at ``mpp``) and per group."""
     sys.path.insert(0, str(Path(__file__).resolve().parent / "tissue_model"))
-    from evaluate import GROUPS, dice
+    from evaluate import dice, group_scores, tissue_od
 
     from gigaseg.engine import tiled_predict
     from gigaseg.synth import make_layout, render_region
@@ -87,14 +87,11 @@ def _synthetic(net, mpp: float, n: int) -> dict:
     for seed in range(90000, 90000 + n):
         rgb, m = render_region(seed, 0, 0, side, side, width=side, height=side, mpp=mpp, profile="all")
         cats = list(make_layout(seed, side, side, mpp, profile="all").categories)
-        slides.append({"seed": seed, "categories": cats, "dice": dice(tiled_predict(net, rgb) >= 0.5, m == 1)})
+        slides.append({"seed": seed, "categories": cats, "dice": dice(tiled_predict(net, rgb) >= 0.5, m == 1),
+                       "tissue_od": tissue_od(rgb, m == 1)})
         print(json.dumps(slides[-1]), file=sys.stderr)
-    groups = {}
-    for g, members in {**GROUPS, "all": None}.items():
-        ds = [r["dice"] for r in slides if members is None or set(members) & set(r["categories"])]
-        groups[g] = {"dice": float(np.mean(ds)) if ds else None, "min": float(np.min(ds)) if ds else None,
-                     "n": len(ds)}
-    return {"mpp": mpp, "side": side, "seeds": [90000, 90000 + n - 1], "groups": groups, "slides": slides}
+    return {"mpp": mpp, "side": side, "seeds": [90000, 90000 + n - 1], "groups": group_scores(slides),
+            "slides": slides}
 
 
 def _targets(results: dict) -> list[str]:
