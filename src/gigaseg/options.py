@@ -35,6 +35,7 @@ from .errors import ConfigError
 __all__ = [
     "BUILTIN_MODEL",
     "LOSSES",
+    "CLASS_LOSSES",
     "SCHEDULES",
     "JITTERS",
     "ACTIVATIONS",
@@ -95,8 +96,11 @@ __all__ = [
 #: The name that stands for the built-in tissue model wherever a model path is taken.
 BUILTIN_MODEL = "builtin"
 
-#: Losses over a whole image (``gigaseg.losses`` defines them).
+#: Losses over a whole image (``gigaseg.losses`` defines them), for a model of one output channel.
 LOSSES = ("bce", "dice", "bce+dice")
+#: Losses over a whole image for a model of several output channels (``UNetConfig.out_channels`` > 1):
+#: softmax cross-entropy, multi-class soft Dice and their sum.
+CLASS_LOSSES = ("ce", "dice", "ce+dice")
 #: Learning-rate schedules after the warm-up (``gigaseg.training.lr_factor``).
 SCHEDULES = ("cosine", "step", "constant")
 #: Colour jitter of the training views (``gigaseg.dataset``).
@@ -373,6 +377,9 @@ class UNetConfig:
             layer, and its zero padding then applies to the normalized image. The defaults (0, 1)
             leave the input as it is (the ``paper`` preset). Centring the input on glass (e.g. 0.8
             and 4) makes many stains and backgrounds far easier to learn (docs/model-card.md).
+        out_channels: output channels C: 1 (the default) gives one logit per pixel (sigmoid,
+            losses ``LOSSES``, masks of 0/1); C >= 2 gives C class logits (softmax, losses
+            ``CLASS_LOSSES``, masks of class indices 0..C-1), 255 being "ignore" in both.
     """
 
     depth: int = 3
@@ -384,6 +391,7 @@ class UNetConfig:
     in_channels: int = 3
     input_shift: float = 0.0
     input_scale: float = 1.0
+    out_channels: int = 1
 
     def __post_init__(self) -> None:
         for name in ("channels", "strides", "encoder_kernels", "decoder_kernels"):
@@ -421,6 +429,10 @@ class UNetConfig:
                 raise ConfigError(f"UNetConfig.{name} must be a finite number, got {v!r}")
         if self.input_scale <= 0:
             raise ConfigError(f"UNetConfig.input_scale must be > 0, got {self.input_scale}")
+        c = self.out_channels
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 255:
+            raise ConfigError(f"UNetConfig.out_channels must be an integer from 1 to 255 (1: one sigmoid output; "
+                              f"C >= 2: C classes, mask values 0..C-1, 255 being ignore), got {c!r}")
 
     @property
     def normalizes(self) -> bool:
