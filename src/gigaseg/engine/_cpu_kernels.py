@@ -64,7 +64,7 @@ _BROKEN: list[str] = []  # set when numba failed to compile the kernels in this 
 
 def eligible(model: nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
     """True when the kernels can run ``model``: a float32 UNet on the CPU, first stride > 1,
-    ReLU or leaky ReLU, no input normalization, numba importable."""
+    ReLU or leaky ReLU, no input normalization, one output channel, numba importable."""
     cfg = getattr(model, "config", None)
     return cfg is not None and eligible_config(cfg, dtype, device)
 
@@ -74,7 +74,8 @@ def eligible_config(config: UNetConfig, dtype: torch.dtype, device: torch.device
     if numba is None or _BROKEN or _view_kernels.switched_off():
         return False
     return (device.type == "cpu" and dtype == torch.float32 and not config.normalizes
-            and config.strides[0] > 1 and config.activation in ("relu", "leaky_relu"))
+            and config.strides[0] > 1 and config.activation in ("relu", "leaky_relu")
+            and config.out_channels == 1)  # the head and loss kernels compute one logit a pixel
 
 
 def predict_core(model: nn.Module, crop: _U8, rows: slice, cols: slice) -> torch.Tensor | None:

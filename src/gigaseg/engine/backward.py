@@ -65,6 +65,22 @@ _R = TypeVar("_R")
 # An image whose every pixel is ignored has N = 0: loss 0 (the BCE of no pixel is taken as 0;
 # Dice is 1 - 1/1) and a zero gradient.
 
+# NOTE [Several classes]
+# A model of C >= 2 output channels has class logits z_i (C of them at pixel i), p_i =
+# softmax(z_i), and a mask of class indices (y_ic = 1 for the pixel's class, else 0; 255 ignored
+# as above). Its losses are the mean softmax cross-entropy ("ce") and the multi-class soft Dice
+#   L = (1/C) sum_c [1 - (2 I_c + 1) / D_c],   D_c = P_c + Y_c + 1,
+# with I_c = sum_i p_ic y_ic, P_c = sum_i p_ic, Y_c = sum_i y_ic over the valid pixels: pass 1
+# gathers these 3C sums (and N and the CE sum) tile by tile, and the ranks of a group sum them in
+# exchange 2 (NOTE [Distributed step]). Then, as for one class (NOTE [Two-pass Dice]),
+#   dL/dp_ic = g_ic = a_c y_ic + b_c,   a_c = -2 / (C D_c),   b_c = (2 I_c + 1) / (C D_c^2),
+# depends only on pixel i and the sums, and through the softmax (dp_ic/dz_ik = p_ic (d_ck - p_ik))
+#   dL/dz_ik = sum_c g_ic p_ic (d_ck - p_ik) = p_ik (g_ik - sum_c g_ic p_ic).
+# The CE's is (p_ik - y_ik) / N. Pass 2 backpropagates their sum over each tile's core, 0 where
+# the mask is 255 (tests/test_multiclass.py checks both against autograd on gigaseg.losses).
+# One class keeps the sigmoid path, its kernels and its bits; C >= 2 runs on PyTorch's kernels
+# (the compiled ones compute one logit a pixel).
+
 
 # --- the engine --------------------------------------------------------------------------------
 
@@ -97,8 +113,10 @@ def tiled_backward(
         image: (H, W, 3) uint8 RGB array-like (numpy array, ``np.memmap``, zarr array); read
             tile by tile, never materialized as floats.
         mask: (H, W) uint8 array-like with values 0 (background), 1 (tissue) and 255 (ignore:
-            left out of the loss, as in ``gigaseg.losses``; NOTE [Ignored pixels]).
-        loss: ``"bce"``, ``"dice"`` or ``"bce+dice"``.
+            left out of the loss, as in ``gigaseg.losses``; NOTE [Ignored pixels]); for a model
+            of C >= 2 output channels, class indices 0..C-1 and 255.
+        loss: ``"bce"``, ``"dice"`` or ``"bce+dice"``; for C >= 2 output channels ``"ce"``,
+            ``"dice"`` or ``"ce+dice"`` (NOTE [Several classes]).
         memory_budget: bytes or a string such as ``"4GB"``; the planner picks the tile from it.
         tile: core tile size (int or (th, tw)), a multiple of the total stride; overrides the plan.
         device: ``None`` (the model's device), ``"cpu"``, ``"cuda"``, ``"mps"`` or ``"auto"``;
@@ -127,6 +145,8 @@ def tiled_backward(
         check_loss_name(loss)
         config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "train",
                                                              ranks.size if ranks is not None else 1)
+        classes = config.out_channels
+        check_loss_name(loss, classes)  # "bce" for one channel, "ce" for several
         workers = _check_read_workers(read_workers, dev)
         _check_mask(mask, height, width)
         params = [p for p in model.parameters() if p.requires_grad]
@@ -134,9 +154,9 @@ def tiled_backward(
             raise ConfigError("the model has no parameter that requires grad; nothing to backpropagate")
         step = _Step(
             model, params, dev, dtype, config.total_stride, n_pixels=height * width,
-            use_bce=loss in ("bce", "bce+dice"), use_dice=loss in ("dice", "bce+dice"),
+            use_bce=loss in ("bce", "bce+dice", "ce", "ce+dice"), use_dice=loss in ("dice", "bce+dice", "ce+dice"),
             # without pass 1, pass 2 counts the valid pixels (NOTE [Ignored pixels])
-            count_valid=loss == "bce" and (ranks is None or not ranks.nested),
+            count_valid=loss in ("bce", "ce") and (ranks is None or not ranks.nested), classes=classes,
             # float32 on the CPU: compiled kernels for the full-resolution layers, forward and backward
             kernels=_Kernels(model, _fast_cpu(model, dtype, dev)),
         )
@@ -146,28 +166,33 @@ def tiled_backward(
     if ranks is not None:
         shapes = [tuple(p.shape) for p in params]
         ranks.exchange("checking the inputs", (height, width, th, tw, loss, str(dtype), shapes), [])
+        ranks.widen(3 * classes + 2)  # exchange 2's payload; the same model on every rank, just checked
         ranks.next_is_last = not step.use_dice
         tiles = ranks.share(tiles)
     with _joined(ranks):
         folder = _crop_cache_folder(tiles) if step.use_dice and _expensive_to_read(image) else None
         with _CropCache(folder) if folder is not None else contextlib.nullcontext() as cache:
-            reader = _Reader(image, mask, cache)
-            dice_value = coef_inter = coef_p = 0.0
+            reader = _Reader(image, mask, cache, classes)
+            dice_value = 0.0
+            coef_inter = coef_p = [0.0] * classes
             if step.use_dice:
                 inter, p_sum, y_sum = _dice_sums(step, tiles, reader, workers, progress)
-                if ranks is not None:  # the global sums
-                    inter, p_sum, y_sum, step.bce_sum, n_valid = ranks.exchange(
+                if ranks is not None:  # the global sums: I, P, Y (I_c, P_c, Y_c for each class), BCE or CE, N
+                    sums = ranks.exchange(
                         "gathering the Dice sums", (height, width, th, tw, loss, str(dtype), shapes),
-                        [inter, p_sum, y_sum, step.bce_sum, step.n_valid])
+                        [*inter, *p_sum, *y_sum, step.bce_sum, step.n_valid])
+                    c = classes
+                    inter, p_sum, y_sum = sums[:c], sums[c:2 * c], sums[2 * c:3 * c]
+                    step.bce_sum, n_valid = sums[3 * c:]
                     step.n_valid = round(n_valid)
                     ranks.next_is_last = True
-                denom = p_sum + y_sum + DICE_SMOOTH
-                dice_value = 1.0 - (2.0 * inter + DICE_SMOOTH) / denom
-                coef_inter = -2.0 / denom
-                coef_p = (2.0 * inter + DICE_SMOOTH) / denom**2
+                dice_value, coef_inter, coef_p = _dice_terms(inter, p_sum, y_sum)
             elif not step.count_valid:  # a group inside a larger grad_group (NOTE [Ignored pixels])
-                step.n_valid = _count_valid(mask, height, width)
-            weights = LossWeights(1.0 / step.bce_divisor if step.use_bce else 0.0, coef_inter, coef_p)
+                step.n_valid = _count_valid(mask, height, width, classes)
+            xent = 1.0 / step.bce_divisor if step.use_bce else 0.0
+            weights: LossWeights | _ClassWeights = (
+                LossWeights(xent, coef_inter[0], coef_p[0]) if classes == 1
+                else _ClassWeights(tuple(coef_inter), tuple(coef_p)))
             grads = _backward_pass(step, weights, tiles, reader, workers, progress)
     if ranks is not None:  # .grad is untouched until the gradients are summed over every rank
         bce_sum, n_valid = ranks.exchange("computing the gradients", (str(dtype), shapes),
@@ -256,11 +281,12 @@ class _Step:
     dtype: torch.dtype
     total_stride: int
     n_pixels: int
-    use_bce: bool
+    use_bce: bool  # the cross-entropy term: the BCE of one output channel, the softmax CE of several
     use_dice: bool
     kernels: _Kernels
     count_valid: bool  # pass 2 counts the valid pixels: no pass 1 did (NOTE [Ignored pixels])
-    bce_sum: float = 0.0  # BCE summed over the tiles so far: in pass 1 with Dice, else in pass 2
+    classes: int = 1  # output channels C (NOTE [Several classes])
+    bce_sum: float = 0.0  # BCE (CE) summed over the tiles so far: in pass 1 with Dice, else in pass 2
     n_valid: int = 0  # pixels whose mask is not 255 (IGNORE): in pass 1 with Dice, else as count_valid says
 
     @property
@@ -272,16 +298,17 @@ class _Step:
 
 
 class _Reader:
-    """Reads a tile's crop, its mask and the mask's count of 255s (ignored pixels). In pass 1 a
-    cache (NOTE [Crop cache]) keeps them for pass 2."""
+    """Reads a tile's crop, its mask (checked for a model of ``classes`` output channels) and the
+    mask's count of 255s (ignored pixels). In pass 1 a cache (NOTE [Crop cache]) keeps them for
+    pass 2."""
 
-    def __init__(self, image: ImageLike, mask: ImageLike, cache: _CropCache | None) -> None:
-        self.image, self.mask, self.cache = image, mask, cache
+    def __init__(self, image: ImageLike, mask: ImageLike, cache: _CropCache | None, classes: int = 1) -> None:
+        self.image, self.mask, self.cache, self.classes = image, mask, cache, classes
         self.ignored: dict[_Tile, int] = {}  # each cached tile's count of 255s
 
     def read(self, t: _Tile) -> tuple[np.ndarray, np.ndarray, int]:
         crop = _read_crop(self.image, t)
-        y_np, ignored = _read_mask(self.mask, t)
+        y_np, ignored = _read_mask(self.mask, t, self.classes)
         return crop, y_np, ignored
 
     def read_and_keep(self, t: _Tile) -> tuple[np.ndarray, np.ndarray, int]:
@@ -296,13 +323,14 @@ class _Reader:
         return (kept[0], kept[1], self.ignored[t]) if kept is not None else self.read(t)
 
 
-def _count_valid(mask: ImageLike, height: int, width: int) -> int:
-    """The pixels of ``mask`` that are not 255 (IGNORE), its values checked, read by strips."""
+def _count_valid(mask: ImageLike, height: int, width: int, classes: int = 1) -> int:
+    """The pixels of ``mask`` that are not 255 (IGNORE), its values checked (class indices of
+    ``classes`` output channels), read by strips."""
     rows = max(1, (64 << 20) // width)
     ignored = 0
     for y0 in range(0, height, rows):
         strip = np.asarray(mask[y0:min(height, y0 + rows), 0:width])
-        ignored += _check_mask_values(strip, y0, 0)
+        ignored += _check_mask_values(strip, y0, 0, classes)
     return height * width - ignored
 
 
@@ -310,11 +338,13 @@ def _count_valid(mask: ImageLike, height: int, width: int) -> int:
 
 
 def _dice_sums(step: _Step, tiles: Sequence[_Tile], reader: _Reader, workers: int,
-               progress: bool) -> tuple[float, float, float]:
+               progress: bool) -> tuple[list[float], list[float], list[float]]:
     """Pass 1: the global sums I = sum(p*y), P = sum(p), Y = sum(y) of soft Dice (NOTE
-    [Two-pass Dice]) over the valid pixels, without autograd; adds the BCE of every tile to
+    [Two-pass Dice]) over the valid pixels, without autograd, as lists of one number; for C >= 2
+    classes, I_c, P_c and Y_c (NOTE [Several classes]). Adds the BCE (CE) of every tile to
     ``step.bce_sum`` and its count of valid pixels to ``step.n_valid`` (NOTE [Ignored pixels])."""
-    inter = p_sum = y_sum = 0.0
+    c = step.classes
+    inter, p_sum, y_sum = [0.0] * c, [0.0] * c, [0.0] * c
     with torch.no_grad():
         pass1 = _read_ahead(tiles, reader.read_and_keep, workers)
         for t, (crop, y_np, ignored) in _progress(pass1, len(tiles), progress, "dice sums"):
@@ -322,12 +352,37 @@ def _dice_sums(step: _Step, tiles: Sequence[_Tile], reader: _Reader, workers: in
             box = [crop]
             del crop  # the box holds the tile's only reference (NOTE [Kernel fallback])
             step.n_valid += y_np.size - ignored
-            y_sum += float(y_np.sum(dtype=np.int64) - IGNORE * ignored)
-            sums = _tile_sums(step, t, box, y_np, ignored > 0, reader)
-            inter += sums[0]
-            p_sum += sums[1]
-            step.bce_sum += sums[2]
+            if c == 1:
+                y_sum[0] += float(y_np.sum(dtype=np.int64) - IGNORE * ignored)
+                sums = _tile_sums(step, t, box, y_np, ignored > 0, reader)
+                inter[0] += sums[0]
+                p_sum[0] += sums[1]
+                step.bce_sum += sums[2]
+                continue
+            counts = np.bincount(y_np.ravel(), minlength=c)  # the 255s count past the classes
+            tile_inter, tile_p, tile_ce = _tile_class_sums(step, t, box.pop(), y_np, ignored > 0)
+            for k in range(c):
+                inter[k] += tile_inter[k]
+                p_sum[k] += tile_p[k]
+                y_sum[k] += float(counts[k])
+            step.bce_sum += tile_ce
     return inter, p_sum, y_sum
+
+
+def _dice_terms(inter: Sequence[float], p_sum: Sequence[float],
+                y_sum: Sequence[float]) -> tuple[float, list[float], list[float]]:
+    """(the Dice loss, its coefficients A and B per class) from the global sums: one class's
+    ``1 - (2 I + 1) / D``, ``-2 / D``, ``(2 I + 1) / D^2`` with D = P + Y + 1 (NOTE [Two-pass
+    Dice]), or for C classes the mean over them, the coefficients divided by C (NOTE [Several
+    classes])."""
+    c = len(inter)
+    values, coef_inter, coef_p = [], [], []
+    for i, p, y in zip(inter, p_sum, y_sum):
+        denom = p + y + DICE_SMOOTH
+        values.append(1.0 - (2.0 * i + DICE_SMOOTH) / denom)
+        coef_inter.append(-2.0 / denom / c)
+        coef_p.append((2.0 * i + DICE_SMOOTH) / denom**2 / c)
+    return sum(values) / c, coef_inter, coef_p
 
 
 def _tile_sums(step: _Step, t: _Tile, crop: list[np.ndarray], y_np: np.ndarray, ignore: bool,
@@ -352,10 +407,25 @@ def _tile_sums(step: _Step, t: _Tile, crop: list[np.ndarray], y_np: np.ndarray, 
     return _sum64(p * y), _sum64(p), float(_bce_sum(logits, y, keep)) if step.use_bce else 0.0
 
 
+def _tile_class_sums(step: _Step, t: _Tile, crop: np.ndarray, y_np: np.ndarray,
+                     ignore: bool) -> tuple[list[float], list[float], float]:
+    """(I_c, P_c for each class, the CE sum or 0 without CE) over the core of tile ``t`` for a
+    model of C >= 2 classes (NOTE [Several classes]), less the pixels where ``y_np`` is 255 when
+    ``ignore`` (it has some); float64 sums."""
+    z = _core_logits(step.model, crop, t.core_in_crop, step.device, step.dtype, False)  # (C, h, w)
+    y, keep = _class_target(y_np, z.device, ignore)
+    p = torch.softmax(z, dim=0)
+    if keep is not None:
+        p = torch.where(keep, p, 0.0)
+    onehot = y == torch.arange(step.classes, device=z.device)[:, None, None]
+    ce = _ce_sum(z, y, keep) if step.use_bce else 0.0
+    return _class_sums64(torch.where(onehot, p, 0.0)), _class_sums64(p), ce
+
+
 # --- pass 2: the backward pass ---------------------------------------------------------------
 
 
-def _backward_pass(step: _Step, weights: LossWeights, tiles: Sequence[_Tile], reader: _Reader,
+def _backward_pass(step: _Step, weights: LossWeights | _ClassWeights, tiles: Sequence[_Tile], reader: _Reader,
                    workers: int, progress: bool) -> list[torch.Tensor]:
     """Pass 2: backpropagates each tile's exact share of the loss, whose gradient with respect
     to the logits ``weights`` gives, and returns the parameter gradients summed over the tiles
@@ -374,27 +444,33 @@ def _backward_pass(step: _Step, weights: LossWeights, tiles: Sequence[_Tile], re
     return grads
 
 
-def _tile_grads(step: _Step, weights: LossWeights, t: _Tile, crop: list[np.ndarray], y_np: np.ndarray,
-                ignore: bool, reader: _Reader) -> Sequence[torch.Tensor | None]:
+def _tile_grads(step: _Step, weights: LossWeights | _ClassWeights, t: _Tile, crop: list[np.ndarray],
+                y_np: np.ndarray, ignore: bool, reader: _Reader) -> Sequence[torch.Tensor | None]:
     """The gradient of tile ``t``'s share of the loss for each of ``step.params`` (None for one
     that the model's output does not depend on); ``crop`` holds the tile's crop, and ``ignore``
-    says that ``y_np`` holds 255s."""
+    says that ``y_np`` holds 255s. ``weights`` is a ``_ClassWeights`` for C >= 2 classes."""
     from ._cpu_kernels import backward_core
 
     rows, cols = t.core_in_crop
-    done = step.kernels.run(crop, lambda: reader.read_again(t)[0],
-                            lambda inp: backward_core(step.model, inp, rows, cols, y_np, weights,
-                                                      bce_sum=step.use_bce and not step.use_dice, ignore=ignore))
-    if done is not None:
-        tile_grads, tile_bce = done
-        step.bce_sum += tile_bce
-        return [tile_grads[p] for p in step.params]
+    if not isinstance(weights, _ClassWeights):  # one class: the kernels may run it
+        one = weights
+        done = step.kernels.run(crop, lambda: reader.read_again(t)[0],
+                                lambda inp: backward_core(step.model, inp, rows, cols, y_np, one,
+                                                          bce_sum=step.use_bce and not step.use_dice, ignore=ignore))
+        if done is not None:
+            tile_grads, tile_bce = done
+            step.bce_sum += tile_bce
+            return [tile_grads[p] for p in step.params]
     multiple = input_multiple(cast("UNetConfig", step.model.config))
     logits = step.model(_as_input(crop.pop(), step.device, step.dtype, multiple))
     # zero on the halo, whose outputs belong to other tiles
     grad_logits = torch.zeros_like(logits)
-    grad_logits[0, 0][t.core_in_crop] = _logits_grad(step, weights, logits.detach()[0, 0][t.core_in_crop], y_np,
-                                                     ignore)
+    if isinstance(weights, _ClassWeights):
+        grad_logits[0][:, rows, cols] = _class_logits_grad(step, weights, logits.detach()[0][:, rows, cols], y_np,
+                                                           ignore)
+    else:
+        grad_logits[0, 0][t.core_in_crop] = _logits_grad(step, weights, logits.detach()[0, 0][t.core_in_crop], y_np,
+                                                         ignore)
     return torch.autograd.grad(logits, step.params, grad_logits, allow_unused=True)
 
 
@@ -421,6 +497,66 @@ def _logits_grad(step: _Step, weights: LossWeights, z: torch.Tensor, y_np: np.nd
         if keep is not None:
             g.masked_fill_(~keep, 0.0)
         return g
+
+
+@dataclass(frozen=True)
+class _ClassWeights:
+    """The Dice's share of dLoss/dlogits for C >= 2 classes (NOTE [Several classes]): ``inter[c]``
+    and ``p_coef[c]`` are a_c and b_c (0s without Dice); the CE's share is (p - y) / N, N being
+    ``_Step.bce_divisor``."""
+
+    inter: tuple[float, ...]
+    p_coef: tuple[float, ...]
+
+
+def _class_logits_grad(step: _Step, weights: _ClassWeights, z: torch.Tensor, y_np: np.ndarray,
+                       ignore: bool) -> torch.Tensor:
+    """dLoss/dlogits over a tile's core for C >= 2 classes, (C, h, w) like the logits ``z``:
+    (p - y) / N for the mean CE, p_k (g_k - sum_c g_c p_c) with g_c = a_c y_c + b_c for Dice
+    (NOTE [Several classes]), 0 where ``y_np`` is 255 when ``ignore``. Adds the core's CE to
+    ``step.bce_sum`` when there is no first pass to do it."""
+    with torch.no_grad():
+        y, keep = _class_target(y_np, z.device, ignore)
+        if step.use_bce and not step.use_dice:
+            step.bce_sum += _ce_sum(z, y, keep)
+        p = torch.softmax(z, dim=0)
+        onehot = y == torch.arange(step.classes, device=z.device)[:, None, None]
+        g = torch.zeros_like(z)
+        if step.use_bce:
+            g.copy_(p).sub_(onehot.to(z.dtype)).div_(step.bce_divisor)
+        if step.use_dice:
+            a = torch.tensor(weights.inter, dtype=z.dtype, device=z.device)[:, None, None]
+            b = torch.tensor(weights.p_coef, dtype=z.dtype, device=z.device)[:, None, None]
+            dp = torch.where(onehot, a + b, b)  # dL/dp_c
+            g.add_(p * (dp - (dp * p).sum(dim=0, keepdim=True)))
+        if keep is not None:
+            g.masked_fill_(~keep, 0.0)
+        return g
+
+
+def _class_target(y_np: np.ndarray, device: torch.device, ignore: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(the (h, w) int64 class indices of the mask ``y_np``, 0 where it is 255; the mask of
+    valid pixels, or None when ``ignore`` says it has no 255)."""
+    y = torch.from_numpy(y_np).to(device=device, dtype=torch.int64)
+    if not ignore:
+        return y, None
+    keep = y != IGNORE
+    return torch.where(keep, y, 0), keep
+
+
+def _ce_sum(z: torch.Tensor, y: torch.Tensor, keep: torch.Tensor | None) -> float:
+    """The softmax cross-entropy of (C, h, w) logits ``z`` against the class indices ``y``,
+    summed over the pixels where ``keep`` (all without it), in float64 (but on MPS)."""
+    ce = torch.nn.functional.cross_entropy(z.unsqueeze(0), y.unsqueeze(0), reduction="none")[0]
+    if keep is not None:
+        ce = torch.where(keep, ce, 0.0)
+    return _sum64(ce)
+
+
+def _class_sums64(t: torch.Tensor) -> list[float]:
+    """The sums over each class of (C, h, w) ``t``, accumulated in float64 (float32 on MPS)."""
+    sums = t.sum(dim=(1, 2)) if t.device.type == "mps" else t.sum(dim=(1, 2), dtype=torch.float64)
+    return [float(v) for v in sums.cpu()]
 
 
 def _accumulate(params: Sequence[nn.Parameter], grads: Sequence[torch.Tensor]) -> None:

@@ -46,9 +46,14 @@ __all__ = ["DistributedError", "split_by_cost"]  # DistributedError lives in gig
 #
 # Collectives are SUM all-reduces (``ReduceOp.AVG`` is NCCL's only). Every scalar exchange is one
 # float64 vector of ``_SLOTS`` entries: [ranks that failed, a 60-bit hash of what the rank was
-# given (3 chunks of 20 bits) and the chunks' squares, payload]. The exchanges, in order:
+# given (3 chunks of 20 bits) and the chunks' squares, payload]. A model of C >= 2 classes has a
+# longer payload in exchange 2 (3C sums, the CE sum, N): once exchange 1 has shown that every
+# rank of ``group`` has the same model, each widens its exchanges over ``group`` to fit it
+# (``widen``), so that a rank that fails later joins the others' exchange with a vector of the same
+# length; those over ``grad_group`` keep ``_SLOTS``. The exchanges, in order:
 #   1. over ``group``: the inputs checked and planned (no payload);
-#   2. over ``group``, with a Dice term: pass 1 done (I, P, Y, BCE);
+#   2. over ``group``, with a Dice term: pass 1 done (I, P, Y, BCE, N; for C classes I_c, P_c,
+#      Y_c for each, CE, N);
 #   3. over ``grad_group``: pass 2 done (the BCE sum without Dice);
 #   4. over ``grad_group``, if no rank failed: the gradients.
 # A rank whose own work fails (a bad mask value in one of its tiles, a full disk) still joins
@@ -115,6 +120,8 @@ class _Ranks:
         self.nested = self.grad_group is not group
         #: whether the exchange the other ranks wait in next is over ``grad_group`` (exchange 3)
         self.next_is_last = False
+        #: the length of the exchanges over ``group`` (``widen``)
+        self.slots = _SLOTS
         # where the exchanged tensors live: the current CUDA device under NCCL, else the CPU
         nccl = dist.get_backend(group) == "nccl"
         self.device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
@@ -122,6 +129,11 @@ class _Ranks:
     def share(self, tiles: Sequence[_Tile]) -> list[_Tile]:
         """This rank's tiles, in the order of ``tiles``."""
         return [tiles[i] for i in split_by_cost(_tile_costs(tiles), self.size)[self.rank]]
+
+    def widen(self, payload: int) -> None:
+        """Make the exchanges over ``group`` from now on fit ``payload`` numbers: every rank of
+        ``group`` calls it alike, after an exchange that showed they have the same model."""
+        self.slots = max(_SLOTS, 1 + 2 * _HASH_CHUNKS + payload)
 
     def exchange(self, stage: str, signature: object, payload: Sequence[float], *,
                  last: bool = False) -> list[float]:
@@ -131,7 +143,8 @@ class _Ranks:
         import torch.distributed as dist
 
         group = self.grad_group if last else self.group
-        sums = self._all_reduce([0.0, *_hash_chunks(signature), *payload], group, stage)
+        sums = self._all_reduce([0.0, *_hash_chunks(signature), *payload], group, stage,
+                                _SLOTS if last else self.slots)
         if sums[0] > 0:
             if self.nested and not last:
                 self._all_reduce([1.0], self.grad_group, stage)  # the other groups learn of it in exchange 3
@@ -154,7 +167,7 @@ class _Ranks:
         for the other groups of ``grad_group``, saying that this rank failed; the caller then
         raises its error."""
         if not self.next_is_last:
-            self._all_reduce([1.0], self.group, "saying that a rank failed")
+            self._all_reduce([1.0], self.group, "saying that a rank failed", self.slots)
         if self.next_is_last or self.nested:
             self._all_reduce([1.0], self.grad_group, "saying that a rank failed")
 
@@ -169,8 +182,11 @@ class _Ranks:
             g.copy_(flat[offset:offset + g.numel()].view(g.shape))
             offset += g.numel()
 
-    def _all_reduce(self, values: Sequence[float], group: ProcessGroup, what: str) -> list[float]:
-        vector = torch.zeros(_SLOTS, dtype=torch.float64, device=self.device)
+    def _all_reduce(self, values: Sequence[float], group: ProcessGroup, what: str,
+                    slots: int = _SLOTS) -> list[float]:
+        if len(values) > slots:
+            raise ValueError(f"{len(values)} numbers do not fit an exchange of {slots}")  # a bug, not a user's error
+        vector = torch.zeros(slots, dtype=torch.float64, device=self.device)
         vector[:len(values)] = torch.tensor(values, dtype=torch.float64)
         watch.all_reduce(vector, group, what=what)
         return [float(v) for v in vector.cpu()]

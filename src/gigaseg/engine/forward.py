@@ -31,24 +31,32 @@ _Out = TypeVar("_Out", bound=OutSink)
 def _core_logits(model: nn.Module, crop: np.ndarray, core: tuple[slice, slice], device: torch.device,
                  dtype: torch.dtype, fast: bool) -> torch.Tensor:
     """Logits of the uint8 ``crop`` over its ``core`` (no gradients): ``model(crop / 255)`` cropped,
-    or the compiled CPU kernels' equal result when ``fast`` (see ``gigaseg._cpu_kernels``)."""
+    or the compiled CPU kernels' equal result when ``fast`` (see ``gigaseg._cpu_kernels``): (h, w)
+    for a model of one output channel, (C, h, w) for one of C >= 2."""
     if fast:
         from ._cpu_kernels import predict_core
 
         z = predict_core(model, crop, *core)
         if z is not None:
             return z
-    multiple = input_multiple(cast("UNetConfig", model.config))  # a gigaseg UNet (check_local said so)
-    logits: torch.Tensor = model(_as_input(crop, device, dtype, multiple))
+    config = cast("UNetConfig", model.config)  # a gigaseg UNet (check_local said so)
+    logits: torch.Tensor = model(_as_input(crop, device, dtype, input_multiple(config)))
+    if config.out_channels > 1:
+        return logits[0][:, core[0], core[1]]
     return logits[0, 0][core]
 
 
 def _from_logits(z: torch.Tensor, *, probabilities: bool = True, uint8: bool = False) -> np.ndarray:
     """Logits -> numpy logits, probabilities, or ``round(255 p)`` as uint8 (float32 at least:
-    a bfloat16 or float16 model's logits are widened before the sigmoid)."""
+    a bfloat16 or float16 model's logits are widened before the sigmoid). (h, w) logits give
+    (h, w) and the sigmoid; (C, h, w) logits of C classes give (h, w, C) and the softmax."""
     if z.dtype not in (torch.float32, torch.float64):
         z = z.float()
-    p = torch.sigmoid(z) if probabilities else z
+    if z.ndim == 3:  # several classes: channels last, softmax over them
+        z = z.permute(1, 2, 0)
+        p = torch.softmax(z, dim=-1) if probabilities else z.contiguous()
+    else:
+        p = torch.sigmoid(z) if probabilities else z
     if uint8:
         p = (p if probabilities else p.clone()).mul_(255).round_().to(torch.uint8)  # in place: 2x faster
     return p.cpu().numpy()
@@ -101,14 +109,15 @@ class TilePredictions:
     """The tiles of one prediction, as :func:`iter_predict` returns them.
 
     An iterator of ``(box, block)``: ``box`` a :class:`TileBox` (the tile's core, image pixels),
-    ``block`` the (h, w) numpy result over it (``box.shape``). Iterating reads crops ahead in
-    background threads; ``close()`` (or leaving a ``with`` block, or the end of the tiles) stops
-    and joins them.
+    ``block`` the (h, w) numpy result over it (``box.shape``), or (h, w, C) for a model of C >= 2
+    output channels. Iterating reads crops ahead in background threads; ``close()`` (or leaving a
+    ``with`` block, or the end of the tiles) stops and joins them.
 
     Attributes:
         shape: ``(H, W)`` of the image and of the whole output.
         tile: ``(h, w)`` of the planned core tile (edge tiles are smaller).
         n_tiles: the number of tiles.
+        classes: the model's output channels C (a block is (h, w, C) when C >= 2).
         order, output: as given to :func:`iter_predict`.
         timings: seconds so far: ``read_wait_s`` (waiting for a crop to be read),
             ``model_s`` (the model and turning its logits into ``output``).
@@ -124,6 +133,7 @@ class TilePredictions:
         self.output = output
         self.timings = {"read_wait_s": 0.0, "model_s": 0.0}
         self._dtype = dtype
+        self.classes = cast("UNetConfig", model.config).out_channels
         self._gen = self._run(model, image, tiles, device, dtype, read_workers, read_ahead, progress)
 
     def _run(self, model: nn.Module, image: ImageLike, tiles: list[_Tile], device: torch.device, dtype: torch.dtype,
@@ -210,7 +220,8 @@ def iter_predict(
         order: "shape" (tiles grouped by crop shape: the fastest) or "rows" (row by row, left
             to right: a row of tiles is complete when its last tile is yielded); NOTE [Tile order].
         output: "probabilities" (``sigmoid`` of the logits, float32, float64 for a float64
-            model), "logits" (same dtypes) or "uint8" (``round(255 * p)``).
+            model; for a model of C >= 2 output channels the ``softmax`` over them), "logits"
+            (same dtypes) or "uint8" (``round(255 * p)``).
         memory_budget, tile, device: as for ``tiled_backward``.
         read_workers: threads reading crops (default 1 on the CPU, one per spare core on an
             accelerator); the results do not depend on it.
@@ -220,9 +231,9 @@ def iter_predict(
 
     Returns:
         A :class:`TilePredictions`: an iterator of ``(box, block)``, ``box`` a :class:`TileBox`
-        (image pixels), ``block`` the (h, w) numpy output over it; it also tells the plan's
-        ``tile``, ``n_tiles`` and ``timings``. The arguments are checked and the tiles planned
-        here; reading starts at the first tile.
+        (image pixels), ``block`` the (h, w) numpy output over it ((h, w, C) for C >= 2 output
+        channels); it also tells the plan's ``tile``, ``n_tiles`` and ``timings``. The arguments
+        are checked and the tiles planned here; reading starts at the first tile.
 
     Raises:
         ConfigError: a bad ``order``, ``output``, ``read_workers`` or ``read_ahead``.
@@ -276,14 +287,16 @@ def tiled_predict(
     logits: bool = False,
     read_workers: int | None = None,
 ) -> np.ndarray | OutSink:
-    """Per-pixel tissue probabilities ``sigmoid(model(image / 255))``, computed tile by tile.
+    """Per-pixel tissue probabilities ``sigmoid(model(image / 255))``, computed tile by tile; for a
+    model of C >= 2 output channels, the class probabilities ``softmax(model(image / 255))``.
 
     Args:
         model: a ``gigaseg.UNet``.
         image: (H, W, 3) uint8 RGB array-like, read tile by tile.
-        out: optional (H, W) array-like to write into (e.g. ``np.memmap`` or zarr): float
-            arrays get probabilities, uint8 arrays get ``round(255 * p)``. Default: a new
-            numpy array, float64 for a float64 model, else float32.
+        out: optional (H, W) array-like ((H, W, C) for C classes) to write into (e.g.
+            ``np.memmap`` or zarr): float arrays get probabilities, uint8 arrays get
+            ``round(255 * p)``. Default: a new numpy array, float64 for a float64 model, else
+            float32.
         memory_budget, tile, device, progress, read_workers: as for ``tiled_backward``.
         logits: return the logits ``model(image / 255)`` instead of probabilities.
 
@@ -294,17 +307,20 @@ def tiled_predict(
     :func:`iter_predict` in its "shape" order.
 
     Returns:
-        ``out`` (or the new array), (H, W).
+        ``out`` (or the new array), (H, W); (H, W, C) for a model of C >= 2 output channels
+        (class c's probability or logit in channel c).
     """
     wants_uint8 = out is not None and getattr(out, "dtype", None) == np.uint8
     output = "logits" if logits else ("uint8" if wants_uint8 else "probabilities")
     tiles = iter_predict(model, image, order="shape", output=output, memory_budget=memory_budget, tile=tile,
                          device=device, read_workers=read_workers, progress=progress)
     height, width = tiles.shape
+    shape: tuple[int, ...] = (height, width) if tiles.classes == 1 else (height, width, tiles.classes)
     if out is None:
-        out = np.empty((height, width), dtype=np.float64 if tiles._dtype == torch.float64 else np.float32)
-    elif tuple(getattr(out, "shape", ())) != (height, width):
-        raise InputError(f"out must have shape (H, W) = ({height}, {width}), got {getattr(out, 'shape', None)}")
+        out = np.empty(shape, dtype=np.float64 if tiles._dtype == torch.float64 else np.float32)
+    elif tuple(getattr(out, "shape", ())) != shape:
+        names = "(H, W)" if tiles.classes == 1 else "(H, W, C)"
+        raise InputError(f"out must have shape {names} = {shape}, got {getattr(out, 'shape', None)}")
     out_dtype = np.dtype(out.dtype)
     if not (out_dtype.kind == "f" or (out_dtype == np.uint8 and not logits)):
         raise InputError(

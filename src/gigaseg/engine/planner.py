@@ -168,10 +168,14 @@ def _floats_per_pixel(config: UNetConfig, mode: str, kernels: bool = False) -> f
     """Floats alive per input pixel of a crop at the peak of one tile (forward + backward);
     ``kernels``: a training tile on the compiled CPU kernels (NOTE [Kernel memory])."""
     c = (config.in_channels, *config.channels)
+    # C >= 2 output channels: each full-resolution tensor of the head and the loss holds C floats a
+    # pixel (the head's partial outputs, logits, probabilities, their gradients and the loss's
+    # temporaries; an estimate, not yet measured), one of the other terms below
+    classes = config.out_channels - 1
     if mode == "predict":
         # input and its uint8 crop, upsampled d1, the two partial convolutions of the head and
         # their sum, probabilities and their copy for the output (measured: ~17 for paper)
-        full = 2 * (c[0] + c[1]) + 7
+        full = 2 * (c[0] + c[1]) + 7 + 5 * classes
         low = 0.0
         jump = 1
         for i in range(config.depth):
@@ -182,7 +186,7 @@ def _floats_per_pixel(config: UNetConfig, mode: str, kernels: bool = False) -> f
     # the backward pass. Full resolution: the input, up(d1), the head's two partial outputs,
     # their gradients and up(d1)'s, the logits and their gradient, the mask and probabilities
     # (measured: ~26 floats per pixel for paper, i.e. 104 bytes).
-    full = 2 if kernels else c[0] + c[1] + 2 * (c[1] + c[0]) + c[1] + 10
+    full = 2 if kernels else c[0] + c[1] + 2 * (c[1] + c[0]) + c[1] + 10 + 12 * classes
     low = 0.0
     jump = 1
     for i in range(config.depth):

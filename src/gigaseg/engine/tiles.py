@@ -73,22 +73,32 @@ def _check_mask(mask: object, height: int, width: int) -> None:
             f"mask shape {tuple(shape)} does not match the image's (H, W) = ({height}, {width})"
         )
     if np.dtype(dtype) != np.uint8:
-        raise InputError(f"mask must be uint8 with values 0, 1 and 255 (ignore), got dtype {np.dtype(dtype)}")
+        raise InputError(f"mask must be uint8 with values 0, 1 (or class indices) and 255 (ignore), "
+                         f"got dtype {np.dtype(dtype)}")
 
 
-def _check_mask_values(mask_tile: np.ndarray, y0: int, x0: int) -> int:
-    """Refuse a mask tile holding values other than 0, 1 and 255 (ignore); return how many of
-    its pixels are 255. A tile of 0/1 costs one ``max``, as before ignore labels existed."""
-    if not mask_tile.size or mask_tile.max() <= 1:
+def _check_mask_values(mask_tile: np.ndarray, y0: int, x0: int, classes: int = 1) -> int:
+    """Refuse a mask tile holding values other than 0, 1 and 255 (ignore), or for a model of
+    ``classes`` >= 2 output channels other than 0..classes-1 and 255; return how many of its
+    pixels are 255. A tile without 255 costs one ``max``, as before ignore labels existed."""
+    top = max(1, classes - 1)  # the largest class index (a single channel's masks hold 0 and 1)
+    if not mask_tile.size or mask_tile.max() <= top:
         return 0
     ignored = mask_tile == IGNORE
-    bad = (mask_tile > 1) & ~ignored
+    bad = (mask_tile > top) & ~ignored
     if bad.any():
         y, x = np.argwhere(bad)[0]
+        where = f"mask value {int(mask_tile[y, x])} at (x={x0 + int(x)}, y={y0 + int(y)})"
+        if classes == 1:
+            raise InputError(
+                f"{where} is not 0, 1 or 255; "
+                "training masks hold 0 (background), 1 (tissue) and 255 (ignore: left out of the loss) - "
+                "map the other values to one of these"
+            )
         raise InputError(
-            f"mask value {int(mask_tile[y, x])} at (x={x0 + int(x)}, y={y0 + int(y)}) is not 0, 1 or 255; "
-            "training masks hold 0 (background), 1 (tissue) and 255 (ignore: left out of the loss) - "
-            "map the other values to one of these"
+            f"{where} is not a class index 0..{top} or 255: the model has {classes} output channels "
+            f"(UNetConfig.out_channels), so masks hold class indices 0..{top} and 255 (ignore: left out of "
+            "the loss) - map the other values to one of these, or give the model more `out_channels`"
         )
     return int(np.count_nonzero(ignored))
 
@@ -170,10 +180,11 @@ def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1) -> torch
     return x
 
 
-def _read_mask(mask: ImageLike, t: _Tile) -> tuple[np.ndarray, int]:
-    """The mask over tile ``t``'s core, checked, and how many of its pixels are 255 (ignore)."""
+def _read_mask(mask: ImageLike, t: _Tile, classes: int = 1) -> tuple[np.ndarray, int]:
+    """The mask over tile ``t``'s core, checked (class indices for ``classes`` output channels),
+    and how many of its pixels are 255 (ignore)."""
     m = _owned(mask[t.y0:t.y1, t.x0:t.x1])
-    return m, _check_mask_values(m, t.y0, t.x0)
+    return m, _check_mask_values(m, t.y0, t.x0, classes)
 
 
 def model_input(image: ArrayLike, *, device: str | torch.device = "cpu",
