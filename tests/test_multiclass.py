@@ -402,3 +402,15 @@ def test_two_ranks_share_the_class_sums(tmp_path):
             assert max(float((g - w).norm() / w.norm()) for g, w in zip(got["two-" + loss][1], summed)) <= TOL
     assert ranks[1]["bad mask"].startswith("InputError: mask value 7"), ranks[1]
     assert ranks[0]["bad mask"].startswith("DistributedError: 1 rank(s) failed while gathering the Dice sums"), ranks[0]
+
+
+def test_predict_and_training_refuse_several_classes_clearly(tmp_path):
+    """Until the writers and training take several classes, they say so instead of failing later."""
+    from gigaseg import TrainConfig, predict_slide
+    from gigaseg.errors import ConfigError
+
+    model = UNet(UNetConfig(out_channels=3))
+    with pytest.raises(ConfigError, match="3 output classes"):
+        predict_slide(model, tmp_path / "s.png", tmp_path / "out", mpp=1.0)
+    with pytest.raises(ConfigError, match="out_channels=3"):
+        TrainConfig(data="d", out="o", preset=UNetConfig(out_channels=3)).check()

@@ -647,6 +647,9 @@ class TrainConfig:
             raise ConfigError("no run folder: give `out`, a new or empty folder")
         if not isinstance(self.preset, UNetConfig):
             check_choice("preset", self.preset, PRESETS)
+        elif self.preset.out_channels != 1:
+            raise ConfigError(f"`preset` has out_channels={self.preset.out_channels}: training trains one-channel "
+                              "tissue models; for several classes use gigaseg.tiled_backward with loss 'ce'")
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("loss", self.loss, LOSSES)
         check_choice("jitter", self.jitter, JITTERS)

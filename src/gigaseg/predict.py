@@ -93,6 +93,15 @@ def _is_model_file(model: Any) -> bool:
     return isinstance(model, (str, os.PathLike)) and str(model) != BUILTIN_MODEL
 
 
+def _one_class(net: Any, what: str) -> Any:
+    """``net``, refused when it has several output channels: the writers make tissue masks."""
+    classes = net.config.out_channels
+    if classes != 1:
+        raise ConfigError(f"{what} has {classes} output classes; predict_slide writes the tissue masks of "
+                          "one-channel models (several classes: gigaseg.tiled_predict gives their probabilities)")
+    return net
+
+
 def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
     """(UNet in eval mode, its training mpp or None, a description of where it came from).
 
@@ -107,14 +116,14 @@ def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
         model = BUILTIN
     if isinstance(model, (str, os.PathLike)):
         net, mpp = load_model(model, device=device if device is not None else "cpu")
-        return net, mpp, str(model)
+        return _one_class(net, str(model)), mpp, str(model)
     if isinstance(model, tuple) and len(model) == 2 and isinstance(model[0], UNet):
         net, mpp = model
         check_weights("(the UNet given as `model`)", net)
-        return net.eval(), (float(mpp) if mpp else None), "UNet object"
+        return _one_class(net, "the UNet given as `model`").eval(), (float(mpp) if mpp else None), "UNet object"
     if isinstance(model, UNet):
         check_weights("(the UNet given as `model`)", model)
-        return model.eval(), None, "UNet object"
+        return _one_class(model, "the UNet given as `model`").eval(), None, "UNet object"
     raise ConfigError(f"model must be a gigaseg UNet, a (UNet, mpp) pair or a checkpoint path, "
                       f"got {type(model).__name__}")
 
