@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,8 +48,9 @@ def _tiles(src: np.ndarray, scale: float, width: int, height: int, tile: int):
 
 def write_40x_slide(path: Path, *, width: int, height: int, seed: int, tile: int = 512, quality: int = 90) -> Path:
     import tifffile
+    from PIL import Image
 
-    from gigaseg._pyramid import SLIDE_LEVELS, box_down, level_sizes, write_level
+    from gigaseg._pyramid import SLIDE_LEVELS, level_sizes, write_level
     from gigaseg.synth import render_region
 
     k = round(RENDER_MPP / L0_MPP)
@@ -63,8 +65,8 @@ def write_40x_slide(path: Path, *, width: int, height: int, seed: int, tile: int
             scale = lw / sw  # level pixels per source pixel
             if scale >= 1:
                 tiles = _tiles(src, scale, lw, lh, tile)
-            else:
-                small = box_down(src, lw)
+            else:  # coarser than the rendering: area averages (Pillow BOX), as a scanner's levels
+                small = np.asarray(Image.fromarray(src).resize((lw, lh), Image.Resampling.BOX))
                 tiles = _tiles(small, 1.0, lw, lh, tile)
             write_level(tif, tiles, shape=(lh, lw, 3), level=level, **jpeg)
     os.replace(tmp, path)
@@ -102,9 +104,12 @@ def main(argv=None) -> int:
                                                                     height=args.height, seed=args.seed)
         write_s = time.perf_counter() - t0
         batch = []
-        for i in range(args.slides):
+        for i in range(args.slides):  # hard links: each its own name (symbolic links would resolve to one)
             link = tmp / f"slide{i}.tiff"
-            os.symlink(slide.resolve(), link)
+            try:
+                os.link(slide, link)
+            except OSError:  # another file system: a copy
+                shutil.copyfile(slide, link)
             batch.append(str(link))
         tiny = tmp / "tiny.png"
         from PIL import Image

@@ -49,6 +49,41 @@ class Claim:
 
 # --- getters -----------------------------------------------------------------------------------
 
+def _synthetic_row(group: str) -> Getter:
+    """A held-out synthetic group's row of real_slides_eval.py's targets table."""
+    def get(d: Any) -> tuple:
+        g = d["synthetic"]["groups"][group]
+        return g["n"], g["min"], g["dice"], "yes" if g["dice"] >= 0.97 else "no"
+    return get
+
+
+def _real_row(name: str, floor: float) -> Getter:
+    """A real slide's row of the targets table: model, Otsu, saturation Dice and whether it meets its target."""
+    def get(d: Any) -> tuple:
+        row = next(r for r in d["slides"] if r["slide"].startswith(name) and "DICOM" not in r["slide"])
+        m, o, s = (row[k]["dice"] for k in ("model", "otsu", "saturation"))
+        return m, o, s, "yes" if m >= floor and m > o and m > s else "no"
+    return get
+
+
+def _study_row(run: str) -> Getter:
+    """A run's row of the tissue-model study's table, as evaluate.py's ``table`` writes it (after the name)."""
+    groups = ("H&E", "IHC", "special", "fat-rich", "frozen", "small", "glass", "artefacts", "faint", "all")
+
+    def get(d: Any) -> str:
+        e = d["runs"][run]
+        cells = [f"{e['parameters']:,}", f"{e['receptive_field_px'] * e['mpp']:.0f}"]
+        cells += [f"{e['synthetic']['groups'][g]['dice']:.3f}" for g in groups]
+        cells += [f"{e['real'][k]['dice']:.3f}" for k in ("CMU-1-Small-Region", "kidney-48-5")]
+        return " | ".join(cells + [f"{e['speed']['seconds']:.2f}"])
+    return get
+
+
+def _real_dice(index: int) -> Getter:
+    """Model, Otsu and saturation Dice of real_slides_eval.py's slide ``index``."""
+    return lambda d: tuple(d["slides"][index][k]["dice"] for k in ("model", "otsu", "saturation"))
+
+
 def at(*paths: str) -> Getter:
     """Values at JSON paths like ``a.b[0].c`` (one path: that value; several: a tuple)."""
 
@@ -200,6 +235,9 @@ GPU_TESTS = "benchmarks/gpu/h100_pytest_gpu_7617bbb.txt"
 RES_STUDY = "docs/real-slides/results.json"  # the demo model on the real slides
 REPRO_LOG = "results/paper-reproduction/log.csv"
 REPRO_REAL = "results/paper-reproduction/real-slides/results.json"
+BUILTIN_REAL = "results/tissue-model/real-slides/results.json"  # the built-in model: real_slides_eval.py --synthetic 48
+BUILTIN_SPEED = "benchmarks/builtin/builtin_predict.json"  # benchmarks/builtin_predict.py --slides 4
+STUDY = "results/tissue-model/study.json"  # scripts/tissue_model/evaluate.py
 CEILING = "results/ceiling-study"  # each run's log.csv, val.csv and config.json
 GP_HELD_OUT = "results/ceiling-study/paper-4940/gigapixel-held-out.json"
 DEMO_MODEL_VAL = "results/demo-model/val.csv"
@@ -332,6 +370,28 @@ CLAIMS: list[Claim] = [
           lambda runs: (*_mpps(runs), same("pieces")(runs))),
     Claim("README.md", "tests last passed on an H100 at commit 7617bbb", GPU_TESTS,
           lambda t: None if passed(t) else "no passed tests in the log"),
+    # README.md and docs/model-card.md: the built-in tissue model's targets table (real_slides_eval.py's)
+    *(Claim(doc, f"| held-out synthetic, {g} ({{}} slides; worst {{:.3f}}) | >= 0.97 | {{:.3f}} | | | {{}} |",
+            BUILTIN_REAL, _synthetic_row(g))
+      for doc in ("README.md",) for g in ("H&E", "IHC", "special", "fat-rich", "frozen", "small", "glass",
+                                           "artefacts", "faint", "all")),
+    *(Claim("README.md", f"| {name} against its reference | >= {floor} and above both baselines | {{:.3f}} | "
+            "{:.3f} | {:.3f} | {} |", BUILTIN_REAL, _real_row(name, floor))
+      for name, floor in (("CMU-1-Small-Region", 0.96), ("kidney-48-5", 0.93))),
+    Claim("README.md", "**{:.1f} s per slide** end to end in a batch", BUILTIN_SPEED, at("seconds_per_slide_in_batch")),
+    Claim("README.md", "it runs at {:g} um/px", BUILTIN_REAL, at("checkpoint.mpp")),
+    # results/tissue-model/README.md: the study's table (scripts/tissue_model/evaluate.py)
+    *(Claim("results/tissue-model/README.md", f"| {run} | {{}} |", STUDY, _study_row(run))
+      for run in ("paper-2", "paper-4", "paper-8", "wide-2", "wide-4", "wide-8", "deep-2", "deep-4", "deep-8")),
+    Claim("docs/model-card.md", "**{:.1f} s per slide**, of which the model takes", BUILTIN_SPEED,
+          at("seconds_per_slide_in_batch")),
+    Claim("docs/model-card.md", "| Dice (mean) | {} |", BUILTIN_REAL, lambda d: " | ".join(
+        f"{d['synthetic']['groups'][g]['dice']:.3f}" for g in ("H&E", "IHC", "special", "fat-rich", "frozen", "small",
+                                                             "glass", "artefacts", "faint", "all"))),
+    *(Claim("docs/model-card.md", f"| {row} | {{:.3f}} | {{:.3f}} | {{:.3f}} |", BUILTIN_REAL, _real_dice(i))
+      for i, row in enumerate(("CMU-1-Small-Region.svs (H&E, 0.5 um/px)",
+                               "CMU-1-Small-Region (DICOM)", "kidney-48-5.tif (IHC, read at an assumed 8 um/px)"))
+      if i != 1),
     # docs/performance.md
     Claim("docs/performance.md", "| **1.024 GP (16000 x 64000)** | cannot run (~75 GiB) | **{:.1f}** | - | "
           "**{:.2f} GiB** |", STEPS, lambda runs: (_gp_step(), _gp_peak())),
@@ -614,6 +674,7 @@ UNMEASURED = [
     "16000 x 64000", "(1.024 gigapixels)", "2-core", "a 2023 MIDL", "128 GB Apple M1 Ultra", "128 GB unified memory",
     "Python >= 3.10", "Python 3.11", "PyTorch 2.13.0", "batch size 1", "(Remedios, Cai et al., 2023)",
     "(4 GB budget)", "24 GB, no GPU", "0.1.0", "1.024-gigapixel", "mm^2",
+    "takes slides from 0.25 to 50 um/px",  # the range the built-in model is made for (issue 18)
 ]
 COVERED_DOCS = ["README.md"]
 NUMBER = re.compile(r"(?<![\w/.^-])\d(?:[\d,]*\d)?(?:\.\d+)?(?:e-?\d+)?(?!\w)")

@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     net, trained_mpp = load_model(args.checkpoint, device=args.device)
     payload = load_checkpoint(args.checkpoint)
-    ck_info = {"path": str(args.checkpoint), "mpp": payload.get("mpp"), "step": payload.get("step"),
+    step = payload.get("step", (payload.get("info") or {}).get("step"))  # a weights file keeps it in its info
+    ck_info = {"path": str(args.checkpoint), "mpp": payload.get("mpp"), "step": step,
                "config": payload.get("config")}
     if args.references == "reference":
         cmu_ref = data / "masks" / "CMU-1-Small-Region.reference.png"

@@ -52,7 +52,8 @@ def main(argv=None) -> int:
         run = root / name
         if (run / "checkpoint.pt").exists():
             done = json.loads((run / "config.json").read_text()).get("finished")
-            cmd = ["gigaseg", "train", "--resume", str(run), "--steps", str(args.steps), "--no-progress"]
+            cmd = [sys.executable, "-m", "gigaseg", "train", "--resume", str(run), "--steps", str(args.steps),
+                   "--no-progress"]
             if done:
                 print(f"{name}: finished", file=sys.stderr)
                 continue
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
                 # learning sharply in pilot runs (results/tissue-model/README.md)
                 "jitter": "none",
             }, indent=1))
-            cmd = ["gigaseg", "train", "--config", str(cfg), "--out", str(run), "--no-progress"]
+            cmd = [sys.executable, "-m", "gigaseg", "train", "--config", str(cfg), "--out", str(run), "--no-progress"]
         print(" ".join(cmd), file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True)
     return 0
