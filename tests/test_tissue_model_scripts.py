@@ -1,0 +1,56 @@
+"""scripts/tissue_model/: the study's data, training, scoring and shipping, at a tiny size."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+from conftest import REAL_DATA, ROOT, load_script, need_real
+
+from gigaseg.checkpoint import load_checkpoint, load_model
+from gigaseg.store import RegionStore
+
+
+def test_data_train_score_and_ship_at_a_tiny_size(tmp_path, monkeypatch):
+    make_data = load_script("scripts/tissue_model/make_data.py")
+    assert make_data.main(["--mpp", "8", "--out", str(tmp_path / "data-8"), "--size", "96", "--train", "3",
+                           "--val", "1", "--degraded", "1"]) == 0
+    assert make_data.main(["--mpp", "8", "--out", str(tmp_path / "data-8"), "--size", "96", "--train", "1",
+                           "--val", "1", "--append"]) == 0
+    store = RegionStore(tmp_path / "data-8")
+    assert [r.name for r in store.split("val")] == ["s90000", "s90001"]  # seeds go on where they stopped
+    degraded = [r for r in store.split("train") if r.meta["source"]["degraded_by"] > 1]
+    assert degraded and all(r.name.endswith(f"-f{r.meta['source']['degraded_by']:g}") for r in degraded)
+    assert all(set(np.unique(np.asarray(r.mask))) <= {0, 1} for r in store)
+
+    run = subprocess.run([sys.executable, str(ROOT / "scripts/tissue_model/run_study.py"), "--root", str(tmp_path),
+                          "--runs", "paper-8", "--steps", "2"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    model, mpp = load_model(tmp_path / "paper-8" / "checkpoint.pt")
+    assert mpp == 8.0 and model.config.input_shift == 0.8  # the study's models are centred on glass
+
+    ship = load_script("scripts/tissue_model/ship.py")
+    assert ship.main([str(tmp_path / "paper-8"), "--out", str(tmp_path / "w.npz")]) == 0
+    info = load_checkpoint(tmp_path / "w.npz")["info"]
+    assert info["step"] == 2 and info["run"] == "paper-8"
+
+    evaluate = load_script("scripts/tissue_model/evaluate.py")
+    scores = evaluate.synthetic_scores(model, tmp_path / "data-8")
+    assert scores["groups"]["all"]["n"] == 2 and 0 <= scores["groups"]["all"]["dice"] <= 1
+    assert scores["groups"]["faint"]["n"] >= 1
+
+
+def test_scoring_real_slides(tmp_path):
+    need_real(REAL_DATA / "masks" / "CMU-1-Small-Region.reference.png")
+    evaluate = load_script("scripts/tissue_model/evaluate.py")
+    model, mpp = load_model()
+    real = evaluate.real_scores((model, mpp), REAL_DATA, baselines=False)
+    assert set(real) == {"CMU-1-Small-Region", "kidney-48-5"}
+    assert real["CMU-1-Small-Region"]["model"]["dice"] > 0.9
+
+
+def test_retrain_says_what_it_does():
+    out = subprocess.run([sys.executable, str(ROOT / "scripts/tissue_model/retrain.py"), "--help"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.startswith("usage:") and "6,000 steps" in out
