@@ -97,3 +97,32 @@ def test_write_level_layout(tmp_path):
         assert x[0] / x[1] == pytest.approx(1e4 / (0.5 * 70 / 17))  # pixels per cm of that level
         assert str(pages[0].tags["ResolutionUnit"].value) in ("3", "RESUNIT.CENTIMETER")
         assert "ImageDescription" not in pages[0].tags  # no tifffile metadata
+
+
+@pytest.mark.parametrize("step", [(16.0, 16.0), (8.0, 8.0), (3.3, 2.7), (1.0, 1.0)])
+def test_uniform_tiles_are_the_bytes_of_the_tiles_themselves(step):
+    """NOTE [Uniform tiles]: the mask TIFF's shortcut for tiles of one value gives, tile for tile,
+    the bytes that spreading, padding and compressing them gives (fractional steps, edge tiles)."""
+    from gigaseg._pyramid import level_tiles
+    from gigaseg._writers import _TILE, MaskGrid, _encoded, _level_tiles_or_bytes, _zlibng_encoder
+
+    encode = _zlibng_encoder()
+    if encode is None:
+        pytest.skip("imagecodecs without zlib-ng: the shortcut is not used")
+    rng = np.random.default_rng(0)
+    g = np.zeros((90, 130), np.uint8)
+    g[20:60, 30:100] = 200
+    g[70:75, 5:9] = rng.integers(0, 256, (5, 4), dtype=np.uint8)
+    l0 = (int(130 * step[0]) + 7, int(90 * step[1]) + 5)
+    grid = MaskGrid(g, l0_size=l0, step=step)
+    thr = lambda s: np.where(s >= 128, np.uint8(255), np.uint8(0))  # noqa: E731
+    for transform in (thr, None):
+        for ds in (1.0, 4.0):
+            lw, lh = max(1, round(l0[0] / ds)), max(1, round(l0[1] / ds))
+            def read(y0, y1, lw=lw, ds=ds, transform=transform):
+                return grid.level_rows(y0, y1, lw, ds, transform)
+
+            plain = list(_encoded(level_tiles(read, lh, _TILE), encode, None))
+            fast = list(_encoded(_level_tiles_or_bytes(grid, lw, lh, ds, transform, encode, lambda *a: None),
+                                 encode, None))
+            assert fast == plain
