@@ -9,7 +9,19 @@ hides a function: ``from gigaseg import train`` is the function whatever was imp
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
+
+# NOTE [Numba threads]: numba sizes its thread pool from NUMBA_NUM_THREADS when it is imported
+# (default: every core) and ignores OMP_NUM_THREADS. The engine runs numba's loops on as many
+# threads as PyTorch's, but idle pool threads still take cores: under torchrun (which sets
+# OMP_NUM_THREADS=1 per process) two ranks on two cores then ran a step 1.5x slower than one
+# process with two threads, and 0.8x once each rank's pool had one thread
+# (benchmarks/distributed/). So where OMP_NUM_THREADS is set and NUMBA_NUM_THREADS is not, the
+# pool follows it. It takes effect if gigaseg is imported before numba.
+if "NUMBA_NUM_THREADS" not in os.environ and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit() \
+        and int(os.environ["OMP_NUM_THREADS"]) >= 1:
+    os.environ["NUMBA_NUM_THREADS"] = os.environ["OMP_NUM_THREADS"].strip()
 
 from ._version import __version__
 from .errors import (
