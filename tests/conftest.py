@@ -45,3 +45,36 @@ def load_script(relative: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def repeated_tile_tiff(width: int, height: int, tile: int, tile_data: bytes, n: int, mpp: float) -> bytes:
+    """The bytes of a tiled, deflate RGB TIFF whose header says ``width`` x ``height`` and whose
+    ``n`` tile offsets all point at one compressed tile, ``tile_data``: a file that lies about its
+    size (the readers' bounds are tested on it)."""
+    import struct
+
+    out = bytearray(b"II*\x00\x00\x00\x00\x00")
+
+    def add(b: bytes) -> int:
+        off = len(out)
+        out.extend(b)
+        if len(out) % 2:
+            out.append(0)
+        return off
+
+    data_off = add(tile_data)
+    offsets = add(struct.pack(f"<{n}I", *([data_off] * n)))
+    counts = add(struct.pack(f"<{n}I", *([len(tile_data)] * n)))
+    bps = add(struct.pack("<3H", 8, 8, 8))
+    res = add(struct.pack("<II", int(1e4 / mpp), 1))
+    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, bps), (259, 3, 1, 8), (262, 3, 1, 2),
+            (277, 3, 1, 3), (282, 5, 1, res), (283, 5, 1, res), (284, 3, 1, 1), (296, 3, 1, 3),
+            (322, 4, 1, tile), (323, 4, 1, tile), (324, 4, n, offsets), (325, 4, n, counts)]
+    ifd = len(out)
+    out.extend(struct.pack("<H", len(tags)))
+    for tag, typ, count, value in tags:
+        out.extend(struct.pack("<HHIHH", tag, typ, count, value, 0) if typ == 3 and count == 1
+                   else struct.pack("<HHII", tag, typ, count, value))
+    out.extend(struct.pack("<I", 0))
+    out[4:8] = struct.pack("<I", ifd)
+    return bytes(out)

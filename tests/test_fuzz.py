@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import in_ci
+from conftest import in_ci, repeated_tile_tiff
 
 try:
     from hypothesis import HealthCheck, given, settings
@@ -332,31 +332,7 @@ def lying_tiff(width: int, height: int, tile: int, *, whole_tile: bool = False) 
     tile (``whole_tile``: a complete one, else a short one that fails to decode)."""
     tile_data = zlib.compress(b"\xff" * ((tile if whole_tile else min(tile, 256)) ** 2 * 3), 9)
     n = min(-(-width // tile) * -(-height // tile), 2**16)  # too few offsets for a huge image: refused
-    out = bytearray(b"II*\x00\x00\x00\x00\x00")
-
-    def add(b: bytes) -> int:
-        off = len(out)
-        out.extend(b)
-        if len(out) % 2:
-            out.append(0)
-        return off
-
-    data_off = add(tile_data)
-    offsets = add(struct.pack(f"<{n}I", *([data_off] * n)))
-    counts = add(struct.pack(f"<{n}I", *([len(tile_data)] * n)))
-    bps = add(struct.pack("<3H", 8, 8, 8))
-    res = add(struct.pack("<II", int(1e4 / MPP), 1))
-    tags = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, bps), (259, 3, 1, 8), (262, 3, 1, 2),
-            (277, 3, 1, 3), (282, 5, 1, res), (283, 5, 1, res), (284, 3, 1, 1), (296, 3, 1, 3),
-            (322, 4, 1, tile), (323, 4, 1, tile), (324, 4, n, offsets), (325, 4, n, counts)]
-    ifd = len(out)
-    out.extend(struct.pack("<H", len(tags)))
-    for tag, typ, count, value in tags:
-        out.extend(struct.pack("<HHIHH", tag, typ, count, value, 0) if typ == 3 and count == 1
-                   else struct.pack("<HHII", tag, typ, count, value))
-    out.extend(struct.pack("<I", 0))
-    out[4:8] = struct.pack("<I", ifd)
-    return bytes(out)
+    return repeated_tile_tiff(width, height, tile, tile_data, n, MPP)
 
 
 def lying_png(width: int, height: int) -> bytes:
