@@ -78,3 +78,50 @@ def repeated_tile_tiff(width: int, height: int, tile: int, tile_data: bytes, n: 
     out.extend(struct.pack("<I", 0))
     out[4:8] = struct.pack("<I", ifd)
     return bytes(out)
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 now (for a test's gloo rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rank_entry(rank: int, world: int, port: int, out: str, fn, args: tuple) -> None:
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    # an error in a rank reaches the parent (mp.spawn raises it); the others then wait at most this
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
+    try:
+        result = fn(rank, world, *args)
+    finally:
+        dist.destroy_process_group()
+    torch.save(result, Path(out) / f"rank{rank}.pt")
+
+
+def spawn_ranks(tmp_path: Path, world: int, fn, *args, preload: tuple[str, ...] = ()) -> list:
+    """``fn(rank, world, *args)`` (a module-level function) on ``world`` gloo ranks; their results,
+    by rank.
+
+    The ranks are forked from a fork server where one exists; ``preload`` names modules it imports
+    once (and does no work with: forking it is safe), so that a test does not pay for those
+    imports in every rank.
+    """
+    import multiprocessing
+
+    import torch
+    import torch.multiprocessing as mp
+
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if method == "forkserver" and preload:
+        multiprocessing.set_forkserver_preload(list(preload))
+    mp.start_processes(_rank_entry, args=(world, free_port(), str(tmp_path), fn, args), nprocs=world, join=True,
+                       start_method=method)
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]

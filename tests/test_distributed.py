@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import free_port, spawn_ranks
 
 from gigaseg import GigasegError, UNet, preset, tiled_backward
 from gigaseg.engine import DistributedError, split_by_cost
@@ -26,42 +26,11 @@ LOSSES = ("bce", "dice", "bce+dice")
 TOL64 = 1e-9
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _entry(rank: int, world: int, port: int, out: str, fn: Callable[..., Any], args: tuple) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    # an error in a rank reaches the parent (mp.spawn raises it); the others then wait at most this
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
-    try:
-        result = fn(rank, world, *args)
-    finally:
-        dist.destroy_process_group()
-    torch.save(result, Path(out) / f"rank{rank}.pt")
-
-
 def _spawn(tmp_path: Path, world: int, fn: Callable[..., Any], *args: Any) -> list[Any]:
-    """``fn(rank, world, *args)`` on ``world`` gloo ranks; their results, by rank.
-
-    The ranks are forked from a fork server that has imported torch and gigaseg once (and done
-    no work: forking it is safe), so that a test does not pay for those imports in every rank.
-    """
-    import multiprocessing
-
-    import torch.multiprocessing as mp
-
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    if method == "forkserver":
-        multiprocessing.set_forkserver_preload(["torch", "torch.distributed", "gigaseg", "gigaseg.training", __name__])
-    mp.start_processes(_entry, args=(world, _free_port(), str(tmp_path), fn, args), nprocs=world, join=True,
-                       start_method=method)
-    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    """``fn(rank, world, *args)`` on ``world`` gloo ranks (conftest.spawn_ranks), the fork server
+    preloading torch, gigaseg and this module."""
+    return spawn_ranks(tmp_path, world, fn, *args,
+                       preload=("torch", "torch.distributed", "gigaseg", "gigaseg.training", __name__))
 
 
 def _data(h: int, w: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -407,7 +376,7 @@ def _run_faulty(tmp_path: Path, store: Path, victim: int, fault: str) -> dict[st
     if method == "forkserver":
         multiprocessing.set_forkserver_preload(["torch", "torch.distributed", "gigaseg", "gigaseg.training", __name__])
     ctx = multiprocessing.get_context(method)
-    port, run = _free_port(), tmp_path / "run"
+    port, run = free_port(), tmp_path / "run"
     procs = [ctx.Process(target=_faulty_rank, args=(r, 2, port, str(tmp_path), store, run, victim, fault))
              for r in range(2)]
     for p in procs:
@@ -570,7 +539,7 @@ def test_predict_on_two_ranks_writes_each_slide_as_one_process_does(slides, tmp_
     argv = ["predict", *map(str, paths), "--model", str(model), "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "one")]) == 1  # one process (its threads); the corrupt slide fails
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    mp.start_processes(_predict_rank, args=(2, _free_port(), str(tmp_path), [*argv, "--out", str(tmp_path / "two")]),
+    mp.start_processes(_predict_rank, args=(2, free_port(), str(tmp_path), [*argv, "--out", str(tmp_path / "two")]),
                        nprocs=2, join=True, start_method=method)
     assert [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)] == [1, 0]  # rank 0's status is the run's
     one, two = _outputs(tmp_path / "one"), _outputs(tmp_path / "two")

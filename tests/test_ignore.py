@@ -8,11 +8,7 @@ Then training, validation and ``gigaseg prepare --ignore keep`` with masks that 
 
 from __future__ import annotations
 
-import datetime
 import math
-import os
-import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import spawn_ranks
 
 import gigaseg.engine._cpu_kernels as K
 from gigaseg import InputError, UNet, UNetConfig, load_model, preset, tiled_backward, tiled_predict
@@ -210,25 +207,6 @@ def test_ignore_kernels_equal_autograd():
 # --- several processes ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _entry(rank: int, world: int, port: int, out: str, fn: Callable[..., Any]) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
-    try:
-        result = fn(rank, world)
-    finally:
-        dist.destroy_process_group()
-    torch.save(result, Path(out) / f"rank{rank}.pt")
-
-
 def _ranks(rank: int, world: int) -> dict[str, Any]:
     """Both ranks on one image (the valid pixels counted in pass 1, or in pass 2 and summed
     after it), then one image each with the gradients summed over both (bce: counted first)."""
@@ -250,14 +228,7 @@ def _ranks(rank: int, world: int) -> dict[str, Any]:
 
 
 def test_two_ranks_leave_out_the_same_pixels(tmp_path):
-    import multiprocessing
-
-    import torch.multiprocessing as mp
-
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    mp.start_processes(_entry, args=(2, _free_port(), str(tmp_path), _ranks), nprocs=2, join=True,
-                       start_method=method)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = spawn_ranks(tmp_path, 2, _ranks)
     torch.manual_seed(0)
     model = UNet(preset("tiny")).double()
     for loss in LOSSES:

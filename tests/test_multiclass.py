@@ -11,18 +11,15 @@ in single pixels, and some classes absent. One output channel (C = 1) keeps its 
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import os
-import socket
 import types
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import spawn_ranks
 
 from gigaseg import ConfigError, InputError, UNet, UNetConfig, preset, tiled_backward, tiled_predict
 from gigaseg.engine import iter_predict, model_input, plan
@@ -326,25 +323,6 @@ def test_the_plan_counts_the_class_channels():
 # --- two processes ------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _entry(rank: int, world: int, port: int, out: str, fn: Callable[..., Any]) -> None:
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60))
-    try:
-        result = fn(rank, world)
-    finally:
-        dist.destroy_process_group()
-    torch.save(result, Path(out) / f"rank{rank}.pt")
-
-
 SHAPE, TILE, CLASSES = (70, 90), 24, 3  # 3 x 4 tiles of the tiny preset
 
 
@@ -381,14 +359,7 @@ def _ranks(rank: int, world: int) -> dict[str, Any]:
 
 
 def test_two_ranks_share_the_class_sums(tmp_path):
-    import multiprocessing
-
-    import torch.multiprocessing as mp
-
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    mp.start_processes(_entry, args=(2, _free_port(), str(tmp_path), _ranks), nprocs=2, join=True,
-                       start_method=method)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = spawn_ranks(tmp_path, 2, _ranks)
     model = _model(_config("tiny", CLASSES))
     for loss in CLASS_LOSSES:
         want_loss, want = _reference(model, *_data(*SHAPE, CLASSES, seed=6, tile=TILE, absent=(2,)), loss)
