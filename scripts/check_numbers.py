@@ -49,6 +49,9 @@ class Claim:
 
 # --- getters -----------------------------------------------------------------------------------
 
+#: The tissue model's held-out category groups, in the tables' order (scripts/tissue_model/evaluate.py).
+TISSUE_GROUPS = ("H&E", "IHC", "special", "fat-rich", "frozen", "small", "glass", "artefacts", "faint", "all")
+
 def _synthetic_row(group: str) -> Getter:
     """A held-out synthetic group's row of real_slides_eval.py's targets table."""
     def get(d: Any) -> tuple:
@@ -68,7 +71,7 @@ def _real_row(name: str, floor: float) -> Getter:
 
 def _study_row(run: str) -> Getter:
     """A run's row of the tissue-model study's table, as evaluate.py's ``table`` writes it (after the name)."""
-    groups = ("H&E", "IHC", "special", "fat-rich", "frozen", "small", "glass", "artefacts", "faint", "all")
+    groups = TISSUE_GROUPS
 
     def get(d: Any) -> str:
         e = d["runs"][run]
@@ -373,8 +376,7 @@ CLAIMS: list[Claim] = [
     # README.md and docs/model-card.md: the built-in tissue model's targets table (real_slides_eval.py's)
     *(Claim(doc, f"| held-out synthetic, {g} ({{}} slides; worst {{:.3f}}) | >= 0.97 | {{:.3f}} | | | {{}} |",
             BUILTIN_REAL, _synthetic_row(g))
-      for doc in ("README.md",) for g in ("H&E", "IHC", "special", "fat-rich", "frozen", "small", "glass",
-                                           "artefacts", "faint", "all")),
+      for doc in ("README.md",) for g in TISSUE_GROUPS),
     *(Claim("README.md", f"| {name} against its reference | >= {floor} and above both baselines | {{:.3f}} | "
             "{:.3f} | {:.3f} | {} |", BUILTIN_REAL, _real_row(name, floor))
       for name, floor in (("CMU-1-Small-Region", 0.96), ("kidney-48-5", 0.93))),
@@ -386,8 +388,7 @@ CLAIMS: list[Claim] = [
     Claim("docs/model-card.md", "**{:.1f} s per slide**, the model taking", BUILTIN_SPEED,
           at("seconds_per_slide_in_batch")),
     Claim("docs/model-card.md", "| Dice (mean) | {} |", BUILTIN_REAL, lambda d: " | ".join(
-        f"{d['synthetic']['groups'][g]['dice']:.3f}" for g in ("H&E", "IHC", "special", "fat-rich", "frozen", "small",
-                                                             "glass", "artefacts", "faint", "all"))),
+        f"{d['synthetic']['groups'][g]['dice']:.3f}" for g in TISSUE_GROUPS)),
     *(Claim("docs/model-card.md", f"| {row} | {{:.3f}} | {{:.3f}} | {{:.3f}} |", BUILTIN_REAL, _real_dice(i))
       for i, row in enumerate(("CMU-1-Small-Region.svs (H&E, 0.5 um/px)",
                                "CMU-1-Small-Region (DICOM)", "kidney-48-5.tif (IHC, read at an assumed 8 um/px)"))
