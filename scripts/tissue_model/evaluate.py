@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="JSON file (entries of runs already in it are kept)")
     args = ap.parse_args(argv)
 
-    from gigaseg.checkpoint import load_model
+    from gigaseg.checkpoint import load_checkpoint, load_model
 
     root, out = Path(args.root), Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {"runs": {}}
@@ -154,11 +154,8 @@ def main(argv=None) -> int:
         arch, mpp_s = name.rsplit("-", 1)
         src = args.model or str(root / name / "checkpoint.pt")
         model, mpp = load_model(src)
-        step = None
-        if args.model is None:
-            import torch
-
-            step = int(torch.load(src, map_location="cpu", weights_only=False).get("step", 0))
+        payload = load_checkpoint(src)  # the step: a checkpoint's, or a weights file's info
+        step = payload.get("step", (payload.get("info") or {}).get("step"))
         entry = {"arch": arch, "mpp": mpp, "model": src, "step": step,
                  "parameters": sum(p.numel() for p in model.parameters()),
                  "receptive_field_px": model.config.receptive_field}
