@@ -56,6 +56,8 @@ TILES = [
     ("dust", "dust", "dust", 2, 2.0, "detail", (7, 18)),
     ("bubbles", "bubbles", "bubbles", 2, 8.0, "whole", ()),
     ("dye", "marking dye", "dye", 2, 4.0, "detail", (13, 14)),
+    ("smudge", "smudges", "smudge", 2, 8.0, "whole", ()),
+    ("fibre", "hairs and fibres", "fibre", 2, 4.0, "detail", (20,)),
 ]
 SEARCH = 40  # seeds searched for the extremes of a range
 

@@ -361,6 +361,7 @@ _VARIETY = [
     ("sirius,bg-white,coverslip,handwriting", 6, 3.0),
     ("he-wide,needle,adipose,seams", 7, 1.0),
     ("all", 9, 1.5),
+    ("alcian,fragments,smudge,fibre", 5, 4.0),
 ]
 VW, VH = 480, 360
 

@@ -32,6 +32,7 @@ AXES: dict[str, tuple[str, ...]] = {
     "glass": ("bg-white", "bg-grey", "bg-tinted", "bg-dark"),
     "scanner": ("padding", "coverslip", "seams", "focus", "jpeg"),
     "artefact": ("pen", "handwriting", "dust", "bubbles", "dye"),
+    "debris": ("smudge", "fibre"),  # drawn from their own stream: NOTE [Debris stream]
 }
 EXCLUSIVE = ("stain", "layout", "glass")
 CATEGORIES: tuple[str, ...] = tuple(c for cats in AXES.values() for c in cats)
@@ -46,7 +47,8 @@ _WEIGHTS = {
     "glass": {"bg-white": 0.55, "bg-grey": 0.2, "bg-tinted": 0.15, "bg-dark": 0.1},
 }
 _PROB = {"adipose": 0.3, "frozen": 0.15, "clot": 0.15, "padding": 0.2, "coverslip": 0.2, "seams": 0.3,
-         "focus": 0.3, "jpeg": 0.3, "pen": 0.3, "handwriting": 0.15, "dust": 0.4, "bubbles": 0.2, "dye": 0.2}
+         "focus": 0.3, "jpeg": 0.3, "pen": 0.3, "handwriting": 0.15, "dust": 0.4, "bubbles": 0.2, "dye": 0.2,
+         "smudge": 0.35, "fibre": 0.3}
 
 # Dyes and inks, RGB of a dense deposit on white glass.
 _DYES = {"black": (40, 40, 45), "blue": (40, 80, 170), "green": (40, 140, 90), "red": (190, 40, 50),
@@ -84,6 +86,8 @@ def draw_categories(rng: np.random.Generator, profile: str) -> dict[str, object]
     listed = None if profile == "all" else set(profile.split(","))
     out: dict[str, object] = {}
     for axis, cats in AXES.items():
+        if axis == "debris":
+            continue  # draw_debris, from its own stream
         if axis in EXCLUSIVE:
             if listed is None:
                 w = np.array([_WEIGHTS[axis][c] for c in cats])
@@ -94,6 +98,98 @@ def draw_categories(rng: np.random.Generator, profile: str) -> dict[str, object]
         else:
             u = rng.random(len(cats))  # drawn in both cases: the rest of the stream does not shift
             out[axis] = tuple(c for c, ui in zip(cats, u) if (ui < _PROB[c] if listed is None else c in listed))
+    return out
+
+
+# NOTE [Debris stream]
+# Smudges and fibres (hairs, lint) on the glass came after the other categories. They are drawn
+# from a stream of their own (the seed and 0xDEB215), after everything else, so a slide that has
+# neither is the same, bit for bit, as before they existed, and one that has them differs only
+# where they lie. Both are unstained: a smudge is a soft, nearly neutral grey patch (fingerprint,
+# mounting-medium haze, an out-of-focus stain on the coverslip), a fibre a thin curved grey or
+# brown line, blurred because it lies above the focal plane. On glass they are background (codes
+# 19, 20); over tissue the tissue stays tissue (21, 22). docs/synth.md gives the label rule.
+def draw_debris(seed: int, profile: str, width: int, height: int, mpp: float) -> dict:
+    """The smudges and fibres of a slide (NOTE [Debris stream]).
+
+    Returns ``{"names": (...), "smudges": (n, 9), "smudge_tint": (3,), "fibres": [(segs, hw, soft,
+    od (3,)), ...]}``; smudge rows: cx, cy, rx, ry, cos, sin, od, soft, noise key.
+    """
+    rng = np.random.default_rng([seed, 0xDEB215])
+    listed = None if profile == "all" else set(profile.split(","))
+    cats = AXES["debris"]
+    u = rng.random(len(cats))
+    names = tuple(c for c, ui in zip(cats, u) if (ui < _PROB[c] if listed is None else c in listed))
+    um = 1.0 / mpp
+    short_len, long_len = min(width, height), max(width, height)
+    smudges = []
+    if "smudge" in names:
+        for _ in range(int(rng.integers(1, 5))):
+            r = min(rng.uniform(80, 900) * um, 0.3 * short_len)
+            a = rng.uniform(0, np.pi)
+            smudges.append((rng.uniform(0, width), rng.uniform(0, height), r, r * rng.uniform(0.3, 1.0),
+                            np.cos(a), np.sin(a), rng.uniform(0.02, 0.2), rng.uniform(0.15, 0.6),
+                            float(rng.integers(0, 2**31))))
+    tint = 1.0 + rng.uniform(-0.12, 0.12, 3)
+    fibres = []
+    if "fibre" in names:
+        for _ in range(int(rng.integers(1, 4))):
+            length = min(rng.uniform(300, 4000) * um, 0.8 * long_len)
+            hw = max(rng.uniform(4, 40) * um, 0.6)
+            soft = max(hw * rng.uniform(0.5, 3.0), 1.0)
+            n = int(rng.integers(3, 12))
+            step = length / n
+            pts = [np.array([rng.uniform(0, width), rng.uniform(0, height)])]
+            ang, turn = rng.uniform(0, 2 * np.pi), rng.normal(0, 0.3)
+            for _ in range(n):
+                ang += turn + rng.normal(0, 0.25)
+                pts.append(pts[-1] + step * np.array([np.cos(ang), np.sin(ang)]))
+            brown = rng.random() < 0.4  # hairs: brown; lint and dust fibres: grey
+            colour = np.array([0.8, 1.0, 1.25]) if brown else 1.0 + rng.uniform(-0.08, 0.08, 3)
+            fibres.append((segments(np.array(pts)), hw, soft, rng.uniform(0.15, 0.9) * colour))
+    return {"names": names, "smudges": np.array(smudges, dtype=np.float64).reshape(-1, 9),
+            "smudge_tint": tint, "fibres": fibres}
+
+
+def smudge_field(lay, x: np.ndarray, y: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """At lattice points: the smudges' summed optical density (before the slide's tint) and their
+    coverage (max over smudges, in [0, 1]); None when none comes near. Each smudge is exactly 0
+    beyond 1.3 times its radius (the noise is clipped), so skipping one changes nothing."""
+    var = lay.variety
+    sm = var.get("smudges")
+    if sm is None or sm.shape[0] == 0:
+        return None
+    x, y = np.broadcast_arrays(x.astype(np.float64), y.astype(np.float64))
+    od = cov = None
+    for cx, cy, rx, ry, c, s, o, soft, k in sm:
+        reach = 1.3 * max(rx, ry) + 2 * step
+        if x.min() > cx + reach or x.max() < cx - reach or y.min() > cy + reach or y.max() < cy - reach:
+            continue
+        u = ((x - cx) * c + (y - cy) * s) / rx
+        v = (-(x - cx) * s + (y - cy) * c) / ry
+        rho = np.sqrt(u * u + v * v) + np.clip(0.8 * _nz.fbm(x, y, 0.7 * ry, int(k), 3), -0.3, 0.3)
+        ci = np.clip((1.0 - rho) / soft, 0.0, 1.0)
+        ci = ci * ci * (3.0 - 2.0 * ci)
+        oi = ci * o * (0.7 + 0.3 * _nz.value_noise(x, y, 0.25 * ry + 1.0, int(k) ^ 0x55))
+        od = oi if od is None else od + oi
+        cov = ci if cov is None else np.maximum(cov, ci)
+    if od is None or not cov.max() > 0:
+        return None
+    return od, cov
+
+
+def fibre_cover(lay, x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per pixel (x, y: (h, w) grids of global positions): each nearby fibre's coverage in [0, 1]
+    and its optical density (3,)."""
+    out = []
+    for segs, hw, soft, od in lay.variety.get("fibres", ()):
+        m = hw + soft + 2.0
+        if x.min() > segs[:, [0, 2]].max() + m or x.max() < segs[:, [0, 2]].min() - m \
+                or y.min() > segs[:, [1, 3]].max() + m or y.max() < segs[:, [1, 3]].min() - m:
+            continue
+        cov = np.clip((hw - seg_dist_near(x, y, segs, m)) / soft + 0.5, 0.0, 1.0)
+        if cov.max() > 0:
+            out.append((cov.astype(np.float32), np.asarray(od)))
     return out
 
 

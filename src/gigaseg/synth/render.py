@@ -82,10 +82,14 @@ LABELS = {
     16: "black out-of-scan padding (background)",
     17: "bubble rim over tissue (tissue)",
     18: "dust over tissue (tissue)",
+    19: "smudge on glass (background)",
+    20: "fibre or hair on glass (background)",
+    21: "smudge over tissue (tissue)",
+    22: "fibre or hair over tissue (tissue)",
 }
 """Codes of :func:`render_labels`; ``TISSUE_CODES`` are tissue (mask 1), the others background."""
 
-TISSUE_CODES = (1, 2, 3, 4, 10, 11, 12, 13, 17, 18)
+TISSUE_CODES = (1, 2, 3, 4, 10, 11, 12, 13, 17, 18, 21, 22)
 """The codes of :data:`LABELS` that the mask calls tissue (with ``holes="background"``)."""
 
 HOLE_LARGE_UM = 100.0
@@ -484,6 +488,10 @@ def _layout_variety(seed: int, width: int, height: int, mpp: float, profile: str
         "rim_px": rng.uniform(5, 18) * um,
         "rim_od": rng.uniform(0.3, 0.8),
     }
+    debris = _vy.draw_debris(seed, profile, width, height, mpp)  # NOTE [Debris stream]
+    cats["debris"] = debris.pop("names")
+    variety["names"] = _vy.category_names(cats)
+    variety.update(debris)
     if variety["dye"] is not None:  # the spill onto glass stays where the field is not clamped
         variety["dye"]["spill_px"] = min(variety["dye"]["spill_px"], 0.6 * abs(p["d_floor"]))
     return SynthLayout(seed=seed, width=width, height=height, mpp=mpp, frags=frags, frag_harm=harm,
@@ -1198,7 +1206,13 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
     art = _upsample(_vy.art_fields(lay, nxs, nys, _STEP), nx0, ny0, l0_x, l0_y, w, h)
     dust = _dust_layer(lay, bank, l0_x, l0_y, w, h) if p["dust_p"] > 0 else None
     cover = _vy.coverslip(lay, xs, ys)
-    if art or dust is not None or "dye" in f or (cover is not None and cover[0] is not None):
+    smudge = _vy.smudge_field(lay, nxs, nys, _STEP)
+    if smudge is not None:
+        smudge = _upsample({"od": smudge[0], "cov": smudge[1]}, nx0, ny0, l0_x, l0_y, w, h)
+    fibres = _vy.fibre_cover(lay, *np.meshgrid(xs.astype(np.float64), ys.astype(np.float64))) \
+        if var.get("fibres") else []
+    if art or dust is not None or "dye" in f or (cover is not None and cover[0] is not None) \
+            or smudge is not None or fibres:
         if od is None:
             od = [np.zeros((h, w), np.float32) for _ in range(3)]
         glass = ~mask
@@ -1208,6 +1222,18 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
             if labels:
                 lab[glass & (dust > 0.3)] = 7
                 lab[mask & (dust > 0.3)] = 18
+        if smudge is not None:  # unstained haze: nearly neutral grey (NOTE [Debris stream])
+            for c in range(3):
+                od[c] = od[c] + smudge["od"] * np.float32(var["smudge_tint"][c])
+            if labels:
+                lab[glass & (smudge["cov"] > 0.5)] = 19
+                lab[mask & (smudge["cov"] > 0.5)] = 21
+        for cov_f, od_f in fibres:  # hairs and lint, blurred above the focal plane
+            for c in range(3):
+                od[c] = od[c] + cov_f * np.float32(od_f[c])
+            if labels:
+                lab[glass & (cov_f > 0.3)] = 20
+                lab[mask & (cov_f > 0.3)] = 22
         if "bub_d" in art:  # a dark refraction rim just inside the edge, a fainter one beyond it
             wr = np.float32(max(var["rim_px"], 0.7))
             amp_r = np.float32(min(1.0, var["rim_px"] / 0.7))
