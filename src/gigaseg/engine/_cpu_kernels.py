@@ -65,8 +65,9 @@ _BROKEN: list[str] = []  # set when numba failed to compile the kernels in this 
 def eligible(model: nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
     """True when the kernels can run ``model``: a float32 UNet on the CPU, first stride > 1,
     ReLU or leaky ReLU, no input normalization, one output channel, numba importable."""
-    cfg = getattr(model, "config", None)
-    return cfg is not None and eligible_config(cfg, dtype, device)
+    from ..model import UNet
+
+    return isinstance(model, UNet) and eligible_config(model.config, dtype, device)
 
 
 def eligible_config(config: UNetConfig, dtype: torch.dtype, device: torch.device) -> bool:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -23,7 +23,8 @@ from ..errors import ConfigError
 from ..losses import DICE_SMOOTH, IGNORE, check_loss_name
 from .arrays import ImageLike
 from .distributed import DistributedError, _Ranks
-from .forward import _core_logits, _fast_cpu
+from .forward import _core_logits, _fast_cpu, _kernel_image
+from .locality import geometry_of
 from .planner import _prepare
 from .reading import (
     _HEAP,
@@ -39,7 +40,6 @@ from .tiles import _as_input, _check_mask, _check_mask_values, _read_crop, _read
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-    from ..model import UNetConfig
     from ._cpu_kernels import LossWeights, TileInput
 
 _R = TypeVar("_R")
@@ -158,7 +158,7 @@ def tiled_backward(
             # without pass 1, pass 2 counts the valid pixels (NOTE [Ignored pixels])
             count_valid=loss in ("bce", "ce") and (ranks is None or not ranks.nested), classes=classes,
             # float32 on the CPU: compiled kernels for the full-resolution layers, forward and backward
-            kernels=_Kernels(model, _fast_cpu(model, dtype, dev)),
+            kernels=_Kernels(model, _fast_cpu(model, dtype, dev) and _kernel_image(image)),
         )
         from ._cpu_kernels import LossWeights
 
@@ -461,7 +461,7 @@ def _tile_grads(step: _Step, weights: LossWeights | _ClassWeights, t: _Tile, cro
             tile_grads, tile_bce = done
             step.bce_sum += tile_bce
             return [tile_grads[p] for p in step.params]
-    multiple = input_multiple(cast("UNetConfig", step.model.config))
+    multiple = input_multiple(geometry_of(step.model))
     logits = step.model(_as_input(crop.pop(), step.device, step.dtype, multiple))
     # zero on the halo, whose outputs belong to other tiles
     grad_logits = torch.zeros_like(logits)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 import torch
@@ -13,12 +13,10 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 from .arrays import ImageLike, OutSink
+from .locality import geometry_of
 from .planner import _prepare
 from .reading import _HEAP, _check_read_workers, _progress, _read_ahead
 from .tiles import _as_input, _read_crop, _Tile, _tile_list, _tiles, input_multiple
-
-if TYPE_CHECKING:
-    from ..model import UNetConfig
 
 #: The ``order`` choices of :func:`iter_predict`.
 ORDERS = ("shape", "rows")
@@ -39,7 +37,7 @@ def _core_logits(model: nn.Module, crop: np.ndarray, core: tuple[slice, slice], 
         z = predict_core(model, crop, *core)
         if z is not None:
             return z
-    config = cast("UNetConfig", model.config)  # a gigaseg UNet (check_local said so)
+    config = geometry_of(model)  # a UNet's config, or the geometry of a model of the user's
     logits: torch.Tensor = model(_as_input(crop, device, dtype, input_multiple(config)))
     if config.out_channels > 1:
         return logits[0][:, core[0], core[1]]
@@ -60,6 +58,11 @@ def _from_logits(z: torch.Tensor, *, probabilities: bool = True, uint8: bool = F
     if uint8:
         p = (p if probabilities else p.clone()).mul_(255).round_().to(torch.uint8)  # in place: 2x faster
     return p.cpu().numpy()
+
+
+def _kernel_image(image: ImageLike) -> bool:
+    """Whether the compiled CPU kernels read ``image``: (H, W, 3) uint8 (NOTE [Input scaling])."""
+    return np.dtype(image.dtype) == np.uint8 and int(image.shape[2]) == 3
 
 
 def _fast_cpu(model: nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
@@ -133,12 +136,12 @@ class TilePredictions:
         self.output = output
         self.timings = {"read_wait_s": 0.0, "model_s": 0.0}
         self._dtype = dtype
-        self.classes = cast("UNetConfig", model.config).out_channels
+        self.classes = geometry_of(model).out_channels
         self._gen = self._run(model, image, tiles, device, dtype, read_workers, read_ahead, progress)
 
     def _run(self, model: nn.Module, image: ImageLike, tiles: list[_Tile], device: torch.device, dtype: torch.dtype,
              workers: int, ahead: int, progress: bool) -> Generator[tuple[TileBox, np.ndarray], None, None]:
-        fast = _fast_cpu(model, dtype, device)
+        fast = _fast_cpu(model, dtype, device) and _kernel_image(image)
         probabilities, uint8 = self.output != "logits", self.output == "uint8"
         read: Callable[[_Tile], np.ndarray] = lambda t: _read_crop(image, t)  # noqa: E731
         ahead_reads = _read_ahead(tiles, read, workers, ahead)

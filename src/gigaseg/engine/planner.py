@@ -19,8 +19,9 @@ from .._units import format_bytes, parse_bytes
 from ..errors import ConfigError, PlanError, UnsupportedModelError
 from ..model import UNet, UNetConfig
 from .arrays import ImageLike
+from .locality import Geometry, analyze
 from .reading import reuse_freed_memory
-from .tiles import _check_image, _check_size, _halos
+from .tiles import _check_channels, _check_image, _check_size, _halos
 
 #: Budget used when none is given: small tiles are cache-friendly and leave room for the rest.
 DEFAULT_MEMORY_BUDGET = 1 * 2**30
@@ -44,18 +45,24 @@ _NON_LOCAL_REASONS = (
 )
 
 
-def check_local(model: nn.Module) -> UNetConfig:
-    """Check that ``model`` can be tiled exactly and return its config.
+def check_local(model: nn.Module) -> UNetConfig | Geometry:
+    """Check that ``model`` can be tiled exactly and return its geometry: a ``gigaseg.UNet``'s
+    config, or for any other module the ``Geometry`` that ``locality.analyze`` derives from its
+    traced graph (total stride, halo, channels) and checks on the model itself.
 
     Raises:
         UnsupportedModelError: naming the module path of the first layer that is not local
-            (whole-image statistics, global pooling, attention, ...) or not a ``UNet``.
+            (whole-image statistics, global pooling, attention, ...), or a model whose output is
+            not at the input's full resolution.
     """
     if not isinstance(model, UNet):
-        raise UnsupportedModelError(
-            f"the tiled engine needs a gigaseg.UNet (its config gives the stride and halo); "
-            f"got {type(model).__name__}"
-        )
+        geometry = analyze(model)
+        if geometry.out_jump != 1:
+            raise UnsupportedModelError(
+                f"module '' ({type(model).__name__}) outputs at 1/{geometry.out_jump} of the input's resolution; "
+                "tiled_backward and tiled_predict need one output per input pixel (upsample the output, or "
+                "use a slide-level model for an image-level label)")
+        return geometry
     for path, module in model.named_modules():
         if path == "" or isinstance(module, _LOCAL_MODULES):
             if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
@@ -74,8 +81,9 @@ def check_local(model: nn.Module) -> UNetConfig:
                 )
         else:
             raise UnsupportedModelError(
-                f"module {path!r} ({type(module).__name__}) is not known to be local; the tiled engine "
-                "supports convolutions, pointwise activations and the UNet's own containers"
+                f"module {path!r} ({type(module).__name__}) is not known to be local inside a gigaseg.UNet (its "
+                "config gives the stride and halo); the UNet takes convolutions and pointwise activations - "
+                "write other layers into a model of your own, whose geometry the engine derives"
             )
     return model.config
 
@@ -164,9 +172,16 @@ _BASE_BYTES = 256 * 2**20  # measured: ~150 MiB for Python + PyTorch + a small m
 _SAFETY = 1.1  # measured peaks (paper preset, 1k-3k tiles) are 5-10% below the count
 
 
-def _floats_per_pixel(config: UNetConfig, mode: str, kernels: bool = False) -> float:
+def _floats_per_pixel(config: UNetConfig | Geometry, mode: str, kernels: bool = False) -> float:
     """Floats alive per input pixel of a crop at the peak of one tile (forward + backward);
     ``kernels``: a training tile on the compiled CPU kernels (NOTE [Kernel memory])."""
+    if isinstance(config, Geometry):
+        # a model of the user's: every tensor of its forward pass (the probe's count), its input,
+        # and in training their gradients and the loss's C-channel temporaries; an estimate
+        # (every intermediate kept, as autograd does), not yet measured
+        if mode == "predict":
+            return config.floats_per_pixel + 2 * config.in_channels + 4 * config.out_channels
+        return 2 * config.floats_per_pixel + 2 * config.in_channels + 8 * config.out_channels
     c = (config.in_channels, *config.channels)
     # C >= 2 output channels: each full-resolution tensor of the head and the loss holds C floats a
     # pixel (the head's partial outputs, logits, probabilities, their gradients and the loss's
@@ -204,7 +219,8 @@ def _crop_pixels(n: int, tile: int, lead: int, trail: int) -> int:
     return int((np.minimum(n, t1 + trail) - np.maximum(0, t0 - lead)).sum())
 
 
-def _peak_bytes(config: UNetConfig, th: int, tw: int, itemsize: int, mode: str, kernels: bool = False) -> int:
+def _peak_bytes(config: UNetConfig | Geometry, th: int, tw: int, itemsize: int, mode: str,
+                kernels: bool = False) -> int:
     lead, trail = _halos(config)
     crop = (th + lead + trail) * (tw + lead + trail)
     # + the uint8 image crop and mask of this tile and of the next one (NOTE [Read ahead])
@@ -240,7 +256,7 @@ CUDA_MAX_TRAIN_CROP_PIXELS = 2**25
 
 
 def plan(
-    config: UNetConfig,
+    config: UNetConfig | Geometry | nn.Module,
     height: int,
     width: int,
     *,
@@ -255,7 +271,8 @@ def plan(
     that recomputes the fewest halo pixels (a step's time follows the crops' total area).
 
     Args:
-        config: the model's config (stride and halo).
+        config: the model's config (stride and halo), its ``Geometry``, or the model itself
+            (``check_local`` gives the geometry).
         height, width: image size in pixels.
         memory_budget: bytes or a string like ``"4GB"``; default ``DEFAULT_MEMORY_BUDGET``.
         mode: ``"train"`` (forward + backward) or ``"predict"`` (forward only).
@@ -272,6 +289,8 @@ def plan(
     """
     if mode not in ("train", "predict"):
         raise ConfigError(f"unknown plan mode {mode!r}; choose 'train' or 'predict'")
+    if isinstance(config, nn.Module):
+        config = check_local(config)
     _check_size(height, width)
     budget = parse_bytes(memory_budget if memory_budget is not None else DEFAULT_MEMORY_BUDGET)
     s = config.total_stride
@@ -286,7 +305,7 @@ def plan(
             cap = CUDA_MAX_TRAIN_CROP_PIXELS
         from ._cpu_kernels import eligible_config
 
-        kernels = eligible_config(config, dtype, dev)
+        kernels = isinstance(config, UNetConfig) and eligible_config(config, dtype, dev)
 
     def fits(th: int, tw: int) -> bool:
         crop = min(th + lead + trail, height) * min(tw + lead + trail, width)
@@ -391,7 +410,7 @@ def _balanced(height: int, width: int, lead: int, trail: int, candidates: list[t
     return best[3]
 
 
-def _make_plan(config: UNetConfig, height: int, width: int, tile: tuple[int, int], budget: int, mode: str,
+def _make_plan(config: UNetConfig | Geometry, height: int, width: int, tile: tuple[int, int], budget: int, mode: str,
                itemsize: int, max_crop_pixels: int | None = None, kernels: bool = False) -> Plan:
     th, tw = tile
     lead, trail = _halos(config)
@@ -415,7 +434,7 @@ def _round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
 
-def check_tile(tile: int | Sequence[int], config: UNetConfig) -> tuple[int, int]:
+def check_tile(tile: int | Sequence[int], config: UNetConfig | Geometry) -> tuple[int, int]:
     th, tw = (tile, tile) if isinstance(tile, (int, np.integer)) else tuple(tile)
     s = config.total_stride
     for t in (th, tw):
@@ -431,13 +450,15 @@ def check_tile(tile: int | Sequence[int], config: UNetConfig) -> tuple[int, int]
 def _prepare(
     model: nn.Module, image: ImageLike, tile: int | Sequence[int] | None, memory_budget: int | str | None,
     device: str | torch.device | None, mode: str, ranks: int = 1,
-) -> tuple[UNetConfig, int, int, torch.device, torch.dtype, int, int]:
+) -> tuple[UNetConfig | Geometry, int, int, torch.device, torch.dtype, int, int]:
     """What a call of the engine starts with: checks ``model`` and ``image``, moves the model
-    to ``device``, and returns the model's config, the image's height and width, the device,
-    the model's dtype and the core tile (th, tw), planned unless ``tile`` gives it."""
+    to ``device``, and returns the model's config (``Geometry`` for a model that is not a
+    ``gigaseg.UNet``), the image's height and width, the device, the model's dtype and the core
+    tile (th, tw), planned unless ``tile`` gives it."""
     reuse_freed_memory()
     config = check_local(model)
     height, width = _check_image(image)
+    _check_channels(image, config.in_channels)
     dev = resolve_device(device, model)
     params = list(model.parameters())
     if params and params[0].device != dev:

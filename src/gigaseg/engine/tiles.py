@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..losses import IGNORE
 from ..model import UNetConfig
 from .arrays import ImageLike
+from .locality import Geometry
 
 # NOTE [Exact tiling]
 # Tiles partition the output: each core tile [y0, y1) x [x0, x1) has y0 and x0 on multiples of
@@ -28,8 +29,12 @@ from .arrays import ImageLike
 #
 
 
-def _halos(config: UNetConfig) -> tuple[int, int]:
+def _halos(config: UNetConfig | Geometry) -> tuple[int, int]:
+    """(lead, trail): a crop's halo before its core (rounded up to the total stride, so that the
+    crop starts on the grid) and after it."""
     s = config.total_stride
+    if isinstance(config, Geometry):
+        return math.ceil(config.lead / s) * s, config.trail
     return math.ceil(config.halo / s) * s, config.halo
 
 
@@ -41,26 +46,50 @@ def _check_size(height: int, width: int) -> None:
 # --- input validation ----------------------------------------------------------------------
 
 
+#: The image dtypes the engine reads, and the number each is divided by to give the model's input
+#: (NOTE [Input scaling]).
+INPUT_SCALES = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0, np.dtype(np.float32): 1.0}
+
+# NOTE [Input scaling]
+# The model's input is the image as floats: uint8 / 255 (as always: RGB in [0, 1]), uint16 /
+# 65535 (a fluorescence or multiplexed image's full range in [0, 1]), float32 as it is. Any
+# further normalization (per-channel means and spreads, a log transform) is the model's own: a
+# UNet's ``input_shift`` / ``input_scale``, or the first layers of a model of the user's, which
+# then also sees its zero padding in the normalized space, on the whole image as on every tile.
+
+
 def _check_image(image: object) -> tuple[int, int]:
     shape = getattr(image, "shape", None)
     dtype = getattr(image, "dtype", None)
     if shape is None or dtype is None:
         raise InputError(
-            f"image must be an (H, W, 3) uint8 array-like (numpy array, np.memmap, zarr array); "
-            f"got {type(image).__name__}"
+            f"image must be an (H, W, C) array-like of uint8, uint16 or float32 (numpy array, np.memmap, zarr "
+            f"array); got {type(image).__name__}"
         )
-    if len(shape) != 3 or shape[2] != 3:
+    if len(shape) != 3:
         raise InputError(
-            f"image must have shape (H, W, 3) (RGB, channels last); got shape {tuple(shape)}. "
-            "Drop an alpha channel with image[..., :3]; convert greyscale to RGB"
+            f"image must have shape (H, W, C) (channels last); got shape {tuple(shape)}. "
+            "Give a one-channel image as image[..., None]"
         )
-    if np.dtype(dtype) != np.uint8:
+    if np.dtype(dtype) not in INPUT_SCALES:
         raise InputError(
-            f"image must be uint8 (0-255), got dtype {np.dtype(dtype)}; "
-            "convert with (image * 255).round().astype(np.uint8) if it holds floats in [0, 1]"
+            f"image must be uint8 (/ 255), uint16 (/ 65535) or float32 (as it is), got dtype {np.dtype(dtype)}; "
+            "convert it to one of these (NOTE [Input scaling] in gigaseg.engine.tiles)"
         )
     _check_size(int(shape[0]), int(shape[1]))
     return int(shape[0]), int(shape[1])
+
+
+def _check_channels(image: ImageLike, channels: int) -> None:
+    """Refuse an image whose channel count is not the model's ``channels``."""
+    got = int(image.shape[2])
+    if got != channels:
+        hint = " Drop an alpha channel with image[..., :3]." if got == 4 and channels == 3 else ""
+        raise InputError(
+            f"the image has {got} channels (shape {tuple(image.shape)}) but the model takes {channels} "
+            f"(its first convolution's in_channels); give an (H, W, {channels}) image or a model of {got} "
+            f"input channels.{hint}"
+        )
 
 
 def _check_mask(mask: object, height: int, width: int) -> None:
@@ -122,7 +151,7 @@ class _Tile:
         return (slice(self.y0 - self.cy0, self.y1 - self.cy0), slice(self.x0 - self.cx0, self.x1 - self.cx0))
 
 
-def _tiles(height: int, width: int, th: int, tw: int, config: UNetConfig) -> Iterator[_Tile]:
+def _tiles(height: int, width: int, th: int, tw: int, config: UNetConfig | Geometry) -> Iterator[_Tile]:
     lead, trail = _halos(config)
     for y0 in range(0, height, th):
         y1 = min(y0 + th, height)
@@ -132,7 +161,7 @@ def _tiles(height: int, width: int, th: int, tw: int, config: UNetConfig) -> Ite
                         max(0, x0 - lead), min(width, x1 + trail))
 
 
-def _tile_list(height: int, width: int, th: int, tw: int, config: UNetConfig) -> list[_Tile]:
+def _tile_list(height: int, width: int, th: int, tw: int, config: UNetConfig | Geometry) -> list[_Tile]:
     """The tiles, grouped by crop shape (row-major within a shape) so that consecutive tiles
     allocate alike (NOTE [Heap reuse]); the order changes only the summation order."""
     tiles = list(_tiles(height, width, th, tw, config))
@@ -143,7 +172,7 @@ def _read_crop(image: ImageLike, t: _Tile) -> np.ndarray:
     return _owned(image[t.cy0:t.cy1, t.cx0:t.cx1])
 
 
-def input_multiple(config: UNetConfig) -> int:
+def input_multiple(config: UNetConfig | Geometry) -> int:
     """What the engine pads a crop's input to: the model's total stride (saving the model its own
     padding), or 1 for a model that normalizes its input, which must pad after normalizing."""
     return 1 if config.normalizes else config.total_stride
@@ -162,8 +191,9 @@ def _owned(block: ArrayLike) -> np.ndarray:
 
 
 def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 3, H', W') floats in [0, 1], channels-last, as ``image / 255``,
-    zero-padded at the bottom and right to H', W' multiples of ``multiple``.
+    """(H, W, C) uint8, uint16 or float32 -> (1, C, H', W') floats, channels-last, as
+    ``image / 255``, ``image / 65535`` or the image itself (NOTE [Input scaling]), zero-padded at
+    the bottom and right to H', W' multiples of ``multiple``.
 
     Padding here, to the model's total stride, is what the model would do itself (crops start
     on multiples of the stride, so the padded rows are those of the whole image or lie beyond
@@ -176,7 +206,11 @@ def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1) -> torch
         x[:, :, h:].zero_()
     if wp > w:
         x[:, :, :h, w:].zero_()
-    x[:, :, :h, :w].copy_(hwc.permute(2, 0, 1).unsqueeze(0)).div_(255)
+    x[:, :, :h, :w].copy_(hwc.permute(2, 0, 1).unsqueeze(0))
+    if hwc.dtype == torch.uint8:
+        x[:, :, :h, :w].div_(255)
+    elif hwc.dtype == torch.uint16:
+        x[:, :, :h, :w].div_(65535)
     return x
 
 
@@ -188,8 +222,10 @@ def _read_mask(mask: ImageLike, t: _Tile, classes: int = 1) -> tuple[np.ndarray,
 
 
 def model_input(image: ArrayLike, *, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A whole (H, W, 3) uint8 image as the model input the engine's results refer to:
-    ``image / 255`` as (1, 3, H, W) floats of ``dtype``, channels-last (whole-image autograd
-    on this equals ``tiled_backward``)."""
-    return _as_input(_owned(image), torch.device(device), dtype, 1)
+                dtype: torch.dtype = torch.float32, multiple: int = 1) -> torch.Tensor:
+    """A whole (H, W, C) image as the model input the engine's results refer to: ``image / 255``
+    (uint8), ``image / 65535`` (uint16) or the image (float32) as (1, C, H, W) floats of ``dtype``,
+    channels-last (NOTE [Input scaling]). Whole-image autograd on this equals ``tiled_backward``;
+    for a model that is not a ``gigaseg.UNet``, on this zero-padded at the bottom and right to a
+    multiple of its total stride (``multiple=``), the output cropped back to (H, W)."""
+    return _as_input(_owned(image), torch.device(device), dtype, multiple)
