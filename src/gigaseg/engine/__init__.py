@@ -15,7 +15,8 @@ Typical use (one training step on a 16000 x 64000 region stored on disk)::
     loss = tiled_backward(model, image, mask, loss="bce+dice", memory_budget="4GB")
     optimizer.step()
 
-Modules: ``planner`` (tile sizes, locality, devices), ``tiles`` (tile geometry and input
+Modules: ``planner`` (tile sizes, the locality check, devices), ``locality`` (the total stride
+and halo of any local ``nn.Module``, derived from its traced graph), ``tiles`` (tile geometry and input
 checks), ``reading`` (read-ahead, the crop cache, heap reuse), ``forward``, ``backward``,
 ``arrays`` (``ImageLike`` and ``OutSink``, the types of what the engine reads and writes),
 ``distributed`` (a step's tiles shared between ranks), ``watch`` (collectives that name a rank
@@ -29,6 +30,7 @@ from .arrays import ImageLike, OutSink
 from .backward import tiled_backward
 from .distributed import DistributedError, split_by_cost
 from .forward import TileBox, TilePredictions, iter_predict, tiled_predict
+from .locality import Geometry, analyze
 from .planner import (
     CUDA_MAX_TRAIN_CROP_PIXELS,
     DEFAULT_MEMORY_BUDGET,
@@ -55,6 +57,8 @@ __all__ = [
     "OutSink",
     "resolve_device",
     "check_local",
+    "Geometry",
+    "analyze",
     "check_tile",
     "model_input",
     "default_read_workers",

@@ -16,7 +16,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 
 class ImageLike(Protocol):
-    """A 2-D array-like read window by window: an (H, W, 3) uint8 RGB image or an (H, W)
+    """A 2-D array-like read window by window: an (H, W, C) image (uint8, uint16 or float32) or an (H, W)
     uint8 mask.
 
     ``a[y0:y1, x0:x1]`` returns the window's pixels as anything ``np.asarray`` turns into an

@@ -102,15 +102,18 @@ def tiled_backward(
     """Whole-image loss and its exact gradient, computed tile by tile.
 
     Accumulates into each parameter's ``.grad`` what ``loss.backward()`` on the whole image
-    would, where the model input is ``image / 255`` as (1, 3, H, W) floats of the model's dtype.
+    would, where the model input is the image as (1, C, H, W) floats of the model's dtype
+    (``image / 255`` for uint8; NOTE [Input scaling] in ``tiles``).
     On any error the ``.grad`` of every parameter is left as it was. A float32 model on the CPU
     runs its two full-resolution layers, forward and backward, on compiled kernels when numba is
     installed (``gigaseg._cpu_kernels``: the same gradients up to float32 rounding;
     ``GIGASEG_NO_CPU_KERNELS=1`` turns them off).
 
     Args:
-        model: a ``gigaseg.UNet`` (other models are refused; see ``check_local``).
-        image: (H, W, 3) uint8 RGB array-like (numpy array, ``np.memmap``, zarr array); read
+        model: a ``gigaseg.UNet``, or any ``nn.Module`` of local layers whose stride and halo
+            ``check_local`` derives (others are refused, the module named).
+        image: (H, W, C) uint8, uint16 or float32 array-like, C the model's input channels
+            (numpy array, ``np.memmap``, zarr array); read
             tile by tile, never materialized as floats.
         mask: (H, W) uint8 array-like with values 0 (background), 1 (tissue) and 255 (ignore:
             left out of the loss, as in ``gigaseg.losses``; NOTE [Ignored pixels]); for a model

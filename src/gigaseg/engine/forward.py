@@ -217,8 +217,9 @@ def iter_predict(
     kernels where numba is installed (as in :func:`tiled_predict`).
 
     Args:
-        model: a ``gigaseg.UNet`` (moved to ``device``).
-        image: (H, W, 3) uint8 RGB array-like (numpy array, ``np.memmap``, zarr array,
+        model: a ``gigaseg.UNet`` or any ``nn.Module`` of local layers (``check_local``),
+            moved to ``device``.
+        image: (H, W, C) uint8, uint16 or float32 array-like (numpy array, ``np.memmap``, zarr array,
             ``gigaseg.slides.SlideArray``), sliced ``image[y0:y1, x0:x1]`` once per tile.
         order: "shape" (tiles grouped by crop shape: the fastest) or "rows" (row by row, left
             to right: a row of tiles is complete when its last tile is yielded); NOTE [Tile order].
@@ -294,8 +295,9 @@ def tiled_predict(
     model of C >= 2 output channels, the class probabilities ``softmax(model(image / 255))``.
 
     Args:
-        model: a ``gigaseg.UNet``.
-        image: (H, W, 3) uint8 RGB array-like, read tile by tile.
+        model: a ``gigaseg.UNet`` or any ``nn.Module`` of local layers (``check_local``).
+        image: (H, W, C) uint8, uint16 or float32 array-like, read tile by tile (``image / 255`` for
+            uint8: NOTE [Input scaling] in ``tiles``).
         out: optional (H, W) array-like ((H, W, C) for C classes) to write into (e.g.
             ``np.memmap`` or zarr): float arrays get probabilities, uint8 arrays get
             ``round(255 * p)``. Default: a new numpy array, float64 for a float64 model, else
