@@ -29,6 +29,15 @@ from ._pyramid import MASK_LEVELS, level_sizes, level_tiles, write_level
 _TILE = 512  # TIFF tile edge
 _CONTOUR_MAX_PIXELS = 32_000_000  # contour grid cap (the mask is subsampled above it)
 _TISSUE_COLOR = [20, 180, 60]  # QuPath class colour (RGB)
+# The colours of the classes of a several-class model (RGB), class k taking the k-th (cycled):
+# class 0, the background, is never drawn; class 1 is the tissue model's green.
+_CLASS_PALETTE = ([128, 128, 128], _TISSUE_COLOR, [40, 80, 230], [240, 130, 0], [0, 190, 230], [210, 40, 170],
+                  [230, 210, 0], [150, 90, 40], [120, 0, 200], [230, 30, 30])
+
+
+def class_colors(n: int) -> list[list[int]]:
+    """The RGB colour of each of ``n`` classes in the GeoJSON and the overlay (NOTE [Class outputs])."""
+    return [list(_CLASS_PALETTE[k % len(_CLASS_PALETTE)]) for k in range(n)]
 
 
 class MaskGrid:
@@ -165,7 +174,7 @@ def _is_range(idx: np.ndarray) -> bool:
 
 
 def write_mask_tiff(path: Path, grid: MaskGrid, *, mpp: tuple[float, float], transform=None,
-                    progress_cb=None, workers: int = 1) -> None:
+                    progress_cb=None, workers: int = 1, description: str = "gigaseg tissue mask") -> None:
     """A tiled, pyramidal, deflate-compressed 8-bit greyscale TIFF at the slide's level-0 geometry.
 
     Levels are separate top-level pages (downsample 4, down to a longest side of 512:
@@ -174,7 +183,8 @@ def write_mask_tiff(path: Path, grid: MaskGrid, *, mpp: tuple[float, float], tra
     arrays (e.g. probabilities -> 0/255), is applied to the mask before it is written (to the
     grid's pixels, before they are spread over a level's). ``progress_cb(rows, level)`` is called
     as each strip of a level is read. ``workers`` threads compress tiles; the file is the
-    same byte for byte. See NOTE [Mask compression].
+    same byte for byte. See NOTE [Mask compression]. ``description`` is level 0's ImageDescription
+    (a label TIFF says what its values mean, NOTE [Class outputs] in gigaseg.predict).
     """
     tifffile = require("tifffile", "writing the mask TIFF")
     l0_w, l0_h = grid.l0_size
@@ -202,7 +212,7 @@ def write_mask_tiff(path: Path, grid: MaskGrid, *, mpp: tuple[float, float], tra
             write_level(
                 tif, data, shape=(lh, lw), level=lvl, tile=_TILE, mpp=lvl_mpp, photometric="minisblack",
                 compression="zlib", compressionargs={"level": 1}, maxworkers=workers, buffersize=_TILE * _TILE * 32,
-                description="gigaseg tissue mask" if lvl == 0 else None,
+                description=description if lvl == 0 else None,
             )
 
 
@@ -378,7 +388,7 @@ def _ring_area(xy: np.ndarray) -> float:
     return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
 
 
-def geojson_collection(polygons: list, *, name: str = "Tissue") -> dict:
+def geojson_collection(polygons: list, *, name: str = "Tissue", color: list[int] | None = None) -> dict:
     """A QuPath-importable FeatureCollection of annotations classified ``name``."""
     features = []
     for poly in polygons:
@@ -388,35 +398,61 @@ def geojson_collection(polygons: list, *, name: str = "Tissue") -> dict:
             "type": "Feature",
             "geometry": {"type": "Polygon", "coordinates": coords},
             "properties": {"objectType": "annotation",
-                           "classification": {"name": name, "color": list(_TISSUE_COLOR)}},
+                           "classification": {"name": name, "color": list(color or _TISSUE_COLOR)}},
         })
     return {"type": "FeatureCollection", "features": features}
 
 
-def write_geojson(path: Path, polygons: list) -> None:
+def write_geojson(path: Path, polygons: list | dict[str, list], colors: dict[str, list[int]] | None = None) -> None:
+    """The tissue polygons (a list), or each class's (a dict: class name -> polygons, each
+    feature classified with its class's name and ``colors``' colour), as one FeatureCollection."""
+    if isinstance(polygons, dict):
+        features = [feat for name, polys in polygons.items()
+                    for feat in geojson_collection(polys, name=name, color=(colors or {}).get(name))["features"]]
+        collection = {"type": "FeatureCollection", "features": features}
+    else:
+        collection = geojson_collection(polygons)
     with open(path, "w") as f:
-        json.dump(geojson_collection(polygons), f, separators=(",", ":"))
+        json.dump(collection, f, separators=(",", ":"))
         f.write("\n")
 
 
-def write_overlay(path: Path, thumb: np.ndarray, polygons: list, *, l0_per_thumb: tuple[float, float],
-                  thumb_mask: np.ndarray | None = None) -> None:
-    """A PNG thumbnail with tissue tinted (``thumb_mask``) and the polygon outlines drawn."""
+def write_overlay(path: Path, thumb: np.ndarray, polygons: list | dict[str, list], *,
+                  l0_per_thumb: tuple[float, float], thumb_mask: np.ndarray | None = None,
+                  colors: dict[str, list[int]] | None = None) -> None:
+    """A PNG thumbnail with tissue tinted (``thumb_mask``) and the polygon outlines drawn.
+
+    With ``polygons`` a dict (class name -> polygons) and ``colors`` (class name -> RGB, in the
+    order of the class indices), ``thumb_mask`` holds class indices: each class k >= 1 is tinted
+    and outlined in its colour (NOTE [Class outputs] in gigaseg.predict).
+    """
     require("PIL", "writing the overlay")
     from PIL import Image, ImageDraw
 
     img = thumb.copy()
+    by_class = isinstance(polygons, dict)
     if thumb_mask is not None and thumb_mask.shape == img.shape[:2]:
-        sel = thumb_mask.astype(bool)
-        tint = np.array(_TISSUE_COLOR, np.float32)
-        img[sel] = (0.85 * img[sel] + 0.15 * tint).astype(np.uint8)
+        if by_class:
+            for k, rgb in enumerate((colors or {}).values()):
+                sel = thumb_mask == k
+                if k == 0 or not sel.any():
+                    continue
+                img[sel] = (0.6 * img[sel] + 0.4 * np.array(rgb, np.float32)).astype(np.uint8)
+        else:
+            sel = thumb_mask.astype(bool)
+            tint = np.array(_TISSUE_COLOR, np.float32)
+            img[sel] = (0.85 * img[sel] + 0.15 * tint).astype(np.uint8)
     pil = Image.fromarray(img)
     draw = ImageDraw.Draw(pil)
     kx, ky = 1.0 / l0_per_thumb[0], 1.0 / l0_per_thumb[1]
     width = max(1, round(max(img.shape[:2]) / 500))
-    for poly in polygons:
-        for k, ring in enumerate([poly.exterior, *poly.interiors]):
-            xy = [(x * kx, y * ky) for x, y in ring.coords]
-            if len(xy) >= 2:
-                draw.line(xy, fill=(0, 160, 0) if k == 0 else (230, 120, 0), width=width)
+    groups = (list(polygons.items()) if isinstance(polygons, dict) else [(None, polygons)])
+    for name, polys in groups:
+        outline = None if name is None else tuple((colors or {}).get(name, _TISSUE_COLOR))
+        for poly in polys:
+            for k, ring in enumerate([poly.exterior, *poly.interiors]):
+                xy = [(x * kx, y * ky) for x, y in ring.coords]
+                if len(xy) >= 2:
+                    fill = outline if outline is not None else ((0, 160, 0) if k == 0 else (230, 120, 0))
+                    draw.line(xy, fill=fill, width=width)
     pil.save(path, format="PNG", optimize=False)

@@ -7,6 +7,7 @@ A checkpoint is a ``torch.save`` dict::
         "config": UNetConfig.to_dict(),       # rebuilds the model from the file alone
         "state_dict": model.state_dict(),
         "mpp": 0.5,                           # the training resolution (um/px) or None
+        "classes": ["background", ...],       # a model of C >= 2 classes: their names (optional)
         "step": 1200,                         # optional from here on: training state
         "optimizer": ..., "scheduler": ..., "rng": ..., "data_order": ..., "extra": {...},
     }
@@ -42,7 +43,7 @@ from .model import UNet, UNetConfig
 from .options import BUILTIN_MODEL
 
 __all__ = ["FORMAT", "VERSION", "BUILTIN", "builtin_model_path", "save_checkpoint", "save_weights",
-           "load_checkpoint", "load_model", "check_weights"]
+           "load_checkpoint", "load_model", "check_weights", "model_classes"]
 
 FORMAT = "gigaseg-checkpoint"
 VERSION = 1
@@ -290,7 +291,42 @@ def load_model(path: str | os.PathLike[str] | None = None, *,
     except (ConfigError, RuntimeError, TypeError, AttributeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} does not describe a valid model: {exc}") from exc
     check_weights(path, model)
+    classes = _checked_classes(path, payload.get("classes", (payload.get("info") or {}).get("classes")), config)
+    if classes is not None:
+        setattr(model, _CLASSES_ATTR, classes)  # read by model_classes
     return model.to(device).eval(), _checked_mpp(path, payload.get("mpp"))
+
+
+#: The attribute of a UNet loaded by ``load_model`` that holds its checkpoint's class names.
+_CLASSES_ATTR = "gigaseg_classes"
+
+
+def _checked_classes(path: str | os.PathLike[str], classes: Any, config: UNetConfig) -> list[str] | None:
+    """A checkpoint's class names, checked against its model's output channels (None: not recorded)."""
+    from .options import check_class_names
+
+    if classes is None:
+        return None
+    try:
+        names = check_class_names(classes, f"checkpoint {path}'s \"classes\"")
+    except ConfigError as exc:
+        raise CheckpointError(f"{exc}; the file is damaged: use another checkpoint") from None
+    if len(names) != config.out_channels:
+        raise CheckpointError(f"checkpoint {path} names {len(names)} classes but its model has {config.out_channels} "
+                              "output channels; the file is damaged: use another checkpoint")
+    return names
+
+
+def model_classes(model: Any) -> list[str] | None:
+    """The class names of a model of C >= 2 output channels: its checkpoint's (``load_model``
+    keeps them on the model), else "class 0" .. "class C-1"; None for a one-channel model."""
+    n = int(getattr(getattr(model, "config", None), "out_channels", 1))
+    if n == 1:
+        return None
+    names = getattr(model, _CLASSES_ATTR, None)
+    if isinstance(names, list) and len(names) == n:
+        return list(names)
+    return [f"class {k}" for k in range(n)]
 
 
 def check_weights(path: str | os.PathLike[str], model: UNet) -> None:

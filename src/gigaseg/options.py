@@ -36,6 +36,7 @@ __all__ = [
     "BUILTIN_MODEL",
     "LOSSES",
     "CLASS_LOSSES",
+    "TRAIN_LOSSES",
     "SCHEDULES",
     "JITTERS",
     "ACTIVATIONS",
@@ -88,6 +89,7 @@ __all__ = [
     "closest",
     "check_choice",
     "check_keys",
+    "check_class_names",
     "unknown_choice",
 ]
 
@@ -101,6 +103,8 @@ LOSSES = ("bce", "dice", "bce+dice")
 #: Losses over a whole image for a model of several output channels (``UNetConfig.out_channels`` > 1):
 #: softmax cross-entropy, multi-class soft Dice and their sum.
 CLASS_LOSSES = ("ce", "dice", "ce+dice")
+#: Every loss ``gigaseg train`` takes: ``LOSSES`` for one channel, ``CLASS_LOSSES`` for several classes.
+TRAIN_LOSSES = tuple(dict.fromkeys(LOSSES + CLASS_LOSSES))
 #: Learning-rate schedules after the warm-up (``gigaseg.training.lr_factor``).
 SCHEDULES = ("cosine", "step", "constant")
 #: Colour jitter of the training views (``gigaseg.dataset``).
@@ -524,6 +528,23 @@ def preset(name: str) -> UNetConfig:
 # --- training -------------------------------------------------------------------------------------
 
 
+def check_class_names(names: Any, what: str) -> list[str]:
+    """``names`` as a list of 2 to 255 distinct non-empty strings (class k is ``names[k]``), else
+    a ConfigError that names ``what``."""
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise ConfigError(f"{what} must be a list of class names (class k is the k-th), got {names!r}")
+    bad = [n for n in names if not isinstance(n, str) or not n.strip()]
+    if bad:
+        raise ConfigError(f"{what}: class names must be non-empty strings, got {bad[0]!r}")
+    if not 2 <= len(names) <= 255:
+        raise ConfigError(f"{what} names {len(names)} class(es); a model of several classes has 2 to 255 "
+                          "(one class is the tissue model: give no classes)")
+    seen = [n for i, n in enumerate(names) if n in names[:i]]
+    if seen:
+        raise ConfigError(f"{what}: the class name {seen[0]!r} appears twice; each class needs its own name")
+    return list(names)
+
+
 @dataclass
 class TrainConfig:
     """Every option of a training run; written to ``RUN_DIR/config.json`` and to checkpoints.
@@ -545,7 +566,11 @@ class TrainConfig:
         decay_every: steps between decays of the "step" schedule (default: a third of ``steps``).
         decay_gamma: the factor of each decay of the "step" schedule.
         weight_decay: Adam's (L2) weight decay.
-        loss: "bce", "dice" or "bce+dice".
+        loss: "bce", "dice" or "bce+dice" for a one-channel model; "ce", "dice" or "ce+dice" for
+            a model of several ``classes``.
+        classes: the names of the classes of a several-class model (C >= 2 output channels; the
+            masks hold class indices 0..C-1, 255 being ignore); None: the store's (its regions'
+            ``classes`` metadata), or one channel (tissue masks 0/1/255) when it has none.
         seed: seeds the model's initialization, the region order and the augmentation.
         augment: random dihedral transform and colour jitter per region and epoch.
         jitter: "hed", "rgb" or "none".
@@ -597,14 +622,39 @@ class TrainConfig:
     progress: bool = True
     resume: str | None = None
     init: str | None = None
+    classes: list[str] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.preset, Mapping):
             self.preset = UNetConfig.from_dict(self.preset)
+        if isinstance(self.classes, tuple):
+            self.classes = list(self.classes)
 
     def model_config(self) -> UNetConfig:
-        """The ``UNetConfig`` of the model: ``preset`` itself, or the preset it names."""
-        return self.preset if isinstance(self.preset, UNetConfig) else preset(self.preset)
+        """The ``UNetConfig`` of the model: ``preset`` itself, or the preset it names; with
+        ``classes``, its ``out_channels`` is their number."""
+        config = self.preset if isinstance(self.preset, UNetConfig) else preset(self.preset)
+        if self.classes is not None and config.out_channels != len(self.classes):
+            config = dataclasses.replace(config, out_channels=len(self.classes))
+        return config
+
+    def check_classes(self) -> None:
+        """Check that ``loss`` and the model's output channels fit ``classes`` (once the store's
+        classes are known: ``check`` allows either kind of loss before)."""
+        if self.classes is None:
+            if isinstance(self.preset, UNetConfig) and self.preset.out_channels != 1:
+                raise ConfigError(f"`preset` has out_channels={self.preset.out_channels} but no `classes` are given "
+                                  "and the store names none: give the class names (`classes`, --classes), one per "
+                                  "output channel")
+            if self.loss not in LOSSES:
+                raise ConfigError(f"`loss={self.loss!r}` is a loss of several classes, but the model has one output "
+                                  f"channel (no `classes`, and the store names none): use one of {', '.join(LOSSES)}, "
+                                  "or give the class names (`classes`)")
+            return
+        if self.loss not in CLASS_LOSSES:
+            raise ConfigError(f"`loss={self.loss!r}` is a one-channel loss, but the model has {len(self.classes)} "
+                              f"classes ({', '.join(self.classes)}): use one of {', '.join(CLASS_LOSSES)}, e.g. "
+                              "'ce+dice'")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types (a ``UNetConfig`` as its dict), for JSON and checkpoints."""
@@ -647,11 +697,17 @@ class TrainConfig:
             raise ConfigError("no run folder: give `out`, a new or empty folder")
         if not isinstance(self.preset, UNetConfig):
             check_choice("preset", self.preset, PRESETS)
-        elif self.preset.out_channels != 1:
-            raise ConfigError(f"`preset` has out_channels={self.preset.out_channels}: training trains one-channel "
-                              "tissue models; for several classes use gigaseg.tiled_backward with loss 'ce'")
+        if self.classes is not None:
+            check_class_names(self.classes, "`classes`")
+            if (isinstance(self.preset, UNetConfig) and self.preset.out_channels != 1
+                    and self.preset.out_channels != len(self.classes)):
+                raise ConfigError(f"`preset` has out_channels={self.preset.out_channels} but {len(self.classes)} "
+                                  f"`classes` are given ({', '.join(self.classes)}): give one class name per output "
+                                  "channel")
         check_choice("schedule", self.schedule, SCHEDULES)
-        check_choice("loss", self.loss, LOSSES)
+        check_choice("loss", self.loss, TRAIN_LOSSES)
+        if self.classes is not None:
+            self.check_classes()
         check_choice("jitter", self.jitter, JITTERS)
         # every value may come from a file (--config, a checkpoint): types and ranges
         for name in ("lr", "min_lr_ratio", "decay_gamma", "weight_decay", "threshold"):

@@ -334,13 +334,16 @@ def thumbnail(slide, side: int = THUMB_SIDE) -> tuple[np.ndarray, tuple[float, f
 
 
 def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transform, min_area: float,
-                  simplify: float | None, summary: dict, overwrite: bool, tiff_done: Path | None = None) -> dict:
+                  simplify: float | None, summary: dict, overwrite: bool, tiff_done: Path | None = None,
+                  classes: list[str] | None = None) -> dict:
     """Write the mask TIFF, GeoJSON, overlay and summary of ``grid`` atomically; returns the summary.
 
     ``tiff_done``: a mask TIFF already written (moved into place instead of writing one).
+    ``classes``: ``grid`` holds the class indices of these classes (``binary`` is then unused):
+    the GeoJSON and the overlay have each class k >= 1 (NOTE [Class outputs] in gigaseg.predict).
     """
     from ._atomic import write_json_atomic
-    from ._writers import contour_grid, mask_polygons, write_geojson, write_mask_tiff, write_overlay
+    from ._writers import class_colors, contour_grid, mask_polygons, write_geojson, write_mask_tiff, write_overlay
 
     paths = output_paths(out_dir, stem)
     mx, my = slide.mpp
@@ -353,12 +356,18 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
             os.replace(tiff_done, tmp / paths["mask"].name)
         t_tiff = time.perf_counter() - t0
         t0 = time.perf_counter()
-        cmask, f = contour_grid(grid, binary)
-        scale = (grid.step[0] * f, grid.step[1] * f)
         um_per_l0 = math.sqrt(mx * my)
-        simplify_l0 = (0.5 * max(scale) if simplify is None else float(simplify) / um_per_l0)
-        polys = mask_polygons(cmask, scale=scale, simplify=simplify_l0, min_area=float(min_area) / (mx * my))
-        write_geojson(tmp / paths["geojson"].name, polys)
+        by_class: dict[str, list] = {}
+        colors = dict(zip(classes, class_colors(len(classes)))) if classes is not None else None
+        for k in ([1] if classes is None else range(1, len(classes))):
+            cmask, f = contour_grid(grid, binary if classes is None else _class_mask(k))
+            scale = (grid.step[0] * f, grid.step[1] * f)
+            simplify_l0 = (0.5 * max(scale) if simplify is None else float(simplify) / um_per_l0)
+            found = mask_polygons(cmask, scale=scale, simplify=simplify_l0, min_area=float(min_area) / (mx * my))
+            by_class["Tissue" if classes is None else classes[k]] = found
+            del cmask
+        polys = [p for found in by_class.values() for p in found]
+        write_geojson(tmp / paths["geojson"].name, polys if classes is None else by_class, colors)
         t_geo = time.perf_counter() - t0
         t0 = time.perf_counter()
         thumb, l0_per_thumb = thumbnail(slide)
@@ -367,9 +376,14 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
                      grid.shape[0] - 1)
         gx = np.clip(np.floor((np.arange(tw) + 0.5) * l0_per_thumb[0] / grid.step[0]).astype(np.int64), 0,
                      grid.shape[1] - 1)
-        tmask = binary(grid.take_rows(gy)[:, gx])
-        write_overlay(tmp / paths["overlay"].name, thumb, polys, l0_per_thumb=l0_per_thumb, thumb_mask=tmask)
+        tmask = grid.take_rows(gy)[:, gx]
+        if classes is None:
+            tmask = binary(tmask)
+        write_overlay(tmp / paths["overlay"].name, thumb, polys if classes is None else by_class,
+                      l0_per_thumb=l0_per_thumb, thumb_mask=tmask, colors=colors)
         t_ov = time.perf_counter() - t0
+        if classes is not None:
+            summary["class_pieces"] = {name: len(found) for name, found in by_class.items()}
         summary.update({
             "pieces": len(polys),
             "polygon_area_mm2": round(sum(p.area for p in polys) * mx * my / 1e6, 6),
@@ -401,6 +415,13 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return summary
+
+
+def _class_mask(k: int):
+    """The 0/1 mask of class ``k`` of a block of class indices."""
+    def mask(block: np.ndarray) -> np.ndarray:
+        return (block == k).astype(np.uint8)
+    return mask
 
 
 def existing_outputs(paths: dict[str, Path]) -> list[Path]:

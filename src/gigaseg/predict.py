@@ -12,6 +12,11 @@
 - ``<stem>.overlay.png``: a thumbnail with tissue tinted and outlined.
 - ``<stem>.json``: tissue area (mm^2), fraction, pieces, timings and the effective settings.
 
+A model of C >= 2 classes (trained with ``classes``; NOTE [Class outputs]) writes the same four
+files: the TIFF holds each pixel's class index (its most probable class, 0..C-1), the GeoJSON
+one classification per class (class 0, the background, left out, as in a tissue mask), the
+overlay each class in its colour, and the summary each class's area.
+
 Example::
 
     from gigaseg.predict import predict_slide
@@ -94,12 +99,24 @@ def _is_model_file(model: Any) -> bool:
 
 
 def _one_class(net: Any, what: str) -> Any:
-    """``net``, refused when it has several output channels: the writers make tissue masks."""
+    """``net``, checked to be a UNet of 1 to 255 output channels (several: NOTE [Class outputs])."""
     classes = net.config.out_channels
-    if classes != 1:
-        raise ConfigError(f"{what} has {classes} output classes; predict_slide writes the tissue masks of "
-                          "one-channel models (several classes: gigaseg.tiled_predict gives their probabilities)")
+    if not 1 <= classes <= 255:
+        raise ConfigError(f"{what} has {classes} output classes; a label TIFF holds at most 255")
     return net
+
+
+# NOTE [Class outputs]
+# A model of C >= 2 classes labels each pixel with its most probable class: the argmax of its C
+# logits (the softmax keeps their order; ties go to the lower index), computed on the float
+# logits of each tile, so the labels are the whole slide's, as the probabilities of one class are
+# (NOTE [Streaming]). The raw grid then holds class indices instead of round(255 p), and the
+# writers take it as it is: the TIFF's pyramid samples the nearest grid pixel, so every level
+# holds class indices too; the GeoJSON traces each class k >= 1 as the 0/1 mask (label == k), one
+# feature per polygon classified with the class's name (QuPath's "classification"), class 0 being
+# the background as in a tissue mask; the overlay tints and outlines each class in its colour
+# (``_writers.class_colors``). The class names come from the checkpoint ("classes", written by
+# gigaseg train), else "class 0" .. "class C-1". A one-channel model's outputs are unchanged.
 
 
 def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
@@ -157,18 +174,27 @@ def with_precision(net: Any, precision: str) -> Any:
 
 class _RowSink:
     """One row of tiles (uint8) that is appended to a raw file when complete; counts the
-    pixels >= ``thr_u8`` (tissue) and lets a gated reader (the TIFF thread) follow."""
+    pixels >= ``thr_u8`` (tissue) and lets a gated reader (the TIFF thread) follow. With
+    ``classes`` (C >= 2), a tile is its (h, w, C) logits: its labels (argmax) are placed and
+    each class's pixels counted (NOTE [Class outputs])."""
 
-    def __init__(self, f, width: int, tile_h: int, thr_u8: int, gate=None):
+    def __init__(self, f, width: int, tile_h: int, thr_u8: int, gate=None, classes: int = 1):
         self._f = f
         self._gate = gate
         self.buf = np.empty((tile_h, width), np.uint8)
         self._thr = np.uint8(thr_u8)
         self.tissue = 0
+        self.classes = classes
+        self.class_pixels = np.zeros(classes, np.int64)
         self.write_s = 0.0
 
     def put(self, rows: slice, cols: slice, block: np.ndarray) -> None:
         """Place a tile's core; counted while it is still in cache."""
+        if self.classes > 1:
+            labels = np.argmax(block, axis=-1).astype(np.uint8)
+            self.buf[rows, cols] = labels
+            self.class_pixels += np.bincount(labels.ravel(), minlength=self.classes)[:self.classes]
+            return
         self.buf[rows, cols] = block
         self.tissue += int(np.count_nonzero(block >= self._thr))
 
@@ -186,7 +212,7 @@ class _RowSink:
 
 
 def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progress: bool, thr_u8: int, gate=None,
-                    read_workers: int = 1) -> dict[str, Any]:
+                    read_workers: int = 1, classes: int = 1) -> dict[str, Any]:
     """Predict the whole slide ``image`` (a ``SlideArray``) into ``raw_path`` (its grid, uint8
     round(255 p), row by row).
 
@@ -199,13 +225,14 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
     # Rows of tiles (NOTE [Tile order]), each written as soon as it is complete. Three crops more
     # than the readers are read ahead: a slide's crops take uneven times to decode, and this is
     # the depth its reader thread and queue had before the engine read ahead for predict_slide.
-    tiles = iter_predict(net, image, order="rows", output="uint8", memory_budget=memory_budget, device=device,
+    tiles = iter_predict(net, image, order="rows", output="uint8" if classes == 1 else "logits",
+                         memory_budget=memory_budget, device=device,
                          read_workers=read_workers, read_ahead=read_workers + 3, progress=progress)
     th, tw = tiles.tile
     _check_row_memory(min(th, grid_h) * grid_w, th, grid_w)
     t_put = 0.0
     with tiles, open(raw_path, "wb") as f:
-        sink = _RowSink(f, grid_w, min(th, grid_h), thr_u8, gate)
+        sink = _RowSink(f, grid_w, min(th, grid_h), thr_u8, gate, classes)
         for box, block in tiles:
             t1 = time.perf_counter()
             sink.put(slice(0, box.y1 - box.y0), slice(box.x0, box.x1), block)
@@ -216,7 +243,8 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
     total = time.perf_counter() - t0
     return {"read_s": image.read_s, "read_wait_s": tiles.timings["read_wait_s"], "write_s": sink.write_s,
             "model_s": tiles.timings["model_s"] + t_put, "predict_s": total,
-            "tile": [th, tw], "n_tiles": tiles.n_tiles, "tissue": sink.tissue}
+            "tile": [th, tw], "n_tiles": tiles.n_tiles, "tissue": sink.tissue,
+            "class_pixels": [int(v) for v in sink.class_pixels]}
 
 
 # NOTE [Bounded work]
@@ -255,6 +283,11 @@ def _check_grid(slide_path: Path, slide: Any, t_mpp: float, grid: tuple[int, int
                      "free disk space, or choose another `out_dir`")
 
 
+def _label_description(classes: Sequence[str]) -> str:
+    """The label TIFF's ImageDescription: what its values mean (NOTE [Class outputs])."""
+    return "gigaseg class labels: " + "; ".join(f"{k} {name}" for k, name in enumerate(classes))
+
+
 def _check_row_memory(nbytes: int, tile_h: int, grid_w: int) -> None:
     from ._files import available_memory, format_bytes
 
@@ -273,10 +306,11 @@ def _check_row_memory(nbytes: int, tile_h: int, grid_w: int) -> None:
 class _TiffThread(threading.Thread):
     """Writes the mask TIFF from a gated grid while the prediction fills it."""
 
-    def __init__(self, path: Path, grid, mpp, transform, workers: int = 1):
+    def __init__(self, path: Path, grid, mpp, transform, workers: int = 1, description: str | None = None):
         super().__init__(name="gigaseg-predict-tiff", daemon=True)
         self.path, self.grid, self.mpp, self.transform = path, grid, mpp, transform
         self.workers = workers
+        self.description = description
         self.error: BaseException | None = None
         self.seconds = 0.0
         self.start()
@@ -286,7 +320,8 @@ class _TiffThread(threading.Thread):
 
         t0 = time.perf_counter()
         try:
-            write_mask_tiff(self.path, self.grid, mpp=self.mpp, transform=self.transform, workers=self.workers)
+            kw = {} if self.description is None else {"description": self.description}
+            write_mask_tiff(self.path, self.grid, mpp=self.mpp, transform=self.transform, workers=self.workers, **kw)
         except Aborted:
             pass
         except BaseException as exc:  # noqa: BLE001 - re-raised by predict_slide
@@ -328,8 +363,9 @@ def predict_slide(
         mpp: level-0 microns per pixel of the slide, replacing what the file says (needed
             for PNG/JPEG thumbnails and files without resolution tags).
         threshold: tissue is probability >= threshold (on the uint8 probability
-            round(255 p) >= round(255 threshold)).
-        probabilities: the mask TIFF holds round(255 p) instead of 0/255.
+            round(255 p) >= round(255 threshold)); a model of several classes labels each pixel
+            with its most probable class instead (NOTE [Class outputs]).
+        probabilities: the mask TIFF holds round(255 p) instead of 0/255 (one-channel models).
         min_area: smallest polygon and hole kept in the GeoJSON, square microns.
         simplify: GeoJSON simplification tolerance in microns (None: half a pixel of the
             contour grid; 0: none).
@@ -354,7 +390,10 @@ def predict_slide(
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
         ``tissue_fraction``, ``pieces``, ``timings`` (read, model, write, ...), ``paths``,
-        ``sizes`` (bytes of the mask, GeoJSON and overlay), ``warnings`` (what reading the slide
+        ``sizes`` (bytes of the mask, GeoJSON and overlay); for a model of several classes,
+        ``classes`` (their names), ``class_pixels_model_res``, ``class_area_mm2``,
+        ``class_fraction`` and ``class_pieces`` (per class name) instead of the ``tissue_*`` entries
+        (NOTE [Class outputs]); ``warnings`` (what reading the slide
         met: corrupt data, conversions; empty when clean); ``redone`` when earlier outputs were
         incomplete (NOTE [Complete outputs]); ``skipped: True`` when complete outputs existed and
         ``overwrite`` is False.
@@ -393,7 +432,16 @@ def predict_slide(
     read_workers = check_read_workers(read_workers, dev)
     was_training = getattr(model, "training", False)
     net, trained_mpp, model_source = _load(model, dev)
+    from .checkpoint import model_classes
+
+    class_names = model_classes(net)
+    n_classes = 1 if class_names is None else len(class_names)
     try:
+        if class_names is not None and probabilities:
+            raise ConfigError(f"`probabilities=True` writes one class's probability; {model_source} has "
+                              f"{n_classes} classes ({', '.join(class_names)}), whose TIFF holds each pixel's class "
+                              "index: leave `probabilities` out (gigaseg.tiled_predict gives the classes' "
+                              "probabilities)")
         check_out_dir(out_dir)
         sweep_temporaries(out_dir)  # NOTE [Stale temporaries]
         slide = open_with_mpp(slide_path, mpp, strict=strict)
@@ -420,18 +468,21 @@ def predict_slide(
             def to_tiff(block):
                 return block if probabilities else np.where(block >= thr_u8, np.uint8(255), np.uint8(0))
 
+            tiff_transform: Any = to_tiff if class_names is None else None  # labels as they are
+
             # NOTE [Concurrent TIFF]: the mask TIFF is written by a thread that follows the
             # prediction row by row (level 0), then writes the smaller levels once it is done.
             gate = RowGate()
             tiff_grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step, gate=gate)
             tiff_path = tmp / paths["mask"].name
             # On a GPU the CPU cores are idle: compress the TIFF's tiles with several threads too.
-            tiff_thread = _TiffThread(tiff_path, tiff_grid, slide.mpp, to_tiff,
-                                      workers=1 if dev.type == "cpu" else default_read_workers(dev))
+            tiff_thread = _TiffThread(tiff_path, tiff_grid, slide.mpp, tiff_transform,
+                                      workers=1 if dev.type == "cpu" else default_read_workers(dev),
+                                      description=None if class_names is None else _label_description(class_names))
             try:
                 timings = _predict_to_raw(with_precision(net, precision), image, raw_path,
                                           memory_budget=memory_budget, device=dev, progress=progress,
-                                          thr_u8=thr_u8, gate=gate, read_workers=read_workers)
+                                          thr_u8=thr_u8, gate=gate, read_workers=read_workers, classes=n_classes)
             except BaseException:
                 gate.abort()
                 raise
@@ -448,6 +499,7 @@ def predict_slide(
                 raise err
             grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
             tissue_px = timings.pop("tissue")
+            class_px = timings.pop("class_pixels")
 
             summary = {
                 "command": "predict",
@@ -476,12 +528,22 @@ def predict_slide(
                 "timings": {k: round(v, 3) for k, v in timings.items()},
                 "strict": bool(strict),
             }
+            if class_names is not None:  # NOTE [Class outputs]: each class's area instead of the tissue's
+                for key in ("threshold", "probabilities", "tissue_pixels_model_res", "tissue_area_mm2",
+                            "tissue_fraction"):
+                    del summary[key]
+                summary["classes"] = list(class_names)
+                summary["class_pixels_model_res"] = dict(zip(class_names, class_px))
+                pairs = list(zip(class_names, class_px))
+                summary["class_area_mm2"] = {n: round(v * t_mpp * t_mpp / 1e6, 6) for n, v in pairs}
+                summary["class_fraction"] = {n: round(v / (grid_w * grid_h), 6) for n, v in pairs}
             if redo:
                 summary["redone"] = f"the earlier outputs were incomplete: {why}"
             summary["timings"]["tiff_s"] = round(tiff_thread.seconds, 3)
             try:
-                write_outputs(slide, grid, out_dir, stem, binary=binary, tiff_transform=to_tiff, min_area=min_area,
-                              simplify=simplify, summary=summary, overwrite=overwrite or redo, tiff_done=tiff_path)
+                write_outputs(slide, grid, out_dir, stem, binary=binary, tiff_transform=tiff_transform,
+                              min_area=min_area, simplify=simplify, summary=summary, overwrite=overwrite or redo,
+                              tiff_done=tiff_path, classes=class_names)
             finally:
                 grid.close()
         finally:

@@ -46,11 +46,13 @@ class _MaskImage:
 
     Values: 0/1 (255 = ignore) are kept; a mask of only 0/255 (a binary image) maps
     255 to 1; bool maps to 0/1; floats must be whole numbers among those. Anything else is
-    refused, naming the values (NOTE [Mask images]).
+    refused, naming the values (NOTE [Mask images]). With ``classes`` (C class names), a label
+    image: the class indices 0..C-1 and 255 (ignore) are kept, anything else refused.
     """
 
-    def __init__(self, path: Path, slide_dims: tuple[int, int]):
+    def __init__(self, path: Path, slide_dims: tuple[int, int], classes: list[str] | None = None):
         self.path = path
+        self.classes = classes
         self.arr = self._open(path, slide_dims)
         if self.arr.ndim == 3 and self.arr.shape[2] == 1:
             self.arr = self.arr[:, :, 0]
@@ -130,6 +132,16 @@ class _MaskImage:
                 block = block.astype(np.uint8)
             counts += np.bincount(block.ravel(), minlength=256)
         present = set(np.nonzero(counts)[0].tolist())
+        if self.classes is not None:
+            allowed = set(range(len(self.classes))) | {255}
+            if not present <= allowed:
+                bad = sorted(present - allowed)[:5]
+                raise InputError(
+                    f"mask {self.path} has values {bad}, but {len(self.classes)} classes are given "
+                    f"({', '.join(self.classes)}): a label mask holds the class indices 0..{len(self.classes) - 1} "
+                    "and 255 (ignore); give every class (`classes`), or map the other values and save it again"
+                )
+            return np.arange(256, dtype=np.uint8)
         if not present <= {0, 1, 255}:
             bad = sorted(present - {0, 1, 255})[:5]
             raise InputError(
@@ -263,6 +275,7 @@ def prepare_region(
     strip_rows: int | None = None,
     progress: bool = True,
     strict: bool = False,
+    classes: list[str] | None = None,
 ) -> Region:
     """Cut a region of ``size`` (w, h) at ``mpp`` from a slide, with its mask, into ``store``.
 
@@ -293,6 +306,9 @@ def prepare_region(
         strict: a warning about the data fails the region (nothing of it is kept) instead of
             being recorded in its ``warnings``: a problem of the slide's data (NOTE [Slide
             problems]) or GeoJSON polygons wholly outside the slide.
+        classes: the class names of a label mask (an image whose values are the class indices
+            0..C-1, 255 ignore) for a model of several classes; recorded in the region's metadata
+            (``classes``), where ``gigaseg train`` reads them. None: a tissue mask.
 
     The region's metadata holds ``warnings``: what reading the slide met (corrupt data, a
     greyscale or 16-bit image converted to RGB) and GeoJSON polygons wholly outside the slide;
@@ -313,6 +329,14 @@ def prepare_region(
     if ignore not in IGNORE_MODES:
         raise ConfigError(f"ignore={ignore!r} is not valid: use one of {', '.join(IGNORE_MODES)}")
     check_options(mpp=mpp, slide_mpp=slide_mpp, strip_rows=strip_rows)
+    if classes is not None:
+        from .options import check_class_names
+
+        classes = check_class_names(classes, "`classes`")
+        if mask is not None and Path(mask).suffix.lower() in _GEOJSON_EXTS:
+            raise InputError(f"`classes` needs a label image as the mask (class indices 0..{len(classes) - 1}, "
+                             f"255 ignore); {mask} is GeoJSON, which gives a 0/1 mask: rasterize each class into "
+                             "one label image first")
     w, h = (int(v) for v in size)
     if w <= 0 or h <= 0:
         raise ConfigError(f"region size (w={w}, h={h}) must be positive")
@@ -376,7 +400,7 @@ def prepare_region(
             warnings.extend(gj.warnings)
         else:
             gj = None
-            mask_src = _MaskImage(mask_path, (sw, sh))
+            mask_src = _MaskImage(mask_path, (sw, sh), classes)
             if ignore != "keep" and mask_src.lut[255] == 255:
                 mask_src.lut[255] = 0 if ignore == "background" else 1
             mask_meta = {"kind": "image", "shape": list(mask_src.arr.shape), "ignore": ignore}
@@ -402,6 +426,8 @@ def prepare_region(
             "content_box": [xa, ya, xb, yb],
             "seed": None,
         }
+        if classes is not None:
+            meta["classes"] = classes
         rows, exact = _strip_rows(w, ds)
         if strip_rows:
             rows = int(strip_rows)

@@ -8,7 +8,8 @@ A store is a directory::
       <region name>/
         region.json         metadata: source path + sha256, level-0 origin, mpp, size, split, seed, ...
         image.npy           (H, W, 3) uint8 RGB          (format "npy", the default)
-        mask.npy            (H, W) uint8 0/1, 255 = ignore
+        mask.npy            (H, W) uint8 0/1, 255 = ignore (a region whose region.json has
+                            "classes": [name0, name1, ...]: class indices 0..C-1, 255 = ignore)
         (or image.zarr/ and mask.zarr/ for format "zarr": zarr v3, 512 x 512 chunks, zstd)
 
 ``store.json`` is the source of truth: a region folder that it does not list is not
@@ -179,6 +180,20 @@ class Region:
         w, h = self.size
         return h, w
 
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names of a several-class region (``meta["classes"]``: its mask holds class
+        indices 0..C-1, 255 ignore); None for a tissue region (0/1/255)."""
+        from .options import check_class_names
+
+        names = self.meta.get("classes")
+        if names is None:
+            return None
+        try:
+            return check_class_names(names, f"region {self.name!r}: region.json's \"classes\"")
+        except ConfigError as exc:
+            raise StoreError(f"{exc} ({self.path / _REGION_JSON}); fix the file or prepare the region again") from None
+
     def _file(self, kind: str) -> Path:
         return self.path / (f"{kind}.npy" if self.format == "npy" else f"{kind}.zarr")
 
@@ -219,7 +234,8 @@ class Region:
 
     @property
     def mask(self) -> ImageLike:
-        """(H, W) uint8 array-like: 0 background, 1 tissue, 255 ignore; opened on first use."""
+        """(H, W) uint8 array-like: 0 background, 1 tissue, 255 ignore (class indices 0..C-1 and 255
+        for a region with ``classes``); opened on first use."""
         if self._mask is None:
             self._mask = self._open("mask")
         return self._mask

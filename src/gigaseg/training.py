@@ -84,6 +84,8 @@ __all__ = [
     "resume_config",
     "lr_factor",
     "DiceCounts",
+    "ClassCounts",
+    "pooled_class_dice",
     "evaluate_regions",
     "plot_curves",
 ]
@@ -167,24 +169,111 @@ def _dice_of(intersection: int, predicted: int, reference: int) -> float:
     return 1.0 if denom == 0 else 2.0 * intersection / denom
 
 
+class ClassCounts:
+    """``DiceCounts`` for a model of C classes: an ``out`` for ``tiled_predict`` ((H, W, C)
+    probabilities) that counts, per class, the pixels predicted (the class of highest
+    probability), in the reference, and in both; reference pixels of 255 (ignore) count nowhere.
+
+    Args:
+        mask: (H, W) uint8 array-like reference: class indices 0..C-1, 255 ignore.
+        classes: C, the number of classes.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, mask: Any, classes: int):
+        self.mask = mask
+        self.classes = int(classes)
+        self.shape = (*(int(v) for v in mask.shape[:2]), self.classes)
+        self.intersection = np.zeros(self.classes, np.int64)
+        self.predicted = np.zeros(self.classes, np.int64)
+        self.reference = np.zeros(self.classes, np.int64)
+
+    def __setitem__(self, key: tuple[slice, slice], value: np.ndarray) -> None:
+        ref = np.asarray(self.mask[key]).ravel()
+        pred = np.asarray(value).argmax(axis=-1).ravel()
+        valid = ref != 255
+        if not valid.all():
+            ref, pred = ref[valid], pred[valid]
+        n = self.classes
+        self.intersection += np.bincount(ref[ref == pred], minlength=n)[:n]
+        self.predicted += np.bincount(pred, minlength=n)[:n]
+        self.reference += np.bincount(ref, minlength=n)[:n]
+
+    @property
+    def class_dice(self) -> list[float | None]:
+        """Each class's Dice; None for a class absent from both the reference and the prediction."""
+        return _class_dice(self.intersection, self.predicted, self.reference)
+
+    @property
+    def dice(self) -> float:
+        """The mean of the classes' Dice over the classes present in the reference or the prediction."""
+        return _mean_defined(self.class_dice)
+
+
+def _class_dice(intersection: Any, predicted: Any, reference: Any) -> list[float | None]:
+    return [None if p + r == 0 else 2.0 * int(i) / int(p + r) for i, p, r in zip(intersection, predicted, reference)]
+
+
+def _mean_defined(values: Sequence[float | None]) -> float:
+    defined = [v for v in values if v is not None]
+    return float(statistics.fmean(defined)) if defined else 1.0
+
+
+def _class_row(name: str, counts: Sequence[Any], classes: Sequence[str]) -> dict[str, Any]:
+    """A validation row of a several-class model from its per-class counts [I, P, R]."""
+    i, p, r = (list(col) for col in zip(*counts))
+    dice = _class_dice(i, p, r)
+    return {"region": name, "dice": _mean_defined(dice), "counts": [list(map(int, c)) for c in counts],
+            **{f"dice_{c}": ("" if d is None else d) for c, d in zip(classes, dice)}}
+
+
+def pooled_class_dice(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> dict[str, float | None]:
+    """Each class's Dice over all the regions of ``rows`` (``evaluate_regions``'s, of a model of
+    several classes): its counts summed over the regions, then 2 I / (P + R); None for a class
+    absent from every reference and prediction."""
+    total = np.zeros((len(classes), 3), np.int64)
+    for r in rows:
+        total += np.asarray(r["counts"], np.int64)
+    return dict(zip(classes, _class_dice(*total.T)))
+
+
 def evaluate_regions(model, regions: Sequence, *, threshold: float = 0.5, memory_budget=None, tile=None,
-                     device=None, progress: bool = False, read_workers: int | None = None) -> list[dict[str, Any]]:
+                     device=None, progress: bool = False, read_workers: int | None = None,
+                     classes: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Dice of ``model`` on each region (``.image``, ``.mask``, ``.name``), tile by tile.
+
+    A model of C >= 2 output channels predicts each pixel's most probable class; give the
+    ``classes``' names (default "class 0", "class 1", ...).
 
     Returns:
         One dict per region: ``region``, ``dice``, ``intersection``, ``predicted``, ``reference``
-        (pixel counts).
+        (pixel counts). For C classes: ``region``, ``dice`` (the mean of the classes' Dice over
+        the classes present in the reference or the prediction), ``dice_<class>`` per class
+        ("" when absent from both) and ``counts`` ([I, P, R] per class; ``pooled_class_dice``
+        sums them over the regions).
     """
     from .engine import tiled_predict
 
+    n_classes = int(getattr(getattr(model, "config", None), "out_channels", 1))
+    if n_classes > 1:
+        classes = list(classes) if classes is not None else [f"class {k}" for k in range(n_classes)]
+        if len(classes) != n_classes:
+            raise ConfigError(f"the model has {n_classes} output classes but {len(classes)} class names are given")
     was_training = model.training
     model.eval()
     out = []
     try:
         for region in regions:
-            counts = DiceCounts(region.mask, threshold)
+            counts: DiceCounts | ClassCounts
+            counts = DiceCounts(region.mask, threshold) if n_classes == 1 else ClassCounts(region.mask, n_classes)
             tiled_predict(model, region.image, out=counts, memory_budget=memory_budget, tile=tile, device=device,
                           progress=progress, read_workers=read_workers)
+            if isinstance(counts, ClassCounts):
+                assert classes is not None
+                out.append(_class_row(region.name, list(zip(counts.intersection, counts.predicted, counts.reference)),
+                                      classes))
+                continue
             out.append({"region": region.name, "dice": counts.dice, "intersection": counts.intersection,
                         "predicted": counts.predicted, "reference": counts.reference})
     finally:
@@ -241,11 +330,17 @@ def _training_mpp(train_regions, val_regions) -> float | None:
     return mpp
 
 
-def _check_train_masks(regions, progress: bool) -> None:
+def _check_train_masks(regions, progress: bool, classes: Sequence[str] | None = None) -> None:
     """Refuse, before training, masks holding values other than 0, 1 and 255 (ignore: left out
-    of the loss by the engine)."""
+    of the loss by the engine); with ``classes``, other than 0..C-1 and 255."""
     from tqdm.auto import tqdm
 
+    top = 1 if classes is None else len(classes) - 1
+    if classes is None:
+        allowed = "0 (background), 1 (tissue) and 255 (ignore)"
+    else:
+        shown = ", ".join(f"{k} {n}" for k, n in enumerate(classes[:6])) + (", ..." if len(classes) > 6 else "")
+        allowed = f"the class indices 0..{top} ({shown}) and 255 (ignore)"
     todo = [r for r in regions if (r.meta.get("mask_source") or {}).get("kind") != "synthetic"]
     if not todo:
         return
@@ -256,13 +351,14 @@ def _check_train_masks(regions, progress: bool) -> None:
             rows = max(1, (64 << 20) // max(1, w))
             for y0 in range(0, h, rows):
                 strip = np.asarray(r.mask[y0:y0 + rows])
-                bad = (strip > 1) & (strip != 255) if strip.size and strip.max() > 1 else None
+                bad = (strip > top) & (strip != 255) if strip.size and strip.max() > top else None
                 if bad is not None and bad.any():
                     y, x = np.argwhere(bad)[0]
                     raise InputError(
-                        f"training region {r.name!r} ({r.path}) has mask value {int(strip[y, x])} at "
-                        f"(x={int(x)}, y={y0 + int(y)}); training masks hold 0 (background), 1 (tissue) and "
-                        "255 (ignore): map the other values to these and prepare the region again"
+                        f"{r.split} region {r.name!r} ({r.path}) has mask value {int(strip[y, x])} at "
+                        f"(x={int(x)}, y={y0 + int(y)}); its masks hold {allowed}: map the other values to "
+                        "these and prepare the region again" + ("" if classes is None else ", or give the store "
+                                                                 "(its regions' \"classes\") every class")
                     )
                 bar.update(min(rows, h - y0))
 
@@ -596,10 +692,12 @@ def _resolved(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     assert c.data is not None and c.out is not None  # check() requires both
     c.data = str(Path(c.data).resolve())  # a run resumes from any working directory
     c.val_data = str(Path(c.val_data).resolve()) if c.val_data else None
+    _resolve_classes(c)
     run_dir = Path(c.out)
     if not c.resume:
         if c.init is not None:
             _apply_init(c)
+        c.check_classes()
         _check_new_run_dir(run_dir)
         return c, None
     if Path(c.resume).resolve() != run_dir.resolve():
@@ -619,6 +717,50 @@ def _resolved(config: TrainConfig) -> tuple[TrainConfig, dict[str, Any] | None]:
     return c, payload
 
 
+# NOTE [Classes of a run]
+# A run trains one channel (tissue masks 0/1/255) or C >= 2 classes (masks of class indices
+# 0..C-1, 255 ignore). The classes' names come from `classes` or, when it is None, from the
+# store: every region of a several-class store says them in its region.json ("classes"), and
+# all of the training and validation regions must say the same. Given both, they must agree.
+# The names are written into the run's configuration, so that a resumed run and its checkpoint
+# (whose "classes" entry prediction reads to name the label TIFF's values and the GeoJSON's
+# classifications) carry them; an `init` model must have as many output channels as there are
+# classes. Every mask is checked against C before the first step (a value >= C is refused with
+# the region and the pixel).
+def _store_classes(c: TrainConfig) -> list[str] | None:
+    """The class names the store's regions (training and validation) say, or None when none does."""
+    from .store import RegionStore
+
+    assert c.data is not None
+    regions = list(RegionStore(c.data).regions)
+    if c.val_data:
+        regions += RegionStore(c.val_data).regions
+    seen: dict[tuple[str, ...] | None, str] = {}
+    for r in regions:
+        names = r.classes
+        seen.setdefault(tuple(names) if names is not None else None, r.name)
+    if len(seen) > 1:
+        listed = "; ".join(f"region {name!r}: {list(k) if k is not None else 'none (a tissue region)'}"
+                           for k, name in seen.items())
+        raise StoreError(f"the regions of {c.data}{' and ' + c.val_data if c.val_data else ''} name different "
+                         f"classes ({listed}); a model is trained on one set of classes: prepare the regions with "
+                         "the same classes")
+    key = next(iter(seen), None)
+    return list(key) if key is not None else None
+
+
+def _resolve_classes(c: TrainConfig) -> None:
+    """``c.classes`` from the store when not given, checked against it (NOTE [Classes of a run])."""
+    found = _store_classes(c)
+    if found is None:
+        return
+    if c.classes is None:
+        c.classes = found
+    elif list(c.classes) != found:
+        raise ConfigError(f"`classes={list(c.classes)!r}` differ from the classes of the store {c.data}, {found!r}: "
+                          "leave `classes` out (the store's are used) or give the store's")
+
+
 def _apply_init(c: TrainConfig) -> None:
     """``init``: the model's architecture becomes the init file's (a different explicit ``preset`` is
     an error), and a file path becomes absolute, so that a resumed run finds the same weights."""
@@ -628,7 +770,17 @@ def _apply_init(c: TrainConfig) -> None:
     assert c.init is not None
     if str(c.init) != BUILTIN:
         c.init = str(Path(c.init).resolve())
-    init_config = UNetConfig.from_dict(load_checkpoint(c.init)["config"])
+    payload = load_checkpoint(c.init)
+    init_config = UNetConfig.from_dict(payload["config"])
+    init_classes = payload.get("classes")
+    wanted = len(c.classes) if c.classes is not None else 1
+    if init_config.out_channels != wanted:
+        what = "one channel (tissue)" if init_config.out_channels == 1 else (
+            f"{init_config.out_channels} classes" + (f" ({', '.join(map(str, init_classes))})"
+                                                     if isinstance(init_classes, list) else ""))
+        have = f"{wanted} classes ({', '.join(c.classes)})" if c.classes is not None else "one channel (tissue masks)"
+        raise ConfigError(f"`init={c.init!r}` is a model of {what}, but the store {c.data} trains {have}: start "
+                          "from a model with as many output classes, or without `init`")
     if c.preset != DEFAULT_PRESET and c.model_config() != init_config:
         raise ConfigError(f"`init={c.init!r}` holds a model of another architecture than `preset` says; give "
                           "one of them (with `init` the architecture is the init model's)")
@@ -669,7 +821,8 @@ def _setup(c: TrainConfig, payload: dict[str, Any] | None, ranks: Any = None) ->
 
         check_tile(c.tile, c.model_config())
     if not c.resume:
-        _check_train_masks(_share(ranks, train_ds.regions), c.progress and (ranks is None or ranks.writer))
+        checked = train_ds.regions if c.classes is None else [*train_ds.regions, *val_regions]
+        _check_train_masks(_share(ranks, checked), c.progress and (ranks is None or ranks.writer), c.classes)
 
     torch.manual_seed(c.seed)
     np.random.seed(c.seed % 2**32)
@@ -755,11 +908,20 @@ def _open_run_dir(run: _Run) -> None:
     val_rows = [r for r in _read_csv(val_path) if _num(r.get("step")) <= run.step]
     # a resumed run drops the rows after its checkpoint; a new one, those of a run that stopped
     # before its first checkpoint (NOTE [Restart without a checkpoint])
-    _write_csv_atomic(log_path, LOG_COLUMNS, run.history)
-    _write_csv_atomic(val_path, _VAL_COLUMNS, val_rows)
-    run.log = _CsvLog(log_path, LOG_COLUMNS)
-    run.val_log = _CsvLog(val_path, _VAL_COLUMNS)
+    log_columns, val_columns = _columns(c)
+    _write_csv_atomic(log_path, log_columns, run.history)
+    _write_csv_atomic(val_path, val_columns, val_rows)
+    run.log = _CsvLog(log_path, log_columns)
+    run.val_log = _CsvLog(val_path, val_columns)
     run.logged_step = run.step
+
+
+def _columns(c: TrainConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The columns of log.csv and val.csv: a several-class run's have each class's Dice too."""
+    if c.classes is None:
+        return LOG_COLUMNS, _VAL_COLUMNS
+    per_class = tuple(f"val_dice_{name}" for name in c.classes)
+    return LOG_COLUMNS + per_class, ("step", "region", "dice", *(f"dice_{name}" for name in c.classes))
 
 
 def _train_step(run: _Run) -> dict[str, Any]:
@@ -840,12 +1002,18 @@ def _validate(run: _Run) -> dict[str, Any]:
     with _agreed(run.ranks, "validating"):
         rows = evaluate_regions(run.model, [run.val_regions[i] for i in mine], threshold=c.threshold,
                                 memory_budget=c.memory_budget, tile=c.tile, device=run.device,
-                                progress=c.progress and run.writer, read_workers=run.read_workers)
+                                progress=c.progress and run.writer, read_workers=run.read_workers,
+                                classes=c.classes)
     run.last_val = rows if run.ranks is None else _gathered(run, mine, rows)
     for r in run.last_val:
         run.val_log.write({"step": run.step, **r})
     mean, sd = _mean_sd([r["dice"] for r in run.last_val])
-    return {"val_dice_mean": mean, "val_dice_sd": sd, "val_seconds": round(time.perf_counter() - t_val, 2)}
+    seconds = round(time.perf_counter() - t_val, 2)
+    out: dict[str, Any] = {"val_dice_mean": mean, "val_dice_sd": sd, "val_seconds": seconds}
+    if c.classes is not None:  # each class's Dice over all the validation regions
+        for name, dice in pooled_class_dice(run.last_val, c.classes).items():
+            out[f"val_dice_{name}"] = "" if dice is None else dice
+    return out
 
 
 def _save(run: _Run) -> None:
@@ -863,6 +1031,7 @@ def _save(run: _Run) -> None:
             data_order={"epoch": run.epoch, "position": run.position,
                         "permutation": [int(v) for v in _permutation(c.seed, run.epoch, run.n_regions)]},
             train_config=c.to_dict(),
+            **({} if c.classes is None else {"classes": list(c.classes)}),
             extra={"resumes": run.resumes, "val": run.last_val,
                    "loss": run.history[-1]["loss"] if run.history else None},
         )
@@ -928,6 +1097,11 @@ def _summary(run: _Run, seconds: float) -> dict[str, Any]:
         "processes": run.ranks.size if run.ranks is not None else 1,
         "rank": run.ranks.rank if run.ranks is not None else 0,
     }
+    if run.c.classes is not None:
+        pooled = pooled_class_dice(run.last_val, run.c.classes) if run.last_val else {}
+        result["classes"] = list(run.c.classes)
+        result["val_class_dice"] = pooled
+        result["val_class_dice_mean"] = _mean_defined(list(pooled.values())) if pooled else None
     if run.writer:
         run.info["finished"] = utc_now()
         run.info["result"] = result
@@ -1067,6 +1241,13 @@ def _share(ranks: Any, items: Sequence, costs: Sequence[int] | None = None) -> l
 def _gathered(run: _Run, mine: Sequence[int], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every validation region's row from each rank's ``rows`` of its regions ``mine``: their
     Dice counts summed over the ranks (integers: the Dice is the single process's exactly)."""
+    classes = run.c.classes
+    if classes is not None:  # [I, P, R] of each class, flattened
+        flat = [[0] * (3 * len(classes)) for _ in run.val_regions]
+        for i, r in zip(mine, rows):
+            flat[i] = [int(v) for row in r["counts"] for v in row]
+        return [_class_row(region.name, [row[k:k + 3] for k in range(0, len(row), 3)], classes)
+                for region, row in zip(run.val_regions, run.ranks.sum_counts(flat))]
     counts = [[0, 0, 0] for _ in run.val_regions]
     for i, r in zip(mine, rows):
         counts[i] = [r["intersection"], r["predicted"], r["reference"]]

@@ -35,7 +35,10 @@ level nearest to it, resampled, upsampling included), segmented strip by strip w
 tiled forward pass, and written to --out as <stem>.mask.tiff (pyramidal 8-bit TIFF at the slide's level-0 size and
 mpp: 0/255, or probability*255 with --probabilities), <stem>.geojson (QuPath annotations
 of class Tissue, level-0 pixels), <stem>.overlay.png and <stem>.json (area, fraction,
-pieces, timings). SLIDE may be a file, a folder (its slides; a folder of .dcm files is one
+pieces, timings). A model of several classes (gigaseg train with --classes) writes each
+pixel's class index 0..C-1 into the TIFF, one QuPath classification per class (class 0, the
+background, left out) into the GeoJSON, each class in its colour into the overlay, and each
+class's area into the summary. SLIDE may be a file, a folder (its slides; a folder of .dcm files is one
 DICOM slide) or a quoted glob. Existing outputs are kept unless --overwrite. A slide that
 fails is reported at the end and the exit status is 1.
 """
@@ -207,8 +210,13 @@ def _report(summaries, failures, command: str) -> int:
         if s.get("skipped"):
             print(f"{s['slide']}\tkept (complete outputs exist; --overwrite replaces them)", file=sys.stderr)
         else:
-            print(f"{s['slide']}\t{s['tissue_area_mm2']:.3f} mm2\tfraction {s['tissue_fraction']:.3f}\t"
-                  f"{s['pieces']} pieces\t{s['timings']['total_s']:.1f} s\t{s['paths']['mask']}")
+            if "class_area_mm2" in s:  # a model of several classes: each one's area (k >= 1)
+                areas = "\t".join(f"{name} {area:.3f} mm2" for name, area in list(s["class_area_mm2"].items())[1:])
+                print(f"{s['slide']}\t{areas}\t{s['pieces']} pieces\t{s['timings']['total_s']:.1f} s\t"
+                      f"{s['paths']['mask']}")
+            else:
+                print(f"{s['slide']}\t{s['tissue_area_mm2']:.3f} mm2\tfraction {s['tissue_fraction']:.3f}\t"
+                      f"{s['pieces']} pieces\t{s['timings']['total_s']:.1f} s\t{s['paths']['mask']}")
             if s.get("redone"):
                 print(f"gigaseg {command}: {s['slide']}: done again, {s['redone']}", file=sys.stderr)
             for warning in s.get("warnings", []):  # NOTE [Slide problems]; --strict makes them errors

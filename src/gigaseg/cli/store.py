@@ -70,6 +70,9 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--ignore", default=DEFAULT_IGNORE, choices=IGNORE_MODES,
                    help="mask images with 0/1/255: what 255 (ignore) becomes; keep: 255 stays, and training "
                         "leaves those pixels out of the loss")
+    p.add_argument("--classes", nargs="+", default=None, metavar="NAME",
+                   help="the masks are label images of these classes (values 0..C-1 in this order, 255 ignore) "
+                        "for a model of several classes; gigaseg train reads the names from the store")
     p.add_argument("--synthetic", type=number("count"), default=None, metavar="N",
                    help="make N synthetic regions instead of slides")
     p.add_argument("--seed", type=number("seed"), default=DEFAULT_SEED, help="--synthetic: seed of the first region")
@@ -162,6 +165,9 @@ def _run_prepare(args) -> int:
     if args.synthetic is not None:
         if args.slides or args.masks:
             raise ConfigError("--synthetic makes regions without slides: drop the SLIDE and --masks arguments")
+        if args.classes:
+            raise ConfigError("--synthetic makes tissue masks; --classes names the classes of label-image --masks "
+                              "(scripts/qc_model/make_data.py makes a store of the synthetic slides' classes)")
     else:
         if not args.slides:
             raise ConfigError("give SLIDE files (with --masks), or --synthetic N")
@@ -190,7 +196,7 @@ def _run_prepare(args) -> int:
                 prepare_region(
                     store, slide, mask, size, mpp=args.mpp, origin=origin, pad=args.pad, split=args.split,
                     name=args.name, format=args.format, slide_mpp=args.slide_mpp, mask_classes=args.mask_class,
-                    ignore=args.ignore, progress=progress, strict=args.strict,
+                    ignore=args.ignore, progress=progress, strict=args.strict, classes=args.classes,
                 )
             )
     from .. import __version__

@@ -13,10 +13,10 @@ from ..options import (
     DEFAULT_DEVICE,
     DEMO_SCALES,
     JITTERS,
-    LOSSES,
     PRESET_NAMES,
     RESUME_CHANGEABLE,
     SCHEDULES,
+    TRAIN_LOSSES,
     TrainConfig,
 )
 
@@ -102,7 +102,11 @@ def register(subparsers, formatter_class) -> None:
     opt(p, "--decay-every", "step schedule: steps between decays (default: a third of --steps)", type=int)
     opt(p, "--decay-gamma", "step schedule: factor of each decay", type=float)
     opt(p, "--weight-decay", "Adam's weight decay", type=float)
-    opt(p, "--loss", "loss over the whole region", choices=LOSSES)
+    opt(p, "--loss", "loss over the whole region: bce, dice or bce+dice for one channel; ce, dice or ce+dice for "
+        "several --classes", choices=TRAIN_LOSSES)
+    opt(p, "--classes", "the class names of a model of several classes, in the order of the masks' class indices "
+        "0..C-1 (255: ignore); default: the store's (its regions' \"classes\"), or one channel (tissue)",
+        nargs="+", metavar="NAME")
     opt(p, "--seed", "seeds initialization, region order and augmentation", type=int)
     p.add_argument("--no-augment", dest="augment", action="store_false", default=S,
                    help="no random flips/rotations and colour jitter")
@@ -199,6 +203,10 @@ def _run_train(args) -> int:
         return 0
     mean, sd = result["val_dice_mean"], result["val_dice_sd"]
     val = f"; held-out Dice {mean:.4f} +/- {sd:.4f}" if mean is not None else ""
+    if result.get("val_class_dice"):
+        per_class = ", ".join(f"{name} {'-' if d is None else format(d, '.4f')}"
+                              for name, d in result["val_class_dice"].items())
+        val += f" (the regions' mean over classes); per class over all held-out regions: {per_class}"
     print(f"trained {result['step']} steps in {result['seconds']:.0f} s "
           f"({result['seconds_per_step']:.2f} s/step){val}; checkpoint {result['checkpoint']}", file=sys.stderr)
     return 0
