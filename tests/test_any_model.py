@@ -221,6 +221,21 @@ def test_derived_halo_is_tight_on_the_receptive_field():
     assert (g.lead, g.trail) == (reach_before, reach_after)
 
 
+def test_the_probe_refuses_a_halo_that_is_too_short():
+    """NOTE [Probing the halo]: the check that guards the derivation fails on a geometry one
+    stride short on either side, and passes on the derived one."""
+    from gigaseg.engine.locality import _check_halo
+
+    model = _build("dilated", seed=4)
+    g = analyze(model)
+    _check_halo(model, g)
+    s = g.total_stride
+    for lead, trail in ((g.lead - s, g.trail), (g.lead, g.trail - s)):
+        short = Geometry(s, lead, trail, g.in_channels, g.out_channels, 1, g.floats_per_pixel)
+        with pytest.raises(UnsupportedModelError, match="differ from the whole image's"):
+            _check_halo(model, short)
+
+
 # --- exactness -------------------------------------------------------------------------------
 
 

@@ -87,7 +87,10 @@ class Geometry:
 # input (a parameter, a constant) has no field; one of more than 1 x 1 pixels combined with the
 # image would depend on absolute positions, and is refused. The halo is the largest L and R of
 # the output; the total stride the least common multiple of every jump, so every tensor's grid
-# is the whole image's in every crop (NOTE [Exact tiling]).
+# is the whole image's in every crop (NOTE [Exact tiling]). L and R are the reach of the output
+# pixel that reaches furthest (tests/test_any_model.py: equal to the input gradient's reach); a
+# core that starts on the stride grid may need up to S - 1 pixels less on a side, which the crop
+# then reads for nothing.
 
 _Axis = tuple[int, int, int]  # (jump, left, right)
 
@@ -523,7 +526,8 @@ def _conv_padding(padding: Any, k: Sequence[int], d: Sequence[int], s: Sequence[
 # restore the size, fail here). Then the model runs, without gradients, on a random image and on
 # a crop of it holding one S x S core with the derived halos on every side, the crop's edges
 # inside the image: the core's outputs must agree (to 1e-9 in float64, 1e-4 of the output's
-# scale otherwise). A wrong derivation or an operation that reads further than it says is
+# scale in float32, 2e-2 in half precision; the probes run on a float64 copy of the model on the
+# CPU where it can be copied). A wrong derivation or an operation that reads further than it says is
 # refused there rather than giving a gradient that is silently wrong.
 _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[Any, Geometry]] = weakref.WeakKeyDictionary()
 
@@ -545,8 +549,9 @@ def analyze(model: nn.Module, *, probe: bool = True) -> Geometry:
     cached = _CACHE.get(model)
     if cached is not None and cached[0] == sig:
         return cached[1]
+    probe_model = _float64_copy(model) if probe else model
     try:
-        gm = fx.symbolic_trace(model)
+        gm = fx.symbolic_trace(probe_model)
     except Exception as exc:
         raise UnsupportedModelError(
             f"module '' ({type(model).__name__}) cannot be traced by torch.fx ({type(exc).__name__}: {exc}); the "
@@ -567,7 +572,7 @@ def analyze(model: nn.Module, *, probe: bool = True) -> Geometry:
     out_channels = int(out_node.meta["tensor_meta"].shape[1])
     geometry = Geometry(stride, lead, trail, analysis.in_channels, out_channels, out.h[0], floats)
     if probe:
-        _check_halo(model, geometry)
+        _check_halo(probe_model, geometry)
     _CACHE[model] = (sig, geometry)
     return geometry
 
@@ -580,6 +585,18 @@ def geometry_of(model: nn.Module) -> UNetConfig | Geometry:
     if isinstance(model, UNet):
         return model.config
     return analyze(model)
+
+
+def _float64_copy(model: nn.Module) -> nn.Module:
+    """A float64 copy of ``model`` on the CPU for the probes (NOTE [Probing the halo]): exact to
+    1e-9 whatever the model's dtype and device (TF32 and half precision would hide a short halo
+    in their rounding). The model itself where it cannot be copied."""
+    import copy
+
+    try:
+        return copy.deepcopy(model).to("cpu", torch.float64)
+    except Exception:  # noqa: BLE001 - any failure to copy: probe the model itself, less tightly
+        return model
 
 
 def _probe_params(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -634,22 +651,23 @@ def _check_halo(model: nn.Module, g: Geometry) -> None:
     """NOTE [Probing the halo]: one S x S core from a crop with the derived halos equals the same
     core of a larger image."""
     s = g.total_stride
-    lead = -(-g.lead // s) * s
-    crop = -(-(lead + s + g.trail) // s) * s
-    n = crop + 2 * s
+    lead = -(-g.lead // s) * s  # as the engine's crops (tiles._halos)
+    crop = lead + s + g.trail  # then zero-padded to a multiple of S, as the engine does
+    pad = -crop % s
+    n = crop + pad + 2 * s
     device, dtype = _probe_params(model)
     gen = torch.Generator().manual_seed(0)
-    x = torch.rand((1, g.in_channels, n, n), generator=gen, dtype=torch.float64).to(device, dtype)
+    x = torch.randn((1, g.in_channels, n, n), generator=gen, dtype=torch.float64).to(device, dtype)
     y0 = s  # the crop starts inside the image, the core a halo further
     with torch.no_grad():
         whole = model(x)
-        part = model(x[:, :, y0:y0 + crop, y0:y0 + crop].contiguous())
+        part = model(F.pad(x[:, :, y0:y0 + crop, y0:y0 + crop], (0, pad, 0, pad)))
     j = g.out_jump  # the core in the output's grid (S is a multiple of every jump)
     core = slice((y0 + lead) // j, (y0 + lead + s) // j)
     a = whole[:, :, core, core]
     b = part[:, :, lead // j:(lead + s) // j, lead // j:(lead + s) // j]
     scale = float(whole.abs().max()) or 1.0
-    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    tol = {torch.float64: 1e-9, torch.float32: 1e-4}.get(dtype, 2e-2)
     err = float((a - b).abs().max()) / scale
     if not err <= tol:
         raise UnsupportedModelError(
