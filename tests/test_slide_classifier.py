@@ -71,6 +71,42 @@ def test_exact_against_whole_image_autograd(pool: str, h: int, w: int, tiles: li
         np.testing.assert_allclose(probs, want, rtol=0, atol=TOL)
 
 
+class _Trunk(nn.Module):
+    """A trunk that is not a gigaseg.UNet: a strided residual encoder-decoder (total stride 2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.down = nn.Conv2d(6, 8, 3, stride=2, padding=1)
+        self.mid = nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+        self.up = nn.ConvTranspose2d(8, 6, 2, stride=2)
+        self.out = nn.Conv2d(12, K, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.tanh(self.stem(x))
+        d = torch.relu(self.down(s))
+        d = d + torch.relu(self.mid(d))
+        return self.out(torch.cat([torch.tanh(self.up(d)), s], dim=1))
+
+
+@pytest.mark.parametrize("pool", ["mean", "max", "attention"])
+def test_any_local_trunk(pool: str) -> None:
+    """A trunk of the user's own (not a UNet), odd image sizes: the reference is the trunk on the
+    input zero-padded to its total stride, cropped back (SlideClassifier.forward does it)."""
+    torch.manual_seed(3)
+    model = SlideClassifier(_Trunk().double(), nn.Sequential(nn.Linear(K, 5), nn.Tanh(), nn.Linear(5, C)).double(),
+                            pool)
+    if pool == "attention":
+        with torch.no_grad():
+            model.attention.copy_(torch.randn(K, dtype=torch.float64))
+    image = _image(37, 51, seed=4)
+    value, grads = _reference(model, image, 1)
+    for tile in (8, (16, 24), 64):
+        model.zero_grad(set_to_none=True)
+        assert abs(slide_backward(model, image, 1, tile=tile) - value) <= TOL
+        assert _worst(model, grads) <= TOL, (pool, tile)
+
+
 def test_gradients_accumulate_like_backward() -> None:
     """A second step adds to .grad, as loss.backward() does."""
     model = _classifier("max")

@@ -88,7 +88,12 @@ class SlideClassifier(nn.Module):
         self.trunk = trunk
         self.head = head
         self.pool = pool
-        k = _trunk_features(trunk) if features is None else features
+        self._multiple: int | None = None  # what the whole input is zero-padded to (the engine's multiple)
+        if features is None:
+            geometry: Any = check_local(trunk)
+            k, self._multiple = int(geometry.out_channels), input_multiple(geometry)
+        else:
+            k = features
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"features must be a positive integer (the trunk's output channels), got {k!r}")
         self.features = int(k)
@@ -98,8 +103,15 @@ class SlideClassifier(nn.Module):
                                                       device=p.device if p is not None else None))
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """The (1, K) pooled features of the whole input ``x`` (1, C_in, H, W)."""
-        h: torch.Tensor = self.trunk(x)[:, :, :x.shape[2], :x.shape[3]].flatten(2)  # (1, K, N)
+        """The (1, K) pooled features of the whole input ``x`` (1, C_in, H, W): the trunk runs on
+        ``x`` zero-padded at the bottom and right to the engine's multiple of its total stride,
+        and its output is cropped back to (H, W), as the engine's reference (``model_input``)."""
+        if self._multiple is None:
+            self._multiple = input_multiple(check_local(self.trunk))
+        height, width = x.shape[2], x.shape[3]
+        m = self._multiple
+        x = nn.functional.pad(x, (0, -width % m, 0, -height % m))
+        h: torch.Tensor = self.trunk(x)[:, :, :height, :width].flatten(2)  # (1, K, N)
         if self.pool == "mean":
             return h.mean(dim=2)
         if self.pool == "max":
@@ -114,12 +126,6 @@ class SlideClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return f"pool={self.pool!r}, features={self.features}"
-
-
-def _trunk_features(trunk: nn.Module) -> int:
-    """K, the output channels of a trunk the engine accepts."""
-    geometry: Any = check_local(trunk)
-    return int(geometry.out_channels)
 
 
 # --- the passes ------------------------------------------------------------------------------
