@@ -246,3 +246,42 @@ def test_prepare_keeps_the_class_indices_of_a_label_mask(tmp_path):
                        progress=False)
     with pytest.raises(InputError, match="values \\[2\\] besides 0/1/255"):  # without classes: a tissue mask
         prepare_region(RegionStore(store), slide, tmp_path / "labels.npy", (230, 150), name="c", progress=False)
+
+
+def _train_on_ranks(rank: int, world: int, store, out):
+    return train(_config(store, out, steps=3, tile=32))
+
+
+def test_two_ranks_share_validation_and_sum_each_class_counts(tmp_path):
+    """Under a process group each rank validates its share of the regions; the per-class counts are
+    summed over the ranks, and the run's per-class Dice is the single process's."""
+    from conftest import spawn_ranks
+
+    store = _store(tmp_path / "store", n_train=2, n_val=2)
+    ref = train(_config(store, tmp_path / "one", steps=3, tile=32))
+    r0, r1 = spawn_ranks(tmp_path, 2, _train_on_ranks, store, tmp_path / "two",
+                         preload=("torch", "torch.distributed", "gigaseg", "gigaseg.training"))
+    for result in (r0, r1):
+        assert result["processes"] == 2 and result["classes"] == CLASSES
+        assert set(result["val_dice"]) == {"r2", "r3"}
+        for name in CLASSES:  # float32 sums in another order may move a pixel or two
+            a, b = result["val_class_dice"][name], ref["val_class_dice"][name]
+            assert (a is None and b is None) or a == pytest.approx(b, abs=0.02), name
+    rows = _rows(tmp_path / "two" / "val.csv")
+    assert [r["region"] for r in rows] == ["r2", "r3", "r2", "r3"]
+    assert load_checkpoint(tmp_path / "two" / "checkpoint.pt")["classes"] == CLASSES
+
+
+def test_the_qc_mapping_gives_every_synthetic_label_a_class():
+    from conftest import load_script
+
+    from gigaseg.synth import LABELS
+
+    make_data = load_script("scripts/qc_model/make_data.py")
+    lut = make_data.label_lut()
+    assert all(lut[code] < len(make_data.QC_CLASSES) for code in LABELS)
+    assert make_data.qc_class("glass") == 0 and make_data.qc_class("adipose cell (tissue)") == 1
+    assert make_data.qc_class("pen ink over tissue (tissue)") == 2 and make_data.qc_class("fold (tissue)") == 3
+    assert make_data.qc_class("bubble rim over tissue (tissue)") == 4
+    assert make_data.qc_class("dust over tissue (tissue)") == 5
+    assert make_data.qc_class("lumen or tear (background)") == 0
