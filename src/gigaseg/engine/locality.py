@@ -87,10 +87,12 @@ class Geometry:
 # input (a parameter, a constant) has no field; one of more than 1 x 1 pixels combined with the
 # image would depend on absolute positions, and is refused. The halo is the largest L and R of
 # the output; the total stride the least common multiple of every jump, so every tensor's grid
-# is the whole image's in every crop (NOTE [Exact tiling]). L and R are the reach of the output
-# pixel that reaches furthest (tests/test_any_model.py: equal to the input gradient's reach); a
-# core that starts on the stride grid may need up to S - 1 pixels less on a side, which the crop
-# then reads for nothing.
+# is the whole image's in every crop (NOTE [Exact tiling]). L and R never fall short of what an
+# output pixel reads (tests/test_locality_fuzz.py checks them against the input gradient's reach
+# on random stacks of layers), and on the test models of tests/test_any_model.py they equal it.
+# They can be loose: one (L, R) per tensor for all its phases counts a pixel on each side where
+# an upsampling by 2 followed by a pooling by 2 reads one block, and a core that starts on the
+# stride grid may need up to S - 1 pixels less on a side. The crop then reads those for nothing.
 
 _Axis = tuple[int, int, int]  # (jump, left, right)
 
