@@ -39,7 +39,7 @@ GROUPS = {
     "frozen": ("frozen",),
     "small": ("needle", "tma", "fragments"),
     "glass": ("bg-grey", "bg-tinted", "bg-dark", "padding", "coverslip"),
-    "artefacts": ("pen", "handwriting", "bubbles", "dye", "dust"),
+    "artefacts": ("pen", "handwriting", "bubbles", "dye", "dust", "smudge", "fibre"),
 }
 REAL_SLIDES = [
     ("CMU-1-Small-Region", "slides/CMU-1-Small-Region.svs", None),
