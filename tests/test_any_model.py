@@ -158,7 +158,7 @@ def _whole(model: nn.Module, image: np.ndarray) -> torch.Tensor:
     """Whole-image logits as the engine defines them for a model of the user's."""
     s = analyze(model).total_stride
     h, w = image.shape[:2]
-    x = model_input(image, dtype=torch.float64, multiple=s)
+    x = model_input(image, dtype=torch.float64, multiple=s).contiguous()  # NOTE [Input layout]
     out: torch.Tensor = model(x)[..., :h, :w]
     return out
 
@@ -318,6 +318,23 @@ def test_two_ranks_share_a_models_tiles(tmp_path):
     for got in spawn_ranks(tmp_path, 2, _ranks):
         assert got["loss"] == pytest.approx(float(ref.detach()), rel=TOL)
         assert max(float((g - w).norm() / w.norm()) for g, w in zip(got["grads"], want)) <= TOL
+
+
+def test_a_users_model_gets_contiguous_nchw_input():
+    """NOTE [Input layout]: channels-last input made PyTorch's CPU weight gradient of a 1 x 1
+    stride-2 convolution crash the process; a model of the user's gets NCHW, a UNet channels-last."""
+    from gigaseg import UNet, preset
+
+    seen: list[bool] = []
+    hook = lambda module, args: seen.append(args[0].is_contiguous())  # noqa: E731
+    image, mask = _data(40, 40)
+    for model, want in ((_build("resnet"), True), (UNet(preset("tiny")).double(), False)):
+        seen.clear()
+        handle = model.register_forward_pre_hook(hook)
+        tiled_backward(model, image, mask, tile=16)
+        tiled_predict(model, image, tile=16)
+        handle.remove()
+        assert seen and all(v == want for v in seen)
 
 
 # --- inputs: N channels, uint16, float32 -------------------------------------------------------

@@ -35,7 +35,17 @@ from .reading import (
     _progress,
     _read_ahead,
 )
-from .tiles import _as_input, _check_mask, _check_mask_values, _read_crop, _read_mask, _Tile, _tile_list, input_multiple
+from .tiles import (
+    _as_input,
+    _check_mask,
+    _check_mask_values,
+    _read_crop,
+    _read_mask,
+    _Tile,
+    _tile_list,
+    input_channels_last,
+    input_multiple,
+)
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -464,8 +474,9 @@ def _tile_grads(step: _Step, weights: LossWeights | _ClassWeights, t: _Tile, cro
             tile_grads, tile_bce = done
             step.bce_sum += tile_bce
             return [tile_grads[p] for p in step.params]
-    multiple = input_multiple(geometry_of(step.model))
-    logits = step.model(_as_input(crop.pop(), step.device, step.dtype, multiple))
+    config = geometry_of(step.model)
+    logits = step.model(_as_input(crop.pop(), step.device, step.dtype, input_multiple(config),
+                                  input_channels_last(config)))
     # zero on the halo, whose outputs belong to other tiles
     grad_logits = torch.zeros_like(logits)
     if isinstance(weights, _ClassWeights):

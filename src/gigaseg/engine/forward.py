@@ -16,7 +16,7 @@ from .arrays import ImageLike, OutSink
 from .locality import geometry_of
 from .planner import _prepare
 from .reading import _HEAP, _check_read_workers, _progress, _read_ahead
-from .tiles import _as_input, _read_crop, _Tile, _tile_list, _tiles, input_multiple
+from .tiles import _as_input, _read_crop, _Tile, _tile_list, _tiles, input_channels_last, input_multiple
 
 #: The ``order`` choices of :func:`iter_predict`.
 ORDERS = ("shape", "rows")
@@ -38,7 +38,7 @@ def _core_logits(model: nn.Module, crop: np.ndarray, core: tuple[slice, slice], 
         if z is not None:
             return z
     config = geometry_of(model)  # a UNet's config, or the geometry of a model of the user's
-    logits: torch.Tensor = model(_as_input(crop, device, dtype, input_multiple(config)))
+    logits: torch.Tensor = model(_as_input(crop, device, dtype, input_multiple(config), input_channels_last(config)))
     if config.out_channels > 1:
         return logits[0][:, core[0], core[1]]
     return logits[0, 0][core]

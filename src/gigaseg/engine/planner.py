@@ -177,11 +177,13 @@ def _floats_per_pixel(config: UNetConfig | Geometry, mode: str, kernels: bool = 
     ``kernels``: a training tile on the compiled CPU kernels (NOTE [Kernel memory])."""
     if isinstance(config, Geometry):
         # a model of the user's: every tensor of its forward pass (the probe's count), its input,
-        # and in training their gradients and the loss's C-channel temporaries; an estimate
-        # (every intermediate kept, as autograd does), not yet measured
+        # and in training their gradients (2.25 x: the count with the gradients measured a little
+        # over 2 x on a 340k-pixel crop) and the loss's C-channel temporaries. Measured peaks of
+        # training steps are 0.64-0.94 x the prediction (benchmarks/any-model/memory.json); the
+        # prediction of a forward pass is not yet measured
         if mode == "predict":
             return config.floats_per_pixel + 2 * config.in_channels + 4 * config.out_channels
-        return 2 * config.floats_per_pixel + 2 * config.in_channels + 8 * config.out_channels
+        return 2.25 * config.floats_per_pixel + 2 * config.in_channels + 8 * config.out_channels
     c = (config.in_channels, *config.channels)
     # C >= 2 output channels: each full-resolution tensor of the head and the loss holds C floats a
     # pixel (the head's partial outputs, logits, probabilities, their gradients and the loss's

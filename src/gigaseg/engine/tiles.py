@@ -178,8 +178,21 @@ def input_multiple(config: UNetConfig | Geometry) -> int:
     return 1 if config.normalizes else config.total_stride
 
 
-def _as_input(crop: np.ndarray, device: torch.device, dtype: torch.dtype, multiple: int) -> torch.Tensor:
-    return _to_input(torch.from_numpy(crop).to(device), dtype, multiple)
+def _as_input(crop: np.ndarray, device: torch.device, dtype: torch.dtype, multiple: int,
+              channels_last: bool = True) -> torch.Tensor:
+    return _to_input(torch.from_numpy(crop).to(device), dtype, multiple, channels_last)
+
+
+# NOTE [Input layout]
+# A gigaseg.UNet gets its input channels-last (NOTE [Channels last] in gigaseg.model: its CPU
+# convolutions are several times faster so). A model of the user's gets the usual contiguous
+# NCHW tensor, the layout it was written and tested with: with channels-last input, PyTorch
+# 2.13's CPU weight gradient of a 1 x 1, stride-2 convolution (a ResNet block's shortcut) ends
+# the process with a segmentation fault (benchmarks/any_model_memory.py found it on a 776 x 1072
+# crop; a 194 x 268 input to that convolution alone repeats it).
+def input_channels_last(config: UNetConfig | Geometry) -> bool:
+    """Whether the engine hands the model its input channels-last (NOTE [Input layout])."""
+    return not isinstance(config, Geometry)
 
 
 def _owned(block: ArrayLike) -> np.ndarray:
@@ -190,7 +203,7 @@ def _owned(block: ArrayLike) -> np.ndarray:
     return array
 
 
-def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1) -> torch.Tensor:
+def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1, channels_last: bool = True) -> torch.Tensor:
     """(H, W, C) uint8, uint16 or float32 -> (1, C, H', W') floats, channels-last, as
     ``image / 255``, ``image / 65535`` or the image itself (NOTE [Input scaling]), zero-padded at
     the bottom and right to H', W' multiples of ``multiple``.
@@ -201,7 +214,8 @@ def _to_input(hwc: torch.Tensor, dtype: torch.dtype, multiple: int = 1) -> torch
     """
     h, w, c = hwc.shape
     hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
-    x = torch.empty((1, c, hp, wp), dtype=dtype, device=hwc.device, memory_format=torch.channels_last)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.empty((1, c, hp, wp), dtype=dtype, device=hwc.device, memory_format=layout)
     if hp > h:
         x[:, :, h:].zero_()
     if wp > w:
