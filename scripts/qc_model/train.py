@@ -5,7 +5,7 @@
 Writes the run's options to OUT.json and runs ``gigaseg train --config OUT.json --out OUT``:
 the study's ``wide`` U-Net (scripts/tissue_model/run_study.py: the paper model's geometry with
 three times the channels, input centred on glass) with six output channels, one per class of
-the store (their names come from the store), ``ce+dice``, Adam at 0.003 with a 20-step warm-up
+the store (their names come from the store), ``ce+dice`` (``--loss``), Adam at 0.003 with a 20-step warm-up
 and cosine decay, flips and rotations, no colour jitter, validation on the held-out slides.
 """
 
@@ -27,12 +27,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--lr", type=float, default=0.003)
     ap.add_argument("--val-every", type=int, default=200)
+    ap.add_argument("--loss", default="ce+dice", choices=("ce", "dice", "ce+dice"))
     args = ap.parse_args(argv)
     out = Path(args.out)
     config = {
         "data": str(Path(args.data).resolve()),
         "preset": UNetConfig(channels=(6, 12, 24), input_shift=0.8, input_scale=4.0).to_dict(),
-        "steps": args.steps, "lr": args.lr, "warmup": 20, "loss": "ce+dice", "seed": 0,
+        "steps": args.steps, "lr": args.lr, "warmup": 20, "loss": args.loss, "seed": 0,
         "val_every": args.val_every, "ckpt_every": 50, "jitter": "none",
     }
     cfg = out.with_name(out.name + ".json")

@@ -644,7 +644,7 @@ class TrainConfig:
         if self.classes is None:
             if isinstance(self.preset, UNetConfig) and self.preset.out_channels != 1:
                 raise ConfigError(f"`preset` has out_channels={self.preset.out_channels} but no `classes` are given "
-                                  "and the store names none: give the class names (`classes`, --classes), one per "
+                                  "and the store names none: give the class names (`classes`), one per "
                                   "output channel")
             if self.loss not in LOSSES:
                 raise ConfigError(f"`loss={self.loss!r}` is a loss of several classes, but the model has one output "
