@@ -448,6 +448,29 @@ def test_non_local_models_are_refused_with_the_module_named(model, match):
     assert all(p.grad is None for p in model.parameters())
 
 
+class _WithOptions(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+        return self.conv(x) * scale
+
+
+class _TwoInputs(_WithOptions):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.conv(x) + y
+
+
+def test_arguments_with_defaults_are_left_to_them_and_a_second_input_refused():
+    model = _WithOptions().double()
+    image, _ = _data(20, 20)
+    want = _whole(model, image)[0, 0].detach().numpy()
+    assert np.abs(tiled_predict(model, image, tile=8, logits=True) - want).max() <= 1e-12
+    with pytest.raises(UnsupportedModelError, match=r"takes more than one input \('y'\)"):
+        analyze(_TwoInputs().double())
+
+
 def test_eval_mode_makes_batchnorm_local_and_the_plan_takes_a_model():
     model = _global_bn_eval()
     assert check_local(model).total_stride == 1

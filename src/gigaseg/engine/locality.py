@@ -250,6 +250,9 @@ class _Analysis:
         inputs = 0
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
+                if node.args:  # an argument with a default, which model(x) leaves as it is
+                    self.fields[node] = None
+                    continue
                 inputs += 1
                 if inputs > 1:
                     raise UnsupportedModelError(
