@@ -24,7 +24,7 @@ from .arrays import ImageLike
 from .backward import _accumulate
 from .planner import _prepare, check_local, plan
 from .reading import _HEAP, _check_read_workers, _progress, _read_ahead
-from .tiles import _as_input, _read_crop, _Tile, _tile_list, input_multiple
+from .tiles import _as_input, _read_crop, _Tile, _tile_list, input_channels_last, input_multiple
 
 #: The ``pool`` choices of :class:`SlideClassifier`.
 POOLS = ("mean", "max", "attention")
@@ -166,6 +166,7 @@ class _Run:
     device: torch.device
     dtype: torch.dtype
     multiple: int
+    channels_last: bool  # the input layout the engine gives this trunk (NOTE [Input layout])
     tiles: list[_Tile]
     n: int
     workers: int
@@ -174,7 +175,8 @@ class _Run:
     def features(self, crop: np.ndarray, t: _Tile) -> torch.Tensor:
         """The trunk's (K, h, w) features over tile ``t``'s core (autograd as the caller has it)."""
         rows, cols = t.core_in_crop
-        h: torch.Tensor = self.model.trunk(_as_input(crop, self.device, self.dtype, self.multiple))
+        h: torch.Tensor = self.model.trunk(_as_input(crop, self.device, self.dtype, self.multiple,
+                                                     self.channels_last))
         return h[0][:, rows, cols]
 
 
@@ -199,7 +201,8 @@ def _start(model: SlideClassifier, image: ImageLike, tile: int | Sequence[int] |
         raise ConfigError(f"the trunk gives {geometry.out_channels} feature maps but the SlideClassifier was "
                           f"built for features={model.features}")
     model.to(dev)
-    return _Run(model, image, dev, dtype, input_multiple(geometry), _tile_list(height, width, th, tw, geometry),
+    return _Run(model, image, dev, dtype, input_multiple(geometry), input_channels_last(geometry),
+                _tile_list(height, width, th, tw, geometry),
                 height * width, _check_read_workers(read_workers, dev), progress)
 
 
