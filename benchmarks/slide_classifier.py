@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 BASE = 2048
+K = 8  # the trunk's feature maps
 CACHE = Path("/tmp/gigaseg-bench-slide-base.npy")
 
 
@@ -70,15 +71,14 @@ def one(kind: str, side: int, pool: str, tile: int, steps: int) -> dict[str, Any
     import torch
     from torch import nn
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    from slide_classifier_example import TRUNK, K  # the worked example's model
-
-    from gigaseg import UNet
+    from gigaseg import UNet, UNetConfig
     from gigaseg.engine import model_input
     from gigaseg.engine.slide import SlideClassifier, slide_backward
 
     torch.manual_seed(0)
-    model = SlideClassifier(UNet(TRUNK), nn.Sequential(nn.Linear(K, 16), nn.ReLU(), nn.Linear(16, 2)), pool)
+    trunk = UNetConfig(depth=3, channels=(8, 16, 16), strides=(2, 2, 2), encoder_kernels=(5, 3, 3),
+                       decoder_kernels=(3, 3, 3), out_channels=K, input_shift=0.93, input_scale=4.0)
+    model = SlideClassifier(UNet(trunk), nn.Sequential(nn.Linear(K, 16), nn.ReLU(), nn.Linear(16, 2)), pool)
     image = RepeatedTile(_base(), side, side)
     times = []
     if kind == "whole":
@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--pools", default="max,attention")
     parser.add_argument("--tile", type=int, default=1024)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--rows-from", help="a JSON this script wrote: summarize its rows, measure nothing")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(one(*json.loads(args.one))))
@@ -138,37 +139,43 @@ def main() -> None:
 
     import gigaseg
 
-    _base()
-    rows = []
-    for side in [int(s) for s in args.side_by_side.split(",") if s]:
-        for pool in args.pools.split(","):
-            rows.append(_run("tiled", side, pool, args.tile, 2, args.timeout))
-            rows.append(_run("whole", side, pool, args.tile, 2, args.timeout))
-    for side in [int(s) for s in args.tiled_only.split(",") if s]:
-        rows.append(_run("tiled", side, "max", args.tile, 1, args.timeout))
-    whole = [r for r in rows if r.get("kind") == "whole" and "error" not in r]
-    per_pixel = max((r["step_peak_above_before_mib"] * 2**20 / (r["side"] ** 2) for r in whole), default=None)
+    rows: list[dict[str, Any]] = []
+    if args.rows_from:  # the summary again, from the rows an earlier run measured
+        rows = json.loads(Path(args.rows_from).read_text())["rows"]
+    else:
+        _base()
+        for side in [int(s) for s in args.side_by_side.split(",") if s]:
+            for pool in args.pools.split(","):
+                rows.append(_run("tiled", side, pool, args.tile, 2, args.timeout))
+                rows.append(_run("whole", side, pool, args.tile, 2, args.timeout))
+        for side in [int(s) for s in args.tiled_only.split(",") if s]:
+            rows.append(_run("tiled", side, "max", args.tile, 1, args.timeout))
+    # bytes per pixel of whole-image autograd at its largest measured size (smaller sizes carry
+    # fixed costs that inflate it), for each pooling
+    per_pixel: dict[str, float] = {}
+    for r in sorted((r for r in rows if r.get("kind") == "whole" and "error" not in r), key=lambda r: r["side"]):
+        per_pixel[r["pool"]] = r["step_peak_above_before_mib"] * 2**20 / r["side"] ** 2
     giga = 32000 * 32000
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(json.dumps({
         "command": "OMP_NUM_THREADS=1 python benchmarks/slide_classifier.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "one"),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "one" and v is not None),
         "commit": commit, "gigaseg": gigaseg.__version__, "torch": torch.__version__,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared), "
                    f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB",
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "model": "scripts/slide_classifier_example.py's SlideClassifier (float32): UNet trunk TRUNK, K = 8, "
-                 "MLP head 8-16-2",
+        "model": "SlideClassifier (float32): a UNet trunk (depth 3, channels 8, 16, 16, strides 2, 2, 2, kernels "
+                 "5, 3, 3 / 3, 3, 3, input_shift 0.93, input_scale 4) with K = 8 output maps, MLP head 8-16-2",
         "image": f"a {BASE} x {BASE} synthetic H&E slide (render_region seed 7, mpp 1.0) repeated to the size, "
                  "produced crop by crop",
         "rows": rows,
-        "whole_image_extrapolation": None if per_pixel is None else {
+        "whole_image_extrapolation": {
             "what": "EXTRAPOLATION, not a measurement: whole-image autograd's step memory at 1.024 GP "
-                    "(32000 x 32000) from its largest measured bytes per pixel (step peak above the RSS "
-                    "before the step, over the image's pixels), plus the uint8 image it holds",
-            "bytes_per_pixel": round(per_pixel, 1),
-            "step_gib_at_1024_mp": round(per_pixel * giga / 2**30, 1),
-            "with_image_gib_at_1024_mp": round((per_pixel + 3) * giga / 2**30, 1),
+                    "(32000 x 32000) from its bytes per pixel at the largest size measured (step peak above "
+                    "the RSS before the step, over the image's pixels), and with the uint8 image it holds",
+            **{pool: {"bytes_per_pixel": round(b, 1), "step_gib_at_1024_mp": round(b * giga / 2**30, 1),
+                      "with_image_gib_at_1024_mp": round((b + 3) * giga / 2**30, 1)}
+               for pool, b in per_pixel.items()},
         },
     }, indent=1))
 

@@ -3,8 +3,9 @@ slide-level label that a few small regions decide, trained end to end by the exa
 
 Synthetic H&E slides (``gigaseg.synth.render_region``, profile "he") of SIZE x SIZE pixels; in half
 of them (label 1) this script paints 2-4 "lesions": dense clusters of golden-brown, pigment-laden
-cells 30-60 px wide inside the tissue, about 1% of a 1024 x 1024 slide's pixels. The model is a small gigaseg.UNet trunk
-with K feature maps, max (or attention) pooling over every pixel, and a 2-layer MLP head; each step
+cells 30-60 px wide inside the tissue, about 1% of a 1024 x 1024 slide's pixels. The model is a small
+local trunk of the script's own (``make_trunk``: strided convolutions, then nearest upsampling to full
+resolution) with K feature maps, max (or attention) pooling over every pixel, and a 2-layer MLP head; each step
 is one ``tiled_backward(classifier, image, label, loss="ce", tile=...)`` on a whole slide (the
 slide is read in tiles: the exact two-pass step of NOTE [Slide heads]). Held-out accuracy is
 measured with ``tiled_predict`` on slides never seen in training.
@@ -37,10 +38,26 @@ from gigaseg.engine.slide import SlideClassifier
 from gigaseg.synth import render_region
 
 K = 8  # the trunk's feature maps
-# the input centred on the glass (RGB / 255 of about 0.97): the image border's zero padding then looks
-# like glass, not like a dark frame that max pooling would find on every slide
-TRUNK = UNetConfig(depth=3, channels=(8, 16, 16), strides=(2, 2, 2), encoder_kernels=(5, 3, 3),
-                   decoder_kernels=(3, 3, 3), out_channels=K, input_shift=0.93, input_scale=4.0)
+
+
+class GlassCentred(nn.Module):
+    """The input (RGB / 255) centred on the glass (about 0.97) and scaled: the image border's zero
+    padding then looks like glass, not like a dark frame that max pooling would find on every slide."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - 0.93) * 4.0
+
+
+def make_trunk(k: int = K) -> nn.Module:
+    """A local trunk of k feature maps: two strided convolutions (total stride 4), a third at 1/4
+    resolution, and nearest upsampling back to full resolution (the engine takes any local module)."""
+    return nn.Sequential(
+        GlassCentred(),
+        nn.Conv2d(3, 16, 5, stride=2, padding=2), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, k, 3, padding=1),
+        nn.Upsample(scale_factor=4, mode="nearest"),
+    )
 
 
 def _entry(name: str):  # type: ignore[no-untyped-def]
@@ -131,6 +148,7 @@ def main() -> None:
     parser.add_argument("--pool", default="max", choices=["max", "attention", "mean"])
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--features", type=int, default=K, help="K, the trunk's feature maps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     out, cache = Path(args.out), Path(args.cache)
@@ -147,8 +165,10 @@ def main() -> None:
           f"{100 * np.mean(lesion_fraction):.2f}% of a positive slide on average", flush=True)
 
     torch.manual_seed(args.seed)
-    head = nn.Sequential(nn.Linear(K, 16), nn.ReLU(), nn.Linear(16, 2))
-    model = SlideClassifier(UNet(TRUNK), head, args.pool)
+    k = args.features
+    trunk = make_trunk(k)
+    head = nn.Sequential(nn.Linear(k, 16), nn.ReLU(), nn.Linear(16, 2))
+    model = SlideClassifier(trunk, head, args.pool)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     backward = _entry("backward")
     rng = np.random.default_rng(args.seed)
@@ -188,7 +208,8 @@ def main() -> None:
                                  "cells, 30-60 px wide)"),
                    "lesion_box_fraction_mean": float(np.mean(lesion_fraction)),
                    "lesion_box_fraction_max": float(np.max(lesion_fraction))},
-        "model": {"trunk": str(TRUNK), "features": K, "pool": args.pool, "head": str(head),
+        "entry": f"{backward.__module__}.{backward.__name__}",
+        "model": {"trunk": str(trunk), "features": k, "pool": args.pool, "head": str(head),
                   "parameters": sum(p.numel() for p in model.parameters())},
         "training": {"steps": args.steps, "optimizer": f"Adam(lr={args.lr})", "tile": args.tile,
                      "seconds": round(train_s, 1), "seconds_per_step": round(step_s / args.steps, 3),
@@ -269,9 +290,12 @@ of a positive slide's pixels on average (at most {100 * s['lesion_box_fraction_m
 label is decided by a tiny fraction of the pixels, and the rest of each slide (tissue, nuclei,
 pen marks, debris) is the same kind in both classes. `examples.png` shows two held-out positives.
 
-**Model.** `SlideClassifier(UNet(trunk), head, pool="{m['pool']}")`: a gigaseg.UNet trunk with
-{m['features']} feature maps at full resolution, {m['pool']} pooling over every pixel of the slide,
-and the head `{m['head'].replace(chr(10), ' ')}`; {m['parameters']} parameters in all.
+**Model.** `SlideClassifier(make_trunk({m['features']}), head, pool="{m['pool']}")`: a local trunk
+of the script's own, `{' '.join(m['trunk'].split())}` (the input centred on the glass, two strided
+convolutions, a third at 1/4 resolution, nearest upsampling back to {m['features']} feature maps at
+full resolution; the engine derives its stride, 4, and halo), {m['pool']} pooling over every pixel
+of the slide, and the head `{' '.join(m['head'].split())}`; {m['parameters']} parameters in all.
+Calls went through `{r['entry']}`.
 
 **Training.** {t['steps']} steps of {t['optimizer']}, one whole slide per step (random rotation
 and flip), each step `tiled_backward(classifier, slide, label, loss="ce", tile={t['tile']})`: pass 1
