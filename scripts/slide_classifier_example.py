@@ -315,6 +315,13 @@ with `tiled_predict(classifier, slide)` (the class probabilities, one pass over 
 ![training curve](curve.png)
 
 `results.json` holds the whole curve (loss of every step), the evaluations and the settings.
+
+`unet-trunk-attempt.log` is an earlier run of this script (commit 4c5fa04) with a gigaseg.UNet
+trunk (depth 3, channels 8, 16, 16, 8 output maps, the input centred on the glass) in place of
+`make_trunk`, stopped after 150 steps at chance (held-out accuracy 0.500). Our reading, not
+verified: the UNet's last layer sees the full-resolution input through its skip connection, so
+max pooling picks single-pixel extremes (pen edges, noise) rather than the clusters. The trunk
+here computes at 1/4 resolution and learned the label within 150 steps.
 """)
 
 
