@@ -107,6 +107,18 @@ def test_any_local_trunk(pool: str) -> None:
         assert _worst(model, grads) <= TOL, (pool, tile)
 
 
+def test_planned_tile() -> None:
+    """Without ``tile`` the planner picks one (from ``memory_budget``); still exact."""
+    model = _classifier("attention")
+    image = _image(45, 70)
+    value, grads = _reference(model, image, 0)
+    assert abs(slide_backward(model, image, 0) - value) <= TOL
+    assert _worst(model, grads) <= TOL
+    np.testing.assert_allclose(slide_predict(model, image, memory_budget="2GB"),
+                               torch.softmax(model(model_input(image, dtype=torch.float64)), dim=1)[0].detach().numpy(),
+                               rtol=0, atol=TOL)
+
+
 def test_gradients_accumulate_like_backward() -> None:
     """A second step adds to .grad, as loss.backward() does."""
     model = _classifier("max")
