@@ -188,7 +188,7 @@ def _start(model: SlideClassifier, image: ImageLike, tile: int | Sequence[int] |
     if not isinstance(model.head, nn.Module):
         raise UnsupportedModelError(f"the SlideClassifier's head must be an nn.Module, got {type(model.head).__name__}")
     geometry: Any = check_local(model.trunk)
-    stride = int(getattr(geometry, "total_stride", None) or geometry.stride)
+    stride = int(geometry.total_stride)
     # check the image, move the trunk; the tile is planned below when not given
     geometry, height, width, dev, dtype, th, tw = _prepare(model.trunk, image, tile if tile is not None else stride,
                                                            None, device, mode)
