@@ -40,9 +40,11 @@ SLIDE_LOSSES = ("ce",)
 # trunk, tile by tile, a surrogate whose gradient (to the tile's features and, through them,
 # the trunk's parameters) is exactly the tile's share of the whole-image gradient:
 #   mean:      f = sum_i h_i / N;  the surrogate is g . sum_core(h_i) / N.
-#   max:       f_c = h_c at the pixel i_c where channel c is largest (the first in row-major
-#              order on a tie, which continuous features almost never have); pass 1 keeps each
-#              channel's max and its pixel, and pass 2 runs only the tiles holding some i_c,
+#   max:       f_c = h_c at the pixel i_c where channel c is largest (on an exact tie, which
+#              continuous features almost never have, the first in row-major order across tiles,
+#              where whole-image autograd's max may pick another; copies of one value, as
+#              nearest upsampling makes, give the same gradient whichever); pass 1 keeps each channel's
+#              max and its pixel, and pass 2 runs only the tiles holding some i_c,
 #              with the surrogate sum over those channels of g_c h_c(i_c): at most K tiles.
 #   attention: a_i = w . h_i (w a parameter of K numbers), s = softmax(a) over all pixels,
 #              f = sum_i s_i h_i. Pass 1 keeps the running max m of a, Z = sum exp(a_i - m) and
