@@ -107,6 +107,36 @@ def test_any_local_trunk(pool: str) -> None:
         assert _worst(model, grads) <= TOL, (pool, tile)
 
 
+def test_max_pooling_over_upsampled_features() -> None:
+    """A trunk ending in nearest upsampling (the worked example's kind): each maximum is tied over
+    a 4 x 4 block of copies of one value, and whichever copy gets the gradient, it is the same."""
+    torch.manual_seed(5)
+    trunk = nn.Sequential(nn.Conv2d(3, 6, 5, stride=2, padding=2), nn.ReLU(), nn.Conv2d(6, K, 3, stride=2, padding=1),
+                          nn.Upsample(scale_factor=4, mode="nearest")).double()
+    model = SlideClassifier(trunk, nn.Linear(K, C).double(), "max")
+    image = _image(50, 66, seed=6)
+    value, grads = _reference(model, image, 2)
+    for tile in (8, 24):
+        model.zero_grad(set_to_none=True)
+        assert abs(slide_backward(model, image, 2, tile=tile) - value) <= TOL
+        assert _worst(model, grads) <= TOL, tile
+
+
+def test_float32() -> None:
+    """A float32 model: the same loss and gradients up to float32 rounding."""
+    model = _classifier("attention").float()
+    image = _image(40, 60)
+    x = model_input(image)
+    loss = nn.functional.cross_entropy(model(x), torch.tensor([1]))
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    assert abs(slide_backward(model, image, 1, tile=16) - float(loss.detach())) <= 1e-5
+    for n, p in model.named_parameters():
+        assert float((p.grad - grads[n]).norm() / grads[n].norm().clamp_min(1e-12)) <= 1e-4, n
+    assert slide_predict(model, image, tile=16).dtype == np.float32
+
+
 def test_planned_tile() -> None:
     """Without ``tile`` the planner picks one (from ``memory_budget``); still exact."""
     model = _classifier("attention")
