@@ -4,12 +4,13 @@
 
 Writes into OUT: ``qc-model.json`` (the classes and the label mapping, the run's options and
 summary, each class's Dice over the held-out slides at each validation, each held-out slide's
-per-class Dice at the end, the classes' pixel shares), ``log.csv``, ``val.csv`` and
-``curves.png`` (the run's), ``class-curves.png`` (each class's held-out Dice against step), and
-the outputs of ``gigaseg predict`` with the checkpoint on one held-out slide (``--example``,
-written as a TIFF at the store's resolution): its summary, GeoJSON and overlay; its label TIFF is
-compared with the reference, and its per-class counts with the run's last validation of that
-slide (they must be equal: the same model on the same pixels).
+per-class Dice at the end, each class's pixel counts over the held-out slides at the end
+(``val_class_counts``: intersection, predicted, reference), the classes' pixel shares),
+``log.csv``, ``val.csv`` and ``curves.png`` (the run's), ``class-curves.png`` (each class's
+held-out Dice against step), and the outputs of ``gigaseg predict`` with the checkpoint on one
+held-out slide (``--example``, written as a TIFF at the store's resolution): its summary,
+GeoJSON and overlay. Its label TIFF is compared with the reference, and its per-class Dice with
+the run's last validation of that slide (they must be equal: the same model on the same pixels).
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ def class_curves(log: list[dict], classes: list[str], path: Path) -> None:
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
+
+
+def _final_counts(run: Path, classes: list[str]) -> dict[str, list[int]]:
+    from gigaseg import load_checkpoint
+
+    rows = load_checkpoint(run / "checkpoint.pt")["extra"]["val"]
+    total = np.sum([r["counts"] for r in rows], axis=0)
+    return {c: [int(v) for v in row] for c, row in zip(classes, total)}
 
 
 def main(argv=None) -> int:
@@ -136,6 +145,8 @@ def main(argv=None) -> int:
         "class_pixel_share": shares,
         "val_slides_with_class": slides_with,
         "result": result,
+        # each class's [intersection, predicted, reference] pixels over the held-out slides at the end
+        "val_class_counts": _final_counts(run, classes),
         "val_class_dice_by_step": [{"step": int(r["step"]), "mean": _num(r["val_dice_mean"]),
                                     **{c: _num(r.get(f"val_dice_{c}")) for c in classes}}
                                    for r in log if r.get("val_dice_mean")],
