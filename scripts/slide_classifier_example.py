@@ -199,7 +199,8 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     result = {
         "command": "OMP_NUM_THREADS=1 python scripts/slide_classifier_example.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("out", "cache")),
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+            if k != "cache" and (k != "out" or v != parser.get_default("out"))),
         "commit": commit, "gigaseg": gigaseg.__version__, "torch": torch.__version__,
         "machine": platform.machine(), "threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -270,6 +271,16 @@ def _examples(out: Path, slides: list[tuple[np.ndarray, int, list[list[int]]]]) 
     fig.savefig(out / "examples.png", dpi=90)
 
 
+_ATTEMPT_NOTE = """
+`unet-trunk-attempt.log` is an earlier run of this script (commit 4c5fa04) with a gigaseg.UNet
+trunk (depth 3, channels 8, 16, 16, 8 output maps, the input centred on the glass) in place of
+`make_trunk`, stopped after 150 steps at chance (held-out accuracy 0.500). Our reading, not
+verified: the UNet's last layer sees the full-resolution input through its skip connection, so
+max pooling picks single-pixel extremes (pen edges, noise) rather than the clusters. The trunk
+here computes at 1/4 resolution and learned the label within 150 steps.
+"""
+
+
 def _readme(out: Path, r: dict) -> None:  # type: ignore[type-arg]
     f = r["heldout_final"]
     s, t, m = r["slides"], r["training"], r["model"]
@@ -315,14 +326,7 @@ with `tiled_predict(classifier, slide)` (the class probabilities, one pass over 
 ![training curve](curve.png)
 
 `results.json` holds the whole curve (loss of every step), the evaluations and the settings.
-
-`unet-trunk-attempt.log` is an earlier run of this script (commit 4c5fa04) with a gigaseg.UNet
-trunk (depth 3, channels 8, 16, 16, 8 output maps, the input centred on the glass) in place of
-`make_trunk`, stopped after 150 steps at chance (held-out accuracy 0.500). Our reading, not
-verified: the UNet's last layer sees the full-resolution input through its skip connection, so
-max pooling picks single-pixel extremes (pen edges, noise) rather than the clusters. The trunk
-here computes at 1/4 resolution and learned the label within 150 steps.
-""")
+{_ATTEMPT_NOTE if (out / "unet-trunk-attempt.log").exists() else ""}""")
 
 
 if __name__ == "__main__":
