@@ -5,10 +5,16 @@ SlideClassifier equals whole-image autograd in float64, loss and every parameter
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from torch import nn
 
 from gigaseg import UNet, preset
@@ -253,3 +259,24 @@ def test_error_in_a_tile_leaves_grad_untouched(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(RuntimeError, match="tile failed"):
         slide_backward(model, image, 1, tile=16)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_worked_example_and_benchmark_smoke(tmp_path: Path) -> None:
+    """scripts/slide_classifier_example.py and benchmarks/slide_classifier.py at a tiny size."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "out"
+    subprocess.run([sys.executable, str(root / "scripts/slide_classifier_example.py"), "--out", str(out),
+                    "--cache", str(tmp_path / "cache"), "--size", "192", "--train", "2", "--heldout", "2",
+                    "--steps", "2", "--eval-every", "1", "--tile", "96"],
+                   check=True, capture_output=True, text=True, timeout=300, env=env)
+    result = json.loads((out / "results.json").read_text())
+    assert len(result["curve"]) == 2 and len(result["heldout"]) == 2
+    assert {p.name for p in out.iterdir()} >= {"README.md", "curve.png", "examples.png", "results.json"}
+    bench = load_script("benchmarks/slide_classifier.py")
+    bench.BASE, bench.CACHE = 64, tmp_path / "base.npy"  # a small base slide, not the shared /tmp one
+    for kind in ("tiled", "whole"):
+        row = bench.one(kind, 80, "max", 32, 1)
+        assert row["megapixels"] == 80 * 80 / 1e6 and row["peak_rss_mib"] > 0
+    base = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    np.testing.assert_array_equal(bench.RepeatedTile(base, 5, 7)[1:4, 2:6], np.tile(base, (3, 3, 1))[1:4, 2:6])
