@@ -375,13 +375,12 @@ def test_two_ranks_share_the_class_sums(tmp_path):
     assert ranks[0]["bad mask"].startswith("DistributedError: 1 rank(s) failed while gathering the Dice sums"), ranks[0]
 
 
-def test_predict_and_training_refuse_several_classes_clearly(tmp_path):
-    """Until the writers and training take several classes, they say so instead of failing later."""
-    from gigaseg import TrainConfig, predict_slide
+def test_training_without_class_names_refuses_a_several_class_preset():
+    """A several-class preset needs class names: given, or named by the store (checked when read)."""
+    from gigaseg import TrainConfig
     from gigaseg.errors import ConfigError
 
-    model = UNet(UNetConfig(out_channels=3))
-    with pytest.raises(ConfigError, match="3 output classes"):
-        predict_slide(model, tmp_path / "s.png", tmp_path / "out", mpp=1.0)
-    with pytest.raises(ConfigError, match="out_channels=3"):
-        TrainConfig(data="d", out="o", preset=UNetConfig(out_channels=3)).check()
+    config = TrainConfig(data="d", out="o", preset=UNetConfig(out_channels=3), loss="ce")
+    config.check()  # the store may name the classes
+    with pytest.raises(ConfigError, match="out_channels=3 but no `classes`"):
+        config.check_classes()

@@ -267,7 +267,7 @@ def test_help_defaults_are_the_config_defaults():
     assert train_config(args) == TrainConfig(data="d", out="o")
     train_parser = next(a for a in parser._subparsers._actions if a.dest == "command").choices["train"]
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    vocabularies = {"preset": options.PRESET_NAMES, "schedule": options.SCHEDULES, "loss": options.LOSSES,
+    vocabularies = {"preset": options.PRESET_NAMES, "schedule": options.SCHEDULES, "loss": options.TRAIN_LOSSES,
                     "jitter": options.JITTERS}
     flags = {}
     for action in train_parser._actions:
