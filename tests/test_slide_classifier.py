@@ -213,6 +213,26 @@ def test_max_pass_two_runs_only_the_argmax_tiles(monkeypatch: pytest.MonkeyPatch
     assert seen.count(0) == 36 and 1 <= seen.count(1) <= K
 
 
+def test_frozen_trunk_skips_pass_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the head trains: no tile runs with autograd, and the head's gradients are exact."""
+    model = _classifier("mean")
+    model.trunk.requires_grad_(False)
+    image = _image(40, 40)
+    value, grads = _reference(model, image, 1)
+    seen: list[bool] = []
+    real = slide_module._Run.features
+
+    def counting(self: slide_module._Run, crop: np.ndarray, t: _Tile) -> torch.Tensor:
+        seen.append(torch.is_grad_enabled())
+        return real(self, crop, t)
+
+    monkeypatch.setattr(slide_module._Run, "features", counting)
+    assert abs(slide_backward(model, image, 1, tile=16) - value) <= TOL
+    assert len(seen) == 9 and not any(seen)
+    for n, p in model.head.named_parameters():
+        assert float((p.grad - grads[f"head.{n}"]).abs().max()) <= TOL
+
+
 def test_refusals() -> None:
     model = _classifier("mean")
     image = _image(32, 32)
