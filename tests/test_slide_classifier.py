@@ -75,6 +75,8 @@ def test_exact_against_whole_image_autograd(pool: str, h: int, w: int, tiles: li
         want = torch.softmax(model(model_input(image, dtype=torch.float64)), dim=1)[0].detach().numpy()
         assert probs.shape == (C,) and probs.dtype == np.float64
         np.testing.assert_allclose(probs, want, rtol=0, atol=TOL)
+        np.testing.assert_allclose(slide_predict(model, image, tile=tile, logits=True),
+                                   model(model_input(image, dtype=torch.float64))[0].detach().numpy(), rtol=0, atol=TOL)
 
 
 class _Trunk(nn.Module):

@@ -388,12 +388,14 @@ def slide_predict(
     device: str | torch.device | None = None,
     progress: bool = False,
     read_workers: int | None = None,
+    logits: bool = False,
 ) -> np.ndarray:
     """The class probabilities ``softmax(model(model_input(image)))`` of the whole ``image``, a
     (C,) numpy array (float64 for a float64 model, else float32), from one pass over the tiles;
-    ``tiled_predict`` calls this for a ``SlideClassifier``. Arguments as for ``slide_backward``."""
+    with ``logits``, ``model(model_input(image))`` itself. ``tiled_predict`` calls this for a
+    ``SlideClassifier``. The other arguments as for ``slide_backward``."""
     run = _start(model, image, tile, memory_budget, device, progress, read_workers, "predict")
     pooled = _gather(run)
-    logits, _, _, _ = _head(model, pooled.features(), None, run.dtype, [])
-    p = torch.softmax(logits.double() if run.dtype == torch.float64 else logits.float(), dim=0)
-    return p.cpu().numpy()
+    z, _, _, _ = _head(model, pooled.features(), None, run.dtype, [])
+    z = z.double() if run.dtype == torch.float64 else z.float()
+    return (z if logits else torch.softmax(z, dim=0)).cpu().numpy()
