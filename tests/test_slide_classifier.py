@@ -174,14 +174,23 @@ def test_tiled_entry_points_dispatch() -> None:
     model = _classifier("mean")
     image = _image(33, 47)
     value, grads = _reference(model, image, 0)
-    try:
-        got = tiled_backward(model, image, 0, loss="ce", tile=16)  # type: ignore[arg-type]
-    except UnsupportedModelError as exc:  # the engine refuses it as a segmentation model: no dispatch yet
-        pytest.skip(f"tiled_backward does not dispatch to slide_backward yet: {exc}")
+    got = tiled_backward(model, image, 0, loss="ce", tile=16)  # type: ignore[arg-type]
     assert abs(got - value) <= TOL
     assert _worst(model, grads) <= TOL
     probs = tiled_predict(model, image, tile=16)
     np.testing.assert_allclose(probs, slide_predict(model, image, tile=16), rtol=0, atol=TOL)
+
+
+def test_map_entry_points_refuse_a_slide_classifier_clearly() -> None:
+    """iter_predict and plan tile per-pixel models; given a SlideClassifier they say what to use."""
+    from gigaseg.engine import iter_predict, plan
+
+    model = _classifier("mean")
+    image = _image(33, 47)
+    with pytest.raises(UnsupportedModelError, match="tiled_predict.classifier, image"):
+        iter_predict(model, image, tile=16)
+    with pytest.raises(UnsupportedModelError, match=r"plan\(classifier.trunk"):
+        plan(model, 33, 47)
 
 
 def test_negative_control_without_halo(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,3 +311,13 @@ def test_worked_example_and_benchmark_smoke(tmp_path: Path) -> None:
         assert row["megapixels"] == 80 * 80 / 1e6 and row["peak_rss_mib"] > 0
     base = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     np.testing.assert_array_equal(bench.RepeatedTile(base, 5, 7)[1:4, 2:6], np.tile(base, (3, 3, 1))[1:4, 2:6])
+
+
+def test_an_integer_label_for_a_per_pixel_model_is_refused() -> None:
+    """An int is a SlideClassifier's label; a segmentation model given one is told what it needs."""
+    from gigaseg import UNet, preset
+    from gigaseg.engine import tiled_backward
+    from gigaseg.errors import InputError
+
+    with pytest.raises(InputError, match="integer label is for a gigaseg.SlideClassifier"):
+        tiled_backward(UNet(preset("tiny")), np.zeros((32, 32, 3), np.uint8), 1)

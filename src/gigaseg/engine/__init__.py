@@ -41,6 +41,7 @@ from .planner import (
     resolve_device,
 )
 from .reading import MAX_READ_WORKERS, check_read_workers, default_read_workers, reuse_freed_memory
+from .slide import SlideClassifier, slide_backward, slide_predict
 from .tiles import model_input
 
 __all__ = [
@@ -58,6 +59,9 @@ __all__ = [
     "resolve_device",
     "check_local",
     "Geometry",
+    "SlideClassifier",
+    "slide_backward",
+    "slide_predict",
     "analyze",
     "check_tile",
     "model_input",

@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..losses import DICE_SMOOTH, IGNORE, check_loss_name
 from .arrays import ImageLike
 from .distributed import DistributedError, _Ranks
@@ -98,7 +98,7 @@ _R = TypeVar("_R")
 def tiled_backward(
     model: nn.Module,
     image: ImageLike,
-    mask: ImageLike,
+    mask: ImageLike | int,
     *,
     loss: str = "bce+dice",
     memory_budget: int | str | None = None,
@@ -127,7 +127,8 @@ def tiled_backward(
             tile by tile, never materialized as floats.
         mask: (H, W) uint8 array-like with values 0 (background), 1 (tissue) and 255 (ignore:
             left out of the loss, as in ``gigaseg.losses``; NOTE [Ignored pixels]); for a model
-            of C >= 2 output channels, class indices 0..C-1 and 255.
+            of C >= 2 output channels, class indices 0..C-1 and 255. For a
+            ``gigaseg.SlideClassifier``: the slide's class, an int (NOTE [Slide heads]).
         loss: ``"bce"``, ``"dice"`` or ``"bce+dice"``; for C >= 2 output channels ``"ce"``,
             ``"dice"`` or ``"ce+dice"`` (NOTE [Several classes]).
         memory_budget: bytes or a string such as ``"4GB"``; the planner picks the tile from it.
@@ -151,6 +152,18 @@ def tiled_backward(
         DistributedError: with ``group``, when another rank failed (it raises its own error)
             or the ranks were not given the same image size, tile, loss and model.
     """
+    from .slide import SlideClassifier, slide_backward
+
+    if isinstance(model, SlideClassifier):  # a slide-level head: NOTE [Slide heads] in .slide
+        if group is not None or grad_group is not None:
+            raise ConfigError("a SlideClassifier's step runs in one process; drop `group` and `grad_group`")
+        label = cast(int, mask)  # checked there
+        return slide_backward(model, image, label, loss=loss, memory_budget=memory_budget, tile=tile,
+                              device=device, progress=progress, read_workers=read_workers)
+    if isinstance(mask, (int, np.integer)):
+        raise InputError(
+            f"mask is the integer {int(mask)}: an integer label is for a gigaseg.SlideClassifier; "
+            f"a per-pixel {type(model).__name__} needs an (H, W) mask")
     ranks = _Ranks(group, grad_group) if group is not None else None
     if ranks is None and grad_group is not None:
         raise ConfigError("`grad_group` sums the gradients of several `group`s; give `group` too")

@@ -315,6 +315,13 @@ def tiled_predict(
         ``out`` (or the new array), (H, W); (H, W, C) for a model of C >= 2 output channels
         (class c's probability or logit in channel c).
     """
+    from .slide import SlideClassifier, slide_predict
+
+    if isinstance(model, SlideClassifier):  # one (C,) vector per image: NOTE [Slide heads] in .slide
+        if out is not None:
+            raise InputError("a SlideClassifier gives one (C,) vector per image; `out` is for per-pixel models")
+        return slide_predict(model, image, memory_budget=memory_budget, tile=tile, device=device,
+                             progress=progress, read_workers=read_workers, logits=logits)
     wants_uint8 = out is not None and getattr(out, "dtype", None) == np.uint8
     output = "logits" if logits else ("uint8" if wants_uint8 else "probabilities")
     tiles = iter_predict(model, image, order="shape", output=output, memory_budget=memory_budget, tile=tile,

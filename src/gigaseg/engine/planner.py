@@ -55,6 +55,13 @@ def check_local(model: nn.Module) -> UNetConfig | Geometry:
             (whole-image statistics, global pooling, attention, ...), or a model whose output is
             not at the input's full resolution.
     """
+    from .slide import SlideClassifier
+
+    if isinstance(model, SlideClassifier):
+        raise UnsupportedModelError(
+            "a SlideClassifier gives one vector per image, not a map: train it with tiled_backward(classifier, "
+            "image, label, loss='ce') and predict with tiled_predict(classifier, image); to plan or iterate "
+            "its tiles, give its trunk (plan(classifier.trunk, ...))")
     if not isinstance(model, UNet):
         geometry = analyze(model)
         if geometry.out_jump != 1:

@@ -173,7 +173,7 @@ def smudge_field(lay, x: np.ndarray, y: np.ndarray, step: int) -> tuple[np.ndarr
         oi = ci * o * (0.7 + 0.3 * _nz.value_noise(x, y, 0.25 * ry + 1.0, int(k) ^ 0x55))
         od = oi if od is None else od + oi
         cov = ci if cov is None else np.maximum(cov, ci)
-    if od is None or not cov.max() > 0:
+    if od is None or cov is None or not cov.max() > 0:
         return None
     return od, cov
 
