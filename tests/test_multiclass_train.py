@@ -285,3 +285,18 @@ def test_the_qc_mapping_gives_every_synthetic_label_a_class():
     assert make_data.qc_class("bubble rim over tissue (tissue)") == 4
     assert make_data.qc_class("dust over tissue (tissue)") == 5
     assert make_data.qc_class("lumen or tear (background)") == 0
+
+
+def test_qc_scripts_run_end_to_end_at_a_tiny_size(tmp_path):
+    """scripts/qc_model: make_data, train and report at 96 px, 2 + 1 slides, 2 steps (a smoke test)."""
+    from conftest import load_script
+
+    data, run, out = tmp_path / "data", tmp_path / "run", tmp_path / "out"
+    assert load_script("scripts/qc_model/make_data.py").main(
+        ["--out", str(data), "--size", "96", "--train", "2", "--val", "1"]) == 0
+    assert load_script("scripts/qc_model/train.py").main(
+        ["--data", str(data), "--out", str(run), "--steps", "2", "--val-every", "2"]) == 0
+    assert load_script("scripts/qc_model/report.py").main(
+        ["--run", str(run), "--data", str(data), "--out", str(out), "--example", "s95000"]) == 0
+    report = json.loads((out / "qc-model.json").read_text())
+    assert len(report["classes"]) == 6
