@@ -32,8 +32,13 @@ def main(argv=None) -> int:
     config = json.loads((run / "config.json").read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
+    train_config = dict(payload.get("train_config") or {})
+    for key in ("data", "out", "val_data", "init"):  # this machine's folders: only their names travel
+        if train_config.get(key) and train_config[key] != "builtin":
+            path = Path(train_config[key])
+            train_config[key] = path.parent.name if path.name == "checkpoint.pt" else path.name
     info = {"name": "gigaseg tissue model", "run": run.name, "step": payload.get("step"),
-            "train_config": payload.get("train_config"), "result": config.get("result"),
+            "train_config": train_config, "result": config.get("result"),
             "shipped_from_commit": commit, "card": "docs/model-card.md"}
     save_weights(args.out, model, mpp=mpp, info=info)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size:,} B; step {info['step']}, {mpp} um/px)")
