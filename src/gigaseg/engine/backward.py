@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -152,14 +152,13 @@ def tiled_backward(
         DistributedError: with ``group``, when another rank failed (it raises its own error)
             or the ranks were not given the same image size, tile, loss and model.
     """
-    from .slide import SlideClassifier, slide_backward
-
-    if isinstance(model, SlideClassifier):  # a slide-level head: NOTE [Slide heads] in .slide
+    if getattr(model, "tiled_slide_head", False):  # a SlideClassifier: NOTE [Slide heads] in .slide
         if group is not None or grad_group is not None:
             raise ConfigError("a SlideClassifier's step runs in one process; drop `group` and `grad_group`")
         label = cast(int, mask)  # checked there
-        return slide_backward(model, image, label, loss=loss, memory_budget=memory_budget, tile=tile,
-                              device=device, progress=progress, read_workers=read_workers)
+        head: Any = model
+        return cast(float, head._tiled_backward(image, label, loss=loss, memory_budget=memory_budget, tile=tile,
+                                                device=device, progress=progress, read_workers=read_workers))
     if isinstance(mask, (int, np.integer)):
         raise InputError(
             f"mask is the integer {int(mask)}: an integer label is for a gigaseg.SlideClassifier; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 import numpy as np
 import torch
@@ -315,13 +315,12 @@ def tiled_predict(
         ``out`` (or the new array), (H, W); (H, W, C) for a model of C >= 2 output channels
         (class c's probability or logit in channel c).
     """
-    from .slide import SlideClassifier, slide_predict
-
-    if isinstance(model, SlideClassifier):  # one (C,) vector per image: NOTE [Slide heads] in .slide
+    if getattr(model, "tiled_slide_head", False):  # a SlideClassifier, one (C,) vector: NOTE [Slide heads]
         if out is not None:
             raise InputError("a SlideClassifier gives one (C,) vector per image; `out` is for per-pixel models")
-        return slide_predict(model, image, memory_budget=memory_budget, tile=tile, device=device,
-                             progress=progress, read_workers=read_workers, logits=logits)
+        head: Any = model
+        return cast(np.ndarray, head._tiled_predict(image, memory_budget=memory_budget, tile=tile, device=device,
+                                                    progress=progress, read_workers=read_workers, logits=logits))
     wants_uint8 = out is not None and getattr(out, "dtype", None) == np.uint8
     output = "logits" if logits else ("uint8" if wants_uint8 else "probabilities")
     tiles = iter_predict(model, image, order="shape", output=output, memory_budget=memory_budget, tile=tile,

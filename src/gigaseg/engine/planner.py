@@ -55,9 +55,7 @@ def check_local(model: nn.Module) -> UNetConfig | Geometry:
             (whole-image statistics, global pooling, attention, ...), or a model whose output is
             not at the input's full resolution.
     """
-    from .slide import SlideClassifier
-
-    if isinstance(model, SlideClassifier):
+    if getattr(model, "tiled_slide_head", False):  # gigaseg.SlideClassifier (NOTE [Slide heads])
         raise UnsupportedModelError(
             "a SlideClassifier gives one vector per image, not a map: train it with tiled_backward(classifier, "
             "image, label, loss='ce') and predict with tiled_predict(classifier, image); to plan or iterate "

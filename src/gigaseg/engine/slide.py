@@ -76,6 +76,17 @@ class SlideClassifier(nn.Module):
     image)`` (NOTE [Slide heads]).
     """
 
+    #: How the engine's entry points recognize a slide-level model without importing this module
+    #: (it imports them): tiled_backward and tiled_predict call ``_tiled_backward`` and
+    #: ``_tiled_predict``; iter_predict and plan refuse it (NOTE [Slide heads]).
+    tiled_slide_head = True
+
+    def _tiled_backward(self, image: ImageLike, label: int, **options: Any) -> float:
+        return slide_backward(self, image, label, **options)
+
+    def _tiled_predict(self, image: ImageLike, **options: Any) -> np.ndarray:
+        return slide_predict(self, image, **options)
+
     def __init__(self, trunk: nn.Module, head: nn.Module, pool: str = "mean", *, features: int | None = None) -> None:
         super().__init__()
         if not isinstance(trunk, nn.Module):
