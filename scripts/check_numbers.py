@@ -688,6 +688,7 @@ UNMEASURED = [
     "(4 GB budget)", "24 GB, no GPU", "0.1.0", "1.024-gigapixel", "mm^2",
     "takes slides from 0.25 to 50 um/px",  # the range the built-in model is made for (issue 18)
     "On a 40x slide (64000 x 32000 pixels)",  # the size of benchmarks/builtin_predict.py's slide
+    "(255: ignore)",  # the mask value that means ignore (gigaseg.losses.IGNORE), not a measurement
 ]
 COVERED_DOCS = ["README.md"]
 NUMBER = re.compile(r"(?<![\w/.^-])\d(?:[\d,]*\d)?(?:\.\d+)?(?:e-?\d+)?(?!\w)")
