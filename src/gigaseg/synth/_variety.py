@@ -179,8 +179,8 @@ def smudge_field(lay, x: np.ndarray, y: np.ndarray, step: int) -> tuple[np.ndarr
 
 
 def fibre_cover(lay, x: np.ndarray, y: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per pixel (x, y: (h, w) grids of global positions): each nearby fibre's coverage in [0, 1]
-    and its optical density (3,)."""
+    """Per pixel (global positions x: (1, w) and y: (h, 1), broadcast to the (h, w) block): each
+    nearby fibre's coverage in [0, 1] and its optical density (3,)."""
     out = []
     for segs, hw, soft, od in lay.variety.get("fibres", ()):
         m = hw + soft + 2.0

@@ -1209,7 +1209,7 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
     smudge_nodes = _vy.smudge_field(lay, nxs, nys, _STEP)
     smudge = None if smudge_nodes is None else \
         _upsample({"od": smudge_nodes[0], "cov": smudge_nodes[1]}, nx0, ny0, l0_x, l0_y, w, h)
-    fibres = _vy.fibre_cover(lay, *np.meshgrid(xs.astype(np.float64), ys.astype(np.float64))) \
+    fibres = _vy.fibre_cover(lay, xs[None, :].astype(np.float64), ys[:, None].astype(np.float64)) \
         if var.get("fibres") else []
     if art or dust is not None or "dye" in f or (cover is not None and cover[0] is not None) \
             or smudge is not None or fibres:
