@@ -195,7 +195,7 @@ _POINTWISE_METHODS = {
     "add_", "sub_", "mul_", "div_", "relu_", "sigmoid_", "tanh_", "clamp_", "pow", "detach", "requires_grad_",
     "maximum", "minimum", "where", "log1p", "expm1", "erf",
 }
-_NON_LOCAL = (
+NON_LOCAL = (  # the planner's check of a UNet's modules uses it too
     (nn.modules.batchnorm._BatchNorm,
      "normalizes with statistics of the whole batch/image in training mode (or without running statistics)"),
     (nn.GroupNorm, "normalizes with statistics over the whole image"),
@@ -206,7 +206,6 @@ _NON_LOCAL = (
     (nn.MultiheadAttention, "attends over all positions"),
     (nn.Linear, "mixes positions along the width axis of an NCHW tensor"),
     (nn.modules.dropout._DropoutNd, "draws random masks that differ between tiles in training mode"),
-    (nn.Dropout, "draws random masks that differ between tiles in training mode"),
     (nn.Flatten, "rearranges positions"),
     (nn.Unflatten, "rearranges positions"),
 )
@@ -347,7 +346,7 @@ class _Analysis:
             return self.spatial(node, lambda a, i: _conv_axis(a, r, r, 0, 1, where))
         if isinstance(mod, nn.modules.batchnorm._BatchNorm) and not mod.training and mod.track_running_stats:
             return self.only(node)  # eval BatchNorm with running statistics: a per-channel affine map
-        if isinstance(mod, (nn.modules.dropout._DropoutNd, nn.Dropout)) and not mod.training:
+        if isinstance(mod, nn.modules.dropout._DropoutNd) and not mod.training:
             return self.only(node)  # eval Dropout: the identity
         if isinstance(mod, _POINTWISE_MODULES):
             return self.only(node)
@@ -355,7 +354,7 @@ class _Analysis:
             if mod.dim not in (1, -3):
                 raise UnsupportedModelError(f"{where} normalizes over dim {mod.dim}, not the channels (dim=1)")
             return self.only(node)
-        for kind, reason in _NON_LOCAL:
+        for kind, reason in NON_LOCAL:
             if isinstance(mod, kind):
                 raise UnsupportedModelError(
                     f"{where} {reason}, so the model cannot be tiled exactly; remove it, put it in eval mode "

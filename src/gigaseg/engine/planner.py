@@ -19,7 +19,7 @@ from .._units import format_bytes, parse_bytes
 from ..errors import ConfigError, PlanError, UnsupportedModelError
 from ..model import UNet, UNetConfig
 from .arrays import ImageLike
-from .locality import Geometry, analyze
+from .locality import NON_LOCAL, Geometry, analyze
 from .reading import reuse_freed_memory
 from .tiles import _check_channels, _check_image, _check_size, _halos
 
@@ -31,17 +31,6 @@ _LOCAL_MODULES = (
     nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Identity,
     nn.Softplus, nn.Mish, nn.PReLU, nn.ReLU6, nn.Hardtanh, nn.Hardswish,
     nn.Sequential, nn.ModuleList,
-)
-_NON_LOCAL_REASONS = (
-    (nn.modules.batchnorm._BatchNorm, "normalizes with statistics of the whole batch/image in training mode"),
-    (nn.GroupNorm, "normalizes with statistics over the whole image"),
-    (nn.modules.instancenorm._InstanceNorm, "normalizes with statistics over the whole image"),
-    (nn.LayerNorm, "normalizes over whole feature maps"),
-    (nn.modules.pooling._AdaptiveAvgPoolNd, "pools over the whole image"),
-    (nn.modules.pooling._AdaptiveMaxPoolNd, "pools over the whole image"),
-    (nn.MultiheadAttention, "attends over all positions"),
-    (nn.Linear, "mixes positions along the width axis of an NCHW tensor"),
-    (nn.modules.dropout._DropoutNd, "draws random masks that differ between tiles in training mode"),
 )
 
 
@@ -76,7 +65,7 @@ def check_local(model: nn.Module) -> UNetConfig | Geometry:
                     "with zero padding"
                 )
             continue
-        for kind, reason in _NON_LOCAL_REASONS:
+        for kind, reason in NON_LOCAL:
             if isinstance(module, kind):
                 if kind in (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd) and not module.training:
                     break  # eval-mode BatchNorm is an affine map and eval Dropout the identity
