@@ -125,3 +125,17 @@ def spawn_ranks(tmp_path: Path, world: int, fn, *args, preload: tuple[str, ...] 
     mp.start_processes(_rank_entry, args=(world, free_port(), str(tmp_path), fn, args), nprocs=world, join=True,
                        start_method=method)
     return [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def grad_error(model, ref_grads, tol: float, what: str) -> float:
+    """Each trainable parameter's ``.grad`` against ``ref_grads`` (the reference gradients, in the
+    order of the model's trainable parameters): a reference of zero fails, as does a relative
+    error above ``tol``. Returns the largest error and clears ``.grad``."""
+    worst = 0.0
+    for (name, p), g in zip(((n, p) for n, p in model.named_parameters() if p.requires_grad), ref_grads):
+        assert float(g.norm()) > 0, f"{name}: the reference gradient is zero; pick another seed"
+        err = float((p.grad - g).norm() / g.norm())
+        assert err <= tol, f"{name}: relative gradient error {err:.2e} > {tol:.0e} ({what})"
+        worst = max(worst, err)
+    model.zero_grad(set_to_none=True)
+    return worst

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import spawn_ranks
+from conftest import grad_error, spawn_ranks
 from torch import nn
 
 from gigaseg import InputError, UnsupportedModelError, tiled_backward, tiled_predict
@@ -174,14 +174,7 @@ def _check(model: nn.Module, image: np.ndarray, mask: np.ndarray, loss: str, til
     model.zero_grad(set_to_none=True)
     value = tiled_backward(model, image, mask, loss=loss, tile=tile)
     assert value == pytest.approx(float(ref.detach()), rel=TOL, abs=TOL)
-    worst = 0.0
-    for (name, p), g in zip(((n, p) for n, p in model.named_parameters() if p.requires_grad), ref_grads):
-        assert float(g.norm()) > 0, f"{name}: the reference gradient is zero"
-        err = float((p.grad - g).norm() / g.norm())
-        assert err <= TOL, f"{name}: relative gradient error {err:.2e} ({loss}, tile {tile})"
-        worst = max(worst, err)
-    model.zero_grad(set_to_none=True)
-    return worst
+    return grad_error(model, ref_grads, TOL, f"{loss}, tile {tile}")
 
 
 # --- the geometry ----------------------------------------------------------------------------

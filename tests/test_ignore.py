@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import spawn_ranks
+from conftest import grad_error, spawn_ranks
 
 import gigaseg.engine._cpu_kernels as K
 from gigaseg import InputError, UNet, UNetConfig, load_model, preset, tiled_backward, tiled_predict
@@ -63,14 +63,7 @@ def _check(model: UNet, image: np.ndarray, mask: np.ndarray, loss: str, tile, dt
     value = tiled_backward(model, image, mask, loss=loss, tile=tile)
     tol = TOL[dtype]
     assert value == pytest.approx(ref_loss, rel=tol, abs=tol)
-    worst = 0.0
-    for (name, p), g in zip(model.named_parameters(), ref_grads):
-        assert float(g.norm()) > 0, f"{name}: the reference gradient is zero; pick another seed"
-        err = float((p.grad - g).norm() / g.norm())
-        assert err <= tol, f"{name}: relative gradient error {err:.2e} > {tol:.0e} ({loss}, tile {tile})"
-        worst = max(worst, err)
-    model.zero_grad(set_to_none=True)
-    return worst
+    return grad_error(model, ref_grads, tol, f"{loss}, tile {tile}")
 
 
 # --- the reference losses ---------------------------------------------------------------------
