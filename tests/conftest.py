@@ -139,3 +139,20 @@ def grad_error(model, ref_grads, tol: float, what: str) -> float:
         worst = max(worst, err)
     model.zero_grad(set_to_none=True)
     return worst
+
+
+def stamp_ignore(mask, tile: int, rng, radii: tuple[float, float] = (0.12, 0.2)) -> None:
+    """Write 255 (ignore) into ``mask`` where the engine's tiling is most likely to get it wrong:
+    two blobs (radii as fractions of the short side), bands across the tile borders (multiples of
+    ``tile``), one whole tile and 3% of the pixels, drawn from ``rng``."""
+    import numpy as np
+
+    h, w = mask.shape
+    yy, xx = np.mgrid[:h, :w]
+    for cy, cx, r in [(0.3 * h, 0.25 * w, radii[0] * min(h, w)), (0.7 * h, 0.7 * w, radii[1] * min(h, w))]:
+        mask[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = 255
+    for b in range(tile, max(h, w), tile):
+        mask[max(0, b - 2):b + 2, : w // 2] = 255  # across a row of tile borders
+        mask[h // 2:, max(0, b - 1):b + 3] = 255  # across a column of them
+    mask[:tile, tile:2 * tile] = 255  # a whole tile (when the tile is `tile`)
+    mask[rng.random((h, w)) < 0.03] = 255

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import grad_error, spawn_ranks
+from conftest import grad_error, spawn_ranks, stamp_ignore
 
 import gigaseg.engine._cpu_kernels as K
 from gigaseg import InputError, UNet, UNetConfig, load_model, preset, tiled_backward, tiled_predict
@@ -35,14 +35,7 @@ def _data(h: int, w: int, seed: int = 0, tile: int = 32) -> tuple[np.ndarray, np
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     mask = (rng.random((h, w)) < 0.4).astype(np.uint8)
-    yy, xx = np.mgrid[:h, :w]
-    for cy, cx, r in [(0.3 * h, 0.25 * w, 0.12 * min(h, w)), (0.7 * h, 0.7 * w, 0.2 * min(h, w))]:
-        mask[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = IGNORE
-    for b in range(tile, max(h, w), tile):
-        mask[max(0, b - 2):b + 2, : w // 2] = IGNORE  # across a row of tile borders
-        mask[h // 2:, max(0, b - 1):b + 3] = IGNORE  # across a column of them
-    mask[:tile, tile:2 * tile] = IGNORE  # a whole tile (when the tile is `tile`)
-    mask[rng.random((h, w)) < 0.03] = IGNORE
+    stamp_ignore(mask, tile, rng)
     return image, mask
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import grad_error, spawn_ranks
+from conftest import grad_error, spawn_ranks, stamp_ignore
 
 from gigaseg import ConfigError, InputError, UNet, UNetConfig, preset, tiled_backward, tiled_predict
 from gigaseg.engine import iter_predict, model_input, plan
@@ -47,14 +47,7 @@ def _data(h: int, w: int, classes: int, *, seed: int = 0, tile: int = 32,
     mask = np.kron(cells, np.ones((8, 8), np.uint8))[:h, :w]
     noise = rng.random((h, w)) < 0.2
     mask[noise] = present[rng.integers(0, len(present), int(noise.sum()))]
-    yy, xx = np.mgrid[:h, :w]
-    for cy, cx, r in [(0.3 * h, 0.25 * w, 0.12 * min(h, w)), (0.7 * h, 0.7 * w, 0.18 * min(h, w))]:
-        mask[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = IGNORE
-    for b in range(tile, max(h, w), tile):
-        mask[max(0, b - 2):b + 2, : w // 2] = IGNORE  # across a row of tile borders
-        mask[h // 2:, max(0, b - 1):b + 3] = IGNORE  # across a column of them
-    mask[:tile, tile:2 * tile] = IGNORE  # a whole tile (when the tile is `tile`)
-    mask[rng.random((h, w)) < 0.03] = IGNORE
+    stamp_ignore(mask, tile, rng, radii=(0.12, 0.18))
     return image, mask
 
 
