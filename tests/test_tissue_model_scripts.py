@@ -6,6 +6,8 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+import torch
 from conftest import REAL_DATA, ROOT, load_script, need_real
 
 from gigaseg.checkpoint import load_checkpoint, load_model
@@ -54,3 +56,31 @@ def test_retrain_says_what_it_does():
     out = subprocess.run([sys.executable, str(ROOT / "scripts/tissue_model/retrain.py"), "--help"],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert out.startswith("usage:") and "6,000 steps" in out
+
+
+def test_widening_keeps_the_function_and_trains_the_new_channels(tmp_path):
+    widen = load_script("scripts/tissue_model/widen.py")
+    out = tmp_path / "wide.pt"
+    assert widen.main(["builtin", "--channels", "4,12,24,24", "--out", str(out)]) == 0
+    old, mpp = load_model()
+    wide, wide_mpp = load_model(out)
+    assert wide_mpp == mpp and list(wide.config.channels) == [4, 12, 24, 24]
+    assert {k: v for k, v in wide.config.to_dict().items() if k != "channels"} == \
+        {k: v for k, v in old.config.to_dict().items() if k != "channels"}
+    x = torch.rand(1, 3, 200, 131, dtype=torch.float64)
+    with torch.no_grad():
+        assert (old.double()(x) - wide.double()(x)).abs().max() < 1e-9
+    # the new channels start silent, not dead: the weights out of them get gradients at once, and
+    # after one step of training every new weight does
+    wide.train()
+    opt = torch.optim.SGD(wide.parameters(), lr=0.1)
+    for step in range(2):
+        opt.zero_grad()
+        (wide(x) - 1).square().mean().backward()
+        if step == 0:
+            opt.step()
+    for i, block in enumerate(wide.encoder):
+        new_rows = block.conv.weight.grad[old.config.channels[i]:]
+        assert new_rows.numel() == 0 or new_rows.abs().sum() > 0, f"encoder {i}'s new channels get no gradient"
+    with pytest.raises(SystemExit, match="at least"):
+        widen.main(["builtin", "--channels", "4,4,16,16", "--out", str(tmp_path / "narrow.pt")])
