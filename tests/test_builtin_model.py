@@ -22,7 +22,7 @@ from gigaseg.cli import main
 def test_the_builtin_model_ships_small_and_loads_without_pickle():
     path = builtin_model_path()
     assert path.is_file(), "src/gigaseg/weights/tissue.npz is missing (scripts/tissue_model/ship.py makes it)"
-    assert path.stat().st_size < 100_000  # tens of kB
+    assert path.stat().st_size < 250_000  # a few hundred kB at most
     with zipfile.ZipFile(path) as z:  # only .npy members: arrays and one JSON string, no pickles
         assert all(n.endswith(".npy") for n in z.namelist())
     with np.load(path, allow_pickle=False) as z:
@@ -34,8 +34,10 @@ def test_the_builtin_model_ships_small_and_loads_without_pickle():
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model(x), same(x))
-    # trained on synthetic slides only: from scratch, or from the study's run of them (stage 1)
-    assert load_checkpoint()["info"]["train_config"]["init"] in (None, "final-deep-4")
+    # trained on synthetic slides only: the stores scripts/tissue_model/ makes, and no machine's paths
+    info = load_checkpoint()["info"]
+    assert info["train_config"]["data"] in ("data-4", "data-4d")
+    assert "/" not in json.dumps({k: info[k] for k in ("train_config", "result")})
 
 
 def test_predict_without_a_model_uses_the_builtin_one_and_beats_otsu(tmp_path, real_data):

@@ -37,8 +37,12 @@ def main(argv=None) -> int:
         if train_config.get(key) and train_config[key] != "builtin":
             path = Path(train_config[key])
             train_config[key] = path.parent.name if path.name == "checkpoint.pt" else path.name
+    result = dict(config.get("result") or {})
+    for key in ("run_dir", "checkpoint"):
+        if result.get(key):
+            result[key] = Path(result[key]).name
     info = {"name": "gigaseg tissue model", "run": run.name, "step": payload.get("step"),
-            "train_config": train_config, "result": config.get("result"),
+            "train_config": train_config, "result": result,
             "shipped_from_commit": commit, "card": "docs/model-card.md"}
     save_weights(args.out, model, mpp=mpp, info=info)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size:,} B; step {info['step']}, {mpp} um/px)")
