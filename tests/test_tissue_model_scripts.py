@@ -61,10 +61,11 @@ def test_retrain_says_what_it_does():
 def test_widening_keeps_the_function_and_trains_the_new_channels(tmp_path):
     widen = load_script("scripts/tissue_model/widen.py")
     out = tmp_path / "wide.pt"
-    assert widen.main(["builtin", "--channels", "4,12,24,24", "--out", str(out)]) == 0
     old, mpp = load_model()
+    channels = [c + 4 for c in old.config.channels]
+    assert widen.main(["builtin", "--channels", ",".join(map(str, channels)), "--out", str(out)]) == 0
     wide, wide_mpp = load_model(out)
-    assert wide_mpp == mpp and list(wide.config.channels) == [4, 12, 24, 24]
+    assert wide_mpp == mpp and list(wide.config.channels) == channels
     assert {k: v for k, v in wide.config.to_dict().items() if k != "channels"} == \
         {k: v for k, v in old.config.to_dict().items() if k != "channels"}
     x = torch.rand(1, 3, 200, 131, dtype=torch.float64)
@@ -83,4 +84,5 @@ def test_widening_keeps_the_function_and_trains_the_new_channels(tmp_path):
         new_rows = block.conv.weight.grad[old.config.channels[i]:]
         assert new_rows.numel() == 0 or new_rows.abs().sum() > 0, f"encoder {i}'s new channels get no gradient"
     with pytest.raises(SystemExit, match="at least"):
-        widen.main(["builtin", "--channels", "4,4,16,16", "--out", str(tmp_path / "narrow.pt")])
+        narrow = [c - 1 for c in old.config.channels]
+        widen.main(["builtin", "--channels", ",".join(map(str, narrow)), "--out", str(tmp_path / "narrow.pt")])

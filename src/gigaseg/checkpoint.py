@@ -114,7 +114,7 @@ def save_weights(path: str | os.PathLike[str], model: UNet, *, mpp: float | None
                  info: dict[str, Any] | None = None) -> Path:
     """Write ``model``'s config and weights (as float16) to a ``.npz`` weights file, atomically.
 
-    The file is the shipping form of a trained model: a few tens of kB, read without pickle
+    The file is the shipping form of a trained model: tens to hundreds of kB, read without pickle
     (``load_model`` and ``load_checkpoint`` take it like a checkpoint). ``info`` is any JSON
     (provenance: the run, its step, its scores). Loading gives the float16 values as float32.
 
