@@ -1,0 +1,99 @@
+"""Probe: does scaling a slide's glass to one brightness help the built-in model, without retraining?
+
+    python scripts/tissue_model/glass_probe.py [--model FILE] [--target 242]
+
+Estimates the glass colour of each image (per channel, the median of the brightest 30% of its
+pixels, leaving out near-black and saturated white ones), scales the RGB so that the glass becomes
+--target in every channel, and scores the model with and without the scaling on the 48 held-out
+synthetic slides (seeds 90000-90047, as scripts/real_slides_eval.py --synthetic 48) and on the two
+shared real slides against their reference masks. Prints the groups' Dice and the slides that
+change by more than 0.05. A measurement for the next model, not part of prediction
+(results/tissue-model/README.md, "A probe for stage 4").
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+REAL = HERE.parents[1].parent / "shared" / "data" / "real"
+
+
+def glass(rgb: np.ndarray) -> np.ndarray:
+    """The glass colour of an (H, W, 3) uint8 image (see the module docstring)."""
+    f = rgb.reshape(-1, 3).astype(np.float32)
+    lum = f.mean(1)
+    ok = (lum > 40) & (lum < 254)
+    f, lum = f[ok], lum[ok]
+    return np.median(f[lum >= np.percentile(lum, 70)], axis=0)
+
+
+def scaled(rgb: np.ndarray, target: float) -> np.ndarray:
+    return np.clip(rgb.astype(np.float32) * (target / glass(rgb)), 0, 255).astype(np.uint8)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="checkpoint or weights file (default: the built-in model)")
+    ap.add_argument("--target", type=float, default=242.0, help="the glass brightness to scale to")
+    args = ap.parse_args(argv)
+
+    import tifffile
+    import torch
+    from evaluate import dice, group_scores, tissue_od
+    from PIL import Image
+
+    import gigaseg
+    from gigaseg.engine import tiled_predict
+    from gigaseg.predict import predict_slide
+    from gigaseg.slides import open_slide
+    from gigaseg.synth import make_layout, render_region
+
+    torch.set_num_threads(1)
+    net, mpp = gigaseg.load_model(args.model)
+    res: dict[str, list[dict]] = {"as is": [], "glass scaled": []}
+    for seed in range(90000, 90048):
+        rgb, m = render_region(seed, 0, 0, 1024, 1024, width=1024, height=1024, mpp=4.0, profile="all")
+        cats = list(make_layout(seed, 1024, 1024, 4.0, profile="all").categories)
+        for key, img in (("as is", rgb), ("glass scaled", scaled(rgb, args.target))):
+            res[key].append({"seed": seed, "categories": cats, "dice": dice(tiled_predict(net, img) >= 0.5, m == 1),
+                             "tissue_od": tissue_od(rgb, m == 1)})
+    for key, rows in res.items():
+        print(f"synthetic, {key}:", " ".join(f"{g} {v['dice']:.3f}" for g, v in group_scores(rows).items()))
+    for a, b in zip(res["as is"], res["glass scaled"]):
+        if abs(a["dice"] - b["dice"]) > 0.05:
+            print(f"  seed {a['seed']}: {a['dice']:.3f} -> {b['dice']:.3f} ({' '.join(a['categories'])})")
+
+    for name, file, slide_mpp in (("CMU-1-Small-Region", "CMU-1-Small-Region.svs", None),
+                                  ("kidney-48-5", "kidney-48-5.tif", 8.0)):
+        path = REAL / "slides" / file
+        if not path.exists():
+            print(f"{name}: skipped, {path} is not there")
+            continue
+        with open_slide(path, mpp=slide_mpp) as s:
+            img = np.asarray(s.read_region((0, 0), 0, s.dimensions))[..., :3]
+            slide_mpp = s.mpp[0] if s.mpp else None
+        ref = np.asarray(Image.open(REAL / "masks" / f"{name}.reference.png"))
+        line = [f"{name} (glass {glass(img).round().tolist()}):"]
+        for key, im in (("as is", img), ("glass scaled", scaled(img, args.target))):
+            with tempfile.TemporaryDirectory() as tmp:
+                Image.fromarray(im).save(Path(tmp) / "in.png")
+                predict_slide(net, Path(tmp) / "in.png", Path(tmp) / "out", mpp=slide_mpp, model_mpp=mpp,
+                              progress=False)
+                mask = glob.glob(str(Path(tmp) / "out" / "*mask*.tif*"))[0]
+                pred = tifffile.imread(mask, level=0) > 0
+            valid, t = ref != 255, ref == 1
+            line.append(f"{key} {dice(pred[valid], t[valid]):.3f}")
+        print(" ".join(line))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
