@@ -15,7 +15,8 @@ Three stages, as the shipped model was made (results/tissue-model/README.md):
 
 Then it writes the weights file (ship.py). Every stage is resumable: run the same command again
 after a stop. On the 2-core Xeon stage 1 takes about 50 minutes (data and training), stage 2
-about 20 minutes of data and 0.3-0.5 s per step, stage 3 about 0.16 s per step on one thread.
+about 20 minutes of data and 0.3-0.5 s per step, stage 3 about 0.16 s per step on one thread (on
+the 2-core EPYC).
 Stages 1 and 2 reproduced the stage-2 model's held-out Dice to within the run-to-run noise of the
 CPU's floating-point summation order; stage 3 as this script runs it has not been rerun end to
 end (the shipped stage 3 widened the stage-2 weights file, float16, rather than its float32
