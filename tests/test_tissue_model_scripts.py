@@ -86,3 +86,16 @@ def test_widening_keeps_the_function_and_trains_the_new_channels(tmp_path):
     with pytest.raises(SystemExit, match="at least"):
         narrow = [c - 1 for c in old.config.channels]
         widen.main(["builtin", "--channels", ",".join(map(str, narrow)), "--out", str(tmp_path / "narrow.pt")])
+
+
+def test_glass_probe_finds_the_glass_and_runs_at_a_tiny_size(capsys):
+    probe = load_script("scripts/tissue_model/glass_probe.py")
+    img = np.full((64, 64, 3), (200, 190, 185), np.uint8)  # dark tinted glass
+    img[20:40, 20:40] = (120, 60, 140)  # tissue
+    img[:, :4] = 0  # black padding
+    assert probe.glass(img).tolist() == [200, 190, 185]
+    out = probe.scaled(img, 242.0)
+    assert out[0, 10].tolist() == [242, 242, 242] and (out[30, 30] > img[30, 30]).all()
+    assert probe.main(["--slides", "2", "--size", "128", "--no-real"]) == 0
+    printed = capsys.readouterr().out
+    assert "synthetic, as is:" in printed and "synthetic, glass scaled:" in printed

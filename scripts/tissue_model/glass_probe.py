@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="checkpoint or weights file (default: the built-in model)")
     ap.add_argument("--target", type=float, default=242.0, help="the glass brightness to scale to")
+    ap.add_argument("--slides", type=int, default=48, help="held-out synthetic slides (seeds 90000..)")
+    ap.add_argument("--size", type=int, default=1024, help="their side in pixels (at 4 um/px)")
+    ap.add_argument("--no-real", action="store_true", help="leave the shared real slides out")
     args = ap.parse_args(argv)
 
     import tifffile
@@ -59,20 +62,24 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     net, mpp = gigaseg.load_model(args.model)
     res: dict[str, list[dict]] = {"as is": [], "glass scaled": []}
-    for seed in range(90000, 90048):
-        rgb, m = render_region(seed, 0, 0, 1024, 1024, width=1024, height=1024, mpp=4.0, profile="all")
-        cats = list(make_layout(seed, 1024, 1024, 4.0, profile="all").categories)
+    n = args.size
+    for seed in range(90000, 90000 + args.slides):
+        rgb, m = render_region(seed, 0, 0, n, n, width=n, height=n, mpp=4.0, profile="all")
+        cats = list(make_layout(seed, n, n, 4.0, profile="all").categories)
         for key, img in (("as is", rgb), ("glass scaled", scaled(rgb, args.target))):
             res[key].append({"seed": seed, "categories": cats, "dice": dice(tiled_predict(net, img) >= 0.5, m == 1),
                              "tissue_od": tissue_od(rgb, m == 1)})
     for key, rows in res.items():
-        print(f"synthetic, {key}:", " ".join(f"{g} {v['dice']:.3f}" for g, v in group_scores(rows).items()))
+        print(f"synthetic, {key}:", " ".join(f"{g} {v['dice']:.3f}" for g, v in group_scores(rows).items()
+                                               if v["dice"] is not None))
     for a, b in zip(res["as is"], res["glass scaled"]):
         if abs(a["dice"] - b["dice"]) > 0.05:
             print(f"  seed {a['seed']}: {a['dice']:.3f} -> {b['dice']:.3f} ({' '.join(a['categories'])})")
 
     for name, file, slide_mpp in (("CMU-1-Small-Region", "CMU-1-Small-Region.svs", None),
                                   ("kidney-48-5", "kidney-48-5.tif", 8.0)):
+        if args.no_real:
+            break
         path = REAL / "slides" / file
         if not path.exists():
             print(f"{name}: skipped, {path} is not there")
