@@ -36,23 +36,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 
-STEPS2 = 10000
-"""Stage 2's steps."""
-
 CHANNELS3 = "8,16,32,32"
 """Stage 3 widens stage 2's model to these channels per level (widen.py)."""
 
-STEPS3 = 15000
-LR3 = 0.0005
-"""Stage 3's steps and learning rate: the shipped model's."""
-
-
 STAGES = {
     1: {"steps": 6000, "lr": 0.003, "warmup": 20, "seed": 1, "val_every": 250},
-    2: {"steps": STEPS2, "lr": 0.002, "warmup": 100, "seed": 2, "val_every": 500},
-    3: {"steps": STEPS3, "lr": LR3, "warmup": 200, "seed": 4, "val_every": 1000},
+    2: {"steps": 10000, "lr": 0.002, "warmup": 100, "seed": 2, "val_every": 500},
+    3: {"steps": 15000, "lr": 0.0005, "warmup": 200, "seed": 4, "val_every": 1000},
 }
-"""Each stage's training options (with ``loss`` bce+dice, checkpoints every 50 steps, no jitter)."""
+"""Each stage's training options, the shipped model's (with ``loss`` bce+dice, checkpoints every 50
+steps, no jitter); ``--steps``, ``--steps2`` and ``--steps3`` replace the steps."""
 
 
 def _train(run: Path, data: Path, stage: int, steps: int, init: Path | None) -> Path:
@@ -79,9 +72,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", required=True, help="work folder: the data store and the run go here")
     ap.add_argument("--out", required=True, help="the weights file to write (.npz)")
-    ap.add_argument("--steps", type=int, default=6000, help="stage 1 steps")
-    ap.add_argument("--steps2", type=int, default=STEPS2, help="stage 2 steps")
-    ap.add_argument("--steps3", type=int, default=STEPS3, help="stage 3 steps")
+    ap.add_argument("--steps", type=int, default=STAGES[1]["steps"], help="stage 1 steps")
+    ap.add_argument("--steps2", type=int, default=STAGES[2]["steps"], help="stage 2 steps")
+    ap.add_argument("--steps3", type=int, default=STAGES[3]["steps"], help="stage 3 steps")
     args = ap.parse_args(argv)
 
     import make_data
