@@ -99,3 +99,21 @@ def test_glass_probe_finds_the_glass_and_runs_at_a_tiny_size(capsys):
     assert probe.main(["--slides", "2", "--size", "128", "--no-real"]) == 0
     printed = capsys.readouterr().out
     assert "synthetic, as is:" in printed and "synthetic, glass scaled:" in printed
+
+
+def test_glass_probe_writes_a_scaled_copy_of_a_store(tmp_path, capsys):
+    from gigaseg.prepare import prepare_synthetic
+    from gigaseg.store import RegionStore
+
+    probe = load_script("scripts/tissue_model/glass_probe.py")
+    src = RegionStore.create(tmp_path / "src")
+    prepare_synthetic(src, 2, (64, 64), seed=1, val=1, progress=False)
+    assert probe.main(["--scale-store", str(tmp_path / "src"), str(tmp_path / "dst"), "--target", "230"]) == 0
+    assert "2 regions" in capsys.readouterr().out
+    dst = RegionStore(tmp_path / "dst")
+    for a in src:
+        b = dst[a.name]
+        assert b.split == a.split and b.meta["glass_scaled_to"] == 230
+        assert np.array_equal(np.asarray(b.mask), np.asarray(a.mask))
+        assert np.array_equal(np.asarray(b.image), probe.scaled(np.asarray(a.image), 230.0))
+    assert probe.scale_store(str(tmp_path / "src"), str(tmp_path / "dst"), 230.0) == 2  # resumed: nothing new

@@ -1,6 +1,7 @@
 """Probe: does scaling a slide's glass to one brightness help the built-in model, without retraining?
 
     python scripts/tissue_model/glass_probe.py [--model FILE] [--target 242]
+    python scripts/tissue_model/glass_probe.py --scale-store SRC DST   # the data of the trained probe
 
 Estimates the glass colour of each image (per channel, the median of the brightest 30% of its
 pixels, leaving out near-black and saturated white ones), scales the RGB so that the glass becomes
@@ -9,6 +10,11 @@ synthetic slides (seeds 90000-90047, as scripts/real_slides_eval.py --synthetic 
 shared real slides against their reference masks. Prints the groups' Dice and the slides that
 change by more than 0.05. A measurement for the next model, not part of prediction
 (results/tissue-model/README.md, "A probe for stage 4").
+
+``--scale-store SRC DST`` instead writes a copy of the region store SRC with every image scaled
+the same way (masks, splits and metadata kept; ``glass_scaled_to`` added to each region's
+metadata), the training data of the model trained on scaled inputs (same section); DST may be
+resumed: regions already there are kept.
 """
 
 from __future__ import annotations
@@ -39,6 +45,19 @@ def scaled(rgb: np.ndarray, target: float) -> np.ndarray:
     return np.clip(rgb.astype(np.float32) * (target / glass(rgb)), 0, 255).astype(np.uint8)
 
 
+def scale_store(src: str, dst: str, target: float) -> int:
+    """Write DST: the regions of the store SRC with their images scaled (module docstring); their count."""
+    from gigaseg.store import RegionStore
+
+    source, out = RegionStore(src), RegionStore.create(dst, exist_ok=True)
+    have = set(out.names)
+    for r in source:
+        if r.name not in have:
+            meta = dict(r.meta, glass_scaled_to=target)
+            out.add_region(r.name, scaled(np.asarray(r.image), target), np.asarray(r.mask), meta=meta, split=r.split)
+    return len(out.names)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="checkpoint or weights file (default: the built-in model)")
@@ -46,7 +65,12 @@ def main(argv=None) -> int:
     ap.add_argument("--slides", type=int, default=48, help="held-out synthetic slides (seeds 90000..)")
     ap.add_argument("--size", type=int, default=1024, help="their side in pixels (at 4 um/px)")
     ap.add_argument("--no-real", action="store_true", help="leave the shared real slides out")
+    ap.add_argument("--scale-store", nargs=2, metavar=("SRC", "DST"),
+                    help="write a copy of the region store SRC with its images scaled, and stop")
     args = ap.parse_args(argv)
+    if args.scale_store:
+        print(f"{scale_store(*args.scale_store, args.target)} regions in {args.scale_store[1]}")
+        return 0
 
     import tifffile
     import torch
