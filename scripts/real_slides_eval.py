@@ -77,20 +77,17 @@ def _copy_overlay(src, dst, side: int = 512) -> None:
 def _synthetic(net, mpp: float, n: int) -> dict:
     """Dice per held-out synthetic slide (profile "all", seeds 90000.., 1024 x 1024 at ``mpp``) and per group."""
     sys.path.insert(0, str(Path(__file__).resolve().parent / "tissue_model"))
-    from evaluate import dice, group_scores, tissue_od
+    from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
 
     from gigaseg.engine import tiled_predict
-    from gigaseg.synth import make_layout, render_region
 
     side = 1024
     slides = []
-    for seed in range(90000, 90000 + n):
-        rgb, m = render_region(seed, 0, 0, side, side, width=side, height=side, mpp=mpp, profile="all")
-        cats = list(make_layout(seed, side, side, mpp, profile="all").categories)
+    for seed, cats, rgb, m, _ in held_out(n, side, mpp):
         slides.append({"seed": seed, "categories": cats, "dice": dice(tiled_predict(net, rgb) >= 0.5, m == 1),
                        "tissue_od": tissue_od(rgb, m == 1)})
         print(json.dumps(slides[-1]), file=sys.stderr)
-    return {"mpp": mpp, "side": side, "seeds": [90000, 90000 + n - 1], "groups": group_scores(slides),
+    return {"mpp": mpp, "side": side, "seeds": [HELD_OUT_SEED, HELD_OUT_SEED + n - 1], "groups": group_scores(slides),
             "slides": slides}
 
 

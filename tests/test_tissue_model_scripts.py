@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -117,3 +118,27 @@ def test_glass_probe_writes_a_scaled_copy_of_a_store(tmp_path, capsys):
         assert np.array_equal(np.asarray(b.mask), np.asarray(a.mask))
         assert np.array_equal(np.asarray(b.image), probe.scaled(np.asarray(a.image), 230.0))
     assert probe.scale_store(str(tmp_path / "src"), str(tmp_path / "dst"), 230.0) == 2  # resumed: nothing new
+
+
+def test_error_sources_attributes_each_wrong_pixel_to_its_object(tmp_path, capsys):
+    es = load_script("scripts/tissue_model/error_sources.py")
+    mask = np.zeros((40, 40), np.uint8)
+    mask[10:30, 10:30] = 1
+    labels = mask.copy()
+    labels[15:25, 15:25] = 2  # adipose inside the tissue
+    labels[0:4, 36:40] = 19  # a smudge on glass
+    mask[0, 0] = 255  # ignored
+    pred = mask == 1
+    pred[15:25, 15:25] = False  # the adipose called glass: 3 to 5 px inside the edge
+    pred[0:4, 36:40] = True  # the smudge called tissue
+    pred[0, 0] = True  # ignored: no error
+    pred[35, 0:3] = True  # glass called tissue, 5+ px from the tissue
+    a = es.attribute(pred, mask, labels)
+    assert a["labels"][2] == [100, 100] and a["labels"][19] == [16, 16] and a["labels"][1] == [300, 0]
+    assert a["labels"][0][1] == 3
+    assert sum(a["glass_called_tissue"]) == 3 and a["glass_called_tissue"][2] == 3  # (8, 32]
+    assert a["adipose_called_glass"] == [0, 84, 16, 0]  # 6-10 px inside the edge: the middle 4 x 4 beyond 8
+    out = tmp_path / "e.json"
+    assert es.main(["--slides", "2", "--size", "128", "--out", str(out)]) == 0
+    assert "share of all errors" in capsys.readouterr().out
+    assert json.loads(out.read_text())["labels"]["glass"]["pixels"] > 0

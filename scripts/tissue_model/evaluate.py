@@ -70,6 +70,32 @@ def group_scores(per_slide: list[dict]) -> dict:
     return groups
 
 
+#: The held-out synthetic slides of scripts/real_slides_eval.py --synthetic: profile "all", seeds from here.
+HELD_OUT_SEED = 90000
+
+
+def held_out(n: int, side: int = 1024, mpp: float = 4.0, *, labels: bool = False):
+    """The first ``n`` held-out synthetic slides, each ``side`` x ``side`` pixels at ``mpp``.
+
+    Yields ``(seed, categories, rgb, mask, labels)`` per slide (profile "all", seeds
+    ``HELD_OUT_SEED``..); ``labels`` is the object-label map (``gigaseg.synth.render.LABELS``) when
+    asked for, else None. The same pixels as ``render_region(seed, 0, 0, side, side, ...)``.
+    """
+    from gigaseg.synth import make_layout
+    from gigaseg.synth.render import render_labels
+
+    for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + n):
+        layout = make_layout(seed, side, side, mpp, profile="all")
+        if labels:
+            rgb, mask, lab = render_labels(layout, 0, 0, side, side)
+        else:
+            from gigaseg.synth import render_region
+
+            (rgb, mask), lab = render_region(seed, 0, 0, side, side, width=side, height=side, mpp=mpp,
+                                             profile="all"), None
+        yield seed, list(layout.categories), rgb, mask, lab
+
+
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     inter = np.logical_and(pred, ref).sum()
     total = pred.sum() + ref.sum()

@@ -74,22 +74,18 @@ def main(argv=None) -> int:
 
     import tifffile
     import torch
-    from evaluate import dice, group_scores, tissue_od
+    from evaluate import dice, group_scores, held_out, tissue_od
     from PIL import Image
 
     import gigaseg
     from gigaseg.engine import tiled_predict
     from gigaseg.predict import predict_slide
     from gigaseg.slides import open_slide
-    from gigaseg.synth import make_layout, render_region
 
     torch.set_num_threads(1)
     net, mpp = gigaseg.load_model(args.model)
     res: dict[str, list[dict]] = {"as is": [], "glass scaled": []}
-    n = args.size
-    for seed in range(90000, 90000 + args.slides):
-        rgb, m = render_region(seed, 0, 0, n, n, width=n, height=n, mpp=4.0, profile="all")
-        cats = list(make_layout(seed, n, n, 4.0, profile="all").categories)
+    for seed, cats, rgb, m, _ in held_out(args.slides, args.size):
         for key, img in (("as is", rgb), ("glass scaled", scaled(rgb, args.target))):
             res[key].append({"seed": seed, "categories": cats, "dice": dice(tiled_predict(net, img) >= 0.5, m == 1),
                              "tissue_od": tissue_od(rgb, m == 1)})
