@@ -572,6 +572,29 @@ def frag_field(lay, x: np.ndarray, y: np.ndarray):
     return d_t, d_c, fac
 
 
+def crumb_field(lay, x, y, n3: np.ndarray) -> np.ndarray:
+    """Crumbs and strands, small loose bits of tissue (both profiles): at most one ellipse per cell
+    of a global grid (``crumb_cell`` px, present with probability ``crumb_p``), its field (px, > 0
+    inside) roughened by half the fine noise ``n3``; ``d_floor`` in the cells without one."""
+    p = lay.params
+    um = 1.0 / lay.mpp
+    g = p["crumb_cell"]
+    cx = np.floor(x / g).astype(np.int64)
+    cy = np.floor(y / g).astype(np.int64)
+    k = _nz.key(lay.seed, 4)
+    u = [_nz.uniform2(cx, cy, (k + j) & 0xFFFFFFFF) for j in range(6)]
+    a = (25 + u[1] * 160) * um
+    b = np.maximum(a * (0.08 + 0.5 * u[2]), 8 * um)
+    room = g / 2 - a - 20 * um
+    ox = cx * g + g / 2 + (u[3] * 2 - 1) * room
+    oy = cy * g + g / 2 + (u[4] * 2 - 1) * room
+    ang = u[5] * np.pi
+    c, s = np.cos(ang), np.sin(ang)
+    du = ((x - ox) * c + (y - oy) * s) / a
+    dv = (-(x - ox) * s + (y - oy) * c) / b
+    return np.where(u[0] < p["crumb_p"], (1.0 - np.sqrt(du * du + dv * dv)) * b + 0.5 * n3, p["d_floor"])
+
+
 def tissue_field(lay, x, y):
     """Tissue field (px, > 0 inside, floored), stain factor and clot weight (0..1)."""
     p = lay.params
@@ -586,21 +609,7 @@ def tissue_field(lay, x, y):
     d_t = d_t + noise
     d_c = d_c + noise
     if p["crumb_p"] > 0:  # crumbs and strands, as the default profile draws them
-        g = p["crumb_cell"]
-        cx = np.floor(x / g).astype(np.int64)
-        cy = np.floor(y / g).astype(np.int64)
-        k = _nz.key(ks, 4)
-        u = [_nz.uniform2(cx, cy, (k + j) & 0xFFFFFFFF) for j in range(6)]
-        a = (25 + u[1] * 160) * um
-        b = np.maximum(a * (0.08 + 0.5 * u[2]), 8 * um)
-        room = g / 2 - a - 20 * um
-        ox = cx * g + g / 2 + (u[3] * 2 - 1) * room
-        oy = cy * g + g / 2 + (u[4] * 2 - 1) * room
-        ang = u[5] * np.pi
-        c, s = np.cos(ang), np.sin(ang)
-        du = ((x - ox) * c + (y - oy) * s) / a
-        dv = (-(x - ox) * s + (y - oy) * c) / b
-        crumb = np.where(u[0] < p["crumb_p"], (1.0 - np.sqrt(du * du + dv * dv)) * b + 0.5 * n3, p["d_floor"])
+        crumb = crumb_field(lay, x, y, n3)
         fac = np.where(crumb > d_t, 1.0, fac)
         d_t = np.maximum(d_t, crumb)
     w_clot = np.clip((d_c - d_t) / (15.0 * um) + 0.5, 0.0, 1.0)

@@ -603,22 +603,7 @@ def _tissue_field(lay: SynthLayout, x, y):
     d = d + 60 * um * min(1.0, r_min / (600 * um)) * _nz.fbm(x, y, 250 * um, _nz.key(ks, 2), 2)
     n3 = 14 * um * _nz.fbm(x, y, 50 * um, _nz.key(ks, 3), 2)
     d = d + n3
-    # Crumbs and strands: small loose bits of tissue, one at most per cell of a global grid.
-    g = p["crumb_cell"]
-    cx = np.floor(x / g).astype(np.int64)
-    cy = np.floor(y / g).astype(np.int64)
-    k = _nz.key(ks, 4)
-    u = [_nz.uniform2(cx, cy, (k + j) & 0xFFFFFFFF) for j in range(6)]
-    a = (25 + u[1] * 160) * um
-    b = np.maximum(a * (0.08 + 0.5 * u[2]), 8 * um)
-    room = g / 2 - a - 20 * um
-    ox = cx * g + g / 2 + (u[3] * 2 - 1) * room
-    oy = cy * g + g / 2 + (u[4] * 2 - 1) * room
-    ang = u[5] * np.pi
-    c, s = np.cos(ang), np.sin(ang)
-    du = ((x - ox) * c + (y - oy) * s) / a
-    dv = (-(x - ox) * s + (y - oy) * c) / b
-    crumb = np.where(u[0] < p["crumb_p"], (1.0 - np.sqrt(du * du + dv * dv)) * b + 0.5 * n3, p["d_floor"])
+    crumb = _vy.crumb_field(lay, x, y, n3)  # crumbs and strands, one at most per cell of a global grid
     fac = np.where(crumb > d, 1.0, fac)
     d = np.maximum(d, crumb)
     return np.maximum(d, p["d_floor"]), fac
