@@ -667,23 +667,34 @@ def _node_fields(lay: SynthLayout, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out[_C_WY] = 90 * um * _nz.fbm(x, y, 500 * um, _nz.key(ks, 42), 2)
     out[_C_S] = fac * (1.0 + 0.35 * _nz.fbm(x, y, 700 * um, _nz.key(ks, 43), 2))
     if lay.folds.shape[0]:
-        fold = np.zeros_like(x)
-        for x0, y0, x1, y1, hw, st in lay.folds:
-            m = 1.3 * hw + 1.0
-            if (x.min() > max(x0, x1) + m or x.max() < min(x0, x1) - m
-                    or y.min() > max(y0, y1) + m or y.max() < min(y0, y1) - m):
-                continue
-            hw_v = hw * (1.0 + 0.5 * _nz.fbm(x, y, 300 * um, _nz.key(ks, 51), 2))
-            dist = _seg_dist(x, y, np.array([[x0, y0, x1, y1]]))
-            fold = np.maximum(fold, st * np.clip((hw_v - dist) / (4 * um), 0.0, 1.0))
-        out[_C_FOLD] = fold
+        out[_C_FOLD] = _fold_field(lay, x, y)
     if lay.blurs.shape[0]:
-        blur = np.zeros_like(x)
-        for cx, cy, r, st in lay.blurs:
-            dd = np.hypot(x - cx, y - cy) / r
-            blur = np.maximum(blur, st * np.clip((1.0 - dd) * 4.0, 0.0, 1.0))
-        out[_C_BLUR] = blur
+        out[_C_BLUR] = _blur_field(lay, x, y)
     return out
+
+
+def _fold_field(lay: SynthLayout, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Fold strength (0..1) of the layout's folds (capsules of wavy half-width) at x, y."""
+    um = 1.0 / lay.mpp
+    fold = np.zeros_like(x)
+    for x0, y0, x1, y1, hw, st in lay.folds:
+        m = 1.3 * hw + 1.0
+        if (x.min() > max(x0, x1) + m or x.max() < min(x0, x1) - m
+                or y.min() > max(y0, y1) + m or y.max() < min(y0, y1) - m):
+            continue
+        hw_v = hw * (1.0 + 0.5 * _nz.fbm(x, y, 300 * um, _nz.key(lay.seed, 51), 2))
+        dist = _seg_dist(x, y, np.array([[x0, y0, x1, y1]]))
+        fold = np.maximum(fold, st * np.clip((hw_v - dist) / (4 * um), 0.0, 1.0))
+    return fold
+
+
+def _blur_field(lay: SynthLayout, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Out-of-focus strength (0..1) of the layout's blurred discs at x, y."""
+    blur = np.zeros_like(x)
+    for cx, cy, r, st in lay.blurs:
+        dd = np.hypot(x - cx, y - cy) / r
+        blur = np.maximum(blur, st * np.clip((1.0 - dd) * 4.0, 0.0, 1.0))
+    return blur
 
 
 def _art_fields(lay: SynthLayout, x: np.ndarray, y: np.ndarray):
@@ -1031,22 +1042,11 @@ def _node_fields_v(lay: SynthLayout, x: np.ndarray, y: np.ndarray) -> dict:
     ch["wy"] = 90 * um * _nz.fbm(x, y, 500 * um, _nz.key(ks, 42), 2)
     ch["s"] = fac * (1.0 + p["s_amp"] * _nz.fbm(x, y, 700 * um, _nz.key(ks, 43), 2))
     if lay.folds.shape[0]:
-        fold = np.zeros_like(x)
-        for x0, y0, x1, y1, hw, st in lay.folds:
-            m = 1.3 * hw + 1.0
-            if (x.min() > max(x0, x1) + m or x.max() < min(x0, x1) - m
-                    or y.min() > max(y0, y1) + m or y.max() < min(y0, y1) - m):
-                continue
-            hw_v = hw * (1.0 + 0.5 * _nz.fbm(x, y, 300 * um, _nz.key(ks, 51), 2))
-            dist = _seg_dist(x, y, np.array([[x0, y0, x1, y1]]))
-            fold = np.maximum(fold, st * np.clip((hw_v - dist) / (4 * um), 0.0, 1.0))
+        fold = _fold_field(lay, x, y)
         if fold.max() > 0:
             ch["fold"] = fold
     if lay.blurs.shape[0]:
-        blur = np.zeros_like(x)
-        for cx, cy, r, st in lay.blurs:
-            dd = np.hypot(x - cx, y - cy) / r
-            blur = np.maximum(blur, st * np.clip((1.0 - dd) * 4.0, 0.0, 1.0))
+        blur = _blur_field(lay, x, y)
         if blur.max() > 0:
             ch["blur"] = blur
     ch.update(_vy.extra_fields(lay, x, y, d))
