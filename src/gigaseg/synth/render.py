@@ -528,17 +528,6 @@ def _frag_field(lay: SynthLayout, x: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     return d, fac
 
 
-def _seg_dist(x, y, segs: np.ndarray) -> np.ndarray:
-    """Distance (px) from points to the nearest of segments (m, 4)."""
-    out = np.full(np.broadcast(x, y).shape, np.inf)
-    for x0, y0, x1, y1 in segs:
-        dx, dy = x1 - x0, y1 - y0
-        ll = dx * dx + dy * dy + 1e-12
-        t = np.clip(((x - x0) * dx + (y - y0) * dy) / ll, 0.0, 1.0)
-        out = np.minimum(out, np.hypot(x - x0 - t * dx, y - y0 - t * dy))
-    return out
-
-
 def _pen_path(lay: SynthLayout, rng: np.random.Generator, hw: float):
     """A smooth stroke on glass, or None when no room is found."""
     margin = hw + 80.0 / lay.mpp
@@ -636,7 +625,7 @@ def _hole_field(lay: SynthLayout, x, y):
             if (x.min() > max(x0, x1) + m or x.max() < min(x0, x1) - m
                     or y.min() > max(y0, y1) + m or y.max() < min(y0, y1) - m):
                 continue
-            hole = np.maximum(hole, r - _seg_dist(x, y, np.array([[x0, y0, x1, y1]])))
+            hole = np.maximum(hole, r - _vy.seg_dist(x, y, np.array([[x0, y0, x1, y1]])))
     hole = hole + _HOLE_JITTER_UM * um * _nz.fbm(x, y, 40 * um, _nz.key(lay.seed, 22), 2)  # |fbm| <= 0.5
     # values below the floor all render the same (# NOTE [Determinism])
     return np.maximum(hole, p["hole_floor"])
@@ -683,7 +672,7 @@ def _fold_field(lay: SynthLayout, x: np.ndarray, y: np.ndarray) -> np.ndarray:
                 or y.min() > max(y0, y1) + m or y.max() < min(y0, y1) - m):
             continue
         hw_v = hw * (1.0 + 0.5 * _nz.fbm(x, y, 300 * um, _nz.key(lay.seed, 51), 2))
-        dist = _seg_dist(x, y, np.array([[x0, y0, x1, y1]]))
+        dist = _vy.seg_dist(x, y, np.array([[x0, y0, x1, y1]]))
         fold = np.maximum(fold, st * np.clip((hw_v - dist) / (4 * um), 0.0, 1.0))
     return fold
 
@@ -708,7 +697,7 @@ def _art_fields(lay: SynthLayout, x: np.ndarray, y: np.ndarray):
         if x.min() > segs[:, [0, 2]].max() + m or x.max() < segs[:, [0, 2]].min() - m \
                 or y.min() > segs[:, [1, 3]].max() + m or y.max() < segs[:, [1, 3]].min() - m:
             continue
-        dist = _seg_dist(x, y, segs)
+        dist = _vy.seg_dist(x, y, segs)
         hw_v = hw * (1.0 + 0.08 * _nz.fbm(x, y, 200 * um, _nz.key(lay.seed, 61), 2))
         cov = np.clip((hw_v - dist) / (6 * um) + 0.5, 0.0, 1.0)
         cov *= 0.8 + 0.2 * _nz.value_noise(x, y, 150 * um, _nz.key(lay.seed, 62))
