@@ -142,3 +142,33 @@ def test_error_sources_attributes_each_wrong_pixel_to_its_object(tmp_path, capsy
     assert es.main(["--slides", "2", "--size", "128", "--out", str(out)]) == 0
     assert "share of all errors" in capsys.readouterr().out
     assert json.loads(out.read_text())["labels"]["glass"]["pixels"] > 0
+
+
+def test_averaging_checkpoints_gives_the_mean_weights(tmp_path):
+    from gigaseg import UNet, UNetConfig
+    from gigaseg.checkpoint import save_checkpoint
+
+    avg = load_script("scripts/tissue_model/average.py")
+    cfg = UNetConfig(depth=2, channels=(2, 4), strides=(2, 2), encoder_kernels=(3, 3), decoder_kernels=(3, 3))
+    paths = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        path = tmp_path / f"c{seed}.pt"
+        save_checkpoint(path, UNet(cfg), mpp=4.0)
+        paths.append(str(path))
+    assert avg.main([*paths, "--out", str(tmp_path / "avg.pt")]) == 0
+    mean, mpp = load_model(tmp_path / "avg.pt")
+    models = [load_model(p)[0] for p in paths]
+    assert mpp == 4.0
+    for name, p in mean.named_parameters():
+        want = sum(dict(m.named_parameters())[name].double() for m in models) / 3
+        assert torch.allclose(p.double(), want, atol=1e-7), name
+    save_checkpoint(tmp_path / "other.pt", UNet(UNetConfig(depth=2, channels=(2, 8), strides=(2, 2),
+                                                           encoder_kernels=(3, 3), decoder_kernels=(3, 3))), mpp=4.0)
+    with pytest.raises(SystemExit, match="different architectures"):
+        avg.main([paths[0], str(tmp_path / "other.pt"), "--out", str(tmp_path / "bad.pt")])
+    save_checkpoint(tmp_path / "coarse.pt", models[0], mpp=8.0)
+    with pytest.raises(SystemExit, match="different resolutions"):
+        avg.main([paths[0], str(tmp_path / "coarse.pt"), "--out", str(tmp_path / "bad.pt")])
+    with pytest.raises(SystemExit, match="at least two"):
+        avg.main([paths[0], "--out", str(tmp_path / "bad.pt")])
