@@ -36,7 +36,13 @@ def test_data_train_score_and_ship_at_a_tiny_size(tmp_path, monkeypatch):
     ship = load_script("scripts/tissue_model/ship.py")
     assert ship.main([str(tmp_path / "paper-8"), "--out", str(tmp_path / "w.npz")]) == 0
     info = load_checkpoint(tmp_path / "w.npz")["info"]
-    assert info["step"] == 2 and info["run"] == "paper-8"
+    assert info["step"] == 2 and info["run"] == "paper-8" and "averaged_from" not in info
+    ckpt = str(tmp_path / "paper-8" / "checkpoint.pt")
+    assert load_script("scripts/tissue_model/average.py").main([ckpt, ckpt, "--out", str(tmp_path / "avg.pt")]) == 0
+    assert ship.main([str(tmp_path / "paper-8"), "--checkpoint", str(tmp_path / "avg.pt"),
+                      "--out", str(tmp_path / "w2.npz")]) == 0
+    info = load_checkpoint(tmp_path / "w2.npz")["info"]
+    assert info["averaged_from"] == ["checkpoint.pt", "checkpoint.pt"] and info["run"] == "paper-8"
 
     evaluate = load_script("scripts/tissue_model/evaluate.py")
     scores = evaluate.synthetic_scores(model, tmp_path / "data-8")

@@ -5,6 +5,8 @@
 Writes the run's checkpoint as a weights file (``gigaseg.checkpoint.save_weights``: float16
 arrays and JSON, read without pickle) with its provenance in ``info``: the run, its step, its
 training options and the commit of the code that trained it. docs/model-card.md describes it.
+``--checkpoint FILE`` ships another checkpoint of the run instead of its last one, e.g. the mean
+of its last checkpoints (average.py): the info then lists the files it averages.
 """
 
 from __future__ import annotations
@@ -22,13 +24,16 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", help="a study run folder (checkpoint.pt, config.json)")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--checkpoint", default=None,
+                    help="the checkpoint to ship (default: the run's checkpoint.pt), e.g. average.py's")
     args = ap.parse_args(argv)
 
     from gigaseg.checkpoint import load_checkpoint, load_model, save_weights
 
     run = Path(args.run)
-    model, mpp = load_model(run / "checkpoint.pt")
+    model, mpp = load_model(args.checkpoint or run / "checkpoint.pt")
     payload = load_checkpoint(run / "checkpoint.pt")
+    averaged = load_checkpoint(args.checkpoint).get("averaged_from") if args.checkpoint else None
     config = json.loads((run / "config.json").read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
@@ -44,6 +49,8 @@ def main(argv=None) -> int:
     info = {"name": "gigaseg tissue model", "run": run.name, "step": payload.get("step"),
             "train_config": train_config, "result": result,
             "shipped_from_commit": commit, "card": "docs/model-card.md"}
+    if averaged:  # the mean of checkpoints of the run (average.py): their names travel
+        info["averaged_from"] = [Path(c).name for c in averaged]
     save_weights(args.out, model, mpp=mpp, info=info)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size:,} B; step {info['step']}, {mpp} um/px)")
     return 0
