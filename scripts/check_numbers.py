@@ -392,12 +392,17 @@ CLAIMS: list[Claim] = [
     # results/tissue-model/README.md: the study's table (scripts/tissue_model/evaluate.py)
     *(Claim("results/tissue-model/README.md", f"| {run} | {{}} |", STUDY, _study_row(run))
       for run in ("paper-2", "paper-4", "paper-8", "wide-2", "wide-4", "wide-8", "deep-2", "deep-4", "deep-8")),
-    # results/tissue-model/README.md: the stages (and stage 3's candidates) on the same held-out slides
+    # results/tissue-model/README.md: the stages (and the candidates of stages 3 and 4) on the same held-out slides
     *(Claim("results/tissue-model/README.md", f"| {row} | {{}} |", source, _stage_row)
       for row, source in (("stage 1 (final-deep-4, 6,000 steps)", "results/tissue-model/stage-1/results.json"),
                           ("stage 2 (+10,000 steps)", "results/tissue-model/stage-2/results.json"),
                           ("stage 3, 4-16-32-32 (+16,000 steps)", "results/tissue-model/stage-3/4-16-32-32.json"),
-                          ("stage 3, 8-16-32-32 (+15,000 steps, shipped)", BUILTIN_REAL))),
+                          ("stage 3, 8-16-32-32 (+15,000 steps)", "results/tissue-model/stage-3/results.json"),
+                          ("stage 3 (shipped before)", "results/tissue-model/stage-3/results.json"),
+                          ("stage 4, 8-16-32-32 (+30,000 steps, shipped)", BUILTIN_REAL),
+                          ("stage 4, mean of its last 8 checkpoints", "results/tissue-model/stage-4/averaged.json"),
+                          ("8-32-64-64 (+15,000 steps from stage 4's step 11,050)",
+                           "results/tissue-model/stage-4/8-32-64-64.json"))),
     Claim("docs/model-card.md", "**{:.1f} s per slide**, the model taking", BUILTIN_SPEED,
           at("seconds_per_slide_in_batch")),
     Claim("docs/model-card.md", "| Dice (mean) | {} |", BUILTIN_REAL, lambda d: " | ".join(

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     train_config = dict(payload.get("train_config") or {})
-    for key in ("data", "out", "val_data", "init"):  # this machine's folders: only their names travel
+    for key in ("data", "out", "val_data", "init", "resume"):  # this machine's folders: only their names travel
         if train_config.get(key) and train_config[key] != "builtin":
             path = Path(train_config[key])
             train_config[key] = path.parent.name if path.name == "checkpoint.pt" else path.name
