@@ -178,3 +178,16 @@ def test_averaging_checkpoints_gives_the_mean_weights(tmp_path):
         avg.main([paths[0], str(tmp_path / "coarse.pt"), "--out", str(tmp_path / "bad.pt")])
     with pytest.raises(SystemExit, match="at least two"):
         avg.main([paths[0], "--out", str(tmp_path / "bad.pt")])
+
+
+def test_make_data_boosts_categories_in_training_slides_only(tmp_path):
+    make_data = load_script("scripts/tissue_model/make_data.py")
+    assert make_data.main(["--mpp", "8", "--out", str(tmp_path / "d"), "--size", "64", "--train", "3", "--val", "1",
+                           "--degraded", "0", "--boost", "seams,smudge"]) == 0
+    store = RegionStore(tmp_path / "d")
+    for r in store.split("train"):
+        assert {"seams", "smudge"} <= set(r.meta["source"]["categories"]), r.name
+        assert r.meta["source"]["profile"] != "all"
+    assert [r.meta["source"]["profile"] for r in store.split("val")] == ["all"]
+    with pytest.raises(SystemExit, match="may or may not have"):
+        make_data.main(["--mpp", "8", "--out", str(tmp_path / "e"), "--boost", "ihc"])  # a stain: exclusive

@@ -9,6 +9,12 @@ is area-averaged by a factor f (2 to 6) and enlarged back with bilinear interpol
 what ``read_region_at_mpp`` does when a slide's finest level is coarser than the model's
 resolution. Their masks stay exact at MPP. The held-out slides (other seeds) are not degraded.
 Each region's categories and degradation factor are in its metadata (``source``).
+
+``--boost CATS`` (comma-separated categories, e.g. seams,adipose,smudge) makes slides that always
+have those: each slide's profile lists one stain, layout and glass, drawn with the weights of
+``gigaseg.synth``'s profile "all", the boosted categories, and each other category with its
+probability in profile "all". For training on the objects a model gets wrong most
+(``error_sources.py``); the held-out slides stay profile "all" whatever --boost says.
 """
 
 from __future__ import annotations
@@ -21,6 +27,21 @@ from PIL import Image
 
 from gigaseg.store import RegionStore
 from gigaseg.synth import make_layout, render_region
+from gigaseg.synth._variety import _PROB, _WEIGHTS, AXES, EXCLUSIVE
+
+
+def boosted_profile(rng: np.random.Generator, boost: set[str]) -> str:
+    """A listed profile (see the module docstring): one stain, layout and glass drawn with profile
+    "all"'s weights, the ``boost`` categories, and each other category with its profile-"all"
+    probability."""
+    cats = []
+    for axis, names in AXES.items():
+        if axis in EXCLUSIVE:
+            w = np.array([_WEIGHTS[axis][c] for c in names])
+            cats.append(names[int(rng.choice(len(names), p=w / w.sum()))])
+        else:
+            cats += [c for c in names if c in boost or rng.random() < _PROB[c]]
+    return ",".join(cats)
 
 
 def degrade(rgb: np.ndarray, f: float) -> np.ndarray:
@@ -41,7 +62,13 @@ def main(argv=None) -> int:
     ap.add_argument("--degraded", type=float, default=1 / 3, help="share of training slides degraded")
     ap.add_argument("--append", action="store_true",
                     help="add slides to an existing store: its seeds go on where its own stop")
+    ap.add_argument("--boost", default=None, help="categories every training slide has (e.g. seams,adipose,smudge)")
     args = ap.parse_args(argv)
+    boost = set(args.boost.split(",")) if args.boost else set()
+    optional = {c for axis, names in AXES.items() if axis not in EXCLUSIVE for c in names}
+    if not boost <= optional:
+        raise SystemExit(f"--boost takes categories that a slide may or may not have ({', '.join(sorted(optional))}), "
+                         f"got {args.boost!r}")
 
     store = RegionStore.create(args.out, exist_ok=args.append)
     have = {split: len(store.split(split)) for split in ("train", "val")}
@@ -53,13 +80,14 @@ def main(argv=None) -> int:
         f = 1.0
         if split == "train" and rng.random() < args.degraded:
             f = float(rng.choice([2.0, 3.0, 4.0, 6.0]))
-        rgb, m = render_region(seed, 0, 0, n, n, width=n, height=n, mpp=args.mpp, profile="all")
+        profile = boosted_profile(rng, boost) if boost and split == "train" else "all"
+        rgb, m = render_region(seed, 0, 0, n, n, width=n, height=n, mpp=args.mpp, profile=profile)
         if f > 1:
             rgb = degrade(rgb, f)
-        cats = list(make_layout(seed, n, n, args.mpp, profile="all").categories)
+        cats = list(make_layout(seed, n, n, args.mpp, profile=profile).categories)
         meta = {
             "source": {"kind": "synthetic", "path": None, "sha256": None, "generator": "gigaseg.synth.render_region",
-                       "width": n, "height": n, "profile": "all", "categories": cats, "degraded_by": f},
+                       "width": n, "height": n, "profile": profile, "categories": cats, "degraded_by": f},
             "mask_source": {"kind": "synthetic", "holes": "background"},
             "origin": [0, 0], "mpp": float(args.mpp), "downsample": 1.0, "pad": False, "seed": seed,
         }
