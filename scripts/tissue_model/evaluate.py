@@ -81,18 +81,16 @@ def held_out(n: int, side: int = 1024, mpp: float = 4.0, *, labels: bool = False
     ``HELD_OUT_SEED``..); ``labels`` is the object-label map (``gigaseg.synth.render.LABELS``) when
     asked for, else None. The same pixels as ``render_region(seed, 0, 0, side, side, ...)``.
     """
-    from gigaseg.synth import make_layout
+    from gigaseg.synth import make_layout, render_region
     from gigaseg.synth.render import render_labels
 
     for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + n):
         layout = make_layout(seed, side, side, mpp, profile="all")
+        lab = None
         if labels:
             rgb, mask, lab = render_labels(layout, 0, 0, side, side)
         else:
-            from gigaseg.synth import render_region
-
-            (rgb, mask), lab = render_region(seed, 0, 0, side, side, width=side, height=side, mpp=mpp,
-                                             profile="all"), None
+            rgb, mask = render_region(seed, 0, 0, side, side, width=side, height=side, mpp=mpp, profile="all")
         yield seed, list(layout.categories), rgb, mask, lab
 
 
