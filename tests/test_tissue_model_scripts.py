@@ -191,3 +191,12 @@ def test_make_data_boosts_categories_in_training_slides_only(tmp_path):
     assert [r.meta["source"]["profile"] for r in store.split("val")] == ["all"]
     with pytest.raises(SystemExit, match="may or may not have"):
         make_data.main(["--mpp", "8", "--out", str(tmp_path / "e"), "--boost", "ihc"])  # a stain: exclusive
+
+
+def test_held_out_slides_are_the_same_with_or_without_labels():
+    evaluate = load_script("scripts/tissue_model/evaluate.py")
+    plain = list(evaluate.held_out(2, 96, 8.0))
+    labelled = list(evaluate.held_out(2, 96, 8.0, labels=True))
+    assert [s[0] for s in plain] == [90000, 90001] and [s[1] for s in plain] == [s[1] for s in labelled]
+    for a, b in zip(plain, labelled):
+        assert np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3]) and a[4] is None and b[4].shape == (96, 96)
