@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -200,3 +201,36 @@ def test_held_out_slides_are_the_same_with_or_without_labels():
     assert [s[0] for s in plain] == [90000, 90001] and [s[1] for s in plain] == [s[1] for s in labelled]
     for a, b in zip(plain, labelled):
         assert np.array_equal(a[2], b[2]) and np.array_equal(a[3], b[3]) and a[4] is None and b[4].shape == (96, 96)
+
+
+def test_deepening_adds_a_level_and_keeps_a_relu_models_function(tmp_path):
+    from gigaseg import UNet, UNetConfig
+    from gigaseg.checkpoint import save_checkpoint
+
+    deepen = load_script("scripts/tissue_model/deepen.py")
+    cfg = UNetConfig(depth=2, channels=(3, 5), strides=(2, 2), encoder_kernels=(5, 3), decoder_kernels=(3, 3),
+                     activation="relu", input_shift=0.8, input_scale=4.0)
+    torch.manual_seed(0)
+    old = UNet(cfg).double()
+    deep = deepen.deepen(old, 4, stride=2, kernel=3).double()
+    assert deep.config.depth == 3 and deep.config.channels == (3, 5, 4) and deep.config.strides == (2, 2, 2)
+    assert deep.config.halo > old.config.halo
+    x = torch.rand(1, 3, 70, 53, dtype=torch.float64)
+    with torch.no_grad():  # ReLU features are never negative: passed through the join, they are unchanged
+        assert (old(x) - deep(x)).abs().max() < 1e-12
+    deep.train()
+    (deep(x) - 1).square().mean().backward()
+    join = deep.decoder[1].conv.weight.grad
+    assert join[:, :4].abs().sum() > 0, "the join's weights from the new level get no gradient"
+    # a leaky ReLU model moves a little; other activations are refused
+    torch.manual_seed(0)
+    leaky = UNet(dataclasses.replace(cfg, activation="leaky_relu")).double()
+    with torch.no_grad():
+        d = (torch.sigmoid(leaky(x)) - torch.sigmoid(deepen.deepen(leaky, 4).double()(x))).abs().max()
+    assert 0 <= d < 0.05
+    with pytest.raises(SystemExit, match="ReLU-like"):
+        deepen.deepen(UNet(dataclasses.replace(cfg, activation="gelu")), 4)
+    save_checkpoint(tmp_path / "m.pt", UNet(dataclasses.replace(cfg, activation="leaky_relu")), mpp=8.0)
+    assert deepen.main([str(tmp_path / "m.pt"), "--channels", "4", "--out", str(tmp_path / "d.pt")]) == 0
+    model, mpp = load_model(tmp_path / "d.pt")
+    assert mpp == 8.0 and model.config.depth == 3
