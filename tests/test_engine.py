@@ -366,6 +366,24 @@ def test_plan_fits_budget_and_grid():
     assert "recomputed" in p.keep and p.to_dict()["n_tiles"] == p.n_tiles
 
 
+def test_plan_counts_crops_clipped_at_the_image_border():
+    """NOTE [Clipped crops]: a region of one tile is its own crop, however wide the halo; a large
+    image's interior crops carry both halos whole."""
+    from gigaseg.engine.planner import _peak_bytes
+
+    deep = UNetConfig(depth=5, channels=(8, 16, 32, 32, 32), strides=(4, 4, 2, 2, 2),
+                      encoder_kernels=(15, 11, 7, 5, 5), decoder_kernels=(3, 3, 3, 3, 3),
+                      input_shift=0.8, input_scale=4.0)
+    assert deep.halo > 500
+    one = plan(deep, 1024, 1024)  # the built-in model's training regions, one level deeper
+    assert one.grid == (1, 1) and one.recompute == 1.0
+    assert one.predicted_peak_bytes == _peak_bytes(deep, 1024, 1024, 4, "train", image=(1024, 1024))
+    assert one.predicted_peak_bytes < _peak_bytes(deep, 1024, 1024, 4, "train") <= 1.5 * 2**30
+    big = plan(preset("paper"), 16000, 64000)
+    assert min(big.grid) >= 3  # interior tiles: the unclipped count
+    assert big.predicted_peak_bytes == _peak_bytes(preset("paper"), *big.tile, 4, "train")
+
+
 def test_plan_caps_cuda_training_crops_but_not_prediction_or_the_cpu():
     from gigaseg.engine import CUDA_MAX_TRAIN_CROP_PIXELS
     from gigaseg.engine.tiles import _halos
