@@ -572,6 +572,16 @@ def frag_field(lay, x: np.ndarray, y: np.ndarray):
     return d_t, d_c, fac
 
 
+def cell_draws(lay, x, y, cell: float, key: int, n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """The cell (cx, cy) of a global grid of side ``cell`` (px) that each point lies in, and ``n``
+    uniform draws hashed from the cell, the slide's seed and ``key``: one object per cell, the same
+    whichever window is rendered (NOTE [Determinism] in render.py)."""
+    cx = np.floor(x / cell).astype(np.int64)
+    cy = np.floor(y / cell).astype(np.int64)
+    k = _nz.key(lay.seed, key)
+    return cx, cy, [_nz.uniform2(cx, cy, (k + j) & 0xFFFFFFFF) for j in range(n)]
+
+
 def crumb_field(lay, x, y, n3: np.ndarray) -> np.ndarray:
     """Crumbs and strands, small loose bits of tissue (both profiles): at most one ellipse per cell
     of a global grid (``crumb_cell`` px, present with probability ``crumb_p``), its field (px, > 0
@@ -579,10 +589,7 @@ def crumb_field(lay, x, y, n3: np.ndarray) -> np.ndarray:
     p = lay.params
     um = 1.0 / lay.mpp
     g = p["crumb_cell"]
-    cx = np.floor(x / g).astype(np.int64)
-    cy = np.floor(y / g).astype(np.int64)
-    k = _nz.key(lay.seed, 4)
-    u = [_nz.uniform2(cx, cy, (k + j) & 0xFFFFFFFF) for j in range(6)]
+    cx, cy, u = cell_draws(lay, x, y, g, 4, 6)
     a = (25 + u[1] * 160) * um
     b = np.maximum(a * (0.08 + 0.5 * u[2]), 8 * um)
     room = g / 2 - a - 20 * um
@@ -621,10 +628,7 @@ def hole_field(lay, x, y):
     p = lay.params
     um = 1.0 / lay.mpp
     g = p["lumen_cell"]
-    cx = np.floor(x / g).astype(np.int64)
-    cy = np.floor(y / g).astype(np.int64)
-    k = _nz.key(lay.seed, 21)
-    u = [_nz.uniform2(cx, cy, (k + j) & 0xFFFFFFFF) for j in range(7)]
+    cx, cy, u = cell_draws(lay, x, y, g, 21, 7)
     small = u[6] < p["lumen_small_p"]
     # small: semi-axes 12-40 um (at most 80 um + 15.5 um of jitter wide); large: minor semi-axis
     # >= 62 um (at least 124 - 15.5 um wide): none is drawn near HOLE_LARGE_UM

@@ -603,10 +603,7 @@ def _hole_field(lay: SynthLayout, x, y):
     p = lay.params
     um = 1.0 / lay.mpp
     g = p["lumen_cell"]
-    cx = np.floor(x / g).astype(np.int64)
-    cy = np.floor(y / g).astype(np.int64)
-    k = _nz.key(lay.seed, 21)
-    u = [_nz.uniform2(cx, cy, (k + j) & 0xFFFFFFFF) for j in range(6)]
+    cx, cy, u = _vy.cell_draws(lay, x, y, g, 21, 6)
     # semi-axes >= 24 um: width >= 48 um, minus 8 um of outline jitter here and 7.5 um per pixel
     a = (24 + u[1] * 66) * um
     b = np.maximum(a * (0.35 + 0.65 * u[2]), 24 * um)
