@@ -582,6 +582,19 @@ def cell_draws(lay, x, y, cell: float, key: int, n: int) -> tuple[np.ndarray, np
     return cx, cy, [_nz.uniform2(cx, cy, (k + j) & 0xFFFFFFFF) for j in range(n)]
 
 
+def cell_ellipse(x, y, cx, cy, cell: float, a, b, room, u: list[np.ndarray]):
+    """The ellipse of each point's cell (``cell_draws``): its centre (ox, oy), moved from the cell's
+    centre by up to ``room`` px along each axis by the draws ``u[3]``, ``u[4]`` and turned by
+    ``u[5]`` half-turns, and the point's radius in it (semi-axes ``a``, ``b`` px; 1 on the outline)."""
+    ox = cx * cell + cell / 2 + (u[3] * 2 - 1) * room
+    oy = cy * cell + cell / 2 + (u[4] * 2 - 1) * room
+    ang = u[5] * np.pi
+    c, s = np.cos(ang), np.sin(ang)
+    du = ((x - ox) * c + (y - oy) * s) / a
+    dv = (-(x - ox) * s + (y - oy) * c) / b
+    return ox, oy, np.sqrt(du * du + dv * dv)
+
+
 def crumb_field(lay, x, y, n3: np.ndarray) -> np.ndarray:
     """Crumbs and strands, small loose bits of tissue (both profiles): at most one ellipse per cell
     of a global grid (``crumb_cell`` px, present with probability ``crumb_p``), its field (px, > 0
@@ -593,13 +606,8 @@ def crumb_field(lay, x, y, n3: np.ndarray) -> np.ndarray:
     a = (25 + u[1] * 160) * um
     b = np.maximum(a * (0.08 + 0.5 * u[2]), 8 * um)
     room = g / 2 - a - 20 * um
-    ox = cx * g + g / 2 + (u[3] * 2 - 1) * room
-    oy = cy * g + g / 2 + (u[4] * 2 - 1) * room
-    ang = u[5] * np.pi
-    c, s = np.cos(ang), np.sin(ang)
-    du = ((x - ox) * c + (y - oy) * s) / a
-    dv = (-(x - ox) * s + (y - oy) * c) / b
-    return np.where(u[0] < p["crumb_p"], (1.0 - np.sqrt(du * du + dv * dv)) * b + 0.5 * n3, p["d_floor"])
+    rho = cell_ellipse(x, y, cx, cy, g, a, b, room, u)[2]
+    return np.where(u[0] < p["crumb_p"], (1.0 - rho) * b + 0.5 * n3, p["d_floor"])
 
 
 def tissue_field(lay, x, y):
@@ -635,13 +643,8 @@ def hole_field(lay, x, y):
     a = np.where(small, 12 + u[1] * 28, 62 + u[1] * 88) * um
     b = np.where(small, np.maximum(a * (0.35 + 0.65 * u[2]), 8 * um), np.maximum(a * (0.35 + 0.65 * u[2]), 62 * um))
     room = g / 2 - a - 2
-    ox = cx * g + g / 2 + (u[3] * 2 - 1) * room
-    oy = cy * g + g / 2 + (u[4] * 2 - 1) * room
-    ang = u[5] * np.pi
-    c, s = np.cos(ang), np.sin(ang)
-    du = ((x - ox) * c + (y - oy) * s) / a
-    dv = (-(x - ox) * s + (y - oy) * c) / b
-    val = (1.0 - np.sqrt(du * du + dv * dv)) * b
+    ox, oy, rho = cell_ellipse(x, y, cx, cy, g, a, b, room, u)
+    val = (1.0 - rho) * b
     present = u[0] < p["lumen_p"]
     if present.any():  # no lumen in fat (it would pass for a fat cell) or in a blood clot
         d_t, d_c, _ = frag_field(lay, ox, oy)

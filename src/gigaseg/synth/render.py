@@ -608,13 +608,7 @@ def _hole_field(lay: SynthLayout, x, y):
     a = (24 + u[1] * 66) * um
     b = np.maximum(a * (0.35 + 0.65 * u[2]), 24 * um)
     room = g / 2 - a - 2
-    ox = cx * g + g / 2 + (u[3] * 2 - 1) * room
-    oy = cy * g + g / 2 + (u[4] * 2 - 1) * room
-    ang = u[5] * np.pi
-    c, s = np.cos(ang), np.sin(ang)
-    du = ((x - ox) * c + (y - oy) * s) / a
-    dv = (-(x - ox) * s + (y - oy) * c) / b
-    rho = np.sqrt(du * du + dv * dv)
+    rho = _vy.cell_ellipse(x, y, cx, cy, g, a, b, room, u)[2]
     hole = np.where(u[0] < p["lumen_p"], (1.0 - rho) * b, -1e6)
     if lay.tears.shape[0]:
         for x0, y0, x1, y1, r in lay.tears:
