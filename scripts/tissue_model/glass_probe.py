@@ -20,9 +20,9 @@ resumed: regions already there are kept.
 from __future__ import annotations
 
 import argparse
-import glob
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,13 +72,13 @@ def main(argv=None) -> int:
         print(f"{scale_store(*args.scale_store, args.target)} regions in {args.scale_store[1]}")
         return 0
 
-    import tifffile
     import torch
     from evaluate import dice, group_scores, held_out, tissue_od
     from PIL import Image
 
     import gigaseg
     from gigaseg.engine import tiled_predict
+    from gigaseg.metrics import evaluate_pair
     from gigaseg.predict import predict_slide
     from gigaseg.slides import open_slide
 
@@ -107,17 +107,16 @@ def main(argv=None) -> int:
         with open_slide(path, mpp=slide_mpp) as s:
             img = np.asarray(s.read_region((0, 0), 0, s.dimensions))[..., :3]
             slide_mpp = s.mpp[0] if s.mpp else None
-        ref = np.asarray(Image.open(REAL / "masks" / f"{name}.reference.png"))
         line = [f"{name} (glass {glass(img).round().tolist()}):"]
         for key, im in (("as is", img), ("glass scaled", scaled(img, args.target))):
             with tempfile.TemporaryDirectory() as tmp:
                 Image.fromarray(im).save(Path(tmp) / "in.png")
-                predict_slide(net, Path(tmp) / "in.png", Path(tmp) / "out", mpp=slide_mpp, model_mpp=mpp,
-                              progress=False)
-                mask = glob.glob(str(Path(tmp) / "out" / "*mask*.tif*"))[0]
-                pred = tifffile.imread(mask, level=0) > 0
-            valid, t = ref != 255, ref == 1
-            line.append(f"{key} {dice(pred[valid], t[valid]):.3f}")
+                summary = predict_slide(net, Path(tmp) / "in.png", Path(tmp) / "out", mpp=slide_mpp, model_mpp=mpp,
+                                        progress=False)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    ev = evaluate_pair(summary["paths"]["mask"], REAL / "masks" / f"{name}.reference.png")
+            line.append(f"{key} {ev['dice']:.3f}")
         print(" ".join(line))
     return 0
 
