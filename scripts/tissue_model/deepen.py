@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 import torch
 
@@ -65,9 +66,10 @@ def main(argv=None) -> int:
 
     model, mpp = load_model(args.model)
     deep = deepen(model, args.channels, stride=args.stride, kernel=args.kernel, seed=args.seed)
-    from gigaseg.synth import render_region
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from evaluate import held_out
 
-    rgb = render_region(90000, 0, 0, 512, 512, width=512, height=512, mpp=mpp or 4.0, profile="all")[0]
+    rgb = next(held_out(1, 512, mpp or 4.0))[2]
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].double() / 255
     with torch.no_grad():
         p_old, p_new = torch.sigmoid(model.double()(x)), torch.sigmoid(deep.double()(x))
