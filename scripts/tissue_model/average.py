@@ -27,10 +27,10 @@ def average(models: list) -> torch.nn.Module:
         if m.config != first.config:
             raise SystemExit(f"cannot average different architectures: {first.config} and {m.config}")
     out = copy.deepcopy(first)
+    params = [dict(m.named_parameters()) for m in models]
     with torch.no_grad():
         for name, p in out.named_parameters():
-            stacked = torch.stack([dict(m.named_parameters())[name].double() for m in models])
-            p.copy_(stacked.mean(0).to(p.dtype))
+            p.copy_(torch.stack([ps[name].double() for ps in params]).mean(0).to(p.dtype))
     return out
 
 
