@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
-from gigaseg import CheckpointError, UNet, UNetConfig, load_checkpoint, load_model, preset, save_checkpoint
+from gigaseg import CheckpointError, ConfigError, UNet, UNetConfig, load_checkpoint, load_model, preset, save_checkpoint
+from gigaseg.checkpoint import save_weights
 
 
 def test_round_trip_rebuilds_the_model(tmp_path):
@@ -20,6 +24,54 @@ def test_round_trip_rebuilds_the_model(tmp_path):
     x = torch.rand(1, 3, 40, 50)
     torch.testing.assert_close(rebuilt(x), model(x))
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary left
+
+
+@pytest.mark.parametrize("bits", [16, 8, 6, 3])
+def test_weights_files_round_trip_within_half_a_step_per_kernel(tmp_path, bits):
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(2, (4, 6), (4, 2), (9, 5), (3, 3)))
+    with torch.no_grad():
+        model.encoder[1].conv.weight[0, 0].zero_()  # an all-zero kernel stays zero
+        model.encoder[1].conv.weight[1] *= 100  # kernels of one channel far apart in size
+    path = save_weights(tmp_path / "w.npz", model, mpp=2.0, info={"run": "r"}, bits=bits)
+    rebuilt, mpp = load_model(path)
+    payload = load_checkpoint(path)
+    assert mpp == 2.0 and payload["info"] == {"run": "r"} and rebuilt.config == model.config
+    for (name, a), b in zip(model.state_dict().items(), rebuilt.state_dict().values()):
+        assert b.dtype == torch.float32
+        if a.ndim < 2 or bits == 16:  # float16
+            torch.testing.assert_close(b, a, atol=2 ** -24, rtol=2 ** -11)  # float16 subnormals: 2^-24 apart
+        else:  # within half a quantization step of the weight's own kernel
+            kernels = a.reshape(-1, a[0, 0].numel())
+            step = kernels.abs().amax(dim=1, keepdim=True) / (2 ** (bits - 1) - 1)
+            err = (b.reshape(kernels.shape) - kernels).abs()
+            assert (err <= step * 0.5 * (1 + 2 ** -10) + 1e-12).all(), name
+    assert not rebuilt.encoder[1].conv.weight[0, 0].any()
+    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]  # no temporary left
+
+
+def test_weights_files_refuse_bad_bits_and_damaged_quantized_arrays(tmp_path):
+    model = UNet(preset("tiny"))
+    with pytest.raises(ConfigError, match="bits=12"):
+        save_weights(tmp_path / "w.npz", model, mpp=None, bits=12)
+    path = save_weights(tmp_path / "w.npz", model, mpp=None, bits=6)
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays["__meta__"].item().decode())
+    key = next(iter(meta["quantized"]["shapes"]))
+    for damage in ("short", "shape", "bits"):
+        broken = dict(arrays)
+        m = json.loads(json.dumps(meta))
+        if damage == "short":
+            broken[key] = arrays[key][:-1]
+        elif damage == "shape":
+            m["quantized"]["shapes"][key][0] += 1
+        else:
+            m["quantized"]["bits"] = 40
+        broken["__meta__"] = np.array(json.dumps(m).encode())
+        np.savez(tmp_path / "bad.npz", **broken)
+        with pytest.raises(CheckpointError, match="bad.npz.*(quantized|damaged)"):
+            load_model(tmp_path / "bad.npz")
 
 
 def test_bad_files(tmp_path):

@@ -41,9 +41,11 @@ def test_data_train_score_and_ship_at_a_tiny_size(tmp_path, monkeypatch):
     ckpt = str(tmp_path / "paper-8" / "checkpoint.pt")
     assert load_script("scripts/tissue_model/average.py").main([ckpt, ckpt, "--out", str(tmp_path / "avg.pt")]) == 0
     assert ship.main([str(tmp_path / "paper-8"), "--checkpoint", str(tmp_path / "avg.pt"),
-                      "--out", str(tmp_path / "w2.npz")]) == 0
+                      "--out", str(tmp_path / "w2.npz"), "--bits", "16"]) == 0
     info = load_checkpoint(tmp_path / "w2.npz")["info"]
     assert info["averaged_from"] == ["checkpoint.pt", "checkpoint.pt"] and info["run"] == "paper-8"
+    # the default 6 bits per convolution weight against float16: the same model, a smaller file
+    assert (tmp_path / "w.npz").stat().st_size < (tmp_path / "w2.npz").stat().st_size
 
     evaluate = load_script("scripts/tissue_model/evaluate.py")
     scores = evaluate.synthetic_scores(model, tmp_path / "data-8")
