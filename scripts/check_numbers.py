@@ -89,6 +89,13 @@ def _stage_row(d: Any) -> str:
     return " | ".join(f"{v:.3f}" for v in [d["synthetic"]["groups"][g]["dice"] for g in TISSUE_GROUPS] + real)
 
 
+def _bits_row(d: Any) -> tuple:
+    """A row of the weights-on-disk table: held-out Dice (all), its worst slide, then the two real slides."""
+    real = [next(r for r in d["slides"] if r["slide"].startswith(n) and "DICOM" not in r["slide"])["model"]["dice"]
+            for n in ("CMU-1-Small-Region", "kidney-48-5")]
+    return (d["synthetic"]["groups"]["all"]["dice"], d["synthetic"]["groups"]["all"]["min"], *real)
+
+
 def _real_dice(index: int) -> Getter:
     """Model, Otsu and saturation Dice of real_slides_eval.py's slide ``index``."""
     return lambda d: tuple(d["slides"][index][k]["dice"] for k in ("model", "otsu", "saturation"))
@@ -247,6 +254,7 @@ REPRO_LOG = "results/paper-reproduction/log.csv"
 REPRO_REAL = "results/paper-reproduction/real-slides/results.json"
 BUILTIN_REAL = "results/tissue-model/real-slides/results.json"  # the built-in model: real_slides_eval.py --synthetic 48
 BUILTIN_SPEED = "benchmarks/builtin/builtin_predict.json"  # benchmarks/builtin_predict.py --slides 4
+ON_DISK = "results/tissue-model/weights-on-disk"  # stage 4 at 16, 8 and 6 bits: real_slides_eval.py --synthetic 48
 STUDY = "results/tissue-model/study.json"  # scripts/tissue_model/evaluate.py
 CEILING = "results/ceiling-study"  # each run's log.csv, val.csv and config.json
 GP_HELD_OUT = "results/ceiling-study/paper-4940/gigapixel-held-out.json"
@@ -403,6 +411,12 @@ CLAIMS: list[Claim] = [
                           ("stage 4, mean of its last 8 checkpoints", "results/tissue-model/stage-4/averaged.json"),
                           ("8-32-64-64 (+15,000 steps from stage 4's step 11,050)",
                            "results/tissue-model/stage-4/8-32-64-64.json"))),
+    # results/tissue-model/README.md: stage 4 stored in fewer bits (ship.py --bits, real_slides_eval.py)
+    *(Claim("results/tissue-model/README.md", f"| {row} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} |", source,
+            _bits_row)
+      for row, source in (("float16 (shipped before) | 215 kB", f"{ON_DISK}/stage4-float16.json"),
+                          ("8 bits per weight | 119 kB", f"{ON_DISK}/stage4-8bit.json"),
+                          ("6 bits per weight | 94 kB", f"{ON_DISK}/stage4-6bit.json"))),
     Claim("docs/model-card.md", "**{:.1f} s per slide**, the model taking", BUILTIN_SPEED,
           at("seconds_per_slide_in_batch")),
     Claim("docs/model-card.md", "| Dice (mean) | {} |", BUILTIN_REAL, lambda d: " | ".join(

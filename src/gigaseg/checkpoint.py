@@ -172,7 +172,7 @@ def save_weights(path: str | os.PathLike[str], model: UNet, *, mpp: float | None
 # Per kernel, not per output channel: the kernels of one output channel differ in size by up to
 # 10x, and one shared scale would round the small ones to a few levels. For the built-in model
 # (99k weights) 8 bits per kernel change no held-out synthetic score (0.890) and 6 bits lower it
-# by 0.001 with the file at 88 kB instead of 215 (results/tissue-model/README.md, "Weights on disk").
+# by 0.001 with the file at 94 kB instead of 215 (results/tissue-model/README.md, "Weights on disk").
 def _quantize(a: Any, bits: int) -> tuple[Any, Any]:
     """``a`` (out, in, ...) as packed ``bits``-bit codes and per-kernel float16 scales (NOTE [Quantized weights])."""
     import numpy as np
