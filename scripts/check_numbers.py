@@ -407,7 +407,7 @@ CLAIMS: list[Claim] = [
                           ("stage 3, 4-16-32-32 (+16,000 steps)", "results/tissue-model/stage-3/4-16-32-32.json"),
                           ("stage 3, 8-16-32-32 (+15,000 steps)", "results/tissue-model/stage-3/results.json"),
                           ("stage 3 (shipped before)", "results/tissue-model/stage-3/results.json"),
-                          ("stage 4, 8-16-32-32 (+30,000 steps, shipped)", BUILTIN_REAL),
+                          ("stage 4, 8-16-32-32 (+30,000 steps, shipped)", f"{ON_DISK}/stage4-float16.json"),
                           ("stage 4, mean of its last 8 checkpoints", "results/tissue-model/stage-4/averaged.json"),
                           ("8-32-64-64 (+15,000 steps from stage 4's step 11,050)",
                            "results/tissue-model/stage-4/8-32-64-64.json"))),

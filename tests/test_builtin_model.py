@@ -22,12 +22,12 @@ from gigaseg.cli import main
 def test_the_builtin_model_ships_small_and_loads_without_pickle():
     path = builtin_model_path()
     assert path.is_file(), "src/gigaseg/weights/tissue.npz is missing (scripts/tissue_model/ship.py makes it)"
-    assert path.stat().st_size < 250_000  # a few hundred kB at most
+    assert path.stat().st_size < 100_000  # tens of kB: 6 bits per weight (NOTE [Quantized weights])
     with zipfile.ZipFile(path) as z:  # only .npy members: arrays and one JSON string, no pickles
         assert all(n.endswith(".npy") for n in z.namelist())
     with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["__meta__"]))
-    assert meta["format"] == "gigaseg-weights" and 0.25 <= meta["mpp"] <= 50
+        meta = json.loads(z["__meta__"].item().decode())
+    assert meta["format"] == "gigaseg-weights" and 0.25 <= meta["mpp"] <= 50 and meta["quantized"]["bits"] == 6
     model, mpp = gigaseg.load_model()
     assert mpp == meta["mpp"] and not model.training
     same, _ = gigaseg.load_model("builtin")
