@@ -11,9 +11,9 @@ resolution. Their masks stay exact at MPP. The held-out slides (other seeds) are
 Each region's categories and degradation factor are in its metadata (``source``).
 
 ``--boost CATS`` (comma-separated categories, e.g. seams,adipose,smudge) makes slides that always
-have those: each slide's profile lists one stain, layout and glass, drawn with the weights of
-``gigaseg.synth``'s profile "all", the boosted categories, and each other category with its
-probability in profile "all". For training on the objects a model gets wrong most
+have those (``gigaseg.synth.boosted_profile``): each slide's profile lists one stain, layout and
+glass, drawn with the weights of profile "all", the boosted categories, and each other category
+with its probability in profile "all". For training on the objects a model gets wrong most
 (``error_sources.py``); the held-out slides stay profile "all" whatever --boost says.
 """
 
@@ -25,23 +25,9 @@ import sys
 import numpy as np
 from PIL import Image
 
+from gigaseg.errors import ConfigError
 from gigaseg.store import RegionStore
-from gigaseg.synth import make_layout, render_region
-from gigaseg.synth._variety import _PROB, _WEIGHTS, AXES, EXCLUSIVE
-
-
-def boosted_profile(rng: np.random.Generator, boost: set[str]) -> str:
-    """A listed profile (see the module docstring): one stain, layout and glass drawn with profile
-    "all"'s weights, the ``boost`` categories, and each other category with its profile-"all"
-    probability."""
-    cats = []
-    for axis, names in AXES.items():
-        if axis in EXCLUSIVE:
-            w = np.array([_WEIGHTS[axis][c] for c in names])
-            cats.append(names[int(rng.choice(len(names), p=w / w.sum()))])
-        else:
-            cats += [c for c in names if c in boost or rng.random() < _PROB[c]]
-    return ",".join(cats)
+from gigaseg.synth import boosted_profile, make_layout, render_region
 
 
 def degrade(rgb: np.ndarray, f: float) -> np.ndarray:
@@ -65,10 +51,10 @@ def main(argv=None) -> int:
     ap.add_argument("--boost", default=None, help="categories every training slide has (e.g. seams,adipose,smudge)")
     args = ap.parse_args(argv)
     boost = set(args.boost.split(",")) if args.boost else set()
-    optional = {c for axis, names in AXES.items() if axis not in EXCLUSIVE for c in names}
-    if not boost <= optional:
-        raise SystemExit(f"--boost takes categories that a slide may or may not have ({', '.join(sorted(optional))}), "
-                         f"got {args.boost!r}")
+    try:
+        boosted_profile(np.random.default_rng(0), boost)
+    except ConfigError as exc:
+        raise SystemExit(f"--boost {args.boost}: {exc}") from None
 
     store = RegionStore.create(args.out, exist_ok=args.append)
     have = {split: len(store.split(split)) for split in ("train", "val")}

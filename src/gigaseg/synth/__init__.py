@@ -32,6 +32,7 @@ from .render import (
     PROFILES,
     TISSUE_CODES,
     SynthLayout,
+    boosted_profile,
     check_holes,
     check_profile,
     clear_caches,
@@ -57,4 +58,5 @@ __all__ = [
     "PROFILES",
     "CATEGORIES",
     "check_profile",
+    "boosted_profile",
 ]

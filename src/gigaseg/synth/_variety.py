@@ -101,6 +101,30 @@ def draw_categories(rng: np.random.Generator, profile: str) -> dict[str, object]
     return out
 
 
+def boosted_profile(rng: np.random.Generator, boost) -> str:
+    """A listed profile that always has the ``boost`` categories: one stain, layout and glass drawn
+    with profile "all"'s weights, the ``boost`` categories, and each other category with its
+    profile-"all" probability. For training on the objects a model gets wrong most.
+
+    Raises:
+        ConfigError: a boosted name that is not a category a slide may or may not have (a stain,
+            layout or glass is one of several, so it cannot be boosted).
+    """
+    optional = [c for axis, names in AXES.items() if axis not in EXCLUSIVE for c in names]
+    wrong = sorted(set(boost) - set(optional))
+    if wrong:
+        raise ConfigError(f"boost={sorted(boost)!r}: {', '.join(map(repr, wrong))} cannot be boosted; give categories "
+                          f"that a slide may or may not have ({', '.join(sorted(optional))})")
+    cats = []
+    for axis, names in AXES.items():
+        if axis in EXCLUSIVE:
+            w = np.array([_WEIGHTS[axis][c] for c in names])
+            cats.append(names[int(rng.choice(len(names), p=w / w.sum()))])
+        else:
+            cats += [c for c in names if c in boost or rng.random() < _PROB[c]]
+    return ",".join(cats)
+
+
 # NOTE [Debris stream]
 # Smudges and fibres (hairs, lint) on the glass came after the other categories. They are drawn
 # from a stream of their own (the seed and 0xDEB215), after everything else, so a slide that has

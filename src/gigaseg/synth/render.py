@@ -55,6 +55,7 @@ __all__ = [
     "HOLE_LARGE_UM",
     "PROFILES",
     "CATEGORIES",
+    "boosted_profile",
     "check_profile",
 ]
 
@@ -99,6 +100,7 @@ HOLE_LARGE_UM = 100.0
 PROFILES = _vy.PROFILES
 CATEGORIES = _vy.CATEGORIES
 check_profile = _vy.check_profile
+boosted_profile = _vy.boosted_profile
 
 _HOLE_JITTER_UM = 8.0  # outline jitter of lumens and tears: +-4 um
 _STEP = 8  # lattice spacing of smooth fields, px (a power of two)
