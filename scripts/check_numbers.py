@@ -410,13 +410,23 @@ CLAIMS: list[Claim] = [
                           ("stage 4, 8-16-32-32 (+30,000 steps, shipped)", f"{ON_DISK}/stage4-float16.json"),
                           ("stage 4, mean of its last 8 checkpoints", "results/tissue-model/stage-4/averaged.json"),
                           ("8-32-64-64 (+15,000 steps from stage 4's step 11,050)",
-                           "results/tissue-model/stage-4/8-32-64-64.json"))),
+                           "results/tissue-model/stage-4/8-32-64-64.json"),
+                          ("stage 4 (float16, as above)", f"{ON_DISK}/stage4-float16.json"),
+                          ("control (+16,000 steps)", "results/tissue-model/stage-5/control.json"),
+                          ("hard cases (+16,000 steps on data-4h)", "results/tissue-model/stage-5/hard-cases.json"),
+                          ("depth 5 (+16,000 steps)", "results/tissue-model/stage-5/depth5.json"),
+                          ("depth 5 + hard cases (+8,000 steps on data-4h)",
+                           "results/tissue-model/stage-5/depth5-hard-cases.json"))),
     # results/tissue-model/README.md: stage 4 stored in fewer bits (ship.py --bits, real_slides_eval.py)
     *(Claim("results/tissue-model/README.md", f"| {row} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} |", source,
             _bits_row)
       for row, source in (("float16 (shipped before) | 215 kB", f"{ON_DISK}/stage4-float16.json"),
                           ("8 bits per weight | 119 kB", f"{ON_DISK}/stage4-8bit.json"),
                           ("6 bits per weight | 94 kB", f"{ON_DISK}/stage4-6bit.json"))),
+    Claim("docs/model-card.md", "on a busier machine gave {:.2f}-{:.2f} s per slide for it and {:.2f}-{:.2f} s for the "
+          "float16 file", "benchmarks/builtin/float16-vs-6bit.json", lambda d: tuple(
+              f(r["seconds_per_slide_in_batch"] for r in d["runs"] if r["model"].startswith(m))
+              for m in ("6 bits", "float16") for f in (min, max))),
     Claim("docs/model-card.md", "**{:.1f} s per slide**, the model taking", BUILTIN_SPEED,
           at("seconds_per_slide_in_batch")),
     Claim("docs/model-card.md", "| Dice (mean) | {} |", BUILTIN_REAL, lambda d: " | ".join(
