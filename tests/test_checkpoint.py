@@ -74,6 +74,20 @@ def test_weights_files_refuse_bad_bits_and_damaged_quantized_arrays(tmp_path):
             load_model(tmp_path / "bad.npz")
 
 
+def test_a_weights_file_that_unzips_to_far_more_than_its_size_is_refused_unread(tmp_path):
+    model = UNet(preset("tiny"))
+    with np.load(save_weights(tmp_path / "w.npz", model, mpp=None)) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["encoder.0.conv.bias"] = np.zeros(64 * 2**20, np.uint8)  # 64 MB of zeros: ~64 kB deflated
+    np.savez_compressed(tmp_path / "bomb.npz", **arrays)
+    assert (tmp_path / "bomb.npz").stat().st_size < 2**20
+    with pytest.raises(CheckpointError, match=r"bomb.npz unzips to 67,1\d\d,\d+ bytes"):
+        load_model(tmp_path / "bomb.npz")
+    np.savez_compressed(tmp_path / "small.npz", **{k: v for k, v in arrays.items() if v.size < 2**20},
+                        **{"encoder.0.conv.bias": np.zeros(model.encoder[0].conv.bias.shape, np.float16)})
+    load_model(tmp_path / "small.npz")  # a compressed file of real size loads
+
+
 def test_bad_files(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -216,10 +216,23 @@ def _header_text(header: Any) -> str:
     return header.item().decode() if header.dtype.kind == "S" else str(header)
 
 
+#: How much larger than the file its arrays may be once unzipped (save_weights stores them as
+#: they are, about 1x; a compressed npz of real weights shrinks them little): a bound on what
+#: a crafted file (a "zip bomb" of zeros) can make load_model allocate.
+_WEIGHTS_MAX_EXPANSION = 16
+
+
 def _load_weights(path: Path) -> dict[str, Any]:
     """A weights file as a checkpoint payload (config, state_dict, mpp, info), read without pickle."""
     import numpy as np
 
+    with zipfile.ZipFile(path) as z:  # zipfile reads no member past the size its entry states
+        stated = sum(i.file_size for i in z.infolist())
+    on_disk = path.stat().st_size
+    if stated > _WEIGHTS_MAX_EXPANSION * on_disk + 2**20:
+        raise CheckpointError(f"weights file {path} unzips to {stated:,} bytes from {on_disk:,}: more than weights "
+                              "compress, so it is not a gigaseg weights file (they are stored uncompressed); "
+                              "use a file written by save_weights or ship.py")
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(_header_text(z["__meta__"]))
