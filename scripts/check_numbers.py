@@ -416,7 +416,9 @@ CLAIMS: list[Claim] = [
                           ("hard cases (+16,000 steps on data-4h)", "results/tissue-model/stage-5/hard-cases.json"),
                           ("depth 5 (+16,000 steps)", "results/tissue-model/stage-5/depth5.json"),
                           ("depth 5 + hard cases (+8,000 steps on data-4h)",
-                           "results/tissue-model/stage-5/depth5-hard-cases.json"))),
+                           "results/tissue-model/stage-5/depth5-hard-cases.json"),
+                          ("HED jitter (+10,000 steps)", "results/tissue-model/stage-5/hed-jitter.json"),
+                          ("RGB jitter (+10,000 steps)", "results/tissue-model/stage-5/rgb-jitter.json"))),
     # results/tissue-model/README.md: stage 4 stored in fewer bits (ship.py --bits, real_slides_eval.py)
     *(Claim("results/tissue-model/README.md", f"| {row} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} |", source,
             _bits_row)
