@@ -27,6 +27,7 @@ takes a weights file too.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import warnings
@@ -173,18 +174,30 @@ def save_weights(path: str | os.PathLike[str], model: UNet, *, mpp: float | None
 # 10x, and one shared scale would round the small ones to a few levels. For the built-in model
 # (99k weights) 8 bits per kernel change no held-out synthetic score (0.890) and 6 bits lower it
 # by 0.001 with the file at 94 kB instead of 215 (results/tissue-model/README.md, "Weights on disk").
+def _kernel_grid(shape: Any) -> tuple[int, ...]:
+    """The shape of a quantized weight's scales, one per kernel: (out, in) of a convolution's
+    (out, in, *k), (out,) of a 2-D weight's rows (NOTE [Quantized weights])."""
+    return tuple(int(d) for d in (shape[:2] if len(shape) > 2 else shape[:1]))
+
+
+def _top_code(bits: int) -> int:
+    """The largest |round(w / s)| of ``bits``-bit codes, and the offset that makes them unsigned."""
+    return int(2 ** (bits - 1) - 1)
+
+
 def _quantize(a: Any, bits: int) -> tuple[Any, Any]:
     """``a`` (out, in, ...) as packed ``bits``-bit codes and per-kernel float16 scales (NOTE [Quantized weights])."""
     import numpy as np
 
-    top = 2 ** (bits - 1) - 1
-    kernels = a.reshape(a.shape[0] * (a.shape[1] if a.ndim > 2 else 1), -1).astype(np.float32)
+    top = _top_code(bits)
+    grid = _kernel_grid(a.shape)
+    kernels = a.reshape(math.prod(grid), -1).astype(np.float32)
     scale = (np.abs(kernels).max(axis=1) / top).astype(np.float16)
     scale[scale == 0] = 1  # an all-zero kernel: any scale gives zeros
     codes = np.clip(np.rint(kernels / scale.astype(np.float32)[:, None]), -top, top).astype(np.int64) + top
     bit_planes = (codes.reshape(-1, 1) >> np.arange(bits)) & 1
     packed = np.packbits(bit_planes.astype(np.uint8).ravel(), bitorder="little")
-    return packed, scale.reshape(a.shape[:2] if a.ndim > 2 else a.shape[:1])
+    return packed, scale.reshape(grid)
 
 
 def _dequantize(key: str, data: Any, scale: Any, shape: list[int], bits: int, path: Path) -> Any:
@@ -193,11 +206,11 @@ def _dequantize(key: str, data: Any, scale: Any, shape: list[int], bits: int, pa
 
     n = int(np.prod(shape))
     if len(shape) < 2 or data.dtype != np.uint8 or data.shape != ((n * bits + 7) // 8,) \
-            or tuple(scale.shape) != tuple(shape[:2] if len(shape) > 2 else shape[:1]):
+            or tuple(scale.shape) != _kernel_grid(shape):
         raise CheckpointError(f"weights file {path}: the quantized weight {key!r} does not match its stated shape "
                               f"{shape} at {bits} bits; the file is damaged: use another copy")
     bit_planes = np.unpackbits(data, bitorder="little")[:n * bits].reshape(n, bits).astype(np.int64)
-    codes = bit_planes @ (1 << np.arange(bits)) - (2 ** (bits - 1) - 1)
+    codes = bit_planes @ (1 << np.arange(bits)) - _top_code(bits)
     kernels = codes.reshape(scale.size, -1).astype(np.float32) * scale.astype(np.float32).reshape(-1, 1)
     return kernels.reshape(shape)
 
