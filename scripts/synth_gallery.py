@@ -58,6 +58,8 @@ TILES = [
     ("dye", "marking dye", "dye", 2, 4.0, "detail", (13, 14)),
     ("smudge", "smudges", "smudge", 2, 8.0, "whole", ()),
     ("fibre", "hairs and fibres", "fibre", 2, 4.0, "detail", (20,)),
+    ("strand", "tissue strands", "strand", 2, 4.0, "detail", (23,)),
+    ("smear", "smears", "smear", 2, 8.0, "whole", ()),
 ]
 SEARCH = 40  # seeds searched for the extremes of a range
 

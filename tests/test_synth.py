@@ -362,6 +362,7 @@ _VARIETY = [
     ("he-wide,needle,adipose,seams", 7, 1.0),
     ("all", 9, 1.5),
     ("alcian,fragments,smudge,fibre", 5, 4.0),
+    ("ihc,sections,fibre,strand,smear", 5, 4.0),
 ]
 VW, VH = 480, 360
 
@@ -421,6 +422,44 @@ def test_variety_mask_is_the_tissue_codes(variety):
         for code in (12, 13, 14, 15, 17, 18):  # artefacts are drawn (darker than the glass)
             if (lab == code).sum() > 50:
                 assert rgb[lab == code].astype(float).mean() < g.mean() - 10, (lay.profile, code)
+
+
+def test_lookalikes_only_when_listed_and_nothing_else_moves():
+    """NOTE [Lookalike stream]: tissue strands (23: tissue) and smears (24 on glass: background; 25
+    over tissue: tissue) come only when listed; the same slide without them is the same outside
+    them; profile "all" never draws them (its slides, the held-out set, stay as they were)."""
+    assert not any({"strand", "smear"} & set(make_layout(s, 64, 64, 4.0, profile="all").categories)
+                   for s in range(60))
+    W2, H2 = 480, 360
+    base = make_layout(5, W2, H2, 4.0, profile="ihc,sections,fibre")
+    look = make_layout(5, W2, H2, 4.0, profile="ihc,sections,fibre,strand,smear")
+    assert {"strand", "smear"} <= set(look.categories) and not {"strand", "smear"} & set(base.categories)
+    rgb0, m0, lab0 = render_labels(base, 0, 0, W2, H2)
+    rgb1, m1, lab1 = render_labels(look, 0, 0, W2, H2)
+    for code, want in ((23, 1), (24, 0), (25, 1)):
+        assert (lab1 == code).sum() > 500 and (m1[lab1 == code] == want).all(), code
+    # smears leave the mask as it was; strands only add tissue, on and beside them (where one leaves
+    # a fragment, the lattice field fills the angle between the two; a hair over one is labelled 22)
+    strands = ndimage.binary_dilation(np.isin(lab1, (22, 23)), iterations=24)
+    assert (m1 >= m0).all() and ((lab1 == 23) & (m0 == 0)).sum() > 500 and not (m1 > m0)[~strands].any()
+    # pixels change only on or near them (a smear's soft rim, the lattice cells a strand crosses)
+    near = ndimage.binary_dilation(np.isin(lab1, (22, 23, 24, 25)), iterations=24)
+    assert (np.abs(rgb1.astype(int) - rgb0).max(-1) > 0).any()
+    assert np.array_equal(rgb1[~near], rgb0[~near]) and np.array_equal(lab1[~near], lab0[~near])
+    # smears are hueless: a grey on glass, nowhere near the tissue's colour
+    on_glass = rgb1[lab1 == 24].astype(float)
+    assert np.ptp(on_glass.mean(0)) < 6 and on_glass.mean() < rgb1[lab1 == 0].astype(float).mean() - 2
+
+
+def test_tissue_strands_keep_their_width_at_any_resolution():
+    """Strands are measured per pixel, so a 20-um strand stays a strand at 4 um/px: its area in um^2
+    at 4 and 2 um/px agree (a field sampled on the 8-px lattice alone would lose the thin ones)."""
+    area = []
+    for mpp, w, h in ((4.0, 480, 360), (2.0, 960, 720)):
+        lay = make_layout(8, w, h, mpp, profile="ihc,sections,strand")
+        lab = render_labels(lay, 0, 0, w, h)[2]
+        area.append((lab == 23).sum() * mpp * mpp)
+    assert area[1] > 20000 and 0.75 < area[0] / area[1] < 1.35, area
 
 
 def test_variety_holes_follow_the_reference_definition():

@@ -33,6 +33,7 @@ AXES: dict[str, tuple[str, ...]] = {
     "scanner": ("padding", "coverslip", "seams", "focus", "jpeg"),
     "artefact": ("pen", "handwriting", "dust", "bubbles", "dye"),
     "debris": ("smudge", "fibre"),  # drawn from their own stream: NOTE [Debris stream]
+    "lookalike": ("strand", "smear"),  # their own stream, and only when listed: NOTE [Lookalike stream]
 }
 EXCLUSIVE = ("stain", "layout", "glass")
 CATEGORIES: tuple[str, ...] = tuple(c for cats in AXES.values() for c in cats)
@@ -48,7 +49,7 @@ _WEIGHTS = {
 }
 _PROB = {"adipose": 0.3, "frozen": 0.15, "clot": 0.15, "padding": 0.2, "coverslip": 0.2, "seams": 0.3,
          "focus": 0.3, "jpeg": 0.3, "pen": 0.3, "handwriting": 0.15, "dust": 0.4, "bubbles": 0.2, "dye": 0.2,
-         "smudge": 0.35, "fibre": 0.3}
+         "smudge": 0.35, "fibre": 0.3, "strand": 0.0, "smear": 0.0}
 
 # Dyes and inks, RGB of a dense deposit on white glass.
 _DYES = {"black": (40, 40, 45), "blue": (40, 80, 170), "green": (40, 140, 90), "red": (190, 40, 50),
@@ -86,8 +87,8 @@ def draw_categories(rng: np.random.Generator, profile: str) -> dict[str, object]
     listed = None if profile == "all" else set(profile.split(","))
     out: dict[str, object] = {}
     for axis, cats in AXES.items():
-        if axis == "debris":
-            continue  # draw_debris, from its own stream
+        if axis in ("debris", "lookalike"):
+            continue  # draw_debris and draw_lookalikes, from their own streams
         if axis in EXCLUSIVE:
             if listed is None:
                 w = np.array([_WEIGHTS[axis][c] for c in cats])
@@ -121,7 +122,8 @@ def boosted_profile(rng: np.random.Generator, boost) -> str:
             w = np.array([_WEIGHTS[axis][c] for c in names])
             cats.append(names[int(rng.choice(len(names), p=w / w.sum()))])
         else:
-            cats += [c for c in names if c in boost or rng.random() < _PROB[c]]
+            # a category that profile "all" never draws takes no draw (the stream stays as it was)
+            cats += [c for c in names if c in boost or (_PROB[c] > 0 and rng.random() < _PROB[c])]
     return ",".join(cats)
 
 
@@ -175,23 +177,119 @@ def draw_debris(seed: int, profile: str, width: int, height: int, mpp: float) ->
             "smudge_tint": tint, "fibres": fibres}
 
 
-def smudge_field(lay, x: np.ndarray, y: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """At lattice points: the smudges' summed optical density (before the slide's tint) and their
-    coverage (max over smudges, in [0, 1]); None when none comes near. Each smudge is exactly 0
-    beyond 1.3 times its radius (the noise is clipped), so skipping one changes nothing."""
+# NOTE [Lookalike stream]
+# Two things that real slides hold and that look like the other class were added last:
+# - tissue strands: long thin strips of stained tissue (20-150 um wide, 0.2-2.5 mm long) trailing
+#   from a section or floating free. At low resolution they have the shape of a hair (background);
+#   only their stain says tissue. CMU-1-Small-Region has one, which models called glass;
+# - smears: unstained, hueless haze with a sharp edge and a curved shape (mounting medium or a wipe
+#   on the coverslip), optical density 0.01-0.08. It has the outline of a pale fragment; only its
+#   missing hue and texture say background. kidney-48-5 has one, which models called tissue.
+# Both are drawn from a stream of their own (the seed and 0x100CA1), after the debris, and only
+# when a profile lists them (profile "all" does not draw them, so its slides, and the held-out set
+# every published Dice was measured on, are the same bit for bit as before they existed).
+# A strand is tissue: it joins the tissue field (per pixel, so it keeps its width at any
+# resolution) and takes the slide's stain. A smear is background on glass (24) and leaves the
+# tissue under it tissue (25). docs/synth.md gives the label rules.
+def draw_lookalikes(seed: int, profile: str, width: int, height: int, mpp: float, frags: np.ndarray) -> dict:
+    """The tissue strands and smears of a slide (NOTE [Lookalike stream]).
+
+    Returns ``{"names": (...), "strands": [(segs (m, 4), half-width px, stain factor), ...],
+    "smears": (n, 11), "smear_tint": (3,)}``; smear rows as ``smudge_field`` reads them.
+    """
+    rng = np.random.default_rng([seed, 0x100CA1])
+    listed = None if profile == "all" else set(profile.split(","))
+    cats = AXES["lookalike"]
+    u = rng.random(len(cats))
+    names = tuple(c for c, ui in zip(cats, u) if (ui < _PROB[c] if listed is None else c in listed))
+    um = 1.0 / mpp
+    short_len, long_len = min(width, height), max(width, height)
+    strands = []
+    tissue = np.nonzero(frags[:, 9] == 0)[0] if frags.size else np.zeros(0, np.int64)
+    if "strand" in names:
+        for _ in range(int(rng.integers(1, 5))):
+            hw = max(math.exp(rng.uniform(math.log(10), math.log(75))) * um, 0.75)
+            length = min(rng.uniform(200, 2500) * um, 0.45 * long_len)
+            n = int(rng.integers(4, 11))
+            if tissue.size and rng.random() < 0.75:  # trailing from a fragment's edge
+                f = frags[tissue[int(rng.integers(0, tissue.size))]]
+                th = rng.uniform(0, 2 * np.pi)
+                lu, lv = 0.85 * f[2] * math.cos(th), 0.85 * f[3] * math.sin(th)
+                start = np.array([f[0] + lu * f[4] - lv * f[5], f[1] + lu * f[5] + lv * f[4]])
+                ang = math.atan2(start[1] - f[1], start[0] - f[0]) + rng.normal(0, 0.4)
+                length += 0.15 * min(f[2], f[3])  # the part inside the fragment
+                fac = float(f[6])
+            else:  # floating free on the glass
+                start = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+                ang = rng.uniform(0, 2 * np.pi)
+                fac = rng.uniform(0.75, 1.15)
+            pts, turn = [start], rng.normal(0, 0.15)
+            for _ in range(n):
+                ang += turn + rng.normal(0, 0.3)
+                pts.append(pts[-1] + length / n * np.array([math.cos(ang), math.sin(ang)]))
+            strands.append((segments(np.array(pts)), hw, fac))
+    smears = []
+    if "smear" in names:
+        for _ in range(int(rng.integers(1, 4))):
+            r = min(rng.uniform(150, 1200) * um, 0.3 * short_len)
+            a = rng.uniform(0, np.pi)
+            smears.append((rng.uniform(0, width), rng.uniform(0, height), r, r * rng.uniform(0.2, 0.6),
+                           np.cos(a), np.sin(a), rng.uniform(0.01, 0.08), rng.uniform(0.03, 0.12),
+                           float(rng.integers(0, 2**31)), rng.uniform(-0.8, 0.8), rng.uniform(0.1, 0.4)))
+    return {"names": names, "strands": strands, "smears": np.array(smears, dtype=np.float64).reshape(-1, 11),
+            "smear_tint": 1.0 + rng.uniform(-0.1, 0.1, 3)}
+
+
+def strand_field(lay, x: np.ndarray, y: np.ndarray, margin: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The tissue strands' field at points (px, > 0 inside: half-width minus the distance to the
+    centre line, exact within ``margin`` px of a strand's edge, lower beyond), how far in each point
+    is (0 at the edge, 1 on the centre line) and the stain factor of the strand it is in; None when
+    the slide has none near."""
+    strands = lay.variety.get("strands")
+    if not strands:
+        return None
+    x, y = np.broadcast_arrays(x.astype(np.float64), y.astype(np.float64))
+    d = depth = fac = None
+    for segs, hw, fi in strands:
+        di = hw - seg_dist_near(x, y, segs, hw + margin)
+        if di.max() < -margin:
+            continue
+        if d is None or depth is None or fac is None:
+            d, depth, fac = di, np.clip(di / hw, 0.0, 1.0), np.full(di.shape, fi)
+        else:
+            better = di > d
+            d = np.where(better, di, d)
+            depth = np.where(better, np.clip(di / hw, 0.0, 1.0), depth)
+            fac = np.where(better, fi, fac)
+    return None if d is None else (d, depth, fac)
+
+
+def smudge_field(lay, x: np.ndarray, y: np.ndarray, step: int, key: str = "smudges"
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+    """At lattice points: the smudges' (or with ``key="smears"``, the smears') summed optical
+    density (before the slide's tint) and their coverage (max over them, in [0, 1]); None when none
+    comes near. Each is exactly 0 beyond 1.3 times its radius plus its bend (the noise is clipped),
+    so skipping one changes nothing. Rows: cx, cy, rx, ry, cos, sin, od, soft, noise key and, for
+    smears, the bend (the minor axis's offset, in minor radii, at one major radius from the centre)
+    and the noise's amplitude."""
     var = lay.variety
-    sm = var.get("smudges")
+    sm = var.get(key)
     if sm is None or sm.shape[0] == 0:
         return None
     x, y = np.broadcast_arrays(x.astype(np.float64), y.astype(np.float64))
     od = cov = None
-    for cx, cy, rx, ry, c, s, o, soft, k in sm:
-        reach = 1.3 * max(rx, ry) + 2 * step
+    for row in sm:
+        cx, cy, rx, ry, c, s, o, soft, k = row[:9]
+        bend, amp = (row[9], row[10]) if row.shape[0] > 9 else (0.0, 0.8)
+        reach = 1.3 * max(rx, ry) + 1.7 * abs(bend) * ry + 2 * step
         if x.min() > cx + reach or x.max() < cx - reach or y.min() > cy + reach or y.max() < cy - reach:
             continue
         u = ((x - cx) * c + (y - cy) * s) / rx
         v = (-(x - cx) * s + (y - cy) * c) / ry
-        rho = np.sqrt(u * u + v * v) + np.clip(0.8 * _nz.fbm(x, y, 0.7 * ry, int(k), 3), -0.3, 0.3)
+        if bend:
+            v = v - bend * u * u
+        rho = np.sqrt(u * u + v * v) + np.clip(amp * _nz.fbm(x, y, 0.7 * ry, int(k), 3), -0.3, 0.3)
         ci = np.clip((1.0 - rho) / soft, 0.0, 1.0)
         ci = ci * ci * (3.0 - 2.0 * ci)
         oi = ci * o * (0.7 + 0.3 * _nz.value_noise(x, y, 0.25 * ry + 1.0, int(k) ^ 0x55))
@@ -651,6 +749,10 @@ def tissue_field(lay, x, y):
         crumb = crumb_field(lay, x, y, n3)
         fac = np.where(crumb > d_t, 1.0, fac)
         d_t = np.maximum(d_t, crumb)
+    strand = strand_field(lay, x, y, -p["d_floor"]) if lay.variety.get("strands") else None
+    if strand is not None:  # NOTE [Lookalike stream]; the renderer redraws them per pixel
+        fac = np.where(strand[0] > d_t, strand[2], fac)
+        d_t = np.maximum(d_t, strand[0])
     w_clot = np.clip((d_c - d_t) / (15.0 * um) + 0.5, 0.0, 1.0)
     return np.maximum(np.maximum(d_t, d_c), p["d_floor"]), fac, w_clot
 

@@ -87,10 +87,13 @@ LABELS = {
     20: "fibre or hair on glass (background)",
     21: "smudge over tissue (tissue)",
     22: "fibre or hair over tissue (tissue)",
+    23: "tissue strand (tissue)",
+    24: "smear on glass (background)",
+    25: "smear over tissue (tissue)",
 }
 """Codes of :func:`render_labels`; ``TISSUE_CODES`` are tissue (mask 1), the others background."""
 
-TISSUE_CODES = (1, 2, 3, 4, 10, 11, 12, 13, 17, 18, 21, 22)
+TISSUE_CODES = (1, 2, 3, 4, 10, 11, 12, 13, 17, 18, 21, 22, 23, 25)
 """The codes of :data:`LABELS` that the mask calls tissue (with ``holes="background"``)."""
 
 HOLE_LARGE_UM = 100.0
@@ -492,8 +495,11 @@ def _layout_variety(seed: int, width: int, height: int, mpp: float, profile: str
     }
     debris = _vy.draw_debris(seed, profile, width, height, mpp)  # NOTE [Debris stream]
     cats["debris"] = debris.pop("names")
+    look = _vy.draw_lookalikes(seed, profile, width, height, mpp, frags)  # NOTE [Lookalike stream]
+    cats["lookalike"] = look.pop("names")
     variety["names"] = _vy.category_names(cats)
     variety.update(debris)
+    variety.update(look)
     if variety["dye"] is not None:  # the spill onto glass stays where the field is not clamped
         variety["dye"]["spill_px"] = min(variety["dye"]["spill_px"], 0.6 * abs(p["d_floor"]))
     return SynthLayout(seed=seed, width=width, height=height, mpp=mpp, frags=frags, frag_harm=harm,
@@ -1062,8 +1068,14 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
     lab = np.zeros((h, w), np.uint8) if labels else None
     zero = np.float32(0.0)
     od = None
+    strand = None
     if "hole" in f:
         d, hole, small = f["d"], f["hole"], f["small"]
+        if var.get("strands"):  # thin: measured per pixel, so they keep their width at any resolution
+            st = _vy.strand_field(lay, xs[None, :].astype(np.float64), ys[:, None].astype(np.float64), -p["d_floor"])
+            if st is not None:  # (where a strand is the tissue, how far in)
+                strand = (st[0] >= d, np.clip(2.0 * st[1], 0.0, 1.0).astype(np.float32))
+                d = np.maximum(d, st[0].astype(np.float32))
         w_epi, w_adip, blend = f["epi"], f["adip"], f["blend"]
         w_clot = f.get("clot", zero)
         fold, blur = f.get("fold", zero), f.get("blur")
@@ -1141,7 +1153,10 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
         alpha = alpha * np.clip(0.5 - small / ew, 0.0, 1.0)
         if ice is not None:
             alpha = alpha * (1.0 - ice)
-        pale = p["pale_min"] + (1.0 - p["pale_min"]) * np.clip(t / p["fade_px"], 0.0, 1.0)
+        tp = t
+        if strand is not None:  # a strand is stained across its middle half, not faded as an outline is
+            tp = np.where(strand[0], np.maximum(t, strand[1] * np.float32(p["fade_px"])), t)
+        pale = p["pale_min"] + (1.0 - p["pale_min"]) * np.clip(tp / p["fade_px"], 0.0, 1.0)
         amp = alpha * pale * f["s"] * (1.0 + fold)
         rs = p["resid"]
         od = []
@@ -1161,6 +1176,8 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
                 lab[mask & (w_adip > 0.6) & (adip < 0.2)] = 2
             if "clot" in f:
                 lab[mask & (w_clot > 0.5)] = 11
+            if strand is not None:
+                lab[mask & strand[0]] = 23
             sh = small > 0
             if ice is not None:
                 sh |= ice > 0.5
@@ -1176,10 +1193,13 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
     smudge_nodes = _vy.smudge_field(lay, nxs, nys, _STEP)
     smudge = None if smudge_nodes is None else \
         _upsample({"od": smudge_nodes[0], "cov": smudge_nodes[1]}, nx0, ny0, l0_x, l0_y, w, h)
+    smear_nodes = _vy.smudge_field(lay, nxs, nys, _STEP, "smears")
+    smear = None if smear_nodes is None else \
+        _upsample({"od": smear_nodes[0], "cov": smear_nodes[1]}, nx0, ny0, l0_x, l0_y, w, h)
     fibres = _vy.fibre_cover(lay, xs[None, :].astype(np.float64), ys[:, None].astype(np.float64)) \
         if var.get("fibres") else []
     if art or dust is not None or "dye" in f or (cover is not None and cover[0] is not None) \
-            or smudge is not None or fibres:
+            or smudge is not None or smear is not None or fibres:
         if od is None:
             od = [np.zeros((h, w), np.float32) for _ in range(3)]
         glass = ~mask
@@ -1195,6 +1215,12 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
             if labels:
                 lab[glass & (smudge["cov"] > 0.5)] = 19
                 lab[mask & (smudge["cov"] > 0.5)] = 21
+        if smear is not None:  # hueless haze with a sharp edge (NOTE [Lookalike stream])
+            for c in range(3):
+                od[c] = od[c] + smear["od"] * np.float32(var["smear_tint"][c])
+            if labels:
+                lab[glass & (smear["cov"] > 0.5)] = 24
+                lab[mask & (smear["cov"] > 0.5)] = 25
         for cov_f, od_f in fibres:  # hairs and lint, blurred above the focal plane
             for c in range(3):
                 od[c] = od[c] + cov_f * np.float32(od_f[c])
