@@ -267,9 +267,9 @@ def strand_field(lay, x: np.ndarray, y: np.ndarray, margin: float
 
 def smudge_field(lay, x: np.ndarray, y: np.ndarray, step: int, key: str = "smudges"
                  ) -> tuple[np.ndarray, np.ndarray] | None:
-    """At lattice points: the smudges' (or with ``key="smears"``, the smears') summed optical
-    density (before the slide's tint) and their coverage (max over them, in [0, 1]); None when none
-    comes near. Each is exactly 0 beyond 1.3 times its radius plus its bend (the noise is clipped),
+    """At points ``step`` px apart (the lattice for smudges, every pixel for smears): the smudges' (or
+    with ``key="smears"``, the smears') summed optical density (before the slide's tint) and their
+    coverage (max over them, in [0, 1]); None when none comes near. Each is exactly 0 beyond 1.3 times its radius plus its bend (the noise is clipped),
     so skipping one changes nothing. Rows: cx, cy, rx, ry, cos, sin, od, soft, noise key and, for
     smears, the bend (the minor axis's offset, in minor radii, at one major radius from the centre)
     and the noise's amplitude."""

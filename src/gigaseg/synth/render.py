@@ -1193,9 +1193,9 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
     smudge_nodes = _vy.smudge_field(lay, nxs, nys, _STEP)
     smudge = None if smudge_nodes is None else \
         _upsample({"od": smudge_nodes[0], "cov": smudge_nodes[1]}, nx0, ny0, l0_x, l0_y, w, h)
-    smear_nodes = _vy.smudge_field(lay, nxs, nys, _STEP, "smears")
-    smear = None if smear_nodes is None else \
-        _upsample({"od": smear_nodes[0], "cov": smear_nodes[1]}, nx0, ny0, l0_x, l0_y, w, h)
+    # smears have sharp edges: measured per pixel (the lattice would draw their outlines as polygons)
+    smear_px = _vy.smudge_field(lay, xs[None, :].astype(np.float64), ys[:, None].astype(np.float64), 1, "smears")
+    smear = None if smear_px is None else {"od": smear_px[0].astype(np.float32), "cov": smear_px[1]}
     fibres = _vy.fibre_cover(lay, xs[None, :].astype(np.float64), ys[:, None].astype(np.float64)) \
         if var.get("fibres") else []
     if art or dust is not None or "dye" in f or (cover is not None and cover[0] is not None) \
