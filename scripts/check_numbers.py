@@ -89,6 +89,23 @@ def _stage_row(d: Any) -> str:
     return " | ".join(f"{v:.3f}" for v in [d["synthetic"]["groups"][g]["dice"] for g in TISSUE_GROUPS] + real)
 
 
+def _snapshots(d: Any, run: str, steps: range, slide: str) -> list[float]:
+    """One slide's Dice over a run's snapshots at ``steps`` (stage-7/snapshots.json); all must be there."""
+    got = {r["checkpoint"]: r[slide] for r in d["snapshots"] if r["run"] == run}
+    return [got[f"step-{n}.pt"] for n in steps]
+
+
+def _snapshot_span(run: str, steps: range) -> Getter:
+    """Lowest and highest Dice over a run's snapshots, CMU-1-Small-Region then kidney-48-5."""
+    return lambda d: tuple(f(_snapshots(d, run, steps, s)) for s in ("CMU-1-Small-Region", "kidney-48-5")
+                           for f in (min, max))
+
+
+def _snapshot_mean(d: Any, run: str, steps: range, slide: str) -> float:
+    values = _snapshots(d, run, steps, slide)
+    return sum(values) / len(values)
+
+
 def _bits_row(d: Any) -> tuple:
     """A row of the weights-on-disk table: held-out Dice (all), its worst slide, then the two real slides."""
     real = [next(r for r in d["slides"] if r["slide"].startswith(n) and "DICOM" not in r["slide"])["model"]["dice"]
@@ -254,6 +271,7 @@ REPRO_LOG = "results/paper-reproduction/log.csv"
 REPRO_REAL = "results/paper-reproduction/real-slides/results.json"
 BUILTIN_REAL = "results/tissue-model/real-slides/results.json"  # the built-in model: real_slides_eval.py --synthetic 48
 BUILTIN_SPEED = "benchmarks/builtin/builtin_predict.json"  # benchmarks/builtin_predict.py --slides 4
+STAGE7 = "results/tissue-model/stage-7"  # strands and smears: real_slides_eval.py --synthetic 48, and snapshots
 ON_DISK = "results/tissue-model/weights-on-disk"  # stage 4 at 16, 8 and 6 bits: real_slides_eval.py --synthetic 48
 STUDY = "results/tissue-model/study.json"  # scripts/tissue_model/evaluate.py
 CEILING = "results/ceiling-study"  # each run's log.csv, val.csv and config.json
@@ -418,7 +436,28 @@ CLAIMS: list[Claim] = [
                           ("depth 5 + hard cases (+8,000 steps on data-4h)",
                            "results/tissue-model/stage-5/depth5-hard-cases.json"),
                           ("HED jitter (+10,000 steps)", "results/tissue-model/stage-5/hed-jitter.json"),
-                          ("RGB jitter (+10,000 steps)", "results/tissue-model/stage-5/rgb-jitter.json"))),
+                          ("RGB jitter (+10,000 steps)", "results/tissue-model/stage-5/rgb-jitter.json"),
+                          ("lookalikes + hard cases (+10,000 steps)", f"{STAGE7}/lookalikes-hard-cases.json"),
+                          ("lookalikes + hard cases, 6 bits", f"{STAGE7}/lookalikes-hard-cases-6bit.json"),
+                          ("lookalikes (+10,000 steps)", f"{STAGE7}/lookalikes.json"))),
+    # results/tissue-model/README.md: stage 7's real-slide Dice checkpoint by checkpoint
+    *(Claim("results/tissue-model/README.md", f"| {row} | {{:.3f}}-{{:.3f}} | {{:.3f}}-{{:.3f}} |",
+            f"{STAGE7}/snapshots.json", _snapshot_span(run, steps))
+      for row, run, steps in (("stage 4, 26,000-30,000", "stage4", range(26000, 30001, 1000)),
+                              ("lookalikes + hard cases, 5,000-10,000", "stage7L", range(5000, 10001, 1000)),
+                              ("lookalikes, 8,000-10,000", "stage7dL", range(8000, 10001, 1000)))),
+    Claim("results/tissue-model/README.md", "kidney-48-5 (mean {:.3f} against {:.3f}) and lower on CMU-1-Small-Region "
+          "({:.3f} against {:.3f})", f"{STAGE7}/snapshots.json", lambda d: tuple(
+              _snapshot_mean(d, run, steps, slide) for slide in ("kidney-48-5", "CMU-1-Small-Region")
+              for run, steps in (("stage7L", range(6000, 10001, 1000)), ("stage4", range(26000, 30001, 1000))))),
+    Claim("docs/model-card.md", "and by {:.3f}-{:.3f} over stage 4's last five", f"{STAGE7}/snapshots.json",
+          lambda d: (min(_snapshots(d, "stage4", range(26000, 30001, 1000), "kidney-48-5")),
+                     max(_snapshots(d, "stage4", range(26000, 30001, 1000), "kidney-48-5")))),
+    Claim("docs/model-card.md", "mean over five checkpoints from {:.2f} to {:.2f}", f"{STAGE7}/snapshots.json",
+          lambda d: tuple(_snapshot_mean(d, run, steps, "kidney-48-5") for run, steps in
+                          (("stage4", range(26000, 30001, 1000)), ("stage7L", range(6000, 10001, 1000))))),
+    Claim("docs/model-card.md", "is mostly called glass (recall {:.3f} on the slide)", BUILTIN_REAL,
+          lambda d: d["slides"][0]["model"]["recall"]),
     # results/tissue-model/README.md: stage 4 stored in fewer bits (ship.py --bits, real_slides_eval.py)
     *(Claim("results/tissue-model/README.md", f"| {row} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} |", source,
             _bits_row)
