@@ -127,6 +127,16 @@ def boosted_profile(rng: np.random.Generator, boost) -> str:
     return ",".join(cats)
 
 
+def _own_stream(seed: int, key: int, profile: str, axis: str) -> tuple[np.random.Generator, tuple[str, ...]]:
+    """The random stream of an axis drawn apart from the others (the seed and ``key``), and the
+    axis's categories on the slide: each with its profile-"all" probability, or the listed ones."""
+    rng = np.random.default_rng([seed, key])
+    listed = None if profile == "all" else set(profile.split(","))
+    cats = AXES[axis]
+    u = rng.random(len(cats))
+    return rng, tuple(c for c, ui in zip(cats, u) if (ui < _PROB[c] if listed is None else c in listed))
+
+
 # NOTE [Debris stream]
 # Smudges and fibres (hairs, lint) on the glass came after the other categories. They are drawn
 # from a stream of their own (the seed and 0xDEB215), after everything else, so a slide that has
@@ -141,11 +151,7 @@ def draw_debris(seed: int, profile: str, width: int, height: int, mpp: float) ->
     Returns ``{"names": (...), "smudges": (n, 9), "smudge_tint": (3,), "fibres": [(segs, hw, soft,
     od (3,)), ...]}``; smudge rows: cx, cy, rx, ry, cos, sin, od, soft, noise key.
     """
-    rng = np.random.default_rng([seed, 0xDEB215])
-    listed = None if profile == "all" else set(profile.split(","))
-    cats = AXES["debris"]
-    u = rng.random(len(cats))
-    names = tuple(c for c, ui in zip(cats, u) if (ui < _PROB[c] if listed is None else c in listed))
+    rng, names = _own_stream(seed, 0xDEB215, profile, "debris")
     um = 1.0 / mpp
     short_len, long_len = min(width, height), max(width, height)
     smudges = []
@@ -197,11 +203,7 @@ def draw_lookalikes(seed: int, profile: str, width: int, height: int, mpp: float
     Returns ``{"names": (...), "strands": [(segs (m, 4), half-width px, stain factor), ...],
     "smears": (n, 11), "smear_tint": (3,)}``; smear rows as ``smudge_field`` reads them.
     """
-    rng = np.random.default_rng([seed, 0x100CA1])
-    listed = None if profile == "all" else set(profile.split(","))
-    cats = AXES["lookalike"]
-    u = rng.random(len(cats))
-    names = tuple(c for c, ui in zip(cats, u) if (ui < _PROB[c] if listed is None else c in listed))
+    rng, names = _own_stream(seed, 0x100CA1, profile, "lookalike")
     um = 1.0 / mpp
     short_len, long_len = min(width, height), max(width, height)
     strands = []
@@ -267,12 +269,12 @@ def strand_field(lay, x: np.ndarray, y: np.ndarray, margin: float
 
 def smudge_field(lay, x: np.ndarray, y: np.ndarray, step: int, key: str = "smudges"
                  ) -> tuple[np.ndarray, np.ndarray] | None:
-    """At points ``step`` px apart (the lattice for smudges, every pixel for smears): the smudges' (or
-    with ``key="smears"``, the smears') summed optical density (before the slide's tint) and their
-    coverage (max over them, in [0, 1]); None when none comes near. Each is exactly 0 beyond 1.3 times its radius plus its bend (the noise is clipped),
-    so skipping one changes nothing. Rows: cx, cy, rx, ry, cos, sin, od, soft, noise key and, for
-    smears, the bend (the minor axis's offset, in minor radii, at one major radius from the centre)
-    and the noise's amplitude."""
+    """At points ``step`` px apart (the lattice for smudges, every pixel for smears): the smudges'
+    (or with ``key="smears"``, the smears') summed optical density (before the slide's tint) and
+    their coverage (max over them, in [0, 1]); None when none comes near. Each is exactly 0 beyond
+    1.3 times its radius plus its bend (the noise is clipped), so skipping one changes nothing.
+    Rows: cx, cy, rx, ry, cos, sin, od, soft, noise key and, for smears, the bend (the minor axis's
+    offset, in minor radii, at one major radius from the centre) and the noise's amplitude."""
     var = lay.variety
     sm = var.get(key)
     if sm is None or sm.shape[0] == 0:
