@@ -62,6 +62,35 @@ def test_scoring_real_slides(tmp_path):
     assert real["CMU-1-Small-Region"]["model"]["dice"] > 0.9
 
 
+def test_checkpoint_spread_scores_each_checkpoint_and_sums_up_per_run(tmp_path, capsys):
+    """checkpoint_spread.py: one row per checkpoint, named by its run (the folder, less "-snap"),
+    the same Dice for the same weights, and each run's lowest, highest and mean."""
+    spread = load_script("scripts/tissue_model/checkpoint_spread.py")
+    assert spread.run_name(tmp_path / "stage4-snap" / "step-1.pt") == "stage4"
+    assert spread.run_name(tmp_path / "stage4" / "checkpoint.pt") == "stage4"
+    rows = [{"run": "a", "checkpoint": "1", "s": 0.5}, {"run": "a", "checkpoint": "2", "s": 0.7},
+            {"run": "b", "checkpoint": "1", "s": 0.9}]
+    got = spread.spread(rows, ["s"])
+    assert got["a"]["s"] == {"min": 0.5, "max": 0.7, "mean": pytest.approx(0.6), "n": 2}
+    assert got["b"]["s"]["n"] == 1
+    with pytest.raises(SystemExit, match="no such checkpoint"):
+        spread.main([str(tmp_path / "missing.pt"), "--data", str(REAL_DATA)])
+    need_real(REAL_DATA / "masks" / "CMU-1-Small-Region.reference.png")
+    snap = tmp_path / "builtin-snap"
+    snap.mkdir()
+    weights = ROOT / "src" / "gigaseg" / "weights" / "tissue.npz"
+    for name in ("step-1.npz", "step-2.npz"):
+        (snap / name).write_bytes(weights.read_bytes())
+    out = tmp_path / "spread.json"
+    assert spread.main([str(snap / "step-1.npz"), str(snap / "step-2.npz"), "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert [(r["run"], r["checkpoint"]) for r in doc["snapshots"]] == [("builtin", "step-1.npz"),
+                                                                        ("builtin", "step-2.npz")]
+    cmu = doc["spread"]["builtin"]["CMU-1-Small-Region"]
+    assert cmu["n"] == 2 and cmu["min"] == cmu["max"] > 0.9
+    assert "builtin: CMU-1-Small-Region" in capsys.readouterr().out
+
+
 def test_retrain_says_what_it_does():
     out = subprocess.run([sys.executable, str(ROOT / "scripts/tissue_model/retrain.py"), "--help"],
                          capture_output=True, text=True, timeout=60, check=True).stdout

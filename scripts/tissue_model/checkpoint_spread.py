@@ -1,0 +1,85 @@
+"""How much the real-slide scores move from checkpoint to checkpoint of one run.
+
+    python scripts/tissue_model/checkpoint_spread.py runs/stage4-snap/step-2*.pt --out spread.json
+
+Each checkpoint (or weights file) is scored on the shared real slides exactly as
+``scripts/real_slides_eval.py`` scores its model (``evaluate.real_scores``: the slide through
+``predict_slide``, Dice against ``../shared/data/real/masks/*.reference.png``). Prints one line per
+checkpoint, then per run the lowest, highest and mean Dice of each slide. A run is the folder a
+checkpoint is in, without a trailing ``-snap`` (``runs/stage4-snap/step-30000.pt``: run
+``stage4``, checkpoint ``step-30000.pt``). With ``--out`` the scores go to a JSON file, written
+atomically.
+
+Why: kidney-48-5's score is set by one smear that a checkpoint calls tissue or not, so it moves
+by 0.1-0.15 between checkpoints 1,000 steps apart (results/tissue-model/README.md, "Stage 7").
+Comparing two runs by one checkpoint each compares their noise; compare their spreads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+
+def run_name(path: Path) -> str:
+    """The run a checkpoint belongs to: its folder's name without a trailing ``-snap``."""
+    name = path.resolve().parent.name
+    return name[: -len("-snap")] if name.endswith("-snap") else name
+
+
+def spread(rows: list[dict], slides: list[str]) -> dict:
+    """Per run and slide: the lowest, highest and mean Dice over its checkpoints."""
+    out: dict = {}
+    for row in rows:
+        for slide in slides:
+            out.setdefault(row["run"], {}).setdefault(slide, []).append(row[slide])
+    return {run: {slide: {"min": min(v), "max": max(v), "mean": sum(v) / len(v), "n": len(v)}
+                  for slide, v in per.items()} for run, per in out.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoints", nargs="+", help="checkpoints (.pt) or weights files (.npz) to score")
+    ap.add_argument("--data", default=None, help="the real-slide folder (default: ../shared/data/real)")
+    ap.add_argument("--out", default=None, help="write the scores here as JSON")
+    args = ap.parse_args(argv)
+
+    import evaluate
+
+    from gigaseg._atomic import write_text_atomic
+
+    data = Path(args.data) if args.data else evaluate.REAL
+    missing = [name for name, _, _ in evaluate.REAL_SLIDES if not (data / "masks" / f"{name}.reference.png").exists()]
+    if missing:
+        raise SystemExit(f"{data}: no reference mask for {', '.join(missing)}; give --data the folder that holds "
+                         "slides/ and masks/*.reference.png (../shared/data/real)")
+    paths = [Path(p) for p in args.checkpoints]
+    for p in paths:
+        if not p.is_file():
+            raise SystemExit(f"{p}: no such checkpoint")
+    slides = [name for name, _, _ in evaluate.REAL_SLIDES]
+    rows = []
+    for p in paths:
+        real = evaluate.real_scores(str(p), data, baselines=False)
+        row = {"run": run_name(p), "checkpoint": p.name, **{s: real[s]["model"]["dice"] for s in slides}}
+        rows.append(row)
+        print(f"{row['run']}/{row['checkpoint']}: " + ", ".join(f"{s} {row[s]:.4f}" for s in slides), flush=True)
+    summary = spread(rows, slides)
+    for run, per in summary.items():
+        print(f"{run}: " + "; ".join(f"{s} {v['min']:.3f}-{v['max']:.3f} (mean {v['mean']:.3f}, {v['n']})"
+                                     for s, v in per.items()))
+    if args.out:
+        doc = {"what": "real-slide Dice of each checkpoint, scored as scripts/real_slides_eval.py scores its model",
+               "command": "python scripts/tissue_model/checkpoint_spread.py " + " ".join(args.checkpoints),
+               "snapshots": rows, "spread": summary}
+        write_text_atomic(args.out, json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
