@@ -68,6 +68,7 @@ def test_checkpoint_spread_scores_each_checkpoint_and_sums_up_per_run(tmp_path, 
     spread = load_script("scripts/tissue_model/checkpoint_spread.py")
     assert spread.run_name(tmp_path / "stage4-snap" / "step-1.pt") == "stage4"
     assert spread.run_name(tmp_path / "stage4" / "checkpoint.pt") == "stage4"
+    assert spread.run_name(tmp_path / "stage7" / "checkpoints" / "step-9000.pt") == "stage7"
     rows = [{"run": "a", "checkpoint": "1", "s": 0.5}, {"run": "a", "checkpoint": "2", "s": 0.7},
             {"run": "b", "checkpoint": "1", "s": 0.9}]
     got = spread.spread(rows, ["s"])

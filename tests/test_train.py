@@ -149,6 +149,25 @@ def test_resume_can_extend_steps_and_refuses_other_changes(store, tmp_path):
         resume_config(tmp_path / "nothing-here")
 
 
+def test_keep_every_keeps_whole_checkpoints_of_those_steps(store, tmp_path):
+    """--keep-every K: the checkpoint of every K-th step stays as checkpoints/step-N.pt (even when
+    --ckpt-every would not write one then), each the weights of its step; a resume may change K."""
+    run = tmp_path / "run"
+    train(_config(store, run, steps=4, ckpt_every=3, keep_every=2, val_every=0))
+    kept = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert kept == ["step-2.pt", "step-4.pt"]
+    assert [load_checkpoint(run / "checkpoints" / k)["step"] for k in kept] == [2, 4]
+    last, final = _params(run / "checkpoints" / "step-4.pt"), _params(run / "checkpoint.pt")
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    early = _params(run / "checkpoints" / "step-2.pt")
+    assert any(not torch.equal(early[k], final[k]) for k in final)
+    assert load_checkpoint(run / "checkpoint.pt")["train_config"]["keep_every"] == 2
+    train(resume_config(run, steps=6, keep_every=3))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-2.pt", "step-4.pt", "step-6.pt"]
+    with pytest.raises(ConfigError, match="keep_every=-1"):
+        _config(store, tmp_path / "bad", keep_every=-1).check()
+
+
 def test_empty_store_and_missing_masks_fail_before_any_work(tmp_path, store):
     empty = RegionStore.create(tmp_path / "empty")
     with pytest.raises(StoreError, match="no regions in split 'train'"):

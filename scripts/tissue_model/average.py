@@ -1,6 +1,8 @@
 """Average the weights of several checkpoints of one run into one model (stochastic weight averaging).
 
-    python scripts/tissue_model/average.py snap/step-25000.pt snap/step-26000.pt ... --out avg.pt
+    python scripts/tissue_model/average.py RUN/checkpoints/step-25000.pt RUN/checkpoints/step-26000.pt ... --out avg.pt
+
+(the checkpoints that ``gigaseg train --keep-every 1000`` keeps, or any others of one run).
 
 The checkpoints must share one architecture and resolution (the same run at different steps).
 Each weight of the result is the mean of that weight over the checkpoints, computed in float64

@@ -1,14 +1,16 @@
 """How much the real-slide scores move from checkpoint to checkpoint of one run.
 
-    python scripts/tissue_model/checkpoint_spread.py runs/stage4-snap/step-2*.pt --out spread.json
+    python scripts/tissue_model/checkpoint_spread.py runs/RUN/checkpoints/step-*.pt --out spread.json
+
+(the checkpoints ``gigaseg train --keep-every 1000`` keeps, or any others).
 
 Each checkpoint (or weights file) is scored on the shared real slides exactly as
 ``scripts/real_slides_eval.py`` scores its model (``evaluate.real_scores``: the slide through
 ``predict_slide``, Dice against ``../shared/data/real/masks/*.reference.png``). Prints one line per
 checkpoint, then per run the lowest, highest and mean Dice of each slide. A run is the folder a
 checkpoint is in, without a trailing ``-snap`` (``runs/stage4-snap/step-30000.pt``: run
-``stage4``, checkpoint ``step-30000.pt``). With ``--out`` the scores go to a JSON file, written
-atomically.
+``stage4``, checkpoint ``step-30000.pt``), or the run folder above ``checkpoints/``. With
+``--out`` the scores go to a JSON file, written atomically.
 
 Why: kidney-48-5's score is set by one smear that a checkpoint calls tissue or not, so it moves
 by 0.1-0.15 between checkpoints 1,000 steps apart (results/tissue-model/README.md, "Stage 7").
@@ -27,9 +29,12 @@ sys.path.insert(0, str(HERE))
 
 
 def run_name(path: Path) -> str:
-    """The run a checkpoint belongs to: its folder's name without a trailing ``-snap``."""
-    name = path.resolve().parent.name
-    return name[: -len("-snap")] if name.endswith("-snap") else name
+    """The run a checkpoint belongs to: its folder's name without a trailing ``-snap``, or for a
+    checkpoint kept by ``gigaseg train --keep-every`` (RUN/checkpoints/step-N.pt) the run's."""
+    folder = path.resolve().parent
+    if folder.name == "checkpoints":
+        return folder.parent.name
+    return folder.name[: -len("-snap")] if folder.name.endswith("-snap") else folder.name
 
 
 def spread(rows: list[dict], slides: list[str]) -> dict:

@@ -309,7 +309,7 @@ def check_options(**values: Any) -> None:
 #: Options that ``--resume`` may change. Changing ``steps`` or ``lr`` changes the schedule from
 #: the resumed step on; the others change nothing in the result on the same device.
 RESUME_CHANGEABLE = ("steps", "lr", "device", "memory_budget", "tile", "read_workers", "progress", "val_every",
-                     "ckpt_every")
+                     "ckpt_every", "keep_every")
 
 
 # --- "did you mean" -------------------------------------------------------------------------------
@@ -579,6 +579,10 @@ class TrainConfig:
             default: the "val" split of ``data``.
         val_every: validate every this many steps (0: only at the end).
         ckpt_every: checkpoint every this many steps (0: only at the end).
+        keep_every: also keep a copy of the checkpoint every this many steps, as
+            ``out/checkpoints/step-N.pt`` (0: none): for weight averaging
+            (scripts/tissue_model/average.py) and for how much a score moves from checkpoint to
+            checkpoint (scripts/tissue_model/checkpoint_spread.py).
         threshold: probability threshold of the validation Dice.
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
         memory_budget: the engine's memory budget (e.g. "4GB"); default the engine's (1 GiB).
@@ -614,6 +618,7 @@ class TrainConfig:
     val_data: str | None = None
     val_every: int = 50
     ckpt_every: int = 50
+    keep_every: int = 0
     threshold: float = DEFAULT_THRESHOLD
     device: str = DEFAULT_DEVICE
     memory_budget: str | int | None = None
@@ -717,7 +722,7 @@ class TrainConfig:
         for name in ("steps", "regions_per_step"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ConfigError(f"`{name}={getattr(self, name)!r}` must be an integer >= 1")
-        for name in ("warmup", "val_every", "ckpt_every", "seed"):
+        for name in ("warmup", "val_every", "ckpt_every", "keep_every", "seed"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"`{name}={getattr(self, name)!r}` must be an integer >= 0")
         if self.decay_every is not None and (not isinstance(self.decay_every, int) or self.decay_every < 1):

@@ -43,6 +43,7 @@ import dataclasses
 import math
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -1109,6 +1110,34 @@ def _summary(run: _Run, seconds: float) -> dict[str, Any]:
     return result
 
 
+KEPT_DIR = "checkpoints"
+"""The folder of a run that holds the checkpoints kept every ``keep_every`` steps (step-N.pt)."""
+
+
+def _keep(run: _Run) -> None:
+    """Keep the checkpoint just written as ``checkpoints/step-N.pt``: a hard link where the file
+    system allows it (the next save replaces checkpoint.pt by a new file, so the link keeps this
+    one), else a copy; either is made under a temporary name and renamed, so a kept file is whole."""
+    if not run.writer:
+        return
+    kept = run.run_dir / KEPT_DIR
+    kept.mkdir(exist_ok=True)
+    dst = kept / f"step-{run.step}.pt"
+    tmp = kept / f".step-{run.step}.pt.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(run.ckpt_path, tmp)
+        except OSError:
+            shutil.copyfile(run.ckpt_path, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointWriteError(f"cannot keep the checkpoint of step {run.step} as {dst} "
+                                   f"({exc.strerror or exc}); training stopped after step {run.step}: free disk "
+                                   f"space, then resume with --resume {run.run_dir}", cause=exc) from exc
+
+
 def _due(every: int, step: int) -> bool:
     return bool(every) and step % every == 0
 
@@ -1179,8 +1208,11 @@ def _train(config: TrainConfig, ranks: Any) -> dict[str, Any]:
                     row.update(_validate(run))
                 with _agreed(ranks, "writing the logs and the checkpoint"):  # rank 0's work
                     _log(run, row)
-                    if _due(c.ckpt_every, run.step) or final:
+                    keep = _due(c.keep_every, run.step)
+                    if _due(c.ckpt_every, run.step) or final or keep:
                         _save(run)
+                    if keep:
+                        _keep(run)
                     running = row["loss"] if running is None else 0.9 * running + 0.1 * row["loss"]
                     _show(bar, row, running)
                     if run.writer and ("val_dice_mean" in row or final or time.perf_counter() - last_plot > 60):

@@ -115,6 +115,8 @@ def register(subparsers, formatter_class) -> None:
     opt(p, "--val-data", "validate on this store instead of --data's 'val' split", metavar="STORE2")
     opt(p, "--val-every", "validate every K steps (0: only at the end)", type=int, metavar="K")
     opt(p, "--ckpt-every", "checkpoint every K steps (0: only at the end)", type=int, metavar="K")
+    opt(p, "--keep-every", "also keep the checkpoint of every K-th step as OUT/checkpoints/step-K.pt (0: "
+        "none), e.g. to average the last ones", type=int, metavar="K")
     opt(p, "--threshold", "probability threshold of the validation Dice", type=float)
     opt(p, "--device", "cpu, cuda, cuda:N, mps or auto")
     opt(p, "--memory-budget", "the engine's memory budget, e.g. 4GB (default: 1 GiB)")
