@@ -96,9 +96,10 @@ def _snapshots(d: Any, run: str, steps: range, slide: str) -> list[float]:
 
 
 def _snapshot_span(run: str, steps: range) -> Getter:
-    """Lowest and highest Dice over a run's snapshots, CMU-1-Small-Region then kidney-48-5."""
-    return lambda d: tuple(f(_snapshots(d, run, steps, s)) for s in ("CMU-1-Small-Region", "kidney-48-5")
-                           for f in (min, max))
+    """Lowest, highest and mean Dice over a run's snapshots, CMU-1-Small-Region then kidney-48-5."""
+    return lambda d: tuple(v for s in ("CMU-1-Small-Region", "kidney-48-5")
+                           for v in (min(_snapshots(d, run, steps, s)), max(_snapshots(d, run, steps, s)),
+                                     _snapshot_mean(d, run, steps, s)))
 
 
 def _snapshot_mean(d: Any, run: str, steps: range, slide: str) -> float:
@@ -439,13 +440,16 @@ CLAIMS: list[Claim] = [
                           ("RGB jitter (+10,000 steps)", "results/tissue-model/stage-5/rgb-jitter.json"),
                           ("lookalikes + hard cases (+10,000 steps)", f"{STAGE7}/lookalikes-hard-cases.json"),
                           ("lookalikes + hard cases, 6 bits", f"{STAGE7}/lookalikes-hard-cases-6bit.json"),
+                          ("the same, seed 12", f"{STAGE7}/lookalikes-hard-cases-seed12.json"),
                           ("lookalikes (+10,000 steps)", f"{STAGE7}/lookalikes.json"))),
     # results/tissue-model/README.md: stage 7's real-slide Dice checkpoint by checkpoint
-    *(Claim("results/tissue-model/README.md", f"| {row} | {{:.3f}}-{{:.3f}} | {{:.3f}}-{{:.3f}} |",
+    *(Claim("results/tissue-model/README.md",
+            f"| {row} | {{:.3f}}-{{:.3f}} | {{:.3f}} | {{:.3f}}-{{:.3f}} | {{:.3f}} |",
             f"{STAGE7}/snapshots.json", _snapshot_span(run, steps))
       for row, run, steps in (("stage 4, 26,000-30,000", "stage4", range(26000, 30001, 1000)),
                               ("lookalikes + hard cases, 5,000-10,000", "stage7L", range(5000, 10001, 1000)),
-                              ("lookalikes, 8,000-10,000", "stage7dL", range(8000, 10001, 1000)))),
+                              ("the same, seed 12, 5,000-10,000", "stage7L2", range(5000, 10001, 1000)),
+                              ("lookalikes, 5,000-10,000", "stage7dL", range(5000, 10001, 1000)))),
     Claim("results/tissue-model/README.md", "kidney-48-5 (mean {:.3f} against {:.3f}) and lower on CMU-1-Small-Region "
           "({:.3f} against {:.3f})", f"{STAGE7}/snapshots.json", lambda d: tuple(
               _snapshot_mean(d, run, steps, slide) for slide in ("kidney-48-5", "CMU-1-Small-Region")
