@@ -137,6 +137,24 @@ def _own_stream(seed: int, key: int, profile: str, axis: str) -> tuple[np.random
     return rng, tuple(c for c, ui in zip(cats, u) if (ui < _PROB[c] if listed is None else c in listed))
 
 
+def _haze_rows(rng: np.random.Generator, most: int, r_um, aspect, od, soft, width: int, height: int, mpp: float,
+               bend=None, noise=None) -> list[tuple]:
+    """1 to ``most - 1`` patches of haze (smudges, smears) as the rows ``smudge_field`` reads: a radius
+    ``r_um`` um (at most 30% of the short side), a minor radius ``aspect`` times it, an angle, a
+    place, an optical density, a soft edge (a share of the radius), a noise key and, with ``bend``
+    and ``noise``, a bend and the outline noise's amplitude; each range drawn uniformly."""
+    rows = []
+    for _ in range(int(rng.integers(1, most))):
+        r = min(rng.uniform(*r_um) * (1.0 / mpp), 0.3 * min(width, height))
+        a = rng.uniform(0, np.pi)
+        row = (rng.uniform(0, width), rng.uniform(0, height), r, r * rng.uniform(*aspect), np.cos(a), np.sin(a),
+               rng.uniform(*od), rng.uniform(*soft), float(rng.integers(0, 2**31)))
+        if bend is not None and noise is not None:
+            row += (rng.uniform(*bend), rng.uniform(*noise))
+        rows.append(row)
+    return rows
+
+
 # NOTE [Debris stream]
 # Smudges and fibres (hairs, lint) on the glass came after the other categories. They are drawn
 # from a stream of their own (the seed and 0xDEB215), after everything else, so a slide that has
@@ -153,15 +171,9 @@ def draw_debris(seed: int, profile: str, width: int, height: int, mpp: float) ->
     """
     rng, names = _own_stream(seed, 0xDEB215, profile, "debris")
     um = 1.0 / mpp
-    short_len, long_len = min(width, height), max(width, height)
-    smudges = []
-    if "smudge" in names:
-        for _ in range(int(rng.integers(1, 5))):
-            r = min(rng.uniform(80, 900) * um, 0.3 * short_len)
-            a = rng.uniform(0, np.pi)
-            smudges.append((rng.uniform(0, width), rng.uniform(0, height), r, r * rng.uniform(0.3, 1.0),
-                            np.cos(a), np.sin(a), rng.uniform(0.02, 0.2), rng.uniform(0.15, 0.6),
-                            float(rng.integers(0, 2**31))))
+    long_len = max(width, height)
+    smudges = _haze_rows(rng, 5, (80, 900), (0.3, 1.0), (0.02, 0.2), (0.15, 0.6), width, height, mpp) \
+        if "smudge" in names else []
     tint = 1.0 + rng.uniform(-0.12, 0.12, 3)
     fibres = []
     if "fibre" in names:
@@ -205,7 +217,7 @@ def draw_lookalikes(seed: int, profile: str, width: int, height: int, mpp: float
     """
     rng, names = _own_stream(seed, 0x100CA1, profile, "lookalike")
     um = 1.0 / mpp
-    short_len, long_len = min(width, height), max(width, height)
+    long_len = max(width, height)
     strands = []
     tissue = np.nonzero(frags[:, 9] == 0)[0] if frags.size else np.zeros(0, np.int64)
     if "strand" in names:
@@ -230,14 +242,8 @@ def draw_lookalikes(seed: int, profile: str, width: int, height: int, mpp: float
                 ang += turn + rng.normal(0, 0.3)
                 pts.append(pts[-1] + length / n * np.array([math.cos(ang), math.sin(ang)]))
             strands.append((segments(np.array(pts)), hw, fac))
-    smears = []
-    if "smear" in names:
-        for _ in range(int(rng.integers(1, 4))):
-            r = min(rng.uniform(150, 1200) * um, 0.3 * short_len)
-            a = rng.uniform(0, np.pi)
-            smears.append((rng.uniform(0, width), rng.uniform(0, height), r, r * rng.uniform(0.2, 0.6),
-                           np.cos(a), np.sin(a), rng.uniform(0.01, 0.08), rng.uniform(0.03, 0.12),
-                           float(rng.integers(0, 2**31)), rng.uniform(-0.8, 0.8), rng.uniform(0.1, 0.4)))
+    smears = _haze_rows(rng, 4, (150, 1200), (0.2, 0.6), (0.01, 0.08), (0.03, 0.12), width, height, mpp,
+                        bend=(-0.8, 0.8), noise=(0.1, 0.4)) if "smear" in names else []
     return {"names": names, "strands": strands, "smears": np.array(smears, dtype=np.float64).reshape(-1, 11),
             "smear_tint": 1.0 + rng.uniform(-0.1, 0.1, 3)}
 
