@@ -168,6 +168,23 @@ def test_keep_every_keeps_whole_checkpoints_of_those_steps(store, tmp_path):
         _config(store, tmp_path / "bad", keep_every=-1).check()
 
 
+def test_a_checkpoint_that_cannot_be_kept_stops_training_with_the_fix(store, tmp_path, monkeypatch):
+    """A full disk while keeping a checkpoint: a CheckpointWriteError naming the file and the way
+    to resume; no partial kept file, and the run's checkpoint of that step is whole."""
+    import shutil
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "link", full)
+    monkeypatch.setattr(shutil, "copyfile", full)
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match=r"step-2\.pt.*No space left.*--resume"):
+        train(_config(store, run, steps=4, keep_every=2, val_every=0))
+    assert list((run / "checkpoints").iterdir()) == []
+    assert load_checkpoint(run / "checkpoint.pt")["step"] == 2
+
+
 def test_empty_store_and_missing_masks_fail_before_any_work(tmp_path, store):
     empty = RegionStore.create(tmp_path / "empty")
     with pytest.raises(StoreError, match="no regions in split 'train'"):

@@ -1121,10 +1121,10 @@ def _keep(run: _Run) -> None:
     if not run.writer:
         return
     kept = run.run_dir / KEPT_DIR
-    kept.mkdir(exist_ok=True)
     dst = kept / f"step-{run.step}.pt"
     tmp = kept / f".step-{run.step}.pt.tmp"
     try:
+        kept.mkdir(exist_ok=True)
         tmp.unlink(missing_ok=True)
         try:
             os.link(run.ckpt_path, tmp)
