@@ -1135,7 +1135,8 @@ def _keep(run: _Run) -> None:
         tmp.unlink(missing_ok=True)
         raise CheckpointWriteError(f"cannot keep the checkpoint of step {run.step} as {dst} "
                                    f"({exc.strerror or exc}); training stopped after step {run.step}: free disk "
-                                   f"space, then resume with --resume {run.run_dir}", cause=exc) from exc
+                                   f"space, then continue it (gigaseg train --resume {run.run_dir})",
+                                   cause=exc) from exc
 
 
 def _due(every: int, step: int) -> bool:
