@@ -164,6 +164,32 @@ def test_temporary_files_are_new_and_never_links(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "target"]
 
 
+def test_link_or_copy_replaces_a_planted_link_and_keeps_its_file(tmp_path, monkeypatch):
+    """link_or_copy (kept checkpoints): the copy is whole, a link planted at its name is replaced
+    and its target left alone, a later atomic rewrite of the source leaves the copy as it was,
+    and without hard links it copies; no temporary file stays."""
+    import errno
+
+    from gigaseg._atomic import link_or_copy, write_text_atomic
+
+    src, target = tmp_path / "src", tmp_path / "target"
+    src.write_text("step 2")
+    target.write_text("precious")
+    for name, no_links in (("kept", False), ("copied", True)):
+        if no_links:
+            def cross_device(*args, **kwargs):
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+            monkeypatch.setattr("os.link", cross_device)
+        dst = tmp_path / name
+        dst.symlink_to(target)
+        link_or_copy(src, dst)
+        assert not dst.is_symlink() and dst.read_text() == "step 2" and target.read_text() == "precious"
+    write_text_atomic(src, "step 4")
+    assert (tmp_path / "kept").read_text() == "step 2" and (tmp_path / "copied").read_text() == "step 2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copied", "kept", "src", "target"]
+
+
 # --- 2. outputs never replace inputs -----------------------------------------------------------------
 
 

@@ -177,7 +177,7 @@ def test_a_checkpoint_that_cannot_be_kept_stops_training_with_the_fix(store, tmp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "link", full)
-    monkeypatch.setattr(shutil, "copyfile", full)
+    monkeypatch.setattr(shutil, "copyfileobj", full)
     run = tmp_path / "run"
     with pytest.raises(CheckpointError, match=r"step-2\.pt.*No space left.*--resume"):
         train(_config(store, run, steps=4, keep_every=2, val_every=0))

@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import IO, Any
 
 from .errors import GigasegError, OutputError
 
-__all__ = ["atomic_write", "write_json_atomic", "write_text_atomic", "temp_dir", "open_exclusive"]
+__all__ = ["atomic_write", "write_json_atomic", "write_text_atomic", "link_or_copy", "temp_dir", "open_exclusive"]
 
 #: Flags of a new temporary file: created here, never through a link, never an existing file.
 _EXCLUSIVE = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -93,6 +94,36 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_write(path) as f:
         f.write(text)
+
+
+def link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Make ``dst`` a whole copy of ``src``, atomically: a hard link made under a random temporary
+    name beside ``dst`` (``os.link`` creates the name exclusively and follows no link) and renamed
+    over it; where the file system has no hard links, a copy through ``atomic_write``. A file that
+    later replaces ``src`` by rename, as ``atomic_write`` does, leaves ``dst`` as it was.
+
+    Raises:
+        OSError: ``src`` cannot be read, or ``dst`` written (an OutputError naming ``dst``).
+    """
+    src, dst = Path(src), Path(dst)
+    for _ in range(100):
+        tmp = dst.with_name(f".{dst.name}.tmp-{secrets.token_hex(8)}")
+        try:
+            os.link(src, tmp)
+        except FileExistsError:
+            continue
+        except OSError:
+            break  # no hard links here (another device, a file system without them): copy
+        try:
+            os.replace(tmp, dst)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise OutputError(f"cannot write {dst} ({exc.strerror or exc}); free disk space or write it elsewhere",
+                              cause=exc) from exc
+        return
+    with open(src, "rb") as s, atomic_write(dst, "wb") as f:
+        shutil.copyfileobj(s, f)
 
 
 def temp_dir(parent: str | os.PathLike[str], prefix: str, suffix: str = "", *,

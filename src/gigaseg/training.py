@@ -43,7 +43,6 @@ import dataclasses
 import math
 import os
 import random
-import shutil
 import signal
 import statistics
 import sys
@@ -60,7 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._atomic import atomic_write, write_json_atomic
+from ._atomic import atomic_write, link_or_copy, write_json_atomic
 from .errors import (
     CheckpointError,
     CheckpointWriteError,
@@ -1117,26 +1116,20 @@ KEPT_DIR = "checkpoints"
 def _keep(run: _Run) -> None:
     """Keep the checkpoint just written as ``checkpoints/step-N.pt``: a hard link where the file
     system allows it (the next save replaces checkpoint.pt by a new file, so the link keeps this
-    one), else a copy; either is made under a temporary name and renamed, so a kept file is whole."""
+    one), else a copy, made whole or not at all (``link_or_copy``, NOTE [Temporary files])."""
     if not run.writer:
         return
     kept = run.run_dir / KEPT_DIR
     dst = kept / f"step-{run.step}.pt"
-    tmp = kept / f".step-{run.step}.pt.tmp"
     try:
         kept.mkdir(exist_ok=True)
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(run.ckpt_path, tmp)
-        except OSError:
-            shutil.copyfile(run.ckpt_path, tmp)
-        os.replace(tmp, dst)
+        link_or_copy(run.ckpt_path, dst)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        reason = exc.__cause__ if isinstance(exc, OutputError) and exc.__cause__ is not None else exc
         raise CheckpointWriteError(f"cannot keep the checkpoint of step {run.step} as {dst} "
-                                   f"({exc.strerror or exc}); training stopped after step {run.step}: free disk "
-                                   f"space, then continue it (gigaseg train --resume {run.run_dir})",
-                                   cause=exc) from exc
+                                   f"({getattr(reason, 'strerror', None) or reason}); training stopped after step "
+                                   f"{run.step}: free disk space, then continue it "
+                                   f"(gigaseg train --resume {run.run_dir})", cause=exc) from exc
 
 
 def _due(every: int, step: int) -> bool:
