@@ -757,7 +757,7 @@ def tissue_field(lay, x, y):
         crumb = crumb_field(lay, x, y, n3)
         fac = np.where(crumb > d_t, 1.0, fac)
         d_t = np.maximum(d_t, crumb)
-    strand = strand_field(lay, x, y, -p["d_floor"]) if lay.variety.get("strands") else None
+    strand = strand_field(lay, x, y, -p["d_floor"])
     if strand is not None:  # NOTE [Lookalike stream]; the renderer redraws them per pixel
         fac = np.where(strand[0] > d_t, strand[2], fac)
         d_t = np.maximum(d_t, strand[0])

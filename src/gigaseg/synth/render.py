@@ -1059,6 +1059,7 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
     f = _upsample(_node_fields_v(lay, nxs, nys), nx0, ny0, l0_x, l0_y, w, h)
     xs = np.arange(l0_x, l0_x + w, dtype=np.int64)
     ys = np.arange(l0_y, l0_y + h, dtype=np.int64)
+    gx, gy = xs[None, :].astype(np.float64), ys[:, None].astype(np.float64)  # for the per-pixel fields
     um = 1.0 / lay.mpp
 
     fx_, fy_ = p["fov"]
@@ -1071,11 +1072,10 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
     strand = None
     if "hole" in f:
         d, hole, small = f["d"], f["hole"], f["small"]
-        if var.get("strands"):  # thin: measured per pixel, so they keep their width at any resolution
-            st = _vy.strand_field(lay, xs[None, :].astype(np.float64), ys[:, None].astype(np.float64), -p["d_floor"])
-            if st is not None:  # (where a strand is the tissue, how far in)
-                strand = (st[0] >= d, np.clip(2.0 * st[1], 0.0, 1.0).astype(np.float32))
-                d = np.maximum(d, st[0].astype(np.float32))
+        st = _vy.strand_field(lay, gx, gy, -p["d_floor"])  # thin: per pixel, to keep their width at any mpp
+        if st is not None:  # (where a strand is the tissue, how far in)
+            strand = (st[0] >= d, np.clip(2.0 * st[1], 0.0, 1.0).astype(np.float32))
+            d = np.maximum(d, st[0].astype(np.float32))
         w_epi, w_adip, blend = f["epi"], f["adip"], f["blend"]
         w_clot = f.get("clot", zero)
         fold, blur = f.get("fold", zero), f.get("blur")
@@ -1194,10 +1194,9 @@ def _draw_block_v(lay: SynthLayout, l0_x: int, l0_y: int, w: int, h: int, labels
     smudge = None if smudge_nodes is None else \
         _upsample({"od": smudge_nodes[0], "cov": smudge_nodes[1]}, nx0, ny0, l0_x, l0_y, w, h)
     # smears have sharp edges: measured per pixel (the lattice would draw their outlines as polygons)
-    smear_px = _vy.smudge_field(lay, xs[None, :].astype(np.float64), ys[:, None].astype(np.float64), 1, "smears")
+    smear_px = _vy.smudge_field(lay, gx, gy, 1, "smears")
     smear = None if smear_px is None else {"od": smear_px[0].astype(np.float32), "cov": smear_px[1]}
-    fibres = _vy.fibre_cover(lay, xs[None, :].astype(np.float64), ys[:, None].astype(np.float64)) \
-        if var.get("fibres") else []
+    fibres = _vy.fibre_cover(lay, gx, gy) if var.get("fibres") else []
     if art or dust is not None or "dye" in f or (cover is not None and cover[0] is not None) \
             or smudge is not None or smear is not None or fibres:
         if od is None:
