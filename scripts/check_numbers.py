@@ -95,16 +95,18 @@ def _snapshots(d: Any, run: str, steps: range, slide: str) -> list[float]:
     return [got[f"step-{n}.pt"] for n in steps]
 
 
+def _low_high_mean(values: list[float]) -> tuple[float, float, float]:
+    return min(values), max(values), sum(values) / len(values)
+
+
 def _snapshot_span(run: str, steps: range) -> Getter:
     """Lowest, highest and mean Dice over a run's snapshots, CMU-1-Small-Region then kidney-48-5."""
     return lambda d: tuple(v for s in ("CMU-1-Small-Region", "kidney-48-5")
-                           for v in (min(_snapshots(d, run, steps, s)), max(_snapshots(d, run, steps, s)),
-                                     _snapshot_mean(d, run, steps, s)))
+                           for v in _low_high_mean(_snapshots(d, run, steps, s)))
 
 
 def _snapshot_mean(d: Any, run: str, steps: range, slide: str) -> float:
-    values = _snapshots(d, run, steps, slide)
-    return sum(values) / len(values)
+    return _low_high_mean(_snapshots(d, run, steps, slide))[2]
 
 
 def _bits_row(d: Any) -> tuple:
@@ -455,8 +457,7 @@ CLAIMS: list[Claim] = [
               _snapshot_mean(d, run, steps, slide) for slide in ("kidney-48-5", "CMU-1-Small-Region")
               for run, steps in (("stage7L", range(6000, 10001, 1000)), ("stage4", range(26000, 30001, 1000))))),
     Claim("docs/model-card.md", "and by {:.3f}-{:.3f} over stage 4's last five", f"{STAGE7}/snapshots.json",
-          lambda d: (min(_snapshots(d, "stage4", range(26000, 30001, 1000), "kidney-48-5")),
-                     max(_snapshots(d, "stage4", range(26000, 30001, 1000), "kidney-48-5")))),
+          lambda d: _low_high_mean(_snapshots(d, "stage4", range(26000, 30001, 1000), "kidney-48-5"))[:2]),
     Claim("docs/model-card.md", "mean over five checkpoints from {:.2f} to {:.2f}", f"{STAGE7}/snapshots.json",
           lambda d: tuple(_snapshot_mean(d, run, steps, "kidney-48-5") for run, steps in
                           (("stage4", range(26000, 30001, 1000)), ("stage7L", range(6000, 10001, 1000))))),
