@@ -384,6 +384,11 @@ class UNetConfig:
         out_channels: output channels C: 1 (the default) gives one logit per pixel (sigmoid,
             losses ``LOSSES``, masks of 0/1); C >= 2 gives C class logits (softmax, losses
             ``CLASS_LOSSES``, masks of class indices 0..C-1), 255 being "ignore" in both.
+        glass_white: 0 (the default) reads the image as it is; W > 0 (on the 0-255 scale, e.g.
+            250) balances it first: each channel is brightened so that the image's glass
+            reaches W, never darkened (``gigaseg.glass``, NOTE [Glass balance]). The engine
+            applies it wherever the model is used, prediction and training alike; it takes
+            8-bit RGB images.
     """
 
     depth: int = 3
@@ -396,6 +401,7 @@ class UNetConfig:
     input_shift: float = 0.0
     input_scale: float = 1.0
     out_channels: int = 1
+    glass_white: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("channels", "strides", "encoder_kernels", "decoder_kernels"):
@@ -433,6 +439,10 @@ class UNetConfig:
                 raise ConfigError(f"UNetConfig.{name} must be a finite number, got {v!r}")
         if self.input_scale <= 0:
             raise ConfigError(f"UNetConfig.input_scale must be > 0, got {self.input_scale}")
+        w = self.glass_white
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (w == 0 or 1 <= w <= 255):
+            raise ConfigError(f"UNetConfig.glass_white must be 0 (off) or a brightness from 1 to 255 (e.g. 250), "
+                              f"got {w!r}")
         c = self.out_channels
         if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 255:
             raise ConfigError(f"UNetConfig.out_channels must be an integer from 1 to 255 (1: one sigmoid output; "
@@ -484,7 +494,10 @@ class UNetConfig:
         return 2 * self.halo + 1
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+        if not self.glass_white:  # files of models without it stay as they were, readable by older versions
+            del out["glass_white"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UNetConfig:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from ..glass import balance_for
 from ..losses import DICE_SMOOTH, IGNORE, check_loss_name
 from .arrays import ImageLike
 from .distributed import DistributedError, _Ranks
@@ -170,6 +171,7 @@ def tiled_backward(
         check_loss_name(loss)
         config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "train",
                                                              ranks.size if ranks is not None else 1)
+        image = balance_for(model, image)  # NOTE [Glass balance]: the same input as in prediction
         classes = config.out_channels
         check_loss_name(loss, classes)  # "bce" for one channel, "ce" for several
         workers = _check_read_workers(read_workers, dev)

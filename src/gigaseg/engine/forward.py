@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from ..glass import balance_for
 from .arrays import ImageLike, OutSink
 from .locality import geometry_of
 from .planner import _prepare
@@ -252,6 +253,7 @@ def iter_predict(
     _check_choice("order", order, ORDERS)
     _check_choice("output", output, OUTPUTS)
     config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "predict")
+    image = balance_for(model, image)  # NOTE [Glass balance]: a model that declares it reads its image balanced
     workers = _check_read_workers(read_workers, dev)
     if read_ahead is None:
         ahead = workers
