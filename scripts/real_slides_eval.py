@@ -12,6 +12,9 @@ their shells; the mask TIFF opens in OpenSlide with the slide's dimensions), and
 --out: README.md (the tables), results.json and the overlays. The resolution study resaves
 CMU-1-Small-Region downsampled by each of --downsamples as PNG, predicts it with the matching
 --mpp and evaluates it the same way, to show from which input resolution the masks degrade.
+The scanner study resaves both slides with their colours changed the way scanners and their
+settings differ (--shifts: exposure, white balance, gamma; ``SHIFTS``) and scores them the same
+way, to show which masks hold when the glass is not the white the model saw most in training.
 With ``--synthetic N`` it also scores the model on N held-out synthetic slides of every
 category (profile "all", seeds 90000.., 1024 x 1024 at the model's resolution: the held-out
 set of the tissue-model study, scripts/tissue_model/) per category group, and README.md
@@ -74,6 +77,23 @@ def _copy_overlay(src, dst, side: int = 512) -> None:
         im.save(dst, optimize=True)
 
 
+#: The scanner study's colour changes: per-channel gains on linear RGB / 255, then a gamma
+#: (out = (in * gain) ** gamma): a darker exposure, a cool and a warm white balance, a darker gamma.
+SHIFTS = {
+    "exposure -10%": ((0.9, 0.9, 0.9), 1.0),
+    "cool white balance": ((0.9, 0.95, 1.0), 1.0),
+    "warm white balance": ((1.0, 0.97, 0.88), 1.0),
+    "gamma 1.25": ((1.0, 1.0, 1.0), 1.25),
+}
+
+
+def shifted(rgb: np.ndarray, name: str) -> np.ndarray:
+    """``rgb`` (uint8) with the scanner study's colour change ``name`` (``SHIFTS``)."""
+    gains, gamma = SHIFTS[name]
+    x = np.clip(rgb.astype(np.float32) / 255 * np.asarray(gains, np.float32), 0, 1) ** gamma
+    return np.rint(255 * x).astype(np.uint8)
+
+
 def _synthetic(net, mpp: float, n: int) -> dict:
     """Dice per held-out synthetic slide (profile "all", seeds 90000.., 1024 x 1024 at ``mpp``) and per group."""
     sys.path.insert(0, str(Path(__file__).resolve().parent / "tissue_model"))
@@ -127,9 +147,15 @@ def main(argv=None) -> int:
     ap.add_argument("--kidney-mpp", type=float, default=8.0,
                     help="assumed um/px of kidney-48-5.tif (the file states none)")
     ap.add_argument("--downsamples", default="1,2,4,8,16,32,64", help="resolution study: CMU downsample factors")
+    ap.add_argument("--shifts", default=",".join(SHIFTS),
+                    help="scanner study: the colour changes to score (comma-separated names of SHIFTS; '' for none)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--note", default="", help="a sentence on where the checkpoint comes from, for README.md")
     args = ap.parse_args(argv)
+    shifts = [x.strip() for x in args.shifts.split(",") if x.strip()]
+    unknown = [x for x in shifts if x not in SHIFTS]
+    if unknown:
+        ap.error(f"--shifts: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(map(repr, SHIFTS))}")
 
     from PIL import Image
 
@@ -166,7 +192,8 @@ def main(argv=None) -> int:
          args.kidney_mpp, kidney_ref),
     ]
     tmp = Path(tempfile.mkdtemp(prefix="gigaseg-real-"))
-    results = {"checkpoint": ck_info, "references": args.references, "slides": [], "resolution_study": []}
+    results = {"checkpoint": ck_info, "references": args.references, "slides": [], "resolution_study": [],
+               "scanner_study": []}
     try:
         for name, path, mpp, ref in slides:
             row = {"slide": name, "path": str(path)}
@@ -221,6 +248,27 @@ def main(argv=None) -> int:
                         row["model_vs_finest"] = _evaluate(s["paths"]["mask"], full_ref)["dice"]
                 results["resolution_study"].append(row)
                 print(json.dumps(row), file=sys.stderr)
+        # scanner study: both slides with their colours changed, resaved as PNG at their resolution
+        for name, path, mpp, ref in (slides[0], slides[2]):
+            if not shifts:
+                break
+            with open_slide(path, mpp=mpp) as sl:
+                rgb, slide_mpp = np.asarray(sl.read_region((0, 0), 0, sl.dimensions))[..., :3], sl.mpp[0]
+            for shift in shifts:
+                png = tmp / "scanner" / f"{path.stem}-{shift.replace(' ', '-').replace('%', '')}.png"
+                png.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(shifted(rgb, shift)).save(png)
+                row = {"slide": name.split(" ")[0], "shift": shift}
+                for method in ("model", "otsu", "saturation"):
+                    od = tmp / "scanner" / method
+                    if method == "model":
+                        s = predict_slide(net, png, od, mpp=slide_mpp, model_mpp=trained_mpp, device=args.device,
+                                          progress=False, overwrite=True)
+                    else:
+                        s = baseline_slide(png, od, method=method, mpp=slide_mpp, overwrite=True)
+                    row[method] = _evaluate(s["paths"]["mask"], ref)["dice"]
+                results["scanner_study"].append(row)
+                print(json.dumps(row), file=sys.stderr)
         if args.synthetic:
             results["synthetic"] = _synthetic(net, trained_mpp, args.synthetic)
     finally:
@@ -258,6 +306,15 @@ def main(argv=None) -> int:
     lines += ["", "The last column is the Dice of the model's mask for the downsampled input against its mask for the "
               "first (finest) input, at the finest input's resolution: it shows how much boundary detail is lost, "
               "which the 1/10-scale pseudo-mask (about 5 um/px) cannot resolve."]
+    if results["scanner_study"]:
+        lines += ["", "## Scanner colours (both slides with their colours changed, resaved as PNG; Dice against the "
+                  "reference)", "", "| slide | change | model | otsu | saturation |", "|---|---|---|---|---|"]
+        for row in results["scanner_study"]:
+            lines.append(f"| {row['slide']} | {row['shift']} | {_fmt(row['model'])} | {_fmt(row['otsu'])} | "
+                         f"{_fmt(row['saturation'])} |")
+        lines += ["", "A change multiplies RGB / 255 by a gain per channel, then raises it to a power (`SHIFTS` in "
+                  "the script): how scanners' exposure and white balance differ. The slides as scanned are in the "
+                  "first table."]
     lines += ["", "Overlays: " + ", ".join(f"`{p.name}`" for p in sorted(out.glob("*.overlay.png")))]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

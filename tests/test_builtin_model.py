@@ -98,3 +98,24 @@ def test_an_image_without_a_resolution_is_refused_naming_the_fix(tmp_path):
     Image.fromarray(np.full((40, 60, 3), 230, np.uint8)).save(path)
     with pytest.raises(gigaseg.errors.SlideError, match="mpp"):
         gigaseg.predict_slide(None, path, tmp_path / "out", progress=False)
+
+
+def test_the_builtin_model_balances_its_glass_and_holds_when_a_scanner_darkens_it():
+    import dataclasses
+
+    from gigaseg.engine import tiled_predict
+    from gigaseg.synth import render_region
+
+    model, mpp = gigaseg.load_model()
+    assert model.config.glass_white == 250.0  # NOTE [Glass balance]
+    plain, _ = gigaseg.load_model()
+    plain.config = dataclasses.replace(plain.config, glass_white=0.0)
+    rgb, _ = render_region(3, 0, 0, 384, 384, width=384, height=384, mpp=mpp, profile="he")
+    darker = (rgb.astype(np.float32) * 0.88).round().astype(np.uint8)  # a scanner's exposure 12% lower
+
+    def agreement(m):
+        a, b = tiled_predict(m, rgb) >= 0.5, tiled_predict(m, darker) >= 0.5
+        return 2 * (a & b).sum() / max(1, a.sum() + b.sum())
+
+    balanced, unbalanced = agreement(model), agreement(plain)
+    assert balanced >= 0.99 and unbalanced < balanced - 0.03, (balanced, unbalanced)

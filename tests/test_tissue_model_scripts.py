@@ -38,6 +38,9 @@ def test_data_train_score_and_ship_at_a_tiny_size(tmp_path, monkeypatch):
     assert ship.main([str(tmp_path / "paper-8"), "--out", str(tmp_path / "w.npz")]) == 0
     info = load_checkpoint(tmp_path / "w.npz")["info"]
     assert info["step"] == 2 and info["run"] == "paper-8" and "averaged_from" not in info
+    assert load_model(tmp_path / "w.npz")[0].config.glass_white == 250.0  # the shipped model balances its glass
+    assert ship.main([str(tmp_path / "paper-8"), "--out", str(tmp_path / "w0.npz"), "--glass-white", "0"]) == 0
+    assert load_model(tmp_path / "w0.npz")[0].config.glass_white == 0
     ckpt = str(tmp_path / "paper-8" / "checkpoint.pt")
     assert load_script("scripts/tissue_model/average.py").main([ckpt, ckpt, "--out", str(tmp_path / "avg.pt")]) == 0
     assert ship.main([str(tmp_path / "paper-8"), "--checkpoint", str(tmp_path / "avg.pt"),
@@ -266,3 +269,18 @@ def test_deepening_adds_a_level_and_keeps_a_relu_models_function(tmp_path):
     assert deepen.main([str(tmp_path / "m.pt"), "--channels", "4", "--out", str(tmp_path / "d.pt")]) == 0
     model, mpp = load_model(tmp_path / "d.pt")
     assert mpp == 8.0 and model.config.depth == 3
+
+
+def test_the_scanner_study_changes_colours_as_scanners_do():
+    real = load_script("scripts/real_slides_eval.py")
+    rgb = np.full((4, 4, 3), 250, np.uint8)
+    rgb[0, 0] = (120, 60, 140)
+    assert np.array_equal(real.shifted(rgb, "exposure -10%")[1, 1], [225, 225, 225])
+    cool = real.shifted(rgb, "cool white balance")[1, 1]
+    assert cool[0] < cool[1] < cool[2] == 250
+    warm = real.shifted(rgb, "warm white balance")[1, 1]
+    assert warm[0] == 250 > warm[1] > warm[2]
+    darker = real.shifted(rgb, "gamma 1.25")
+    assert darker[1, 1, 0] < 250 and darker[0, 0, 1] < 60 and darker.dtype == np.uint8
+    with pytest.raises(SystemExit):
+        real.main(["--shifts", "sepia", "--out", "unused"])

@@ -6,7 +6,8 @@ Writes the run's checkpoint as a weights file (``gigaseg.checkpoint.save_weights
 JSON, read without pickle) with its provenance in ``info``: the run, its step, its training
 options and the commit of the code that trained it. docs/model-card.md describes it. The
 convolution weights are stored in ``--bits`` bits with a scale per kernel (default 6, NOTE
-[Quantized weights] in gigaseg/checkpoint.py; 16 keeps float16).
+[Quantized weights] in gigaseg/checkpoint.py; 16 keeps float16). The shipped model balances
+its input's glass (``--glass-white``, default 250; NOTE [Glass balance] in gigaseg/glass.py).
 ``--checkpoint FILE`` ships another checkpoint of the run instead of its last one, e.g. the mean
 of its last checkpoints (average.py): the info then lists the files it averages.
 """
@@ -31,12 +32,19 @@ def main(argv=None) -> int:
     ap.add_argument("--bits", type=int, default=6,
                     help="bits per convolution weight, 2-8, or 16 for float16 (default 6: the built-in model's "
                          "scores as float16 within 0.001 at 40%% of the size)")
+    ap.add_argument("--glass-white", type=float, default=250.0,
+                    help="the shipped model balances its input's glass to this brightness (UNetConfig.glass_white, "
+                         "NOTE [Glass balance] in gigaseg/glass.py; default 250, the white glass of the training "
+                         "slides; 0: off)")
     args = ap.parse_args(argv)
+
+    import dataclasses
 
     from gigaseg.checkpoint import load_checkpoint, load_model, save_weights
 
     run = Path(args.run)
     model, mpp = load_model(args.checkpoint or run / "checkpoint.pt")
+    model.config = dataclasses.replace(model.config, glass_white=args.glass_white)
     payload = load_checkpoint(run / "checkpoint.pt")
     averaged = load_checkpoint(args.checkpoint).get("averaged_from") if args.checkpoint else None
     config = json.loads((run / "config.json").read_text())
@@ -58,7 +66,7 @@ def main(argv=None) -> int:
         info["averaged_from"] = [Path(c).name for c in averaged]
     save_weights(args.out, model, mpp=mpp, info=info, bits=args.bits)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size:,} B; step {info['step']}, {mpp} um/px, "
-          f"{args.bits} bits per weight)")
+          f"{args.bits} bits per weight, glass_white {args.glass_white:g})")
     return 0
 
 
