@@ -146,3 +146,19 @@ def test_a_balancing_model_refuses_images_that_are_not_8_bit_rgb():
         balance_for(model, np.zeros((16, 16, 3), np.uint16))
     assert balance_for(UNet(CFG), np.zeros((16, 16, 3), np.uint16)) is not None  # no balance: as before
 
+
+
+def test_fine_tuning_a_balancing_model_keeps_its_balance(tmp_path):
+    from gigaseg import preset
+    from gigaseg.cli import main
+    from gigaseg.prepare import prepare_synthetic
+    from gigaseg.store import RegionStore
+
+    store = RegionStore.create(tmp_path / "store")
+    prepare_synthetic(store, 2, (64, 64), seed=1, val=1, progress=False)
+    init = save_checkpoint(tmp_path / "init.pt", UNet(dataclasses.replace(preset("tiny"), glass_white=250.0)),
+                           mpp=0.5)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(store.path), "--out", str(run), "--init", str(init), "--steps", "1",
+                 "--val-every", "0", "--device", "cpu", "--no-progress"]) == 0
+    assert load_model(run / "checkpoint.pt")[0].config.glass_white == 250.0  # trained and saved with it

@@ -14,7 +14,8 @@ Four stages, as the shipped model was made (results/tissue-model/README.md):
    and trained on the same data for ``--steps3`` more steps at a lower rate (0.0005);
 4. the stage-3 model trained on the same data for ``--steps4`` more steps at 0.0003, seed 5.
 
-Then it writes the weights file (ship.py, 6 bits per weight). Every stage is resumable: run the
+Then it writes the weights file (ship.py, 6 bits per weight; the model balances its input's glass
+to 250, ``UNetConfig.glass_white``, NOTE [Glass balance] in gigaseg/glass.py). Every stage is resumable: run the
 same command again after a stop. On the 2-core Xeon stage 1 takes about 50 minutes (data and
 training), stage 2 about 20 minutes of data and 0.3-0.5 s per step, stages 3 and 4 about 0.17 s
 per step on one thread (on the 2-core EPYC; stage 4's 30,000 steps 67 minutes). Stages 1 and 2
