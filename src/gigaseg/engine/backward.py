@@ -114,7 +114,8 @@ def tiled_backward(
 
     Accumulates into each parameter's ``.grad`` what ``loss.backward()`` on the whole image
     would, where the model input is the image as (1, C, H, W) floats of the model's dtype
-    (``image / 255`` for uint8; NOTE [Input scaling] in ``tiles``).
+    (``image / 255`` for uint8; NOTE [Input scaling] in ``tiles``), glass-balanced first for a UNet
+    with ``glass_white`` (``gigaseg.glass``, NOTE [Glass balance]).
     On any error the ``.grad`` of every parameter is left as it was. A float32 model on the CPU
     runs its two full-resolution layers, forward and backward, on compiled kernels when numba is
     installed (``gigaseg._cpu_kernels``: the same gradients up to float32 rounding;

@@ -307,6 +307,8 @@ def tiled_predict(
         memory_budget, tile, device, progress, read_workers: as for ``tiled_backward``.
         logits: return the logits ``model(image / 255)`` instead of probabilities.
 
+    A UNet with ``glass_white`` reads the image glass-balanced, with gains computed once from the
+    whole image (``gigaseg.glass``, NOTE [Glass balance]).
     A bfloat16 or float16 model runs in that dtype; its logits are turned into float32
     before the sigmoid. On the CPU a float32 model runs on gigaseg's compiled kernels where
     numba is installed (``gigaseg._cpu_kernels``: equal to the model to float32 rounding,
