@@ -191,6 +191,13 @@ def main(argv=None) -> int:
         (f"kidney-48-5.tif (--mpp {args.kidney_mpp:g}, assumed)", data / "slides" / "kidney-48-5.tif",
          args.kidney_mpp, kidney_ref),
     ]
+    def run(method: str, path: Path, od: Path, mpp: float | None) -> dict:
+        """``method``'s outputs for ``path`` in ``od``: the model's (predict_slide) or a baseline's; the summary."""
+        if method == "model":
+            return predict_slide(net, path, od, mpp=mpp, model_mpp=trained_mpp, device=args.device, progress=False,
+                                 overwrite=True)
+        return baseline_slide(path, od, method=method, mpp=mpp, overwrite=True)
+
     tmp = Path(tempfile.mkdtemp(prefix="gigaseg-real-"))
     results = {"checkpoint": ck_info, "references": args.references, "slides": [], "resolution_study": [],
                "scanner_study": []}
@@ -200,11 +207,7 @@ def main(argv=None) -> int:
             for method in ("model", "otsu", "saturation"):
                 od = tmp / method / path.name
                 t0 = time.perf_counter()
-                if method == "model":
-                    s = predict_slide(net, path, od, mpp=mpp, model_mpp=trained_mpp, device=args.device,
-                                      progress=False, overwrite=True)
-                else:
-                    s = baseline_slide(path, od, method=method, mpp=mpp, overwrite=True)
+                s = run(method, path, od, mpp)
                 dt = time.perf_counter() - t0
                 ev = _evaluate(s["paths"]["mask"], ref)
                 row[method] = {"dice": ev["dice"], "iou": ev["iou"], "precision": ev["precision"],
@@ -230,12 +233,7 @@ def main(argv=None) -> int:
                 Image.fromarray(sl.read_region_at_mpp((0, 0), t_mpp, (w, h))).save(png)
                 row = {"downsample": d, "mpp": round(t_mpp, 4), "size": [w, h]}
                 for method in ("model", "otsu", "saturation"):
-                    od = tmp / "study" / method
-                    if method == "model":
-                        s = predict_slide(net, png, od, mpp=t_mpp, model_mpp=trained_mpp, device=args.device,
-                                          progress=False, overwrite=True)
-                    else:
-                        s = baseline_slide(png, od, method=method, mpp=t_mpp, overwrite=True)
+                    s = run(method, png, tmp / "study" / method, t_mpp)
                     row[method] = _evaluate(s["paths"]["mask"], cmu_ref)["dice"]
                     if method == "model":
                         _copy_overlay(s["paths"]["overlay"], out / f"cmu-ds{d:g}.model.overlay.png")
@@ -260,12 +258,7 @@ def main(argv=None) -> int:
                 Image.fromarray(shifted(rgb, shift)).save(png)
                 row = {"slide": name.split(" ")[0], "shift": shift}
                 for method in ("model", "otsu", "saturation"):
-                    od = tmp / "scanner" / method
-                    if method == "model":
-                        s = predict_slide(net, png, od, mpp=slide_mpp, model_mpp=trained_mpp, device=args.device,
-                                          progress=False, overwrite=True)
-                    else:
-                        s = baseline_slide(png, od, method=method, mpp=slide_mpp, overwrite=True)
+                    s = run(method, png, tmp / "scanner" / method, slide_mpp)
                     row[method] = _evaluate(s["paths"]["mask"], ref)["dice"]
                 results["scanner_study"].append(row)
                 print(json.dumps(row), file=sys.stderr)
