@@ -322,6 +322,7 @@ ERRORS = "results/tissue-model/errors/stage-4-balanced.json"  # error_sources.py
 UNBALANCED = "results/tissue-model/glass-balance/stage4-unbalanced.json"  # the same weights without the glass balance
 SCANNER_SHIFTS = ("exposure -10%", "cool white balance", "warm white balance", "gamma 1.25")  # real_slides_eval.SHIFTS
 BUILTIN_SPEED = "benchmarks/builtin/builtin_predict.json"  # benchmarks/builtin_predict.py --slides 4
+STAGE8 = "results/tissue-model/stage-8"  # trained on glass-balanced slides: real_slides_eval.py, checkpoint_spread.py
 STAGE7 = "results/tissue-model/stage-7"  # strands and smears: real_slides_eval.py --synthetic 48, and snapshots
 ON_DISK = "results/tissue-model/weights-on-disk"  # stage 4 at 16, 8 and 6 bits: real_slides_eval.py --synthetic 48
 STUDY = "results/tissue-model/study.json"  # scripts/tissue_model/evaluate.py
@@ -538,6 +539,24 @@ CLAIMS: list[Claim] = [
     Claim("CHANGELOG.md", "held-out synthetic Dice {:.3f} -> {:.3f}, fat-rich {:.3f} -> {:.3f}", BUILTIN_REAL,
           lambda d: tuple(v for g in ("all", "fat-rich") for v in (_load(UNBALANCED)["synthetic"]["groups"][g]["dice"],
                                                                      d["synthetic"]["groups"][g]["dice"]))),
+    # results/tissue-model/README.md: stage 8, trained on balanced slides (real_slides_eval.py, checkpoint_spread.py)
+    *(Claim("results/tissue-model/README.md", f"| {row} | {{}} |", source, _stage_row)
+      for row, source in (("stage 4, glass balanced (shipped, as above)", BUILTIN_REAL),
+                          ("trained balanced (+10,000 steps on data-4d)", f"{STAGE8}/balanced-data.json"),
+                          ("trained balanced, hard cases and lookalikes (+10,000 steps on data-4hL)",
+                           f"{STAGE8}/balanced-hard-cases.json"))),
+    *(Claim("results/tissue-model/README.md",
+            f"| {row} | {{:.3f}}-{{:.3f}} | {{:.3f}} | {{:.3f}}-{{:.3f}} | {{:.3f}} |",
+            f"{STAGE8}/snapshots.json", _snapshot_span(run, range(5000, 10001, 1000)))
+      for row, run in (("trained balanced, 5,000-10,000", "stage8b-gw"),
+                       ("trained balanced, hard cases and lookalikes, 5,000-10,000", "stage8hb-gw"))),
+    Claim("results/tissue-model/README.md", "(all to {:.3f} and {:.3f}) and both lose CMU-1-Small-Region at every "
+          "checkpoint ({:.3f}-{:.3f}, against stage 4's {:.3f}-{:.3f} in", f"{STAGE8}/snapshots.json", lambda d: (
+              *(_load(f"{STAGE8}/{n}.json")["synthetic"]["groups"]["all"]["dice"]
+                for n in ("balanced-data", "balanced-hard-cases")),
+              *(f(r["CMU-1-Small-Region"] for r in d["snapshots"]) for f in (min, max)),
+              *_low_high_mean(_snapshots(_load(f"{STAGE7}/snapshots.json"), "stage4", range(26000, 30001, 1000),
+                                         "CMU-1-Small-Region"))[:2])),
     # docs/model-card.md and results/tissue-model/README.md: where the shipped model's held-out errors are
     # (scripts/tissue_model/error_sources.py)
     Claim("docs/model-card.md", "a third are glass called tissue ({:.1%} of the glass), {:.0%} of that on the slides "
