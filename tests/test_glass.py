@@ -162,3 +162,21 @@ def test_fine_tuning_a_balancing_model_keeps_its_balance(tmp_path):
     assert main(["train", "--data", str(store.path), "--out", str(run), "--init", str(init), "--steps", "1",
                  "--val-every", "0", "--device", "cpu", "--no-progress"]) == 0
     assert load_model(run / "checkpoint.pt")[0].config.glass_white == 250.0  # trained and saved with it
+
+
+def test_predict_reports_the_gains_it_used(tmp_path):
+    from gigaseg.predict import predict_slide
+
+    img, _ = _slide_like((200, 205, 210), h=96, w=128, seed=3)
+    Image.fromarray(img).save(tmp_path / "grey.png")
+    balancing = UNet(GLASS_CFG).eval()
+    s = predict_slide((balancing, 2.0), tmp_path / "grey.png", tmp_path / "a", mpp=2.0, progress=False)
+    np.testing.assert_allclose(s["glass_gains"], glass_gains(img, 250), atol=1e-4)
+    assert s["glass_gains"][0] > 1.15
+    white, _ = _slide_like((253, 253, 253), h=96, w=128)
+    Image.fromarray(white).save(tmp_path / "white.png")
+    assert predict_slide((balancing, 2.0), tmp_path / "white.png", tmp_path / "b", mpp=2.0,
+                         progress=False)["glass_gains"] == [1.0, 1.0, 1.0]
+    plain = UNet(CFG).eval()
+    assert predict_slide((plain, 2.0), tmp_path / "grey.png", tmp_path / "c", mpp=2.0,
+                         progress=False)["glass_gains"] is None

@@ -390,7 +390,9 @@ def predict_slide(
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
         ``tissue_fraction``, ``pieces``, ``timings`` (read, model, write, ...), ``paths``,
-        ``sizes`` (bytes of the mask, GeoJSON and overlay); for a model of several classes,
+        ``sizes`` (bytes of the mask, GeoJSON and overlay), ``glass_gains`` (the gain per channel of
+        the model's glass balance, NOTE [Glass balance]; None for a model without one); for a model
+        of several classes,
         ``classes`` (their names), ``class_pixels_model_res``, ``class_area_mm2``,
         ``class_fraction`` and ``class_pieces`` (per class name) instead of the ``tissue_*`` entries
         (NOTE [Class outputs]); ``warnings`` (what reading the slide
@@ -407,6 +409,7 @@ def predict_slide(
     from . import __version__
     from ._runinfo import utc_now
     from .engine import check_read_workers, default_read_workers, resolve_device
+    from .glass import GlassBalanced, balance_for, model_glass_white
     from .slides import SlideArray
 
     check_number("threshold", threshold)
@@ -451,7 +454,7 @@ def predict_slide(
     thr_u8 = int(round(255 * float(threshold)))
     try:
         t_mpp = float(model_mpp or trained_mpp or math.sqrt(slide.mpp[0] * slide.mpp[1]))
-        image = SlideArray(slide, t_mpp)
+        image = balance_for(net, SlideArray(slide, t_mpp))  # NOTE [Glass balance]: once, reported below
         grid_h, grid_w = image.shape[:2]
         _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir)  # NOTE [Bounded work]
         tmp = temp_dir(out_dir, stem, ".grid")
@@ -527,6 +530,9 @@ def predict_slide(
                 "n_tiles": timings.pop("n_tiles"),
                 "timings": {k: round(v, 3) for k, v in timings.items()},
                 "strict": bool(strict),
+                # the model's glass balance (NOTE [Glass balance]): the gain per channel, None when it has none
+                "glass_gains": ([round(float(g), 4) for g in image.gains.ravel()] if isinstance(image, GlassBalanced)
+                                else [1.0, 1.0, 1.0] if model_glass_white(net) > 0 else None),
             }
             if class_names is not None:  # NOTE [Class outputs]: each class's area instead of the tissue's
                 for key in ("threshold", "probabilities", "tissue_pixels_model_res", "tissue_area_mm2",
