@@ -180,3 +180,17 @@ def test_predict_reports_the_gains_it_used(tmp_path):
     plain = UNet(CFG).eval()
     assert predict_slide((plain, 2.0), tmp_path / "grey.png", tmp_path / "c", mpp=2.0,
                          progress=False)["glass_gains"] is None
+
+
+def test_an_image_read_in_steps_of_one_is_sampled_row_by_row():
+    img, _ = _slide_like((205, 200, 195), h=700, w=900, seed=8)
+
+    class StepsOfOne:  # an array-like that refuses steps, as a SlideArray does
+        shape, dtype, ndim = img.shape, img.dtype, 3
+
+        def __getitem__(self, key):
+            if any(isinstance(k, slice) and k.step not in (None, 1) for k in key):
+                raise IndexError("steps of 1 only")
+            return img[key]
+
+    np.testing.assert_array_equal(glass_gains(StepsOfOne(), 250), glass_gains(img, 250))

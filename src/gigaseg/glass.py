@@ -93,8 +93,8 @@ def _sample(image: Any) -> np.ndarray:
         return np.asarray(coarse[:, :])
     try:
         return np.asarray(image[::s, ::s])
-    except (TypeError, ValueError, IndexError, InputError):  # an array-like read in steps of 1 only
-        return np.asarray(image[:, :])[::s, ::s]
+    except (TypeError, ValueError, IndexError, InputError):  # an array-like read in steps of 1 only: row by row
+        return np.stack([np.asarray(image[y:y + 1, :])[0, ::s] for y in range(0, h, s)])
 
 
 class GlassBalanced:
