@@ -5,6 +5,7 @@ exactly as a plain model on the balanced image."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -194,3 +195,31 @@ def test_an_image_read_in_steps_of_one_is_sampled_row_by_row():
             return img[key]
 
     np.testing.assert_array_equal(glass_gains(StepsOfOne(), 250), glass_gains(img, 250))
+
+
+def test_predict_can_read_a_slide_as_it_is(tmp_path):
+    from gigaseg.cli import main
+    from gigaseg.predict import predict_slide
+
+    img, _ = _slide_like((200, 205, 210), h=96, w=128, seed=5)
+    Image.fromarray(img).save(tmp_path / "grey.png")
+    balancing = UNet(GLASS_CFG).eval()
+    plain = UNet(CFG).eval()
+    plain.load_state_dict(balancing.state_dict())
+    off = predict_slide((balancing, 2.0), tmp_path / "grey.png", tmp_path / "off", mpp=2.0, progress=False,
+                        probabilities=True, glass_balance=False)
+    assert off["glass_gains"] is None and off["glass_balance"] is False
+    assert balancing.config.glass_white == 250.0 and not balancing.training  # the caller's model is as it was
+    ref = predict_slide((plain, 2.0), tmp_path / "grey.png", tmp_path / "plain", mpp=2.0, progress=False,
+                        probabilities=True)
+    read = lambda s: np.asarray(Image.open(s["paths"]["mask"]))  # noqa: E731
+    np.testing.assert_array_equal(read(off), read(ref))  # the same as a model without the balance
+    on = predict_slide((balancing, 2.0), tmp_path / "grey.png", tmp_path / "on", mpp=2.0, progress=False,
+                       probabilities=True)
+    assert on["glass_balance"] is True and on["glass_gains"][0] > 1.15
+    assert not np.array_equal(read(on), read(off))
+    # the command line: --no-glass-balance, with the built-in model
+    assert main(["predict", str(tmp_path / "grey.png"), "--mpp", "4", "--out", str(tmp_path / "cli"),
+                 "--no-glass-balance", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "cli" / "grey.json").read_text())
+    assert summary["glass_gains"] is None and summary["model"] == "builtin"

@@ -40,6 +40,8 @@ bytes) plus a few crops read ahead plus the TIFF writer's strip.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 import os
 import shutil
@@ -351,6 +353,7 @@ def predict_slide(
     precision: str = "float32",
     read_workers: int | None = None,
     strict: bool = False,
+    glass_balance: bool = True,
 ) -> dict:
     """Segment tissue on one slide and write its four outputs into ``out_dir``.
 
@@ -386,13 +389,16 @@ def predict_slide(
         strict: a problem of the slide's data (corrupt JPEG data that the decoder passes over, a
             decoder's warning, a greyscale or 16-bit image converted to RGB) fails the slide with a
             SlideError instead of a warning in the summary (NOTE [Slide problems]).
+        glass_balance: False reads the slide as it is even when the model declares a glass balance
+            (``glass_white``, NOTE [Glass balance]): for an image with no glass, a crop wholly
+            inside tissue, whose palest tissue the balance would take for glass.
 
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
         ``tissue_fraction``, ``pieces``, ``timings`` (read, model, write, ...), ``paths``,
         ``sizes`` (bytes of the mask, GeoJSON and overlay), ``glass_gains`` (the gain per channel of
-        the model's glass balance, NOTE [Glass balance]; None for a model without one); for a model
-        of several classes,
+        the model's glass balance, NOTE [Glass balance]; None when none is applied: a model without
+        one, or ``glass_balance=False``); for a model of several classes,
         ``classes`` (their names), ``class_pixels_model_res``, ``class_area_mm2``,
         ``class_fraction`` and ``class_pieces`` (per class name) instead of the ``tissue_*`` entries
         (NOTE [Class outputs]); ``warnings`` (what reading the slide
@@ -435,6 +441,10 @@ def predict_slide(
     read_workers = check_read_workers(read_workers, dev)
     was_training = getattr(model, "training", False)
     net, trained_mpp, model_source = _load(model, dev)
+    owner = net  # put back in the mode it came in, at the end
+    if not glass_balance and model_glass_white(net) > 0:  # the same weights, reading the slide as it is
+        net = copy.copy(net)
+        net.config = dataclasses.replace(net.config, glass_white=0.0)
     from .checkpoint import model_classes
 
     class_names = model_classes(net)
@@ -449,7 +459,7 @@ def predict_slide(
         sweep_temporaries(out_dir)  # NOTE [Stale temporaries]
         slide = open_with_mpp(slide_path, mpp, strict=strict)
     except BaseException:
-        net.train(was_training)
+        owner.train(was_training)
         raise
     thr_u8 = int(round(255 * float(threshold)))
     try:
@@ -530,6 +540,7 @@ def predict_slide(
                 "n_tiles": timings.pop("n_tiles"),
                 "timings": {k: round(v, 3) for k, v in timings.items()},
                 "strict": bool(strict),
+                "glass_balance": bool(glass_balance),
                 # the model's glass balance (NOTE [Glass balance]): the gain per channel, None when it has none
                 "glass_gains": ([round(float(g), 4) for g in image.gains.ravel()] if isinstance(image, GlassBalanced)
                                 else [1.0, 1.0, 1.0] if model_glass_white(net) > 0 else None),
@@ -556,7 +567,7 @@ def predict_slide(
             shutil.rmtree(tmp, ignore_errors=True)
     finally:
         slide.close()
-        net.train(was_training)  # a UNet object goes back to the mode it came in
+        owner.train(was_training)  # a UNet object goes back to the mode it came in
     summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
     return summary
 

@@ -130,6 +130,10 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--shard", type=_shard, default=None, metavar="I/N",
                    help="predict only share I of N (0 <= I < N) of the slides, e.g. one task of a SLURM job "
                         "array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT (docs/distributed.md)")
+    p.add_argument("--no-glass-balance", dest="glass_balance", action="store_false",
+                   help="read the slides as they are, even with a model that brightens grey or tinted glass to "
+                        "white first (the built-in one): for images with no glass, such as crops wholly inside "
+                        "tissue, whose palest tissue it would take for glass")
     _precision_option(p)
     _read_workers_option(p)
     p.set_defaults(func=_run_predict)
@@ -258,7 +262,7 @@ def _run_predict(args) -> int:
         min_area=DEFAULT_MIN_AREA if args.min_area is None else args.min_area, simplify=args.simplify,
         memory_budget=args.memory_budget, device=args.device, overwrite=args.overwrite,
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,
-        read_workers=args.read_workers, strict=args.strict, shard=args.shard,
+        read_workers=args.read_workers, strict=args.strict, shard=args.shard, glass_balance=args.glass_balance,
     )
     if not reports_here():  # under torchrun rank 0 writes the run's configuration and the report, and its
         return 0            # status is the run's (another rank's status 1 would make torchrun stop rank 0)
