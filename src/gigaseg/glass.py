@@ -9,6 +9,7 @@ inputs. ``glass_gains`` is the per-image statistic; ``GlassBalanced`` the balanc
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -77,9 +78,11 @@ def _sample(image: Any) -> np.ndarray:
     """A regular sample of at most about ``SAMPLE_PIXELS`` pixels of ``image``."""
     if isinstance(image, GlassBalanced):
         image = image.image
-    base = getattr(image, "base", None)  # a training RegionView: its stored region
-    if base is not None and not isinstance(image, np.ndarray) and hasattr(base, "shape"):
-        image = base
+    # a training view: its stored region, before flips and jitter. A RegionView exists only once
+    # gigaseg.dataset is imported; prediction does not import it (0.2 s of start-up)
+    dataset = sys.modules.get(f"{__package__}.dataset")
+    if dataset is not None and isinstance(image, dataset.RegionView):
+        image = image.base
     h, w = (int(v) for v in image.shape[:2])
     s = max(1, math.ceil(math.sqrt(h * w / SAMPLE_PIXELS)))
     slide = getattr(image, "slide", None)
