@@ -464,9 +464,10 @@ def predict_slide(
     thr_u8 = int(round(255 * float(threshold)))
     try:
         t_mpp = float(model_mpp or trained_mpp or math.sqrt(slide.mpp[0] * slide.mpp[1]))
-        image = balance_for(net, SlideArray(slide, t_mpp))  # NOTE [Glass balance]: once, reported below
+        image = SlideArray(slide, t_mpp)
         grid_h, grid_w = image.shape[:2]
         _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir)  # NOTE [Bounded work]
+        image = balance_for(net, image)  # NOTE [Glass balance]: once, after the checks; reported below
         tmp = temp_dir(out_dir, stem, ".grid")
         try:
             from ._writers import MaskGrid, RowGate
@@ -541,7 +542,7 @@ def predict_slide(
                 "timings": {k: round(v, 3) for k, v in timings.items()},
                 "strict": bool(strict),
                 "glass_balance": bool(glass_balance),
-                # the model's glass balance (NOTE [Glass balance]): the gain per channel, None when it has none
+                # the model's glass balance (NOTE [Glass balance]): the gain per channel, None when none is applied
                 "glass_gains": ([round(float(g), 4) for g in image.gains.ravel()] if isinstance(image, GlassBalanced)
                                 else [1.0, 1.0, 1.0] if model_glass_white(net) > 0 else None),
             }
