@@ -249,6 +249,53 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
             "class_pixels": [int(v) for v in sink.class_pixels]}
 
 
+def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, memory_budget, device, progress: bool,
+                             thr_u8: int, gate=None, read_workers: int = 1) -> dict[str, Any]:
+    """``_predict_to_raw`` for the mean of ``orientations`` orientations of ``image`` (NOTE
+    [Orientations] in ``gigaseg.engine.orient``; one-class models): each orientation's
+    round(255 p) is summed into a temporary uint16 grid beside ``raw_path``, whose rounded mean
+    is then written to ``raw_path`` row by row.
+    """
+    from .engine import iter_predict
+    from .engine.orient import ORIENTATIONS, Oriented
+    from .glass import GlassBalanced
+
+    grid_h, grid_w = image.shape[:2]
+    base = image.image if isinstance(image, GlassBalanced) else image  # balanced once, read in every orientation
+    t0 = time.perf_counter()
+    total = np.lib.format.open_memmap(raw_path.with_name("orientations.npy"), mode="w+", dtype=np.uint16,
+                                      shape=(grid_h, grid_w))
+    model_s = read_wait_s = 0.0
+    n_tiles = 0
+    tile: list[int] = []
+    for o in ORIENTATIONS[:orientations]:
+        view = Oriented(base, o)
+        seen: Any = GlassBalanced(view, image.gains) if isinstance(image, GlassBalanced) else view
+        tiles = iter_predict(net, seen, order="shape", output="uint8", memory_budget=memory_budget, device=device,
+                             read_workers=read_workers, read_ahead=read_workers + 3, progress=progress)
+        tile = tile or list(tiles.tile)
+        with tiles:
+            for box, block in tiles:
+                t1 = time.perf_counter()
+                total[view.base_window(slice(box.y0, box.y1), slice(box.x0, box.x1))] += view.to_image(block)
+                model_s += time.perf_counter() - t1
+        model_s += tiles.timings["model_s"]
+        read_wait_s += tiles.timings["read_wait_s"]
+        n_tiles += tiles.n_tiles
+    rows = max(1, min(grid_h, (64 << 20) // (3 * max(grid_w, 1))))  # rows per write: about 64 MiB of work
+    with open(raw_path, "wb") as f:
+        sink = _RowSink(f, grid_w, rows, thr_u8, gate)
+        for y in range(0, grid_h, rows):
+            part = total[y:y + rows]
+            sink.put(slice(0, len(part)), slice(0, grid_w),
+                     ((part.astype(np.uint32) + orientations // 2) // orientations).astype(np.uint8))
+            sink.flush(len(part))
+    del total
+    return {"read_s": image.read_s, "read_wait_s": read_wait_s, "write_s": sink.write_s, "model_s": model_s,
+            "predict_s": time.perf_counter() - t0, "tile": tile, "n_tiles": n_tiles, "tissue": sink.tissue,
+            "class_pixels": [int(v) for v in sink.class_pixels]}
+
+
 # NOTE [Bounded work]
 # What a slide, an mpp and a checkpoint imply is checked before anything is allocated or
 # written, and refused with the numbers and the fix, instead of a MemoryError, a full disk or a
@@ -259,7 +306,8 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
 # disk of `out_dir`, with 64 MiB to spare; one row of tiles (tile height x grid width bytes, known
 # once the engine has planned the tiles) must fit in the available memory. A MemoryError that
 # happens anyway fails that slide, not the batch.
-def _check_grid(slide_path: Path, slide: Any, t_mpp: float, grid: tuple[int, int], out_dir: Path) -> None:
+def _check_grid(slide_path: Path, slide: Any, t_mpp: float, grid: tuple[int, int], out_dir: Path,
+                orientations: int = 1) -> None:
     from ._files import check_free_space, format_bytes
 
     grid_w, grid_h = grid
@@ -280,9 +328,10 @@ def _check_grid(slide_path: Path, slide: Any, t_mpp: float, grid: tuple[int, int
             f"({MAX_GRID_PIXELS / 1e9:.1f} gigapixels; it would need {format_bytes(pixels)} of temporary disk): check "
             f"the slide's `mpp` and size, or run the model at a coarser `model_mpp` ({t_mpp * factor:.3g} or more)"
         )
-    check_free_space(out_dir, pixels + (64 << 20), f"predicting {slide_path.name} ({grid_w} x {grid_h} pixels at "
-                     f"{t_mpp:g} um/px: a temporary grid of 1 byte per pixel, then the mask TIFF)",
-                     "free disk space, or choose another `out_dir`")
+    per_pixel = 1 if orientations == 1 else 3  # and a uint16 sum of the orientations (NOTE [Orientations])
+    check_free_space(out_dir, per_pixel * pixels + (64 << 20), f"predicting {slide_path.name} ({grid_w} x {grid_h} "
+                     f"pixels at {t_mpp:g} um/px: a temporary grid of {per_pixel} byte{'s' if per_pixel > 1 else ''} "
+                     "per pixel, then the mask TIFF)", "free disk space, or choose another `out_dir`")
 
 
 def _label_description(classes: Sequence[str]) -> str:
@@ -354,6 +403,7 @@ def predict_slide(
     read_workers: int | None = None,
     strict: bool = False,
     glass_balance: bool = True,
+    orientations: int = 1,
 ) -> dict:
     """Segment tissue on one slide and write its four outputs into ``out_dir``.
 
@@ -392,6 +442,9 @@ def predict_slide(
         glass_balance: False reads the slide as it is even when the model declares a glass balance
             (``glass_white``, NOTE [Glass balance]): for an image with no glass, a crop wholly
             inside tissue, whose palest tissue the balance would take for glass.
+        orientations: 1, 2, 4 or 8: the mask is the mean probability of the model over that many
+            orientations of the slide (test-time augmentation, NOTE [Orientations] in
+            ``gigaseg.engine.orient``), at that many times the model's time; one-class models.
 
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
@@ -420,6 +473,9 @@ def predict_slide(
 
     check_number("threshold", threshold)
     check_number("min_area", min_area)
+    from .engine.orient import check_orientations
+
+    orientations = check_orientations(orientations)
     check_options(mpp=mpp, model_mpp=model_mpp, simplify=simplify, memory_budget=memory_budget)
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is not valid: use one of {', '.join(PRECISIONS)}")
@@ -450,6 +506,10 @@ def predict_slide(
     class_names = model_classes(net)
     n_classes = 1 if class_names is None else len(class_names)
     try:
+        if class_names is not None and orientations > 1:
+            raise ConfigError(f"`orientations` averages one class's probability; {model_source} has {n_classes} "
+                              f"classes ({', '.join(class_names)}): leave `orientations` at 1 (gigaseg.tiled_predict "
+                              "averages the classes' probabilities over orientations)")
         if class_names is not None and probabilities:
             raise ConfigError(f"`probabilities=True` writes one class's probability; {model_source} has "
                               f"{n_classes} classes ({', '.join(class_names)}), whose TIFF holds each pixel's class "
@@ -466,7 +526,7 @@ def predict_slide(
         t_mpp = float(model_mpp or trained_mpp or math.sqrt(slide.mpp[0] * slide.mpp[1]))
         image = SlideArray(slide, t_mpp)
         grid_h, grid_w = image.shape[:2]
-        _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir)  # NOTE [Bounded work]
+        _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir, orientations)  # NOTE [Bounded work]
         image = balance_for(net, image)  # NOTE [Glass balance]: once, after the checks; reported below
         tmp = temp_dir(out_dir, stem, ".grid")
         try:
@@ -494,9 +554,14 @@ def predict_slide(
                                       workers=1 if dev.type == "cpu" else default_read_workers(dev),
                                       description=None if class_names is None else _label_description(class_names))
             try:
-                timings = _predict_to_raw(with_precision(net, precision), image, raw_path,
-                                          memory_budget=memory_budget, device=dev, progress=progress,
-                                          thr_u8=thr_u8, gate=gate, read_workers=read_workers, classes=n_classes)
+                if orientations > 1:  # NOTE [Orientations]
+                    timings = _predict_oriented_to_raw(with_precision(net, precision), image, raw_path, orientations,
+                                                       memory_budget=memory_budget, device=dev, progress=progress,
+                                                       thr_u8=thr_u8, gate=gate, read_workers=read_workers)
+                else:
+                    timings = _predict_to_raw(with_precision(net, precision), image, raw_path,
+                                              memory_budget=memory_budget, device=dev, progress=progress,
+                                              thr_u8=thr_u8, gate=gate, read_workers=read_workers, classes=n_classes)
             except BaseException:
                 gate.abort()
                 raise
@@ -542,6 +607,7 @@ def predict_slide(
                 "timings": {k: round(v, 3) for k, v in timings.items()},
                 "strict": bool(strict),
                 "glass_balance": bool(glass_balance),
+                "orientations": orientations,  # NOTE [Orientations]
                 # the model's glass balance (NOTE [Glass balance]): the gain per channel, None when none is applied
                 "glass_gains": ([round(float(g), 4) for g in image.gains.ravel()] if isinstance(image, GlassBalanced)
                                 else [1.0, 1.0, 1.0] if model_glass_white(net) > 0 else None),
@@ -599,6 +665,10 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
     check_number("threshold", kwargs.get("threshold", DEFAULT_THRESHOLD))
     check_number("min_area", kwargs.get("min_area", DEFAULT_MIN_AREA))
     check_options(**{k: kwargs.get(k) for k in ("mpp", "model_mpp", "simplify", "memory_budget", "read_workers")})
+    if "orientations" in kwargs:
+        from .engine.orient import check_orientations
+
+        check_orientations(kwargs["orientations"])
     if kwargs.get("precision", "float32") not in PRECISIONS:
         raise ConfigError(f"precision {kwargs['precision']!r} is not valid: use one of {', '.join(PRECISIONS)}")
     from .checkpoint import BUILTIN

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from ..glass import balance_for
+from ..glass import GlassBalanced, balance_for
 from .arrays import ImageLike, OutSink
 from .locality import geometry_of
+from .orient import ORIENTATIONS, Oriented, check_orientations
 from .planner import _prepare
 from .reading import _HEAP, _check_read_workers, _progress, _read_ahead
 from .tiles import _as_input, _read_crop, _Tile, _tile_list, _tiles, input_channels_last, input_multiple
@@ -273,13 +274,13 @@ def iter_predict(
 def tiled_predict(
     model: nn.Module, image: ImageLike, *, out: None = None, memory_budget: int | str | None = None,
     tile: int | Sequence[int] | None = None, device: str | torch.device | None = None, progress: bool = False,
-    logits: bool = False, read_workers: int | None = None,
+    logits: bool = False, read_workers: int | None = None, orientations: int = 1,
 ) -> np.ndarray: ...
 @overload
 def tiled_predict(
     model: nn.Module, image: ImageLike, *, out: _Out, memory_budget: int | str | None = None,
     tile: int | Sequence[int] | None = None, device: str | torch.device | None = None, progress: bool = False,
-    logits: bool = False, read_workers: int | None = None,
+    logits: bool = False, read_workers: int | None = None, orientations: int = 1,
 ) -> _Out: ...
 def tiled_predict(
     model: nn.Module,
@@ -292,6 +293,7 @@ def tiled_predict(
     progress: bool = False,
     logits: bool = False,
     read_workers: int | None = None,
+    orientations: int = 1,
 ) -> np.ndarray | OutSink:
     """Per-pixel tissue probabilities ``sigmoid(model(image / 255))``, computed tile by tile; for a
     model of C >= 2 output channels, the class probabilities ``softmax(model(image / 255))``.
@@ -306,6 +308,9 @@ def tiled_predict(
             float32.
         memory_budget, tile, device, progress, read_workers: as for ``tiled_backward``.
         logits: return the logits ``model(image / 255)`` instead of probabilities.
+        orientations: 1, 2, 4 or 8: the mean of the model's outputs over that many orientations
+            of the image (test-time augmentation, NOTE [Orientations] in ``orient``; probabilities
+            are averaged, or the logits with ``logits=True``), at that many times the cost.
 
     A UNet with ``glass_white`` reads the image glass-balanced, with gains computed once from the
     whole image (``gigaseg.glass``, NOTE [Glass balance]).
@@ -319,6 +324,10 @@ def tiled_predict(
         ``out`` (or the new array), (H, W); (H, W, C) for a model of C >= 2 output channels
         (class c's probability or logit in channel c).
     """
+    orientations = check_orientations(orientations)
+    if orientations > 1:
+        return _oriented_predict(model, image, orientations, out=out, logits=logits, memory_budget=memory_budget,
+                                 tile=tile, device=device, progress=progress, read_workers=read_workers)
     if getattr(model, "tiled_slide_head", False):  # a SlideClassifier, one (C,) vector: NOTE [Slide heads]
         if out is not None:
             raise InputError("a SlideClassifier gives one (C,) vector per image; `out` is for per-pixel models")
@@ -345,4 +354,37 @@ def tiled_predict(
     with tiles:
         for box, block in tiles:
             out[box.y0:box.y1, box.x0:box.x1] = block
+    return out
+
+
+def _oriented_predict(model: nn.Module, image: ImageLike, n: int, *, out: OutSink | None, logits: bool,
+                      **kw: Any) -> np.ndarray | OutSink:
+    """``tiled_predict`` averaged over the first ``n`` of ``ORIENTATIONS`` (NOTE [Orientations])."""
+    if getattr(model, "tiled_slide_head", False):
+        raise ConfigError("a SlideClassifier gives one vector per image: `orientations` is for per-pixel models")
+    balanced = balance_for(model, image)  # estimated once, on the image as it is
+    total: np.ndarray | None = None
+    dtype: Any = np.float32
+    for o in ORIENTATIONS[:n]:
+        view = Oriented(image, o)
+        seen: Any = GlassBalanced(view, balanced.gains) if isinstance(balanced, GlassBalanced) else view
+        block = view.to_image(tiled_predict(model, seen, logits=logits, **kw))
+        if total is None:
+            total, dtype = np.array(block, dtype=np.float64), block.dtype
+        else:
+            total += block
+    assert total is not None
+    mean = (total / n).astype(dtype)
+    if out is None:
+        return mean
+    if tuple(getattr(out, "shape", ())) != mean.shape:
+        raise InputError(f"out must have shape {mean.shape}, got {getattr(out, 'shape', None)}")
+    out_dtype = np.dtype(out.dtype)
+    if out_dtype == np.uint8 and not logits:
+        out[0:mean.shape[0], 0:mean.shape[1]] = np.rint(255 * mean).astype(np.uint8)
+    elif out_dtype.kind == "f":
+        out[0:mean.shape[0], 0:mean.shape[1]] = mean
+    else:
+        raise InputError(f"out must be a float array{'' if logits else ' or a uint8 array (probabilities * 255)'}, "
+                         f"got dtype {out_dtype}")
     return out
