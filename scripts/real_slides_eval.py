@@ -15,6 +15,10 @@ CMU-1-Small-Region downsampled by each of --downsamples as PNG, predicts it with
 The scanner study resaves both slides with their colours changed the way scanners and their
 settings differ (--shifts: exposure, white balance, gamma; ``SHIFTS``) and scores them the same
 way, to show which masks hold when the glass is not the white the model saw most in training.
+``--orientations N`` predicts with the mean over N orientations of each image (NOTE
+[Orientations]); ``--orientation-study`` scores both slides resaved in each of the eight
+orientations (turned, mirrored; the reference turned with them) and the means over 2, 4 and 8,
+to show how much a real-slide score moves with nothing but the slide's orientation.
 With ``--synthetic N`` it also scores the model on N held-out synthetic slides of every
 category (profile "all", seeds 90000.., 1024 x 1024 at the model's resolution: the held-out
 set of the tissue-model study, scripts/tissue_model/) per category group, and README.md
@@ -94,7 +98,7 @@ def shifted(rgb: np.ndarray, name: str) -> np.ndarray:
     return np.rint(255 * x).astype(np.uint8)
 
 
-def _synthetic(net, mpp: float, n: int) -> dict:
+def _synthetic(net, mpp: float, n: int, orientations: int = 1) -> dict:
     """Dice per held-out synthetic slide (profile "all", seeds 90000.., 1024 x 1024 at ``mpp``) and per group."""
     sys.path.insert(0, str(Path(__file__).resolve().parent / "tissue_model"))
     from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
@@ -104,11 +108,12 @@ def _synthetic(net, mpp: float, n: int) -> dict:
     side = 1024
     slides = []
     for seed, cats, rgb, m, _ in held_out(n, side, mpp):
-        slides.append({"seed": seed, "categories": cats, "dice": dice(tiled_predict(net, rgb) >= 0.5, m == 1),
+        p = tiled_predict(net, rgb, orientations=orientations)
+        slides.append({"seed": seed, "categories": cats, "dice": dice(p >= 0.5, m == 1),
                        "tissue_od": tissue_od(rgb, m == 1)})
         print(json.dumps(slides[-1]), file=sys.stderr)
-    return {"mpp": mpp, "side": side, "seeds": [HELD_OUT_SEED, HELD_OUT_SEED + n - 1], "groups": group_scores(slides),
-            "slides": slides}
+    return {"mpp": mpp, "side": side, "seeds": [HELD_OUT_SEED, HELD_OUT_SEED + n - 1], "orientations": orientations,
+            "groups": group_scores(slides), "slides": slides}
 
 
 def _targets(results: dict) -> list[str]:
@@ -130,6 +135,59 @@ def _targets(results: dict) -> list[str]:
     return lines + [""]
 
 
+def _orientation_study(run, name: str, path: Path, mpp: float | None, ref: Path, tmp: Path) -> dict:
+    """The model's Dice on ``path`` resaved in each of the eight orientations (``ref`` turned with it),
+    and with the mean over the first 2, 4 and 8 of them (``predict_slide(orientations=N)``)."""
+    from PIL import Image
+
+    from gigaseg.engine.orient import ORIENTATIONS, Oriented
+    from gigaseg.metrics import load_reference
+    from gigaseg.slides import open_slide
+
+    with open_slide(path, mpp=mpp) as sl:
+        rgb, slide_mpp = np.asarray(sl.read_region((0, 0), 0, sl.dimensions))[..., :3], sl.mpp[0]
+    reference = load_reference(ref)[0]  # 0/1, 255 (ignored) kept
+    tmp.mkdir(parents=True, exist_ok=True)
+    row: dict = {"slide": name.split(" ")[0], "each": {}, "mean_of": {}}
+
+    def turned(a: np.ndarray, o) -> np.ndarray:
+        view = Oriented(a, o)
+        return view[0:view.shape[0], 0:view.shape[1]]
+
+    for o in ORIENTATIONS:
+        tag = o.name.replace(" ", "-")
+        Image.fromarray(turned(rgb, o)).save(tmp / f"{tag}.png")
+        Image.fromarray(turned(reference, o)).save(tmp / f"{tag}.reference.png")
+        s = run("model", tmp / f"{tag}.png", tmp / "model", slide_mpp, 1)
+        row["each"][o.name] = _evaluate(s["paths"]["mask"], tmp / f"{tag}.reference.png")["dice"]
+    for n in (2, 4, 8):
+        row["mean_of"][str(n)] = _evaluate(run("model", path, tmp / f"mean{n}", mpp, n)["paths"]["mask"], ref)["dice"]
+    each = list(row["each"].values())
+    row["each_min"], row["each_max"], row["each_mean"] = min(each), max(each), float(np.mean(each))
+    return row
+
+
+def _orientation_lines(results: dict) -> list[str]:
+    """README lines of the orientation study."""
+    lines = ["", "## Orientation (both slides resaved turned or mirrored, Dice against the reference turned with them)",
+             "", "| slide | as is | each of 8: lowest | highest | mean | mean of 2 | mean of 4 | mean of 8 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in results["orientation_study"]:
+        m = row["mean_of"]
+        lines.append(f"| {row['slide']} | {_fmt(row['each']['as is'])} | {_fmt(row['each_min'])} | "
+                     f"{_fmt(row['each_max'])} | {_fmt(row['each_mean'])} | {_fmt(m['2'])} | {_fmt(m['4'])} | "
+                     f"{_fmt(m['8'])} |")
+    if "synthetic_orientations" in results:
+        groups = list(results["synthetic_orientations"]["1"])
+        lines += ["", "Held-out synthetic slides, Dice per group with the mean over N orientations:", "",
+                  "| N | " + " | ".join(groups) + " |", "|---" * (len(groups) + 1) + "|"]
+        for n in ("1", "2", "4", "8"):
+            g = results["synthetic_orientations"][n]
+            lines.append(f"| {n} | " + " | ".join(_fmt(g[k]) for k in groups) + " |")
+    return lines + ["", "\"mean of N\" is `predict_slide(orientations=N)` (`gigaseg predict --orientations N`): the "
+                    "mean probability over the first N orientations (NOTE [Orientations]), N times the model's time."]
+
+
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.3f}"
 
@@ -149,9 +207,16 @@ def main(argv=None) -> int:
     ap.add_argument("--downsamples", default="1,2,4,8,16,32,64", help="resolution study: CMU downsample factors")
     ap.add_argument("--shifts", default=",".join(SHIFTS),
                     help="scanner study: the colour changes to score (comma-separated names of SHIFTS; '' for none)")
+    ap.add_argument("--orientations", type=int, choices=(1, 2, 4, 8), default=1,
+                    help="predict with the mean over this many orientations of each image (NOTE [Orientations])")
+    ap.add_argument("--orientation-study", action="store_true",
+                    help="also score both slides in each of the eight orientations, and the means over 2, 4 and 8")
+    ap.add_argument("--no-overlays", dest="overlays", action="store_false",
+                    help="write no overlay images (for a study beside a folder that has them)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--note", default="", help="a sentence on where the checkpoint comes from, for README.md")
     args = ap.parse_args(argv)
+    copy_overlay = _copy_overlay if args.overlays else lambda src, dst: None
     shifts = [x.strip() for x in args.shifts.split(",") if x.strip()]
     unknown = [x for x in shifts if x not in SHIFTS]
     if unknown:
@@ -191,16 +256,16 @@ def main(argv=None) -> int:
         (f"kidney-48-5.tif (--mpp {args.kidney_mpp:g}, assumed)", data / "slides" / "kidney-48-5.tif",
          args.kidney_mpp, kidney_ref),
     ]
-    def run(method: str, path: Path, od: Path, mpp: float | None) -> dict:
+    def run(method: str, path: Path, od: Path, mpp: float | None, orientations: int = args.orientations) -> dict:
         """``method``'s outputs for ``path`` in ``od``: the model's (predict_slide) or a baseline's; the summary."""
         if method == "model":
             return predict_slide(net, path, od, mpp=mpp, model_mpp=trained_mpp, device=args.device, progress=False,
-                                 overwrite=True)
+                                 overwrite=True, orientations=orientations)
         return baseline_slide(path, od, method=method, mpp=mpp, overwrite=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="gigaseg-real-"))
-    results = {"checkpoint": ck_info, "references": args.references, "slides": [], "resolution_study": [],
-               "scanner_study": []}
+    results = {"checkpoint": ck_info, "references": args.references, "orientations": args.orientations,
+               "slides": [], "resolution_study": [], "scanner_study": [], "orientation_study": []}
     try:
         for name, path, mpp, ref in slides:
             row = {"slide": name, "path": str(path)}
@@ -215,7 +280,7 @@ def main(argv=None) -> int:
                                "tissue_area_mm2": s["tissue_area_mm2"], "pieces": s["pieces"], "seconds": round(dt, 2),
                                "checks": _check_outputs(s)}
                 stem = path.name.replace(".", "_")
-                _copy_overlay(s["paths"]["overlay"], out / f"{stem}.{method}.overlay.png")
+                copy_overlay(s["paths"]["overlay"], out / f"{stem}.{method}.overlay.png")
                 row[method]["overlay"] = f"{stem}.{method}.overlay.png"
             results["slides"].append(row)
             print(json.dumps({k: (v if not isinstance(v, dict) else {kk: v[kk] for kk in ("dice", "seconds")})
@@ -236,7 +301,7 @@ def main(argv=None) -> int:
                     s = run(method, png, tmp / "study" / method, t_mpp)
                     row[method] = _evaluate(s["paths"]["mask"], cmu_ref)["dice"]
                     if method == "model":
-                        _copy_overlay(s["paths"]["overlay"], out / f"cmu-ds{d:g}.model.overlay.png")
+                        copy_overlay(s["paths"]["overlay"], out / f"cmu-ds{d:g}.model.overlay.png")
                         # agreement with the finest input's mask, at the finest input's resolution
                         import tifffile
 
@@ -262,8 +327,18 @@ def main(argv=None) -> int:
                     row[method] = _evaluate(s["paths"]["mask"], ref)["dice"]
                 results["scanner_study"].append(row)
                 print(json.dumps(row), file=sys.stderr)
+        # orientation study: both slides resaved turned or mirrored (their references with them), then the means
+        for name, path, mpp, ref in (slides[0], slides[2]) if args.orientation_study else ():
+            results["orientation_study"].append(_orientation_study(run, name, path, mpp, ref, tmp / "orient"))
+            print(json.dumps(results["orientation_study"][-1]), file=sys.stderr)
         if args.synthetic:
-            results["synthetic"] = _synthetic(net, trained_mpp, args.synthetic)
+            results["synthetic"] = _synthetic(net, trained_mpp, args.synthetic, args.orientations)
+            if args.orientation_study:
+                results["synthetic_orientations"] = {
+                    str(n): {g: v["dice"] for g, v in _synthetic(net, trained_mpp, args.synthetic, n)["groups"].items()}
+                    for n in (1, 2, 4, 8) if n != args.orientations}
+                results["synthetic_orientations"][str(args.orientations)] = {
+                    g: v["dice"] for g, v in results["synthetic"]["groups"].items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -308,7 +383,10 @@ def main(argv=None) -> int:
         lines += ["", "A change multiplies RGB / 255 by a gain per channel, then raises it to a power (`SHIFTS` in "
                   "the script): how scanners' exposure and white balance differ. The slides as scanned are in the "
                   "first table."]
-    lines += ["", "Overlays: " + ", ".join(f"`{p.name}`" for p in sorted(out.glob("*.overlay.png")))]
+    if results["orientation_study"]:
+        lines += _orientation_lines(results)
+    if args.overlays:
+        lines += ["", "Overlays: " + ", ".join(f"`{p.name}`" for p in sorted(out.glob("*.overlay.png")))]
     (out / "README.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -284,3 +284,41 @@ def test_the_scanner_study_changes_colours_as_scanners_do():
     assert darker[1, 1, 0] < 250 and darker[0, 0, 1] < 60 and darker.dtype == np.uint8
     with pytest.raises(SystemExit):
         real.main(["--shifts", "sepia", "--out", "unused"])
+
+
+def test_the_orientation_study_turns_the_reference_with_the_slide(tmp_path):
+    """real_slides_eval's orientation study: each of the eight orientations is scored against the
+    reference turned with the slide (a non-square synthetic slide, whose axes swap in four of them),
+    "as is" and "mean of N" are what predict_slide gives directly."""
+    import warnings
+
+    from PIL import Image
+
+    from gigaseg.metrics import evaluate_pair
+    from gigaseg.predict import predict_slide
+    from gigaseg.synth.render import render_region
+
+    real = load_script("scripts/real_slides_eval.py")
+    rgb, mask = render_region(7, 0, 0, 512, 768, width=512, height=768, mpp=4.0)
+    Image.fromarray(rgb).save(tmp_path / "s.png")
+    Image.fromarray((mask == 1).astype(np.uint8)).save(tmp_path / "s.reference.png")
+
+    def run(method, path, od, mpp, orientations=1):
+        assert method == "model"
+        return predict_slide(None, path, od, mpp=mpp, overwrite=True, progress=False, orientations=orientations)
+
+    def direct(n):
+        s = predict_slide(None, tmp_path / "s.png", tmp_path / f"direct{n}", mpp=4.0, progress=False, orientations=n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return evaluate_pair(s["paths"]["mask"], tmp_path / "s.reference.png")["dice"]
+
+    row = real._orientation_study(run, "s.png (synthetic)", tmp_path / "s.png", 4.0, tmp_path / "s.reference.png",
+                                  tmp_path / "study")
+    assert row["slide"] == "s.png" and len(row["each"]) == 8 and set(row["mean_of"]) == {"2", "4", "8"}
+    assert min(row["each"].values()) > 0.9  # each turned mask against its turned reference
+    assert row["each"]["as is"] == pytest.approx(direct(1), abs=1e-9)
+    assert row["mean_of"]["8"] == pytest.approx(direct(8), abs=1e-9)
+    assert row["each_min"] <= row["each_mean"] <= row["each_max"]
+    lines = real._orientation_lines({"orientation_study": [row]})
+    assert any(line.startswith("| s.png | ") for line in lines)
