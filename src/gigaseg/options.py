@@ -41,6 +41,7 @@ __all__ = [
     "JITTERS",
     "ACTIVATIONS",
     "PRECISIONS",
+    "ORIENTATION_COUNTS",
     "HOLE_CONVENTIONS",
     "IGNORE_MODES",
     "STORE_FORMATS",
@@ -113,6 +114,8 @@ JITTERS = ("hed", "rgb", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh")
 #: Number formats of prediction's forward pass.
 PRECISIONS = ("float32", "bfloat16")
+#: How many orientations of an image prediction may average (NOTE [Orientations] in ``engine.orient``).
+ORIENTATION_COUNTS = (1, 2, 4, 8)
 #: What a synthetic mask calls lumens and tears inside tissue.
 HOLE_CONVENTIONS = ("background", "tissue")
 #: What a mask's 255 (ignore) becomes when a region is prepared.

@@ -16,6 +16,7 @@ from ..options import (
     DEFAULT_REFERENCE_VALUES,
     DEFAULT_THRESHOLD,
     DEFAULT_WORKING_MPP,
+    ORIENTATION_COUNTS,
     PRECISIONS,
     PRESET_NAMES,
     REFERENCE_VALUES,
@@ -134,7 +135,7 @@ def register(subparsers, formatter_class) -> None:
                    help="read the slides as they are, even with a model that brightens grey or tinted glass to "
                         "white first (the built-in one): for images with no glass, such as crops wholly inside "
                         "tissue, whose palest tissue it would take for glass")
-    p.add_argument("--orientations", type=int, choices=(1, 2, 4, 8), default=1, metavar="N",
+    p.add_argument("--orientations", type=int, choices=ORIENTATION_COUNTS, default=1, metavar="N",
                    help="1, 2, 4 or 8: average the model over N orientations of each slide (turned, mirrored; "
                         "test-time augmentation), N times the model's time (default 1: the slide as it is)")
     _precision_option(p)

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import ConfigError
+from ..options import ORIENTATION_COUNTS
 
 
 class Orientation(NamedTuple):
@@ -45,8 +46,6 @@ ORIENTATIONS: tuple[Orientation, ...] = (
     Orientation("turned 90 anticlockwise", True, True, False),
     Orientation("anti-transposed", True, True, True),
 )
-#: The counts ``orientations`` takes.
-ORIENTATION_COUNTS = (1, 2, 4, 8)
 
 
 def check_orientations(n: Any) -> int:
