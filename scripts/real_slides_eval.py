@@ -135,7 +135,7 @@ def _targets(results: dict) -> list[str]:
     return lines + [""]
 
 
-def _orientation_study(run, name: str, path: Path, mpp: float | None, ref: Path, tmp: Path) -> dict:
+def orientation_study(run, name: str, path: Path, mpp: float | None, ref: Path, tmp: Path) -> dict:
     """The model's Dice on ``path`` resaved in each of the eight orientations (``ref`` turned with it),
     and with the mean over the first 2, 4 and 8 of them (``predict_slide(orientations=N)``)."""
     from PIL import Image
@@ -329,7 +329,7 @@ def main(argv=None) -> int:
                 print(json.dumps(row), file=sys.stderr)
         # orientation study: both slides resaved turned or mirrored (their references with them), then the means
         for name, path, mpp, ref in (slides[0], slides[2]) if args.orientation_study else ():
-            results["orientation_study"].append(_orientation_study(run, name, path, mpp, ref, tmp / "orient"))
+            results["orientation_study"].append(orientation_study(run, name, path, mpp, ref, tmp / "orient"))
             print(json.dumps(results["orientation_study"][-1]), file=sys.stderr)
         if args.synthetic:
             results["synthetic"] = _synthetic(net, trained_mpp, args.synthetic, args.orientations)

@@ -95,6 +95,26 @@ def test_checkpoint_spread_scores_each_checkpoint_and_sums_up_per_run(tmp_path, 
     assert "builtin: CMU-1-Small-Region" in capsys.readouterr().out
 
 
+def test_checkpoint_spread_scores_the_eight_orientations(tmp_path, monkeypatch):
+    """checkpoint_spread.py --orientations: each slide's Dice in its eight orientations, their mean
+    (spread per run too) and the Dice of the mean of 8; here on kidney-48-5 alone, the small one."""
+    need_real(REAL_DATA / "masks" / "kidney-48-5.reference.png")
+    spread = load_script("scripts/tissue_model/checkpoint_spread.py")
+    import evaluate
+
+    monkeypatch.setattr(evaluate, "REAL_SLIDES", [s for s in evaluate.REAL_SLIDES if s[0] == "kidney-48-5"])
+    out = tmp_path / "spread.json"
+    weights = ROOT / "src" / "gigaseg" / "weights" / "tissue.npz"
+    assert spread.main([str(weights), "--orientations", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["snapshots"][0]
+    each = row["kidney-48-5 orientations"]
+    assert len(each) == 8 and each["as is"] == pytest.approx(row["kidney-48-5"], abs=1e-9)
+    assert min(each.values()) < row["kidney-48-5 orientation mean"] < max(each.values())  # they differ
+    assert row["kidney-48-5 orientation mean"] == pytest.approx(sum(each.values()) / 8)
+    assert 0 < row["kidney-48-5 mean of 8"] <= 1
+    assert "kidney-48-5 orientation mean" in json.loads(out.read_text())["spread"]["weights"]
+
+
 def test_retrain_says_what_it_does():
     out = subprocess.run([sys.executable, str(ROOT / "scripts/tissue_model/retrain.py"), "--help"],
                          capture_output=True, text=True, timeout=60, check=True).stdout
@@ -313,7 +333,7 @@ def test_the_orientation_study_turns_the_reference_with_the_slide(tmp_path):
             warnings.simplefilter("ignore")
             return evaluate_pair(s["paths"]["mask"], tmp_path / "s.reference.png")["dice"]
 
-    row = real._orientation_study(run, "s.png (synthetic)", tmp_path / "s.png", 4.0, tmp_path / "s.reference.png",
+    row = real.orientation_study(run, "s.png (synthetic)", tmp_path / "s.png", 4.0, tmp_path / "s.reference.png",
                                   tmp_path / "study")
     assert row["slide"] == "s.png" and len(row["each"]) == 8 and set(row["mean_of"]) == {"2", "4", "8"}
     assert min(row["each"].values()) > 0.9  # each turned mask against its turned reference
