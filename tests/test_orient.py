@@ -124,3 +124,17 @@ def test_predict_slide_writes_the_mean_over_orientations(tmp_path):
                  "--orientations", "2", "--no-progress"]) == 0
     summary = json.loads((tmp_path / "cli" / "s.json").read_text())
     assert summary["orientations"] == 2 and summary["model"] == "builtin"
+
+
+@torch.no_grad()
+def test_a_model_of_several_classes_averages_its_class_probabilities():
+    torch.manual_seed(3)
+    net = UNet(dataclasses.replace(CFG, out_channels=3)).eval()
+    img = _image(40, 56, seed=4)
+    per = []
+    for o in ORIENTATIONS:
+        p = torch.softmax(net(model_input(np.ascontiguousarray(_numpy_orient(img, o)))), 1)[0].permute(1, 2, 0)
+        per.append(Oriented(img, o).to_image(p.numpy()))
+    got = tiled_predict(net, img, orientations=8)
+    assert got.shape == (40, 56, 3)
+    np.testing.assert_allclose(got, np.mean(per, axis=0), atol=2e-6)
