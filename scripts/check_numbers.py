@@ -189,6 +189,28 @@ def _syn8_span(d: Any) -> tuple[float, float]:
     return min(v), max(v)
 
 
+def _candidate_row(d: Any) -> str:
+    """A stage-9 table row from real_slides_eval.py --orientation-study --synthetic 48: the held-out groups,
+    then each real slide as scanned and its mean over the eight orientations."""
+    groups = [d["synthetic"]["groups"][g]["dice"] for g in TISSUE_GROUPS]
+    real = [v for i, name in ((0, "CMU"), (2, "kidney")) for v in
+            (d["slides"][i]["model"]["dice"], _orient_real(d, name)["each_mean"])]
+    return " | ".join(f"{v:.3f}" for v in groups + real)
+
+
+def _spread_row(run: str) -> Getter:
+    """A stage-9 run's checkpoints (snapshots.json): each slide as scanned and its orientation mean, lowest-highest
+    and mean."""
+    def get(d: Any) -> str:
+        cells = []
+        for key in ("CMU-1-Small-Region", "CMU-1-Small-Region orientation mean", "kidney-48-5",
+                    "kidney-48-5 orientation mean"):
+            v = d["spread"][run][key]
+            cells += [f"{v['min']:.3f}-{v['max']:.3f}", f"{v['mean']:.3f}"]
+        return " | ".join(cells)
+    return get
+
+
 def _bits_row(d: Any) -> tuple:
     """A row of the weights-on-disk table: held-out Dice (all), its worst slide, then the two real slides."""
     real = [next(r for r in d["slides"] if r["slide"].startswith(n) and "DICOM" not in r["slide"])["model"]["dice"]
@@ -373,6 +395,7 @@ GPU_TRAIN_FIRST = "benchmarks/gpu/h100_gpu_train_1gp.json"
 GPU_TRAIN_NUMPY = "benchmarks/gpu/h100_gpu_train_1gp_view_numpy.json"
 PRED_BF16 = "benchmarks/predict/bench_predict_{}_[12].json"  # float32, bfloat16
 ORIENT = "results/tissue-model/orientations/results.json"  # real_slides_eval.py --orientation-study --synthetic 48
+STAGE9 = "results/tissue-model/stage-9"  # two candidates: real_slides_eval.py, checkpoint_spread.py --orientations
 ORIENT_SPEED = "benchmarks/builtin/orientations.json"  # builtin_predict.py --orientations 1, 2, 8 alternating
 MIB = 1 / 2**20
 
@@ -725,6 +748,27 @@ CLAIMS: list[Claim] = [
           "synthetic {:.3f}, CMU-1-Small-Region {:.3f}, kidney-48-5 {:.3f}, at {:.1f}-{:.1f} s per slide", ORIENT,
           lambda d: (d["synthetic_orientations"]["8"]["all"], _orient_real(d, "CMU")["mean_of"]["8"],
                      _orient_real(d, "kidney")["mean_of"]["8"], *_orient_speed(8))),
+    # results/tissue-model/README.md: stage 9, two candidates judged by the orientation mean
+    *(Claim("results/tissue-model/README.md", f"| {row} | {{}} |", source, _candidate_row)
+      for row, source in (("shipped (stage 4)", ORIENT),
+                          ("trained balanced (+8,000 steps)", f"{STAGE9}/balanced/results.json"),
+                          ("trained as is, balanced at prediction (+8,000 steps)", f"{STAGE9}/as-is/results.json"))),
+    *(Claim("results/tissue-model/README.md", f"| {row}, 4,000-8,000 | {{}} |", f"{STAGE9}/snapshots.json",
+            _spread_row(run))
+      for row, run in (("trained balanced", "run"), ("trained as is, balanced at prediction", "run-plain-gw"))),
+    Claim("results/tissue-model/README.md", "(CMU-1-Small-Region {:.3f} against {:.3f}, kidney-48-5 {:.3f} against "
+          "{:.3f}; single checkpoints reach {:.3f} and {:.3f})", f"{STAGE9}/snapshots.json", lambda d: (
+              *(v for sl in ("CMU-1-Small-Region", "kidney-48-5") for v in (
+                  d["spread"]["run-plain-gw"][f"{sl} orientation mean"]["mean"],
+                  _load(f"{STAGE9}/shipped-orientations.json")["snapshots"][0][f"{sl} orientation mean"])),
+              *(d["spread"]["run-plain-gw"][f"{sl} orientation mean"]["max"]
+                for sl in ("CMU-1-Small-Region", "kidney-48-5")))),
+    Claim("results/tissue-model/README.md", "the orientation means of its checkpoints lie below the shipped model's "
+          "{:.3f}", f"{STAGE9}/snapshots.json", lambda d: (
+              _load(f"{STAGE9}/shipped-orientations.json")["snapshots"][0]["CMU-1-Small-Region orientation mean"]
+              if d["spread"]["run"]["CMU-1-Small-Region orientation mean"]["max"]
+              < _load(f"{STAGE9}/shipped-orientations.json")["snapshots"][0]["CMU-1-Small-Region orientation mean"]
+              else "not below")),
     # docs/performance.md
     Claim("docs/performance.md", "| **1.024 GP (16000 x 64000)** | cannot run (~75 GiB) | **{:.1f}** | - | "
           "**{:.2f} GiB** |", STEPS, lambda runs: (_gp_step(), _gp_peak())),
