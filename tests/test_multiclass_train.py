@@ -178,6 +178,32 @@ def test_predict_writes_a_label_tiff_a_geojson_class_per_label_and_the_class_are
     assert overlay.shape[:2] == labels.shape
 
 
+def test_predict_labels_by_the_mean_over_orientations(run, tmp_path):
+    """predict_slide(orientations=4) with a model of several classes: each pixel's class is the one of the
+    largest mean softmax over the four orientations (tiled_predict's), and the summary counts those labels."""
+    import tifffile
+
+    from gigaseg import save_checkpoint
+    from gigaseg.engine import tiled_predict
+    from gigaseg.predict import predict_slide
+
+    out, _ = run
+    slide, image = _slide(tmp_path / "slide.tif", seed=12)
+    model, _ = load_model(out / "checkpoint.pt")
+    with torch.no_grad():  # as above: centre each class's logits on the slide, so that every class appears
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        model.head.conv.bias -= model(x)[0].flatten(1).median(1).values
+    save_checkpoint(tmp_path / "model.pt", model, mpp=4.0, classes=CLASSES)
+    summary = predict_slide(tmp_path / "model.pt", slide, tmp_path / "p", progress=False, orientations=4, min_area=0)
+    expected = tiled_predict(model, image, orientations=4).argmax(-1)
+    labels = tifffile.imread(tmp_path / "p" / "slide.mask.tiff")
+    assert summary["orientations"] == 4 and set(np.unique(labels)) == {0, 1, 2}
+    assert (labels == expected).mean() > 0.999  # ties between two classes' float sums may go either way
+    assert not np.array_equal(labels, model(x)[0].argmax(0).detach().numpy())  # not the slide as it is alone
+    counts = np.bincount(labels.ravel(), minlength=3)
+    assert summary["class_pixels_model_res"] == dict(zip(CLASSES, counts.tolist()))
+
+
 def test_refusals(store, run, tmp_path):
     out, _ = run
     # a mask value >= C, named with its region and position

@@ -250,11 +250,12 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
 
 
 def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, memory_budget, device, progress: bool,
-                             thr_u8: int, gate=None, read_workers: int = 1) -> dict[str, Any]:
+                             thr_u8: int, gate=None, read_workers: int = 1, classes: int = 1) -> dict[str, Any]:
     """``_predict_to_raw`` for the mean of ``orientations`` orientations of ``image`` (NOTE
-    [Orientations] in ``gigaseg.engine.orient``; one-class models): each orientation's
-    round(255 p) is summed into a temporary uint16 grid beside ``raw_path``, whose rounded mean
-    is then written to ``raw_path`` row by row.
+    [Orientations] in ``gigaseg.engine.orient``): each orientation's round(255 p) is summed into a
+    temporary uint16 grid beside ``raw_path``, whose rounded mean is then written to ``raw_path``
+    row by row. A model of C >= 2 classes sums its softmax into a float32 (H, W, C) grid instead,
+    and each pixel gets the class of the largest mean (NOTE [Class outputs]).
     """
     from .engine import iter_predict
     from .engine.orient import ORIENTATIONS, Oriented
@@ -263,16 +264,18 @@ def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, m
     grid_h, grid_w = image.shape[:2]
     base = image.image if isinstance(image, GlassBalanced) else image  # balanced once, read in every orientation
     t0 = time.perf_counter()
-    total = np.lib.format.open_memmap(raw_path.with_name("orientations.npy"), mode="w+", dtype=np.uint16,
-                                      shape=(grid_h, grid_w))
+    total = np.lib.format.open_memmap(raw_path.with_name("orientations.npy"), mode="w+",
+                                      dtype=np.uint16 if classes == 1 else np.float32,
+                                      shape=(grid_h, grid_w) if classes == 1 else (grid_h, grid_w, classes))
     model_s = read_wait_s = 0.0
     n_tiles = 0
     tile: list[int] = []
     for o in ORIENTATIONS[:orientations]:
         view = Oriented(base, o)
         seen: Any = GlassBalanced(view, image.gains) if isinstance(image, GlassBalanced) else view
-        tiles = iter_predict(net, seen, order="shape", output="uint8", memory_budget=memory_budget, device=device,
-                             read_workers=read_workers, read_ahead=read_workers + 3, progress=progress)
+        tiles = iter_predict(net, seen, order="shape", output="uint8" if classes == 1 else "probabilities",
+                             memory_budget=memory_budget, device=device, read_workers=read_workers,
+                             read_ahead=read_workers + 3, progress=progress)
         tile = tile or list(tiles.tile)
         with tiles:
             for box, block in tiles:
@@ -282,13 +285,14 @@ def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, m
         model_s += tiles.timings["model_s"]
         read_wait_s += tiles.timings["read_wait_s"]
         n_tiles += tiles.n_tiles
-    rows = max(1, min(grid_h, (64 << 20) // (3 * max(grid_w, 1))))  # rows per write: about 64 MiB of work
+    rows = max(1, min(grid_h, (64 << 20) // (4 * classes * max(grid_w, 1))))  # rows per write: about 64 MiB of work
     with open(raw_path, "wb") as f:
-        sink = _RowSink(f, grid_w, rows, thr_u8, gate)
+        sink = _RowSink(f, grid_w, rows, thr_u8, gate, classes)
         for y in range(0, grid_h, rows):
             part = total[y:y + rows]
-            sink.put(slice(0, len(part)), slice(0, grid_w),
-                     ((part.astype(np.uint32) + orientations // 2) // orientations).astype(np.uint8))
+            mean = (((part.astype(np.uint32) + orientations // 2) // orientations).astype(np.uint8) if classes == 1
+                    else np.asarray(part))  # the sink labels each pixel by its largest sum: the same class
+            sink.put(slice(0, len(part)), slice(0, grid_w), mean)
             sink.flush(len(part))
     del total
     return {"read_s": image.read_s, "read_wait_s": read_wait_s, "write_s": sink.write_s, "model_s": model_s,
@@ -307,7 +311,7 @@ def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, m
 # once the engine has planned the tiles) must fit in the available memory. A MemoryError that
 # happens anyway fails that slide, not the batch.
 def _check_grid(slide_path: Path, slide: Any, t_mpp: float, grid: tuple[int, int], out_dir: Path,
-                orientations: int = 1) -> None:
+                orientations: int = 1, classes: int = 1) -> None:
     from ._files import check_free_space, format_bytes
 
     grid_w, grid_h = grid
@@ -328,7 +332,8 @@ def _check_grid(slide_path: Path, slide: Any, t_mpp: float, grid: tuple[int, int
             f"({MAX_GRID_PIXELS / 1e9:.1f} gigapixels; it would need {format_bytes(pixels)} of temporary disk): check "
             f"the slide's `mpp` and size, or run the model at a coarser `model_mpp` ({t_mpp * factor:.3g} or more)"
         )
-    per_pixel = 1 if orientations == 1 else 3  # and a uint16 sum of the orientations (NOTE [Orientations])
+    # and the sum of the orientations (NOTE [Orientations]): uint16, or float32 per class
+    per_pixel = 1 if orientations == 1 else 3 if classes == 1 else 1 + 4 * classes
     check_free_space(out_dir, per_pixel * pixels + (64 << 20), f"predicting {slide_path.name} ({grid_w} x {grid_h} "
                      f"pixels at {t_mpp:g} um/px: a temporary grid of {per_pixel} byte{'s' if per_pixel > 1 else ''} "
                      "per pixel, then the mask TIFF)", "free disk space, or choose another `out_dir`")
@@ -444,7 +449,8 @@ def predict_slide(
             inside tissue, whose palest tissue the balance would take for glass.
         orientations: 1, 2, 4 or 8: the mask is the mean probability of the model over that many
             orientations of the slide (test-time augmentation, NOTE [Orientations] in
-            ``gigaseg.engine.orient``), at that many times the model's time; one-class models.
+            ``gigaseg.engine.orient``), at that many times the model's time; a model of several
+            classes labels each pixel with the class of the largest mean probability.
 
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
@@ -506,10 +512,6 @@ def predict_slide(
     class_names = model_classes(net)
     n_classes = 1 if class_names is None else len(class_names)
     try:
-        if class_names is not None and orientations > 1:
-            raise ConfigError(f"`orientations` averages one class's probability; {model_source} has {n_classes} "
-                              f"classes ({', '.join(class_names)}): leave `orientations` at 1 (gigaseg.tiled_predict "
-                              "averages the classes' probabilities over orientations)")
         if class_names is not None and probabilities:
             raise ConfigError(f"`probabilities=True` writes one class's probability; {model_source} has "
                               f"{n_classes} classes ({', '.join(class_names)}), whose TIFF holds each pixel's class "
@@ -526,7 +528,7 @@ def predict_slide(
         t_mpp = float(model_mpp or trained_mpp or math.sqrt(slide.mpp[0] * slide.mpp[1]))
         image = SlideArray(slide, t_mpp)
         grid_h, grid_w = image.shape[:2]
-        _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir, orientations)  # NOTE [Bounded work]
+        _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir, orientations, n_classes)  # NOTE [Bounded work]
         image = balance_for(net, image)  # NOTE [Glass balance]: once, after the checks; reported below
         tmp = temp_dir(out_dir, stem, ".grid")
         try:
@@ -557,7 +559,8 @@ def predict_slide(
                 if orientations > 1:  # NOTE [Orientations]
                     timings = _predict_oriented_to_raw(with_precision(net, precision), image, raw_path, orientations,
                                                        memory_budget=memory_budget, device=dev, progress=progress,
-                                                       thr_u8=thr_u8, gate=gate, read_workers=read_workers)
+                                                       thr_u8=thr_u8, gate=gate, read_workers=read_workers,
+                                                       classes=n_classes)
                 else:
                     timings = _predict_to_raw(with_precision(net, precision), image, raw_path,
                                               memory_budget=memory_budget, device=dev, progress=progress,
