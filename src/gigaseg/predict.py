@@ -258,11 +258,9 @@ def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, m
     and each pixel gets the class of the largest mean (NOTE [Class outputs]).
     """
     from .engine import iter_predict
-    from .engine.orient import ORIENTATIONS, Oriented
-    from .glass import GlassBalanced
+    from .engine.orient import oriented_views
 
     grid_h, grid_w = image.shape[:2]
-    base = image.image if isinstance(image, GlassBalanced) else image  # balanced once, read in every orientation
     t0 = time.perf_counter()
     total = np.lib.format.open_memmap(raw_path.with_name("orientations.npy"), mode="w+",
                                       dtype=np.uint16 if classes == 1 else np.float32,
@@ -270,9 +268,7 @@ def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, m
     model_s = read_wait_s = 0.0
     n_tiles = 0
     tile: list[int] = []
-    for o in ORIENTATIONS[:orientations]:
-        view = Oriented(base, o)
-        seen: Any = GlassBalanced(view, image.gains) if isinstance(image, GlassBalanced) else view
+    for view, seen in oriented_views(image, orientations):  # a balanced image: its gains in every orientation
         tiles = iter_predict(net, seen, order="shape", output="uint8" if classes == 1 else "probabilities",
                              memory_budget=memory_budget, device=device, read_workers=read_workers,
                              read_ahead=read_workers + 3, progress=progress)

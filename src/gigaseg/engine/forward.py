@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from ..glass import GlassBalanced, balance_for
+from ..glass import balance_for
 from .arrays import ImageLike, OutSink
 from .locality import geometry_of
-from .orient import ORIENTATIONS, Oriented, check_orientations
+from .orient import check_orientations, oriented_views
 from .planner import _prepare
 from .reading import _HEAP, _check_read_workers, _progress, _read_ahead
 from .tiles import _as_input, _read_crop, _Tile, _tile_list, _tiles, input_channels_last, input_multiple
@@ -342,15 +342,7 @@ def tiled_predict(
     shape: tuple[int, ...] = (height, width) if tiles.classes == 1 else (height, width, tiles.classes)
     if out is None:
         out = np.empty(shape, dtype=np.float64 if tiles._dtype == torch.float64 else np.float32)
-    elif tuple(getattr(out, "shape", ())) != shape:
-        names = "(H, W)" if tiles.classes == 1 else "(H, W, C)"
-        raise InputError(f"out must have shape {names} = {shape}, got {getattr(out, 'shape', None)}")
-    out_dtype = np.dtype(out.dtype)
-    if not (out_dtype.kind == "f" or (out_dtype == np.uint8 and not logits)):
-        raise InputError(
-            f"out must be a float array{'' if logits else ' or a uint8 array (probabilities * 255)'}, "
-            f"got dtype {out_dtype}"
-        )
+    _check_out(out, shape, logits)
     with tiles:
         for box, block in tiles:
             out[box.y0:box.y1, box.x0:box.x1] = block
@@ -362,29 +354,28 @@ def _oriented_predict(model: nn.Module, image: ImageLike, n: int, *, out: OutSin
     """``tiled_predict`` averaged over the first ``n`` of ``ORIENTATIONS`` (NOTE [Orientations])."""
     if getattr(model, "tiled_slide_head", False):
         raise ConfigError("a SlideClassifier gives one vector per image: `orientations` is for per-pixel models")
-    balanced = balance_for(model, image)  # estimated once, on the image as it is
     total: np.ndarray | None = None
-    dtype: Any = np.float32
-    for o in ORIENTATIONS[:n]:
-        view = Oriented(image, o)
-        seen: Any = GlassBalanced(view, balanced.gains) if isinstance(balanced, GlassBalanced) else view
+    for view, seen in oriented_views(balance_for(model, image), n):  # the balance estimated once
         block = view.to_image(tiled_predict(model, seen, logits=logits, **kw))
-        if total is None:
-            total, dtype = np.array(block, dtype=np.float64), block.dtype
-        else:
-            total += block
+        total = np.array(block, dtype=np.float64) if total is None else total + block
     assert total is not None
-    mean = (total / n).astype(dtype)
+    mean = (total / n).astype(block.dtype)
     if out is None:
         return mean
-    if tuple(getattr(out, "shape", ())) != mean.shape:
-        raise InputError(f"out must have shape {mean.shape}, got {getattr(out, 'shape', None)}")
-    out_dtype = np.dtype(out.dtype)
-    if out_dtype == np.uint8 and not logits:
-        out[0:mean.shape[0], 0:mean.shape[1]] = np.rint(255 * mean).astype(np.uint8)
-    elif out_dtype.kind == "f":
-        out[0:mean.shape[0], 0:mean.shape[1]] = mean
-    else:
-        raise InputError(f"out must be a float array{'' if logits else ' or a uint8 array (probabilities * 255)'}, "
-                         f"got dtype {out_dtype}")
+    _check_out(out, mean.shape, logits)
+    uint8 = np.dtype(out.dtype) == np.uint8
+    out[0:mean.shape[0], 0:mean.shape[1]] = np.rint(255 * mean).astype(np.uint8) if uint8 else mean
     return out
+
+
+def _check_out(out: OutSink, shape: tuple[int, ...], logits: bool) -> None:
+    """InputError unless ``out`` is of ``shape`` ((H, W) or (H, W, C)) and a float array, or uint8 for probabilities."""
+    if tuple(getattr(out, "shape", ())) != shape:
+        names = "(H, W)" if len(shape) == 2 else "(H, W, C)"
+        raise InputError(f"out must have shape {names} = {shape}, got {getattr(out, 'shape', None)}")
+    out_dtype = np.dtype(out.dtype)
+    if not (out_dtype.kind == "f" or (out_dtype == np.uint8 and not logits)):
+        raise InputError(
+            f"out must be a float array{'' if logits else ' or a uint8 array (probabilities * 255)'}, "
+            f"got dtype {out_dtype}"
+        )

@@ -18,11 +18,13 @@ it is, and read through every orientation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..glass import GlassBalanced
 from ..options import ORIENTATION_COUNTS
 
 
@@ -54,6 +56,16 @@ def check_orientations(n: Any) -> int:
         raise ConfigError(f"orientations {n!r} is not valid: use one of {', '.join(map(str, ORIENTATION_COUNTS))} "
                           "(1: the image as it is; NOTE [Orientations])")
     return int(n)
+
+
+def oriented_views(image: Any, n: int) -> Iterator[tuple[Oriented, Any]]:
+    """``(view, what the model reads)`` for each of the first ``n`` of ``ORIENTATIONS``. A
+    ``GlassBalanced`` image is turned beneath its balance, so that its gains, estimated once on the
+    image as it is, are read through every orientation; ``view`` maps the outputs back."""
+    balanced = isinstance(image, GlassBalanced)
+    for o in ORIENTATIONS[:n]:
+        view = Oriented(image.image if balanced else image, o)
+        yield view, (GlassBalanced(view, image.gains) if balanced else view)
 
 
 def _span(a: int, b: int, size: int, flip: bool) -> tuple[int, int]:
@@ -117,4 +129,4 @@ class Oriented:
         return f"Oriented({self.image!r}, {self.orientation.name!r})"
 
 
-__all__ = ["ORIENTATIONS", "ORIENTATION_COUNTS", "Orientation", "Oriented", "check_orientations"]
+__all__ = ["ORIENTATIONS", "ORIENTATION_COUNTS", "Orientation", "Oriented", "check_orientations", "oriented_views"]
