@@ -16,7 +16,7 @@ from PIL import Image
 from gigaseg import UNet, UNetConfig
 from gigaseg.engine import model_input, tiled_predict
 from gigaseg.engine.orient import ORIENTATIONS, Oriented, check_orientations
-from gigaseg.errors import ConfigError
+from gigaseg.errors import ConfigError, InputError
 from gigaseg.glass import GlassBalanced, glass_gains
 
 CFG = UNetConfig(depth=2, channels=(2, 4), strides=(2, 2), encoder_kernels=(5, 3), decoder_kernels=(3, 3),
@@ -82,6 +82,13 @@ def test_tiled_predict_is_the_mean_of_the_model_over_the_oriented_images():
     np.testing.assert_array_equal(out, np.rint(255 * np.mean(per[:4], axis=0)))
     with pytest.raises(ConfigError, match="orientations 3"):
         tiled_predict(net, img, orientations=3)
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    tiled_predict(net, img)
+    one_pass = len(calls)
+    with pytest.raises(InputError, match="out must have shape"):  # refused after the first of 8 passes
+        tiled_predict(net, img, orientations=8, out=np.zeros((70, 91), np.float32))
+    assert len(calls) == 2 * one_pass
 
 
 @torch.no_grad()

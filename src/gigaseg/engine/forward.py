@@ -357,12 +357,16 @@ def _oriented_predict(model: nn.Module, image: ImageLike, n: int, *, out: OutSin
     total: np.ndarray | None = None
     for view, seen in oriented_views(balance_for(model, image), n):  # the balance estimated once
         block = view.to_image(tiled_predict(model, seen, logits=logits, **kw))
-        total = np.array(block, dtype=np.float64) if total is None else total + block
+        if total is None:
+            if out is not None:  # refused after the first pass, not the last: its shape holds the class count
+                _check_out(out, block.shape, logits)
+            total = np.array(block, dtype=np.float64)
+        else:
+            total += block
     assert total is not None
     mean = (total / n).astype(block.dtype)
     if out is None:
         return mean
-    _check_out(out, mean.shape, logits)
     uint8 = np.dtype(out.dtype) == np.uint8
     out[0:mean.shape[0], 0:mean.shape[1]] = np.rint(255 * mean).astype(np.uint8) if uint8 else mean
     return out
