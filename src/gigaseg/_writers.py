@@ -260,23 +260,33 @@ def _level_tiles_or_bytes(grid: MaskGrid, lvl_w: int, lvl_h: int, downsample: fl
     pixels are all one value is its encoded bytes, encoded once per value (NOTE [Uniform tiles])."""
     cache: dict[int, bytes] = {}
     gx_all = grid.index(lvl_w, downsample, 0)
+    # per tile column: the grid columns [lo, hi) under it and how many of its level columns each
+    # spreads over (the index is sorted, so repeating each that often is rows[:, gx], ~8x faster)
+    spans = []
+    for x0 in range(0, lvl_w, _TILE):
+        gx = gx_all[x0:x0 + _TILE]
+        lo, hi = int(gx[0]), int(gx[-1]) + 1
+        spans.append((lo, hi, np.bincount(gx - lo, minlength=hi - lo)))
+    bounds = np.array([b for lo, hi, _ in spans for b in (lo, hi)], np.int64)  # reduceat's [lo, hi) segments
     for y0 in range(0, lvl_h, _TILE):
         y1 = min(y0 + _TILE, lvl_h)
         rows = grid.grid_rows(y0, y1, downsample, transform)
         on_strip(rows, y0, y1)  # NOTE [Last tile]
-        for x0 in range(0, lvl_w, _TILE):
-            gx = gx_all[x0:x0 + _TILE]
-            block = rows[:, int(gx[0]):int(gx[-1]) + 1]  # the grid pixels under the tile
-            lo = int(block.min())
-            if lo == int(block.max()):
-                if lo not in cache:
-                    cache[lo] = encode(np.full((_TILE, _TILE), lo, np.uint8))
-                yield cache[lo]
+        # each tile's lowest and highest grid pixel, from the strip's columns: two reductions per strip
+        col_lo = np.append(rows.min(axis=0), 0)  # the appended value is never in a segment: hi <= gw
+        col_hi = np.append(rows.max(axis=0), 0)
+        lows = np.minimum.reduceat(col_lo, bounds)[::2].tolist()
+        highs = np.maximum.reduceat(col_hi, bounds)[::2].tolist()
+        for (lo, hi, counts), v, top in zip(spans, lows, highs):
+            if v == top:
+                if v not in cache:
+                    cache[v] = encode(np.full((_TILE, _TILE), v, np.uint8))
+                yield cache[v]
                 continue
-            t = rows[:, gx]
+            t = np.repeat(rows[:, lo:hi], counts, axis=1)
             if t.shape != (_TILE, _TILE):  # an edge tile: padded by edge replication, as strip_tiles does
                 t = np.pad(t, ((0, _TILE - t.shape[0]), (0, _TILE - t.shape[1])), mode="edge")
-            yield np.ascontiguousarray(t)
+            yield t
 
 
 # NOTE [Uniform tiles]
