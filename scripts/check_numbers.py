@@ -397,7 +397,24 @@ PRED_BF16 = "benchmarks/predict/bench_predict_{}_[12].json"  # float32, bfloat16
 ORIENT = "results/tissue-model/orientations/results.json"  # real_slides_eval.py --orientation-study --synthetic 48
 STAGE9 = "results/tissue-model/stage-9"  # two candidates: real_slides_eval.py, checkpoint_spread.py --orientations
 ORIENT_SPEED = "benchmarks/builtin/orientations.json"  # builtin_predict.py --orientations 1, 2, 8 alternating
+CAPACITY = "results/tissue-model/capacity"  # scripts/tissue_model/fit_check.py, stage 10
 MIB = 1 / 2**20
+
+
+def _fit_row(d: dict[str, Any]) -> tuple[float, float, float, float]:
+    """A fit check's training and held-out Dice, all and fat-rich (scripts/tissue_model/fit_check.py)."""
+    return tuple(d[split]["groups"][g]["dice"] for split in ("train", "val") for g in ("all", "fat-rich"))  # type: ignore[return-value]
+
+
+def _fit_mean(split: dict[str, Any], keep: Callable[[dict[str, Any]], bool]) -> tuple[float, int]:
+    """The mean Dice of a fit check's slides that ``keep`` keeps, and their count."""
+    ds = [r["dice"] for r in split["per_slide"] if keep(r)]
+    return sum(ds) / len(ds), len(ds)
+
+
+def _first16(r: dict[str, Any]) -> bool:
+    """One of the 16 held-out slides (seeds 90000-90015) stage 10's fit was trained on."""
+    return int(r["region"][1:]) < 90016
 
 
 def _gpu_step(label: str, *keys: str) -> Getter:
@@ -769,6 +786,27 @@ CLAIMS: list[Claim] = [
               if d["spread"]["run"]["CMU-1-Small-Region orientation mean"]["max"]
               < _load(f"{STAGE9}/shipped-orientations.json")["snapshots"][0]["CMU-1-Small-Region orientation mean"]
               else "not below")),
+    # results/tissue-model/README.md: stage 10, the fit check (scripts/tissue_model/fit_check.py)
+    *(Claim("results/tissue-model/README.md", f"| {row} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} |",
+            f"{CAPACITY}/fit-{name}.json", _fit_row)
+      for row, name in (("shipped (stage 4)", "stage4"),
+                        ("stage 9 trained balanced (+8,000 steps at Adam 0.0003)", "stage9-balanced"),
+                        ("the same, widened to 16-16-32-32 first", "16-16-32-32"),
+                        ("the same, widened to 16-32-64-64 first", "16-32-64-64"))),
+    Claim("results/tissue-model/README.md",
+          "never saw ({:.3f} against {:.3f}; {:.3f} on the {} of them that are not degraded)",
+          f"{CAPACITY}/fit-stage4.json",
+          lambda d: (d["train"]["groups"]["all"]["dice"], d["val"]["groups"]["all"]["dice"],
+                     *_fit_mean(d["train"], lambda r: "-f" not in r["region"]))),
+    Claim("results/tissue-model/README.md", "slides alone, the model scores {:.3f} on those 16 (from {:.3f}; fat-rich "
+          "among them {:.3f}),\n  while the other 32 fall from {:.3f} to {:.3f}", f"{CAPACITY}/fit-r16.json",
+          lambda d: (
+              _fit_mean(d["val"], _first16)[0], _fit_mean(_load(f"{CAPACITY}/fit-stage4.json")["val"], _first16)[0],
+              _fit_mean(d["val"], lambda r: _first16(r) and "adipose" in r["categories"])[0],
+              _fit_mean(_load(f"{CAPACITY}/fit-stage4.json")["val"], lambda r: not _first16(r))[0],
+              _fit_mean(d["val"], lambda r: not _first16(r))[0])),
+    Claim("results/tissue-model/README.md", "took the shipped\n  model to {:.3f} held out",
+          f"{CAPACITY}/fit-lr1e3.json", at("val.groups.all.dice")),
     # docs/performance.md
     Claim("docs/performance.md", "| **1.024 GP (16000 x 64000)** | cannot run (~75 GiB) | **{:.1f}** | - | "
           "**{:.2f} GiB** |", STEPS, lambda runs: (_gp_step(), _gp_peak())),

@@ -55,6 +55,17 @@ def test_data_train_score_and_ship_at_a_tiny_size(tmp_path, monkeypatch):
     assert scores["groups"]["all"]["n"] == 2 and 0 <= scores["groups"]["all"]["dice"] <= 1
     assert scores["groups"]["faint"]["n"] >= 1
 
+    # the fit check: every 2nd of the first 3 training regions (2 of them) and both held-out ones
+    fit = load_script("scripts/tissue_model/fit_check.py")
+    assert fit.main(["--data", str(tmp_path / "data-8"), "--model", ckpt, "--first", "3", "--every", "2",
+                     "--out", str(tmp_path / "fit.json")]) == 0
+    got = json.loads((tmp_path / "fit.json").read_text())
+    assert [r["region"] for r in got["train"]["per_slide"]] == [r.name for r in store.split("train")[:3:2]]
+    assert got["train"]["slides"] == 2 and got["val"]["slides"] == 2
+    assert got["val"]["groups"]["all"]["dice"] == pytest.approx(scores["groups"]["all"]["dice"])
+    with pytest.raises(SystemExit, match="at least 1"):
+        fit.main(["--data", str(tmp_path / "data-8"), "--every", "0"])
+
 
 def test_scoring_real_slides(tmp_path):
     need_real(REAL_DATA / "masks" / "CMU-1-Small-Region.reference.png")

@@ -100,13 +100,15 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * inter / total)
 
 
-def synthetic_scores(model, store_path: Path) -> dict:
+def synthetic_scores(model, store_path: Path, *, split: str = "val", every: int = 1, first: int | None = None) -> dict:
+    """Dice of ``model`` on every ``every``-th of the first ``first`` regions of the store's ``split``
+    (all: None), per slide and per group."""
     from gigaseg.engine import tiled_predict
     from gigaseg.store import RegionStore
 
     store = RegionStore(store_path)
     per_slide = []
-    for region in store.split("val"):
+    for region in store.split(split)[:first:every]:
         rgb = np.asarray(region.image)
         prob = tiled_predict(model, rgb)
         ref = np.asarray(region.mask) == 1
