@@ -802,6 +802,9 @@ CLAIMS: list[Claim] = [
                         ("stage 9 trained balanced (+8,000 steps at Adam 0.0003)", "stage9-balanced"),
                         ("the same, widened to 16-16-32-32 first", "16-16-32-32"),
                         ("the same, widened to 16-32-64-64 first", "16-32-64-64"))),
+    Claim("results/tissue-model/README.md", "| stage 9's recipe at Adam 0.001 | {:.3f} | {:.3f} | {:.3f} | {:.3f} |\n"
+          "| the same, widened to 16-16-32-32 first | {:.3f} | {:.3f} | {:.3f} | {:.3f} |",
+          f"{CAPACITY}/fit-lr0.001-*.json", lambda ds: (*_fit_row(ds[1]), *_fit_row(ds[0]))),
     Claim("results/tissue-model/README.md",
           "never saw ({:.3f} against {:.3f}; {:.3f} on the {} of them that are not degraded)",
           f"{CAPACITY}/fit-stage4.json",
