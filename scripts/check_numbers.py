@@ -738,7 +738,7 @@ CLAIMS: list[Claim] = [
           "with 8, against {} s with one", ORIENT_SPEED,
           lambda d: (_orient_speed(2), _orient_speed(8), _orient_speed(1))),
     Claim("results/tissue-model/README.md", "the targets are still not met (groups {:.3f}-{:.3f})", ORIENT, _syn8_span),
-    Claim("results/tissue-model/README.md", "(`gigaseg predict --orientations 8`, at about three times the time per "
+    Claim("results/tissue-model/README.md", "(`gigaseg predict --orientations 8`, at about four times the time per "
           "slide) it reaches {:.3f}, {:.3f} and {:.3f}", ORIENT,
           lambda d: (d["synthetic_orientations"]["8"]["all"], _orient_real(d, "CMU")["mean_of"]["8"],
                      _orient_real(d, "kidney")["mean_of"]["8"])),
