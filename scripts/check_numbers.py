@@ -817,6 +817,13 @@ CLAIMS: list[Claim] = [
               _fit_mean(d["val"], lambda r: _first16(r) and "adipose" in r["categories"])[0],
               _fit_mean(_load(f"{CAPACITY}/fit-stage4.json")["val"], lambda r: not _first16(r))[0],
               _fit_mean(d["val"], lambda r: not _first16(r))[0])),
+    *(Claim("results/tissue-model/README.md", f"| {row}, 5,000-8,000 | {{}} |", f"{CAPACITY}/real-slides-lr0.001.json",
+            _spread_row(run))
+      for row, run in (("8-16-32-32 at Adam 0.001", "q8,16,32,32"), ("16-16-32-32 at Adam 0.001", "q16,16,32,32"))),
+    Claim("results/tissue-model/README.md", "checkpoints score {:.3f}-{:.3f} on CMU-1-Small-Region and "
+          "{:.3f}-{:.3f} on kidney-48-5", f"{CAPACITY}/real-slides-lr0.001.json", lambda d: tuple(
+              d["spread"]["q16,16,32,32"][f"{sl} mean of 8"][k] for sl in ("CMU-1-Small-Region", "kidney-48-5")
+              for k in ("min", "max"))),
     Claim("results/tissue-model/README.md", "took the shipped\n  model to {:.3f} held out",
           f"{CAPACITY}/fit-lr1e3.json", at("val.groups.all.dice")),
     # docs/performance.md
