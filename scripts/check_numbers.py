@@ -820,6 +820,8 @@ CLAIMS: list[Claim] = [
     *(Claim("results/tissue-model/README.md", f"| {row}, 5,000-8,000 | {{}} |", f"{CAPACITY}/real-slides-lr0.001.json",
             _spread_row(run))
       for row, run in (("8-16-32-32 at Adam 0.001", "q8,16,32,32"), ("16-16-32-32 at Adam 0.001", "q16,16,32,32"))),
+    Claim("results/tissue-model/README.md", "| 16-16-32-32 at Adam 0.001, seed 19, 5,000-8,000 | {} |",
+          f"{CAPACITY}/real-slides-lr0.001-seed19.json", _spread_row("q16s19")),
     Claim("results/tissue-model/README.md", "checkpoints score {:.3f}-{:.3f} on CMU-1-Small-Region and "
           "{:.3f}-{:.3f} on kidney-48-5", f"{CAPACITY}/real-slides-lr0.001.json", lambda d: tuple(
               d["spread"]["q16,16,32,32"][f"{sl} mean of 8"][k] for sl in ("CMU-1-Small-Region", "kidney-48-5")
