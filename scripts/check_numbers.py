@@ -160,8 +160,12 @@ def _orient_seconds(n: int) -> list[float]:
 
 
 def _orient_speed(n: int) -> str:
-    """Lowest to highest seconds per slide with ``n`` orientations, "1.5-1.6" (one value where they round alike)."""
-    low, high = (f"{v:.1f}" for v in (min(_orient_seconds(n)), max(_orient_seconds(n))))
+    """Lowest to highest seconds per slide with ``n`` orientations, "1.5-1.6" (one value where they round
+    alike; "not measured" with no run)."""
+    seconds = _orient_seconds(n)
+    if not seconds:
+        return "not measured"
+    low, high = f"{min(seconds):.1f}", f"{max(seconds):.1f}"
     return low if low == high else f"{low}-{high}"
 
 
@@ -183,9 +187,7 @@ def _orient_syn(n: int) -> Getter:
     """The held-out groups with the mean over ``n`` orientations, then the seconds per slide (or not measured)."""
     def get(d: Any) -> str:
         groups = " | ".join(f"{d['synthetic_orientations'][str(n)][g]:.3f}" for g in TISSUE_GROUPS)
-        runs = [r for r in _load(ORIENT_SPEED)["runs"] if r["orientations"] == n]
-        speed = _orient_speed(n) if runs else "not measured"
-        return f"{groups} | {speed}"
+        return f"{groups} | {_orient_speed(n)}"
     return get
 
 

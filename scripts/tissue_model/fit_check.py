@@ -35,8 +35,7 @@ def main(argv=None) -> int:
         raise SystemExit("--every and --first must be at least 1")
     import gigaseg
 
-    model, _ = gigaseg.load_model() if args.model == "builtin" else gigaseg.load_model(args.model)
-    model.eval()
+    model, _ = gigaseg.load_model(args.model)  # "builtin": the built-in model; in eval mode either way
     out: dict = {"model": args.model, "data": args.data, "first": args.first, "every": args.every}
     for split in ("train", "val"):
         scores = synthetic_scores(model, Path(args.data), split=split, every=args.every if split == "train" else 1,
