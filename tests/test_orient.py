@@ -133,6 +133,35 @@ def test_predict_slide_writes_the_mean_over_orientations(tmp_path):
     assert summary["orientations"] == 2 and summary["model"] == "builtin"
 
 
+def test_predict_slide_writes_the_exact_rounded_mean_row_by_row(tmp_path, monkeypatch):
+    """The image as it is comes last and each row of its tiles is written as the rounded mean of
+    the orientations' uint8 predictions as soon as it is complete: exactly that mean, over
+    several rows and columns of tiles (64-pixel tiles here)."""
+    import gigaseg.engine
+    from gigaseg.predict import predict_slide
+
+    plain = gigaseg.engine.iter_predict
+    monkeypatch.setattr(gigaseg.engine, "iter_predict", lambda *a, **k: plain(*a, **{**k, "tile": 64}))
+
+    torch.manual_seed(5)
+    net = UNet(CFG).eval()
+    img = _image(300, 260, seed=6)
+    img[200:280, 30:230] = img[8:30, 10:40].mean((0, 1)).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "s.png")
+    for n in (2, 8):
+        s = predict_slide((net, 2.0), tmp_path / "s.png", tmp_path / f"o{n}", mpp=2.0, progress=False,
+                          probabilities=True, orientations=n)
+        assert s["n_tiles"] >= 4 * n  # several rows of tiles in every orientation
+        total = np.zeros(img.shape[:2], np.int64)
+        for o in ORIENTATIONS[:n]:
+            view = Oriented(img, o)
+            p = tiled_predict(net, np.ascontiguousarray(view[:, :]))
+            total += view.to_image(np.rint(np.float32(255) * p).astype(np.uint8))
+        got = np.asarray(Image.open(s["paths"]["mask"]))
+        np.testing.assert_array_equal(got, (total + n // 2) // n)
+        assert s["tissue_pixels_model_res"] == int(np.count_nonzero(got >= 128))
+
+
 @torch.no_grad()
 def test_a_model_of_several_classes_averages_its_class_probabilities():
     torch.manual_seed(3)
