@@ -133,10 +133,9 @@ def test_predict_slide_writes_the_mean_over_orientations(tmp_path):
     assert summary["orientations"] == 2 and summary["model"] == "builtin"
 
 
-def test_predict_slide_writes_the_exact_rounded_mean_row_by_row(tmp_path, monkeypatch):
-    """The image as it is comes last and each row of its tiles is written as the rounded mean of
-    the orientations' uint8 predictions as soon as it is complete: exactly that mean, over
-    several rows and columns of tiles (64-pixel tiles here)."""
+def test_predict_slide_writes_the_exact_rounded_mean_over_many_tiles(tmp_path, monkeypatch):
+    """The mask is exactly the rounded mean of the orientations' uint8 predictions, over several
+    rows and columns of tiles (64-pixel tiles here)."""
     import gigaseg.engine
     from gigaseg.predict import predict_slide
 

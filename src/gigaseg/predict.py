@@ -214,14 +214,9 @@ class _RowSink:
 
 
 def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progress: bool, thr_u8: int, gate=None,
-                    read_workers: int = 1, classes: int = 1, prior: np.ndarray | None = None,
-                    count: int = 1) -> dict[str, Any]:
+                    read_workers: int = 1, classes: int = 1) -> dict[str, Any]:
     """Predict the whole slide ``image`` (a ``SlideArray``) into ``raw_path`` (its grid, uint8
     round(255 p), row by row).
-
-    With ``prior`` (one class only: a uint16 grid, the sum of ``count - 1`` other orientations'
-    round(255 p)), each tile written is instead the rounded mean of the ``count``: the last
-    orientation of ``_predict_oriented_to_raw``, streamed row by row like a single one.
 
     Returns timings, the tile plan and the number of pixels >= ``thr_u8``.
     """
@@ -242,8 +237,6 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
         sink = _RowSink(f, grid_w, min(th, grid_h), thr_u8, gate, classes)
         for box, block in tiles:
             t1 = time.perf_counter()
-            if prior is not None:  # uint16: at most 8 x 255 + 4
-                block = ((prior[box.slices] + block + np.uint16(count // 2)) // np.uint16(count)).astype(np.uint8)
             sink.put(slice(0, box.y1 - box.y0), slice(box.x0, box.x1), block)
             t_put += time.perf_counter() - t1
             del block
@@ -260,12 +253,9 @@ def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, m
                              thr_u8: int, gate=None, read_workers: int = 1, classes: int = 1) -> dict[str, Any]:
     """``_predict_to_raw`` for the mean of ``orientations`` orientations of ``image`` (NOTE
     [Orientations] in ``gigaseg.engine.orient``): each orientation's round(255 p) is summed into a
-    temporary uint16 grid beside ``raw_path``. The image as it is comes last, its tiles row by row,
-    and each row's rounded mean over the orientations is written to ``raw_path`` as soon as it is
-    complete, so that the mask TIFF follows it as it follows a single orientation (the integer
-    sums do not depend on the order). A model of C >= 2 classes sums its softmax into a float32
-    (H, W, C) grid over all of them instead, then each pixel gets the class of the largest mean
-    (NOTE [Class outputs]).
+    temporary uint16 grid beside ``raw_path``, whose rounded mean is then written to ``raw_path``
+    row by row. A model of C >= 2 classes sums its softmax into a float32 (H, W, C) grid instead,
+    and each pixel gets the class of the largest mean (NOTE [Class outputs]).
     """
     from .engine import iter_predict
     from .engine.orient import oriented_views
@@ -278,10 +268,7 @@ def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, m
     model_s = read_wait_s = 0.0
     n_tiles = 0
     tile: list[int] = []
-    views = list(oriented_views(image, orientations))  # a balanced image: its gains in every orientation
-    if classes == 1:  # the image as it is (the first view) last, streamed
-        views = views[1:]
-    for view, seen in views:
+    for view, seen in oriented_views(image, orientations):  # a balanced image: its gains in every orientation
         tiles = iter_predict(net, seen, order="shape", output="uint8" if classes == 1 else "probabilities",
                              memory_budget=memory_budget, device=device, read_workers=read_workers,
                              read_ahead=read_workers + 3, progress=progress)
@@ -294,18 +281,14 @@ def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, m
         model_s += tiles.timings["model_s"]
         read_wait_s += tiles.timings["read_wait_s"]
         n_tiles += tiles.n_tiles
-    if classes == 1:
-        last = _predict_to_raw(net, image, raw_path, memory_budget=memory_budget, device=device, progress=progress,
-                               thr_u8=thr_u8, gate=gate, read_workers=read_workers, prior=total, count=orientations)
-        del total
-        return {**last, "read_wait_s": read_wait_s + last["read_wait_s"], "model_s": model_s + last["model_s"],
-                "predict_s": time.perf_counter() - t0, "n_tiles": n_tiles + last["n_tiles"]}
     rows = max(1, min(grid_h, (64 << 20) // (4 * classes * max(grid_w, 1))))  # rows per write: about 64 MiB of work
     with open(raw_path, "wb") as f:
         sink = _RowSink(f, grid_w, rows, thr_u8, gate, classes)
         for y in range(0, grid_h, rows):
-            part = np.asarray(total[y:y + rows])  # the sink labels each pixel by its largest sum: the same class
-            sink.put(slice(0, len(part)), slice(0, grid_w), part)
+            part = total[y:y + rows]
+            mean = (((part.astype(np.uint32) + orientations // 2) // orientations).astype(np.uint8) if classes == 1
+                    else np.asarray(part))  # the sink labels each pixel by its largest sum: the same class
+            sink.put(slice(0, len(part)), slice(0, grid_w), mean)
             sink.flush(len(part))
     del total
     return {"read_s": image.read_s, "read_wait_s": read_wait_s, "write_s": sink.write_s, "model_s": model_s,
