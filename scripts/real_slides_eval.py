@@ -204,7 +204,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=str(REAL), help="the real-data folder")
     ap.add_argument("--kidney-mpp", type=float, default=8.0,
                     help="assumed um/px of kidney-48-5.tif (the file states none)")
-    ap.add_argument("--downsamples", default="1,2,4,8,16,32,64", help="resolution study: CMU downsample factors")
+    ap.add_argument("--downsamples", default="1,2,4,8,16,32,64",
+                    help="resolution study: CMU downsample factors (comma-separated; '' for none)")
     ap.add_argument("--shifts", default=",".join(SHIFTS),
                     help="scanner study: the colour changes to score (comma-separated names of SHIFTS; '' for none)")
     ap.add_argument("--orientations", type=int, choices=(1, 2, 4, 8), default=1,
@@ -290,7 +291,7 @@ def main(argv=None) -> int:
         with open_slide(data / "slides" / "CMU-1-Small-Region.svs") as sl:
             mpp0 = sl.mpp[0]
             l0_w, l0_h = sl.dimensions
-            for d in (float(x) for x in args.downsamples.split(",")):
+            for d in (float(x) for x in args.downsamples.split(",") if x.strip()):
                 t_mpp = mpp0 * d
                 w, h = max(1, round(l0_w / d)), max(1, round(l0_h / d))
                 png = tmp / "study" / f"cmu-ds{d:g}.png"
