@@ -205,6 +205,22 @@ def _candidate_row(d: Any) -> str:
     return " | ".join(f"{v:.3f}" for v in groups + real)
 
 
+def _soup_row(held_out: Callable[[], float], run: str, checkpoint: str) -> Getter:
+    """A row of stage 11's table: ``held_out()`` (the held-out Dice, all groups), then from a
+    checkpoint_spread.py file each real slide as scanned and its orientation mean for one checkpoint."""
+    def get(d: Any) -> str:
+        snap = next(s for s in d["snapshots"] if s["run"] == run and s["checkpoint"] == checkpoint)
+        keys = ("CMU-1-Small-Region", "CMU-1-Small-Region orientation mean", "kidney-48-5",
+                "kidney-48-5 orientation mean")
+        return " | ".join(f"{v:.3f}" for v in (held_out(), *(snap[k] for k in keys)))
+    return get
+
+
+def _soup_eval(name: str) -> Callable[[], float]:
+    """The held-out Dice (all groups) of stage 11's real_slides_eval.py file ``eval-<name>.json``."""
+    return lambda: _load(f"{SOUPS}/eval-{name}.json")["synthetic"]["groups"]["all"]["dice"]
+
+
 def _spread_row(run: str) -> Getter:
     """A stage-9 run's checkpoints (snapshots.json): each slide as scanned and its orientation mean, lowest-highest
     and mean."""
@@ -405,6 +421,7 @@ ORIENT = "results/tissue-model/orientations/results.json"  # real_slides_eval.py
 STAGE9 = "results/tissue-model/stage-9"  # two candidates: real_slides_eval.py, checkpoint_spread.py --orientations
 ORIENT_SPEED = "benchmarks/builtin/orientations.json"  # builtin_predict.py --orientations 1, 2, 8 alternating
 CAPACITY = "results/tissue-model/capacity"  # scripts/tissue_model/fit_check.py, stage 10
+SOUPS = "results/tissue-model/soups"  # stage 11: real_slides_eval.py --synthetic 48, checkpoint_spread.py
 MIB = 1 / 2**20
 
 
@@ -830,6 +847,22 @@ CLAIMS: list[Claim] = [
               for k in ("min", "max"))),
     Claim("results/tissue-model/README.md", "took the shipped\n  model to {:.3f} held out",
           f"{CAPACITY}/fit-lr1e3.json", at("val.groups.all.dice")),
+    # results/tissue-model/README.md: stage 11, model soups
+    Claim("results/tissue-model/README.md", "| seed 17 | {} |", f"{CAPACITY}/real-slides-lr0.001.json",
+          _soup_row(lambda: _load(f"{CAPACITY}/fit-lr0.001-16,16,32,32.json")["val"]["groups"]["all"]["dice"],
+                    "q16,16,32,32", "step-8000.pt")),
+    Claim("results/tissue-model/README.md", "| seed 19 | {} |", f"{CAPACITY}/real-slides-lr0.001-seed19.json",
+          _soup_row(lambda: float(_load("results/tissue-model/runs/stage10-16-16-32-32-lr0.001-seed19/log.csv")[-1]
+                                                 ["val_dice_mean"]),
+                    "q16s19", "step-8000.pt")),
+    *(Claim("results/tissue-model/README.md", f"| {row} | {{}} |", f"{SOUPS}/{spread}",
+            _soup_row(_soup_eval(name), run, ck))
+      for row, spread, name, run, ck in (
+          ("seed 21", "real-slides-soups-21-23-and-4.json", "q16s21-step-8000", "q16s21", "step-8000.pt"),
+          ("seed 23", "real-slides-soups-21-23-and-4.json", "q16s23-step-8000", "q16s23", "step-8000.pt"),
+          ("mean of seeds 17 and 19", "real-slides-soup-17-19.json", "s17s19-8000", "soup", "s17s19-8000.pt"),
+          ("mean of seeds 21 and 23", "real-slides-soups-21-23-and-4.json", "s21s23-8000", "soup", "s21s23-8000.pt"),
+          ("mean of all four", "real-slides-soups-21-23-and-4.json", "soup4-8000", "soup", "soup4-8000.pt"))),
     # docs/performance.md
     Claim("docs/performance.md", "| **1.024 GP (16000 x 64000)** | cannot run (~75 GiB) | **{:.1f}** | - | "
           "**{:.2f} GiB** |", STEPS, lambda runs: (_gp_step(), _gp_peak())),
