@@ -847,6 +847,12 @@ CLAIMS: list[Claim] = [
               for k in ("min", "max"))),
     Claim("results/tissue-model/README.md", "took the shipped\n  model to {:.3f} held out",
           f"{CAPACITY}/fit-lr1e3.json", at("val.groups.all.dice")),
+    # results/tissue-model/README.md: stage 12, the wrong pixels weighed
+    *(Claim("results/tissue-model/README.md", f"| hard pixels, seed {seed}, 4,000-6,000 | {{}} |",
+            "results/tissue-model/hard-pixels/real-slides.json", _spread_row(f"h{seed}")) for seed in (31, 32)),
+    Claim("results/tissue-model/README.md", "The held-out slides fall: {:.3f} and {:.3f} at step 6,000",
+          "results/tissue-model/runs/stage12-hard-pixels-seed3[12]/log.csv",
+          lambda runs: tuple(float(r[-1]["val_dice_mean"]) for r in runs)),
     # results/tissue-model/README.md: stage 11, model soups
     Claim("results/tissue-model/README.md", "| seed 17 | {} |", f"{CAPACITY}/real-slides-lr0.001.json",
           _soup_row(lambda: _load(f"{CAPACITY}/fit-lr0.001-16,16,32,32.json")["val"]["groups"]["all"]["dice"],

@@ -193,6 +193,34 @@ def test_glass_probe_writes_a_scaled_copy_of_a_store(tmp_path, capsys):
     assert probe.scale_store(str(tmp_path / "src"), str(tmp_path / "dst"), 230.0) == 2  # resumed: nothing new
 
 
+def test_hard_pixels_keeps_the_wrong_pixels_and_a_share_of_the_rest(tmp_path, capsys):
+    from gigaseg.engine import tiled_predict
+    from gigaseg.prepare import prepare_synthetic
+
+    hard = load_script("scripts/tissue_model/hard_pixels.py")
+    src = RegionStore.create(tmp_path / "src")
+    prepare_synthetic(src, 3, (64, 64), seed=2, val=1, progress=False)
+    assert hard.main([str(tmp_path / "src"), str(tmp_path / "dst"), "--keep", "0.2"]) == 0
+    assert "3 regions" in capsys.readouterr().out
+    model, _ = load_model("builtin")
+    dst = RegionStore(tmp_path / "dst")
+    for i, a in enumerate(src):
+        b, y = dst[a.name], np.asarray(a.mask)
+        assert b.split == a.split and np.array_equal(np.asarray(b.image), np.asarray(a.image))
+        got = np.asarray(b.mask)
+        if a.split != "train":
+            assert np.array_equal(got, y)  # validation scores whole slides
+            continue
+        p = tiled_predict(model, np.asarray(a.image))
+        wrong = np.abs(p - (y == 1)) >= 0.25
+        assert np.array_equal(got[got != 255], y[got != 255]) and not (got[wrong] == 255).any()
+        assert np.array_equal(got, hard.hard_mask(p, y, 0.2, 0.25, 1000 + i))
+        easy = ~wrong
+        assert 0.1 < np.mean(got[easy] != 255) < 0.3  # about the share asked for
+    with pytest.raises(SystemExit, match="must lie in"):
+        hard.main([str(tmp_path / "src"), str(tmp_path / "x"), "--keep", "0"])
+
+
 def test_error_sources_attributes_each_wrong_pixel_to_its_object(tmp_path, capsys):
     es = load_script("scripts/tissue_model/error_sources.py")
     mask = np.zeros((40, 40), np.uint8)
