@@ -850,6 +850,13 @@ CLAIMS: list[Claim] = [
     # results/tissue-model/README.md: stage 12, the wrong pixels weighed
     *(Claim("results/tissue-model/README.md", f"| hard pixels, seed {seed}, 4,000-6,000 | {{}} |",
             "results/tissue-model/hard-pixels/real-slides.json", _spread_row(f"h{seed}")) for seed in (31, 32)),
+    Claim("results/tissue-model/README.md", "| control: loss `bce` on data-4hL as it is, seed 31, 4,000-6,000 | {} |",
+          "results/tissue-model/hard-pixels/real-slides-control.json", _spread_row("c31")),
+    Claim("results/tissue-model/README.md", "| control, seed 32, 4,000-6,000 | {} |",
+          "results/tissue-model/hard-pixels/real-slides-control.json", _spread_row("c32")),
+    Claim("results/tissue-model/README.md", "ends at {:.3f}\n  and {:.3f} held out",
+          "results/tissue-model/runs/stage12-control-bce-seed3[12]/log.csv",
+          lambda runs: tuple(float(r[-1]["val_dice_mean"]) for r in runs)),
     Claim("results/tissue-model/README.md", "The held-out slides fall: {:.3f} and {:.3f} at step 6,000",
           "results/tissue-model/runs/stage12-hard-pixels-seed3[12]/log.csv",
           lambda runs: tuple(float(r[-1]["val_dice_mean"]) for r in runs)),
