@@ -219,6 +219,9 @@ def test_hard_pixels_keeps_the_wrong_pixels_and_a_share_of_the_rest(tmp_path, ca
         assert 0.1 < np.mean(got[easy] != 255) < 0.3  # about the share asked for
     with pytest.raises(SystemExit, match="must lie in"):
         hard.main([str(tmp_path / "src"), str(tmp_path / "x"), "--keep", "0"])
+    with pytest.raises(SystemExit, match="exists"):
+        hard.main([str(tmp_path / "src"), str(tmp_path / "dst")])
+    assert not list(tmp_path.glob("*.partial"))
 
 
 def test_error_sources_attributes_each_wrong_pixel_to_its_object(tmp_path, capsys):

@@ -15,7 +15,9 @@ validation scores the whole slides. Images are copied as they are, the split too
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -44,8 +46,12 @@ def main(argv=None) -> int:
     from gigaseg.engine import tiled_predict
     from gigaseg.store import RegionStore
 
+    dst, part = Path(args.dst), Path(args.dst + ".partial")  # renamed when complete: no half store looks whole
+    if dst.exists():
+        raise SystemExit(f"{dst} exists: give a new folder")
+    shutil.rmtree(part, ignore_errors=True)
     model, _ = load_model(args.model)
-    source, out = RegionStore(args.src), RegionStore.create(args.dst)
+    source, out = RegionStore(args.src), RegionStore.create(part)
     shares = []
     for i, r in enumerate(tqdm(list(source), desc="masks", unit="region")):
         image, mask = np.asarray(r.image), np.asarray(r.mask)
@@ -55,7 +61,8 @@ def main(argv=None) -> int:
             meta["hard_pixels"] = {"model": str(args.model), "keep": args.keep, "margin": args.margin}
             shares.append(float(np.mean(mask != 255)))
         out.add_region(r.name, image, mask, meta=meta, split=r.split)
-    print(f"{len(out.names)} regions in {args.dst}; training masks keep {np.mean(shares or [0]):.1%} of their pixels")
+    part.rename(dst)
+    print(f"{len(out.names)} regions in {dst}; training masks keep {np.mean(shares or [0]):.1%} of their pixels")
     return 0
 
 
