@@ -221,7 +221,9 @@ def test_hard_pixels_keeps_the_wrong_pixels_and_a_share_of_the_rest(tmp_path, ca
         hard.main([str(tmp_path / "src"), str(tmp_path / "x"), "--keep", "0"])
     with pytest.raises(SystemExit, match="exists"):
         hard.main([str(tmp_path / "src"), str(tmp_path / "dst")])
-    assert not list(tmp_path.glob("*.partial"))
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert hard.main([str(tmp_path / "src"), str(tmp_path / "dst2") + "/"]) == 0  # a trailing slash
+    assert RegionStore(tmp_path / "dst2").names == dst.names
 
 
 def test_error_sources_attributes_each_wrong_pixel_to_its_object(tmp_path, capsys):

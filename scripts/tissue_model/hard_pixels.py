@@ -43,25 +43,32 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from gigaseg import load_model
+    from gigaseg._atomic import temp_dir
     from gigaseg.engine import tiled_predict
     from gigaseg.store import RegionStore
 
-    dst, part = Path(args.dst), Path(args.dst + ".partial")  # renamed when complete: no half store looks whole
+    dst = Path(args.dst)
     if dst.exists():
         raise SystemExit(f"{dst} exists: give a new folder")
-    shutil.rmtree(part, ignore_errors=True)
     model, _ = load_model(args.model)
-    source, out = RegionStore(args.src), RegionStore.create(part)
-    shares = []
-    for i, r in enumerate(tqdm(list(source), desc="masks", unit="region")):
-        image, mask = np.asarray(r.image), np.asarray(r.mask)
-        meta = dict(r.meta)
-        if r.split == "train":
-            mask = hard_mask(tiled_predict(model, image), mask, args.keep, args.margin, 1000 + i)
-            meta["hard_pixels"] = {"model": str(args.model), "keep": args.keep, "margin": args.margin}
-            shares.append(float(np.mean(mask != 255)))
-        out.add_region(r.name, image, mask, meta=meta, split=r.split)
-    part.rename(dst)
+    source = RegionStore(args.src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    part = temp_dir(dst.parent, f".{dst.name}-", ".partial")  # renamed when complete: no half store looks whole
+    try:
+        out = RegionStore.create(part)
+        shares = []
+        for i, r in enumerate(tqdm(list(source), desc="masks", unit="region")):
+            image, mask = np.asarray(r.image), np.asarray(r.mask)
+            meta = dict(r.meta)
+            if r.split == "train":
+                mask = hard_mask(tiled_predict(model, image), mask, args.keep, args.margin, 1000 + i)
+                meta["hard_pixels"] = {"model": str(args.model), "keep": args.keep, "margin": args.margin}
+                shares.append(float(np.mean(mask != 255)))
+            out.add_region(r.name, image, mask, meta=meta, split=r.split)
+        part.rename(dst)
+    except BaseException:
+        shutil.rmtree(part, ignore_errors=True)
+        raise
     print(f"{len(out.names)} regions in {dst}; training masks keep {np.mean(shares or [0]):.1%} of their pixels")
     return 0
 
