@@ -205,14 +205,17 @@ def _candidate_row(d: Any) -> str:
     return " | ".join(f"{v:.3f}" for v in groups + real)
 
 
+#: checkpoint_spread.py's scores in the tables' order: each real slide as scanned, then its orientation mean.
+_SPREAD_KEYS = ("CMU-1-Small-Region", "CMU-1-Small-Region orientation mean", "kidney-48-5",
+                "kidney-48-5 orientation mean")
+
+
 def _soup_row(held_out: Callable[[], float], run: str, checkpoint: str) -> Getter:
     """A row of stage 11's table: ``held_out()`` (the held-out Dice, all groups), then from a
     checkpoint_spread.py file each real slide as scanned and its orientation mean for one checkpoint."""
     def get(d: Any) -> str:
         snap = next(s for s in d["snapshots"] if s["run"] == run and s["checkpoint"] == checkpoint)
-        keys = ("CMU-1-Small-Region", "CMU-1-Small-Region orientation mean", "kidney-48-5",
-                "kidney-48-5 orientation mean")
-        return " | ".join(f"{v:.3f}" for v in (held_out(), *(snap[k] for k in keys)))
+        return " | ".join(f"{v:.3f}" for v in (held_out(), *(snap[k] for k in _SPREAD_KEYS)))
     return get
 
 
@@ -226,8 +229,7 @@ def _spread_row(run: str) -> Getter:
     and mean."""
     def get(d: Any) -> str:
         cells = []
-        for key in ("CMU-1-Small-Region", "CMU-1-Small-Region orientation mean", "kidney-48-5",
-                    "kidney-48-5 orientation mean"):
+        for key in _SPREAD_KEYS:
             v = d["spread"][run][key]
             cells += [f"{v['min']:.3f}-{v['max']:.3f}", f"{v['mean']:.3f}"]
         return " | ".join(cells)
@@ -856,17 +858,17 @@ CLAIMS: list[Claim] = [
           "results/tissue-model/hard-pixels/real-slides-control.json", _spread_row("c32")),
     Claim("results/tissue-model/README.md", "ends at {:.3f}\n  and {:.3f} held out",
           "results/tissue-model/runs/stage12-control-bce-seed3[12]/log.csv",
-          lambda runs: tuple(float(r[-1]["val_dice_mean"]) for r in runs)),
+          lambda runs: tuple(last_row("val_dice_mean")(r)[0] for r in runs)),
     Claim("results/tissue-model/README.md", "The held-out slides fall: {:.3f} and {:.3f} at step 6,000",
           "results/tissue-model/runs/stage12-hard-pixels-seed3[12]/log.csv",
-          lambda runs: tuple(float(r[-1]["val_dice_mean"]) for r in runs)),
+          lambda runs: tuple(last_row("val_dice_mean")(r)[0] for r in runs)),
     # results/tissue-model/README.md: stage 11, model soups
     Claim("results/tissue-model/README.md", "| seed 17 | {} |", f"{CAPACITY}/real-slides-lr0.001.json",
           _soup_row(lambda: _load(f"{CAPACITY}/fit-lr0.001-16,16,32,32.json")["val"]["groups"]["all"]["dice"],
                     "q16,16,32,32", "step-8000.pt")),
     Claim("results/tissue-model/README.md", "| seed 19 | {} |", f"{CAPACITY}/real-slides-lr0.001-seed19.json",
-          _soup_row(lambda: float(_load("results/tissue-model/runs/stage10-16-16-32-32-lr0.001-seed19/log.csv")[-1]
-                                                 ["val_dice_mean"]),
+          _soup_row(lambda: last_row("val_dice_mean")(
+              _load("results/tissue-model/runs/stage10-16-16-32-32-lr0.001-seed19/log.csv"))[0],
                     "q16s19", "step-8000.pt")),
     *(Claim("results/tissue-model/README.md", f"| {row} | {{}} |", f"{SOUPS}/{spread}",
             _soup_row(_soup_eval(name), run, ck))
