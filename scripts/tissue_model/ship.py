@@ -40,13 +40,14 @@ def main(argv=None) -> int:
 
     import dataclasses
 
-    from gigaseg.checkpoint import load_checkpoint, load_model, save_weights
+    from gigaseg.checkpoint import load_checkpoint, model_from_checkpoint, save_weights
 
     run = Path(args.run)
-    model, mpp = load_model(args.checkpoint or run / "checkpoint.pt")
+    payload = load_checkpoint(run / "checkpoint.pt")  # the run's: its step and training options
+    shipped = load_checkpoint(args.checkpoint) if args.checkpoint else payload
+    model, mpp = model_from_checkpoint(shipped, args.checkpoint or run / "checkpoint.pt")
     model.config = dataclasses.replace(model.config, glass_white=args.glass_white)
-    payload = load_checkpoint(run / "checkpoint.pt")
-    averaged = load_checkpoint(args.checkpoint).get("averaged_from") if args.checkpoint else None
+    averaged = shipped.get("averaged_from") if args.checkpoint else None
     config = json.loads((run / "config.json").read_text())
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()

@@ -45,7 +45,7 @@ from .model import UNet, UNetConfig
 from .options import BUILTIN_MODEL
 
 __all__ = ["FORMAT", "VERSION", "BUILTIN", "builtin_model_path", "save_checkpoint", "save_weights",
-           "load_checkpoint", "load_model", "check_weights", "model_classes"]
+           "load_checkpoint", "load_model", "model_from_checkpoint", "check_weights", "model_classes"]
 
 FORMAT = "gigaseg-checkpoint"
 VERSION = 1
@@ -370,7 +370,13 @@ def load_model(path: str | os.PathLike[str] | None = None, *,
         The rest of the checkpoint (step, optimizer, ...) is ``load_checkpoint(path)``.
     """
     path = _resolve(path)
-    payload = load_checkpoint(path)
+    return model_from_checkpoint(load_checkpoint(path), path, device=device)
+
+
+def model_from_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str], *,
+                          device: str | torch.device = "cpu") -> tuple[UNet, float | None]:
+    """``load_model`` for a checkpoint already read by ``load_checkpoint(path)``: the file is read once
+    when both its model and its other entries are wanted. ``path`` names the file in errors."""
     try:
         config = UNetConfig.from_dict(payload["config"])
         # the config's shapes, built on the meta device (no memory), must be the weights' before the
