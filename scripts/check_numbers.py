@@ -862,6 +862,12 @@ CLAIMS: list[Claim] = [
     Claim("results/tissue-model/README.md", "The held-out slides fall: {:.3f} and {:.3f} at step 6,000",
           "results/tissue-model/runs/stage12-hard-pixels-seed3[12]/log.csv",
           lambda runs: tuple(last_row("val_dice_mean")(r)[0] for r in runs)),
+    # results/tissue-model/README.md: stage 13, one more level
+    *(Claim("results/tissue-model/README.md", f"| depth 5, seed {seed}, 5,000-8,000 | {{}} |",
+            "results/tissue-model/stage-13/real-slides-depth5.json", _spread_row(f"r{seed}")) for seed in (17, 19)),
+    Claim("results/tissue-model/README.md", "at step 8,000: {:.3f} (seed 17) and {:.3f} (seed 19)",
+          "results/tissue-model/runs/stage13-depth5-lr0.001-seed1[79]/log.csv",
+          lambda runs: tuple(last_row("val_dice_mean")(r)[0] for r in runs)),
     # results/tissue-model/README.md: stage 11, model soups
     Claim("results/tissue-model/README.md", "| seed 17 | {} |", f"{CAPACITY}/real-slides-lr0.001.json",
           _soup_row(lambda: _load(f"{CAPACITY}/fit-lr0.001-16,16,32,32.json")["val"]["groups"]["all"]["dice"],
