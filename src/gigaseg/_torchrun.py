@@ -42,7 +42,10 @@ __all__ = ["Ranks", "start_ranks", "World", "start_world", "TIMEOUT_ENV", "DEFAU
 # share the item's tiles (NOTE [Distributed step]) and the all-reduce of the gradients over all
 # N ranks sums the K regions' gradients, which every rank divides by K (the mean: batch size
 # K). The logged loss is the mean of the K regions' losses (each group's first rank adds its
-# region's). Rank 0 alone writes the run folder (config, logs, curves, checkpoints) and shows
+# region's). A single process takes the K regions one after another, adding each one's gradient
+# to ``.grad`` (tiled_backward accumulates), and divides by K: the same step up to summation
+# order (a region's augmentation depends only on its index and epoch), in one region's memory.
+# Rank 0 alone writes the run folder (config, logs, curves, checkpoints) and shows
 # progress; validation regions are split between the ranks by size and their Dice counts
 # summed, so the Dice is the single process's exactly (integer counts). Work that only some
 # ranks do (rank 0's writing, a rank's share of the checks) runs in ``agreed`` blocks: one
@@ -85,13 +88,14 @@ def start_ranks(regions_per_step: int, device: str) -> Ranks | None:
     env = _environment()
     initialized = dist.is_available() and dist.is_initialized()
     size = dist.get_world_size() if initialized else (env[1] if env else 1)
+    if size == 1:
+        return None  # one process takes the step's regions one after another (NOTE [Distributed training])
     if size % regions_per_step:
         raise ConfigError(
             f"`regions_per_step={regions_per_step}` needs a multiple of {regions_per_step} processes, one group "
             f"per region, but this run has {size}; start a multiple of {regions_per_step} processes with torchrun "
-            "(docs/distributed.md), or change `regions_per_step`")
-    if size == 1:
-        return None
+            "(docs/distributed.md), run one process (it takes the regions one after another), or change "
+            "`regions_per_step`")
     if not dist.is_available():
         raise ConfigError("this PyTorch was built without torch.distributed; run one process, or install a "
                           "build with it")

@@ -573,7 +573,8 @@ class TrainConfig:
         steps: total optimizer steps (``regions_per_step`` whole regions each).
         regions_per_step: K, whole regions per step, their gradients averaged (batch size K).
             Under torchrun the N processes form K groups, one region each (N a multiple of K);
-            see docs/distributed.md. A single process takes 1.
+            see docs/distributed.md. A single process takes the K regions one after another
+            (gradient accumulation: the same step, in one region's memory).
         lr: Adam's peak learning rate.
         schedule: "cosine" (warm-up then cosine decay to ``lr * min_lr_ratio``), "step"
             (warm-up then ``lr * decay_gamma ** (n // decay_every)``) or "constant" (warm-up then ``lr``).

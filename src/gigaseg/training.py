@@ -925,8 +925,9 @@ def _columns(c: TrainConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def _train_step(run: _Run) -> dict[str, Any]:
-    """One Adam step on the whole next region; its log row. A Ctrl-C or SIGTERM during the
-    update waits for it, so the run's state is always that of a completed step.
+    """One Adam step on the next ``regions_per_step`` whole regions (their mean gradient); its log
+    row. A Ctrl-C or SIGTERM during the update waits for it, so the run's state is always that of a
+    completed step.
 
     Raises:
         TrainingError: the loss or a gradient is not finite (the update is not applied).
@@ -939,18 +940,28 @@ def _train_step(run: _Run) -> dict[str, Any]:
         run.epoch, run.position = run.epoch + 1, 0
         run.perm = _permutation(c.seed, run.epoch, run.n_regions)
     regions, after = _step_regions(run)
-    sample = run.train_ds.sample(*regions[run.ranks.group_index if run.ranks is not None else 0])
+    # under torchrun this rank's group trains on one of the K regions; one process takes all K in turn
+    mine = [regions[run.ranks.group_index]] if run.ranks is not None else regions
     names = [run.train_ds.regions[index].name for index, _ in regions]
     lr = run.optimizer.param_groups[0]["lr"]
     t0 = time.perf_counter()
     with MemorySampler(0.05) as mem:
         run.optimizer.zero_grad(set_to_none=True)
-        loss = tiled_backward(run.model, sample.image, sample.mask, loss=c.loss, memory_budget=c.memory_budget,
-                              tile=c.tile, device=run.device, progress=c.progress and run.writer,
-                              read_workers=run.read_workers, **_engine_groups(run))
+        losses = []
+        for index, epoch in mine:  # each adds its region's gradient to .grad
+            sample = run.train_ds.sample(index, epoch)
+            losses.append(tiled_backward(run.model, sample.image, sample.mask, loss=c.loss,
+                                         memory_budget=c.memory_budget, tile=c.tile, device=run.device,
+                                         progress=c.progress and run.writer, read_workers=run.read_workers,
+                                         **_engine_groups(run)))
+        loss = losses[0] if len(losses) == 1 else math.fsum(losses) / len(losses)
         if run.ranks is not None:  # K regions: the mean of their losses and gradients
             loss = run.ranks.mean_loss(loss)
             run.ranks.mean_grads(run.model)
+        elif len(losses) > 1:  # one process, K regions: the mean of their gradients
+            for p in run.model.parameters():
+                if p.grad is not None:
+                    p.grad.div_(len(losses))
         row = {"step": run.step + 1, "loss": loss, "lr": lr, "epoch": run.epoch, "region": "+".join(names)}
         if not (math.isfinite(loss) and _grads_finite(run.model)):
             run.log.write(row)

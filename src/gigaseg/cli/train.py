@@ -94,7 +94,8 @@ def register(subparsers, formatter_class) -> None:
         "slides) or a checkpoint; the architecture is then the file's", metavar="MODEL")
     opt(p, "--steps", "total optimizer steps, --regions-per-step whole regions each", type=int)
     opt(p, "--regions-per-step", "K whole regions per step, gradients averaged (batch size K); under torchrun the N "
-        "processes form K groups, one region each (N a multiple of K)", type=int, metavar="K")
+        "processes form K groups, one region each (N a multiple of K); one process takes them one after another",
+        type=int, metavar="K")
     opt(p, "--lr", "Adam's peak learning rate", type=float)
     opt(p, "--schedule", "learning-rate schedule after the warm-up", choices=SCHEDULES)
     opt(p, "--warmup", "linear warm-up steps", type=int)
