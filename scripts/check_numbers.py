@@ -868,6 +868,14 @@ CLAIMS: list[Claim] = [
     Claim("results/tissue-model/README.md", "at step 8,000: {:.3f} (seed 17) and {:.3f} (seed 19)",
           "results/tissue-model/runs/stage13-depth5-lr0.001-seed1[79]/log.csv",
           lambda runs: tuple(last_row("val_dice_mean")(r)[0] for r in runs)),
+    # results/tissue-model/README.md: stage 14, four slides per step
+    *(Claim("results/tissue-model/README.md", f"| four slides per step, seed {seed}, 1,250-2,000 | {{}} |",
+            f"results/tissue-model/stage-14/real-slides-r{seed}.json", _spread_row(f"r{seed}")) for seed in (17, 19)),
+    Claim("results/tissue-model/README.md",
+          "at step 2,000: {:.3f} (seed 17) and {:.3f} (seed 19; {:.3f} at step 1,750)",
+          "results/tissue-model/runs/stage14-batch4-lr0.001-seed1[79]/log.csv",
+          lambda runs: (*(last_row("val_dice_mean")(r)[0] for r in runs),
+                        float(next(row for row in runs[1] if row["step"] == "1750")["val_dice_mean"]))),
     # results/tissue-model/README.md: stage 11, model soups
     Claim("results/tissue-model/README.md", "| seed 17 | {} |", f"{CAPACITY}/real-slides-lr0.001.json",
           _soup_row(lambda: _load(f"{CAPACITY}/fit-lr0.001-16,16,32,32.json")["val"]["groups"]["all"]["dice"],
