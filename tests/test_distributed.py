@@ -284,15 +284,18 @@ def test_training_on_two_ranks_equals_one_process_and_resumes_with_another_count
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "ref").iterdir())
 
 
-def test_regions_per_step_is_checked():
+def test_regions_per_step_is_checked(monkeypatch):
     from gigaseg import ConfigError
+    from gigaseg._torchrun import start_ranks
     from gigaseg.training import TrainConfig
 
     with pytest.raises(ConfigError, match="must be an integer >= 1"):
         TrainConfig(data="d", out="o", regions_per_step=0).check()
-    from gigaseg._torchrun import start_ranks
-
     assert start_ranks(2, "cpu") is None  # one process takes the step's regions one after another
+    monkeypatch.setenv("WORLD_SIZE", "3")  # torchrun's 3 processes cannot form 2 groups (refused before any rendezvous)
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match=r"`regions_per_step=2` needs a multiple of 2 .*has 3.*run one process"):
+        start_ranks(2, "cpu")
 
 
 def test_torchrun_two_regions_per_step(store, tmp_path):
