@@ -876,6 +876,13 @@ CLAIMS: list[Claim] = [
           "results/tissue-model/runs/stage14-batch4-lr0.001-seed1[79]/log.csv",
           lambda runs: (*(last_row("val_dice_mean")(r)[0] for r in runs),
                         float(next(row for row in runs[1] if row["step"] == "1750")["val_dice_mean"]))),
+    # results/tissue-model/README.md: stage 15, the shipped model averaged with its fine-tunes
+    *(Claim("results/tissue-model/README.md", f"| {row} | {{}} |", "results/tissue-model/stage-15/real-slides.json",
+            _soup_row(lambda name=name: _load(f"results/tissue-model/stage-15/eval-{name}.json")["synthetic"]["groups"]
+                      ["all"]["dice"], "wise", f"{name}.pt"))
+      for row, name in (("four slides per step, seed 17 (stage 14)", "b17"),
+                        ("four slides per step, seed 19 (stage 14)", "b19"),
+                        ("8-16-32-32 at Adam 0.001 (stage 10)", "q8"), ("trained balanced (stage 9)", "s9"))),
     # results/tissue-model/README.md: stage 11, model soups
     Claim("results/tissue-model/README.md", "| seed 17 | {} |", f"{CAPACITY}/real-slides-lr0.001.json",
           _soup_row(lambda: _load(f"{CAPACITY}/fit-lr0.001-16,16,32,32.json")["val"]["groups"]["all"]["dice"],
