@@ -219,9 +219,15 @@ def _soup_row(held_out: Callable[[], float], run: str, checkpoint: str) -> Gette
     return get
 
 
-def _soup_eval(name: str) -> Callable[[], float]:
-    """The held-out Dice (all groups) of stage 11's real_slides_eval.py file ``eval-<name>.json``."""
-    return lambda: _load(f"{SOUPS}/eval-{name}.json")["synthetic"]["groups"]["all"]["dice"]
+def _soup_eval(name: str, folder: str | None = None) -> Callable[[], float]:
+    """The held-out Dice (all groups) of the real_slides_eval.py file ``eval-<name>.json`` in ``folder``
+    (default stage 11's, SOUPS)."""
+    return lambda: _load(f"{folder or SOUPS}/eval-{name}.json")["synthetic"]["groups"]["all"]["dice"]
+
+
+def _last_val(runs: list) -> tuple:
+    """The last validation Dice of each run of a glob of log.csv files."""
+    return tuple(last_row("val_dice_mean")(r)[0] for r in runs)
 
 
 def _spread_row(run: str) -> Getter:
@@ -858,28 +864,27 @@ CLAIMS: list[Claim] = [
           "results/tissue-model/hard-pixels/real-slides-control.json", _spread_row("c32")),
     Claim("results/tissue-model/README.md", "ends at {:.3f}\n  and {:.3f} held out",
           "results/tissue-model/runs/stage12-control-bce-seed3[12]/log.csv",
-          lambda runs: tuple(last_row("val_dice_mean")(r)[0] for r in runs)),
+          _last_val),
     Claim("results/tissue-model/README.md", "The held-out slides fall: {:.3f} and {:.3f} at step 6,000",
           "results/tissue-model/runs/stage12-hard-pixels-seed3[12]/log.csv",
-          lambda runs: tuple(last_row("val_dice_mean")(r)[0] for r in runs)),
+          _last_val),
     # results/tissue-model/README.md: stage 13, one more level
     *(Claim("results/tissue-model/README.md", f"| depth 5, seed {seed}, 5,000-8,000 | {{}} |",
             "results/tissue-model/stage-13/real-slides-depth5.json", _spread_row(f"r{seed}")) for seed in (17, 19)),
     Claim("results/tissue-model/README.md", "at step 8,000: {:.3f} (seed 17) and {:.3f} (seed 19)",
           "results/tissue-model/runs/stage13-depth5-lr0.001-seed1[79]/log.csv",
-          lambda runs: tuple(last_row("val_dice_mean")(r)[0] for r in runs)),
+          _last_val),
     # results/tissue-model/README.md: stage 14, four slides per step
     *(Claim("results/tissue-model/README.md", f"| four slides per step, seed {seed}, 1,250-2,000 | {{}} |",
             f"results/tissue-model/stage-14/real-slides-r{seed}.json", _spread_row(f"r{seed}")) for seed in (17, 19)),
     Claim("results/tissue-model/README.md",
           "at step 2,000: {:.3f} (seed 17) and {:.3f} (seed 19; {:.3f} at step 1,750)",
           "results/tissue-model/runs/stage14-batch4-lr0.001-seed1[79]/log.csv",
-          lambda runs: (*(last_row("val_dice_mean")(r)[0] for r in runs),
+          lambda runs: (*_last_val(runs),
                         float(next(row for row in runs[1] if row["step"] == "1750")["val_dice_mean"]))),
     # results/tissue-model/README.md: stage 15, the shipped model averaged with its fine-tunes
     *(Claim("results/tissue-model/README.md", f"| {row} | {{}} |", "results/tissue-model/stage-15/real-slides.json",
-            _soup_row(lambda name=name: _load(f"results/tissue-model/stage-15/eval-{name}.json")["synthetic"]["groups"]
-                      ["all"]["dice"], "wise", f"{name}.pt"))
+            _soup_row(_soup_eval(name, "results/tissue-model/stage-15"), "wise", f"{name}.pt"))
       for row, name in (("four slides per step, seed 17 (stage 14)", "b17"),
                         ("four slides per step, seed 19 (stage 14)", "b19"),
                         ("8-16-32-32 at Adam 0.001 (stage 10)", "q8"), ("trained balanced (stage 9)", "s9"))),
