@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.distributed import ProcessGroup
 
-__all__ = ["Ranks", "start_ranks", "World", "start_world", "TIMEOUT_ENV", "DEFAULT_TIMEOUT_S"]
+__all__ = ["Ranks", "start_ranks", "mean_grads", "World", "start_world", "TIMEOUT_ENV", "DEFAULT_TIMEOUT_S"]
 
 # NOTE [Distributed training]
 # Under torchrun, every rank runs the same training loop with the same options, seeds and data
@@ -51,6 +51,15 @@ __all__ = ["Ranks", "start_ranks", "World", "start_world", "TIMEOUT_ENV", "DEFAU
 # ranks do (rank 0's writing, a rank's share of the checks) runs in ``agreed`` blocks: one
 # small all-reduce says whether any rank failed, so that all raise instead of the others
 # waiting for the timeout.
+
+
+def mean_grads(model: nn.Module, k: int) -> None:
+    """Divide ``model``'s gradients, summed over ``k`` regions, by ``k`` (nothing to do for k = 1): the
+    mean, whether the regions' gradients came from k groups of ranks or one process in turn."""
+    if k > 1:
+        for p in model.parameters():
+            if p.grad is not None:
+                p.grad.div_(k)
 
 
 def _environment() -> tuple[int, int, int, int] | None:
@@ -172,10 +181,7 @@ class Ranks:
 
     def mean_grads(self, model: nn.Module) -> None:
         """Divide the summed gradients of the K regions by K (nothing to do for K = 1)."""
-        if self.groups > 1:
-            for p in model.parameters():
-                if p.grad is not None:
-                    p.grad.div_(self.groups)
+        mean_grads(model, self.groups)
 
     def sum_counts(self, counts: Sequence[Sequence[int]]) -> list[list[int]]:
         """Integer counts (one row per item, zeros where another rank counts) summed over the ranks."""

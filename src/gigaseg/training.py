@@ -933,6 +933,7 @@ def _train_step(run: _Run) -> dict[str, Any]:
         TrainingError: the loss or a gradient is not finite (the update is not applied).
     """
     from ._memory import MemorySampler
+    from ._torchrun import mean_grads
     from .engine import tiled_backward
 
     c = run.c
@@ -958,10 +959,8 @@ def _train_step(run: _Run) -> dict[str, Any]:
         if run.ranks is not None:  # K regions: the mean of their losses and gradients
             loss = run.ranks.mean_loss(loss)
             run.ranks.mean_grads(run.model)
-        elif len(losses) > 1:  # one process, K regions: the mean of their gradients
-            for p in run.model.parameters():
-                if p.grad is not None:
-                    p.grad.div_(len(losses))
+        else:  # one process, K regions in turn: the mean of their gradients
+            mean_grads(run.model, len(losses))
         row = {"step": run.step + 1, "loss": loss, "lr": lr, "epoch": run.epoch, "region": "+".join(names)}
         if not (math.isfinite(loss) and _grads_finite(run.model)):
             run.log.write(row)
