@@ -169,6 +169,24 @@ def _orient_speed(n: int) -> str:
     return low if low == high else f"{low}-{high}"
 
 
+def _filter_row(d: Any, i: int) -> tuple:
+    """Row ``i`` of stage 16's table of tissue weights (FILTER)."""
+    t = d["tried"][i]
+    w = f"{t['tissue_weight']:g}"
+    return (f"**{w} (shipped)**" if t["tissue_weight"] == d["tissue_weight"] else w, t["val_dice_after"],
+            t["tissue_components_over_100um_dropped"], t["largest_tissue_component_dropped"], t["tissue_share_lost"],
+            t["false_pixels_removed"])
+
+
+def _filter_held(d: Any) -> tuple:
+    """The held-out groups' least and largest rise, all before and after, the slides that change and by how much."""
+    before, after = d["held_out"]["groups_before"], d["held_out"]["groups_after"]
+    rises = [after[g] - before[g] for g in TISSUE_GROUPS]
+    changes = [s["after"] - s["before"] for s in d["held_out"]["slides"]]
+    return (min(rises), max(rises), before["all"], after["all"], sum(c != 0 for c in changes), min(changes),
+            max(changes))
+
+
 def _orient_real(d: Any, slide: str) -> dict:
     """The orientation study's row of ``slide`` (ORIENT)."""
     return next(r for r in d["orientation_study"] if r["slide"].startswith(slide))
@@ -406,6 +424,8 @@ RES_STUDY = "docs/real-slides/results.json"  # the demo model on the real slides
 REPRO_LOG = "results/paper-reproduction/log.csv"
 REPRO_REAL = "results/paper-reproduction/real-slides/results.json"
 BUILTIN_REAL = "results/tissue-model/real-slides/results.json"  # the built-in model: real_slides_eval.py --synthetic 48
+# the same before stage 16: its network alone, without the component filter (the file real-slides/ held until then)
+UNFILTERED = "results/tissue-model/stage-16/without-filter.json"
 ERRORS = "results/tissue-model/errors/stage-4-balanced.json"  # error_sources.py on the shipped model
 UNBALANCED = "results/tissue-model/glass-balance/stage4-unbalanced.json"  # the same weights without the glass balance
 SCANNER_SHIFTS = ("exposure -10%", "cool white balance", "warm white balance", "gamma 1.25")  # real_slides_eval.SHIFTS
@@ -425,6 +445,9 @@ GPU_STRIPS = "benchmarks/gpu/h100_gpu_train_strips.json"
 GPU_TRAIN_FIRST = "benchmarks/gpu/h100_gpu_train_1gp.json"
 GPU_TRAIN_NUMPY = "benchmarks/gpu/h100_gpu_train_1gp_view_numpy.json"
 PRED_BF16 = "benchmarks/predict/bench_predict_{}_[12].json"  # float32, bfloat16
+ORIENT16 = "results/tissue-model/stage-16/orientations/results.json"  # the same with the component filter
+FILTER = "results/tissue-model/stage-16/filter.json"  # scripts/tissue_model/component_filter.py
+FILTER_SPEED = "benchmarks/builtin/component-filter.json"  # builtin_predict.py with and without it, alternating
 ORIENT = "results/tissue-model/orientations/results.json"  # real_slides_eval.py --orientation-study --synthetic 48
 STAGE9 = "results/tissue-model/stage-9"  # two candidates: real_slides_eval.py, checkpoint_spread.py --orientations
 ORIENT_SPEED = "benchmarks/builtin/orientations.json"  # builtin_predict.py --orientations 1, 2, 8 alternating
@@ -618,22 +641,22 @@ CLAIMS: list[Claim] = [
     # stage 4's weights without it, and the shipped model with it)
     Claim("results/tissue-model/README.md", "| stage 4, glass as it is (shipped before) | {} |", UNBALANCED,
           _stage_row),
-    Claim("results/tissue-model/README.md", "| stage 4, glass balanced to 250 (shipped) | {} |", BUILTIN_REAL,
+    Claim("results/tissue-model/README.md", "| stage 4, glass balanced to 250 (shipped) | {} |", UNFILTERED,
           _stage_row),
     *(Claim("results/tissue-model/README.md", f"| {slide} | {shift} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} |",
-            BUILTIN_REAL, _scanner_row(slide, shift, with_baselines=True))
+            UNFILTERED, _scanner_row(slide, shift, with_baselines=True))
       for slide in ("CMU-1-Small-Region", "kidney-48-5") for shift in SCANNER_SHIFTS),
-    *(Claim("docs/model-card.md", f"| {shift} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} |", BUILTIN_REAL,
+    *(Claim("docs/model-card.md", f"| {shift} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} |", UNFILTERED,
             lambda d, shift=shift: _scanner_row("CMU-1-Small-Region", shift)(d) + _scanner_row("kidney-48-5", shift)(d))
       for shift in SCANNER_SHIFTS),
-    Claim("results/tissue-model/README.md", "fat-rich slides by {:.3f}, IHC by {:.3f}, all by {:.3f}", BUILTIN_REAL,
+    Claim("results/tissue-model/README.md", "fat-rich slides by {:.3f}, IHC by {:.3f}, all by {:.3f}", UNFILTERED,
           lambda d: tuple(d["synthetic"]["groups"][g]["dice"] - _load(UNBALANCED)["synthetic"]["groups"][g]["dice"]
                           for g in ("fat-rich", "IHC", "all"))),
-    Claim("results/tissue-model/README.md", "goes from {:.3f} to {:.3f}; the worst is now {:.3f}", BUILTIN_REAL,
+    Claim("results/tissue-model/README.md", "goes from {:.3f} to {:.3f}; the worst is now {:.3f}", UNFILTERED,
           lambda d: (_load(UNBALANCED)["synthetic"]["groups"]["all"]["min"],
                      *_slide_dice(d, _worst_seed(_load(UNBALANCED))), d["synthetic"]["groups"]["all"]["min"])),
     Claim("results/tissue-model/README.md",
-          "Of the 48 slides {} rise and {} fall by more than 0.001, by at most {:.3f}", BUILTIN_REAL,
+          "Of the 48 slides {} rise and {} fall by more than 0.001, by at most {:.3f}", UNFILTERED,
           lambda d: _rise_fall(_load(UNBALANCED), d)),
     Claim("results/tissue-model/README.md", "reaches a held-out synthetic Dice of {:.3f} over 48 slides of every "
           "category ({:.2f}-{:.2f} per category; target 0.97), {:.3f} on CMU-1-Small-Region (target 0.96; Otsu {:.3f}, "
@@ -641,22 +664,22 @@ CLAIMS: list[Claim] = [
           lambda d: (d["synthetic"]["groups"]["all"]["dice"],
                      *(f(d["synthetic"]["groups"][g]["dice"] for g in TISSUE_GROUPS) for f in (min, max)),
                      *_real_dice(0)(d), *_real_dice(2)(d))),
-    Claim("docs/model-card.md", "by up to {:.2f} with the balance and {:.2f} without", BUILTIN_REAL,
+    Claim("docs/model-card.md", "by up to {:.2f} with the balance and {:.2f} without", UNFILTERED,
           lambda d: tuple(max(abs(r["model"] - doc["slides"][2]["model"]["dice"]) for r in doc["scanner_study"]
                               if r["slide"].startswith("kidney")) for doc in (d, _load(UNBALANCED)))),
-    Claim("docs/model-card.md", "stays within 0.005 of its score as scanned ({:.3f})", BUILTIN_REAL,
+    Claim("docs/model-card.md", "stays within 0.005 of its score as scanned ({:.3f})", UNFILTERED,
           lambda d: d["slides"][0]["model"]["dice"] if max(
               abs(r["model"] - d["slides"][0]["model"]["dice"]) for r in d["scanner_study"]
               if r["slide"].startswith("CMU")) <= 0.005 else "a change moves it by more than 0.005"),
     Claim("CHANGELOG.md", "(without it: {:.3f} under a 10% darker exposure, {:.3f} under a cool white balance)",
-          BUILTIN_REAL, lambda d: tuple(_scanner_row("CMU-1-Small-Region", shift)(d)[1]
-                                        for shift in ("exposure -10%", "cool white balance"))),
-    Claim("CHANGELOG.md", "held-out synthetic Dice {:.3f} -> {:.3f}, fat-rich {:.3f} -> {:.3f}", BUILTIN_REAL,
+          UNFILTERED, lambda d: tuple(_scanner_row("CMU-1-Small-Region", shift)(d)[1]
+                                      for shift in ("exposure -10%", "cool white balance"))),
+    Claim("CHANGELOG.md", "held-out synthetic Dice {:.3f} -> {:.3f}, fat-rich {:.3f} -> {:.3f}", UNFILTERED,
           lambda d: tuple(v for g in ("all", "fat-rich") for v in (_load(UNBALANCED)["synthetic"]["groups"][g]["dice"],
                                                                      d["synthetic"]["groups"][g]["dice"]))),
     # results/tissue-model/README.md: stage 8, trained on balanced slides (real_slides_eval.py, checkpoint_spread.py)
     *(Claim("results/tissue-model/README.md", f"| {row} | {{}} |", source, _stage_row)
-      for row, source in (("stage 4, glass balanced (shipped, as above)", BUILTIN_REAL),
+      for row, source in (("stage 4, glass balanced (shipped, as above)", UNFILTERED),
                           ("trained balanced (+10,000 steps on data-4d)", f"{STAGE8}/balanced-data.json"),
                           ("trained balanced, hard cases and lookalikes (+10,000 steps on data-4hL)",
                            f"{STAGE8}/balanced-hard-cases.json"),
@@ -675,7 +698,7 @@ CLAIMS: list[Claim] = [
           f"{STAGE8}/snapshots-target-spread.json",
           lambda d: (*(_load(f"{STAGE8}/{n}.json")["synthetic"]["groups"]["all"]["dice"]
                        for n in ("balanced-target-244-254", "half-balanced")),
-                     _load(BUILTIN_REAL)["synthetic"]["groups"]["all"]["dice"],
+                     _load(UNFILTERED)["synthetic"]["groups"]["all"]["dice"],
                      *_low_high_mean([r["CMU-1-Small-Region"] for r in d["snapshots"]])[:2],
                      *_low_high_mean(_snapshots(_load(f"{STAGE7}/snapshots.json"), "stage4", range(26000, 30001, 1000),
                                                 "CMU-1-Small-Region"))[:2],
@@ -750,6 +773,43 @@ CLAIMS: list[Claim] = [
       for i, row in enumerate(("CMU-1-Small-Region.svs (H&E, 0.5 um/px)",
                                "CMU-1-Small-Region (DICOM)", "kidney-48-5.tif (IHC, read at an assumed 8 um/px)"))
       if i != 1),
+    # results/tissue-model/README.md: stage 16, the component filter (component_filter.py, real_slides_eval.py)
+    *(Claim("results/tissue-model/README.md", "| {} | {:.3f} | {} | {:,.0f} | {:.3%} | {:,.0f} |", FILTER,
+            lambda d, i=i: _filter_row(d, i)) for i in range(6)),
+    Claim("results/tissue-model/README.md", "| tissue weight | validation Dice (before {:.3f}) |", FILTER,
+          lambda d: d["tried"][0]["val_dice_before"]),
+    Claim("results/tissue-model/README.md", "by the shipped model: {:,} and {:,} pieces", FILTER,
+          at("components.fitting", "components.validation")),
+    Claim("results/tissue-model/README.md", "biopsy); 3 is the first that does not (the largest tissue piece it "
+          "drops is {:.0f} pixels)", FILTER,
+          lambda d: next(t for t in d["tried"] if t["safe"])["largest_tissue_component_dropped"]),
+    Claim("results/tissue-model/README.md", "rises by {:.3f}-{:.3f}, all from {:.3f} to {:.3f}; {} slides change, by "
+          "{:.4f} to +{:.4f}; the\n  largest tissue piece dropped is {:.0f} pixels ({:.3%} of the tissue)", FILTER,
+          lambda d: (*_filter_held(d), d["held_out"]["largest_tissue_component_dropped"],
+                     d["held_out"]["tissue_share_lost"])),
+    Claim("results/tissue-model/README.md", "CMU-1-Small-Region keeps all four\n  pieces ({:.3f} as before); on "
+          "kidney-48-5 the smear is dropped and the slide scores **{:.3f}**\n  ({:.3f} before",
+          BUILTIN_REAL, lambda d: (d["slides"][0]["model"]["dice"], d["slides"][2]["model"]["dice"],
+                                   _load(UNFILTERED)["slides"][2]["model"]["dice"])),
+    Claim("results/tissue-model/README.md", "kidney-48-5 scores {:.3f}-{:.3f}, mean {:.3f} ({:.3f}-{:.3f}, mean "
+          "{:.3f}\n  without the filter)", ORIENT16, lambda d: tuple(
+              _orient_real(doc, "kidney")[k] for doc in (d, _load(ORIENT))
+              for k in ("each_min", "each_max", "each_mean"))),
+    Claim("results/tissue-model/README.md", "dropped under a 10% darker exposure ({:.3f}, {:.3f} before) and not under "
+          "the white balances\n  ({:.3f}, {:.3f})", BUILTIN_REAL, lambda d: (
+              _scanner_row("kidney-48-5", "exposure -10%")(d)[0], _scanner_row("kidney-48-5", "exposure -10%")(
+                  _load(UNFILTERED))[0], _scanner_row("kidney-48-5", "cool white balance")(d)[0],
+              _scanner_row("kidney-48-5", "warm white balance")(d)[0])),
+    *(Claim(doc, "alternating runs with and without it\ngave {:.2f}-{:.2f} and {:.2f}-{:.2f} s per slide"
+            if doc == "docs/model-card.md" else
+            "alternating runs: {:.2f}-{:.2f} s per slide against {:.2f}-{:.2f} s without",
+            FILTER_SPEED, lambda d: tuple(f(r["seconds_per_slide_in_batch"] for r in d["runs"] if r["model"] == m)
+                                          for m in ("with the component filter (the default)",
+                                                    "--no-component-filter") for f in (min, max)))
+      for doc in ("docs/model-card.md", "results/tissue-model/README.md")),
+    Claim("docs/model-card.md", "the component filter {:.2f} s (none of the slide's {} pieces\ndropped)", BUILTIN_SPEED,
+          lambda d: (statistics.median(t["filter_s"] for t in d["timings_per_slide"]),
+                     d["component_filter"]["components"]) if d["component_filter"]["dropped"] == 0 else "some dropped"),
     # test-time orientations: real_slides_eval.py --orientation-study --synthetic 48, builtin_predict.py --orientations
     *(Claim("results/tissue-model/README.md", f"| {name} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} | "
             "{:.3f} | {:.3f} |", ORIENT, _orient_row(name.split(".")[0]))
@@ -770,25 +830,25 @@ CLAIMS: list[Claim] = [
           lambda d: (d["synthetic_orientations"]["8"]["all"], _orient_real(d, "CMU")["mean_of"]["8"],
                      _orient_real(d, "kidney")["mean_of"]["8"])),
     Claim("docs/model-card.md", "CMU-1-Small-Region {:.3f}-{:.3f} over its eight orientations (as scanned, the "
-          "highest), kidney-48-5 {:.3f}-{:.3f}", ORIENT,
+          "highest), kidney-48-5 {:.3f}-{:.3f}", ORIENT16,
           lambda d: tuple(_orient_real(d, sl)[k] for sl in ("CMU", "kidney") for k in ("each_min", "each_max"))),
     Claim("docs/model-card.md", "held-out synthetic {:.3f} (groups {:.3f}-{:.3f}), CMU-1-Small-Region {:.3f}, "
-          "kidney-48-5 {:.3f}, still short of the targets, at {} s per 40x slide instead of {} s",
-          ORIENT, lambda d: (d["synthetic_orientations"]["8"]["all"], *_syn8_span(d),
+          "kidney-48-5 {:.3f} (the filter keeps the smear\nof the mean), still short of the targets, at {} s per 40x "
+          "slide instead of {} s", ORIENT16, lambda d: (d["synthetic_orientations"]["8"]["all"], *_syn8_span(d),
                              _orient_real(d, "CMU")["mean_of"]["8"], _orient_real(d, "kidney")["mean_of"]["8"],
                              _orient_speed(8), _orient_speed(1))),
     Claim("docs/model-card.md", "`--orientations 2` and `8` take {} and {} s per slide",
           ORIENT_SPEED, lambda d: (_orient_speed(2), _orient_speed(8))),
-    Claim("docs/model-card.md", "moves its Dice (above: {:.2f} on CMU-1-Small-Region, {:.2f} on kidney-48-5)", ORIENT,
+    Claim("docs/model-card.md", "moves its Dice (above: {:.2f} on CMU-1-Small-Region, {:.2f} on kidney-48-5)", ORIENT16,
           lambda d: tuple(_orient_real(d, sl)["each_max"] - _orient_real(d, sl)["each_min"]
                           for sl in ("CMU", "kidney"))),
-    Claim("docs/predict.md", "with 8 its held-out synthetic Dice rises from {:.3f} to {:.3f} and kidney-48-5's from "
-          "{:.3f} to {:.3f}, while CMU-1-Small-Region scores {:.3f} instead of the {:.3f} of the slide as it is "
-          "({:.3f}-{:.3f} over the eight orientations one by one", ORIENT,
+    Claim("docs/predict.md", "with 8 its held-out synthetic Dice rises from {:.3f} to {:.3f}, while\n"
+          "CMU-1-Small-Region scores {:.3f} instead of the {:.3f} of the slide as it is ({:.3f}-{:.3f} over the\n"
+          "eight orientations one by one) and kidney-48-5 falls from {:.3f} to {:.3f}", ORIENT16,
           lambda d: (d["synthetic_orientations"]["1"]["all"], d["synthetic_orientations"]["8"]["all"],
-                     _orient_real(d, "kidney")["each"]["as is"], _orient_real(d, "kidney")["mean_of"]["8"],
                      _orient_real(d, "CMU")["mean_of"]["8"], _orient_real(d, "CMU")["each"]["as is"],
-                     _orient_real(d, "CMU")["each_min"], _orient_real(d, "CMU")["each_max"])),
+                     _orient_real(d, "CMU")["each_min"], _orient_real(d, "CMU")["each_max"],
+                     _orient_real(d, "kidney")["each"]["as is"], _orient_real(d, "kidney")["mean_of"]["8"])),
     Claim("CHANGELOG.md", "held-out synthetic Dice {:.3f} -> {:.3f}, kidney-48-5 {:.3f} -> {:.3f}, CMU-1-Small-Region "
           "{:.3f} -> {:.3f}, at {} s per 40x slide instead of {} s", ORIENT,
           lambda d: (d["synthetic_orientations"]["1"]["all"], d["synthetic_orientations"]["8"]["all"],
@@ -798,7 +858,7 @@ CLAIMS: list[Claim] = [
     Claim("CHANGELOG.md", "(CMU-1-Small-Region {:.3f}-{:.3f}: a real-slide score", ORIENT,
           lambda d: (_orient_real(d, "CMU")["each_min"], _orient_real(d, "CMU")["each_max"])),
     Claim("README.md", "`--orientations 8` averages the model over eight turns and mirrors of each slide: held-out "
-          "synthetic {:.3f}, CMU-1-Small-Region {:.3f}, kidney-48-5 {:.3f}, at {} s per slide", ORIENT,
+          "synthetic {:.3f}, CMU-1-Small-Region {:.3f}, kidney-48-5 {:.3f}, at {} s per slide", ORIENT16,
           lambda d: (d["synthetic_orientations"]["8"]["all"], _orient_real(d, "CMU")["mean_of"]["8"],
                      _orient_real(d, "kidney")["mean_of"]["8"], _orient_speed(8))),
     # results/tissue-model/README.md: stage 9, two candidates judged by the orientation mean

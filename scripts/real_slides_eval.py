@@ -98,18 +98,26 @@ def shifted(rgb: np.ndarray, name: str) -> np.ndarray:
     return np.rint(255 * x).astype(np.uint8)
 
 
-def _synthetic(net, mpp: float, n: int, orientations: int = 1) -> dict:
-    """Dice per held-out synthetic slide (profile "all", seeds 90000.., 1024 x 1024 at ``mpp``) and per group."""
+def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter: bool = True) -> dict:
+    """Dice per held-out synthetic slide (profile "all", seeds 90000.., 1024 x 1024 at ``mpp``) and per group,
+    of the mask ``predict_slide`` makes: round(255 p) >= 128, the model's component filter applied (if it
+    has one and ``component_filter``)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent / "tissue_model"))
     from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
 
+    from gigaseg.checkpoint import component_filter as filter_of
+    from gigaseg.components import apply_component_filter
     from gigaseg.engine import tiled_predict
+    from gigaseg.glass import balance_for
 
     side = 1024
     slides = []
+    filt = filter_of(net) if component_filter else None
     for seed, cats, rgb, m, _ in held_out(n, side, mpp):
-        p = tiled_predict(net, rgb, orientations=orientations)
-        slides.append({"seed": seed, "categories": cats, "dice": dice(p >= 0.5, m == 1),
+        p = np.rint(tiled_predict(net, rgb, orientations=orientations) * 255).astype(np.uint8)
+        if filt is not None:
+            apply_component_filter(balance_for(net, rgb), p, 128, filt)
+        slides.append({"seed": seed, "categories": cats, "dice": dice(p >= 128, m == 1),
                        "tissue_od": tissue_od(rgb, m == 1)})
         print(json.dumps(slides[-1]), file=sys.stderr)
     return {"mpp": mpp, "side": side, "seeds": [HELD_OUT_SEED, HELD_OUT_SEED + n - 1], "orientations": orientations,
@@ -212,6 +220,8 @@ def main(argv=None) -> int:
                     help="predict with the mean over this many orientations of each image (NOTE [Orientations])")
     ap.add_argument("--orientation-study", action="store_true",
                     help="also score both slides in each of the eight orientations, and the means over 2, 4 and 8")
+    ap.add_argument("--no-component-filter", dest="component_filter", action="store_false",
+                    help="predict without the model's component filter (gigaseg predict --no-component-filter)")
     ap.add_argument("--no-overlays", dest="overlays", action="store_false",
                     help="write no overlay images (for a study beside a folder that has them)")
     ap.add_argument("--device", default="cpu")
@@ -261,11 +271,12 @@ def main(argv=None) -> int:
         """``method``'s outputs for ``path`` in ``od``: the model's (predict_slide) or a baseline's; the summary."""
         if method == "model":
             return predict_slide(net, path, od, mpp=mpp, model_mpp=trained_mpp, device=args.device, progress=False,
-                                 overwrite=True, orientations=orientations)
+                                 overwrite=True, orientations=orientations, component_filter=args.component_filter)
         return baseline_slide(path, od, method=method, mpp=mpp, overwrite=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="gigaseg-real-"))
     results = {"checkpoint": ck_info, "references": args.references, "orientations": args.orientations,
+               "component_filter": args.component_filter,
                "slides": [], "resolution_study": [], "scanner_study": [], "orientation_study": []}
     try:
         for name, path, mpp, ref in slides:
@@ -333,10 +344,12 @@ def main(argv=None) -> int:
             results["orientation_study"].append(orientation_study(run, name, path, mpp, ref, tmp / "orient"))
             print(json.dumps(results["orientation_study"][-1]), file=sys.stderr)
         if args.synthetic:
-            results["synthetic"] = _synthetic(net, trained_mpp, args.synthetic, args.orientations)
+            results["synthetic"] = _synthetic(net, trained_mpp, args.synthetic, args.orientations,
+                                              args.component_filter)
             if args.orientation_study:
                 results["synthetic_orientations"] = {
-                    str(n): {g: v["dice"] for g, v in _synthetic(net, trained_mpp, args.synthetic, n)["groups"].items()}
+                    str(n): {g: v["dice"] for g, v in
+                             _synthetic(net, trained_mpp, args.synthetic, n, args.component_filter)["groups"].items()}
                     for n in (1, 2, 4, 8) if n != args.orientations}
                 results["synthetic_orientations"][str(args.orientations)] = {
                     g: v["dice"] for g, v in results["synthetic"]["groups"].items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ import pytest
 import torch
 from conftest import REAL_DATA, ROOT, load_script, need_real
 
-from gigaseg.checkpoint import load_checkpoint, load_model
+from gigaseg.checkpoint import builtin_model_path, component_filter, load_checkpoint, load_model
+from gigaseg.components import ComponentFilter
 from gigaseg.store import RegionStore
 
 
@@ -40,6 +42,12 @@ def test_data_train_score_and_ship_at_a_tiny_size(tmp_path, monkeypatch):
     assert info["step"] == 2 and info["run"] == "paper-8" and "averaged_from" not in info
     assert load_model(tmp_path / "w.npz")[0].config.glass_white == 250.0  # the shipped model balances its glass
     assert ship.main([str(tmp_path / "paper-8"), "--out", str(tmp_path / "w0.npz"), "--glass-white", "0"]) == 0
+    assert component_filter(load_model(tmp_path / "w.npz")[0]) is None  # none unless asked for
+    filt = ComponentFilter(mean=(0.0,) * 11, scale=(1.0,) * 11, coef=(0.5,) * 11, bias=1.0)
+    (tmp_path / "f.json").write_text(json.dumps({"filter": filt.to_dict()}))
+    assert ship.main([str(tmp_path / "paper-8"), "--out", str(tmp_path / "wf.npz"), "--component-filter",
+                      str(tmp_path / "f.json")]) == 0
+    assert component_filter(load_model(tmp_path / "wf.npz")[0]) == filt
     assert load_model(tmp_path / "w0.npz")[0].config.glass_white == 0
     ckpt = str(tmp_path / "paper-8" / "checkpoint.pt")
     assert load_script("scripts/tissue_model/average.py").main([ckpt, ckpt, "--out", str(tmp_path / "avg.pt")]) == 0
@@ -386,3 +394,25 @@ def test_the_orientation_study_turns_the_reference_with_the_slide(tmp_path):
     assert row["each_min"] <= row["each_mean"] <= row["each_max"]
     lines = real._orientation_lines({"orientation_study": [row]})
     assert any(line.startswith("| s.png | ") for line in lines)
+
+
+def test_component_filter_fits_chooses_and_ships_at_a_tiny_size(tmp_path):
+    script = load_script("scripts/tissue_model/component_filter.py")
+    args = ["--work", str(tmp_path / "cf"), "--out", str(tmp_path / "f.json"), "--train", "3", "--val", "2",
+            "--held-out", "2", "--weights", "1,1000"]
+    assert script.main(args) == 0
+    result = json.loads((tmp_path / "f.json").read_text())
+    assert [t["tissue_weight"] for t in result["tried"]] == [1.0, 1000.0]
+    chosen = next(t for t in result["tried"] if t["safe"])  # the smallest safe weight is the one chosen
+    assert result["tissue_weight"] == chosen["tissue_weight"]
+    assert set(result["held_out"]["groups_after"]) == set(result["held_out"]["groups_before"])
+    assert len(result["held_out"]["slides"]) == 2 and "--work cf " in result["command"]
+    assert len(list((tmp_path / "cf" / "slides").glob("*.npz"))) == 7  # kept: a second run only refits
+    # ship.py --component-filter stores it with the weights, which stay as they were
+    ship = load_script("scripts/tissue_model/ship.py")
+    w = tmp_path / "w.npz"
+    shutil.copy(builtin_model_path(), w)
+    ship.with_filter(w, ComponentFilter.from_dict(result["filter"]))
+    assert component_filter(load_model(w)[0]).to_dict() == result["filter"]
+    with np.load(builtin_model_path()) as a, np.load(w) as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "__meta__")

@@ -10,6 +10,8 @@ convolution weights are stored in ``--bits`` bits with a scale per kernel (defau
 its input's glass (``--glass-white``, default 250; NOTE [Glass balance] in gigaseg/glass.py).
 ``--checkpoint FILE`` ships another checkpoint of the run instead of its last one, e.g. the mean
 of its last checkpoints (average.py): the info then lists the files it averages.
+``--component-filter FILE`` stores the component filter that component_filter.py fitted (its JSON)
+in the file's header (NOTE [Component filter] in gigaseg/components.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def main(argv=None) -> int:
                     help="the shipped model balances its input's glass to this brightness (UNetConfig.glass_white, "
                          "NOTE [Glass balance] in gigaseg/glass.py; default 250, the white glass of the training "
                          "slides; 0: off)")
+    ap.add_argument("--component-filter", default=None,
+                    help="the JSON of component_filter.py: its filter is stored with the weights")
     args = ap.parse_args(argv)
 
     import dataclasses
@@ -66,9 +70,28 @@ def main(argv=None) -> int:
     if averaged:  # the mean of checkpoints of the run (average.py): their names travel
         info["averaged_from"] = [Path(c).name for c in averaged]
     save_weights(args.out, model, mpp=mpp, info=info, bits=args.bits)
+    if args.component_filter:
+        from gigaseg.components import ComponentFilter
+
+        with_filter(args.out, ComponentFilter.from_dict(json.loads(Path(args.component_filter).read_text())["filter"]))
     print(f"wrote {args.out} ({Path(args.out).stat().st_size:,} B; step {info['step']}, {mpp} um/px, "
           f"{args.bits} bits per weight, glass_white {args.glass_white:g})")
     return 0
+
+
+def with_filter(path, filt) -> None:
+    """Store ``filt`` (a ``ComponentFilter``) in the header of the weights file ``path``, atomically;
+    its arrays are written back byte for byte."""
+    import numpy as np
+
+    from gigaseg._atomic import atomic_write
+
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(z["__meta__"].item().decode())
+        arrays = {k: np.array(z[k]) for k in z.files if k != "__meta__"}
+    meta["component_filter"] = filt.to_dict()
+    with atomic_write(Path(path), "wb") as f:
+        np.savez(f, __meta__=np.array(json.dumps(meta).encode()), **arrays)
 
 
 if __name__ == "__main__":

@@ -272,7 +272,8 @@ def _load_weights(path: Path) -> dict[str, Any]:
     state = {k: torch.from_numpy(a) for k, a in arrays.items()}
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     return {"format": FORMAT, "version": VERSION, "gigaseg_version": meta.get("gigaseg_version"),
-            "config": meta.get("config"), "state_dict": state, "mpp": meta.get("mpp"), "info": meta.get("info", {})}
+            "config": meta.get("config"), "state_dict": state, "mpp": meta.get("mpp"), "info": meta.get("info", {}),
+            **({"component_filter": meta["component_filter"]} if "component_filter" in meta else {})}
 
 
 # NOTE [Safe loading]
@@ -400,11 +401,26 @@ def model_from_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str],
     classes = _checked_classes(path, payload.get("classes", (payload.get("info") or {}).get("classes")), config)
     if classes is not None:
         setattr(model, _CLASSES_ATTR, classes)  # read by model_classes
+    if payload.get("component_filter") is not None:
+        from .components import ComponentFilter
+
+        try:
+            setattr(model, _FILTER_ATTR, ComponentFilter.from_dict(payload["component_filter"]))
+        except ConfigError as exc:
+            raise CheckpointError(f"checkpoint {path}: {exc}; the file is damaged: use another copy") from exc
     return model.to(device).eval(), _checked_mpp(path, payload.get("mpp"))
 
 
 #: The attribute of a UNet loaded by ``load_model`` that holds its checkpoint's class names.
 _CLASSES_ATTR = "gigaseg_classes"
+#: The attribute of a UNet loaded by ``load_model`` that holds its component filter (NOTE [Component filter]).
+_FILTER_ATTR = "gigaseg_component_filter"
+
+
+def component_filter(model: Any) -> Any:
+    """The ``ComponentFilter`` that ``model``'s weights file or checkpoint stores (the built-in tissue
+    model's), or None (through DDP's ``module``)."""
+    return getattr(getattr(model, "module", model), _FILTER_ATTR, None)
 
 
 def _checked_classes(path: str | os.PathLike[str], classes: Any, config: UNetConfig) -> list[str] | None:

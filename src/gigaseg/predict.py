@@ -48,6 +48,7 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -307,7 +308,7 @@ def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, m
 # once the engine has planned the tiles) must fit in the available memory. A MemoryError that
 # happens anyway fails that slide, not the batch.
 def _check_grid(slide_path: Path, slide: Any, t_mpp: float, grid: tuple[int, int], out_dir: Path,
-                orientations: int = 1, classes: int = 1) -> None:
+                orientations: int = 1, classes: int = 1, recorded: bool = False) -> None:
     from ._files import check_free_space, format_bytes
 
     grid_w, grid_h = grid
@@ -330,6 +331,7 @@ def _check_grid(slide_path: Path, slide: Any, t_mpp: float, grid: tuple[int, int
         )
     # and the sum of the orientations (NOTE [Orientations]): uint16, or float32 per class
     per_pixel = 1 if orientations == 1 else 3 if classes == 1 else 1 + 4 * classes
+    per_pixel += 3 if recorded else 0  # the image the model read, for the component filter (RGB)
     check_free_space(out_dir, per_pixel * pixels + (64 << 20), f"predicting {slide_path.name} ({grid_w} x {grid_h} "
                      f"pixels at {t_mpp:g} um/px: a temporary grid of {per_pixel} byte{'s' if per_pixel > 1 else ''} "
                      "per pixel, then the mask TIFF)", "free disk space, or choose another `out_dir`")
@@ -353,6 +355,82 @@ def _check_row_memory(nbytes: int, tile_h: int, grid_w: int) -> None:
 
 
 # --- outputs ---------------------------------------------------------------------------------
+
+
+#: Memory the component filter needs per grid pixel: its int32 labels and the mask (NOTE [Component filter]).
+FILTER_BYTES_PER_PIXEL = 5
+
+
+def _filter_fits(pixels: int) -> bool:
+    """Whether labelling a grid of ``pixels`` fits in half the memory available now (True when unknown)."""
+    from ._files import available_memory
+
+    free = available_memory()
+    return free is None or FILTER_BYTES_PER_PIXEL * pixels <= free // 2
+
+
+def _recorded(image: Any, record: np.ndarray, *, balanced: bool) -> Any:
+    """``image`` (what ``balance_for`` gave) read through a ``_Recorded`` beneath its glass balance:
+    the record holds the slide's pixels, and a model that balances its glass finds the balance
+    already there (gains of 1 when ``balance_for`` left the image as it is), not estimated again."""
+    from .glass import GlassBalanced
+
+    if isinstance(image, GlassBalanced):
+        return GlassBalanced(_Recorded(image.image, record), image.gains)
+    if balanced:
+        return GlassBalanced(_Recorded(image, record), np.ones(3, np.float32))
+    return _Recorded(image, record)
+
+
+class _Recorded:
+    """``image`` (an (H, W, 3) image-like) read through: every window read is also stored in ``record``
+    (an (H, W, 3) uint8 array of the same size), so that what the model read can be used again
+    without reading the slide twice. Other attributes (``read_s``) are the image's."""
+
+    def __init__(self, image: Any, record: np.ndarray | None):
+        self.image, self.record = image, record
+        self.shape, self.dtype = tuple(image.shape), np.dtype(np.uint8)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        crop = np.asarray(self.image[key])
+        if self.record is not None:
+            self.record[key] = crop
+        return crop
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "image":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.image, name)
+
+
+def _raise_tiff_error(thread: _TiffThread, stem: str, out_dir: Path) -> None:
+    """Raise what the TIFF thread met: a plain OSError as an OutputError that says what to do."""
+    err = thread.error
+    if isinstance(err, OSError) and not isinstance(err, GigasegError):
+        raise OutputError(f"cannot write the mask TIFF of {stem} in {out_dir} ({err.strerror or err}); "
+                          "free disk space or choose another `out_dir`", cause=err) from err
+    if err is not None:
+        raise err
+
+
+def _filter_raw(raw_path: Path, image: Any, shape: tuple[int, int], thr_u8: int, filt: Any) -> dict[str, Any]:
+    """Apply the component filter ``filt`` to the raw probability grid in place (NOTE [Component filter])."""
+    from .components import apply_component_filter
+
+    prob = np.memmap(raw_path, dtype=np.uint8, mode="r+", shape=shape)
+    try:
+        result = apply_component_filter(image, prob, thr_u8, filt)
+        prob.flush()
+    finally:
+        del prob
+    return result
 
 
 class _TiffThread(threading.Thread):
@@ -405,6 +483,7 @@ def predict_slide(
     strict: bool = False,
     glass_balance: bool = True,
     orientations: int = 1,
+    component_filter: bool = True,
 ) -> dict:
     """Segment tissue on one slide and write its four outputs into ``out_dir``.
 
@@ -447,6 +526,10 @@ def predict_slide(
             orientations of the slide (test-time augmentation, NOTE [Orientations] in
             ``gigaseg.engine.orient``), at that many times the model's time; a model of several
             classes labels each pixel with the class of the largest mean probability.
+        component_filter: False keeps every component of the mask even when the model has a
+            component filter (the built-in model has one: it drops components that look like glass
+            debris, such as a grey smear; NOTE [Component filter] in ``gigaseg.components``). Models
+            without one are not affected.
 
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
@@ -456,7 +539,8 @@ def predict_slide(
         one, or ``glass_balance=False``); for a model of several classes,
         ``classes`` (their names), ``class_pixels_model_res``, ``class_area_mm2``,
         ``class_fraction`` and ``class_pieces`` (per class name) instead of the ``tissue_*`` entries
-        (NOTE [Class outputs]); ``warnings`` (what reading the slide
+        (NOTE [Class outputs]); ``component_filter`` (the mask's components, those dropped and their
+        pixels at the model's resolution; None when no filter ran); ``warnings`` (what reading the slide
         met: corrupt data, conversions; empty when clean); ``redone`` when earlier outputs were
         incomplete (NOTE [Complete outputs]); ``skipped: True`` when complete outputs existed and
         ``overwrite`` is False.
@@ -469,6 +553,7 @@ def predict_slide(
     """
     from . import __version__
     from ._runinfo import utc_now
+    from .checkpoint import component_filter as component_filter_of
     from .engine import check_read_workers, default_read_workers, resolve_device
     from .glass import GlassBalanced, balance_for, model_glass_white
     from .slides import SlideArray
@@ -524,7 +609,17 @@ def predict_slide(
         t_mpp = float(model_mpp or trained_mpp or math.sqrt(slide.mpp[0] * slide.mpp[1]))
         image = SlideArray(slide, t_mpp)
         grid_h, grid_w = image.shape[:2]
-        _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir, orientations, n_classes)  # NOTE [Bounded work]
+        filt = component_filter_of(net) if component_filter and class_names is None else None
+        filter_note = None
+        if filt is not None and not _filter_fits(grid_w * grid_h):  # NOTE [Component filter]
+            filter_note = (f"component filter skipped: the {grid_w} x {grid_h} grid needs about "
+                           f"{FILTER_BYTES_PER_PIXEL * grid_w * grid_h / 2**30:.1f} GiB of memory to label its "
+                           "components; the mask is the model's as it is")
+            warnings.warn(f"{slide_path}: {filter_note}", stacklevel=2)
+            filt = None
+        # NOTE [Bounded work]
+        _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir, orientations, n_classes,
+                    recorded=filt is not None)
         image = balance_for(net, image)  # NOTE [Glass balance]: once, after the checks; reported below
         tmp = temp_dir(out_dir, stem, ".grid")
         try:
@@ -532,6 +627,11 @@ def predict_slide(
 
             raw_path = tmp / "probabilities.u8"
             raw_path.touch()
+            seen, record, filtered = image, None, None
+            if filt is not None:  # the slide's pixels the model reads, kept for the filter (not read twice)
+                record = np.lib.format.open_memmap(tmp / "image.npy", mode="w+", dtype=np.uint8,
+                                                   shape=(grid_h, grid_w, 3))
+                seen = _recorded(image, record, balanced=model_glass_white(net) > 0)
             step = (t_mpp / slide.mpp[0], t_mpp / slide.mpp[1])
 
             def binary(block):
@@ -553,14 +653,22 @@ def predict_slide(
                                       description=None if class_names is None else _label_description(class_names))
             try:
                 if orientations > 1:  # NOTE [Orientations]
-                    timings = _predict_oriented_to_raw(with_precision(net, precision), image, raw_path, orientations,
+                    timings = _predict_oriented_to_raw(with_precision(net, precision), seen, raw_path, orientations,
                                                        memory_budget=memory_budget, device=dev, progress=progress,
                                                        thr_u8=thr_u8, gate=gate, read_workers=read_workers,
                                                        classes=n_classes)
                 else:
-                    timings = _predict_to_raw(with_precision(net, precision), image, raw_path,
+                    timings = _predict_to_raw(with_precision(net, precision), seen, raw_path,
                                               memory_budget=memory_budget, device=dev, progress=progress,
                                               thr_u8=thr_u8, gate=gate, read_workers=read_workers, classes=n_classes)
+                if record is not None:  # NOTE [Component filter], while the TIFF thread finishes its levels
+                    t1 = time.perf_counter()
+                    # the filter reads what the model read: the recorded pixels, balanced as they were
+                    filtered = _filter_raw(raw_path, GlassBalanced(record, seen.gains)
+                                           if isinstance(seen, GlassBalanced) else record, (grid_h, grid_w), thr_u8,
+                                           filt)
+                    timings["filter_s"] = time.perf_counter() - t1
+                    del record
             except BaseException:
                 gate.abort()
                 raise
@@ -569,14 +677,23 @@ def predict_slide(
                 tiff_thread.join()
                 tiff_grid.close()
             timings["tiff_wait_s"] = time.perf_counter() - t0
-            err = tiff_thread.error
-            if isinstance(err, OSError) and not isinstance(err, GigasegError):
-                raise OutputError(f"cannot write the mask TIFF of {stem} in {out_dir} ({err.strerror or err}); "
-                                  "free disk space or choose another `out_dir`", cause=err) from err
-            if err is not None:
-                raise err
-            grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
+            _raise_tiff_error(tiff_thread, stem, out_dir)
+            tiff_s = tiff_thread.seconds
             tissue_px = timings.pop("tissue")
+            if filtered is not None and filtered["dropped_pixels"]:
+                # the TIFF (written from the grid as it was) is written again from the filtered grid
+                tissue_px -= filtered["dropped_pixels"]
+                tiff_path.unlink()
+                again = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
+                try:
+                    tiff_thread = _TiffThread(tiff_path, again, slide.mpp, tiff_transform,
+                                              workers=default_read_workers(dev) if dev.type != "cpu" else 2)
+                    tiff_thread.join()
+                finally:
+                    again.close()
+                _raise_tiff_error(tiff_thread, stem, out_dir)
+                tiff_s += tiff_thread.seconds
+            grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
             class_px = timings.pop("class_pixels")
 
             summary = {
@@ -610,6 +727,10 @@ def predict_slide(
                 # the model's glass balance (NOTE [Glass balance]): the gain per channel, None when none is applied
                 "glass_gains": ([round(float(g), 4) for g in image.gains.ravel()] if isinstance(image, GlassBalanced)
                                 else [1.0, 1.0, 1.0] if model_glass_white(net) > 0 else None),
+                # NOTE [Component filter]: the mask's components and those the model's filter dropped
+                "component_filter": (None if filtered is None else
+                                     {"components": filtered["components"], "dropped": filtered["dropped"],
+                                      "dropped_pixels_model_res": filtered["dropped_pixels"]}),
             }
             if class_names is not None:  # NOTE [Class outputs]: each class's area instead of the tissue's
                 for key in ("threshold", "probabilities", "tissue_pixels_model_res", "tissue_area_mm2",
@@ -620,9 +741,11 @@ def predict_slide(
                 pairs = list(zip(class_names, class_px))
                 summary["class_area_mm2"] = {n: round(v * t_mpp * t_mpp / 1e6, 6) for n, v in pairs}
                 summary["class_fraction"] = {n: round(v / (grid_w * grid_h), 6) for n, v in pairs}
+            if filter_note is not None:
+                summary["warnings"] = [filter_note]
             if redo:
                 summary["redone"] = f"the earlier outputs were incomplete: {why}"
-            summary["timings"]["tiff_s"] = round(tiff_thread.seconds, 3)
+            summary["timings"]["tiff_s"] = round(tiff_s, 3)
             try:
                 write_outputs(slide, grid, out_dir, stem, binary=binary, tiff_transform=tiff_transform,
                               min_area=min_area, simplify=simplify, summary=summary, overwrite=overwrite or redo,

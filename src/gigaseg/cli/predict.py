@@ -135,6 +135,9 @@ def register(subparsers, formatter_class) -> None:
                    help="read the slides as they are, even with a model that brightens grey or tinted glass to "
                         "white first (the built-in one): for images with no glass, such as crops wholly inside "
                         "tissue, whose palest tissue it would take for glass")
+    p.add_argument("--no-component-filter", dest="component_filter", action="store_false",
+                   help="keep every component of the mask, even those the model's component filter takes for "
+                        "glass debris (the built-in model drops grey smears and smudges that way)")
     p.add_argument("--orientations", type=int, choices=ORIENTATION_COUNTS, default=1, metavar="N",
                    help="1, 2, 4 or 8: average the model over N orientations of each slide (turned, mirrored; "
                         "test-time augmentation), N times the model's time (default 1: the slide as it is)")
@@ -267,7 +270,7 @@ def _run_predict(args) -> int:
         memory_budget=args.memory_budget, device=args.device, overwrite=args.overwrite,
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,
         read_workers=args.read_workers, strict=args.strict, shard=args.shard, glass_balance=args.glass_balance,
-        orientations=args.orientations,
+        orientations=args.orientations, component_filter=args.component_filter,
     )
     if not reports_here():  # under torchrun rank 0 writes the run's configuration and the report, and its
         return 0            # status is the run's (another rank's status 1 would make torchrun stop rank 0)
