@@ -86,3 +86,23 @@ def test_a_new_number_in_the_readme_without_a_claim_fails(tmp_path):
     result = _run("--replace", f"README.md={copy}")
     assert result.returncode == 1
     assert "'99.9' has no claim" in result.stderr, result.stderr
+
+
+def test_committed_records_name_no_folder_of_this_machine():
+    """Run records (JSON, logs, READMEs) name paths relative to the checkout (runs/..., ../shared/...),
+    never the folders of the machine they were made on: the checkout's parent is checked, which on
+    the machine that wrote a record is where its absolute paths would point."""
+    git = shutil.which("git")
+    parent = ROOT.resolve().parent
+    if git is None or not (ROOT / ".git").exists() or parent == parent.parent:
+        pytest.skip("not a git checkout, or one at the file system's root")
+    listed = subprocess.run([git, "ls-files", "results", "benchmarks", "docs", "README.md"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    needle = f"{parent}/".encode()
+    found = []
+    for name in filter(None, listed):
+        data = (ROOT / name).read_bytes() if (ROOT / name).is_file() else b""
+        if b"\0" not in data[:8192] and needle in data:  # text files only: checkpoints keep their training paths
+            found.append(name)
+    assert not found, f"{len(found)} committed records name {needle.decode()}: {found[:5]}; write paths relative to " \
+                      "the checkout instead"
