@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -280,7 +281,7 @@ def main(argv=None) -> int:
                "slides": [], "resolution_study": [], "scanner_study": [], "orientation_study": []}
     try:
         for name, path, mpp, ref in slides:
-            row = {"slide": name, "path": str(path)}
+            row = {"slide": name, "path": os.path.relpath(path)}  # no machine's folders in the record
             for method in ("model", "otsu", "saturation"):
                 od = tmp / method / path.name
                 t0 = time.perf_counter()

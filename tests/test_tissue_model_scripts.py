@@ -50,6 +50,16 @@ def test_data_train_score_and_ship_at_a_tiny_size(tmp_path, monkeypatch):
     assert component_filter(load_model(tmp_path / "wf.npz")[0]) == filt
     assert load_model(tmp_path / "w0.npz")[0].config.glass_white == 0
     ckpt = str(tmp_path / "paper-8" / "checkpoint.pt")
+    # a filter fitted to this model's masks, at its resolution, for ship.py --component-filter
+    cf = load_script("scripts/tissue_model/component_filter.py")
+    cf_args = ["--work", str(tmp_path / "cf"), "--out", str(tmp_path / "f8.json"), "--train", "2", "--val", "1",
+               "--held-out", "1", "--weights", "1e9", "--model", ckpt]
+    assert cf.main(cf_args) == 0
+    f8 = json.loads((tmp_path / "f8.json").read_text())
+    assert f8["model"] == ckpt and f8["slides"]["mpp"] == 8.0 and not (tmp_path / "cf" / "slides").exists()
+    assert len(list((tmp_path / "cf").glob("slides-*/*.npz"))) == 4  # its own cache, apart from the built-in's
+    with pytest.raises(SystemExit):
+        cf.main([*cf_args, "--ship"])  # --ship writes the built-in file only
     assert load_script("scripts/tissue_model/average.py").main([ckpt, ckpt, "--out", str(tmp_path / "avg.pt")]) == 0
     assert ship.main([str(tmp_path / "paper-8"), "--checkpoint", str(tmp_path / "avg.pt"),
                       "--out", str(tmp_path / "w2.npz"), "--bits", "16"]) == 0

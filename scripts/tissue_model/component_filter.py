@@ -2,12 +2,15 @@
 
     python scripts/tissue_model/component_filter.py --work runs/cf --out results/tissue-model/stage-16/filter.json
     python scripts/tissue_model/component_filter.py --work runs/cf --out ... --ship   # into the weights file
+    python scripts/tissue_model/component_filter.py --model runs/mine/checkpoint.pt --work runs/cf --out mine.json
 
-1. Renders synthetic slides at 4 um/px, 1024 x 1024 (profile "all"): ``--train`` fitting slides
+1. Renders synthetic slides at the model's resolution (4 um/px), 1024 x 1024 (profile "all"): ``--train`` fitting slides
    (seeds 30000..), ``--val`` validation slides (the seeds after them), a third of both degraded
    as make_data.py degrades, and the 48 held-out slides of every study table (seeds 90000..,
-   not degraded). Each is predicted by the built-in model (without a filter) and kept in
-   ``WORK/slides/SEED.npz`` (image, mask, probabilities), so a second run only refits.
+   not degraded). Each is predicted by the model (``--model``, default the built-in one; without a
+   filter) and kept in
+   ``WORK/slides/SEED.npz`` (image, mask, probabilities; another ``--model``'s in
+   ``WORK/slides-HASH/``), so a second run only refits.
 2. Computes every predicted component's features (``component_features`` on the image as the
    model reads it, glass-balanced) and labels it tissue when most of its pixels are.
 3. Fits a logistic regression (one weight per component, the tissue class weighted by c) for each
@@ -47,16 +50,16 @@ _evaluate, _make_data = _sibling("evaluate"), _sibling("make_data")
 HELD_OUT_SEED, group_scores, tissue_od = _evaluate.HELD_OUT_SEED, _evaluate.group_scores, _evaluate.tissue_od
 degrade = _make_data.degrade
 
-MPP = 4.0
+MPP = 4.0  # the built-in model's resolution; another model's slides are rendered at its own
 SIDE = 1024
 THR_U8 = 128  # threshold 0.5: round(255 * 0.5)
 FIT_SEED = 30000
 WEIGHTS = "1,1.5,2,3,5,10"
 
 
-def slide(seed: int, work: Path, net, *, may_degrade: bool) -> dict:
-    """The slide of ``seed`` with the model's probabilities (cached in ``work``)."""
-    path = work / "slides" / f"{seed}.npz"
+def slide(seed: int, work: Path, net, *, may_degrade: bool, mpp: float = MPP) -> dict:
+    """The slide of ``seed`` with the model's probabilities (cached in ``work``: one folder per model)."""
+    path = work / f"{seed}.npz"
     if path.exists():
         with np.load(path) as d:
             return {"rgb": d["rgb"], "mask": d["mask"], "prob": d["prob"], "cats": json.loads(str(d["cats"])),
@@ -68,10 +71,10 @@ def slide(seed: int, work: Path, net, *, may_degrade: bool) -> dict:
 
     rng = np.random.default_rng(seed * 7 + 1)
     f = float(rng.choice([2.0, 3.0, 4.0, 6.0])) if may_degrade and rng.random() < 1 / 3 else 1.0
-    rgb, m = render_region(seed, 0, 0, SIDE, SIDE, width=SIDE, height=SIDE, mpp=MPP, profile="all")
+    rgb, m = render_region(seed, 0, 0, SIDE, SIDE, width=SIDE, height=SIDE, mpp=mpp, profile="all")
     if f > 1:
         rgb = degrade(rgb, f)
-    cats = list(make_layout(seed, SIDE, SIDE, MPP, profile="all").categories)
+    cats = list(make_layout(seed, SIDE, SIDE, mpp, profile="all").categories)
     with torch.no_grad():
         prob = np.round(np.asarray(tiled_predict(net, rgb)) * 255).astype(np.uint8)
     out = {"rgb": rgb, "mask": np.asarray(m) == 1, "prob": prob, "cats": cats, "f": f}
@@ -82,7 +85,7 @@ def slide(seed: int, work: Path, net, *, may_degrade: bool) -> dict:
     return out
 
 
-def rows(seeds, work: Path, net, *, may_degrade: bool, progress: str) -> list[dict]:
+def rows(seeds, work: Path, net, *, may_degrade: bool, progress: str, mpp: float = MPP) -> list[dict]:
     """Per slide: its components' features, pixels and tissue pixels, and the slide's tissue."""
     from scipy import ndimage as ndi
     from tqdm import tqdm
@@ -92,7 +95,7 @@ def rows(seeds, work: Path, net, *, may_degrade: bool, progress: str) -> list[di
 
     out = []
     for seed in tqdm(seeds, desc=progress, unit="slide"):
-        s = slide(seed, work, net, may_degrade=may_degrade)
+        s = slide(seed, work, net, may_degrade=may_degrade, mpp=mpp)
         seen = np.asarray(balance_for(net, s["rgb"])[:, :])
         labels, n, feats = component_features(seen, s["prob"], THR_U8)
         idx = np.arange(1, n + 1)
@@ -131,9 +134,9 @@ def fit(rows_: list[dict], c: float):
     return ComponentFilter(mean=tuple(mean), scale=tuple(scale), coef=tuple(v[1:]), bias=float(v[0]))
 
 
-def judge(rows_: list[dict], filt) -> dict:
+def judge(rows_: list[dict], filt, mpp: float = MPP) -> dict:
     """What ``filt`` does to ``rows_``: Dice per slide before and after, tissue it drops."""
-    min_px = (100.0 / MPP) ** 2
+    min_px = (100.0 / mpp) ** 2
     before, after, lost, largest, big, removed, tissue = [], [], 0.0, 0.0, 0, 0.0, 0.0
     for r in rows_:
         keep = filt.scores(r["F"]) > 0 if len(r["area"]) else np.zeros(0, bool)
@@ -163,6 +166,9 @@ def main(argv=None) -> int:
     ap.add_argument("--held-out", type=int, default=48, help="held-out slides scored (seeds 90000, ...)")
     ap.add_argument("--weights", default=WEIGHTS,
                     help=f"tissue class weights tried, smallest first (default {WEIGHTS})")
+    ap.add_argument("--model", default="builtin",
+                    help="the model whose masks the filter is fitted to (default: the built-in one); a checkpoint "
+                         "of yours gets its own filter, which ship.py --component-filter stores with its weights")
     ap.add_argument("--ship", action="store_true", help="store the chosen filter in the built-in weights file")
     args = ap.parse_args(argv)
 
@@ -171,17 +177,26 @@ def main(argv=None) -> int:
     from gigaseg import load_model
 
     torch.manual_seed(0)
-    net, _ = load_model()
-    work = Path(args.work)
-    fit_rows = rows(range(FIT_SEED, FIT_SEED + args.train), work, net, may_degrade=True, progress="fitting slides")
+    if args.ship and args.model != "builtin":
+        ap.error("--ship stores the filter in the built-in model's file; for another model give this JSON to "
+                 "ship.py --component-filter")
+    net, trained_mpp = load_model(args.model)
+    mpp = float(trained_mpp or MPP)
+    work = Path(args.work) / "slides"  # the built-in model's predictions; another model's in a folder of its own
+    if args.model != "builtin":
+        import hashlib
+
+        work = work.with_name(f"slides-{hashlib.sha256(Path(args.model).read_bytes()).hexdigest()[:12]}")
+    fit_rows = rows(range(FIT_SEED, FIT_SEED + args.train), work, net, may_degrade=True, progress="fitting slides",
+                    mpp=mpp)
     val_rows = rows(range(FIT_SEED + args.train, FIT_SEED + args.train + args.val), work, net, may_degrade=True,
-                    progress="validation slides")
+                    progress="validation slides", mpp=mpp)
     held = rows(range(HELD_OUT_SEED, HELD_OUT_SEED + args.held_out), work, net, may_degrade=False,
-                progress="held-out slides")
+                progress="held-out slides", mpp=mpp)
     tried, chosen = [], None
     for c in sorted(float(v) for v in args.weights.split(",")):
         filt = fit(fit_rows, c)
-        v = judge(val_rows, filt)
+        v = judge(val_rows, filt, mpp)
         tried.append({"tissue_weight": c, "val_dice_before": float(np.mean(v["dice_before"])),
                       "val_dice_after": float(np.mean(v["dice_after"])),
                       **{k: v[k] for k in ("tissue_share_lost", "false_pixels_removed",
@@ -194,7 +209,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"no tissue weight in {args.weights} gives a filter that keeps every piece of tissue on the "
                          "validation slides: try larger ones")
     c, filt = chosen
-    h = judge(held, filt)
+    h = judge(held, filt, mpp)
 
     def groups(dices):
         per = [{"dice": d, "categories": r["cats"], "tissue_od": r["tissue_od"]} for d, r in zip(dices, held)]
@@ -204,7 +219,8 @@ def main(argv=None) -> int:
         # the work folder by its name: this machine's folders do not travel
         "command": "python scripts/tissue_model/component_filter.py " + " ".join(
             Path(a).name if a == args.work else a for a in (argv or sys.argv[1:])),
-        "slides": {"fitting": args.train, "validation": args.val, "held_out": args.held_out, "mpp": MPP, "side": SIDE},
+        "slides": {"fitting": args.train, "validation": args.val, "held_out": args.held_out, "mpp": mpp, "side": SIDE},
+        "model": args.model,
         "components": {"fitting": int(sum(len(r["area"]) for r in fit_rows)),
                        "validation": int(sum(len(r["area"]) for r in val_rows)),
                        "held_out": int(sum(len(r["area"]) for r in held))},
