@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ._imagelike import ImageWrapper
 from .errors import InputError
 
 #: Pixels the glass estimate looks at, at most (a regular sample of the image).
@@ -100,26 +101,17 @@ def _sample(image: Any) -> np.ndarray:
         return np.stack([np.asarray(image[y:y + 1, :])[0, ::s] for y in range(0, h, s)])
 
 
-class GlassBalanced:
+class GlassBalanced(ImageWrapper):
     """``image`` (an (H, W, 3) uint8 image-like) with each channel multiplied by ``gains``, read
     tile by tile: slicing returns ``clip(round(crop * gains), 0, 255)`` as uint8. Other attributes
     (a SlideArray's ``read_s``) are the image's."""
 
     def __init__(self, image: Any, gains: np.ndarray):
-        self.image = image
+        super().__init__(image, dtype=np.uint8)
         self.gains = np.asarray(gains, np.float32).reshape(1, 1, -1)
-        self.shape = tuple(image.shape)
-        self.dtype = np.dtype(np.uint8)
         # one table of 256 values per channel: clip(round(v * gain)) for every uint8 v
         levels = np.arange(256, dtype=np.float32)[:, None] * self.gains.reshape(1, -1)
         self._lut = np.clip(np.rint(levels), 0, 255).astype(np.uint8).T.copy()  # (C, 256)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def __getitem__(self, key: Any) -> np.ndarray:
         crop = np.asarray(self.image[key])
@@ -127,11 +119,6 @@ class GlassBalanced:
         for c in range(crop.shape[-1]):
             out[..., c] = self._lut[c][crop[..., c]]
         return out
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "image":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.image, name)
 
     def __repr__(self) -> str:
         return f"GlassBalanced({self.image!r}, gains={self.gains.ravel().round(4).tolist()})"

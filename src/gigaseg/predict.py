@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from ._imagelike import ImageWrapper
 from ._interrupt import sigterm_interrupts
 from .errors import ConfigError, DistributedError, GigasegError, InputError, OutputError
 from .options import DEFAULT_THRESHOLD, PRECISIONS, check_number, check_options
@@ -382,32 +383,20 @@ def _recorded(image: Any, record: np.ndarray, *, balanced: bool) -> Any:
     return _Recorded(image, record)
 
 
-class _Recorded:
+class _Recorded(ImageWrapper):
     """``image`` (an (H, W, 3) image-like) read through: every window read is also stored in ``record``
     (an (H, W, 3) uint8 array of the same size), so that what the model read can be used again
     without reading the slide twice. Other attributes (``read_s``) are the image's."""
 
     def __init__(self, image: Any, record: np.ndarray | None):
-        self.image, self.record = image, record
-        self.shape, self.dtype = tuple(image.shape), np.dtype(np.uint8)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
+        super().__init__(image, dtype=np.uint8)
+        self.record = record
 
     def __getitem__(self, key: Any) -> np.ndarray:
         crop = np.asarray(self.image[key])
         if self.record is not None:
             self.record[key] = crop
         return crop
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "image":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.image, name)
 
 
 def _raise_tiff_error(thread: _TiffThread, stem: str, out_dir: Path) -> None:

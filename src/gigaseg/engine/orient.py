@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._imagelike import ImageWrapper
 from ..errors import ConfigError
 from ..glass import GlassBalanced
 from ..options import ORIENTATION_COUNTS
@@ -72,24 +73,15 @@ def _span(a: int, b: int, size: int, flip: bool) -> tuple[int, int]:
     return (size - b, size - a) if flip else (a, b)
 
 
-class Oriented:
+class Oriented(ImageWrapper):
     """``image`` (an (H, W[, C]) image-like) seen in ``orientation``, read window by window:
     ``view[y0:y1, x0:x1]`` reads only the matching window of ``image``. Other attributes (a
     SlideArray's ``read_s``) are the image's."""
 
     def __init__(self, image: Any, orientation: Orientation):
-        self.image = image
-        self.orientation = orientation
         shape: tuple[int, ...] = tuple(int(n) for n in image.shape)
-        self.shape = (shape[1], shape[0], *shape[2:]) if orientation.transpose else shape
-        self.dtype = image.dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def __len__(self) -> int:
-        return self.shape[0]
+        super().__init__(image, shape=(shape[1], shape[0], *shape[2:]) if orientation.transpose else shape)
+        self.orientation = orientation
 
     def base_window(self, rows: slice, cols: slice) -> tuple[slice, slice]:
         """The window of ``image`` that the view's window ``rows, cols`` shows (steps of 1)."""
@@ -119,11 +111,6 @@ class Oriented:
                 and all(k.step in (None, 1) for k in key)):
             raise TypeError(f"an Oriented view is read by windows, view[y0:y1, x0:x1]; got {key!r}")
         return np.ascontiguousarray(self.to_view(np.asarray(self.image[self.base_window(*key)])))
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "image":  # not set yet (copy, pickle): no recursion
-            raise AttributeError(name)
-        return getattr(self.image, name)
 
     def __repr__(self) -> str:
         return f"Oriented({self.image!r}, {self.orientation.name!r})"
