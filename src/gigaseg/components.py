@@ -9,7 +9,7 @@ the components it scores as not tissue: their probabilities are capped just belo
 threshold, so the mask, the probabilities, the GeoJSON and the overlay agree.
 
 ``component_features`` reads the image and the probabilities in bands of rows, so its memory is
-the label grid (4 bytes per grid pixel) and one band, whatever the slide's size.
+the mask and its labels (5 bytes per grid pixel) and a band per thread, whatever the slide's size.
 """
 
 from __future__ import annotations
