@@ -516,9 +516,9 @@ def predict_slide(
             ``gigaseg.engine.orient``), at that many times the model's time; a model of several
             classes labels each pixel with the class of the largest mean probability.
         component_filter: False keeps every component of the mask even when the model has a
-            component filter (the built-in model has one: it drops components that look like glass
-            debris, such as a grey smear; NOTE [Component filter] in ``gigaseg.components``). Models
-            without one are not affected.
+            component filter (the built-in model has one: it drops pieces that it takes for debris on
+            the glass; NOTE [Component filter] in ``gigaseg.components``). Models without one are not
+            affected.
 
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,

@@ -136,8 +136,8 @@ def register(subparsers, formatter_class) -> None:
                         "white first (the built-in one): for images with no glass, such as crops wholly inside "
                         "tissue, whose palest tissue it would take for glass")
     p.add_argument("--no-component-filter", dest="component_filter", action="store_false",
-                   help="keep every component of the mask, even those the model's component filter takes for "
-                        "glass debris (the built-in model drops grey smears and smudges that way)")
+                   help="keep every piece of the mask, even those the model's component filter takes for debris "
+                        "on the glass (the built-in model has one; docs/predict.md)")
     p.add_argument("--orientations", type=int, choices=ORIENTATION_COUNTS, default=1, metavar="N",
                    help="1, 2, 4 or 8: average the model over N orientations of each slide (turned, mirrored; "
                         "test-time augmentation), N times the model's time (default 1: the slide as it is)")
