@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import need_real
 from scipy import ndimage as ndi
 
 import gigaseg
@@ -236,3 +237,27 @@ def test_a_grid_too_large_to_label_is_predicted_without_the_filter_and_says_so(t
     with pytest.warns(UserWarning, match="component filter skipped"):
         s = gigaseg.predict_slide(None, tmp_path / "t.tif", tmp_path / "out", mpp=8.0, progress=False)
     assert s["component_filter"] is None and any("component filter skipped" in w for w in s["warnings"])
+
+
+def test_the_builtin_filter_never_lowers_a_shared_real_slide(tmp_path, real_data):
+    """On both shared real slides the built-in model's filter keeps or raises the Dice against the
+    careful reference: it keeps CMU-1-Small-Region's pieces, and drops kidney-48-5's smear, not its tissue."""
+    import warnings
+
+    from gigaseg.metrics import evaluate_pair
+
+    for name, rel, mpp in (("CMU-1-Small-Region", "slides/CMU-1-Small-Region.svs", None),
+                           ("kidney-48-5", "slides/kidney-48-5.tif", 8.0)):
+        slide, ref = real_data / rel, real_data / "masks" / f"{name}.reference.png"
+        need_real(slide, ref)
+        dice = {}
+        for on in (False, True):
+            s = gigaseg.predict_slide(None, slide, tmp_path / f"{name}-{on}", mpp=mpp, progress=False,
+                                      component_filter=on)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ev = evaluate_pair(s["paths"]["mask"], ref)
+            dice[on] = ev["dice"]
+            if on:
+                assert ev["recall"] > 0.9, (name, ev["recall"])  # the tissue stays
+        assert dice[True] >= dice[False] - 1e-9, (name, dice)
