@@ -98,6 +98,8 @@ def test_a_dropped_component_falls_just_below_the_threshold():
     before = prob.copy()
     out = apply_component_filter(rgb, prob, 128, _texture_filter(), band=50)
     assert out["components"] == 4 and out["dropped"] >= 1 and out["dropped_pixels"] >= smear.sum()
+    big = out["dropped_pieces"][0]  # the largest dropped piece is the smear, its box on the grid
+    assert big["box"] == [181, 121, 240, 220] and big["pixels"] == smear.sum()  # |y - 210| < 30, |x - 170| < 50
     assert (prob[smear] == 127).all()  # capped at thr - 1: below the threshold, the rest of its story kept
     np.testing.assert_array_equal(prob[blob], before[blob])  # the textured blob is kept as it was
     assert (prob[before < 128] == before[before < 128]).all()  # background untouched
@@ -180,6 +182,12 @@ def test_predict_drops_what_the_filter_drops_and_says_so(tmp_path):
         f = s["component_filter"]
         assert f["dropped"] == f["components"] >= 1 and f["dropped_pixels_model_res"] == \
             plain["tissue_pixels_model_res"]
+        # each dropped piece listed, largest first, with its box in level-0 pixels (here the grid's)
+        sizes = [p["pixels_model_res"] for p in f["dropped_pieces"]]
+        assert len(sizes) == f["dropped"] and sizes == sorted(sizes, reverse=True) and sum(sizes) == \
+            f["dropped_pixels_model_res"]
+        assert all(0 <= b[0] < b[2] <= 400 and 0 <= b[1] < b[3] <= 400
+                   for b in (p["box_level0"] for p in f["dropped_pieces"]))
         assert s["tissue_pixels_model_res"] == 0 and s["tissue_fraction"] == 0
         mask = tifffile.imread(s["paths"]["mask"])
         assert mask.max() < 128 if probabilities else mask.max() == 0

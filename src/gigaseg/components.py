@@ -34,6 +34,8 @@ _SIGMA = 1.5  # texture: |OD - OD blurred by a Gaussian of this sigma|
 _HALO = 8  # rows read beyond a band: the Gaussian's radius (int(4 sigma + 0.5) = 6) and the ring's
 _HIGH = 230  # p_high: the share of a component's pixels with round(255 p) >= this (p >= 0.9)
 _BAND = 512  # rows per band
+#: How many dropped pieces ``apply_component_filter`` lists (the largest).
+MAX_LISTED = 100
 
 
 # NOTE [Component filter]
@@ -227,17 +229,27 @@ def apply_component_filter(image: Any, prob: Any, thr_u8: int, filt: ComponentFi
     pixel is tissue).
 
     Returns:
-        ``{"components": n, "dropped": k, "dropped_pixels": pixels}``.
+        ``{"components": n, "dropped": k, "dropped_pixels": pixels, "dropped_pieces": [...]}``, the
+        last the largest ``MAX_LISTED`` dropped pieces, largest first, each ``{"box": [y0, x0, y1,
+        x1], "pixels": area}`` on the grid (rows and columns, ends excluded).
     """
     if thr_u8 <= 0:  # the whole grid is one component of tissue
-        return {"components": 1, "dropped": 0, "dropped_pixels": 0}
+        return {"components": 1, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": []}
     labels, n, feats = component_features(image, prob, thr_u8, band=band, workers=workers)
     if n == 0:
-        return {"components": 0, "dropped": 0, "dropped_pixels": 0}
+        return {"components": 0, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": []}
     drop = np.zeros(n + 1, bool)
     drop[1:] = filt.scores(feats) <= 0
     pixels = 0
+    pieces: list[dict[str, Any]] = []
     if drop.any():
+        from scipy import ndimage as ndi
+
+        boxes = ndi.find_objects(labels, max_label=n)
+        areas = np.rint(10.0 ** feats[:, 0]).astype(np.int64)
+        for i in sorted(np.flatnonzero(drop[1:]), key=lambda i: -areas[i])[:MAX_LISTED]:
+            b = boxes[i]
+            pieces.append({"box": [b[0].start, b[1].start, b[0].stop, b[1].stop], "pixels": int(areas[i])})
         cap = np.uint8(thr_u8 - 1)
         for y in range(0, prob.shape[0], band):
             hit = drop[labels[y:y + band]]
@@ -246,4 +258,4 @@ def apply_component_filter(image: Any, prob: Any, thr_u8: int, filt: ComponentFi
                 part[hit] = np.minimum(part[hit], cap)
                 prob[y:y + band] = part
                 pixels += int(hit.sum())
-    return {"components": int(n), "dropped": int(drop.sum()), "dropped_pixels": pixels}
+    return {"components": int(n), "dropped": int(drop.sum()), "dropped_pixels": pixels, "dropped_pieces": pieces}

@@ -409,6 +409,14 @@ def _raise_tiff_error(thread: _TiffThread, stem: str, out_dir: Path) -> None:
         raise err
 
 
+def _level0_piece(piece: dict[str, Any], step: tuple[float, float]) -> dict[str, Any]:
+    """A dropped piece of ``apply_component_filter`` (grid box, pixels) with its box in the slide's
+    level-0 pixels, ``[x0, y0, x1, y1]`` (NOTE [Component filter]; for review in a viewer)."""
+    y0, x0, y1, x1 = piece["box"]
+    return {"box_level0": [math.floor(x0 * step[0]), math.floor(y0 * step[1]), math.ceil(x1 * step[0]),
+                           math.ceil(y1 * step[1])], "pixels_model_res": piece["pixels"]}
+
+
 def _filter_raw(raw_path: Path, image: Any, shape: tuple[int, int], thr_u8: int, filt: Any) -> dict[str, Any]:
     """Apply the component filter ``filt`` to the raw probability grid in place (NOTE [Component filter])."""
     from .components import apply_component_filter
@@ -528,8 +536,9 @@ def predict_slide(
         one, or ``glass_balance=False``); for a model of several classes,
         ``classes`` (their names), ``class_pixels_model_res``, ``class_area_mm2``,
         ``class_fraction`` and ``class_pieces`` (per class name) instead of the ``tissue_*`` entries
-        (NOTE [Class outputs]); ``component_filter`` (the mask's components, those dropped and their
-        pixels at the model's resolution; None when no filter ran); ``warnings`` (what reading the slide
+        (NOTE [Class outputs]); ``component_filter`` (the mask's components, those dropped, their
+        pixels at the model's resolution, and the largest 100 dropped with their boxes in level-0
+        pixels, ``dropped_pieces``; None when no filter ran); ``warnings`` (what reading the slide
         met: corrupt data, conversions; empty when clean); ``redone`` when earlier outputs were
         incomplete (NOTE [Complete outputs]); ``skipped: True`` when complete outputs existed and
         ``overwrite`` is False.
@@ -719,7 +728,9 @@ def predict_slide(
                 # NOTE [Component filter]: the mask's components and those the model's filter dropped
                 "component_filter": (None if filtered is None else
                                      {"components": filtered["components"], "dropped": filtered["dropped"],
-                                      "dropped_pixels_model_res": filtered["dropped_pixels"]}),
+                                      "dropped_pixels_model_res": filtered["dropped_pixels"],
+                                      "dropped_pieces": [_level0_piece(piece, step)
+                                                         for piece in filtered["dropped_pieces"]]}),
             }
             if class_names is not None:  # NOTE [Class outputs]: each class's area instead of the tissue's
                 for key in ("threshold", "probabilities", "tissue_pixels_model_res", "tissue_area_mm2",
