@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import need_real
+from PIL import Image
 from scipy import ndimage as ndi
 
 import gigaseg
@@ -170,6 +171,8 @@ def test_predict_drops_what_the_filter_drops_and_says_so(tmp_path):
     plain = gigaseg.predict_slide((net, mpp), path, tmp_path / "plain", mpp=4.0, progress=False,
                                   component_filter=False)
     assert plain["component_filter"] is None and plain["tissue_fraction"] > 0.05
+    overlay = np.asarray(Image.open(plain["paths"]["overlay"]).convert("RGB"))
+    assert not (overlay == (220, 0, 220)).all(axis=-1).any()  # no box where nothing was dropped
     kept = gigaseg.predict_slide((net, mpp), path, tmp_path / "kept", mpp=4.0, progress=False)
     assert kept["component_filter"]["components"] >= 1
     assert kept["tissue_pixels_model_res"] + kept["component_filter"]["dropped_pixels_model_res"] == \
@@ -193,6 +196,8 @@ def test_predict_drops_what_the_filter_drops_and_says_so(tmp_path):
         assert mask.max() < 128 if probabilities else mask.max() == 0
         assert mask.max() > 0 if probabilities else True  # the probabilities below the threshold are kept
         assert json.loads(Path(s["paths"]["geojson"]).read_text())["features"] == []
+        overlay = np.asarray(Image.open(s["paths"]["overlay"]).convert("RGB"))
+        assert (overlay == (220, 0, 220)).all(axis=-1).any()  # the dropped pieces boxed in magenta
 
 
 def test_the_cli_turns_the_filter_off(tmp_path):

@@ -29,6 +29,7 @@ from ._pyramid import MASK_LEVELS, level_sizes, level_tiles, write_level
 _TILE = 512  # TIFF tile edge
 _CONTOUR_MAX_PIXELS = 32_000_000  # contour grid cap (the mask is subsampled above it)
 _TISSUE_COLOR = [20, 180, 60]  # QuPath class colour (RGB)
+_DROPPED_COLOR = (220, 0, 220)  # the overlay's boxes around the pieces a component filter dropped
 # The colours of the classes of a several-class model (RGB), class k taking the k-th (cycled):
 # class 0, the background, is never drawn; class 1 is the tissue model's green.
 _CLASS_PALETTE = ([128, 128, 128], _TISSUE_COLOR, [40, 80, 230], [240, 130, 0], [0, 190, 230], [210, 40, 170],
@@ -429,8 +430,9 @@ def write_geojson(path: Path, polygons: list | dict[str, list], colors: dict[str
 
 def write_overlay(path: Path, thumb: np.ndarray, polygons: list | dict[str, list], *,
                   l0_per_thumb: tuple[float, float], thumb_mask: np.ndarray | None = None,
-                  colors: dict[str, list[int]] | None = None) -> None:
-    """A PNG thumbnail with tissue tinted (``thumb_mask``) and the polygon outlines drawn.
+                  colors: dict[str, list[int]] | None = None, boxes: list | None = None) -> None:
+    """A PNG thumbnail with tissue tinted (``thumb_mask``) and the polygon outlines drawn; ``boxes``
+    (level-0 ``[x0, y0, x1, y1]``: the pieces a component filter dropped) drawn in magenta.
 
     With ``polygons`` a dict (class name -> polygons) and ``colors`` (class name -> RGB, in the
     order of the class indices), ``thumb_mask`` holds class indices: each class k >= 1 is tinted
@@ -465,4 +467,8 @@ def write_overlay(path: Path, thumb: np.ndarray, polygons: list | dict[str, list
                 if len(xy) >= 2:
                     fill = outline if outline is not None else ((0, 160, 0) if k == 0 else (230, 120, 0))
                     draw.line(xy, fill=fill, width=width)
+    for x0, y0, x1, y1 in boxes or []:  # at least a few pixels across, so that a small piece shows
+        cx, cy, hx, hy = (x0 + x1) * kx / 2, (y0 + y1) * ky / 2, (x1 - x0) * kx / 2, (y1 - y0) * ky / 2
+        hx, hy = max(hx, 3 * width), max(hy, 3 * width)
+        draw.rectangle((cx - hx, cy - hy, cx + hx, cy + hy), outline=_DROPPED_COLOR, width=width)
     pil.save(path, format="PNG", optimize=False)

@@ -379,8 +379,10 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
         tmask = grid.take_rows(gy)[:, gx]
         if classes is None:
             tmask = binary(tmask)
+        dropped = (summary.get("component_filter") or {}).get("dropped_pieces", [])  # NOTE [Component filter]
         write_overlay(tmp / paths["overlay"].name, thumb, polys if classes is None else by_class,
-                      l0_per_thumb=l0_per_thumb, thumb_mask=tmask, colors=colors)
+                      l0_per_thumb=l0_per_thumb, thumb_mask=tmask, colors=colors,
+                      boxes=[p["box_level0"] for p in dropped])
         t_ov = time.perf_counter() - t0
         if classes is not None:
             summary["class_pieces"] = {name: len(found) for name, found in by_class.items()}
