@@ -388,25 +388,14 @@ class _Recorded(ImageWrapper):
     (an (H, W, 3) uint8 array of the same size), so that what the model read can be used again
     without reading the slide twice. Other attributes (``read_s``) are the image's."""
 
-    def __init__(self, image: Any, record: np.ndarray | None):
+    def __init__(self, image: Any, record: np.ndarray):
         super().__init__(image, dtype=np.uint8)
         self.record = record
 
     def __getitem__(self, key: Any) -> np.ndarray:
         crop = np.asarray(self.image[key])
-        if self.record is not None:
-            self.record[key] = crop
+        self.record[key] = crop
         return crop
-
-
-def _raise_tiff_error(thread: _TiffThread, stem: str, out_dir: Path) -> None:
-    """Raise what the TIFF thread met: a plain OSError as an OutputError that says what to do."""
-    err = thread.error
-    if isinstance(err, OSError) and not isinstance(err, GigasegError):
-        raise OutputError(f"cannot write the mask TIFF of {stem} in {out_dir} ({err.strerror or err}); "
-                          "free disk space or choose another `out_dir`", cause=err) from err
-    if err is not None:
-        raise err
 
 
 def _level0_piece(piece: dict[str, Any], step: tuple[float, float]) -> dict[str, Any]:
@@ -675,22 +664,17 @@ def predict_slide(
                 tiff_thread.join()
                 tiff_grid.close()
             timings["tiff_wait_s"] = time.perf_counter() - t0
-            _raise_tiff_error(tiff_thread, stem, out_dir)
-            tiff_s = tiff_thread.seconds
+            err = tiff_thread.error
+            if isinstance(err, OSError) and not isinstance(err, GigasegError):
+                raise OutputError(f"cannot write the mask TIFF of {stem} in {out_dir} ({err.strerror or err}); "
+                                  "free disk space or choose another `out_dir`", cause=err) from err
+            if err is not None:
+                raise err
             tissue_px = timings.pop("tissue")
-            if filtered is not None and filtered["dropped_pixels"]:
-                # the TIFF (written from the grid as it was) is written again from the filtered grid
-                tissue_px -= filtered["dropped_pixels"]
-                tiff_path.unlink()
-                again = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
-                try:
-                    tiff_thread = _TiffThread(tiff_path, again, slide.mpp, tiff_transform,
-                                              workers=default_read_workers(dev) if dev.type != "cpu" else 2)
-                    tiff_thread.join()
-                finally:
-                    again.close()
-                _raise_tiff_error(tiff_thread, stem, out_dir)
-                tiff_s += tiff_thread.seconds
+            # a filter that dropped a piece leaves the TIFF written meanwhile behind: write_outputs writes
+            # it again from the filtered grid, on every core now that the model is done
+            dropped = filtered["dropped_pixels"] if filtered is not None else 0
+            tissue_px -= dropped
             grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
             class_px = timings.pop("class_pixels")
 
@@ -745,11 +729,12 @@ def predict_slide(
                 summary["warnings"] = [filter_note]
             if redo:
                 summary["redone"] = f"the earlier outputs were incomplete: {why}"
-            summary["timings"]["tiff_s"] = round(tiff_s, 3)
+            summary["timings"]["tiff_s"] = round(tiff_thread.seconds, 3)  # write_outputs' own when it rewrites
             try:
                 write_outputs(slide, grid, out_dir, stem, binary=binary, tiff_transform=tiff_transform,
                               min_area=min_area, simplify=simplify, summary=summary, overwrite=overwrite or redo,
-                              tiff_done=tiff_path, classes=class_names)
+                              tiff_done=None if dropped else tiff_path, classes=class_names,
+                              tiff_workers=2 if dev.type == "cpu" else default_read_workers(dev))
             finally:
                 grid.close()
         finally:
