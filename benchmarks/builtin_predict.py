@@ -92,6 +92,8 @@ def main(argv=None) -> int:
                     help="gigaseg predict --orientations N: the mean over N orientations of each slide")
     ap.add_argument("--no-component-filter", action="store_true",
                     help="gigaseg predict --no-component-filter: the model's masks without its component filter")
+    ap.add_argument("--no-seam-correction", action="store_true",
+                    help="gigaseg predict --no-seam-correction: the scanner's tiles of glass as they are")
     ap.add_argument("--out", required=True, help="JSON file")
     args = ap.parse_args(argv)
     if args.slides < 1:
@@ -122,6 +124,7 @@ def main(argv=None) -> int:
         model = ["--model", args.model] if args.model else []
         model += ["--orientations", str(args.orientations)] if args.orientations > 1 else []
         model += ["--no-component-filter"] if args.no_component_filter else []
+        model += ["--no-seam-correction"] if args.no_seam_correction else []
         startup = {
             "import_torch_s": statistics.median(_timed([py, "-c", "import torch"]) for _ in range(3)),
             "gigaseg_version_s": statistics.median(_timed([*gig, "--version"]) for _ in range(3)),
@@ -139,7 +142,8 @@ def main(argv=None) -> int:
         "slide": {"width": args.width, "height": args.height, "mpp": L0_MPP, "seed": args.seed,
                   "rendered_at_mpp": RENDER_MPP, "write_seconds": round(write_s, 1)},
         "model": args.model or "builtin", "orientations": args.orientations,
-        "component_filter": summaries[0].get("component_filter"), "model_mpp": summaries[0].get("model_mpp"),
+        "component_filter": summaries[0].get("component_filter"),
+        "seam_correction": summaries[0].get("seam_correction"), "model_mpp": summaries[0].get("model_mpp"),
         "grid": summaries[0].get("grid_size"), "pieces": summaries[0].get("pieces"),
         "slides": args.slides, "batch_wall_s": round(wall, 3),
         "startup": {k: round(v, 3) for k, v in startup.items()},

@@ -99,10 +99,12 @@ def shifted(rgb: np.ndarray, name: str) -> np.ndarray:
     return np.rint(255 * x).astype(np.uint8)
 
 
-def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter: bool = True) -> dict:
+def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter: bool = True,
+               seam_correction: bool = True) -> dict:
     """Dice per held-out synthetic slide (profile "all", seeds 90000.., 1024 x 1024 at ``mpp``) and per group,
-    of the mask ``predict_slide`` makes: round(255 p) >= 128, the model's component filter applied (if it
-    has one and ``component_filter``)."""
+    of the mask ``predict_slide`` makes: round(255 p) >= 128, the model's glass balance with its seam
+    correction (unless not ``seam_correction``) and its component filter (if it has one and
+    ``component_filter``) applied."""
     sys.path.insert(0, str(Path(__file__).resolve().parent / "tissue_model"))
     from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
 
@@ -115,9 +117,10 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
     slides = []
     filt = filter_of(net) if component_filter else None
     for seed, cats, rgb, m, _ in held_out(n, side, mpp):
-        p = np.rint(tiled_predict(net, rgb, orientations=orientations) * 255).astype(np.uint8)
+        seen = balance_for(net, rgb, seams=seam_correction)  # as predict_slide reads it
+        p = np.rint(tiled_predict(net, seen, orientations=orientations) * 255).astype(np.uint8)
         if filt is not None:
-            apply_component_filter(balance_for(net, rgb), p, 128, filt)
+            apply_component_filter(seen, p, 128, filt)
         slides.append({"seed": seed, "categories": cats, "dice": dice(p >= 128, m == 1),
                        "tissue_od": tissue_od(rgb, m == 1)})
         print(json.dumps(slides[-1]), file=sys.stderr)
@@ -223,6 +226,8 @@ def main(argv=None) -> int:
                     help="also score both slides in each of the eight orientations, and the means over 2, 4 and 8")
     ap.add_argument("--no-component-filter", dest="component_filter", action="store_false",
                     help="predict without the model's component filter (gigaseg predict --no-component-filter)")
+    ap.add_argument("--no-seam-correction", dest="seam_correction", action="store_false",
+                    help="predict without correcting scanner seams (gigaseg predict --no-seam-correction)")
     ap.add_argument("--no-overlays", dest="overlays", action="store_false",
                     help="write no overlay images (for a study beside a folder that has them)")
     ap.add_argument("--device", default="cpu")
@@ -272,12 +277,13 @@ def main(argv=None) -> int:
         """``method``'s outputs for ``path`` in ``od``: the model's (predict_slide) or a baseline's; the summary."""
         if method == "model":
             return predict_slide(net, path, od, mpp=mpp, model_mpp=trained_mpp, device=args.device, progress=False,
-                                 overwrite=True, orientations=orientations, component_filter=args.component_filter)
+                                 overwrite=True, orientations=orientations, component_filter=args.component_filter,
+                                 seam_correction=args.seam_correction)
         return baseline_slide(path, od, method=method, mpp=mpp, overwrite=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="gigaseg-real-"))
     results = {"checkpoint": ck_info, "references": args.references, "orientations": args.orientations,
-               "component_filter": args.component_filter,
+               "component_filter": args.component_filter, "seam_correction": args.seam_correction,
                "slides": [], "resolution_study": [], "scanner_study": [], "orientation_study": []}
     try:
         for name, path, mpp, ref in slides:
@@ -346,11 +352,12 @@ def main(argv=None) -> int:
             print(json.dumps(results["orientation_study"][-1]), file=sys.stderr)
         if args.synthetic:
             results["synthetic"] = _synthetic(net, trained_mpp, args.synthetic, args.orientations,
-                                              args.component_filter)
+                                              args.component_filter, args.seam_correction)
             if args.orientation_study:
                 results["synthetic_orientations"] = {
                     str(n): {g: v["dice"] for g, v in
-                             _synthetic(net, trained_mpp, args.synthetic, n, args.component_filter)["groups"].items()}
+                             _synthetic(net, trained_mpp, args.synthetic, n, args.component_filter,
+                                        args.seam_correction)["groups"].items()}
                     for n in (1, 2, 4, 8) if n != args.orientations}
                 results["synthetic_orientations"][str(args.orientations)] = {
                     g: v["dice"] for g, v in results["synthetic"]["groups"].items()}

@@ -426,3 +426,22 @@ def test_component_filter_fits_chooses_and_ships_at_a_tiny_size(tmp_path):
     assert component_filter(load_model(w)[0]).to_dict() == result["filter"]
     with np.load(builtin_model_path()) as a, np.load(w) as b:
         assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "__meta__")
+
+
+def test_seam_check_scores_each_slide_with_and_without_the_correction(tmp_path):
+    script = load_script("scripts/tissue_model/seam_check.py")
+    # seeds 90000-90001 at 256 px: neither was drawn with seams; the scores agree both ways
+    assert script.main(["--seed", "90000", "--n", "2", "--side", "256", "--out", str(tmp_path / "s.json")]) == 0
+    result = json.loads((tmp_path / "s.json").read_text())
+    assert [r["seed"] for r in result["slides"]] == [90000, 90001]
+    for r in result["slides"]:
+        assert 0 <= r["with"] <= 1 and 0 <= r["without"] <= 1
+        if r["seams_found"] is None:  # no seam found: nothing corrected, the same mask
+            assert r["with"] == r["without"]
+    s = result["summary"]
+    assert s["all"]["slides"] == 2 == s["drawn_with_seams"]["slides"] + s["drawn_without_seams"]["slides"]
+    rows = [{"categories": ["seams"], "with": 0.9, "without": 0.8, "seams_found": {}},
+            {"categories": [], "with": 0.7, "without": 0.71, "seams_found": None}]
+    summary = script.summarize(rows)
+    assert summary["drawn_with_seams"]["gain"] == 0.1 and summary["drawn_without_seams"]["largest_loss"] == -0.01
+    assert summary["drawn_without_seams"]["lower_by_over_0.005"] == 1 and summary["all"]["seams_found_on"] == 1

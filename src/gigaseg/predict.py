@@ -377,7 +377,7 @@ def _recorded(image: Any, record: np.ndarray, *, balanced: bool) -> Any:
     from .glass import GlassBalanced
 
     if isinstance(image, GlassBalanced):
-        return GlassBalanced(_Recorded(image.image, record), image.gains)
+        return image.over(_Recorded(image.image, record))
     if balanced:
         return GlassBalanced(_Recorded(image, record), np.ones(3, np.float32))
     return _Recorded(image, record)
@@ -404,6 +404,17 @@ def _level0_piece(piece: dict[str, Any], step: tuple[float, float]) -> dict[str,
     y0, x0, y1, x1 = piece["box"]
     return {"box_level0": [math.floor(x0 * step[0]), math.floor(y0 * step[1]), math.ceil(x1 * step[0]),
                            math.ceil(y1 * step[1])], "pixels_model_res": piece["pixels"]}
+
+
+def _level0_seams(seams: Any, step: tuple[float, float]) -> dict[str, Any] | None:
+    """The seams a glass balance corrected (NOTE [Seam correction]), with their rows and columns in the
+    slide's level-0 pixels; None when it found none."""
+    if seams is None:
+        return None
+    out = seams.summary()
+    out["rows"] = [round(y * step[1]) for y in out["rows"]]
+    out["columns"] = [round(x * step[0]) for x in out["columns"]]
+    return out
 
 
 def _filter_raw(raw_path: Path, image: Any, shape: tuple[int, int], thr_u8: int, filt: Any) -> dict[str, Any]:
@@ -470,6 +481,7 @@ def predict_slide(
     glass_balance: bool = True,
     orientations: int = 1,
     component_filter: bool = True,
+    seam_correction: bool = True,
 ) -> dict:
     """Segment tissue on one slide and write its four outputs into ``out_dir``.
 
@@ -516,13 +528,17 @@ def predict_slide(
             component filter (the built-in model has one: it drops pieces that it takes for debris on
             the glass; NOTE [Component filter] in ``gigaseg.components``). Models without one are not
             affected.
+        seam_correction: False leaves a scanner's tiles of darker or tinted glass as they are, which a
+            model with a glass balance otherwise evens out (NOTE [Seam correction] in ``gigaseg.glass``).
 
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
         ``tissue_fraction``, ``pieces``, ``timings`` (read, model, write, ...), ``paths``,
         ``sizes`` (bytes of the mask, GeoJSON and overlay), ``glass_gains`` (the gain per channel of
         the model's glass balance, NOTE [Glass balance]; None when none is applied: a model without
-        one, or ``glass_balance=False``); for a model of several classes,
+        one, or ``glass_balance=False``), ``seam_correction`` (the scanner seams found, as level-0
+        rows and columns, and the range of the tiles' corrections; None when none was found or
+        applied); for a model of several classes,
         ``classes`` (their names), ``class_pixels_model_res``, ``class_area_mm2``,
         ``class_fraction`` and ``class_pieces`` (per class name) instead of the ``tissue_*`` entries
         (NOTE [Class outputs]); ``component_filter`` (the mask's components, those dropped, their
@@ -607,7 +623,10 @@ def predict_slide(
         # NOTE [Bounded work]
         _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir, orientations, n_classes,
                     recorded=filt is not None)
-        image = balance_for(net, image)  # NOTE [Glass balance]: once, after the checks; reported below
+        # NOTE [Glass balance], NOTE [Seam correction]: once, after the checks; reported below
+        t_balance = time.perf_counter()
+        image = balance_for(net, image, seams=seam_correction)
+        balance_s = time.perf_counter() - t_balance
         tmp = temp_dir(out_dir, stem, ".grid")
         try:
             from ._writers import MaskGrid, RowGate
@@ -648,12 +667,12 @@ def predict_slide(
                     timings = _predict_to_raw(with_precision(net, precision), seen, raw_path,
                                               memory_budget=memory_budget, device=dev, progress=progress,
                                               thr_u8=thr_u8, gate=gate, read_workers=read_workers, classes=n_classes)
+                timings["balance_s"] = balance_s
                 if record is not None:  # NOTE [Component filter], while the TIFF thread finishes its levels
                     t1 = time.perf_counter()
                     # the filter reads what the model read: the recorded pixels, balanced as they were
-                    filtered = _filter_raw(raw_path, GlassBalanced(record, seen.gains)
-                                           if isinstance(seen, GlassBalanced) else record, (grid_h, grid_w), thr_u8,
-                                           filt)
+                    filtered = _filter_raw(raw_path, seen.over(record) if isinstance(seen, GlassBalanced) else record,
+                                           (grid_h, grid_w), thr_u8, filt)
                     timings["filter_s"] = time.perf_counter() - t1
                     del record
             except BaseException:
@@ -709,6 +728,7 @@ def predict_slide(
                 # the model's glass balance (NOTE [Glass balance]): the gain per channel, None when none is applied
                 "glass_gains": ([round(float(g), 4) for g in image.gains.ravel()] if isinstance(image, GlassBalanced)
                                 else [1.0, 1.0, 1.0] if model_glass_white(net) > 0 else None),
+                "seam_correction": _level0_seams(image.seams, step) if isinstance(image, GlassBalanced) else None,
                 # NOTE [Component filter]: the mask's components and those the model's filter dropped
                 "component_filter": (None if filtered is None else
                                      {"components": filtered["components"], "dropped": filtered["dropped"],

@@ -172,7 +172,8 @@ def tiled_backward(
         check_loss_name(loss)
         config, height, width, dev, dtype, th, tw = _prepare(model, image, tile, memory_budget, device, "train",
                                                              ranks.size if ranks is not None else 1)
-        image = balance_for(model, image)  # NOTE [Glass balance]: the same input as in prediction
+        # NOTE [Glass balance]: the same input as in prediction, but seams as they come (NOTE [Seam correction])
+        image = balance_for(model, image, seams=False)
         classes = config.out_channels
         check_loss_name(loss, classes)  # "bce" for one channel, "ce" for several
         workers = _check_read_workers(read_workers, dev)

@@ -61,12 +61,17 @@ def check_orientations(n: Any) -> int:
 
 def oriented_views(image: Any, n: int) -> Iterator[tuple[Oriented, Any]]:
     """``(view, what the model reads)`` for each of the first ``n`` of ``ORIENTATIONS``. A
-    ``GlassBalanced`` image is turned beneath its balance, so that its gains, estimated once on the
-    image as it is, are read through every orientation; ``view`` maps the outputs back."""
+    ``GlassBalanced`` image is turned beneath its balance, so that its gains and seam corrections,
+    estimated once on the image as it is, are read through every orientation (the seams turned
+    with it); ``view`` maps the outputs back."""
     balanced = isinstance(image, GlassBalanced)
     for o in ORIENTATIONS[:n]:
         view = Oriented(image.image if balanced else image, o)
-        yield view, (GlassBalanced(view, image.gains) if balanced else view)
+        if not balanced:
+            yield view, view
+            continue
+        seams = None if image.seams is None else image.seams.oriented(image.shape[:2], *o[1:])
+        yield view, GlassBalanced(view, image.gains, seams)
 
 
 def _span(a: int, b: int, size: int, flip: bool) -> tuple[int, int]:
