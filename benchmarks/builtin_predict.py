@@ -94,6 +94,8 @@ def main(argv=None) -> int:
                     help="gigaseg predict --no-component-filter: the model's masks without its component filter")
     ap.add_argument("--no-seam-correction", action="store_true",
                     help="gigaseg predict --no-seam-correction: the scanner's tiles of glass as they are")
+    ap.add_argument("--fill-holes", type=float, default=None, metavar="UM",
+                    help="gigaseg predict --fill-holes UM (default: the model's width; 0: none)")
     ap.add_argument("--out", required=True, help="JSON file")
     args = ap.parse_args(argv)
     if args.slides < 1:
@@ -125,6 +127,7 @@ def main(argv=None) -> int:
         model += ["--orientations", str(args.orientations)] if args.orientations > 1 else []
         model += ["--no-component-filter"] if args.no_component_filter else []
         model += ["--no-seam-correction"] if args.no_seam_correction else []
+        model += ["--fill-holes", f"{args.fill_holes:g}"] if args.fill_holes is not None else []
         startup = {
             "import_torch_s": statistics.median(_timed([py, "-c", "import torch"]) for _ in range(3)),
             "gigaseg_version_s": statistics.median(_timed([*gig, "--version"]) for _ in range(3)),
@@ -143,7 +146,8 @@ def main(argv=None) -> int:
                   "rendered_at_mpp": RENDER_MPP, "write_seconds": round(write_s, 1)},
         "model": args.model or "builtin", "orientations": args.orientations,
         "component_filter": summaries[0].get("component_filter"),
-        "seam_correction": summaries[0].get("seam_correction"), "model_mpp": summaries[0].get("model_mpp"),
+        "seam_correction": summaries[0].get("seam_correction"),
+        "holes_filled": summaries[0].get("holes_filled"), "model_mpp": summaries[0].get("model_mpp"),
         "grid": summaries[0].get("grid_size"), "pieces": summaries[0].get("pieces"),
         "slides": args.slides, "batch_wall_s": round(wall, 3),
         "startup": {k: round(v, 3) for k, v in startup.items()},

@@ -100,18 +100,20 @@ def shifted(rgb: np.ndarray, name: str) -> np.ndarray:
 
 
 def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter: bool = True,
-               seam_correction: bool = True) -> dict:
+               seam_correction: bool = True, fill_holes: float | None = None) -> dict:
     """Dice per held-out synthetic slide (profile "all", seeds 90000.., 1024 x 1024 at ``mpp``) and per group,
     of the mask ``predict_slide`` makes: round(255 p) >= 128, the model's glass balance with its seam
-    correction (unless not ``seam_correction``) and its component filter (if it has one and
-    ``component_filter``) applied."""
+    correction (unless not ``seam_correction``), its component filter (if it has one and
+    ``component_filter``) and its hole filling (``fill_holes`` microns; None: the model's) applied."""
     sys.path.insert(0, str(Path(__file__).resolve().parent / "tissue_model"))
     from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
 
     from gigaseg.checkpoint import component_filter as filter_of
+    from gigaseg.checkpoint import hole_width
     from gigaseg.components import apply_component_filter
     from gigaseg.engine import tiled_predict
     from gigaseg.glass import balance_for
+    from gigaseg.holes import fill_holes as fill
 
     side = 1024
     slides = []
@@ -121,6 +123,9 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
         p = np.rint(tiled_predict(net, seen, orientations=orientations) * 255).astype(np.uint8)
         if filt is not None:
             apply_component_filter(seen, p, 128, filt)
+        width = hole_width(net) if fill_holes is None else fill_holes
+        if width > 0:
+            fill(p, 128, width / mpp)
         slides.append({"seed": seed, "categories": cats, "dice": dice(p >= 128, m == 1),
                        "tissue_od": tissue_od(rgb, m == 1)})
         print(json.dumps(slides[-1]), file=sys.stderr)
@@ -228,6 +233,9 @@ def main(argv=None) -> int:
                     help="predict without the model's component filter (gigaseg predict --no-component-filter)")
     ap.add_argument("--no-seam-correction", dest="seam_correction", action="store_false",
                     help="predict without correcting scanner seams (gigaseg predict --no-seam-correction)")
+    ap.add_argument("--fill-holes", type=float, default=None, metavar="UM",
+                    help="fill the masks' holes narrower than this (gigaseg predict --fill-holes; default: the "
+                         "model's width, 0: none)")
     ap.add_argument("--no-overlays", dest="overlays", action="store_false",
                     help="write no overlay images (for a study beside a folder that has them)")
     ap.add_argument("--device", default="cpu")
@@ -278,12 +286,13 @@ def main(argv=None) -> int:
         if method == "model":
             return predict_slide(net, path, od, mpp=mpp, model_mpp=trained_mpp, device=args.device, progress=False,
                                  overwrite=True, orientations=orientations, component_filter=args.component_filter,
-                                 seam_correction=args.seam_correction)
+                                 seam_correction=args.seam_correction, fill_holes=args.fill_holes)
         return baseline_slide(path, od, method=method, mpp=mpp, overwrite=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="gigaseg-real-"))
     results = {"checkpoint": ck_info, "references": args.references, "orientations": args.orientations,
                "component_filter": args.component_filter, "seam_correction": args.seam_correction,
+               "fill_holes": args.fill_holes,
                "slides": [], "resolution_study": [], "scanner_study": [], "orientation_study": []}
     try:
         for name, path, mpp, ref in slides:
@@ -352,12 +361,12 @@ def main(argv=None) -> int:
             print(json.dumps(results["orientation_study"][-1]), file=sys.stderr)
         if args.synthetic:
             results["synthetic"] = _synthetic(net, trained_mpp, args.synthetic, args.orientations,
-                                              args.component_filter, args.seam_correction)
+                                              args.component_filter, args.seam_correction, args.fill_holes)
             if args.orientation_study:
                 results["synthetic_orientations"] = {
                     str(n): {g: v["dice"] for g, v in
                              _synthetic(net, trained_mpp, args.synthetic, n, args.component_filter,
-                                        args.seam_correction)["groups"].items()}
+                                        args.seam_correction, args.fill_holes)["groups"].items()}
                     for n in (1, 2, 4, 8) if n != args.orientations}
                 results["synthetic_orientations"][str(args.orientations)] = {
                     g: v["dice"] for g, v in results["synthetic"]["groups"].items()}

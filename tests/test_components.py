@@ -168,6 +168,7 @@ def test_predict_drops_what_the_filter_drops_and_says_so(tmp_path):
     path = tmp_path / "s.tif"
     tifffile.imwrite(path, rgb)
     net, mpp = gigaseg.load_model()
+    net.gigaseg_fill_holes_um = 0.0  # holes as the model leaves them: the filter's pixels alone (NOTE [Hole filling])
     plain = gigaseg.predict_slide((net, mpp), path, tmp_path / "plain", mpp=4.0, progress=False,
                                   component_filter=False)
     assert plain["component_filter"] is None and plain["tissue_fraction"] > 0.05
@@ -247,9 +248,13 @@ def test_a_grid_too_large_to_label_is_predicted_without_the_filter_and_says_so(t
     tifffile.imwrite(tmp_path / "t.tif", img)
     # a row of tiles fits, twice 5 bytes per pixel do not
     monkeypatch.setattr(gigaseg._files, "available_memory", lambda: 100_000)
-    with pytest.warns(UserWarning, match="component filter skipped"):
+    with pytest.warns(UserWarning, match="component filter and hole filling skipped"):
         s = gigaseg.predict_slide(None, tmp_path / "t.tif", tmp_path / "out", mpp=8.0, progress=False)
-    assert s["component_filter"] is None and any("component filter skipped" in w for w in s["warnings"])
+    assert s["component_filter"] is None and s["holes_filled"] is None
+    assert any("component filter and hole filling skipped" in w for w in s["warnings"])
+    with pytest.warns(UserWarning, match="^(?!.*component filter).*hole filling skipped"):  # the filter off: holes alone
+        s = gigaseg.predict_slide(None, tmp_path / "t.tif", tmp_path / "out2", mpp=8.0, progress=False,
+                                  component_filter=False)
 
 
 def test_the_builtin_filter_never_lowers_a_shared_real_slide(tmp_path, real_data):

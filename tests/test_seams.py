@@ -83,6 +83,10 @@ def test_an_image_without_seams_is_read_as_before():
     padded[:, :60] = 0
     padded[:40] = 255
     assert seam_field(padded) is None
+    tiles, _ = _tiled_slide(seed=12)
+    assert seam_field(tiles) is not None
+    clipped = np.clip(tiles * 1.2, 0, 255).astype(np.uint8)
+    assert (clipped.min(-1) == 255).mean() > 0.5 and seam_field(clipped) is None  # clipped glass: no level to read
     # seams=False (and a model without a balance) leave them as they are
     tiled, _ = _tiled_slide(seed=4)
     assert balance_for(UNet(GLASS_CFG), tiled, seams=False).seams is None

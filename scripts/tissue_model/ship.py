@@ -11,7 +11,9 @@ its input's glass (``--glass-white``, default 250; NOTE [Glass balance] in gigas
 ``--checkpoint FILE`` ships another checkpoint of the run instead of its last one, e.g. the mean
 of its last checkpoints (average.py): the info then lists the files it averages.
 ``--component-filter FILE`` stores the component filter that component_filter.py fitted (its JSON)
-in the file's header (NOTE [Component filter] in gigaseg/components.py).
+in the file's header (NOTE [Component filter] in gigaseg/components.py), and ``--fill-holes UM``
+the width under which the holes of the model's masks are filled (NOTE [Hole filling] in
+gigaseg/holes.py; the built-in model: 100, the definition of tissue's).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def main(argv=None) -> int:
                          "slides; 0: off)")
     ap.add_argument("--component-filter", default=None,
                     help="the JSON of component_filter.py: its filter is stored with the weights")
+    ap.add_argument("--fill-holes", type=float, default=None, metavar="UM",
+                    help="store this hole width in microns with the weights: gigaseg predict fills the holes of "
+                         "the model's masks narrower than it (the built-in model: 100)")
     args = ap.parse_args(argv)
 
     import dataclasses
@@ -74,14 +79,28 @@ def main(argv=None) -> int:
         from gigaseg.components import ComponentFilter
 
         with_filter(args.out, ComponentFilter.from_dict(json.loads(Path(args.component_filter).read_text())["filter"]))
+    if args.fill_holes is not None:
+        with_holes(args.out, args.fill_holes)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size:,} B; step {info['step']}, {mpp} um/px, "
           f"{args.bits} bits per weight, glass_white {args.glass_white:g})")
     return 0
 
 
 def with_filter(path, filt) -> None:
-    """Store ``filt`` (a ``ComponentFilter``) in the header of the weights file ``path``, atomically;
-    its arrays are written back byte for byte."""
+    """Store ``filt`` (a ``ComponentFilter``) in the header of the weights file ``path``."""
+    _with_meta(path, "component_filter", filt.to_dict())
+
+
+def with_holes(path, um: float) -> None:
+    """Store the hole width ``um`` (microns, NOTE [Hole filling]) in the header of the weights file ``path``."""
+    if not um >= 0:
+        raise SystemExit(f"--fill-holes must be a width in microns >= 0, got {um}")
+    _with_meta(path, "fill_holes_um", float(um))
+
+
+def _with_meta(path, key: str, value) -> None:
+    """Set ``key`` of the weights file ``path``'s JSON header to ``value``, atomically; its arrays are
+    written back byte for byte."""
     import numpy as np
 
     from gigaseg._atomic import atomic_write
@@ -89,7 +108,7 @@ def with_filter(path, filt) -> None:
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(z["__meta__"].item().decode())
         arrays = {k: np.array(z[k]) for k in z.files if k != "__meta__"}
-    meta["component_filter"] = filt.to_dict()
+    meta[key] = value
     with atomic_write(Path(path), "wb") as f:
         np.savez(f, __meta__=np.array(json.dumps(meta).encode()), **arrays)
 

@@ -273,7 +273,7 @@ def _load_weights(path: Path) -> dict[str, Any]:
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     return {"format": FORMAT, "version": VERSION, "gigaseg_version": meta.get("gigaseg_version"),
             "config": meta.get("config"), "state_dict": state, "mpp": meta.get("mpp"), "info": meta.get("info", {}),
-            **({"component_filter": meta["component_filter"]} if "component_filter" in meta else {})}
+            **{k: meta[k] for k in ("component_filter", "fill_holes_um") if k in meta}}
 
 
 # NOTE [Safe loading]
@@ -408,6 +408,12 @@ def model_from_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str],
             setattr(model, _FILTER_ATTR, ComponentFilter.from_dict(payload["component_filter"]))
         except ConfigError as exc:
             raise CheckpointError(f"checkpoint {path}: {exc}; the file is damaged: use another copy") from exc
+    if payload.get("fill_holes_um") is not None:  # NOTE [Hole filling]
+        um = payload["fill_holes_um"]
+        if isinstance(um, bool) or not isinstance(um, (int, float)) or not math.isfinite(um) or um < 0:
+            raise CheckpointError(f"checkpoint {path}: its hole width fill_holes_um {um!r} is not a number of "
+                                  "microns >= 0; the file is damaged: use another copy")
+        setattr(model, _HOLES_ATTR, float(um))
     return model.to(device).eval(), _checked_mpp(path, payload.get("mpp"))
 
 
@@ -415,6 +421,17 @@ def model_from_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str],
 _CLASSES_ATTR = "gigaseg_classes"
 #: The attribute of a UNet loaded by ``load_model`` that holds its component filter (NOTE [Component filter]).
 _FILTER_ATTR = "gigaseg_component_filter"
+
+
+#: The attribute of a UNet loaded by ``load_model`` that holds the hole width it declares (NOTE [Hole filling]).
+_HOLES_ATTR = "gigaseg_fill_holes_um"
+
+
+def hole_width(model: Any) -> float:
+    """The width in microns under which the holes of ``model``'s masks are filled, as its weights file
+    declares it (the built-in tissue model: 100, the definition of tissue's; NOTE [Hole filling] in
+    ``gigaseg.holes``); 0 when it declares none (through DDP's ``module``)."""
+    return float(getattr(getattr(model, "module", model), _HOLES_ATTR, 0.0))
 
 
 def component_filter(model: Any) -> Any:

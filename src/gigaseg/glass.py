@@ -50,6 +50,9 @@ SEAM_MIN_SIDE = 128
 #: Glass for the seam search: within this band of the glass level, at most this coloured.
 SEAM_GLASS_BAND = (0.9, 1.1)
 SEAM_GLASS_CHROMA = 0.08
+#: An image whose pixels brighter than MIN_GLASS_LEVEL are more than this share saturated (255 in
+#: every channel) is not searched: its glass is clipped.
+SEAM_MAX_SATURATED = 0.5
 #: Largest correction of a tile (gains in 1 -/+ this), and smaller ones that are not applied.
 SEAM_MAX_CORRECTION = 0.07
 SEAM_MIN_CORRECTION = 0.005
@@ -281,11 +284,12 @@ def seam_field(image: Any) -> SeamField | None:
     r, g, b = (np.ascontiguousarray(sample[..., c]) for c in range(3))
     lum = (r + g + b) / np.float32(3)
     low, top = np.minimum(np.minimum(r, g), b), np.maximum(np.maximum(r, g), b)
-    lit = (lum > MIN_GLASS_LEVEL) & (low < 254.5)  # saturated pixels (padding, glare) are no guide
-    if lit.sum() < 100:
-        return None
-    bright = lum[lit]
-    level = float(np.median(bright[bright >= np.percentile(bright, 100.0 * (1.0 - GLASS_SHARE))]))
+    bright = lum > MIN_GLASS_LEVEL
+    lit = bright & (low < 254.5)  # saturated pixels (white padding, clipped glass) are no guide
+    if lit.sum() < 100 or lit.sum() < (1.0 - SEAM_MAX_SATURATED) * bright.sum():
+        return None  # mostly clipped: the glass that is left is its noise, not its level
+    levels = lum[lit]
+    level = float(np.median(levels[levels >= np.percentile(levels, 100.0 * (1.0 - GLASS_SHARE))]))
     glass = (lit & (lum > SEAM_GLASS_BAND[0] * level) & (lum < SEAM_GLASS_BAND[1] * level)
              & ((top - low) <= SEAM_GLASS_CHROMA * np.maximum(top, 1.0)))
     log_lum = np.log1p(lum)

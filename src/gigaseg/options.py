@@ -245,6 +245,7 @@ NUMBER_OPTIONS: Mapping[str, NumberRule] = types.MappingProxyType({
     "working_mpp": _MPP,
     "min_area": NumberRule("square microns", 0),
     "simplify": NumberRule("microns", 0),
+    "fill_holes": NumberRule("microns", 0),
     "read_workers": NumberRule("threads", 1, 1024, integer=True),
     "count": NumberRule("regions", 1, integer=True),
     "val": NumberRule("regions", 0, integer=True),

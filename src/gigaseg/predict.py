@@ -430,6 +430,20 @@ def _filter_raw(raw_path: Path, image: Any, shape: tuple[int, int], thr_u8: int,
     return result
 
 
+def _fill_raw(raw_path: Path, shape: tuple[int, int], thr_u8: int, max_width: float) -> dict[str, Any]:
+    """Fill the holes narrower than ``max_width`` grid pixels of the raw probability grid in place
+    (NOTE [Hole filling])."""
+    from .holes import fill_holes
+
+    prob = np.memmap(raw_path, dtype=np.uint8, mode="r+", shape=shape)
+    try:
+        result = fill_holes(prob, thr_u8, max_width)
+        prob.flush()
+    finally:
+        del prob
+    return result
+
+
 class _TiffThread(threading.Thread):
     """Writes the mask TIFF from a gated grid while the prediction fills it."""
 
@@ -482,6 +496,7 @@ def predict_slide(
     orientations: int = 1,
     component_filter: bool = True,
     seam_correction: bool = True,
+    fill_holes: float | None = None,
 ) -> dict:
     """Segment tissue on one slide and write its four outputs into ``out_dir``.
 
@@ -530,6 +545,9 @@ def predict_slide(
             affected.
         seam_correction: False leaves a scanner's tiles of darker or tinted glass as they are, which a
             model with a glass balance otherwise evens out (NOTE [Seam correction] in ``gigaseg.glass``).
+        fill_holes: holes of the mask narrower than this many microns are made tissue (NOTE [Hole
+            filling] in ``gigaseg.holes``); None: the width the model declares (the built-in model:
+            100, the definition of tissue's; a checkpoint of ``gigaseg train``: none), 0: none.
 
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
@@ -538,7 +556,8 @@ def predict_slide(
         the model's glass balance, NOTE [Glass balance]; None when none is applied: a model without
         one, or ``glass_balance=False``), ``seam_correction`` (the scanner seams found, as level-0
         rows and columns, and the range of the tiles' corrections; None when none was found or
-        applied); for a model of several classes,
+        applied), ``holes_filled`` (the width used, the mask's holes, those filled and their pixels;
+        None when none was asked for); for a model of several classes,
         ``classes`` (their names), ``class_pixels_model_res``, ``class_area_mm2``,
         ``class_fraction`` and ``class_pieces`` (per class name) instead of the ``tissue_*`` entries
         (NOTE [Class outputs]); ``component_filter`` (the mask's components, those dropped, their
@@ -557,12 +576,14 @@ def predict_slide(
     from . import __version__
     from ._runinfo import utc_now
     from .checkpoint import component_filter as component_filter_of
+    from .checkpoint import hole_width
     from .engine import check_read_workers, default_read_workers, resolve_device
     from .glass import GlassBalanced, balance_for, model_glass_white
     from .slides import SlideArray
 
     check_number("threshold", threshold)
     check_number("min_area", min_area)
+    check_number("fill_holes", fill_holes, none_ok=True)
     from .engine.orient import check_orientations
 
     orientations = check_orientations(orientations)
@@ -613,13 +634,16 @@ def predict_slide(
         image = SlideArray(slide, t_mpp)
         grid_h, grid_w = image.shape[:2]
         filt = component_filter_of(net) if component_filter and class_names is None else None
+        hole_um = (hole_width(net) if fill_holes is None else float(fill_holes)) if class_names is None else 0.0
         filter_note = None
-        if filt is not None and not _filter_fits(grid_w * grid_h):  # NOTE [Component filter]
-            filter_note = (f"component filter skipped: the {grid_w} x {grid_h} grid needs about "
+        if (filt is not None or hole_um > 0) and not _filter_fits(grid_w * grid_h):  # NOTE [Component filter]
+            skipped = " and ".join(n for n, on in (("component filter", filt is not None), ("hole filling", hole_um > 0))
+                                   if on)
+            filter_note = (f"{skipped} skipped: the {grid_w} x {grid_h} grid needs about "
                            f"{FILTER_BYTES_PER_PIXEL * grid_w * grid_h / 2**30:.1f} GiB of memory to label its "
                            "components; the mask is the model's as it is")
             warnings.warn(f"{slide_path}: {filter_note}", stacklevel=2)
-            filt = None
+            filt, hole_um = None, 0.0
         # NOTE [Bounded work]
         _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir, orientations, n_classes,
                     recorded=filt is not None)
@@ -633,7 +657,7 @@ def predict_slide(
 
             raw_path = tmp / "probabilities.u8"
             raw_path.touch()
-            seen, record, filtered = image, None, None
+            seen, record, filtered, holes = image, None, None, None
             if filt is not None:  # the slide's pixels the model reads, kept for the filter (not read twice)
                 record = np.lib.format.open_memmap(tmp / "image.npy", mode="w+", dtype=np.uint8,
                                                    shape=(grid_h, grid_w, 3))
@@ -675,6 +699,10 @@ def predict_slide(
                                            (grid_h, grid_w), thr_u8, filt)
                     timings["filter_s"] = time.perf_counter() - t1
                     del record
+                if hole_um > 0:  # NOTE [Hole filling], after the filter: a dropped piece leaves a hole
+                    t1 = time.perf_counter()
+                    holes = _fill_raw(raw_path, (grid_h, grid_w), thr_u8, hole_um / t_mpp)
+                    timings["holes_s"] = time.perf_counter() - t1
             except BaseException:
                 gate.abort()
                 raise
@@ -693,7 +721,8 @@ def predict_slide(
             # a filter that dropped a piece leaves the TIFF written meanwhile behind: write_outputs writes
             # it again from the filtered grid, on every core now that the model is done
             dropped = filtered["dropped_pixels"] if filtered is not None else 0
-            tissue_px -= dropped
+            filled = holes["filled_pixels"] if holes is not None else 0
+            tissue_px += filled - dropped
             grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
             class_px = timings.pop("class_pixels")
 
@@ -735,6 +764,10 @@ def predict_slide(
                                       "dropped_pixels_model_res": filtered["dropped_pixels"],
                                       "dropped_pieces": [_level0_piece(piece, step)
                                                          for piece in filtered["dropped_pieces"]]}),
+                # NOTE [Hole filling]: the mask's holes and those narrower than the width, made tissue
+                "holes_filled": (None if holes is None else
+                                 {"max_width_um": hole_um, "holes": holes["holes"], "filled": holes["filled"],
+                                  "filled_pixels_model_res": holes["filled_pixels"]}),
             }
             if class_names is not None:  # NOTE [Class outputs]: each class's area instead of the tissue's
                 for key in ("threshold", "probabilities", "tissue_pixels_model_res", "tissue_area_mm2",
@@ -753,7 +786,7 @@ def predict_slide(
             try:
                 write_outputs(slide, grid, out_dir, stem, binary=binary, tiff_transform=tiff_transform,
                               min_area=min_area, simplify=simplify, summary=summary, overwrite=overwrite or redo,
-                              tiff_done=None if dropped else tiff_path, classes=class_names,
+                              tiff_done=None if dropped or filled else tiff_path, classes=class_names,
                               tiff_workers=2 if dev.type == "cpu" else default_read_workers(dev))
             finally:
                 grid.close()
@@ -791,6 +824,7 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
         raise ConfigError(f"predict_slides: {exc}; the options are predict_slide's") from None
     check_number("threshold", kwargs.get("threshold", DEFAULT_THRESHOLD))
     check_number("min_area", kwargs.get("min_area", DEFAULT_MIN_AREA))
+    check_number("fill_holes", kwargs.get("fill_holes"), none_ok=True)
     check_options(**{k: kwargs.get(k) for k in ("mpp", "model_mpp", "simplify", "memory_budget", "read_workers")})
     if "orientations" in kwargs:
         from .engine.orient import check_orientations
