@@ -252,7 +252,8 @@ def test_a_grid_too_large_to_label_is_predicted_without_the_filter_and_says_so(t
         s = gigaseg.predict_slide(None, tmp_path / "t.tif", tmp_path / "out", mpp=8.0, progress=False)
     assert s["component_filter"] is None and s["holes_filled"] is None
     assert any("component filter and hole filling skipped" in w for w in s["warnings"])
-    with pytest.warns(UserWarning, match="^(?!.*component filter).*hole filling skipped"):  # the filter off: holes alone
+    # the filter off: the hole filling alone is skipped
+    with pytest.warns(UserWarning, match="^(?!.*component filter).*hole filling skipped"):
         s = gigaseg.predict_slide(None, tmp_path / "t.tif", tmp_path / "out2", mpp=8.0, progress=False,
                                   component_filter=False)
 

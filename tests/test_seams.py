@@ -223,3 +223,27 @@ def test_an_enlarged_slide_is_searched_at_its_own_pixels(tmp_path):
     small, _ = _tiled_slide(h=SEAM_MIN_SIDE - 1, w=300, tile=(60, 100), seed=11)
     assert seam_field(small) is None  # too few rows of glass to tell a seam from an edge
     assert seam_field(np.concatenate([small, small[:2]])) is not None
+
+
+def test_seams_left_as_they_are_stay_so_in_the_engine(tmp_path):
+    """balance_for(seams=False) on an image whose glass needs no gain: the engine must not search it
+    again (it did: the image came back unwrapped, and tiled_predict's own balance corrected it)."""
+    from gigaseg.predict import predict_slide
+
+    torch.manual_seed(3)
+    plain = UNet(CFG).double().eval()
+    balancing = UNet(GLASS_CFG).double().eval()
+    balancing.load_state_dict(plain.state_dict())
+    img, _ = _tiled_slide(h=130, w=150, tile=(45, 50), seed=13, glass=247)
+    assert np.all(glass_gains(img, 250) == 1) and seam_field(img) is not None  # white enough, with seams
+    kept = balance_for(balancing, img, seams=False)
+    np.testing.assert_array_equal(kept[:, :], img)
+    np.testing.assert_array_equal(tiled_predict(balancing, kept, tile=32), tiled_predict(plain, img, tile=32))
+    assert np.abs(tiled_predict(balancing, img, tile=32) - tiled_predict(plain, img, tile=32)).max() > 1e-6
+    Image.fromarray(img).save(tmp_path / "w.png")
+    read = lambda s: np.asarray(Image.open(s["paths"]["mask"]))  # noqa: E731
+    off = predict_slide((balancing.float(), 2.0), tmp_path / "w.png", tmp_path / "off", mpp=2.0, progress=False,
+                        probabilities=True, seam_correction=False)
+    ref = predict_slide((plain.float(), 2.0), tmp_path / "w.png", tmp_path / "ref", mpp=2.0, progress=False,
+                        probabilities=True)
+    np.testing.assert_array_equal(read(off), read(ref))

@@ -333,6 +333,7 @@ class GlassBalanced(ImageWrapper):
         self.gains = np.asarray(gains, np.float32).reshape(1, 1, -1)
         self.seams = seams
         # one table of 256 values per channel (and cell): clip(round(v * gain)) for every uint8 v
+        self._identity = seams is None and bool(np.all(self.gains == 1.0))
         cells = self.gains if seams is None else seams.factors * self.gains
         levels = np.arange(256, dtype=np.float32)[:, None, None, None] * cells[None]
         self._luts = np.moveaxis(np.clip(np.rint(levels), 0, 255).astype(np.uint8), 0, -1).copy()  # (ny, nx, C, 256)
@@ -343,6 +344,8 @@ class GlassBalanced(ImageWrapper):
 
     def __getitem__(self, key: Any) -> np.ndarray:
         crop = np.asarray(self.image[key])
+        if self._identity:
+            return crop
         out = np.empty(crop.shape, np.uint8)
         if self.seams is None:
             for c in range(crop.shape[-1]):
@@ -402,6 +405,7 @@ def balance_for(model: Any, image: Any, *, seams: bool = True) -> Any:
         )
     field = seam_field(image) if seams else None
     gains = glass_gains(image, white, field)
-    if field is None and np.all(gains == 1.0):
-        return image
+    if seams and field is None and np.all(gains == 1.0):
+        return image  # nothing to do, and the engine's own call will find nothing either
+    # seams=False: wrapped even with nothing to do, so that the engine does not search it again
     return GlassBalanced(image, gains, field)

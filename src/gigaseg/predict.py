@@ -637,8 +637,8 @@ def predict_slide(
         hole_um = (hole_width(net) if fill_holes is None else float(fill_holes)) if class_names is None else 0.0
         filter_note = None
         if (filt is not None or hole_um > 0) and not _filter_fits(grid_w * grid_h):  # NOTE [Component filter]
-            skipped = " and ".join(n for n, on in (("component filter", filt is not None), ("hole filling", hole_um > 0))
-                                   if on)
+            steps = (("component filter", filt is not None), ("hole filling", hole_um > 0))
+            skipped = " and ".join(name for name, on in steps if on)
             filter_note = (f"{skipped} skipped: the {grid_w} x {grid_h} grid needs about "
                            f"{FILTER_BYTES_PER_PIXEL * grid_w * grid_h / 2**30:.1f} GiB of memory to label its "
                            "components; the mask is the model's as it is")
