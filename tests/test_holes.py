@@ -78,7 +78,7 @@ def test_widths_and_the_edge():
         assert got == filled, width
         assert (p[40:60, 50:60] == 0).all()
     p = prob.copy()
-    assert fill_holes(p, 128, 0) == {"holes": 3, "filled": 0, "filled_pixels": 0} and (p == prob).all()
+    assert fill_holes(p, 128, 0) == {"holes": 3, "filled": 0, "filled_pixels": 0, "boxes": []} and (p == prob).all()
 
 
 def test_a_memmap_is_filled_in_place(tmp_path):
@@ -179,3 +179,30 @@ def test_filling_raises_both_shared_real_slides(tmp_path, real_data):
                                       fill_holes=width)
             dice[width] = evaluate_pair(s["paths"]["mask"], ref)["dice"]
         assert dice[None] >= dice[0], (name, dice)
+
+
+@pytest.mark.parametrize("transform", [None, "binary"])
+def test_a_patched_mask_tiff_reads_as_one_written_from_the_changed_grid(tmp_path, transform):
+    """NOTE [Patched tiles]: every level of the patched file decodes to what write_mask_tiff writes
+    from the changed grid, edge tiles included; the file stays a valid pyramid."""
+    from gigaseg._writers import MaskGrid, patch_mask_tiff, write_mask_tiff
+
+    rng = np.random.default_rng(4)
+    before = np.where(ndi.gaussian_filter(rng.normal(size=(700, 900)), 6) > 0, 200, 40).astype(np.uint8)
+    after = before.copy()
+    boxes = [(3, 5, 40, 60), (650, 850, 700, 900), (300, 400, 301, 401)]  # a corner, the far edge, one pixel
+    for y0, x0, y1, x1 in boxes:
+        after[y0:y1, x0:x1] = 255 - after[y0:y1, x0:x1]
+    tf = (lambda b: np.where(b >= 128, np.uint8(255), np.uint8(0))) if transform else None
+    kw = {"l0_size": (3590, 2795), "step": (3590 / 900, 2795 / 700)}
+    write_mask_tiff(tmp_path / "p.tif", MaskGrid(before, **kw), mpp=(0.5, 0.5), transform=tf)
+    n = patch_mask_tiff(tmp_path / "p.tif", MaskGrid(after, **kw), boxes, transform=tf)
+    write_mask_tiff(tmp_path / "fresh.tif", MaskGrid(after, **kw), mpp=(0.5, 0.5), transform=tf)
+    with tifffile.TiffFile(tmp_path / "p.tif") as p, tifffile.TiffFile(tmp_path / "fresh.tif") as f:
+        assert len(p.pages) == len(f.pages) >= 3
+        for a, b in zip(p.pages, f.pages):
+            np.testing.assert_array_equal(a.asarray(), b.asarray())
+    assert n >= len(p.pages)  # at least one tile per level
+    # the file before the patch differs from the fresh one: the comparison above can fail
+    write_mask_tiff(tmp_path / "old.tif", MaskGrid(before, **kw), mpp=(0.5, 0.5), transform=tf)
+    assert not np.array_equal(tifffile.imread(tmp_path / "old.tif"), tifffile.imread(tmp_path / "fresh.tif"))

@@ -217,6 +217,73 @@ def write_mask_tiff(path: Path, grid: MaskGrid, *, mpp: tuple[float, float], tra
             )
 
 
+def patch_mask_tiff(path: Path, grid: MaskGrid, boxes: list[tuple[int, int, int, int]], *, transform=None) -> int:
+    """Bring the mask TIFF ``path``, which ``write_mask_tiff`` wrote from ``grid``, up to date after the grid
+    pixels in ``boxes`` (grid ``(y0, x0, y1, x1)``, end exclusive) changed: every tile of every level that
+    shows one of them is encoded again and appended to the file, and its level's tile offsets and byte
+    counts are pointed at it (NOTE [Patched tiles]). Returns how many tiles were rewritten."""
+    tifffile = require("tifffile", "writing the mask TIFF")
+    encode = _zlibng_encoder() or _zlib_encode
+    l0_w, l0_h = grid.l0_size
+    sizes = level_sizes(l0_w, l0_h, MASK_LEVELS)
+    written = 0
+    with tifffile.TiffFile(path, mode="r+b") as tif:
+        if len(tif.pages) != len(sizes):
+            raise ValueError(f"{path} has {len(tif.pages)} pages, not the {len(sizes)} levels of this grid")
+        fh = tif.filehandle
+        for lvl, (lw, lh) in enumerate(sizes):
+            ds = (l0_w / lw + l0_h / lh) / 2.0
+            gx = grid.index(lw, ds, 0)
+            gy = np.clip(np.floor((np.arange(lh, dtype=np.float64) + 0.5) * ds / grid.step[1]).astype(np.int64),
+                         0, grid.shape[0] - 1)  # as grid_rows
+            tiles: dict[int, set[int]] = {}
+            for y0, x0, y1, x1 in boxes:  # the level's pixels that sample the box: sorted indices, so ranges
+                ly0, ly1 = np.searchsorted(gy, [y0, y1])
+                lx0, lx1 = np.searchsorted(gx, [x0, x1])
+                if ly1 <= ly0 or lx1 <= lx0:
+                    continue  # no pixel of this level samples the box
+                for ty in range(int(ly0) // _TILE, (int(ly1) - 1) // _TILE + 1):
+                    tiles.setdefault(ty, set()).update(range(int(lx0) // _TILE, (int(lx1) - 1) // _TILE + 1))
+            if not tiles:
+                continue
+            page = tif.pages[lvl]
+            offsets = list(page.tags["TileOffsets"].value)
+            counts = list(page.tags["TileByteCounts"].value)
+            across = -(-lw // _TILE)
+            for ty in sorted(tiles):
+                rows = grid.grid_rows(ty * _TILE, min(ty * _TILE + _TILE, lh), ds, transform)
+                for tx in sorted(tiles[ty]):
+                    t = rows[:, gx[tx * _TILE:tx * _TILE + _TILE]]
+                    if t.shape != (_TILE, _TILE):  # an edge tile: padded by edge replication, as when written
+                        t = np.pad(t, ((0, _TILE - t.shape[0]), (0, _TILE - t.shape[1])), mode="edge")
+                    data = encode(np.ascontiguousarray(t))
+                    fh.seek(0, os.SEEK_END)
+                    offsets[ty * across + tx], counts[ty * across + tx] = fh.tell(), len(data)
+                    fh.write(data)
+                    written += 1
+            page.tags["TileOffsets"].overwrite(offsets)
+            page.tags["TileByteCounts"].overwrite(counts)
+    return written
+
+
+def _zlib_encode(tile: np.ndarray) -> bytes:
+    """A tile as a deflate stream at zlib's level 1, as tifffile writes compression="zlib" (no zlib-ng)."""
+    import zlib
+
+    return zlib.compress(tile.tobytes(), 1)
+
+
+# NOTE [Patched tiles]
+# A step after the model that changes a few grid pixels (hole filling, NOTE [Hole filling]) would
+# otherwise mean writing the whole mask TIFF again after the model, which the TIFF thread wrote while
+# the model ran: on a 40x slide that is 0.4 s more per slide on 2 cores. Instead only the tiles that
+# show a changed grid pixel are made again, exactly as write_mask_tiff makes them (nearest neighbour,
+# the transform on the grid's pixels, edge tiles padded by replication), encoded, appended at the
+# file's end, and their entries in the level's TileOffsets and TileByteCounts replaced (tifffile's
+# TiffTag.overwrite: in place when the new values fit, else appended). The old tiles' bytes stay in
+# the file, unused: a few kB. Every level decodes to what write_mask_tiff writes from the changed
+# grid (tests/test_holes.py compares them); the file is not the same byte for byte.
+
 # NOTE [Mask compression]
 # The mask's tiles are deflate streams (TIFF compression 8, "Adobe deflate"), which every TIFF
 # reader decodes. Where imagecodecs has zlib-ng we encode them ourselves with its level 2:

@@ -49,7 +49,8 @@ def fill_holes(prob: np.ndarray, thr_u8: int, max_width: float) -> dict[str, Any
     uint8 probability grid ``prob`` (an array or a writable memmap), in place (NOTE [Hole filling]).
 
     Returns:
-        ``holes`` (the mask's holes), ``filled`` (those filled) and ``filled_pixels``.
+        ``holes`` (the mask's holes), ``filled`` (those filled), ``filled_pixels``, and ``boxes``: the
+        bounding box ``(y0, x0, y1, x1)`` (end exclusive) of each filled hole.
     """
     from scipy import ndimage
 
@@ -59,6 +60,7 @@ def fill_holes(prob: np.ndarray, thr_u8: int, max_width: float) -> dict[str, Any
     boxes = ndimage.find_objects(labels)
     h, w = labels.shape
     holes = filled = pixels = 0
+    changed: list[tuple[int, int, int, int]] = []
     for i, box in enumerate(boxes):
         if box is None:
             continue
@@ -74,4 +76,5 @@ def fill_holes(prob: np.ndarray, thr_u8: int, max_width: float) -> dict[str, Any
         prob[ys, xs] = crop
         filled += 1
         pixels += int(hole.sum())
-    return {"holes": holes, "filled": filled, "filled_pixels": pixels}
+        changed.append((ys.start, xs.start, ys.stop, xs.stop))
+    return {"holes": holes, "filled": filled, "filled_pixels": pixels, "boxes": changed}

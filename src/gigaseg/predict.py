@@ -653,7 +653,7 @@ def predict_slide(
         balance_s = time.perf_counter() - t_balance
         tmp = temp_dir(out_dir, stem, ".grid")
         try:
-            from ._writers import MaskGrid, RowGate
+            from ._writers import MaskGrid, RowGate, patch_mask_tiff
 
             raw_path = tmp / "probabilities.u8"
             raw_path.touch()
@@ -724,6 +724,10 @@ def predict_slide(
             filled = holes["filled_pixels"] if holes is not None else 0
             tissue_px += filled - dropped
             grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
+            if holes is not None and filled and not dropped:  # NOTE [Patched tiles]: the filled holes' tiles
+                t1 = time.perf_counter()
+                patch_mask_tiff(tiff_path, grid, holes["boxes"], transform=tiff_transform)
+                timings["tiff_patch_s"] = time.perf_counter() - t1
             class_px = timings.pop("class_pixels")
 
             summary = {
@@ -786,7 +790,7 @@ def predict_slide(
             try:
                 write_outputs(slide, grid, out_dir, stem, binary=binary, tiff_transform=tiff_transform,
                               min_area=min_area, simplify=simplify, summary=summary, overwrite=overwrite or redo,
-                              tiff_done=None if dropped or filled else tiff_path, classes=class_names,
+                              tiff_done=None if dropped else tiff_path, classes=class_names,
                               tiff_workers=2 if dev.type == "cpu" else default_read_workers(dev))
             finally:
                 grid.close()
