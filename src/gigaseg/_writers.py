@@ -250,13 +250,23 @@ def patch_mask_tiff(path: Path, grid: MaskGrid, boxes: list[tuple[int, int, int,
             offsets = list(page.tags["TileOffsets"].value)
             counts = list(page.tags["TileByteCounts"].value)
             across = -(-lw // _TILE)
+            uniform: dict[int, bytes] = {}  # a uniform tile's stream, once per value (NOTE [Uniform tiles])
             for ty in sorted(tiles):
                 rows = grid.grid_rows(ty * _TILE, min(ty * _TILE + _TILE, lh), ds, transform)
                 for tx in sorted(tiles[ty]):
-                    t = rows[:, gx[tx * _TILE:tx * _TILE + _TILE]]
-                    if t.shape != (_TILE, _TILE):  # an edge tile: padded by edge replication, as when written
-                        t = np.pad(t, ((0, _TILE - t.shape[0]), (0, _TILE - t.shape[1])), mode="edge")
-                    data = encode(np.ascontiguousarray(t))
+                    gxs = gx[tx * _TILE:tx * _TILE + _TILE]
+                    lo, hi = int(gxs[0]), int(gxs[-1]) + 1
+                    part = rows[:, lo:hi]
+                    v = int(part.min())
+                    if v == int(part.max()):
+                        if v not in uniform:
+                            uniform[v] = encode(np.full((_TILE, _TILE), v, np.uint8))
+                        data = uniform[v]
+                    else:  # spread as write_mask_tiff spreads it: each grid column over its level columns
+                        t = np.repeat(part, np.bincount(gxs - lo, minlength=hi - lo), axis=1)
+                        if t.shape != (_TILE, _TILE):  # an edge tile: padded by edge replication, as when written
+                            t = np.pad(t, ((0, _TILE - t.shape[0]), (0, _TILE - t.shape[1])), mode="edge")
+                        data = encode(t)
                     fh.seek(0, os.SEEK_END)
                     offsets[ty * across + tx], counts[ty * across + tx] = fh.tell(), len(data)
                     fh.write(data)
