@@ -252,11 +252,11 @@ def patch_mask_tiff(path: Path, grid: MaskGrid, boxes: list[tuple[int, int, int,
             across = -(-lw // _TILE)
             uniform: dict[int, bytes] = {}  # a uniform tile's stream, once per value (NOTE [Uniform tiles])
             for ty in sorted(tiles):
-                rows = grid.grid_rows(ty * _TILE, min(ty * _TILE + _TILE, lh), ds, transform)
+                rows = grid.grid_rows(ty * _TILE, min(ty * _TILE + _TILE, lh), ds)
                 for tx in sorted(tiles[ty]):
                     gxs = gx[tx * _TILE:tx * _TILE + _TILE]
                     lo, hi = int(gxs[0]), int(gxs[-1]) + 1
-                    part = rows[:, lo:hi]
+                    part = rows[:, lo:hi] if transform is None else transform(rows[:, lo:hi])  # the tile's columns only
                     v = int(part.min())
                     if v == int(part.max()):
                         if v not in uniform:
