@@ -417,27 +417,12 @@ def _level0_seams(seams: Any, step: tuple[float, float]) -> dict[str, Any] | Non
     return out
 
 
-def _filter_raw(raw_path: Path, image: Any, shape: tuple[int, int], thr_u8: int, filt: Any) -> dict[str, Any]:
-    """Apply the component filter ``filt`` to the raw probability grid in place (NOTE [Component filter])."""
-    from .components import apply_component_filter
-
+def _edit_raw(raw_path: Path, shape: tuple[int, int], edit: Any) -> dict[str, Any]:
+    """``edit(prob)`` on the raw probability grid, a writable memory map, flushed after: the component
+    filter (NOTE [Component filter]) and the hole filling (NOTE [Hole filling]) change it in place."""
     prob = np.memmap(raw_path, dtype=np.uint8, mode="r+", shape=shape)
     try:
-        result = apply_component_filter(image, prob, thr_u8, filt)
-        prob.flush()
-    finally:
-        del prob
-    return result
-
-
-def _fill_raw(raw_path: Path, shape: tuple[int, int], thr_u8: int, max_width: float) -> dict[str, Any]:
-    """Fill the holes narrower than ``max_width`` grid pixels of the raw probability grid in place
-    (NOTE [Hole filling])."""
-    from .holes import fill_holes
-
-    prob = np.memmap(raw_path, dtype=np.uint8, mode="r+", shape=shape)
-    try:
-        result = fill_holes(prob, thr_u8, max_width)
+        result = edit(prob)
         prob.flush()
     finally:
         del prob
@@ -654,6 +639,8 @@ def predict_slide(
         tmp = temp_dir(out_dir, stem, ".grid")
         try:
             from ._writers import MaskGrid, RowGate, patch_mask_tiff
+            from .components import apply_component_filter
+            from .holes import fill_holes as fill_mask_holes
 
             raw_path = tmp / "probabilities.u8"
             raw_path.touch()
@@ -695,13 +682,15 @@ def predict_slide(
                 if record is not None:  # NOTE [Component filter], while the TIFF thread finishes its levels
                     t1 = time.perf_counter()
                     # the filter reads what the model read: the recorded pixels, balanced as they were
-                    filtered = _filter_raw(raw_path, seen.over(record) if isinstance(seen, GlassBalanced) else record,
-                                           (grid_h, grid_w), thr_u8, filt)
+                    read = seen.over(record) if isinstance(seen, GlassBalanced) else record
+                    filtered = _edit_raw(raw_path, (grid_h, grid_w),
+                                         lambda prob, f=filt: apply_component_filter(read, prob, thr_u8, f))
                     timings["filter_s"] = time.perf_counter() - t1
-                    del record
+                    del record, read
                 if hole_um > 0:  # NOTE [Hole filling], after the filter: a dropped piece leaves a hole
                     t1 = time.perf_counter()
-                    holes = _fill_raw(raw_path, (grid_h, grid_w), thr_u8, hole_um / t_mpp)
+                    holes = _edit_raw(raw_path, (grid_h, grid_w),
+                                      lambda prob: fill_mask_holes(prob, thr_u8, hole_um / t_mpp))
                     timings["holes_s"] = time.perf_counter() - t1
             except BaseException:
                 gate.abort()
