@@ -229,19 +229,21 @@ def apply_component_filter(image: Any, prob: Any, thr_u8: int, filt: ComponentFi
     pixel is tissue).
 
     Returns:
-        ``{"components": n, "dropped": k, "dropped_pixels": pixels, "dropped_pieces": [...]}``, the
-        last the largest ``MAX_LISTED`` dropped pieces, largest first, each ``{"box": [y0, x0, y1,
-        x1], "pixels": area}`` on the grid (rows and columns, ends excluded).
+        ``{"components": n, "dropped": k, "dropped_pixels": pixels, "dropped_pieces": [...], "boxes":
+        [...]}``: ``dropped_pieces`` the largest ``MAX_LISTED`` dropped pieces, largest first, each
+        ``{"box": [y0, x0, y1, x1], "pixels": area}`` on the grid (rows and columns, ends excluded);
+        ``boxes`` every dropped piece's ``(y0, x0, y1, x1)`` (what changed, for ``patch_mask_tiff``).
     """
     if thr_u8 <= 0:  # the whole grid is one component of tissue
-        return {"components": 1, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": []}
+        return {"components": 1, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": [], "boxes": []}
     labels, n, feats = component_features(image, prob, thr_u8, band=band, workers=workers)
     if n == 0:
-        return {"components": 0, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": []}
+        return {"components": 0, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": [], "boxes": []}
     drop = np.zeros(n + 1, bool)
     drop[1:] = filt.scores(feats) <= 0
     pixels = 0
     pieces: list[dict[str, Any]] = []
+    changed: list[tuple[int, int, int, int]] = []
     if drop.any():
         from scipy import ndimage as ndi
 
@@ -250,6 +252,7 @@ def apply_component_filter(image: Any, prob: Any, thr_u8: int, filt: ComponentFi
         for i in sorted(np.flatnonzero(drop[1:]), key=lambda i: -areas[i])[:MAX_LISTED]:
             b = boxes[i]
             pieces.append({"box": [b[0].start, b[1].start, b[0].stop, b[1].stop], "pixels": int(areas[i])})
+        changed = [(b[0].start, b[1].start, b[0].stop, b[1].stop) for b in (boxes[i] for i in np.flatnonzero(drop[1:]))]
         cap = np.uint8(thr_u8 - 1)
         for y in range(0, prob.shape[0], band):
             hit = drop[labels[y:y + band]]
@@ -258,4 +261,5 @@ def apply_component_filter(image: Any, prob: Any, thr_u8: int, filt: ComponentFi
                 part[hit] = np.minimum(part[hit], cap)
                 prob[y:y + band] = part
                 pixels += int(hit.sum())
-    return {"components": int(n), "dropped": int(drop.sum()), "dropped_pixels": pixels, "dropped_pieces": pieces}
+    return {"components": int(n), "dropped": int(drop.sum()), "dropped_pixels": pixels, "dropped_pieces": pieces,
+            "boxes": changed}

@@ -707,15 +707,16 @@ def predict_slide(
             if err is not None:
                 raise err
             tissue_px = timings.pop("tissue")
-            # a filter that dropped a piece leaves the TIFF written meanwhile behind: write_outputs writes
-            # it again from the filtered grid, on every core now that the model is done
+            # pieces the filter dropped and holes filled leave the TIFF written meanwhile behind: its tiles
+            # that show them are written again below
             dropped = filtered["dropped_pixels"] if filtered is not None else 0
             filled = holes["filled_pixels"] if holes is not None else 0
             tissue_px += filled - dropped
             grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
-            if holes is not None and filled and not dropped:  # NOTE [Patched tiles]: the filled holes' tiles
+            changed = [*(filtered["boxes"] if filtered is not None else []), *(holes["boxes"] if holes else [])]
+            if changed:  # NOTE [Patched tiles]: the tiles of the dropped pieces and filled holes, not the whole TIFF
                 t1 = time.perf_counter()
-                patch_mask_tiff(tiff_path, grid, holes["boxes"], transform=tiff_transform)
+                patch_mask_tiff(tiff_path, grid, changed, transform=tiff_transform)
                 timings["tiff_patch_s"] = time.perf_counter() - t1
             class_px = timings.pop("class_pixels")
 
@@ -779,7 +780,7 @@ def predict_slide(
             try:
                 write_outputs(slide, grid, out_dir, stem, binary=binary, tiff_transform=tiff_transform,
                               min_area=min_area, simplify=simplify, summary=summary, overwrite=overwrite or redo,
-                              tiff_done=None if dropped else tiff_path, classes=class_names,
+                              tiff_done=tiff_path, classes=class_names,
                               tiff_workers=2 if dev.type == "cpu" else default_read_workers(dev))
             finally:
                 grid.close()
