@@ -233,9 +233,7 @@ def patch_mask_tiff(path: Path, grid: MaskGrid, boxes: list[tuple[int, int, int,
         fh = tif.filehandle
         for lvl, (lw, lh) in enumerate(sizes):
             ds = (l0_w / lw + l0_h / lh) / 2.0
-            gx = grid.index(lw, ds, 0)
-            gy = np.clip(np.floor((np.arange(lh, dtype=np.float64) + 0.5) * ds / grid.step[1]).astype(np.int64),
-                         0, grid.shape[0] - 1)  # as grid_rows
+            gx, gy = grid.index(lw, ds, 0), grid.index(lh, ds, 1)  # the grid pixel under each level pixel
             tiles: dict[int, set[int]] = {}
             for y0, x0, y1, x1 in boxes:  # the level's pixels that sample the box: sorted indices, so ranges
                 ly0, ly1 = np.searchsorted(gy, [y0, y1])
@@ -262,11 +260,8 @@ def patch_mask_tiff(path: Path, grid: MaskGrid, boxes: list[tuple[int, int, int,
                         if v not in uniform:
                             uniform[v] = encode(np.full((_TILE, _TILE), v, np.uint8))
                         data = uniform[v]
-                    else:  # spread as write_mask_tiff spreads it: each grid column over its level columns
-                        t = np.repeat(part, np.bincount(gxs - lo, minlength=hi - lo), axis=1)
-                        if t.shape != (_TILE, _TILE):  # an edge tile: padded by edge replication, as when written
-                            t = np.pad(t, ((0, _TILE - t.shape[0]), (0, _TILE - t.shape[1])), mode="edge")
-                        data = encode(t)
+                    else:
+                        data = encode(_spread(part, np.bincount(gxs - lo, minlength=hi - lo)))
                     fh.seek(0, os.SEEK_END)
                     offsets[ty * across + tx], counts[ty * across + tx] = fh.tell(), len(data)
                     fh.write(data)
@@ -362,10 +357,16 @@ def _level_tiles_or_bytes(grid: MaskGrid, lvl_w: int, lvl_h: int, downsample: fl
                     cache[v] = encode(np.full((_TILE, _TILE), v, np.uint8))
                 yield cache[v]
                 continue
-            t = np.repeat(rows[:, lo:hi], counts, axis=1)
-            if t.shape != (_TILE, _TILE):  # an edge tile: padded by edge replication, as strip_tiles does
-                t = np.pad(t, ((0, _TILE - t.shape[0]), (0, _TILE - t.shape[1])), mode="edge")
-            yield t
+            yield _spread(rows[:, lo:hi], counts)
+
+
+def _spread(part: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """A level's tile from the grid columns under it: each column repeated over its ``counts`` level
+    columns, and an edge tile padded to _TILE x _TILE by edge replication, as strip_tiles does."""
+    t = np.repeat(part, counts, axis=1)
+    if t.shape != (_TILE, _TILE):
+        t = np.pad(t, ((0, _TILE - t.shape[0]), (0, _TILE - t.shape[1])), mode="edge")
+    return t
 
 
 # NOTE [Uniform tiles]

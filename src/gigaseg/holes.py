@@ -18,9 +18,6 @@ import numpy as np
 
 __all__ = ["fill_holes"]
 
-#: Memory per grid pixel: the mask and the int32 labels of its background.
-BYTES_PER_PIXEL = 5
-
 # NOTE [Hole filling]
 # A hole is a 4-connected component of the background {round(255 p) < thr} that does not touch the
 # grid's edge (so 8-connected tissue closes it in). Its width is the diameter of the largest disc

@@ -335,11 +335,10 @@ def thumbnail(slide, side: int = THUMB_SIDE) -> tuple[np.ndarray, tuple[float, f
 
 def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transform, min_area: float,
                   simplify: float | None, summary: dict, overwrite: bool, tiff_done: Path | None = None,
-                  classes: list[str] | None = None, tiff_workers: int = 1) -> dict:
+                  classes: list[str] | None = None) -> dict:
     """Write the mask TIFF, GeoJSON, overlay and summary of ``grid`` atomically; returns the summary.
 
-    ``tiff_done``: a mask TIFF already written (moved into place instead of writing one); else the
-    TIFF is written here, its tiles compressed by ``tiff_workers`` threads.
+    ``tiff_done``: a mask TIFF already written (moved into place instead of writing one).
     ``classes``: ``grid`` holds the class indices of these classes (``binary`` is then unused):
     the GeoJSON and the overlay have each class k >= 1 (NOTE [Class outputs] in gigaseg.predict).
     """
@@ -352,8 +351,7 @@ def write_outputs(slide, grid, out_dir: Path, stem: str, *, binary, tiff_transfo
     try:
         t0 = time.perf_counter()
         if tiff_done is None:
-            write_mask_tiff(tmp / paths["mask"].name, grid, mpp=(mx, my), transform=tiff_transform,
-                            workers=tiff_workers)
+            write_mask_tiff(tmp / paths["mask"].name, grid, mpp=(mx, my), transform=tiff_transform)
         else:
             os.replace(tiff_done, tmp / paths["mask"].name)
         t_tiff = time.perf_counter() - t0

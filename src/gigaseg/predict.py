@@ -776,12 +776,11 @@ def predict_slide(
                 summary["warnings"] = [filter_note]
             if redo:
                 summary["redone"] = f"the earlier outputs were incomplete: {why}"
-            summary["timings"]["tiff_s"] = round(tiff_thread.seconds, 3)  # write_outputs' own when it rewrites
+            summary["timings"]["tiff_s"] = round(tiff_thread.seconds, 3)
             try:
                 write_outputs(slide, grid, out_dir, stem, binary=binary, tiff_transform=tiff_transform,
                               min_area=min_area, simplify=simplify, summary=summary, overwrite=overwrite or redo,
-                              tiff_done=tiff_path, classes=class_names,
-                              tiff_workers=2 if dev.type == "cpu" else default_read_workers(dev))
+                              tiff_done=tiff_path, classes=class_names)
             finally:
                 grid.close()
         finally:
