@@ -22,7 +22,8 @@ to show how much a real-slide score moves with nothing but the slide's orientati
 With ``--synthetic N`` it also scores the model on N held-out synthetic slides of every
 category (profile "all", seeds 90000.., 1024 x 1024 at the model's resolution: the held-out
 set of the tissue-model study, scripts/tissue_model/) per category group, and README.md
-starts with the targets table of issue 18. Scratch outputs go to a temporary folder.
+starts with the targets table of issue 18; the scanner study then scores those slides with each
+of --shifts too. Scratch outputs go to a temporary folder.
 """
 
 from __future__ import annotations
@@ -100,11 +101,12 @@ def shifted(rgb: np.ndarray, name: str) -> np.ndarray:
 
 
 def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter: bool = True,
-               seam_correction: bool = True, fill_holes: float | None = None) -> dict:
+               seam_correction: bool = True, fill_holes: float | None = None, shift: str | None = None) -> dict:
     """Dice per held-out synthetic slide (profile "all", seeds 90000.., 1024 x 1024 at ``mpp``) and per group,
     of the mask ``predict_slide`` makes: round(255 p) >= 128, the model's glass balance with its seam
     correction (unless not ``seam_correction``), its component filter (if it has one and
-    ``component_filter``) and its hole filling (``fill_holes`` microns; None: the model's) applied."""
+    ``component_filter``) and its hole filling (``fill_holes`` microns; None: the model's) applied; each
+    slide with the colour change ``shift`` (a name of ``SHIFTS``) when given."""
     sys.path.insert(0, str(Path(__file__).resolve().parent / "tissue_model"))
     from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
 
@@ -119,7 +121,8 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
     slides = []
     filt = filter_of(net) if component_filter else None
     for seed, cats, rgb, m, _ in held_out(n, side, mpp):
-        seen = balance_for(net, rgb, seams=seam_correction)  # as predict_slide reads it
+        drawn = rgb if shift is None else shifted(rgb, shift)
+        seen = balance_for(net, drawn, seams=seam_correction)  # as predict_slide reads it
         p = np.rint(tiled_predict(net, seen, orientations=orientations) * 255).astype(np.uint8)
         if filt is not None:
             apply_component_filter(seen, p, 128, filt)
@@ -127,8 +130,8 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
         if width > 0:
             fill(p, 128, width / mpp)
         slides.append({"seed": seed, "categories": cats, "dice": dice(p >= 128, m == 1),
-                       "tissue_od": tissue_od(rgb, m == 1)})
-        print(json.dumps(slides[-1]), file=sys.stderr)
+                       "tissue_od": tissue_od(rgb, m == 1)})  # the faint quarter by the slide as drawn
+        print(json.dumps(slides[-1] | ({"shift": shift} if shift else {})), file=sys.stderr)
     return {"mpp": mpp, "side": side, "seeds": [HELD_OUT_SEED, HELD_OUT_SEED + n - 1], "orientations": orientations,
             "groups": group_scores(slides), "slides": slides}
 
@@ -182,6 +185,17 @@ def orientation_study(run, name: str, path: Path, mpp: float | None, ref: Path, 
     each = list(row["each"].values())
     row["each_min"], row["each_max"], row["each_mean"] = min(each), max(each), float(np.mean(each))
     return row
+
+
+def _synthetic_shift_lines(results: dict) -> list[str]:
+    """README lines of the scanner study on the held-out synthetic slides."""
+    groups = [g for g, v in results["synthetic"]["groups"].items() if v["dice"] is not None]
+    rows = {"as drawn": results["synthetic"]["groups"], **results["synthetic_shifts"]}
+    lines = ["", "Held-out synthetic slides with the same colour changes, Dice per group (worst slide of all):", "",
+             "| change | " + " | ".join(groups) + " | worst |", "|---" * (len(groups) + 2) + "|"]
+    for name, g in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(g[k]["dice"]) for k in groups) + f" | {_fmt(g['all']['min'])} |")
+    return lines
 
 
 def _orientation_lines(results: dict) -> list[str]:
@@ -370,6 +384,10 @@ def main(argv=None) -> int:
                     for n in (1, 2, 4, 8) if n != args.orientations}
                 results["synthetic_orientations"][str(args.orientations)] = {
                     g: v["dice"] for g, v in results["synthetic"]["groups"].items()}
+            if shifts:  # the scanner study on the held-out slides
+                results["synthetic_shifts"] = {
+                    shift: _synthetic(net, trained_mpp, args.synthetic, args.orientations, args.component_filter,
+                                      args.seam_correction, args.fill_holes, shift)["groups"] for shift in shifts}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -414,6 +432,8 @@ def main(argv=None) -> int:
         lines += ["", "A change multiplies RGB / 255 by a gain per channel, then raises it to a power (`SHIFTS` in "
                   "the script): how scanners' exposure and white balance differ. The slides as scanned are in the "
                   "first table."]
+    if "synthetic_shifts" in results:
+        lines += _synthetic_shift_lines(results)
     if results["orientation_study"]:
         lines += _orientation_lines(results)
     if args.overlays:

@@ -70,6 +70,16 @@ def test_the_seams_are_found_where_the_tiles_meet_and_evened_out():
     assert field is not None and field.ys == () and field.xs == (130, 260, 390)
 
 
+@pytest.mark.parametrize("white_balance", [(1.0, 0.97, 0.88), (0.9, 0.95, 1.0), (1.0, 0.93, 1.0)])
+def test_seams_are_found_on_glass_of_any_white_balance(white_balance):
+    """Tinted glass, or glass through a scanner's warm or cool white balance, is glass to the seam
+    search: the same seams as on grey glass (its colour is measured against the glass's own)."""
+    img, _ = _tiled_slide()
+    tinted = np.clip(np.rint(img * np.asarray(white_balance)), 0, 255).astype(np.uint8)
+    field = seam_field(tinted)
+    assert field is not None and field.ys == (100, 200) and field.xs == (90, 180, 270, 360)
+
+
 def test_an_image_without_seams_is_read_as_before():
     img, _ = _tiled_slide(spread=0.0, seed=2)
     assert seam_field(img) is None

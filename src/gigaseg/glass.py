@@ -29,9 +29,11 @@ MIN_GLASS_LEVEL = 40.0
 GLASS_SHARE = 0.10
 #: Largest gain per channel: glass darker than white / MAX_GAIN is brightened only that far.
 MAX_GAIN = 1.8
-#: An estimate more coloured than this ((max - min) / max of its R, G, B) is not glass but pale
-#: tissue (an image with no glass): the image is left as it is.
-MAX_CHROMA = 0.15
+#: An estimate tinted more than this off the blue-yellow line along which a scanner's white balance
+#: moves glass (|ln G - (ln R + ln B) / 2|, green or magenta) is not glass but pale tissue (an image
+#: with no glass: eosin, PAS): the image is left as it is. 0.16 = ln(1 / 0.85): a pure green or magenta
+#: tint is limited as any colour was before (15% of the brightest channel).
+MAX_TINT = 0.16
 
 #: Pixels the seam search looks at, at most (an area-mean sample of the image).
 SEAM_SAMPLE_PIXELS = 2**20
@@ -68,12 +70,17 @@ SEAM_MIN_CORRECTION = 0.005
 # GLASS_SHARE of the pixels brighter than MIN_GLASS_LEVEL, over a regular sample of at most
 # SAMPLE_PIXELS (a numpy-like image: every s-th row and column; a slide: its grid read s times
 # coarser from the pyramid, the same statistic up to resampling). Gains are never below 1: glass
-# at W or brighter is left as it is, so white slides are read exactly as before. An estimate more
-# coloured than MAX_CHROMA is pale tissue, not glass (an image that is all tissue), and the image
-# is left as it is. The statistic is of the whole image, so it is computed once per image before
-# the tiles; each tile is then balanced pixel by pixel, which keeps the tiled engine exact: the
-# balanced image gives the same tiles whatever the tiling. In training the gains come from the
-# stored region (before its flip or rotation, which do not change them, and before colour jitter).
+# at W or brighter is left as it is, so white slides are read exactly as before. An estimate tinted
+# green or magenta by more than MAX_TINT (|ln g_G - (ln g_R + ln g_B) / 2|) is pale tissue, not
+# glass (an image that is all tissue: eosin, PAS), and the image is left as it is. Blue and yellow
+# are not limited: that is the way a scanner's white balance moves glass, and tinted glass read
+# through a warm white balance is as yellow as pale tissue is pink (held-out synthetic slides with
+# a warm white balance: 0.885 with a limit on all colour, 15% of max - min over max, and 0.931
+# with this one; results/tissue-model/README.md, "Stage 19"). The statistic is of the whole image,
+# so it is computed once per image before the tiles; each tile is then balanced pixel by pixel,
+# which keeps the tiled engine exact: the balanced image gives the same tiles whatever the tiling.
+# In training the gains come from the stored region (before its flip or rotation, which do not
+# change them, and before colour jitter).
 
 # NOTE [Seam correction]
 # Scanners image a slide tile by tile or stripe by stripe, and their tiles often differ in
@@ -85,7 +92,9 @@ SEAM_MIN_CORRECTION = 0.005
 # than its level 0, so that an enlarged thumbnail's interpolation is not searched); a sample less
 # than SEAM_MIN_SIDE on a side is not searched. Glass there is a pixel within SEAM_GLASS_BAND of the
 # glass level (the median of the brightest GLASS_SHARE of the pixels brighter than MIN_GLASS_LEVEL,
-# saturated ones left out), no more coloured than SEAM_GLASS_CHROMA and not saturated. For every
+# saturated ones left out), no more coloured than SEAM_GLASS_CHROMA once each channel is divided by
+# the glass colour (the median colour of those brightest pixels: tinted glass and a scanner's white
+# balance are glass too; results: "Stage 19") and not saturated. For every
 # column boundary at least SEAM_BORDER inside the sample, the step is |mean log brightness of the
 # SEAM_WINDOW columns right of it - of those left of it| in each row where all 2 * SEAM_WINDOW
 # pixels are glass; its median over those rows (at least 20 and SEAM_GLASS_ROWS of the rows) is the
@@ -132,10 +141,15 @@ def glass_gains(image: Any, white: float, seams: SeamField | None = None) -> np.
     g = glass_colour(image, seams)
     if g is None or g.shape != (3,):
         return ones
-    top = float(g.max())
-    if top <= 0 or (top - float(g.min())) / top > MAX_CHROMA:
+    if g.min() <= 0 or abs(_tint(g)) > MAX_TINT:
         return ones
     return np.clip(float(white) / np.maximum(g, 1.0), 1.0, MAX_GAIN).astype(np.float32)
+
+
+def _tint(colour: np.ndarray) -> float:
+    """Green (> 0) or magenta (< 0) of an RGB colour, off the blue-yellow line: ln G - (ln R + ln B) / 2."""
+    r, g, b = (math.log(float(c)) for c in colour)
+    return g - (r + b) / 2
 
 
 def _training_view(image: Any) -> Any:
@@ -283,15 +297,19 @@ def seam_field(image: Any) -> SeamField | None:
         return None
     r, g, b = (np.ascontiguousarray(sample[..., c]) for c in range(3))
     lum = (r + g + b) / np.float32(3)
-    low, top = np.minimum(np.minimum(r, g), b), np.maximum(np.maximum(r, g), b)
     bright = lum > MIN_GLASS_LEVEL
-    lit = bright & (low < 254.5)  # saturated pixels (white padding, clipped glass) are no guide
+    # saturated pixels (white padding, clipped glass) are no guide
+    lit = bright & (np.minimum(np.minimum(r, g), b) < 254.5)
     if lit.sum() < 100 or lit.sum() < (1.0 - SEAM_MAX_SATURATED) * bright.sum():
         return None  # mostly clipped: the glass that is left is its noise, not its level
-    levels = lum[lit]
-    level = float(np.median(levels[levels >= np.percentile(levels, 100.0 * (1.0 - GLASS_SHARE))]))
+    brightest = lit & (lum >= np.percentile(lum[lit], 100.0 * (1.0 - GLASS_SHARE)))
+    level = float(np.median(lum[brightest]))
+    # colour measured against the glass's own, so that tinted glass and a scanner's white balance count as glass
+    tint = np.maximum(np.median(sample[brightest], axis=0), 1.0).astype(np.float32)
+    r, g, b = r / tint[0], g / tint[1], b / tint[2]
+    low, top = np.minimum(np.minimum(r, g), b), np.maximum(np.maximum(r, g), b)
     glass = (lit & (lum > SEAM_GLASS_BAND[0] * level) & (lum < SEAM_GLASS_BAND[1] * level)
-             & ((top - low) <= SEAM_GLASS_CHROMA * np.maximum(top, 1.0)))
+             & ((top - low) <= SEAM_GLASS_CHROMA * np.maximum(top, 1e-6)))
     log_lum = np.log1p(lum)
     xs = _seam_lines(log_lum, glass)
     ys = _seam_lines(np.ascontiguousarray(log_lum.T), np.ascontiguousarray(glass.T))
