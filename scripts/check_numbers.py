@@ -433,6 +433,7 @@ SEAM_CHECK = "results/tissue-model/stage-17/seam-check.json"  # scripts/tissue_m
 ORIENT17 = "results/tissue-model/stage-17/orientations/results.json"  # --orientation-study after stage 17
 ORIENT18 = "results/tissue-model/stage-18/orientations/results.json"  # --orientation-study after stage 18 (shipped)
 STAGE18_REAL = "results/tissue-model/stage-18/real-slides.json"  # real-slides/ after stage 18 (commit 4e987ec)
+FRESH = "results/tissue-model/fresh-93000/results.json"  # real_slides_eval.py --synthetic-seed 93000 (stage 19)
 STAGE19_BEFORE = "results/tissue-model/stage-19/before.json"  # real_slides_eval.py --synthetic 48 on 4e987ec's library
 SEAM_SPEED = "benchmarks/builtin/seam-correction.json"  # builtin_predict.py with and without it, alternating
 HOLE_SPEED = "benchmarks/builtin/hole-filling.json"  # builtin_predict.py with and without --fill-holes 0, alternating
@@ -655,6 +656,16 @@ CLAIMS: list[Claim] = [
                      d["synthetic"]["groups"]["all"]["dice"])),
     Claim("docs/model-card.md", "Before stage 19 a warm white balance took them to {:.3f}", STAGE19_BEFORE,
           lambda d: d["synthetic_shifts"]["warm white balance"]["all"]["dice"]),
+
+    Claim("README.md", "on {} synthetic slides that nothing was\nchosen on it scores {:.3f} (fat-rich {:.3f}, faint "
+          "{:.3f}", FRESH, lambda d: (d["synthetic"]["groups"]["all"]["n"],
+                                      *(d["synthetic"]["groups"][g]["dice"] for g in ("all", "fat-rich", "faint")))),
+    Claim("results/tissue-model/README.md", "Those fresh slides score {:.3f} where the study's held-out\nslides score "
+          "{:.3f}", FRESH, lambda d: (d["synthetic"]["groups"]["all"]["dice"],
+                                       _load(BUILTIN_REAL)["synthetic"]["groups"]["all"]["dice"])),
+    Claim("results/tissue-model/README.md", "By\ngroup: H&E {:.3f}, IHC {:.3f}, special {:.3f}, fat-rich {:.3f}, faint "
+          "{:.3f}", FRESH, lambda d: tuple(d["synthetic"]["groups"][g]["dice"]
+                                           for g in ("H&E", "IHC", "special", "fat-rich", "faint"))),
 
     # stage 18: hole filling (real_slides_eval.py after stage 17 and with the shipped model)
     Claim("results/tissue-model/README.md", "| held-out synthetic, all 48 | {:.3f} | {:.3f} |", STAGE18_REAL,

@@ -455,3 +455,21 @@ def test_seam_check_scores_each_slide_with_and_without_the_correction(tmp_path):
     summary = script.summarize(rows)
     assert summary["drawn_with_seams"]["gain"] == 0.1 and summary["drawn_without_seams"]["largest_loss"] == -0.01
     assert summary["drawn_without_seams"]["lower_by_over_0.005"] == 1 and summary["all"]["seams_found_on"] == 1
+
+
+def test_real_slides_eval_scores_synthetic_slides_of_any_seed_with_scanner_colours():
+    """--synthetic-seed picks the synthetic slides, and the scanner study changes their colours as it
+    changes the real slides' (shifted before the model's glass balance), into one table per change."""
+    real = load_script("scripts/real_slides_eval.py")
+    net, mpp = load_model()
+    as_drawn = real._synthetic(net, mpp, 1, first=93001)
+    warm = real._synthetic(net, mpp, 1, first=93001, shift="warm white balance")
+    assert as_drawn["seeds"] == [93001, 93001] and as_drawn["slides"][0]["seed"] == 93001
+    assert warm["slides"][0]["dice"] != as_drawn["slides"][0]["dice"]  # another image
+    assert abs(warm["slides"][0]["dice"] - as_drawn["slides"][0]["dice"]) < 0.05  # balanced back
+    results = {"synthetic": as_drawn, "synthetic_shifts": {"warm white balance": warm["groups"]},
+               "slides": [{"slide": f"{n}.x", **{m: {"dice": 0.9} for m in ("model", "otsu", "saturation")}}
+                          for n in ("CMU-1-Small-Region", "kidney-48-5")]}
+    assert real._targets(results)[2].startswith("| synthetic seeds 93001-93001, ")
+    lines = real._synthetic_shift_lines(results)
+    assert lines[-2].startswith("| as drawn | ") and lines[-1].startswith("| warm white balance | ")

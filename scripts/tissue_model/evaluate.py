@@ -74,17 +74,18 @@ def group_scores(per_slide: list[dict]) -> dict:
 HELD_OUT_SEED = 90000
 
 
-def held_out(n: int, side: int = 1024, mpp: float = 4.0, *, labels: bool = False):
+def held_out(n: int, side: int = 1024, mpp: float = 4.0, *, labels: bool = False, first: int | None = None):
     """The first ``n`` held-out synthetic slides, each ``side`` x ``side`` pixels at ``mpp``.
 
     Yields ``(seed, categories, rgb, mask, labels)`` per slide (profile "all", seeds
-    ``HELD_OUT_SEED``..); ``labels`` is the object-label map (``gigaseg.synth.render.LABELS``) when
-    asked for, else None. The same pixels as ``render_region(seed, 0, 0, side, side, ...)``.
+    ``HELD_OUT_SEED``.., or ``first``..); ``labels`` is the object-label map (``gigaseg.synth.render.LABELS``)
+    when asked for, else None. The same pixels as ``render_region(seed, 0, 0, side, side, ...)``.
     """
     from gigaseg.synth import make_layout, render_region
     from gigaseg.synth.render import render_labels
 
-    for seed in range(HELD_OUT_SEED, HELD_OUT_SEED + n):
+    first = HELD_OUT_SEED if first is None else first
+    for seed in range(first, first + n):
         layout = make_layout(seed, side, side, mpp, profile="all")
         lab = None
         if labels:
