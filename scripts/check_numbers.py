@@ -667,6 +667,10 @@ CLAIMS: list[Claim] = [
           "{:.3f}", FRESH, lambda d: tuple(d["synthetic"]["groups"][g]["dice"]
                                            for g in ("H&E", "IHC", "special", "fat-rich", "faint"))),
 
+    Claim("docs/model-card.md", "| fresh slides (seeds {}-{}) | {} |", FRESH,
+          lambda d: (*d["synthetic"]["seeds"], " | ".join(f"{d['synthetic']['groups'][g]['dice']:.3f}"
+                                                          for g in TISSUE_GROUPS))),
+
     # stage 18: hole filling (real_slides_eval.py after stage 17 and with the shipped model)
     Claim("results/tissue-model/README.md", "| held-out synthetic, all 48 | {:.3f} | {:.3f} |", STAGE18_REAL,
           _before_after(lambda d: d["synthetic"]["groups"]["all"]["dice"])),
