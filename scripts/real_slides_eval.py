@@ -110,7 +110,7 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
     correction (unless not ``seam_correction``), its component filter (if it has one and
     ``component_filter``) and its hole filling (``fill_holes`` microns; None: the model's) applied; each
     slide with the colour change ``shift`` (a name of ``SHIFTS``) when given."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "tissue_model"))
+    _study_path()
     from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
 
     from gigaseg.checkpoint import component_filter as filter_of
@@ -140,9 +140,63 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
             "groups": group_scores(slides), "slides": slides}
 
 
+def _study_path() -> None:
+    """Put scripts/tissue_model/ (evaluate.py: the held-out slides and their scoring) on the import path."""
+    folder = str(Path(__file__).resolve().parent / "tissue_model")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+def _area_mean(a: np.ndarray, f: int) -> np.ndarray:
+    """``a`` (H, W[, C]) averaged over f x f blocks (the rows and columns past a whole block dropped): float32."""
+    h, w = a.shape[0] // f, a.shape[1] // f
+    a = np.asarray(a[:h * f, :w * f], np.float32)
+    return a.reshape(h, f, w, f, *a.shape[2:]).mean(axis=(1, 3))
+
+
+def _synthetic_coarse(run, mpp: float, n: int, factors: list[int], tmp: Path, first: int | None = None) -> dict:
+    """Dice per group on the held-out synthetic slides read coarser than the model, as a coarse slide or a
+    thumbnail is: each slide area-averaged f x f for each f of ``factors``, saved as PNG and predicted by ``run``
+    at f times ``mpp`` (read, resampled to the model's resolution, the model, its filter and hole filling, the
+    mask TIFF), against its mask averaged the same way (tissue where at least half of the block is)."""
+    import tifffile
+    from PIL import Image
+
+    _study_path()
+    from evaluate import dice, group_scores, held_out, tissue_od
+
+    per: dict[int, list] = {f: [] for f in factors}
+    folder = tmp / "coarse"
+    folder.mkdir(parents=True, exist_ok=True)
+    for seed, cats, rgb, m, _ in held_out(n, 1024, mpp, first=first):
+        for f in factors:
+            png = folder / f"s{seed}-x{f}.png"
+            Image.fromarray(np.rint(_area_mean(rgb, f)).astype(np.uint8)).save(png)
+            s = run("model", png, folder / "out", mpp * f)
+            pred = tifffile.imread(s["paths"]["mask"]) >= 128
+            per[f].append({"seed": seed, "categories": cats, "dice": dice(pred, _area_mean(m == 1, f) >= 0.5),
+                           "tissue_od": tissue_od(rgb, m == 1)})
+            print(json.dumps(per[f][-1] | {"downsample": f}), file=sys.stderr)
+    return {str(f): {"mpp": mpp * f, "groups": group_scores(per[f]), "slides": per[f]} for f in factors}
+
+
+def _coarse_lines(results: dict) -> list[str]:
+    """README lines of the synthetic slides read coarser than the model."""
+    groups = [g for g, v in results["synthetic"]["groups"].items() if v["dice"] is not None]
+    rows = {f"1 ({results['synthetic']['mpp']:g} um/px, as trained)": results["synthetic"]["groups"],
+            **{f"{f} ({v['mpp']:g} um/px)": v["groups"] for f, v in results["synthetic_coarse"].items()}}
+    lines = ["", "The synthetic slides of the first table area-averaged (a coarse slide or thumbnail), predicted at "
+             "their resolution and scored against their masks averaged the same way:", "",
+             "| downsample | " + " | ".join(groups) + " | worst |", "|---" * (len(groups) + 2) + "|"]
+    for name, g in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(g[k]["dice"]) for k in groups) + f" | {_fmt(g['all']['min'])} |")
+    return lines
+
+
 def _targets(results: dict) -> list[str]:
     """The targets table of issue 18: the model against each target and the baselines."""
-    from evaluate import HELD_OUT_SEED  # scripts/tissue_model/, on the path since _synthetic
+    _study_path()
+    from evaluate import HELD_OUT_SEED
 
     syn = results["synthetic"]["groups"]
     first, last = results["synthetic"]["seeds"]
@@ -243,6 +297,9 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic-seed", type=int, default=None, metavar="SEED",
                     help="first seed of the synthetic slides (default 90000: the study's held-out set, which every "
                          "stage since has looked at; 93000 and up: slides that no stage has)")
+    ap.add_argument("--synthetic-downsamples", default="", metavar="F,F",
+                    help="also score the synthetic slides area-averaged by each of these factors, as a coarse slide "
+                         "or thumbnail is read (comma-separated; default: none)")
     ap.add_argument("--out", default="docs/real-slides", help="where README.md, results.json and overlays go")
     ap.add_argument("--data", default=str(REAL), help="the real-data folder")
     ap.add_argument("--kidney-mpp", type=float, default=8.0,
@@ -272,6 +329,13 @@ def main(argv=None) -> int:
     unknown = [x for x in shifts if x not in SHIFTS]
     if unknown:
         ap.error(f"--shifts: unknown {', '.join(map(repr, unknown))}; choose from {', '.join(map(repr, SHIFTS))}")
+    try:
+        factors = [int(x) for x in args.synthetic_downsamples.split(",") if x.strip()]
+    except ValueError:
+        factors = [0]
+    if any(f < 2 for f in factors):
+        ap.error(f"--synthetic-downsamples: whole factors of 2 or more, such as 2,4,8; got "
+                 f"{args.synthetic_downsamples!r}")
 
     from PIL import Image
 
@@ -399,6 +463,9 @@ def main(argv=None) -> int:
                     g: v["dice"] for g, v in results["synthetic"]["groups"].items()}
             if shifts:  # the scanner study on the held-out slides
                 results["synthetic_shifts"] = {shift: synthetic(args.orientations, shift)["groups"] for shift in shifts}
+            if factors:
+                results["synthetic_coarse"] = _synthetic_coarse(run, trained_mpp, args.synthetic, factors, tmp,
+                                                                args.synthetic_seed)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -445,6 +512,8 @@ def main(argv=None) -> int:
                   "first table."]
     if "synthetic_shifts" in results:
         lines += _synthetic_shift_lines(results)
+    if "synthetic_coarse" in results:
+        lines += _coarse_lines(results)
     if results["orientation_study"]:
         lines += _orientation_lines(results)
     if args.overlays:

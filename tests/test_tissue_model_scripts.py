@@ -473,3 +473,26 @@ def test_real_slides_eval_scores_synthetic_slides_of_any_seed_with_scanner_colou
     assert real._targets(results)[2].startswith("| synthetic seeds 93001-93001, ")
     lines = real._synthetic_shift_lines(results)
     assert lines[-2].startswith("| as drawn | ") and lines[-1].startswith("| warm white balance | ")
+
+
+def test_real_slides_eval_reads_synthetic_slides_coarser_than_the_model(tmp_path):
+    """--synthetic-downsamples: each slide area-averaged, predicted at its coarser resolution through
+    predict_slide, and scored on the coarse grid against its mask averaged the same way."""
+    from gigaseg.predict import predict_slide
+
+    real = load_script("scripts/real_slides_eval.py")
+    calls = []
+
+    def run(method, path, od, mpp, orientations=1):
+        calls.append((method, path.name, mpp))
+        return predict_slide(None, path, od, mpp=mpp, overwrite=True, progress=False)
+
+    coarse = real._synthetic_coarse(run, 4.0, 1, [8], tmp_path, first=93001)
+    assert calls == [("model", "s93001-x8.png", 32.0)]
+    assert coarse["8"]["mpp"] == 32.0 and coarse["8"]["slides"][0]["seed"] == 93001
+    assert coarse["8"]["groups"]["all"]["dice"] > 0.5  # the tissue is found on the 128 x 128 thumbnail
+    block = np.arange(16, dtype=np.float32).reshape(4, 4)
+    np.testing.assert_array_equal(real._area_mean(block, 2), [[2.5, 4.5], [10.5, 12.5]])
+    results = {"synthetic": {"mpp": 4.0, "groups": coarse["8"]["groups"]}, "synthetic_coarse": coarse}
+    lines = real._coarse_lines(results)
+    assert lines[-2].startswith("| 1 (4 um/px, as trained) | ") and lines[-1].startswith("| 8 (32 um/px) | ")
