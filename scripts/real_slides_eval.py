@@ -182,12 +182,18 @@ def _synthetic_coarse(run, mpp: float, n: int, factors: list[int], tmp: Path, fi
 
 def _coarse_lines(results: dict) -> list[str]:
     """README lines of the synthetic slides read coarser than the model."""
-    groups = [g for g, v in results["synthetic"]["groups"].items() if v["dice"] is not None]
-    rows = {f"1 ({results['synthetic']['mpp']:g} um/px, as trained)": results["synthetic"]["groups"],
-            **{f"{f} ({v['mpp']:g} um/px)": v["groups"] for f, v in results["synthetic_coarse"].items()}}
-    lines = ["", "The synthetic slides of the first table area-averaged (a coarse slide or thumbnail), predicted at "
-             "their resolution and scored against their masks averaged the same way:", "",
-             "| downsample | " + " | ".join(groups) + " | worst |", "|---" * (len(groups) + 2) + "|"]
+    return _group_table(
+        "The synthetic slides of the first table area-averaged (a coarse slide or thumbnail), predicted at their "
+        "resolution and scored against their masks averaged the same way:", "downsample",
+        {f"1 ({results['synthetic']['mpp']:g} um/px, as trained)": results["synthetic"]["groups"],
+         **{f"{f} ({v['mpp']:g} um/px)": v["groups"] for f, v in results["synthetic_coarse"].items()}})
+
+
+def _group_table(intro: str, first: str, rows: dict[str, dict]) -> list[str]:
+    """README lines: ``intro``, then a table of each row's Dice per group (the first row's groups that have
+    slides) and of its worst slide."""
+    groups = [g for g, v in next(iter(rows.values())).items() if v["dice"] is not None]
+    lines = ["", intro, "", f"| {first} | " + " | ".join(groups) + " | worst |", "|---" * (len(groups) + 2) + "|"]
     for name, g in rows.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(g[k]["dice"]) for k in groups) + f" | {_fmt(g['all']['min'])} |")
     return lines
@@ -251,14 +257,9 @@ def orientation_study(run, name: str, path: Path, mpp: float | None, ref: Path, 
 
 def _synthetic_shift_lines(results: dict) -> list[str]:
     """README lines of the scanner study on the held-out synthetic slides."""
-    groups = [g for g, v in results["synthetic"]["groups"].items() if v["dice"] is not None]
-    rows = {"as drawn": results["synthetic"]["groups"], **results["synthetic_shifts"]}
-    lines = ["", "The synthetic slides of the first table with the same colour changes, Dice per group (worst slide of "
-             "all):", "",
-             "| change | " + " | ".join(groups) + " | worst |", "|---" * (len(groups) + 2) + "|"]
-    for name, g in rows.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(g[k]["dice"]) for k in groups) + f" | {_fmt(g['all']['min'])} |")
-    return lines
+    return _group_table("The synthetic slides of the first table with the same colour changes, Dice per group (worst "
+                        "slide of all):", "change",
+                        {"as drawn": results["synthetic"]["groups"], **results["synthetic_shifts"]})
 
 
 def _orientation_lines(results: dict) -> list[str]:
