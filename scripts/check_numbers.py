@@ -441,6 +441,7 @@ STAGE19_BEFORE = "results/tissue-model/stage-19/before.json"  # real_slides_eval
 SEAM_SPEED = "benchmarks/builtin/seam-correction.json"  # builtin_predict.py with and without it, alternating
 HOLE_SPEED = "benchmarks/builtin/hole-filling.json"  # builtin_predict.py with and without --fill-holes 0, alternating
 ERRORS = "results/tissue-model/errors/stage-4-balanced.json"  # error_sources.py on the shipped model
+ERRORS_FRESH = "results/tissue-model/errors/fresh-93000.json"  # error_sources.py --first 93000 (after stage 19)
 ERRORS17 = "results/tissue-model/errors/stage-17.json"  # the same after the seam correction (stage 17)
 UNBALANCED = "results/tissue-model/glass-balance/stage4-unbalanced.json"  # the same weights without the glass balance
 SCANNER_SHIFTS = ("exposure -10%", "cool white balance", "warm white balance", "gamma 1.25")  # real_slides_eval.SHIFTS
@@ -692,6 +693,11 @@ CLAIMS: list[Claim] = [
           "fat-rich {:.3f} to {:.3f}", FRESH8,
           lambda d: tuple(doc["synthetic"]["groups"][g]["dice"] for g in ("all", "IHC", "fat-rich")
                           for doc in (_load(FRESH), d))),
+
+    Claim("results/tissue-model/README.md", "adipose cells called glass {:.0%} of them ({:.0%} of all errors; half of "
+          "them more than 32 pixels", ERRORS_FRESH, lambda d: _err(d, "adipose cell (tissue)")),
+    Claim("results/tissue-model/README.md", "glass called tissue {:.1%} of the glass ({:.0%}), smudges on glass {:.0%} "
+          "of\nthem ({:.0%})", ERRORS_FRESH, lambda d: (*_err(d, "glass"), *_err(d, "smudge on glass (background)"))),
 
     # stage 18: hole filling (real_slides_eval.py after stage 17 and with the shipped model)
     Claim("results/tissue-model/README.md", "| held-out synthetic, all 48 | {:.3f} | {:.3f} |", STAGE18_REAL,

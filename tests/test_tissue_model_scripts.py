@@ -263,9 +263,10 @@ def test_error_sources_attributes_each_wrong_pixel_to_its_object(tmp_path, capsy
     assert sum(a["glass_called_tissue"]) == 3 and a["glass_called_tissue"][2] == 3  # (8, 32]
     assert a["adipose_called_glass"] == [0, 84, 16, 0]  # 6-10 px inside the edge: the middle 4 x 4 beyond 8
     out = tmp_path / "e.json"
-    assert es.main(["--slides", "2", "--size", "128", "--out", str(out)]) == 0
+    assert es.main(["--slides", "2", "--size", "128", "--first", "93001", "--out", str(out)]) == 0
     assert "share of all errors" in capsys.readouterr().out
-    assert json.loads(out.read_text())["labels"]["glass"]["pixels"] > 0
+    record = json.loads(out.read_text())
+    assert record["labels"]["glass"]["pixels"] > 0 and record["first_seed"] == 93001
 
 
 def test_averaging_checkpoints_gives_the_mean_weights(tmp_path):

@@ -1,6 +1,6 @@
 """Where a tissue model's held-out synthetic errors come from: per drawn object, per distance, per category.
 
-    python scripts/tissue_model/error_sources.py [--model FILE] [--slides 48] [--out errors.json]
+    python scripts/tissue_model/error_sources.py [--model FILE] [--slides 48] [--first SEED] [--out errors.json]
 
 Predicts the held-out synthetic slides of scripts/real_slides_eval.py --synthetic (profile
 "all", seeds 90000.., 1024 x 1024 at the model's resolution) and attributes every wrong pixel
@@ -54,6 +54,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="checkpoint or weights file (default: the built-in model)")
     ap.add_argument("--slides", type=int, default=48, help="held-out synthetic slides (seeds 90000..)")
+    ap.add_argument("--first", type=int, default=None, metavar="SEED",
+                    help="first seed (default 90000, the held-out set; 93000 and up: slides nothing was chosen on)")
     ap.add_argument("--size", type=int, default=1024, help="their side in pixels")
     ap.add_argument("--out", default=None, help="write the counts as JSON here")
     args = ap.parse_args(argv)
@@ -72,7 +74,8 @@ def main(argv=None) -> int:
     glass = np.zeros(len(BINS) - 1, np.int64)
     adipose = np.zeros(len(BINS) - 1, np.int64)
     glass_by_category: Counter = Counter()
-    for _seed, categories, rgb, mask, labels in held_out(args.slides, args.size, mpp or 4.0, labels=True):
+    for _seed, categories, rgb, mask, labels in held_out(args.slides, args.size, mpp or 4.0, labels=True,
+                                                                  first=args.first):
         a = attribute(tiled_predict(net, rgb) >= 0.5, mask, labels)
         for k, (n, w) in a["labels"].items():
             totals[k] += n
@@ -94,7 +97,8 @@ def main(argv=None) -> int:
           ", ".join(f"{c} {n}" for c, n in glass_by_category.most_common()))
     if args.out:
         Path(args.out).write_text(json.dumps({
-            "model": args.model or "builtin", "slides": args.slides, "size": args.size, "mpp": mpp,
+            "model": args.model or "builtin", "slides": args.slides, "first_seed": args.first, "size": args.size,
+            "mpp": mpp,
             "labels": {LABELS.get(k, str(k)): {"pixels": totals[k], "wrong": wrongs[k]} for k in sorted(totals)},
             "distance_bins_px": names, "glass_called_tissue": glass.tolist(), "adipose_called_glass": adipose.tolist(),
             "glass_called_tissue_per_category": dict(glass_by_category)}, indent=1) + "\n")
