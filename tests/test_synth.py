@@ -656,3 +656,21 @@ def test_gallery_is_deterministic_and_complete():
     synth.clear_caches()  # rebuilt from nothing, the same
     b = gallery.build(48, 36)
     assert a.shape[2] == 3 and np.array_equal(a, b)
+
+
+def test_sharp_edges_stain_the_rim_and_keep_the_mask():
+    # NOTE [Sharp edges]: the same slide, its tissue stained to the outline instead of fading in
+    lay = make_layout(95003, 384, 384, 4.0, profile="all")
+    rgb, mask, lab = render_labels(lay, 0, 0, 384, 384)
+    sharp = synth.with_sharp_edges(lay, 1.0)
+    rgb2, mask2, lab2 = render_labels(sharp, 0, 0, 384, 384)
+    assert lay.params["pale_min"] < 0.5 and sharp.params["pale_min"] == 1.0
+    assert np.array_equal(mask, mask2)  # the label rule is the outline's, not the stain's
+    assert (lab == 4).sum() > 100 and not (lab2 == 4).any()  # no faint rim left
+    rim = (mask == 1) & ~ndimage.binary_erosion(mask == 1, iterations=3)
+    od = lambda im: -np.log(np.maximum(im[rim].astype(float), 1) / 255).sum(1).mean()  # noqa: E731
+    assert od(rgb2) > 1.5 * od(rgb)  # the 3-px rim inside the outline is darker
+    assert np.array_equal(render_labels(lay, 0, 0, 384, 384)[0], rgb)  # the layout itself is unchanged
+    for bad in (0, 1.5, True, "1"):
+        with pytest.raises(ConfigError, match="pale_min"):
+            synth.with_sharp_edges(lay, bad)

@@ -497,3 +497,42 @@ def test_real_slides_eval_reads_synthetic_slides_coarser_than_the_model(tmp_path
     results = {"synthetic": {"mpp": 4.0, "groups": coarse["8"]["groups"]}, "synthetic_coarse": coarse}
     lines = real._coarse_lines(results)
     assert lines[-2].startswith("| 1 (4 um/px, as trained) | ") and lines[-1].startswith("| 8 (32 um/px) | ")
+
+
+def test_make_data_draws_sharp_edges_in_training_slides_only(tmp_path):
+    make_data = load_script("scripts/tissue_model/make_data.py")
+    args = ["--mpp", "8", "--size", "64", "--train", "6", "--val", "2", "--degraded", "0"]
+    assert make_data.main([*args, "--out", str(tmp_path / "d"), "--sharp-edges", "1"]) == 0
+    assert make_data.main([*args, "--out", str(tmp_path / "p")]) == 0
+    sharp, plain = RegionStore(tmp_path / "d"), RegionStore(tmp_path / "p")
+    for a, b in zip(sharp.split("train"), plain.split("train")):
+        assert a.name == b.name + "-e" and 0.6 <= a.meta["source"]["sharp_edges"] <= 1.0
+        assert b.meta["source"]["sharp_edges"] is None
+        assert np.array_equal(np.asarray(a.mask), np.asarray(b.mask))  # same slide, same mask
+    changed = [not np.array_equal(np.asarray(a.image), np.asarray(b.image))
+               for a, b in zip(sharp.split("train"), plain.split("train"))]
+    assert sum(changed) >= 3  # (a slide with no tissue in its 64 x 64 pixels looks the same)
+    for a, b in zip(sharp.split("val"), plain.split("val")):  # held-out slides stay as drawn
+        assert a.name == b.name and np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    with pytest.raises(SystemExit, match="share from 0 to 1"):
+        make_data.main([*args, "--out", str(tmp_path / "x"), "--sharp-edges", "2"])
+
+
+def test_edge_bands_scores_faded_and_sharp_edges(tmp_path):
+    edge_bands = load_script("scripts/tissue_model/edge_bands.py")
+    truth = np.zeros((12, 12), bool)
+    truth[3:9, 3:9] = True
+    pred = truth.copy()
+    pred[2, 3:9] = True  # one row of the band outside called tissue
+    pred[8, 3:9] = False  # one row of the band inside missed
+    fo, bo, mi, bi, inter, p, t = edge_bands.bands(pred, truth)
+    # 4-connected bands: the 10 x 10 square around the tissue less its 3-pixel corners, and the rim inside
+    assert (fo, mi) == (6, 6) and bo == 100 - 36 - 4 * 3 and bi == 36 - 4 and (inter, p, t) == (30, 36, 36)
+    out = tmp_path / "bands.json"
+    assert edge_bands.main(["--slides", "1", "--first", "95003", "--size", "96", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"as drawn, x1", "as drawn, x2", "sharp, x1", "sharp, x2"}
+    assert all(0 <= r["false_outside"] <= 1 and 0 <= r["missed_inside"] <= 1 and 0 <= r["dice"] <= 1
+               for r in rows.values())
+    with pytest.raises(SystemExit, match="even size"):
+        edge_bands.main(["--size", "95"])

@@ -15,6 +15,12 @@ have those (``gigaseg.synth.boosted_profile``): each slide's profile lists one s
 glass, drawn with the weights of profile "all", the boosted categories, and each other category
 with its probability in profile "all". For training on the objects a model gets wrong most
 (``error_sources.py``); the held-out slides stay profile "all" whatever --boost says.
+
+``--sharp-edges SHARE`` draws that share of the training slides with their tissue stained to its
+outline (``gigaseg.synth.with_sharp_edges``, 0.6-1 of the interior's stain at the edge instead of a
+pale rim; NOTE [Sharp edges]; ``-e`` in the name, ``sharp_edges`` in the metadata). The choice and
+the strength come from a stream of their own, so every other slide is the one the store would hold
+without the option, and the held-out slides are never changed.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from PIL import Image
 
 from gigaseg.errors import ConfigError
 from gigaseg.store import RegionStore
-from gigaseg.synth import boosted_profile, make_layout, render_region
+from gigaseg.synth import boosted_profile, make_layout, render_labels, render_region, with_sharp_edges
 
 
 def degrade(rgb: np.ndarray, f: float) -> np.ndarray:
@@ -49,8 +55,12 @@ def main(argv=None) -> int:
     ap.add_argument("--append", action="store_true",
                     help="add slides to an existing store: its seeds go on where its own stop")
     ap.add_argument("--boost", default=None, help="categories every training slide has (e.g. seams,adipose,smudge)")
+    ap.add_argument("--sharp-edges", type=float, default=0.0,
+                    help="share of training slides whose tissue is stained to its edge (NOTE [Sharp edges])")
     args = ap.parse_args(argv)
     boost = set(args.boost.split(",")) if args.boost else set()
+    if not 0 <= args.sharp_edges <= 1:
+        raise SystemExit(f"--sharp-edges {args.sharp_edges:g}: give a share from 0 to 1 (e.g. 0.4)")
     try:
         boosted_profile(np.random.default_rng(0), boost)
     except ConfigError as exc:
@@ -67,17 +77,26 @@ def main(argv=None) -> int:
         if split == "train" and rng.random() < args.degraded:
             f = float(rng.choice([2.0, 3.0, 4.0, 6.0]))
         profile = boosted_profile(rng, boost) if boost and split == "train" else "all"
-        rgb, m = render_region(seed, 0, 0, n, n, width=n, height=n, mpp=args.mpp, profile=profile)
+        # its own stream, so that the other draws (and a store made without the option) stay as they were
+        edge_rng = np.random.default_rng([seed, 0x5EA7])
+        sharp = split == "train" and edge_rng.random() < args.sharp_edges
+        pale_min = float(edge_rng.uniform(0.6, 1.0)) if sharp else None
+        if pale_min is None:
+            rgb, m = render_region(seed, 0, 0, n, n, width=n, height=n, mpp=args.mpp, profile=profile)
+        else:
+            layout = with_sharp_edges(make_layout(seed, n, n, args.mpp, profile=profile), pale_min)
+            rgb, m, _ = render_labels(layout, 0, 0, n, n)
         if f > 1:
             rgb = degrade(rgb, f)
         cats = list(make_layout(seed, n, n, args.mpp, profile=profile).categories)
         meta = {
             "source": {"kind": "synthetic", "path": None, "sha256": None, "generator": "gigaseg.synth.render_region",
-                       "width": n, "height": n, "profile": profile, "categories": cats, "degraded_by": f},
+                       "width": n, "height": n, "profile": profile, "categories": cats, "degraded_by": f,
+                       "sharp_edges": pale_min},
             "mask_source": {"kind": "synthetic", "holes": "background"},
             "origin": [0, 0], "mpp": float(args.mpp), "downsample": 1.0, "pad": False, "seed": seed,
         }
-        name = f"s{seed}" + (f"-f{f:g}" if f > 1 else "")
+        name = f"s{seed}" + (f"-f{f:g}" if f > 1 else "") + ("-e" if pale_min is not None else "")
         with store.new_region(name, (n, n), meta=meta, split=split) as writer:
             writer.append(rgb, m)
         print(f"[{k + 1}/{len(jobs)}] {name} {split} {','.join(cats)}", file=sys.stderr, flush=True)

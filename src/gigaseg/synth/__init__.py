@@ -39,6 +39,7 @@ from .render import (
     make_layout,
     render_labels,
     render_region,
+    with_sharp_edges,
 )
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "SynthLayout",
     "make_layout",
     "render_labels",
+    "with_sharp_edges",
     "LABELS",
     "HOLE_MIN_UM",
     "HOLE_CONVENTIONS",
