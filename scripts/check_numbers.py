@@ -53,6 +53,24 @@ class Claim:
 #: The tissue model's held-out category groups, in the tables' order (scripts/tissue_model/evaluate.py).
 TISSUE_GROUPS = ("H&E", "IHC", "special", "fat-rich", "frozen", "small", "glass", "artefacts", "faint", "all")
 
+def _fresh_range() -> tuple:
+    """The spread of the fresh draws' means, its ends, and the mean over all their slides."""
+    alls = [_load(f)["synthetic"]["groups"]["all"] for f in FRESH_ALL]
+    means = [g["dice"] for g in alls]
+    pooled = sum(g["dice"] * g["n"] for g in alls) / sum(g["n"] for g in alls)
+    return max(means) - min(means), min(means), max(means), pooled, sum(g["n"] for g in alls)
+
+
+def _stage20_row(run: str | None) -> tuple:
+    """A row of stage 20's table: edge bands, two fresh draws (all, fat-rich), the two real slides."""
+    edges = _load(f"{STAGE20}/edges-{run or 'shipped'}.json")["rows"]
+    fresh = [_load(f"{STAGE20}/fresh/{run}-{f}.json" if run else (FRESH95, FRESH96)[i])
+             for i, f in enumerate((95000, 96000))]
+    return (edges["sharp, x1"]["false_outside"], edges["as drawn, x1"]["missed_inside"],
+            *(d["synthetic"]["groups"][g]["dice"] for d in fresh for g in ("all", "fat-rich")),
+            *(fresh[0]["slides"][i]["model"]["dice"] for i in (0, 2)))
+
+
 def _synthetic_row(group: str) -> Getter:
     """A held-out synthetic group's row of real_slides_eval.py's targets table."""
     def get(d: Any) -> tuple:
@@ -438,6 +456,10 @@ COARSE = "results/tissue-model/coarse-inputs/results.json"  # real_slides_eval.p
 FRESH = "results/tissue-model/fresh-93000/results.json"  # real_slides_eval.py --synthetic-seed 93000 (stage 19)
 FRESH8 = "results/tissue-model/fresh-93000-orientations/results.json"  # the same with --orientations 8
 FRESH94 = "results/tissue-model/fresh-94000/results.json"  # a second fresh draw, --synthetic-seed 94000
+FRESH95 = "results/tissue-model/fresh-95000/results.json"  # a third, --synthetic-seed 95000 (stage 20's baseline)
+FRESH96 = "results/tissue-model/fresh-96000/results.json"  # a fourth, --synthetic-seed 96000
+FRESH_ALL = (FRESH, FRESH94, FRESH95, FRESH96)
+STAGE20 = "results/tissue-model/stage-20"  # edge_bands.py and real_slides_eval.py of stage 20's runs
 STAGE19_BEFORE = "results/tissue-model/stage-19/before.json"  # real_slides_eval.py --synthetic 48 on 4e987ec's library
 SEAM_SPEED = "benchmarks/builtin/seam-correction.json"  # builtin_predict.py with and without it, alternating
 HOLE_SPEED = "benchmarks/builtin/hole-filling.json"  # builtin_predict.py with and without --fill-holes 0, alternating
@@ -681,16 +703,23 @@ CLAIMS: list[Claim] = [
     Claim("docs/model-card.md", "Before stage 19 a warm white balance took them to {:.3f}", STAGE19_BEFORE,
           lambda d: d["synthetic_shifts"]["warm white balance"]["all"]["dice"]),
 
-    Claim("README.md", "on two draws of {} synthetic slides that\nnothing was chosen on it scores {:.3f} and {:.3f} "
-          "(fat-rich {:.3f} and {:.3f}", FRESH,
+    Claim("README.md", "on four draws of {} synthetic slides that\nnothing was chosen on it scores {:.3f}, {:.3f}, "
+          "{:.3f} and {:.3f} (fat-rich {:.3f}, {:.3f}, {:.3f} and {:.3f}", FRESH,
           lambda d: (d["synthetic"]["groups"]["all"]["n"],
-                     *(doc["synthetic"]["groups"][g]["dice"] for g in ("all", "fat-rich")
-                       for doc in (d, _load(FRESH94))))),
-    Claim("docs/model-card.md", "| fresh slides (seeds {}-{}) | {} |", FRESH94,
-          lambda d: (*d["synthetic"]["seeds"], " | ".join(f"{d['synthetic']['groups'][g]['dice']:.3f}"
-                                                          for g in TISSUE_GROUPS))),
-    Claim("docs/model-card.md", "The two draws differ by {:.3f}", FRESH94,
-          lambda d: d["synthetic"]["groups"]["all"]["dice"] - _load(FRESH)["synthetic"]["groups"]["all"]["dice"]),
+                     *(_load(f)["synthetic"]["groups"][g]["dice"] for g in ("all", "fat-rich") for f in FRESH_ALL))),
+    *(Claim("docs/model-card.md", "| fresh slides (seeds {}-{}) | {} |", f,
+            lambda d: (*d["synthetic"]["seeds"], " | ".join(f"{d['synthetic']['groups'][g]['dice']:.3f}"
+                                                            for g in TISSUE_GROUPS)))
+      for f in (FRESH94, FRESH95, FRESH96)),
+    Claim("docs/model-card.md", "The four draws range over {:.3f} ({:.3f}-{:.3f}; {:.3f} over all {} slides)", FRESH,
+          lambda d: _fresh_range()),
+    *(Claim("results/tissue-model/README.md", f"| {name} | " + " | ".join(["{:.3f}"] * 8) + " |", FRESH95,
+            lambda d, r=run: _stage20_row(r))
+      for name, run in (("shipped", None), ("sharp edges, seed 51", "seed51"), ("sharp edges, seed 52", "seed52"),
+                        ("control: the same fine-tune on the slides as drawn, seed 51", "control-seed51"),
+                        ("every training slide stained to the edge, seed 51", "all-sharp-seed51"))),
+    Claim("docs/model-card.md", "share of fat-rich slides ({}, {}, {}\nand {} of 48)", FRESH,
+          lambda d: tuple(_load(f)["synthetic"]["groups"]["fat-rich"]["n"] for f in FRESH_ALL)),
     Claim("results/tissue-model/README.md", "[fresh-94000/](fresh-94000/README.md)) scores {:.3f}", FRESH94,
           lambda d: d["synthetic"]["groups"]["all"]["dice"]),
     Claim("results/tissue-model/README.md", "Those fresh slides score {:.3f} where the study's held-out\nslides score "
