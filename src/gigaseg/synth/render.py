@@ -1401,6 +1401,9 @@ def with_sharp_edges(layout: SynthLayout, pale_min: float = 1.0) -> SynthLayout:
 # with pale_min 1, 41% of the 2-pixel band outside the outline, against 24% as drawn; the 1-2 px
 # rim of kidney-48-5's fragment). with_sharp_edges draws such slides for training
 # (scripts/tissue_model/make_data.py --sharp-edges); the "all" profile's slides stay as they were.
+# Fine-tuning the built-in model on them (results/tissue-model/README.md, stage 20) did not teach it
+# the two kinds of edge apart: with a third of the slides sharp the rim barely moved, with all of
+# them the edge moved inward on faded edges too.
 
 
 
