@@ -31,22 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tm_siblings import sibling
 
-def _sibling(name: str):
-    """The module of scripts/tissue_model/NAME.py, loaded by its path: other script folders have a
-    make_data.py too, and whichever was imported first would answer a plain ``import make_data``."""
-    import importlib.util
-
-    key = f"tissue_model_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).resolve().parent / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        sys.modules[key] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[key])
-    return sys.modules[key]
-
-
-_evaluate, _make_data = _sibling("evaluate"), _sibling("make_data")
+_evaluate, _make_data = sibling("evaluate"), sibling("make_data")
 HELD_OUT_SEED, group_scores, tissue_od = _evaluate.HELD_OUT_SEED, _evaluate.group_scores, _evaluate.tissue_od
 degrade = _make_data.degrade
 

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--size {args.size}: give an even size (the slides are also scored at half of it)")
 
     import torch
-    from make_data import degrade
+    from tm_siblings import sibling
 
     import gigaseg
     from gigaseg.engine import tiled_predict
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
             rgb, mask, _ = render_labels(lay, 0, 0, n, n)
             truth = mask == 1
             for f in (1, 2):
-                x = degrade(rgb, f) if f > 1 else rgb
+                x = sibling("make_data").degrade(rgb, f) if f > 1 else rgb
                 pred = tiled_predict(net, balance_for(net, x)) >= 0.5
                 if f == 2:
                     pred = pred[1::2, 1::2]  # the model's pixel under each coarse pixel's centre
