@@ -297,7 +297,8 @@ def main(argv=None) -> int:
                     help="also score N held-out synthetic slides per category (48: the study's set)")
     ap.add_argument("--synthetic-seed", type=int, default=None, metavar="SEED",
                     help="first seed of the synthetic slides (default 90000: the study's held-out set, which every "
-                         "stage since has looked at; 93000 and up: slides that no stage has)")
+                         "stage since has looked at; 97000 and up: slides that no stage has; 93000-96047 are the "
+                         "fresh draws already quoted)")
     ap.add_argument("--synthetic-downsamples", default="", metavar="F,F",
                     help="also score the synthetic slides area-averaged by each of these factors, as a coarse slide "
                          "or thumbnail is read (comma-separated; default: none)")

@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="checkpoint or weights file (default: the built-in model)")
     ap.add_argument("--slides", type=int, default=48, help="held-out synthetic slides (seeds 90000..)")
     ap.add_argument("--first", type=int, default=None, metavar="SEED",
-                    help="first seed (default 90000, the held-out set; 93000 and up: slides nothing was chosen on)")
+                    help="first seed (default 90000, the held-out set; 97000 and up: slides no stage has looked at)")
     ap.add_argument("--size", type=int, default=1024, help="their side in pixels")
     ap.add_argument("--out", default=None, help="write the counts as JSON here")
     args = ap.parse_args(argv)
