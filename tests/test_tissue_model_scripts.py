@@ -536,3 +536,13 @@ def test_edge_bands_scores_faded_and_sharp_edges(tmp_path):
                for r in rows.values())
     with pytest.raises(SystemExit, match="even size"):
         edge_bands.main(["--size", "95"])
+
+
+def test_siblings_load_the_tissue_model_scripts_by_path(monkeypatch):
+    # another script folder's make_data.py imported first must not answer for the tissue model's
+    qc = load_script("scripts/qc_model/make_data.py")
+    monkeypatch.setitem(sys.modules, "make_data", qc)
+    siblings = load_script("scripts/tissue_model/tm_siblings.py")
+    make_data = siblings.sibling("make_data")
+    assert hasattr(make_data, "degrade") and not hasattr(qc, "degrade")
+    assert siblings.sibling("make_data") is make_data  # loaded once
