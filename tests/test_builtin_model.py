@@ -119,3 +119,27 @@ def test_the_builtin_model_balances_its_glass_and_holds_when_a_scanner_darkens_i
 
     balanced, unbalanced = agreement(model), agreement(plain)
     assert balanced >= 0.99 and unbalanced < balanced - 0.03, (balanced, unbalanced)
+
+
+def test_the_model_that_load_model_returns_runs_at_its_own_resolution(tmp_path):
+    """The UNet of load_model() alone, without model_mpp, runs at the 4 um/px it was trained at (as
+    "builtin" and the (UNet, mpp) pair do), not at the slide's 8 um/px; a UNet built otherwise still
+    runs at the slide's."""
+    from gigaseg.checkpoint import trained_mpp
+    from gigaseg.synth import render_region
+
+    rgb = render_region(4, 0, 0, 160, 160, width=160, height=160, mpp=8.0, profile="he-wide,sections,bg-white")[0]
+    path = tmp_path / "s8.tif"
+    tifffile.imwrite(path, rgb)
+    net, mpp = gigaseg.load_model()
+    assert mpp == trained_mpp(net) == 4.0
+    runs = {name: gigaseg.predict_slide(model, path, tmp_path / name, mpp=8.0, progress=False)
+            for name, model in (("builtin", None), ("bare", net), ("pair", (net, mpp)))}
+    for s in runs.values():
+        assert (s["model_mpp"], s["model_mpp_source"]) == (4.0, "checkpoint")
+    masks = {name: tifffile.imread(s["paths"]["mask"]) for name, s in runs.items()}
+    assert np.array_equal(masks["bare"], masks["builtin"]) and np.array_equal(masks["pair"], masks["builtin"])
+    fresh = gigaseg.UNet(net.config)
+    assert trained_mpp(fresh) is None
+    s = gigaseg.predict_slide(fresh, path, tmp_path / "fresh", mpp=8.0, progress=False)
+    assert (s["model_mpp"], s["model_mpp_source"]) == (8.0, "slide level 0")

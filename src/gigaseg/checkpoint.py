@@ -414,7 +414,10 @@ def model_from_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str],
             raise CheckpointError(f"checkpoint {path}: its hole width fill_holes_um {um!r} is not a number of "
                                   "microns >= 0; the file is damaged: use another copy")
         setattr(model, _HOLES_ATTR, float(um))
-    return model.to(device).eval(), _checked_mpp(path, payload.get("mpp"))
+    mpp = _checked_mpp(path, payload.get("mpp"))
+    if mpp is not None:
+        setattr(model, _MPP_ATTR, mpp)  # read by trained_mpp: the model alone still knows its resolution
+    return model.to(device).eval(), mpp
 
 
 #: The attribute of a UNet loaded by ``load_model`` that holds its checkpoint's class names.
@@ -425,6 +428,16 @@ _FILTER_ATTR = "gigaseg_component_filter"
 
 #: The attribute of a UNet loaded by ``load_model`` that holds the hole width it declares (NOTE [Hole filling]).
 _HOLES_ATTR = "gigaseg_fill_holes_um"
+#: The attribute of a UNet loaded by ``load_model`` that holds the resolution it was trained at.
+_MPP_ATTR = "gigaseg_mpp"
+
+
+def trained_mpp(model: Any) -> float | None:
+    """The microns per pixel ``model`` was trained at, as the checkpoint or weights file that
+    ``load_model`` read it from says (the built-in tissue model: 4); None for a model built otherwise
+    (through DDP's ``module``)."""
+    mpp = getattr(getattr(model, "module", model), _MPP_ATTR, None)
+    return None if mpp is None else float(mpp)
 
 
 def hole_width(model: Any) -> float:

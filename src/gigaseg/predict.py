@@ -127,10 +127,10 @@ def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
     """(UNet in eval mode, its training mpp or None, a description of where it came from).
 
     ``model`` is a checkpoint path (its mpp is the checkpoint's), None or "builtin" (the built-in
-    tissue model), the ``(UNet, mpp)`` pair that ``load_model`` returns, or a UNet (mpp unknown:
-    the caller's ``model_mpp`` says it).
+    tissue model), the ``(UNet, mpp)`` pair that ``load_model`` returns, or a UNet (its checkpoint's
+    mpp when ``load_model`` made it, else unknown: the caller's ``model_mpp`` says it).
     """
-    from .checkpoint import BUILTIN, check_weights, load_model
+    from .checkpoint import BUILTIN, check_weights, load_model, trained_mpp
     from .model import UNet
 
     if model is None:
@@ -144,7 +144,8 @@ def _load(model: Any, device: Any) -> tuple[Any, float | None, str]:
         return _one_class(net, "the UNet given as `model`").eval(), (float(mpp) if mpp else None), "UNet object"
     if isinstance(model, UNet):
         check_weights("(the UNet given as `model`)", model)
-        return _one_class(model, "the UNet given as `model`").eval(), None, "UNet object"
+        # a model that load_model made keeps its resolution, as it keeps its filter and hole width
+        return _one_class(model, "the UNet given as `model`").eval(), trained_mpp(model), "UNet object"
     raise ConfigError(f"model must be a gigaseg UNet, a (UNet, mpp) pair or a checkpoint path, "
                       f"got {type(model).__name__}")
 
@@ -487,7 +488,8 @@ def predict_slide(
 
     Args:
         model: a checkpoint path (loaded with ``load_model``; run at its training mpp), the
-            ``(model, mpp)`` pair that ``load_model`` returns, or a ``gigaseg.UNet`` (give its
+            ``(model, mpp)`` pair that ``load_model`` returns, or a ``gigaseg.UNet`` (one that
+            ``load_model`` returned runs at its checkpoint's mpp, as the pair does; give another's
             resolution as ``model_mpp``).
         slide_path: any slide ``gigaseg.slide.open_slide`` reads (a DICOM folder too).
         out_dir: output folder (created).
@@ -505,7 +507,7 @@ def predict_slide(
         overwrite: replace existing outputs (else the slide is skipped).
         progress: tqdm bar on stderr.
         model_mpp: resolution the model runs at, um/px; default the checkpoint's (or the
-            pair's) training mpp; for a UNet without it, the slide's level 0.
+            pair's) training mpp; for a UNet that does not know it, the slide's level 0.
         precision: "float32" (the model as it is) or "bfloat16": the forward pass runs on a
             bfloat16 copy of the model with PyTorch's kernels, 1.2-1.6x faster than PyTorch's
             float32 ones on a CPU with AVX512-BF16 or AMX, with probabilities within a few
