@@ -81,14 +81,14 @@ def main(argv=None) -> int:
         edge_rng = np.random.default_rng([seed, 0x5EA7])
         sharp = split == "train" and edge_rng.random() < args.sharp_edges
         pale_min = float(edge_rng.uniform(0.6, 1.0)) if sharp else None
+        layout = make_layout(seed, n, n, args.mpp, profile=profile)
         if pale_min is None:
             rgb, m = render_region(seed, 0, 0, n, n, width=n, height=n, mpp=args.mpp, profile=profile)
         else:
-            layout = with_sharp_edges(make_layout(seed, n, n, args.mpp, profile=profile), pale_min)
-            rgb, m, _ = render_labels(layout, 0, 0, n, n)
+            rgb, m, _ = render_labels(with_sharp_edges(layout, pale_min), 0, 0, n, n)
         if f > 1:
             rgb = degrade(rgb, f)
-        cats = list(make_layout(seed, n, n, args.mpp, profile=profile).categories)
+        cats = list(layout.categories)
         meta = {
             "source": {"kind": "synthetic", "path": None, "sha256": None, "generator": "gigaseg.synth.render_region",
                        "width": n, "height": n, "profile": profile, "categories": cats, "degraded_by": f,
