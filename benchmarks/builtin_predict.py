@@ -96,6 +96,10 @@ def main(argv=None) -> int:
                     help="gigaseg predict --no-seam-correction: the scanner's tiles of glass as they are")
     ap.add_argument("--fill-holes", type=float, default=None, metavar="UM",
                     help="gigaseg predict --fill-holes UM (default: the model's width; 0: none)")
+    ap.add_argument("--drop-specks", type=float, default=None, metavar="UM",
+                    help="gigaseg predict --drop-specks UM (default: the model's size; 0: none)")
+    ap.add_argument("--edge-trim", type=float, default=None, metavar="RATIO",
+                    help="gigaseg predict --edge-trim RATIO (default: the model's ratio; 0: none)")
     ap.add_argument("--out", required=True, help="JSON file")
     args = ap.parse_args(argv)
     if args.slides < 1:
@@ -128,6 +132,8 @@ def main(argv=None) -> int:
         model += ["--no-component-filter"] if args.no_component_filter else []
         model += ["--no-seam-correction"] if args.no_seam_correction else []
         model += ["--fill-holes", f"{args.fill_holes:g}"] if args.fill_holes is not None else []
+        model += ["--drop-specks", f"{args.drop_specks:g}"] if args.drop_specks is not None else []
+        model += ["--edge-trim", f"{args.edge_trim:g}"] if args.edge_trim is not None else []
         startup = {
             "import_torch_s": statistics.median(_timed([py, "-c", "import torch"]) for _ in range(3)),
             "gigaseg_version_s": statistics.median(_timed([*gig, "--version"]) for _ in range(3)),
@@ -147,7 +153,8 @@ def main(argv=None) -> int:
         "model": args.model or "builtin", "orientations": args.orientations,
         "component_filter": summaries[0].get("component_filter"),
         "seam_correction": summaries[0].get("seam_correction"),
-        "holes_filled": summaries[0].get("holes_filled"), "model_mpp": summaries[0].get("model_mpp"),
+        "holes_filled": summaries[0].get("holes_filled"), "specks_dropped": summaries[0].get("specks_dropped"),
+        "edge_trim": summaries[0].get("edge_trim"), "model_mpp": summaries[0].get("model_mpp"),
         "grid": summaries[0].get("grid_size"), "pieces": summaries[0].get("pieces"),
         "slides": args.slides, "batch_wall_s": round(wall, 3),
         "startup": {k: round(v, 3) for k, v in startup.items()},

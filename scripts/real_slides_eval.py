@@ -103,21 +103,24 @@ def shifted(rgb: np.ndarray, name: str) -> np.ndarray:
 
 def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter: bool = True,
                seam_correction: bool = True, fill_holes: float | None = None, shift: str | None = None,
-               first: int | None = None) -> dict:
+               first: int | None = None, drop_specks: float | None = None, trim: float | None = None) -> dict:
     """Dice per held-out synthetic slide (profile "all", seeds 90000.. or ``first``.., 1024 x 1024 at ``mpp``) and
     per group,
     of the mask ``predict_slide`` makes: round(255 p) >= 128, the model's glass balance with its seam
     correction (unless not ``seam_correction``), its component filter (if it has one and
-    ``component_filter``) and its hole filling (``fill_holes`` microns; None: the model's) applied; each
+    ``component_filter``), its edge trim (``trim``), its speck removal (``drop_specks`` microns) and its hole
+    filling (``fill_holes`` microns) applied (None: the model's); each
     slide with the colour change ``shift`` (a name of ``SHIFTS``) when given."""
     _study_path()
     from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
 
     from gigaseg.checkpoint import component_filter as filter_of
-    from gigaseg.checkpoint import hole_width
+    from gigaseg.checkpoint import edge_trim, hole_width, speck_size
     from gigaseg.components import apply_component_filter
+    from gigaseg.edges import trim_edges
     from gigaseg.engine import tiled_predict
-    from gigaseg.glass import balance_for
+    from gigaseg.glass import balance_for, glass_colour
+    from gigaseg.holes import drop_specks as remove_specks
     from gigaseg.holes import fill_holes as fill
 
     side = 1024
@@ -128,8 +131,16 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
         drawn = rgb if shift is None else shifted(rgb, shift)
         seen = balance_for(net, drawn, seams=seam_correction)  # as predict_slide reads it
         p = np.rint(tiled_predict(net, seen, orientations=orientations) * 255).astype(np.uint8)
+        ratio = edge_trim(net) if trim is None else trim
+        if ratio > 0:  # NOTE [Edge trim], before the filter as predict_slide does
+            glass = getattr(seen, "glass", None)
+            trim_edges(seen[:, :] if seen is not drawn else drawn, p, 128, ratio,
+                       glass if glass is not None else glass_colour(drawn))
         if filt is not None:
             apply_component_filter(seen, p, 128, filt)
+        speck_um = speck_size(net) if drop_specks is None else drop_specks
+        if speck_um > 0:  # NOTE [Specks]
+            remove_specks(p, 128, (speck_um / mpp) ** 2, speck_um / mpp)
         width = hole_width(net) if fill_holes is None else fill_holes
         if width > 0:
             fill(p, 128, width / mpp)
@@ -321,6 +332,12 @@ def main(argv=None) -> int:
     ap.add_argument("--fill-holes", type=float, default=None, metavar="UM",
                     help="fill the masks' holes narrower than this (gigaseg predict --fill-holes; default: the "
                          "model's width, 0: none)")
+    ap.add_argument("--drop-specks", type=float, default=None, metavar="UM",
+                    help="drop the masks' pieces smaller than a square of this (gigaseg predict --drop-specks; "
+                         "default: the model's size, 0: none)")
+    ap.add_argument("--edge-trim", type=float, default=None, metavar="RATIO",
+                    help="trim the masks' outline at this ratio (gigaseg predict --edge-trim; default: the model's, "
+                         "0: none)")
     ap.add_argument("--no-overlays", dest="overlays", action="store_false",
                     help="write no overlay images (for a study beside a folder that has them)")
     ap.add_argument("--device", default="cpu")
@@ -378,13 +395,14 @@ def main(argv=None) -> int:
         if method == "model":
             return predict_slide(net, path, od, mpp=mpp, model_mpp=trained_mpp, device=args.device, progress=False,
                                  overwrite=True, orientations=orientations, component_filter=args.component_filter,
-                                 seam_correction=args.seam_correction, fill_holes=args.fill_holes)
+                                 seam_correction=args.seam_correction, fill_holes=args.fill_holes,
+                                 drop_specks=args.drop_specks, edge_trim=args.edge_trim)
         return baseline_slide(path, od, method=method, mpp=mpp, overwrite=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="gigaseg-real-"))
     results = {"checkpoint": ck_info, "references": args.references, "orientations": args.orientations,
                "component_filter": args.component_filter, "seam_correction": args.seam_correction,
-               "fill_holes": args.fill_holes,
+               "fill_holes": args.fill_holes, "drop_specks": args.drop_specks, "edge_trim": args.edge_trim,
                "slides": [], "resolution_study": [], "scanner_study": [], "orientation_study": []}
     try:
         for name, path, mpp, ref in slides:
@@ -454,7 +472,8 @@ def main(argv=None) -> int:
         if args.synthetic:
             def synthetic(orientations: int, shift: str | None = None) -> dict:
                 return _synthetic(net, trained_mpp, args.synthetic, orientations, args.component_filter,
-                                  args.seam_correction, args.fill_holes, shift, args.synthetic_seed)
+                                  args.seam_correction, args.fill_holes, shift, args.synthetic_seed,
+                                  args.drop_specks, args.edge_trim)
 
             results["synthetic"] = synthetic(args.orientations)
             if args.orientation_study:

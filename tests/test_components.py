@@ -248,14 +248,15 @@ def test_a_grid_too_large_to_label_is_predicted_without_the_filter_and_says_so(t
     tifffile.imwrite(tmp_path / "t.tif", img)
     # a row of tiles fits, twice 5 bytes per pixel do not
     monkeypatch.setattr(gigaseg._files, "available_memory", lambda: 100_000)
-    with pytest.warns(UserWarning, match="component filter and hole filling skipped"):
+    skipped = "component filter, speck removal and hole filling skipped"
+    with pytest.warns(UserWarning, match=skipped):
         s = gigaseg.predict_slide(None, tmp_path / "t.tif", tmp_path / "out", mpp=8.0, progress=False)
-    assert s["component_filter"] is None and s["holes_filled"] is None
-    assert any("component filter and hole filling skipped" in w for w in s["warnings"])
-    # the filter off: the hole filling alone is skipped
-    with pytest.warns(UserWarning, match="^(?!.*component filter).*hole filling skipped"):
+    assert s["component_filter"] is None and s["holes_filled"] is None and s["specks_dropped"] is None
+    assert any(skipped in w for w in s["warnings"])
+    # the filter and the specks off: the hole filling alone is skipped
+    with pytest.warns(UserWarning, match="^(?!.*component filter)(?!.*speck).*: hole filling skipped"):
         s = gigaseg.predict_slide(None, tmp_path / "t.tif", tmp_path / "out2", mpp=8.0, progress=False,
-                                  component_filter=False)
+                                  component_filter=False, drop_specks=0)
 
 
 def test_the_builtin_filter_never_lowers_a_shared_real_slide(tmp_path, real_data):

@@ -13,7 +13,12 @@ of its last checkpoints (average.py): the info then lists the files it averages.
 ``--component-filter FILE`` stores the component filter that component_filter.py fitted (its JSON)
 in the file's header (NOTE [Component filter] in gigaseg/components.py), and ``--fill-holes UM``
 the width under which the holes of the model's masks are filled (NOTE [Hole filling] in
-gigaseg/holes.py; the built-in model: 100, the definition of tissue's).
+gigaseg/holes.py; the built-in model: 100, the definition of tissue's), ``--drop-specks UM`` the
+size under which their pieces are dropped (NOTE [Specks], the same file; the built-in model: 100)
+and ``--edge-trim RATIO`` their outline's trim (NOTE [Edge trim] in gigaseg/edges.py; the built-in
+model: 0.4). ``--update FILE`` sets only these in a weights file that exists, its weights as they are:
+
+    python scripts/tissue_model/ship.py --update src/gigaseg/weights/tissue.npz --drop-specks 100 --edge-trim 0.4
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ OUT = Path(__file__).resolve().parents[2] / "src" / "gigaseg" / "weights" / "tis
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run", help="a study run folder (checkpoint.pt, config.json)")
+    ap.add_argument("run", nargs="?", help="a study run folder (checkpoint.pt, config.json)")
+    ap.add_argument("--update", default=None, metavar="FILE",
+                    help="set --component-filter, --fill-holes, --drop-specks and --edge-trim in this weights file "
+                         "and ship nothing else")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--checkpoint", default=None,
                     help="the checkpoint to ship (default: the run's checkpoint.pt), e.g. average.py's")
@@ -45,7 +53,19 @@ def main(argv=None) -> int:
     ap.add_argument("--fill-holes", type=float, default=None, metavar="UM",
                     help="store this hole width in microns with the weights: gigaseg predict fills the holes of "
                          "the model's masks narrower than it (the built-in model: 100)")
+    ap.add_argument("--drop-specks", type=float, default=None, metavar="UM",
+                    help="store this speck size in microns with the weights: gigaseg predict drops the pieces of the "
+                         "model's masks smaller than a square of it (the built-in model: 100)")
+    ap.add_argument("--edge-trim", type=float, default=None, metavar="RATIO",
+                    help="store this edge trim ratio (0-1) with the weights: gigaseg predict drops the pixels of the "
+                         "masks' outline paler than it times the tissue beside them (the built-in model: 0.4)")
     args = ap.parse_args(argv)
+    if (args.run is None) == (args.update is None):
+        ap.error("give a run folder to ship, or --update FILE")
+    if args.update:
+        _post_processing(args.update, args)
+        print(f"updated {args.update}")
+        return 0
 
     import dataclasses
 
@@ -75,15 +95,28 @@ def main(argv=None) -> int:
     if averaged:  # the mean of checkpoints of the run (average.py): their names travel
         info["averaged_from"] = [Path(c).name for c in averaged]
     save_weights(args.out, model, mpp=mpp, info=info, bits=args.bits)
-    if args.component_filter:
-        from gigaseg.components import ComponentFilter
-
-        with_filter(args.out, ComponentFilter.from_dict(json.loads(Path(args.component_filter).read_text())["filter"]))
-    if args.fill_holes is not None:
-        with_holes(args.out, args.fill_holes)
+    _post_processing(args.out, args)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size:,} B; step {info['step']}, {mpp} um/px, "
           f"{args.bits} bits per weight, glass_white {args.glass_white:g})")
     return 0
+
+
+def _post_processing(path, args) -> None:
+    """Store the options' component filter, hole width, speck size and edge trim in the weights file ``path``."""
+    if args.component_filter:
+        from gigaseg.components import ComponentFilter
+
+        with_filter(path, ComponentFilter.from_dict(json.loads(Path(args.component_filter).read_text())["filter"]))
+    if args.fill_holes is not None:
+        with_holes(path, args.fill_holes)
+    if args.drop_specks is not None:
+        if not args.drop_specks >= 0:
+            raise SystemExit(f"--drop-specks must be a size in microns >= 0, got {args.drop_specks}")
+        _with_meta(path, "drop_specks_um", float(args.drop_specks))
+    if args.edge_trim is not None:
+        if not 0 <= args.edge_trim <= 1:
+            raise SystemExit(f"--edge-trim must be a ratio from 0 to 1, got {args.edge_trim}")
+        _with_meta(path, "edge_trim", float(args.edge_trim))
 
 
 def with_filter(path, filt) -> None:

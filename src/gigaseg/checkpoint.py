@@ -273,7 +273,7 @@ def _load_weights(path: Path) -> dict[str, Any]:
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     return {"format": FORMAT, "version": VERSION, "gigaseg_version": meta.get("gigaseg_version"),
             "config": meta.get("config"), "state_dict": state, "mpp": meta.get("mpp"), "info": meta.get("info", {}),
-            **{k: meta[k] for k in ("component_filter", "fill_holes_um") if k in meta}}
+            **{k: meta[k] for k in ("component_filter", *_DECLARED) if k in meta}}
 
 
 # NOTE [Safe loading]
@@ -408,12 +408,14 @@ def model_from_checkpoint(payload: dict[str, Any], path: str | os.PathLike[str],
             setattr(model, _FILTER_ATTR, ComponentFilter.from_dict(payload["component_filter"]))
         except ConfigError as exc:
             raise CheckpointError(f"checkpoint {path}: {exc}; the file is damaged: use another copy") from exc
-    if payload.get("fill_holes_um") is not None:  # NOTE [Hole filling]
-        um = payload["fill_holes_um"]
-        if isinstance(um, bool) or not isinstance(um, (int, float)) or not math.isfinite(um) or um < 0:
-            raise CheckpointError(f"checkpoint {path}: its hole width fill_holes_um {um!r} is not a number of "
-                                  "microns >= 0; the file is damaged: use another copy")
-        setattr(model, _HOLES_ATTR, float(um))
+    for key, (attr, what, top) in _DECLARED.items():  # NOTE [Hole filling], [Specks], [Edge trim]
+        v = payload.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0 <= v <= top:
+            raise CheckpointError(f"checkpoint {path}: its {what} {key} {v!r} is not a number from 0 to {top:g}; "
+                                  "the file is damaged: use another copy")
+        setattr(model, attr, float(v))
     mpp = _checked_mpp(path, payload.get("mpp"))
     if mpp is not None:
         setattr(model, _MPP_ATTR, mpp)  # read by trained_mpp: the model alone still knows its resolution
@@ -428,6 +430,15 @@ _FILTER_ATTR = "gigaseg_component_filter"
 
 #: The attribute of a UNet loaded by ``load_model`` that holds the hole width it declares (NOTE [Hole filling]).
 _HOLES_ATTR = "gigaseg_fill_holes_um"
+#: ... the speck size it declares (NOTE [Specks] in gigaseg/holes.py).
+_SPECKS_ATTR = "gigaseg_drop_specks_um"
+#: ... the edge trim ratio it declares (NOTE [Edge trim] in gigaseg/edges.py).
+_TRIM_ATTR = "gigaseg_edge_trim"
+#: The mask's post-processing a weights file or checkpoint may declare: its key, the attribute that holds it on the
+#: loaded model, what it is, and its largest valid value.
+_DECLARED = {"fill_holes_um": (_HOLES_ATTR, "hole width", math.inf),
+             "drop_specks_um": (_SPECKS_ATTR, "speck size", math.inf),
+             "edge_trim": (_TRIM_ATTR, "edge trim ratio", 1.0)}
 #: The attribute of a UNet loaded by ``load_model`` that holds the resolution it was trained at.
 _MPP_ATTR = "gigaseg_mpp"
 
@@ -445,6 +456,20 @@ def hole_width(model: Any) -> float:
     declares it (the built-in tissue model: 100, the definition of tissue's; NOTE [Hole filling] in
     ``gigaseg.holes``); 0 when it declares none (through DDP's ``module``)."""
     return float(getattr(getattr(model, "module", model), _HOLES_ATTR, 0.0))
+
+
+def speck_size(model: Any) -> float:
+    """The side in microns of the square under which ``model``'s masks drop a piece, as its weights file
+    declares it (the built-in tissue model: 100, the definition of tissue's specks under (100 um)^2; NOTE
+    [Specks] in ``gigaseg.holes``); 0 when it declares none (through DDP's ``module``)."""
+    return float(getattr(getattr(model, "module", model), _SPECKS_ATTR, 0.0))
+
+
+def edge_trim(model: Any) -> float:
+    """The edge trim ratio of ``model``'s masks, as its weights file declares it (the built-in tissue
+    model: 0.4; NOTE [Edge trim] in ``gigaseg.edges``); 0 (no trim) when it declares none (through DDP's
+    ``module``)."""
+    return float(getattr(getattr(model, "module", model), _TRIM_ATTR, 0.0))
 
 
 def component_filter(model: Any) -> Any:

@@ -222,44 +222,64 @@ def component_features(image: Any, prob: Any, thr_u8: int, *, band: int = _BAND,
 
 
 def apply_component_filter(image: Any, prob: Any, thr_u8: int, filt: ComponentFilter, *,
-                           band: int = _BAND, workers: int = 2) -> dict[str, Any]:
+                           band: int = _BAND, workers: int = 2,
+                           specks: tuple[float, float] | None = None) -> dict[str, Any]:
     """Drop the components of ``prob >= thr_u8`` that ``filt`` scores as not tissue, in place: their
     pixels' ``prob`` become ``min(prob, thr_u8 - 1)``. ``prob`` is a writable (H, W) uint8 array or
     memmap; ``image`` as in ``component_features``. Nothing changes when ``thr_u8`` is 0 (every
-    pixel is tissue).
+    pixel is tissue). With ``specks`` ``(min_pixels, reach)``, the specks among the components kept
+    are dropped too, as ``gigaseg.holes.drop_specks`` would after the filter (NOTE [Specks]), from the
+    same labels.
 
     Returns:
         ``{"components": n, "dropped": k, "dropped_pixels": pixels, "dropped_pieces": [...], "boxes":
         [...]}``: ``dropped_pieces`` the largest ``MAX_LISTED`` dropped pieces, largest first, each
         ``{"box": [y0, x0, y1, x1], "pixels": area}`` on the grid (rows and columns, ends excluded);
-        ``boxes`` every dropped piece's ``(y0, x0, y1, x1)`` (what changed, for ``patch_mask_tiff``).
+        ``boxes`` every dropped piece's ``(y0, x0, y1, x1)`` (what changed, for ``patch_mask_tiff``); with
+        ``specks``, ``specks``: ``drop_specks``'s result for the components kept.
     """
+    none: dict[str, Any] = {"pieces": 0, "dropped": 0, "dropped_pixels": 0, "boxes": []}
     if thr_u8 <= 0:  # the whole grid is one component of tissue
-        return {"components": 1, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": [], "boxes": []}
+        return {"components": 1, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": [], "boxes": []} | (
+            {"specks": none} if specks else {})
     labels, n, feats = component_features(image, prob, thr_u8, band=band, workers=workers)
     if n == 0:
-        return {"components": 0, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": [], "boxes": []}
+        return {"components": 0, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": [], "boxes": []} | (
+            {"specks": none} if specks else {})
     drop = np.zeros(n + 1, bool)
     drop[1:] = filt.scores(feats) <= 0
+    areas = np.rint(10.0 ** feats[:, 0]).astype(np.int64)
+    speck = np.zeros(n + 1, bool)
+    if specks:
+        from .holes import find_specks
+
+        speck[find_specks(labels, np.concatenate([[0], areas]), ~drop, *specks)] = True
     pixels = 0
     pieces: list[dict[str, Any]] = []
     changed: list[tuple[int, int, int, int]] = []
-    if drop.any():
+    speck_boxes: list[tuple[int, int, int, int]] = []
+    if drop.any() or speck.any():
         from scipy import ndimage as ndi
 
         boxes = ndi.find_objects(labels, max_label=n)
-        areas = np.rint(10.0 ** feats[:, 0]).astype(np.int64)
         for i in sorted(np.flatnonzero(drop[1:]), key=lambda i: -areas[i])[:MAX_LISTED]:
             b = boxes[i]
             pieces.append({"box": [b[0].start, b[1].start, b[0].stop, b[1].stop], "pixels": int(areas[i])})
         changed = [(b[0].start, b[1].start, b[0].stop, b[1].stop) for b in (boxes[i] for i in np.flatnonzero(drop[1:]))]
+        speck_boxes = [(b[0].start, b[1].start, b[0].stop, b[1].stop)
+                       for b in (boxes[i] for i in np.flatnonzero(speck[1:]))]
         cap = np.uint8(thr_u8 - 1)
+        gone = drop | speck
         for y in range(0, prob.shape[0], band):
-            hit = drop[labels[y:y + band]]
+            hit = gone[labels[y:y + band]]
             if hit.any():
                 part = np.asarray(prob[y:y + band])
                 part[hit] = np.minimum(part[hit], cap)
                 prob[y:y + band] = part
-                pixels += int(hit.sum())
-    return {"components": int(n), "dropped": int(drop.sum()), "dropped_pixels": pixels, "dropped_pieces": pieces,
-            "boxes": changed}
+        pixels = int(areas[drop[1:]].sum())
+    out = {"components": int(n), "dropped": int(drop.sum()), "dropped_pixels": pixels, "dropped_pieces": pieces,
+           "boxes": changed}
+    if specks:
+        out["specks"] = {"pieces": int(n - drop.sum()), "dropped": len(speck_boxes),
+                         "dropped_pixels": int(areas[speck[1:]].sum()), "boxes": speck_boxes}
+    return out

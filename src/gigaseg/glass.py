@@ -137,8 +137,12 @@ def glass_gains(image: Any, white: float, seams: SeamField | None = None) -> np.
     """Per-channel gains (float32, (3,)) that bring the glass of ``image`` (its ``seams`` corrected,
     when given) to ``white`` (NOTE [Glass balance]); all 1 when the glass is already that bright or
     no glass is found."""
+    return _gains(glass_colour(image, seams), white)
+
+
+def _gains(g: np.ndarray | None, white: float) -> np.ndarray:
+    """``glass_gains`` of an image whose glass colour is ``g``."""
     ones = np.ones(3, np.float32)
-    g = glass_colour(image, seams)
     if g is None or g.shape != (3,):
         return ones
     if g.min() <= 0 or abs(_tint(g)) > MAX_TINT:
@@ -343,13 +347,17 @@ class GlassBalanced(ImageWrapper):
     """``image`` (an (H, W, 3) uint8 image-like) with each channel multiplied by ``gains``, read
     tile by tile: slicing returns ``clip(round(crop * gains), 0, 255)`` as uint8; with ``seams``, each
     cell's pixels by its correction times ``gains`` (NOTE [Seam correction]), and then the image is
-    read by slices only (``image[y0:y1, x0:x1]``, any steps). Other attributes (a SlideArray's
-    ``read_s``) are the image's."""
+    read by slices only (``image[y0:y1, x0:x1]``, any steps). ``glass`` is the balanced image's glass
+    colour when the balance was made from one (``balance_for``), else None. Other attributes (a
+    SlideArray's ``read_s``) are the image's."""
 
-    def __init__(self, image: Any, gains: np.ndarray, seams: SeamField | None = None):
+    def __init__(self, image: Any, gains: np.ndarray, seams: SeamField | None = None, *,
+                 glass: np.ndarray | None = None):
         super().__init__(image, dtype=np.uint8)
         self.gains = np.asarray(gains, np.float32).reshape(1, 1, -1)
         self.seams = seams
+        self.glass = None if glass is None else np.clip(np.asarray(glass, np.float32).ravel() * self.gains.ravel(),
+                                                        0, 255)
         # one table of 256 values per channel (and cell): clip(round(v * gain)) for every uint8 v
         self._identity = seams is None and bool(np.all(self.gains == 1.0))
         cells = self.gains if seams is None else seams.factors * self.gains
@@ -358,7 +366,9 @@ class GlassBalanced(ImageWrapper):
 
     def over(self, image: Any) -> GlassBalanced:
         """The same balance over another image of the same size (a record of what was read)."""
-        return GlassBalanced(image, self.gains, self.seams)
+        balanced = GlassBalanced(image, self.gains, self.seams)
+        balanced.glass = self.glass
+        return balanced
 
     def __getitem__(self, key: Any) -> np.ndarray:
         crop = np.asarray(self.image[key])
@@ -375,6 +385,22 @@ class GlassBalanced(ImageWrapper):
                 block = crop[ys, xs]
                 for c in range(crop.shape[-1]):
                     out[ys, xs, c] = self._luts[cy, cx, c][block[..., c]]
+        return out
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """(n, C) uint8: the balanced pixels at (``rows``, ``cols``), the image indexed by integer arrays
+        (an array or a memmap: a record of what was read); the same values as slicing gives."""
+        rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
+        px = np.asarray(self.image[rows, cols])
+        if self._identity:
+            return px
+        cy = cx = np.zeros(rows.shape, np.int64)
+        if self.seams is not None:
+            cy = np.searchsorted(np.asarray(self.seams.ys, np.int64), rows, side="right")
+            cx = np.searchsorted(np.asarray(self.seams.xs, np.int64), cols, side="right")
+        out = np.empty(px.shape, np.uint8)
+        for c in range(px.shape[-1]):
+            out[..., c] = self._luts[cy, cx, c, px[..., c]]
         return out
 
     def _indices(self, key: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -422,8 +448,9 @@ def balance_for(model: Any, image: Any, *, seams: bool = True) -> Any:
             f"got dtype {dtype} and shape {shape}: convert the image to 8-bit RGB"
         )
     field = seam_field(image) if seams else None
-    gains = glass_gains(image, white, field)
+    glass = glass_colour(image, field)
+    gains = _gains(glass, white)
     if seams and field is None and np.all(gains == 1.0):
         return image  # nothing to do, and the engine's own call will find nothing either
     # seams=False: wrapped even with nothing to do, so that the engine does not search it again
-    return GlassBalanced(image, gains, field)
+    return GlassBalanced(image, gains, field, glass=glass)

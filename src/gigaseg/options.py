@@ -246,6 +246,8 @@ NUMBER_OPTIONS: Mapping[str, NumberRule] = types.MappingProxyType({
     "min_area": NumberRule("square microns", 0),
     "simplify": NumberRule("microns", 0),
     "fill_holes": NumberRule("microns", 0),
+    "drop_specks": NumberRule("microns", 0),
+    "edge_trim": NumberRule("a share of the optical density of the tissue beside a pixel", 0, 1),
     "read_workers": NumberRule("threads", 1, 1024, integer=True),
     "count": NumberRule("regions", 1, integer=True),
     "val": NumberRule("regions", 0, integer=True),

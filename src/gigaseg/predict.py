@@ -183,9 +183,10 @@ class _RowSink:
     ``classes`` (C >= 2), a tile is its (h, w, C) logits: its labels (argmax) are placed and
     each class's pixels counted (NOTE [Class outputs])."""
 
-    def __init__(self, f, width: int, tile_h: int, thr_u8: int, gate=None, classes: int = 1):
+    def __init__(self, f, width: int, tile_h: int, thr_u8: int, gate=None, classes: int = 1, trim=None):
         self._f = f
         self._gate = gate
+        self._trim = trim  # an EdgeTrim (NOTE [Edge trim]): rows are written trimmed, HALO rows behind
         self.buf = np.empty((tile_h, width), np.uint8)
         self._thr = np.uint8(thr_u8)
         self.tissue = 0
@@ -204,22 +205,31 @@ class _RowSink:
         self.tissue += int(np.count_nonzero(block >= self._thr))
 
     def flush(self, rows: int) -> None:
+        self._write(self.buf[:rows] if self._trim is None else self._trim.push(self.buf[:rows]))
+
+    def finish(self) -> None:
+        """Write the rows an edge trim still holds; the tissue count is then the trimmed mask's."""
+        if self._trim is not None:
+            self._write(self._trim.finish())
+            self.tissue -= self._trim.trimmed
+
+    def _write(self, rows: np.ndarray) -> None:
         t0 = time.perf_counter()
         try:
-            self._f.write(self.buf[:rows].data.cast("B"))
+            self._f.write(np.ascontiguousarray(rows).data.cast("B"))
         except OSError as exc:
             raise OutputError(f"cannot write the prediction to {self._f.name} ({exc.strerror or exc}); "
                               "free disk space or choose another `out_dir`", cause=exc) from exc
         if self._gate is not None:
             self._f.flush()
-            self._gate.advance(rows)
+            self._gate.advance(len(rows))
         self.write_s += time.perf_counter() - t0
 
 
 def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progress: bool, thr_u8: int, gate=None,
-                    read_workers: int = 1, classes: int = 1) -> dict[str, Any]:
+                    read_workers: int = 1, classes: int = 1, trim=None) -> dict[str, Any]:
     """Predict the whole slide ``image`` (a ``SlideArray``) into ``raw_path`` (its grid, uint8
-    round(255 p), row by row).
+    round(255 p), row by row; trimmed by ``trim``, an ``EdgeTrim``, when given).
 
     Returns timings, the tile plan and the number of pixels >= ``thr_u8``.
     """
@@ -237,7 +247,7 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
     _check_row_memory(min(th, grid_h) * grid_w, th, grid_w)
     t_put = 0.0
     with tiles, open(raw_path, "wb") as f:
-        sink = _RowSink(f, grid_w, min(th, grid_h), thr_u8, gate, classes)
+        sink = _RowSink(f, grid_w, min(th, grid_h), thr_u8, gate, classes, trim)
         for box, block in tiles:
             t1 = time.perf_counter()
             sink.put(slice(0, box.y1 - box.y0), slice(box.x0, box.x1), block)
@@ -245,6 +255,7 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
             del block
             if box.x1 == grid_w:
                 sink.flush(box.y1 - box.y0)
+        sink.finish()
     total = time.perf_counter() - t0
     return {"read_s": image.read_s, "read_wait_s": tiles.timings["read_wait_s"], "write_s": sink.write_s,
             "model_s": tiles.timings["model_s"] + t_put, "predict_s": total,
@@ -253,7 +264,8 @@ def _predict_to_raw(net, image, raw_path: Path, *, memory_budget, device, progre
 
 
 def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, memory_budget, device, progress: bool,
-                             thr_u8: int, gate=None, read_workers: int = 1, classes: int = 1) -> dict[str, Any]:
+                             thr_u8: int, gate=None, read_workers: int = 1, classes: int = 1,
+                             trim=None) -> dict[str, Any]:
     """``_predict_to_raw`` for the mean of ``orientations`` orientations of ``image`` (NOTE
     [Orientations] in ``gigaseg.engine.orient``): each orientation's round(255 p) is summed into a
     temporary uint16 grid beside ``raw_path``, whose rounded mean is then written to ``raw_path``
@@ -286,13 +298,14 @@ def _predict_oriented_to_raw(net, image, raw_path: Path, orientations: int, *, m
         n_tiles += tiles.n_tiles
     rows = max(1, min(grid_h, (64 << 20) // (4 * classes * max(grid_w, 1))))  # rows per write: about 64 MiB of work
     with open(raw_path, "wb") as f:
-        sink = _RowSink(f, grid_w, rows, thr_u8, gate, classes)
+        sink = _RowSink(f, grid_w, rows, thr_u8, gate, classes, trim)
         for y in range(0, grid_h, rows):
             part = total[y:y + rows]
             mean = (((part.astype(np.uint32) + orientations // 2) // orientations).astype(np.uint8) if classes == 1
                     else np.asarray(part))  # the sink labels each pixel by its largest sum: the same class
             sink.put(slice(0, len(part)), slice(0, grid_w), mean)
             sink.flush(len(part))
+        sink.finish()
     del total
     return {"read_s": image.read_s, "read_wait_s": read_wait_s, "write_s": sink.write_s, "model_s": model_s,
             "predict_s": time.perf_counter() - t0, "tile": tile, "n_tiles": n_tiles, "tissue": sink.tissue,
@@ -399,6 +412,15 @@ class _Recorded(ImageWrapper):
         return crop
 
 
+def _glass_of(image: Any) -> Any:
+    """The glass colour of ``image`` as the model reads it (NOTE [Edge trim]): a balance's own, else read
+    from a sample; None when there is no glass."""
+    from .glass import glass_colour
+
+    glass = getattr(image, "glass", None)
+    return glass if glass is not None else glass_colour(image)
+
+
 def _level0_piece(piece: dict[str, Any], step: tuple[float, float]) -> dict[str, Any]:
     """A dropped piece of ``apply_component_filter`` (grid box, pixels) with its box in the slide's
     level-0 pixels, ``[x0, y0, x1, y1]`` (NOTE [Component filter]; for review in a viewer)."""
@@ -483,6 +505,8 @@ def predict_slide(
     component_filter: bool = True,
     seam_correction: bool = True,
     fill_holes: float | None = None,
+    drop_specks: float | None = None,
+    edge_trim: float | None = None,
 ) -> dict:
     """Segment tissue on one slide and write its four outputs into ``out_dir``.
 
@@ -535,6 +559,12 @@ def predict_slide(
         fill_holes: holes of the mask narrower than this many microns are made tissue (NOTE [Hole
             filling] in ``gigaseg.holes``); None: the width the model declares (the built-in model:
             100, the definition of tissue's; a checkpoint of ``gigaseg train``: none), 0: none.
+        drop_specks: pieces of the mask smaller than a square of this many microns are dropped (NOTE
+            [Specks] in ``gigaseg.holes``); None: the size the model declares (the built-in model: 100,
+            the definition's specks under (100 um)^2; a checkpoint of ``gigaseg train``: none), 0: none.
+        edge_trim: pixels of the mask's outline with less than this share of the optical density of the
+            tissue beside them are dropped (NOTE [Edge trim] in ``gigaseg.edges``); None: the ratio the
+            model declares (the built-in model: 0.4; a checkpoint of ``gigaseg train``: none), 0: none.
 
     Returns:
         The summary dict (also written as ``<stem>.json``): ``tissue_area_mm2``,
@@ -544,6 +574,8 @@ def predict_slide(
         one, or ``glass_balance=False``), ``seam_correction`` (the scanner seams found, as level-0
         rows and columns, and the range of the tiles' corrections; None when none was found or
         applied), ``holes_filled`` (the width used, the mask's holes, those filled and their pixels;
+        None when none was asked for), ``specks_dropped`` (the size used, the pieces dropped and their
+        pixels; None when none was asked for), ``edge_trim`` (the ratio used and the pixels trimmed;
         None when none was asked for); for a model of several classes,
         ``classes`` (their names), ``class_pixels_model_res``, ``class_area_mm2``,
         ``class_fraction`` and ``class_pieces`` (per class name) instead of the ``tissue_*`` entries
@@ -563,7 +595,8 @@ def predict_slide(
     from . import __version__
     from ._runinfo import utc_now
     from .checkpoint import component_filter as component_filter_of
-    from .checkpoint import hole_width
+    from .checkpoint import edge_trim as edge_trim_of
+    from .checkpoint import hole_width, speck_size
     from .engine import check_read_workers, default_read_workers, resolve_device
     from .glass import GlassBalanced, balance_for, model_glass_white
     from .slides import SlideArray
@@ -571,6 +604,8 @@ def predict_slide(
     check_number("threshold", threshold)
     check_number("min_area", min_area)
     check_number("fill_holes", fill_holes, none_ok=True)
+    check_number("drop_specks", drop_specks, none_ok=True)
+    check_number("edge_trim", edge_trim, none_ok=True)
     from .engine.orient import check_orientations
 
     orientations = check_orientations(orientations)
@@ -622,18 +657,23 @@ def predict_slide(
         grid_h, grid_w = image.shape[:2]
         filt = component_filter_of(net) if component_filter and class_names is None else None
         hole_um = (hole_width(net) if fill_holes is None else float(fill_holes)) if class_names is None else 0.0
+        speck_um = (speck_size(net) if drop_specks is None else float(drop_specks)) if class_names is None else 0.0
+        trim_ratio = (edge_trim_of(net) if edge_trim is None else float(edge_trim)) if class_names is None else 0.0
         filter_note = None
-        if (filt is not None or hole_um > 0) and not _filter_fits(grid_w * grid_h):  # NOTE [Component filter]
-            steps = (("component filter", filt is not None), ("hole filling", hole_um > 0))
-            skipped = " and ".join(name for name, on in steps if on)
+        if (filt is not None or hole_um > 0 or speck_um > 0) and not _filter_fits(grid_w * grid_h):
+            # NOTE [Component filter]
+            steps = (("component filter", filt is not None), ("speck removal", speck_um > 0),
+                     ("hole filling", hole_um > 0))
+            names = [name for name, on in steps if on]
+            skipped = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
             filter_note = (f"{skipped} skipped: the {grid_w} x {grid_h} grid needs about "
                            f"{FILTER_BYTES_PER_PIXEL * grid_w * grid_h / 2**30:.1f} GiB of memory to label its "
                            "components; the mask is the model's as it is")
             warnings.warn(f"{slide_path}: {filter_note}", stacklevel=2)
-            filt, hole_um = None, 0.0
+            filt, hole_um, speck_um = None, 0.0, 0.0
         # NOTE [Bounded work]
         _check_grid(slide_path, slide, t_mpp, (grid_w, grid_h), out_dir, orientations, n_classes,
-                    recorded=filt is not None)
+                    recorded=filt is not None or trim_ratio > 0)
         # NOTE [Glass balance], NOTE [Seam correction]: once, after the checks; reported below
         t_balance = time.perf_counter()
         image = balance_for(net, image, seams=seam_correction)
@@ -642,15 +682,21 @@ def predict_slide(
         try:
             from ._writers import MaskGrid, RowGate, patch_mask_tiff
             from .components import apply_component_filter
+            from .edges import EdgeTrim
+            from .holes import drop_specks as drop_mask_specks
             from .holes import fill_holes as fill_mask_holes
 
             raw_path = tmp / "probabilities.u8"
             raw_path.touch()
-            seen, record, filtered, holes = image, None, None, None
-            if filt is not None:  # the slide's pixels the model reads, kept for the filter (not read twice)
+            seen, record, read, trim, filtered, specks, holes = image, None, None, None, None, None, None
+            if filt is not None or trim_ratio > 0:  # the slide's pixels the model reads, kept (not read twice)
                 record = np.lib.format.open_memmap(tmp / "image.npy", mode="w+", dtype=np.uint8,
                                                    shape=(grid_h, grid_w, 3))
                 seen = _recorded(image, record, balanced=model_glass_white(net) > 0)
+                # the filter and the trim read what the model read: the recorded pixels, balanced as they were
+                read = seen.over(record) if isinstance(seen, GlassBalanced) else record
+            if trim_ratio > 0:  # NOTE [Edge trim]: as the rows are written, before the TIFF thread reads them
+                trim = EdgeTrim(read, thr_u8, trim_ratio, _glass_of(image))
             step = (t_mpp / slide.mpp[0], t_mpp / slide.mpp[1])
 
             def binary(block):
@@ -675,20 +721,28 @@ def predict_slide(
                     timings = _predict_oriented_to_raw(with_precision(net, precision), seen, raw_path, orientations,
                                                        memory_budget=memory_budget, device=dev, progress=progress,
                                                        thr_u8=thr_u8, gate=gate, read_workers=read_workers,
-                                                       classes=n_classes)
+                                                       classes=n_classes, trim=trim)
                 else:
                     timings = _predict_to_raw(with_precision(net, precision), seen, raw_path,
                                               memory_budget=memory_budget, device=dev, progress=progress,
-                                              thr_u8=thr_u8, gate=gate, read_workers=read_workers, classes=n_classes)
+                                              thr_u8=thr_u8, gate=gate, read_workers=read_workers, classes=n_classes,
+                                              trim=trim)
                 timings["balance_s"] = balance_s
-                if record is not None:  # NOTE [Component filter], while the TIFF thread finishes its levels
+                # NOTE [Specks]: after the filter (from its labels when there is one) and before the holes
+                speck_px = ((speck_um / t_mpp) ** 2, speck_um / t_mpp) if speck_um > 0 else None
+                if filt is not None:  # NOTE [Component filter], while the TIFF thread finishes its levels
                     t1 = time.perf_counter()
-                    # the filter reads what the model read: the recorded pixels, balanced as they were
-                    read = seen.over(record) if isinstance(seen, GlassBalanced) else record
                     filtered = _edit_raw(raw_path, (grid_h, grid_w),
-                                         lambda prob, f=filt: apply_component_filter(read, prob, thr_u8, f))
+                                         lambda prob, f=filt, r=read: apply_component_filter(r, prob, thr_u8, f,
+                                                                                             specks=speck_px))
+                    specks = filtered.pop("specks", None)
                     timings["filter_s"] = time.perf_counter() - t1
-                    del record, read
+                elif speck_px is not None:
+                    t1 = time.perf_counter()
+                    specks = _edit_raw(raw_path, (grid_h, grid_w),
+                                       lambda prob: drop_mask_specks(prob, thr_u8, *speck_px))
+                    timings["specks_s"] = time.perf_counter() - t1
+                del record, read
                 if hole_um > 0:  # NOTE [Hole filling], after the filter: a dropped piece leaves a hole
                     t1 = time.perf_counter()
                     holes = _edit_raw(raw_path, (grid_h, grid_w),
@@ -712,10 +766,12 @@ def predict_slide(
             # pieces the filter dropped and holes filled leave the TIFF written meanwhile behind: its tiles
             # that show them are written again below
             dropped = filtered["dropped_pixels"] if filtered is not None else 0
+            dropped += specks["dropped_pixels"] if specks is not None else 0
             filled = holes["filled_pixels"] if holes is not None else 0
             tissue_px += filled - dropped
             grid = MaskGrid(raw_path, shape=(grid_h, grid_w), l0_size=slide.dimensions, step=step)
-            changed = [*(filtered["boxes"] if filtered is not None else []), *(holes["boxes"] if holes else [])]
+            changed = [*(filtered["boxes"] if filtered is not None else []), *(specks["boxes"] if specks else []),
+                       *(holes["boxes"] if holes else [])]
             if changed:  # NOTE [Patched tiles]: the tiles of the dropped pieces and filled holes, not the whole TIFF
                 t1 = time.perf_counter()
                 patch_mask_tiff(tiff_path, grid, changed, transform=tiff_transform)
@@ -764,6 +820,13 @@ def predict_slide(
                 "holes_filled": (None if holes is None else
                                  {"max_width_um": hole_um, "holes": holes["holes"], "filled": holes["filled"],
                                   "filled_pixels_model_res": holes["filled_pixels"]}),
+                # NOTE [Specks]: the mask's pieces smaller than a square of the size, dropped
+                "specks_dropped": (None if specks is None else
+                                   {"size_um": speck_um, "pieces": specks["pieces"], "dropped": specks["dropped"],
+                                    "dropped_pixels_model_res": specks["dropped_pixels"]}),
+                # NOTE [Edge trim]: pixels of the outline much paler than the tissue beside them, dropped
+                "edge_trim": (None if trim is None else
+                              {"ratio": trim_ratio, "trimmed_pixels_model_res": trim.trimmed}),
             }
             if class_names is not None:  # NOTE [Class outputs]: each class's area instead of the tissue's
                 for key in ("threshold", "probabilities", "tissue_pixels_model_res", "tissue_area_mm2",
@@ -819,7 +882,8 @@ def predict_slides(model: Any, slides: Iterable[str | os.PathLike], out_dir: str
         raise ConfigError(f"predict_slides: {exc}; the options are predict_slide's") from None
     check_number("threshold", kwargs.get("threshold", DEFAULT_THRESHOLD))
     check_number("min_area", kwargs.get("min_area", DEFAULT_MIN_AREA))
-    check_number("fill_holes", kwargs.get("fill_holes"), none_ok=True)
+    for name in ("fill_holes", "drop_specks", "edge_trim"):
+        check_number(name, kwargs.get(name), none_ok=True)
     check_options(**{k: kwargs.get(k) for k in ("mpp", "model_mpp", "simplify", "memory_budget", "read_workers")})
     if "orientations" in kwargs:
         from .engine.orient import check_orientations

@@ -141,6 +141,14 @@ def register(subparsers, formatter_class) -> None:
     p.add_argument("--fill-holes", type=number("fill_holes"), default=None, metavar="UM",
                    help="make the mask's holes narrower than this many microns tissue (default: the model's width; "
                         "the built-in model's is 100, the definition of tissue's; 0: none; docs/predict.md)")
+    p.add_argument("--drop-specks", type=number("drop_specks"), default=None, metavar="UM",
+                   help="drop the mask's pieces smaller than a square of this many microns (default: the model's "
+                        "size; the built-in model's is 100, the definition of tissue's specks; 0: none; "
+                        "docs/predict.md)")
+    p.add_argument("--edge-trim", type=number("edge_trim"), default=None, metavar="RATIO",
+                   help="drop the pixels of the mask's outline with less than this share of the optical density of "
+                        "the tissue beside them (default: the model's ratio; the built-in model's is 0.4; 0: none; "
+                        "docs/predict.md)")
     p.add_argument("--no-seam-correction", dest="seam_correction", action="store_false",
                    help="leave a scanner's tiles or stripes of darker or tinted glass as they are; a model with a "
                         "glass balance (the built-in one) otherwise evens them out (docs/predict.md)")
@@ -277,7 +285,8 @@ def _run_predict(args) -> int:
         progress=not args.no_progress, model_mpp=args.model_mpp, precision=args.precision,
         read_workers=args.read_workers, strict=args.strict, shard=args.shard, glass_balance=args.glass_balance,
         orientations=args.orientations, component_filter=args.component_filter,
-        seam_correction=args.seam_correction, fill_holes=args.fill_holes,
+        seam_correction=args.seam_correction, fill_holes=args.fill_holes, drop_specks=args.drop_specks,
+        edge_trim=args.edge_trim,
     )
     if not reports_here():  # under torchrun rank 0 writes the run's configuration and the report, and its
         return 0            # status is the run's (another rank's status 1 would make torchrun stop rank 0)
