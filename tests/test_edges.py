@@ -32,8 +32,22 @@ def _od(px: np.ndarray) -> float:
     return float(np.mean([max(0.0, -np.log10((float(px[c]) + 1) / (GLASS[c] + 1))) for c in range(3)]))
 
 
+def _simple(m: np.ndarray, y: int, x: int) -> bool:
+    """Whether pixel (y, x) of the padded mask ``m`` is simple: its neighbours in the mask form one
+    8-connected piece and those outside it one 4-connected piece touching it (counted with scipy)."""
+    ring = m[y - 1:y + 2, x - 1:x + 2].copy()
+    ring[1, 1] = False
+    fg = ndi.label(ring, structure=np.ones((3, 3)))[1]
+    bg = ~m[y - 1:y + 2, x - 1:x + 2]
+    bg[1, 1] = False
+    lab, _ = ndi.label(bg)  # 4-connected
+    touching = {int(lab[a, b]) for a, b in ((0, 1), (1, 0), (1, 2), (2, 1)) if lab[a, b]}
+    return fg == 1 and len(touching) == 1
+
+
 def _reference_trim(rgb: np.ndarray, prob: np.ndarray, thr: int, ratio: float) -> np.ndarray:
-    """NOTE [Edge trim] pixel by pixel, as written there."""
+    """NOTE [Edge trim] pixel by pixel, as written there: the ratio test on the mask as it is, then the
+    four passes over the whole grid."""
     h, w = prob.shape
     m = np.pad(prob >= thr, 1)
     out = prob.copy()
@@ -41,13 +55,20 @@ def _reference_trim(rgb: np.ndarray, prob: np.ndarray, thr: int, ratio: float) -
     def inner(y: int, x: int) -> bool:  # grid coordinates; outside the grid is outside the mask
         return 0 <= y < h and 0 <= x < w and bool(m[y:y + 3, x:x + 3].all())
 
+    cand = []
     for y in range(h):
         for x in range(w):
             if not m[y + 1, x + 1] or inner(y, x):
                 continue
             ods = [_od(rgb[yy, xx]) for yy in range(y - 2, y + 3) for xx in range(x - 2, x + 3) if inner(yy, xx)]
             if ods and _od(rgb[y, x]) < ratio * float(np.mean(ods)):
-                out[y, x] = min(out[y, x], thr - 1)
+                cand.append((y, x))
+    cur = m.copy()
+    for py, px in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        now = [(y, x) for y, x in cand if y % 2 == py and x % 2 == px and _simple(cur, y + 1, x + 1)]
+        for y, x in now:
+            cur[y + 1, x + 1] = False
+            out[y, x] = min(out[y, x], thr - 1)
     return out
 
 
@@ -120,6 +141,34 @@ def test_what_the_trim_drops_and_keeps():
     p = np.full((20, 20), 200, np.uint8)
     assert trim_edges(white, p, 128, 0.4, [250, 250, 250]) == 0
     assert trim_edges(img, prob.copy(), 128, 0.0) == 0  # ratio 0: no trim
+
+
+def test_the_trim_never_opens_a_hole_or_cuts_a_piece():
+    """A pale wall two pixels thick between a hole and the glass: both its pixels pass the ratio test,
+    but only one may go, so the hole stays closed (and fills) and the piece stays whole."""
+    img = np.full((44, 44, 3), 250, np.uint8)
+    img[5:36, 5:36] = 120
+    img[18:22, 30:34] = 250  # the hole
+    img[18:22, 34:36] = 232  # its pale wall to the glass
+    prob = np.zeros((44, 44), np.uint8)
+    prob[5:36, 5:36] = 200
+    prob[18:22, 30:34] = 40
+    got = prob.copy()
+    trim_edges(img, got, 128, 0.4, [250, 250, 250])
+    assert (got[18:22, 34:36] < 128).any() and (got[18:22, 35] >= 128).all()
+    lab, n = ndi.label(got < 128)
+    assert n == 2 and lab[20, 31] != lab[0, 0]  # the hole apart from the glass
+    assert ndi.label(got >= 128, structure=np.ones((3, 3)))[1] == 1
+    np.testing.assert_array_equal(got, _reference_trim_gray(img, prob))
+
+
+def _reference_trim_gray(img: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    global GLASS
+    saved, GLASS = GLASS, np.array([250.0, 250.0, 250.0])
+    try:
+        return _reference_trim(img, prob, 128, 0.4)
+    finally:
+        GLASS = saved
 
 
 def test_a_balanced_record_is_read_pixel_by_pixel_as_sliced():

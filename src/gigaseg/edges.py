@@ -57,14 +57,50 @@ def _pixels_at(image: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return np.asarray(image[rows, cols])
 
 
+def _simple_table() -> np.ndarray:
+    """(256,) bool: whether a pixel of the mask is simple (NOTE [Edge trim]) for each configuration of
+    its 8 neighbours, bit k set when neighbour k of ``_RING`` is in the mask."""
+    table = np.zeros(256, bool)
+
+    def components(cells: set, four: bool) -> list[set]:
+        out: list[set] = []
+        left = set(cells)
+        while left:
+            todo, comp = [left.pop()], set()
+            while todo:
+                a = todo.pop()
+                comp.add(a)
+                near = {b for b in left if (abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 if four
+                                            else max(abs(a[0] - b[0]), abs(a[1] - b[1])) == 1)}
+                left -= near
+                todo.extend(near)
+            out.append(comp)
+        return out
+
+    for config in range(256):
+        fg = {_RING[k] for k in range(8) if config >> k & 1}
+        bg = set(_RING) - fg
+        touching = [c for c in components(bg, four=True) if c & {(-1, 0), (0, 1), (1, 0), (0, -1)}]
+        table[config] = len(components(fg, four=False)) == 1 and len(touching) == 1
+    return table
+
+
+#: The 8 neighbours (row, column offsets) in the order of a configuration's bits.
+_RING = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
+_SIMPLE = _simple_table()
+#: Rows after a row that must be pushed before it is decided: HALO for its own test, one more for the
+#: even row below it, whose drops come before its own (NOTE [Edge trim]).
+LAG = HALO + 1
+
+
 class EdgeTrim:
     """NOTE [Edge trim], streamed: ``push`` the rows of a uint8 probability grid in order, write what
-    it returns (the rows before the last ``HALO``, trimmed), then write what ``finish`` returns.
+    it returns (the rows before the last ``LAG``, trimmed), then write what ``finish`` returns.
 
     Args:
         image: the (H, W, 3) uint8 image the model read, indexable by integer arrays
             (``image[rows, cols]``, a numpy array or memmap, or a ``GlassBalanced`` over one); a
-            row's pixels are read when it and the ``HALO`` rows after it have been pushed.
+            row's pixels are read when it and the ``LAG`` rows after it have been pushed.
         thr_u8: the mask's threshold on round(255 p).
         ratio: NOTE [Edge trim]; 0 changes nothing.
         glass: the image's glass colour (R, G, B); None: 250 in each channel.
@@ -76,19 +112,23 @@ class EdgeTrim:
         self.ratio = float(ratio)
         self.lut = _od_luts(glass)
         self.width = int(image.shape[1])
-        self._kept = np.zeros((0, self.width), np.uint8)  # untrimmed rows [_done - HALO, _pushed)
+        self._kept = np.zeros((0, self.width), np.uint8)  # untrimmed rows [_base, _pushed)
+        self._gone = np.zeros((0, self.width), bool)  # of those, the pixels dropped so far
+        self._base = 0
         self._done = 0  # rows returned
+        self._even = 0  # even rows before this one have been decided
         self._pushed = 0
-        self.trimmed = 0  # pixels dropped so far
+        self.trimmed = 0  # pixels dropped in the rows returned
 
     def push(self, rows: np.ndarray) -> np.ndarray:
         """The next rows of the grid, as the model gave them; returns the rows now decided, trimmed."""
         rows = np.asarray(rows, np.uint8)
         if rows.ndim != 2 or rows.shape[1] != self.width:
             raise ValueError(f"rows of width {self.width} expected, got shape {rows.shape}")
-        self._kept = np.concatenate([self._kept, rows]) if len(self._kept) else rows.copy()
+        self._kept = np.concatenate([self._kept, rows])
+        self._gone = np.concatenate([self._gone, np.zeros(rows.shape, bool)])
         self._pushed += len(rows)
-        return self._release(self._pushed - HALO)
+        return self._release(self._pushed - LAG)
 
     def finish(self) -> np.ndarray:
         """The last rows, decided with the outside of the grid below them."""
@@ -98,28 +138,29 @@ class EdgeTrim:
         lo = self._done
         if until <= lo:
             return np.zeros((0, self.width), np.uint8)
-        first = lo - HALO  # the grid row of _kept[0] once lo >= HALO; before that, _kept starts at row 0
-        start = max(first, 0)
-        kept = self._kept
-        mask = kept >= self.thr
-        # rows [lo - HALO, until + HALO) of the mask; outside the grid (above row 0, below the last) not in it
-        top = start - first
-        bottom = max(0, until + HALO - (start + len(kept))) if last else 0
-        window = np.pad(mask[:until + HALO - start], ((top, bottom), (0, 0)))
-        out = kept[lo - start:until - start].copy()
-        ys, xs = self._decide(window, lo, until)
-        if ys.size:
-            out[ys - lo, xs] = np.minimum(out[ys - lo, xs], np.uint8(self.thr - 1))
-            self.trimmed += int(ys.size)
+        if self.ratio > 0 and self.thr > 0:
+            # candidates of rows [lo, end): the odd rows up to until, the even rows up to and with until
+            end = until if last else until + 1
+            self._thin(lo, end, until, self._candidates(lo, end, last))
+        out_rows = slice(lo - self._base, until - self._base)
+        out = self._kept[out_rows].copy()
+        gone = self._gone[out_rows]
+        out[gone] = np.minimum(out[gone], np.uint8(self.thr - 1))
+        self.trimmed += int(gone.sum())
         self._done = until
-        self._kept = kept[max(0, until - HALO - start):]
+        keep = max(0, until - HALO) - self._base
+        self._kept, self._gone, self._base = self._kept[keep:], self._gone[keep:], self._base + keep
         return out
 
-    def _decide(self, window: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """Grid rows and columns of the pixels of rows [lo, hi) to drop; ``window`` is the mask of rows
-        [lo - HALO, hi + HALO), rows outside the grid all False."""
-        if self.ratio <= 0 or self.thr <= 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    def _candidates(self, lo: int, hi: int, last: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Grid rows and columns of the outline pixels of rows [lo, hi) that the ratio test drops, on the
+        mask as the model made it."""
+        mask = self._kept >= self.thr
+        # rows [lo - HALO, hi + HALO) of the mask; outside the grid (above row 0, below the last) not in it
+        a, b = lo - HALO, hi + HALO
+        top = max(0, self._base - a)
+        bottom = max(0, b - self._pushed) if last else 0
+        window = np.pad(mask[max(a, self._base) - self._base:b - self._base], ((top, bottom), (0, 0)))
         m = np.pad(window, ((0, 0), (HALO, HALO)))  # columns outside the grid: not in the mask
         inner = np.zeros_like(m)
         c = m[1:-1, 1:-1].copy()
@@ -128,7 +169,7 @@ class EdgeTrim:
                 c &= m[dy:dy + m.shape[0] - 2, dx:dx + m.shape[1] - 2]
         inner[1:-1, 1:-1] = c
         core = (slice(HALO, m.shape[0] - HALO), slice(HALO, m.shape[1] - HALO))
-        by, bx = np.nonzero(m[core] & ~inner[core])  # boundary pixels of rows [lo, hi), window's own coordinates
+        by, bx = np.nonzero(m[core] & ~inner[core])  # outline pixels of rows [lo, hi), window's own coordinates
         if by.size == 0:
             return by, bx
         by, bx = by + HALO, bx + HALO
@@ -141,13 +182,36 @@ class EdgeTrim:
                 ry.append(by[sel] + dy)
                 rx.append(bx[sel] + dx)
         i = np.concatenate(idx)
-        top = lo - HALO  # the window's first row, on the grid
-        ref_od = self._od(np.concatenate(ry) + top, np.concatenate(rx) - HALO)
+        ref_od = self._od(np.concatenate(ry) + a, np.concatenate(rx) - HALO)
         den = np.bincount(i, minlength=by.size)
         num = np.bincount(i, weights=ref_od, minlength=by.size)
-        own = self._od(by + top, bx - HALO)
+        own = self._od(by + a, bx - HALO)
         drop = (den > 0) & (own * den < self.ratio * num)
-        return by[drop] + top, bx[drop] - HALO
+        return by[drop] + a, bx[drop] - HALO
+
+    def _thin(self, lo: int, hi: int, until: int, cand: tuple[np.ndarray, np.ndarray]) -> None:
+        """Drop the candidates that are simple, even rows then odd rows, each by even then odd columns
+        (NOTE [Edge trim]): the even rows of [max(lo, even rows done), hi), the odd rows of [lo, until)."""
+        ys, xs = cand
+        keep = np.where(ys % 2 == 0, ys >= max(lo, self._even), ys < until)
+        ys, xs = ys[keep], xs[keep]
+        if ys.size:
+            # the current mask of rows [lo - 1, hi + 1), columns padded by one (outside the grid: not in it)
+            a = lo - 1
+            cur = np.zeros((hi + 1 - a, self.width + 2), bool)
+            r0, r1 = max(a, self._base), min(hi + 1, self._pushed)
+            cur[r0 - a:r1 - a, 1:-1] = (self._kept[r0 - self._base:r1 - self._base] >= self.thr) & \
+                ~self._gone[r0 - self._base:r1 - self._base]
+            for py, px in ((0, 0), (0, 1), (1, 0), (1, 1)):  # no two pixels of one pass are neighbours
+                sel = (ys % 2 == py) & (xs % 2 == px)
+                y, x = ys[sel] - a, xs[sel] + 1
+                config = np.zeros(y.size, np.int64)
+                for k, (dy, dx) in enumerate(_RING):
+                    config |= cur[y + dy, x + dx].astype(np.int64) << k
+                simple = _SIMPLE[config]
+                cur[y[simple], x[simple]] = False
+                self._gone[ys[sel][simple] - self._base, xs[sel][simple]] = True
+        self._even = max(self._even, hi)
 
     def _od(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         if rows.size == 0:
