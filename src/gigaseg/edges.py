@@ -5,7 +5,7 @@ pixel. On tissue stained to its very edge it calls part of the band just outside
 third covered or less, which the definition of tissue (``../shared/data/real/SOURCES.md``) leaves
 out. ``EdgeTrim`` looks again at each pixel of the mask's outline, row band by row band as the
 model's rows come, and drops those much paler than the tissue beside them; ``trim_edges`` does the
-same on a whole grid.
+same on a whole grid, and neither opens a hole, cuts a piece or removes one.
 """
 
 from __future__ import annotations
@@ -23,23 +23,30 @@ _BOX = 2  # the reference box's half width: 5 x 5 pixels
 
 
 # NOTE [Edge trim]
-# Decided on the mask M = {round(255 p) >= thr} as the model made it. A boundary pixel is a pixel of
+# Decided on the mask M = {round(255 p) >= thr} as the model made it. An outline pixel is a pixel of
 # M with a pixel outside M among its 8 neighbours (outside the grid counts as outside M); an inner
 # pixel is a pixel of M whose 8 neighbours are all in M. Each pixel's optical density is
 # OD = mean over R, G, B of max(0, -log10((v + 1) / (g + 1))), v the pixel as the model read it
-# (glass-balanced for a model that balances its glass) and g the glass colour of that image. A
-# boundary pixel is dropped (its p capped at thr - 1, so the mask, the probabilities, the GeoJSON and
-# the overlay agree) when its OD is under `ratio` times the mean OD of the inner pixels within 2
-# pixels of it (its 5 x 5 box); one with no inner pixel there (a strand 1-2 pixels wide) is kept.
-# One pass: a dropped pixel does not make its neighbours boundary pixels, so the outline moves by at
-# most one pixel. A pixel a third covered by tissue has about a third of the OD of the tissue beside
-# it, one of a fading rim (the synthetic slides' pale edges, 0.12-0.4 of the stain over several
-# pixels) most of its neighbour's. The built-in model declares ratio 0.4 (`edge_trim` in its weights
-# file's header; the held-out synthetic slides score alike from 0.3 to 0.4). Streamed (`EdgeTrim`)
-# before the component filter, as the model's rows are written, so the mask TIFF written meanwhile
-# shows it: a row is decided once the HALO rows below it are there. The component filter then sees
-# the trimmed mask (results/tissue-model/README.md, "Stage 21": the same pieces are dropped either
-# way on both real slides). Cost: a gather of OD around the outline only.
+# (glass-balanced for a model that balances its glass) and g the glass colour of that image. An
+# outline pixel is a candidate when its OD is under `ratio` times the mean OD of the inner pixels
+# within 2 pixels of it (its 5 x 5 box); one with no inner pixel there (a strand 1-2 pixels wide) is
+# not. A pixel a third covered by tissue has about a third of the OD of the tissue beside it, one of
+# a fading rim (the synthetic slides' pale edges, 0.12-0.4 of the stain over several pixels) most of
+# its neighbour's. Candidates are then dropped (p capped at thr - 1, so the mask, the probabilities,
+# the GeoJSON and the overlay agree) only where that keeps the mask's topology: a candidate goes when
+# it is simple in the mask as it is by then (its neighbours in the mask form one 8-connected piece,
+# and those outside it one 4-connected piece that touches it; `_SIMPLE`), in four passes over the
+# grid: even rows and even columns, even rows and odd columns, odd rows and even columns, odd rows and
+# odd columns. No two pixels of a pass are neighbours, so a pass can drop all of its simple pixels at
+# once. So the trim never opens a hole to the glass (a pale neck two pixels wide loses one pixel at
+# most), never cuts a piece in two and never removes one, and the outline moves by one pixel at most.
+# The built-in model declares ratio 0.4 (`edge_trim` in its weights file's header; the held-out
+# synthetic slides score alike from 0.3 to 0.5 and best at 0.4). Streamed (`EdgeTrim`) before the
+# component filter, as the model's rows are written, so the mask TIFF written meanwhile shows it: a
+# row is decided once the LAG rows below it are there, the even row below an odd row first, so any
+# cut of the grid into bands gives the whole grid's result. The component filter then sees the
+# trimmed mask (results/tissue-model/README.md, "Stage 21"). Cost: a gather of OD around the
+# outline only.
 
 
 def _od_luts(glass: Any) -> np.ndarray:
