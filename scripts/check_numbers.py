@@ -64,8 +64,7 @@ def _fresh_range() -> tuple:
 def _stage20_row(run: str | None) -> tuple:
     """A row of stage 20's table: edge bands, two fresh draws (all, fat-rich), the two real slides."""
     edges = _load(f"{STAGE20}/edges-{run or 'shipped'}.json")["rows"]
-    fresh = [_load(f"{STAGE20}/fresh/{run}-{f}.json" if run else (FRESH95, FRESH96)[i])
-             for i, f in enumerate((95000, 96000))]
+    fresh = [_load(f"{STAGE20}/fresh/{run}-{f}.json" if run else FRESH_S20[f]) for f in (95000, 96000)]
     return (edges["sharp, x1"]["false_outside"], edges["as drawn, x1"]["missed_inside"],
             *(d["synthetic"]["groups"][g]["dice"] for d in fresh for g in ("all", "fat-rich")),
             *(fresh[0]["slides"][i]["model"]["dice"] for i in (0, 2)))
@@ -458,7 +457,12 @@ FRESH8 = "results/tissue-model/fresh-93000-orientations/results.json"  # the sam
 FRESH94 = "results/tissue-model/fresh-94000/results.json"  # a second fresh draw, --synthetic-seed 94000
 FRESH95 = "results/tissue-model/fresh-95000/results.json"  # a third, --synthetic-seed 95000 (stage 20's baseline)
 FRESH96 = "results/tissue-model/fresh-96000/results.json"  # a fourth, --synthetic-seed 96000
-FRESH_ALL = (FRESH, FRESH94, FRESH95, FRESH96)
+FRESH97 = "results/tissue-model/fresh-97000/results.json"  # a fifth, --synthetic-seed 97000 (stage 21)
+FRESH_ALL = (FRESH, FRESH94, FRESH95, FRESH96, FRESH97)
+STAGE21 = "results/tissue-model/stage-21"
+# real-slides/ and the fresh draws before stage 21 (no edge trim, no speck removal), as stages 19-20 quote them
+BUILTIN_REAL_S20 = f"{STAGE21}/before/real-slides.json"
+FRESH_S20 = {seed: f"{STAGE21}/before/fresh-{seed}.json" for seed in (93000, 94000, 95000, 96000, 97000)}
 STAGE20 = "results/tissue-model/stage-20"  # edge_bands.py and real_slides_eval.py of stage 20's runs
 STAGE19_BEFORE = "results/tissue-model/stage-19/before.json"  # real_slides_eval.py --synthetic 48 on 4e987ec's library
 SEAM_SPEED = "benchmarks/builtin/seam-correction.json"  # builtin_predict.py with and without it, alternating
@@ -469,6 +473,7 @@ ERRORS17 = "results/tissue-model/errors/stage-17.json"  # the same after the sea
 UNBALANCED = "results/tissue-model/glass-balance/stage4-unbalanced.json"  # the same weights without the glass balance
 SCANNER_SHIFTS = ("exposure -10%", "cool white balance", "warm white balance", "gamma 1.25")  # real_slides_eval.SHIFTS
 BUILTIN_SPEED = "benchmarks/builtin/builtin_predict.json"  # benchmarks/builtin_predict.py --slides 4
+TRIM_SPEED = "benchmarks/builtin/edge-trim-specks.json"  # builtin_predict.py with and without the trim and specks
 STAGE8 = "results/tissue-model/stage-8"  # trained on glass-balanced slides: real_slides_eval.py, checkpoint_spread.py
 STAGE7 = "results/tissue-model/stage-7"  # strands and smears: real_slides_eval.py --synthetic 48, and snapshots
 ON_DISK = "results/tissue-model/weights-on-disk"  # stage 4 at 16, 8 and 6 bits: real_slides_eval.py --synthetic 48
@@ -618,6 +623,23 @@ def _speed_span(source: str, label: str) -> str:
     return f"{v[0]:.2f}-{v[-1]:.2f}"
 
 
+def _stage21_fresh_row(before: Any, after: Any) -> tuple:
+    """A row of stage 21's fresh table: all and fat-rich before and after, groups and slides higher / lower."""
+    groups = [g for g in after["groups"] if g != "all"]
+    a, b = before["groups"], after["groups"]
+    pairs = list(zip(before["slides"], after["slides"]))
+    return (a["all"]["dice"], b["all"]["dice"], a["fat-rich"]["dice"], b["fat-rich"]["dice"],
+            sum(b[g]["dice"] > a[g]["dice"] for g in groups), sum(b[g]["dice"] < a[g]["dice"] for g in groups),
+            sum(y["dice"] > x["dice"] for x, y in pairs), sum(y["dice"] < x["dice"] for x, y in pairs))
+
+
+def _span_gap(d: Any) -> tuple[float, float]:
+    """The least and most seconds per slide that alternating runs (with, then without) differ by, pair by pair."""
+    runs = d["runs"]
+    gaps = [a["seconds_per_slide_in_batch"] - b["seconds_per_slide_in_batch"] for a, b in zip(runs[::2], runs[1::2])]
+    return min(gaps), max(gaps)
+
+
 def _coarse_claim(d: Any) -> tuple:
     """real_slides_eval.py --synthetic-downsamples 2,4,8: the largest fall of a group down to 4x (rounded up to
     0.005), the all-group Dice as trained and at 4x, and the fall, Dice and fat-rich Dice at 8x."""
@@ -666,7 +688,9 @@ CLAIMS: list[Claim] = [
           HOLE_SPEED, lambda d: (_speed_span(HOLE_SPEED, "with hole"), _speed_span(HOLE_SPEED, "without"))),
     Claim("README.md", "and the holes narrower than\n{:.0f} um are filled", BUILTIN_SPEED,
           at("holes_filled.max_width_um")),
-    Claim("docs/model-card.md", "this session's runs of the same command gave {} s per slide", HOLE_SPEED,
+    Claim("README.md", "specks under ({:.0f} um)^2 away\nfrom tissue are dropped", BUILTIN_SPEED,
+          at("specks_dropped.size_um")),
+    Claim("docs/model-card.md", "stage 18's runs of the same command gave {} s per slide", HOLE_SPEED,
           lambda d: _speed_span(HOLE_SPEED, "with hole")),
     Claim("docs/model-card.md", "The seam search adds\n{:.2f} s per slide (`balance_s`; alternating runs with and "
           "without it gave {} and {} s per\nslide", SEAM_SPEED, lambda d: (
@@ -689,7 +713,7 @@ CLAIMS: list[Claim] = [
                      - _load(STAGE17_REAL)["synthetic"]["groups"]["all"]["dice"])),
 
     # stage 19: glass of any white balance (real_slides_eval.py --synthetic 48 before and after)
-    *(Claim("results/tissue-model/README.md", f"| {name} | {{:.3f}} | {{:.3f}} |", BUILTIN_REAL,
+    *(Claim("results/tissue-model/README.md", f"| {name} | {{:.3f}} | {{:.3f}} |", BUILTIN_REAL_S20,
             lambda d, k=key: tuple(
                 (doc["synthetic"]["groups"] if k is None else doc["synthetic_shifts"][k])["all"]["dice"]
                 for doc in (_load(STAGE19_BEFORE), d)))
@@ -703,31 +727,31 @@ CLAIMS: list[Claim] = [
     Claim("docs/model-card.md", "Before stage 19 a warm white balance took them to {:.3f}", STAGE19_BEFORE,
           lambda d: d["synthetic_shifts"]["warm white balance"]["all"]["dice"]),
 
-    Claim("README.md", "on four draws of {} synthetic slides that\nnothing was chosen on it scores {:.3f}, {:.3f}, "
-          "{:.3f} and {:.3f} (fat-rich {:.3f}, {:.3f}, {:.3f} and {:.3f}", FRESH,
+    Claim("README.md", "on five draws of {} synthetic slides that\nnothing was chosen on it scores {:.3f}, {:.3f}, "
+          "{:.3f}, {:.3f} and {:.3f} (fat-rich {:.3f}, {:.3f}, {:.3f}, {:.3f} and {:.3f}", FRESH,
           lambda d: (d["synthetic"]["groups"]["all"]["n"],
                      *(_load(f)["synthetic"]["groups"][g]["dice"] for g in ("all", "fat-rich") for f in FRESH_ALL))),
     *(Claim("docs/model-card.md", "| fresh slides (seeds {}-{}) | {} |", f,
             lambda d: (*d["synthetic"]["seeds"], " | ".join(f"{d['synthetic']['groups'][g]['dice']:.3f}"
                                                             for g in TISSUE_GROUPS)))
-      for f in (FRESH94, FRESH95, FRESH96)),
-    Claim("docs/model-card.md", "The four draws range over {:.3f} ({:.3f}-{:.3f}; {:.3f} over all {} slides)", FRESH,
+      for f in (FRESH94, FRESH95, FRESH96, FRESH97)),
+    Claim("docs/model-card.md", "The five draws range over {:.3f} ({:.3f}-{:.3f}; {:.3f} over all {} slides)", FRESH,
           lambda d: _fresh_range()),
     *(Claim("results/tissue-model/README.md", f"| {name} | " + " | ".join(["{:.3f}"] * 8) + " |", FRESH95,
             lambda d, r=run: _stage20_row(r))
       for name, run in (("shipped", None), ("sharp edges, seed 51", "seed51"), ("sharp edges, seed 52", "seed52"),
                         ("control: the same fine-tune on the slides as drawn, seed 51", "control-seed51"),
                         ("every training slide stained to the edge, seed 51", "all-sharp-seed51"))),
-    Claim("docs/model-card.md", "share of fat-rich slides ({}, {}, {}\nand {} of 48)", FRESH,
+    Claim("docs/model-card.md", "share of fat-rich slides ({}, {}, {}, {}\nand {} of 48)", FRESH,
           lambda d: tuple(_load(f)["synthetic"]["groups"]["fat-rich"]["n"] for f in FRESH_ALL)),
-    Claim("results/tissue-model/README.md", "[fresh-94000/](fresh-94000/README.md)) scores {:.3f}", FRESH94,
+    Claim("results/tissue-model/README.md", "[fresh-94000/](fresh-94000/README.md)) scores {:.3f}", FRESH_S20[94000],
           lambda d: d["synthetic"]["groups"]["all"]["dice"]),
     Claim("results/tissue-model/README.md", "Those fresh slides score {:.3f} where the study's held-out\nslides score "
-          "{:.3f}", FRESH, lambda d: (d["synthetic"]["groups"]["all"]["dice"],
-                                       _load(BUILTIN_REAL)["synthetic"]["groups"]["all"]["dice"])),
+          "{:.3f}", FRESH_S20[93000], lambda d: (d["synthetic"]["groups"]["all"]["dice"],
+                                                  _load(BUILTIN_REAL_S20)["synthetic"]["groups"]["all"]["dice"])),
     Claim("results/tissue-model/README.md", "By\ngroup: H&E {:.3f}, IHC {:.3f}, special {:.3f}, fat-rich {:.3f}, faint "
-          "{:.3f}", FRESH, lambda d: tuple(d["synthetic"]["groups"][g]["dice"]
-                                           for g in ("H&E", "IHC", "special", "fat-rich", "faint"))),
+          "{:.3f}", FRESH_S20[93000], lambda d: tuple(d["synthetic"]["groups"][g]["dice"]
+                                                      for g in ("H&E", "IHC", "special", "fat-rich", "faint"))),
 
     Claim("docs/model-card.md", "| fresh slides (seeds {}-{}) | {} |", FRESH,
           lambda d: (*d["synthetic"]["seeds"], " | ".join(f"{d['synthetic']['groups'][g]['dice']:.3f}"
@@ -739,7 +763,7 @@ CLAIMS: list[Claim] = [
     Claim("docs/predict.md", "the mean of eight raises the Dice from {:.3f} to {:.3f} (IHC {:.3f}\nto {:.3f}, "
           "fat-rich {:.3f} to {:.3f}", FRESH8,
           lambda d: tuple(doc["synthetic"]["groups"][g]["dice"] for g in ("all", "IHC", "fat-rich")
-                          for doc in (_load(FRESH), d))),
+                          for doc in (_load(FRESH_S20[93000]), d))),
 
     Claim("results/tissue-model/README.md", "adipose cells called glass {:.0%} of them ({:.0%} of all errors; half of "
           "them more than 32 pixels", ERRORS_FRESH, lambda d: _err(d, "adipose cell (tissue)")),
@@ -1034,9 +1058,36 @@ CLAIMS: list[Claim] = [
                                           for m in ("with the component filter (the default)",
                                                     "--no-component-filter") for f in (min, max)))
       for doc in ("docs/model-card.md", "results/tissue-model/README.md")),
-    Claim("docs/model-card.md", "the component filter {:.2f} s (none of the slide's {} pieces\ndropped)", BUILTIN_SPEED,
+    Claim("docs/model-card.md", "the component filter {:.2f} s (none of the slide's {} pieces\ndropped; the speck "
+          "removal, from the filter's labels, takes {} of them)", BUILTIN_SPEED,
           lambda d: (statistics.median(t["filter_s"] for t in d["timings_per_slide"]),
-                     d["component_filter"]["components"]) if d["component_filter"]["dropped"] == 0 else "some dropped"),
+                     d["component_filter"]["components"], d["specks_dropped"]["dropped"])
+          if d["component_filter"]["dropped"] == 0 else "some dropped"),
+    # stage 21: the edge trim and the speck removal (results/tissue-model/README.md)
+    *(Claim("results/tissue-model/README.md", f"| {seed}-{seed + 47} | " + " | ".join(["{:.4f}"] * 4)
+            + " | {} / {} | {} / {} |", f"results/tissue-model/fresh-{seed}/results.json",
+            lambda d, seed=seed: _stage21_fresh_row(_load(FRESH_S20[seed])["synthetic"], d["synthetic"]))
+      for seed in (93000, 94000, 95000, 96000, 97000)),
+    *(Claim("results/tissue-model/README.md", f"| {edge}: {when} | " + " | ".join(["{:.3f}"] * 5) + " |", source,
+            lambda d, key=key: (d["rows"][f"{key}, x1"]["false_outside"], d["rows"][f"{key}, x1"]["missed_inside"],
+                                d["rows"][f"{key}, x2"]["false_outside"], d["rows"][f"{key}, x2"]["missed_inside"],
+                                d["rows"][f"{key}, x1"]["dice"]))
+      for edge, key in (("faded, as drawn", "as drawn"), ("stained to the edge", "sharp"))
+      for when, source in (("before", f"{STAGE20}/edges-shipped.json"), ("trimmed", f"{STAGE21}/edges-trimmed.json"))),
+    *(Claim("results/tissue-model/README.md", f"| {label} | " + " | ".join(["{:.4f}"] * 4) + " |",
+            f"{STAGE21}/ratio-sweep.json", lambda d, r=ratio: next(
+                (row["held_out"]["all"], row["real"]["cmu"], row["real"]["dicom"], row["real"]["kidney"])
+                for row in d["rows"] if row["edge_trim"] == r and row["drop_specks_um"] == 100))
+      for label, ratio in (("none", 0), ("0.2", 0.2), ("0.3", 0.3), ("0.4", 0.4), ("0.5", 0.5), ("0.6", 0.6))),
+    Claim("results/tissue-model/README.md", "{} s per slide with both, {} s without, so {:.2f}-{:.2f} s more",
+          TRIM_SPEED, lambda d: (_speed_span(TRIM_SPEED, "with the"), _speed_span(TRIM_SPEED, "without"),
+                                 *_span_gap(d))),
+    Claim("results/tissue-model/README.md", "| kidney-48-5.tif | {:.3f} | **{:.3f}** (saturation {:.3f}) |",
+          BUILTIN_REAL, lambda d: (_load(BUILTIN_REAL_S20)["slides"][2]["model"]["dice"],
+                                   d["slides"][2]["model"]["dice"], d["slides"][2]["saturation"]["dice"])),
+    Claim("docs/model-card.md", "The edge trim and the speck removal add {:.2f}-{:.2f} s per slide: alternating\nruns "
+          "gave {} s per slide with them and {} s without", TRIM_SPEED, lambda d: (
+              *_span_gap(d), _speed_span(TRIM_SPEED, "with the"), _speed_span(TRIM_SPEED, "without"))),
     # test-time orientations: real_slides_eval.py --orientation-study --synthetic 48, builtin_predict.py --orientations
     *(Claim("results/tissue-model/README.md", f"| {name} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} | {{:.3f}} | "
             "{:.3f} | {:.3f} |", ORIENT, _orient_row(name.split(".")[0]))

@@ -5,7 +5,8 @@
 Draws synthetic slides (profile "all", 1024 x 1024 at the model's resolution) twice: as drawn,
 each fragment fading to a pale rim (0.12-0.4 of its stain), and with its tissue stained to the
 outline (``gigaseg.synth.with_sharp_edges``, pale_min 1). The mask is the same for both. Each is
-predicted as ``gigaseg predict`` reads it (glass balance and seam correction), at the model's
+predicted as ``gigaseg predict`` reads it (glass balance and seam correction, then the model's edge
+trim, NOTE [Edge trim]; ``--edge-trim 0`` leaves the network's edge as it is), at the model's
 resolution and area-averaged by 2 then enlarged back (as a slide at twice the model's um/px is
 read; scored on that coarse grid, each coarse pixel taking the model's pixel under its centre as
 the mask TIFF does, against the mask's pixels at least half covered). Reports, per variant and
@@ -45,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--slides", type=int, default=12, help="synthetic slides")
     ap.add_argument("--first", type=int, default=95000, metavar="SEED", help="their first seed")
     ap.add_argument("--size", type=int, default=1024, help="their side in pixels")
+    ap.add_argument("--edge-trim", type=float, default=None, metavar="RATIO",
+                    help="the edge trim's ratio (default: the model's, 0.4 for the built-in one; 0: none)")
     ap.add_argument("--out", default=None, help="write the counts and shares as JSON here")
     args = ap.parse_args(argv)
     if args.size % 2:
@@ -54,12 +57,15 @@ def main(argv=None) -> int:
     from tm_siblings import sibling
 
     import gigaseg
+    from gigaseg.checkpoint import edge_trim
+    from gigaseg.edges import trim_edges
     from gigaseg.engine import tiled_predict
-    from gigaseg.glass import balance_for
+    from gigaseg.glass import balance_for, glass_colour
     from gigaseg.synth import make_layout, render_labels, with_sharp_edges
 
     torch.set_num_threads(1)
     net, mpp = gigaseg.load_model(args.model)
+    ratio = edge_trim(net) if args.edge_trim is None else args.edge_trim
     n, half = args.size, args.size // 2
     totals: dict[str, np.ndarray] = {}
     for seed in range(args.first, args.first + args.slides):
@@ -69,7 +75,13 @@ def main(argv=None) -> int:
             truth = mask == 1
             for f in (1, 2):
                 x = sibling("make_data").degrade(rgb, f) if f > 1 else rgb
-                pred = tiled_predict(net, balance_for(net, x)) >= 0.5
+                seen = balance_for(net, x)
+                p = np.rint(tiled_predict(net, seen) * 255).astype(np.uint8)
+                if ratio > 0:  # as predict_slide trims the rows it writes
+                    image = np.asarray(seen[:, :])
+                    glass = getattr(seen, "glass", None)
+                    trim_edges(image, p, 128, ratio, glass if glass is not None else glass_colour(image))
+                pred = p >= 128
                 if f == 2:
                     pred = pred[1::2, 1::2]  # the model's pixel under each coarse pixel's centre
                     t = truth.reshape(half, 2, half, 2).mean((1, 3)) >= 0.5
@@ -87,7 +99,8 @@ def main(argv=None) -> int:
     for key, r in rows.items():
         print(f"| {key} | {r['false_outside']:.3f} | {r['missed_inside']:.3f} | {r['dice']:.3f} |")
     if args.out:
-        Path(args.out).write_text(json.dumps({"model": args.model or "builtin", "slides": args.slides,
+        Path(args.out).write_text(json.dumps({"model": args.model or "builtin", "edge_trim": ratio,
+                                              "slides": args.slides,
                                               "first_seed": args.first, "size": args.size, "mpp": mpp,
                                               "band_px": BAND, "rows": rows}, indent=1) + "\n")
     return 0
