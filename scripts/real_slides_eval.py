@@ -132,10 +132,11 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
         seen = balance_for(net, drawn, seams=seam_correction)  # as predict_slide reads it
         p = np.rint(tiled_predict(net, seen, orientations=orientations) * 255).astype(np.uint8)
         ratio = edge_trim(net) if trim is None else trim
+        trimmed = None
         if ratio > 0:  # NOTE [Edge trim], before the filter as predict_slide does
             glass = getattr(seen, "glass", None)
-            trim_edges(seen[:, :] if seen is not drawn else drawn, p, 128, ratio,
-                       glass if glass is not None else glass_colour(drawn))
+            trimmed = trim_edges(seen[:, :] if seen is not drawn else drawn, p, 128, ratio,
+                                 glass if glass is not None else glass_colour(drawn))
         if filt is not None:
             apply_component_filter(seen, p, 128, filt)
         speck_um = speck_size(net) if drop_specks is None else drop_specks
@@ -143,7 +144,7 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
             remove_specks(p, 128, (speck_um / mpp) ** 2, speck_um / mpp)
         width = hole_width(net) if fill_holes is None else fill_holes
         if width > 0:
-            fill(p, 128, width / mpp)
+            fill(p, 128, width / mpp, trimmed)
         slides.append({"seed": seed, "categories": cats, "dice": dice(p >= 128, m == 1),
                        "tissue_od": tissue_od(rgb, m == 1)})  # the faint quarter by the slide as drawn
         print(json.dumps(slides[-1] | ({"shift": shift} if shift else {})), file=sys.stderr)

@@ -95,9 +95,10 @@ def test_the_trim_is_the_note(seed, ratio):
     rgb, prob = _scene(seed)
     expected = _reference_trim(rgb, prob, 128, ratio)
     got = prob.copy()
-    n = trim_edges(rgb, got, 128, ratio, GLASS)
+    where = trim_edges(rgb, got, 128, ratio, GLASS)
     np.testing.assert_array_equal(got, expected)
-    assert n == int(((prob >= 128) & (got < 128)).sum()) > 0
+    np.testing.assert_array_equal(where, np.flatnonzero((prob >= 128) & (got < 128)))
+    assert where.size > 0
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -139,8 +140,8 @@ def test_what_the_trim_drops_and_keeps():
     assert (got[35, 5:55] >= 128).all()
     white = np.full((20, 20, 3), 250, np.uint8)  # a mask on glass-white pixels (fat cells): nothing to compare
     p = np.full((20, 20), 200, np.uint8)
-    assert trim_edges(white, p, 128, 0.4, [250, 250, 250]) == 0
-    assert trim_edges(img, prob.copy(), 128, 0.0) == 0  # ratio 0: no trim
+    assert trim_edges(white, p, 128, 0.4, [250, 250, 250]).size == 0
+    assert trim_edges(img, prob.copy(), 128, 0.0).size == 0  # ratio 0: no trim
 
 
 def test_the_trim_never_opens_a_hole_or_cuts_a_piece():
@@ -169,6 +170,27 @@ def _reference_trim_gray(img: np.ndarray, prob: np.ndarray) -> np.ndarray:
         return _reference_trim(img, prob, 128, 0.4)
     finally:
         GLASS = saved
+
+
+def test_a_hole_is_measured_and_filled_as_the_model_made_it():
+    """A hole just under the width whose pale rim the trim drops: the hole filling counts the trimmed
+    pixels as tissue, so the hole is still under the width, and fills it with its rim."""
+    from gigaseg.holes import fill_holes
+
+    img = np.full((40, 40, 3), 120, np.uint8)
+    img[14:25, 14:25] = 250  # the hole, 11 pixels across ...
+    img[13, 13:26] = img[25, 13:26] = 235  # ... in a pale rim
+    img[13:26, 13] = img[13:26, 25] = 235
+    prob = np.full((40, 40), 200, np.uint8)
+    prob[14:25, 14:25] = 30
+    got = prob.copy()
+    where = trim_edges(img, got, 128, 0.4, [250, 250, 250])
+    assert where.size > 0 and (got[13, 14:25] < 128).any()  # the rim trimmed: the hole now 13 across
+    plain = got.copy()
+    assert fill_holes(plain, 128, 12)["filled"] == 0
+    r = fill_holes(got, 128, 12, where)
+    assert r["filled"] == 1 and r["restored"] == where.size
+    assert r["filled_pixels"] == 121 + where.size and (got >= 128).all()
 
 
 def test_a_balanced_record_is_read_pixel_by_pixel_as_sliced():
@@ -264,7 +286,7 @@ def test_predict_trims_and_drops_specks_in_every_output_and_says_so(tmp_path):
     rgb = tifffile.imread(path)
     expected = raw.copy()
     n = trim_edges(np.asarray(gigaseg.glass.balance_for(net, rgb)[:, :]), expected, 128, 0.4,
-                   gigaseg.glass.balance_for(net, rgb).glass)
+                   gigaseg.glass.balance_for(net, rgb).glass).size
     assert n > 0
     for probabilities in (False, True):
         s = gigaseg.predict_slide((net, mpp), path, tmp_path / f"on-{probabilities}", mpp=4.0, progress=False,

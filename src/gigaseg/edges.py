@@ -126,6 +126,7 @@ class EdgeTrim:
         self._even = 0  # even rows before this one have been decided
         self._pushed = 0
         self.trimmed = 0  # pixels dropped in the rows returned
+        self._where: list[np.ndarray] = []  # their flat indices on the grid, row by row
 
     def push(self, rows: np.ndarray) -> np.ndarray:
         """The next rows of the grid, as the model gave them; returns the rows now decided, trimmed."""
@@ -141,6 +142,11 @@ class EdgeTrim:
         """The last rows, decided with the outside of the grid below them."""
         return self._release(self._pushed, last=True)
 
+    def dropped(self) -> np.ndarray:
+        """The flat indices (row * width + column, ascending, int64) of the pixels dropped in the rows
+        returned so far: the hole filling counts them as tissue (NOTE [Hole filling])."""
+        return np.concatenate(self._where) if self._where else np.zeros(0, np.int64)
+
     def _release(self, until: int, last: bool = False) -> np.ndarray:
         lo = self._done
         if until <= lo:
@@ -154,6 +160,8 @@ class EdgeTrim:
         gone = self._gone[out_rows]
         out[gone] = np.minimum(out[gone], np.uint8(self.thr - 1))
         self.trimmed += int(gone.sum())
+        if gone.any():
+            self._where.append(np.flatnonzero(gone) + lo * self.width)
         self._done = until
         keep = max(0, until - HALO) - self._base
         self._kept, self._gone, self._base = self._kept[keep:], self._gone[keep:], self._base + keep
@@ -228,10 +236,11 @@ class EdgeTrim:
         return (lut[0][px[:, 0]].astype(np.float64) + lut[1][px[:, 1]] + lut[2][px[:, 2]]) / 3.0
 
 
-def trim_edges(image: Any, prob: Any, thr_u8: int, ratio: float, glass: Any = None, *, band: int = 512) -> int:
+def trim_edges(image: Any, prob: Any, thr_u8: int, ratio: float, glass: Any = None, *,
+               band: int = 512) -> np.ndarray:
     """NOTE [Edge trim] on a whole (H, W) uint8 probability grid ``prob`` (an array or a writable
     memmap), in place, read and written ``band`` rows at a time; ``image`` and ``glass`` as for
-    ``EdgeTrim``. Returns the number of pixels dropped."""
+    ``EdgeTrim``. Returns the flat indices of the pixels dropped (``EdgeTrim.dropped``)."""
     h = prob.shape[0]
     trim = EdgeTrim(image, thr_u8, ratio, glass)
     y = 0
@@ -241,4 +250,4 @@ def trim_edges(image: Any, prob: Any, thr_u8: int, ratio: float, glass: Any = No
         y += len(out)
     out = trim.finish()
     prob[y:y + len(out)] = out
-    return trim.trimmed
+    return trim.dropped()

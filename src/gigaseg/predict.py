@@ -746,7 +746,8 @@ def predict_slide(
                 if hole_um > 0:  # NOTE [Hole filling], after the filter: a dropped piece leaves a hole
                     t1 = time.perf_counter()
                     holes = _edit_raw(raw_path, (grid_h, grid_w),
-                                      lambda prob: fill_mask_holes(prob, thr_u8, hole_um / t_mpp))
+                                      lambda prob: fill_mask_holes(prob, thr_u8, hole_um / t_mpp,
+                                                                   None if trim is None else trim.dropped()))
                     timings["holes_s"] = time.perf_counter() - t1
             except BaseException:
                 gate.abort()
@@ -819,7 +820,8 @@ def predict_slide(
                 # NOTE [Hole filling]: the mask's holes and those narrower than the width, made tissue
                 "holes_filled": (None if holes is None else
                                  {"max_width_um": hole_um, "holes": holes["holes"], "filled": holes["filled"],
-                                  "filled_pixels_model_res": holes["filled_pixels"]}),
+                                  "filled_pixels_model_res": holes["filled_pixels"],
+                                  "trimmed_pixels_restored": holes["restored"]}),
                 # NOTE [Specks]: the mask's pieces smaller than a square of the size, dropped
                 "specks_dropped": (None if specks is None else
                                    {"size_um": speck_um, "pieces": specks["pieces"], "dropped": specks["dropped"],
