@@ -186,7 +186,7 @@ class _RowSink:
     def __init__(self, f, width: int, tile_h: int, thr_u8: int, gate=None, classes: int = 1, trim=None):
         self._f = f
         self._gate = gate
-        self._trim = trim  # an EdgeTrim (NOTE [Edge trim]): rows are written trimmed, HALO rows behind
+        self._trim = trim  # an EdgeTrim (NOTE [Edge trim]): rows are written trimmed, LAG rows behind
         self.buf = np.empty((tile_h, width), np.uint8)
         self._thr = np.uint8(thr_u8)
         self.tissue = 0
