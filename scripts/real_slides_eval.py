@@ -119,7 +119,7 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
     from gigaseg.components import apply_component_filter
     from gigaseg.edges import trim_edges
     from gigaseg.engine import tiled_predict
-    from gigaseg.glass import balance_for, glass_colour
+    from gigaseg.glass import balance_for, read_glass
     from gigaseg.holes import drop_specks as remove_specks
     from gigaseg.holes import fill_holes as fill
 
@@ -134,9 +134,7 @@ def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter:
         ratio = edge_trim(net) if trim is None else trim
         trimmed = None
         if ratio > 0:  # NOTE [Edge trim], before the filter as predict_slide does
-            glass = getattr(seen, "glass", None)
-            trimmed = trim_edges(seen[:, :] if seen is not drawn else drawn, p, 128, ratio,
-                                 glass if glass is not None else glass_colour(drawn))
+            trimmed = trim_edges(seen[:, :] if seen is not drawn else drawn, p, 128, ratio, read_glass(seen))
         if filt is not None:
             apply_component_filter(seen, p, 128, filt)
         speck_um = speck_size(net) if drop_specks is None else drop_specks

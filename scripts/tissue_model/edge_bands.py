@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     from gigaseg.checkpoint import edge_trim
     from gigaseg.edges import trim_edges
     from gigaseg.engine import tiled_predict
-    from gigaseg.glass import balance_for, glass_colour
+    from gigaseg.glass import balance_for, read_glass
     from gigaseg.synth import make_layout, render_labels, with_sharp_edges
 
     torch.set_num_threads(1)
@@ -78,9 +78,7 @@ def main(argv=None) -> int:
                 seen = balance_for(net, x)
                 p = np.rint(tiled_predict(net, seen) * 255).astype(np.uint8)
                 if ratio > 0:  # as predict_slide trims the rows it writes
-                    image = np.asarray(seen[:, :])
-                    glass = getattr(seen, "glass", None)
-                    trim_edges(image, p, 128, ratio, glass if glass is not None else glass_colour(image))
+                    trim_edges(np.asarray(seen[:, :]), p, 128, ratio, read_glass(seen))
                 pred = p >= 128
                 if f == 2:
                     pred = pred[1::2, 1::2]  # the model's pixel under each coarse pixel's centre

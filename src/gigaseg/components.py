@@ -120,6 +120,14 @@ class ComponentFilter:
             raise ConfigError(f"the component filter is damaged ({type(exc).__name__}: {exc})") from exc
 
 
+def od_tables(glass: Any) -> np.ndarray:
+    """(3, 256) float32: the optical density max(0, -log10((v + 1) / (g + 1))) of every uint8 value v
+    per channel against the glass colour g (250 in each channel when ``glass`` is None or not 3 values)."""
+    g = np.full(3, 250.0) if glass is None or np.shape(glass) != (3,) else np.asarray(glass, np.float64)
+    v = np.arange(256, dtype=np.float64)
+    return np.stack([np.maximum(-np.log10((v + 1.0) / (g[c] + 1.0)), 0.0) for c in range(3)]).astype(np.float32)
+
+
 def _od(rgb: np.ndarray, glass: np.ndarray) -> np.ndarray:
     od = -np.log10((rgb.astype(np.float32) + 1) / (glass.astype(np.float32) + 1))
     return np.maximum(od, 0, out=od)
@@ -149,10 +157,7 @@ def component_features(image: Any, prob: Any, thr_u8: int, *, band: int = _BAND,
     labels = labels.astype(np.int32, copy=False)
     if n == 0:
         return labels, 0, np.zeros((0, len(FEATURES)))
-    g = glass_colour(image)
-    glass = np.full(3, 250.0) if g is None or np.shape(g) != (3,) else np.asarray(g, np.float64)
-    # OD of each uint8 value per channel, looked up
-    lut = [np.maximum(-np.log10((np.arange(256) + 1.0) / (glass[c] + 1.0)), 0).astype(np.float32) for c in range(3)]
+    lut = od_tables(glass_colour(image))  # OD of each uint8 value per channel, looked up
     m = n + 1
     keys = ("area", "p", "high", "od0", "od1", "od2", "sat", "tex", "ring", "ring_od", "ring_tex")
 
@@ -238,30 +243,29 @@ def apply_component_filter(image: Any, prob: Any, thr_u8: int, filt: ComponentFi
         ``boxes`` every dropped piece's ``(y0, x0, y1, x1)`` (what changed, for ``patch_mask_tiff``); with
         ``specks``, ``specks``: ``drop_specks``'s result for the components kept.
     """
-    none: dict[str, Any] = {"pieces": 0, "dropped": 0, "dropped_pixels": 0, "boxes": []}
+    nothing: dict[str, Any] = {"dropped": 0, "dropped_pixels": 0, "dropped_pieces": [], "boxes": []}
+    no_specks = {"specks": {"pieces": 0, "dropped": 0, "dropped_pixels": 0, "boxes": []}} if specks else {}
     if thr_u8 <= 0:  # the whole grid is one component of tissue
-        return {"components": 1, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": [], "boxes": []} | (
-            {"specks": none} if specks else {})
+        return {"components": 1, **nothing, **no_specks}
     labels, n, feats = component_features(image, prob, thr_u8, band=band, workers=workers)
     if n == 0:
-        return {"components": 0, "dropped": 0, "dropped_pixels": 0, "dropped_pieces": [], "boxes": []} | (
-            {"specks": none} if specks else {})
+        return {"components": 0, **nothing, **no_specks}
+    from scipy import ndimage as ndi
+
     drop = np.zeros(n + 1, bool)
     drop[1:] = filt.scores(feats) <= 0
     areas = np.rint(10.0 ** feats[:, 0]).astype(np.int64)
     speck = np.zeros(n + 1, bool)
+    boxes = ndi.find_objects(labels, max_label=n) if specks or drop.any() else []
     if specks:
         from .holes import find_specks
 
-        speck[find_specks(labels, np.concatenate([[0], areas]), ~drop, *specks)] = True
+        speck[find_specks(labels, boxes, np.concatenate([[0], areas]), ~drop, *specks)] = True
     pixels = 0
     pieces: list[dict[str, Any]] = []
     changed: list[tuple[int, int, int, int]] = []
     speck_boxes: list[tuple[int, int, int, int]] = []
     if drop.any() or speck.any():
-        from scipy import ndimage as ndi
-
-        boxes = ndi.find_objects(labels, max_label=n)
         for i in sorted(np.flatnonzero(drop[1:]), key=lambda i: -areas[i])[:MAX_LISTED]:
             b = boxes[i]
             pieces.append({"box": [b[0].start, b[1].start, b[0].stop, b[1].stop], "pixels": int(areas[i])})

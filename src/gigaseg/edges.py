@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .components import od_tables
+
 __all__ = ["EdgeTrim", "trim_edges"]
 
 #: Rows of context a row's decisions need on each side: a boundary pixel's 8 neighbours (1 row), the
@@ -47,13 +49,6 @@ _BOX = 2  # the reference box's half width: 5 x 5 pixels
 # cut of the grid into bands gives the whole grid's result. The component filter then sees the
 # trimmed mask (results/tissue-model/README.md, "Stage 21"). Cost: a gather of OD around the
 # outline only.
-
-
-def _od_luts(glass: Any) -> np.ndarray:
-    """(3, 256) float32: the OD of every uint8 value per channel against ``glass`` (NOTE [Edge trim])."""
-    g = np.full(3, 250.0) if glass is None else np.asarray(glass, np.float64).reshape(3)
-    v = np.arange(256, dtype=np.float64)
-    return np.stack([np.maximum(-np.log10((v + 1.0) / (g[c] + 1.0)), 0.0) for c in range(3)]).astype(np.float32)
 
 
 def _pixels_at(image: Any, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -117,7 +112,7 @@ class EdgeTrim:
         self.image = image
         self.thr = int(thr_u8)
         self.ratio = float(ratio)
-        self.lut = _od_luts(glass)
+        self.lut = od_tables(glass)
         self.width = int(image.shape[1])
         self._kept = np.zeros((0, self.width), np.uint8)  # untrimmed rows [_base, _pushed)
         self._gone = np.zeros((0, self.width), bool)  # of those, the pixels dropped so far
@@ -125,8 +120,7 @@ class EdgeTrim:
         self._done = 0  # rows returned
         self._even = 0  # even rows before this one have been decided
         self._pushed = 0
-        self.trimmed = 0  # pixels dropped in the rows returned
-        self._where: list[np.ndarray] = []  # their flat indices on the grid, row by row
+        self._where: list[np.ndarray] = []  # the flat indices of the pixels dropped in the rows returned
 
     def push(self, rows: np.ndarray) -> np.ndarray:
         """The next rows of the grid, as the model gave them; returns the rows now decided, trimmed."""
@@ -141,6 +135,11 @@ class EdgeTrim:
     def finish(self) -> np.ndarray:
         """The last rows, decided with the outside of the grid below them."""
         return self._release(self._pushed, last=True)
+
+    @property
+    def trimmed(self) -> int:
+        """How many pixels were dropped in the rows returned so far."""
+        return sum(w.size for w in self._where)
 
     def dropped(self) -> np.ndarray:
         """The flat indices (row * width + column, ascending, int64) of the pixels dropped in the rows
@@ -159,7 +158,6 @@ class EdgeTrim:
         out = self._kept[out_rows].copy()
         gone = self._gone[out_rows]
         out[gone] = np.minimum(out[gone], np.uint8(self.thr - 1))
-        self.trimmed += int(gone.sum())
         if gone.any():
             self._where.append(np.flatnonzero(gone) + lo * self.width)
         self._done = until

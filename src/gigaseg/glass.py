@@ -429,6 +429,13 @@ def model_glass_white(model: Any) -> float:
     return float(getattr(cfg, "glass_white", 0.0) or 0.0)
 
 
+def read_glass(image: Any) -> np.ndarray | None:
+    """The glass colour of ``image`` as a model reads it: the colour ``balance_for`` brought its glass
+    to (a ``GlassBalanced`` it made), else ``glass_colour(image)``; None when there is no glass."""
+    glass = getattr(image, "glass", None)
+    return glass if glass is not None else glass_colour(image)
+
+
 def balance_for(model: Any, image: Any, *, seams: bool = True) -> Any:
     """``image`` as ``model`` reads it: glass-balanced when the model declares ``glass_white``
     (NOTE [Glass balance]), with its scanner's seams corrected unless ``seams`` is False (NOTE [Seam

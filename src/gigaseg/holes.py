@@ -125,11 +125,12 @@ def _restore_trimmed(prob: np.ndarray, thr_u8: int, labels: np.ndarray, done: np
 # "Stage 21").
 
 
-def find_specks(labels: np.ndarray, sizes: np.ndarray, present: np.ndarray, min_pixels: float,
+def find_specks(labels: np.ndarray, boxes: list, sizes: np.ndarray, present: np.ndarray, min_pixels: float,
                 reach: float) -> np.ndarray:
     """The labels of the specks among the pieces of ``labels`` (int, 0 background) whose ``present`` is
     True (bool, one per label, 0 included): those smaller than ``min_pixels`` (``sizes``: pixels per
-    label) with no present piece of at least that size within ``reach`` pixels (NOTE [Specks])."""
+    label) with no present piece of at least that size within ``reach`` pixels (NOTE [Specks]).
+    ``boxes``: ``scipy.ndimage.find_objects(labels)``, which the caller needs too."""
     from scipy import ndimage
 
     big = present & (sizes >= min_pixels)
@@ -141,7 +142,6 @@ def find_specks(labels: np.ndarray, sizes: np.ndarray, present: np.ndarray, min_
         return ids
     r = max(0, int(math.ceil(reach)))
     h, w = labels.shape
-    boxes = ndimage.find_objects(labels, max_label=int(ids.max()))
     specks = []
     for i in ids:
         ys, xs = boxes[i - 1]
@@ -170,8 +170,8 @@ def drop_specks(prob: np.ndarray, thr_u8: int, min_pixels: float, reach: float) 
         return {"pieces": 0, "dropped": 0, "dropped_pixels": 0, "boxes": []}
     labels, n = ndimage.label(np.asarray(prob) >= thr_u8, structure=np.ones((3, 3), bool))
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    ids = find_specks(labels, sizes, np.ones(n + 1, bool), min_pixels, reach) if n else np.zeros(0, np.int64)
-    boxes = ndimage.find_objects(labels, max_label=int(ids.max())) if ids.size else []
+    boxes = ndimage.find_objects(labels)
+    ids = find_specks(labels, boxes, sizes, np.ones(n + 1, bool), min_pixels, reach)
     changed: list[tuple[int, int, int, int]] = []
     cap = np.uint8(thr_u8 - 1)
     for i in ids:

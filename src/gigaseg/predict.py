@@ -412,15 +412,6 @@ class _Recorded(ImageWrapper):
         return crop
 
 
-def _glass_of(image: Any) -> Any:
-    """The glass colour of ``image`` as the model reads it (NOTE [Edge trim]): a balance's own, else read
-    from a sample; None when there is no glass."""
-    from .glass import glass_colour
-
-    glass = getattr(image, "glass", None)
-    return glass if glass is not None else glass_colour(image)
-
-
 def _level0_piece(piece: dict[str, Any], step: tuple[float, float]) -> dict[str, Any]:
     """A dropped piece of ``apply_component_filter`` (grid box, pixels) with its box in the slide's
     level-0 pixels, ``[x0, y0, x1, y1]`` (NOTE [Component filter]; for review in a viewer)."""
@@ -598,7 +589,7 @@ def predict_slide(
     from .checkpoint import edge_trim as edge_trim_of
     from .checkpoint import hole_width, speck_size
     from .engine import check_read_workers, default_read_workers, resolve_device
-    from .glass import GlassBalanced, balance_for, model_glass_white
+    from .glass import GlassBalanced, balance_for, model_glass_white, read_glass
     from .slides import SlideArray
 
     check_number("threshold", threshold)
@@ -696,7 +687,7 @@ def predict_slide(
                 # the filter and the trim read what the model read: the recorded pixels, balanced as they were
                 read = seen.over(record) if isinstance(seen, GlassBalanced) else record
             if trim_ratio > 0:  # NOTE [Edge trim]: as the rows are written, before the TIFF thread reads them
-                trim = EdgeTrim(read, thr_u8, trim_ratio, _glass_of(image))
+                trim = EdgeTrim(read, thr_u8, trim_ratio, read_glass(image))
             step = (t_mpp / slide.mpp[0], t_mpp / slide.mpp[1])
 
             def binary(block):
