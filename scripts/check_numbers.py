@@ -70,6 +70,26 @@ def _stage20_row(run: str | None) -> tuple:
             *(fresh[0]["slides"][i]["model"]["dice"] for i in (0, 2)))
 
 
+def _validations(rows: list[dict[str, str]]) -> list[float]:
+    """The validation Dice of a log.csv, in step order."""
+    return [float(r["val_dice_mean"]) for r in rows if r["val_dice_mean"]]
+
+
+def _stage22_row(run: str | None) -> tuple:
+    """A row of stage 22's table: held out and fresh 98000 (all, fat-rich), then the three real-slide readings."""
+    held = _load(BUILTIN_REAL if run is None else f"{STAGE22}/{run}-90000.json")
+    fresh = _load(f"{STAGE22}/{run or 'shipped'}-98000.json")
+    return (*(d["synthetic"]["groups"][g]["dice"] for d in (held, fresh) for g in ("all", "fat-rich")),
+            *(held["slides"][i]["model"]["dice"] for i in range(3)))
+
+
+def _scratch_lead() -> tuple[float, float]:
+    """How far the stride-2 front leads the shipped architecture from scratch, over both seeds' validations."""
+    d = [c - a for seed in (61, 62) for a, c in zip(_validations(_load(SCRATCH22["shipped-arch", seed])),
+                                                    _validations(_load(SCRATCH22["stride2-front", seed])))]
+    return min(d), max(d)
+
+
 def _synthetic_row(group: str) -> Getter:
     """A held-out synthetic group's row of real_slides_eval.py's targets table."""
     def get(d: Any) -> tuple:
@@ -465,6 +485,10 @@ STAGE21 = "results/tissue-model/stage-21"
 BUILTIN_REAL_S20 = f"{STAGE21}/before/real-slides.json"
 FRESH_S20 = {seed: f"{STAGE21}/before/fresh-{seed}.json" for seed in (93000, 94000, 95000, 96000, 97000)}
 STAGE20 = "results/tissue-model/stage-20"  # edge_bands.py and real_slides_eval.py of stage 20's runs
+STAGE22 = "results/tissue-model/stage-22"  # real_slides_eval.py --synthetic 48 of stage 22's runs (90000, 98000)
+#: stage 22's runs from scratch: the shipped architecture and the stride-2 front, seeds 61 and 62 (log.csv)
+SCRATCH22 = {(arch, seed): f"results/tissue-model/runs/stage22-scratch-{arch}-seed{seed}/log.csv"
+             for arch in ("shipped-arch", "stride2-front") for seed in (61, 62)}
 STAGE19_BEFORE = "results/tissue-model/stage-19/before.json"  # real_slides_eval.py --synthetic 48 on 4e987ec's library
 SEAM_SPEED = "benchmarks/builtin/seam-correction.json"  # builtin_predict.py with and without it, alternating
 HOLE_SPEED = "benchmarks/builtin/hole-filling.json"  # builtin_predict.py with and without --fill-holes 0, alternating
@@ -743,6 +767,18 @@ CLAIMS: list[Claim] = [
       for name, run in (("shipped", None), ("sharp edges, seed 51", "seed51"), ("sharp edges, seed 52", "seed52"),
                         ("control: the same fine-tune on the slides as drawn, seed 51", "control-seed51"),
                         ("every training slide stained to the edge, seed 51", "all-sharp-seed51"))),
+    # stage 22: a first level of stride 2, from scratch and split from the shipped model
+    *(Claim("results/tissue-model/README.md", f"| {name}, seed {seed} | " + " | ".join(["{:.3f}"] * 6) + " |",
+            SCRATCH22[arch, seed], lambda d: tuple(_validations(d)))
+      for arch, name in (("shipped-arch", "shipped architecture"), ("stride2-front", "stride-2 front"))
+      for seed in (61, 62)),
+    Claim("results/tissue-model/README.md", "The new one leads at every validation of both\nseeds, by {:.3f}-{:.3f}",
+          SCRATCH22["stride2-front", 61], lambda d: _scratch_lead()),
+    *(Claim("results/tissue-model/README.md", f"| {name} | " + " | ".join(["{:.3f}"] * 7) + " |",
+            f"{STAGE22}/{run or 'shipped'}-98000.json", lambda d, r=run: _stage22_row(r))
+      for name, run in (("shipped", None), ("control: the shipped model fine-tuned alike, seed 51", "control-seed51"),
+                        ("split front, seed 51", "split-front-seed51"),
+                        ("split front, seed 52", "split-front-seed52"))),
     Claim("docs/model-card.md", "share of fat-rich slides ({}, {}, {}, {}\nand {} of 48)", FRESH,
           lambda d: tuple(_load(f)["synthetic"]["groups"]["fat-rich"]["n"] for f in FRESH_ALL)),
     Claim("results/tissue-model/README.md", "[fresh-94000/](fresh-94000/README.md)) scores {:.3f}", FRESH_S20[94000],

@@ -546,3 +546,47 @@ def test_siblings_load_the_tissue_model_scripts_by_path(monkeypatch):
     make_data = siblings.sibling("make_data")
     assert hasattr(make_data, "degrade") and not hasattr(qc, "degrade")
     assert siblings.sibling("make_data") is make_data  # loaded once
+
+
+def test_splitting_the_first_level_keeps_the_rest_of_the_model_exactly(tmp_path, capsys):
+    from torch import nn
+
+    from gigaseg import UNet, UNetConfig
+    from gigaseg.checkpoint import save_checkpoint
+
+    sf = load_script("scripts/tissue_model/split_front.py")
+    cfg = UNetConfig(depth=3, channels=(4, 6, 6), strides=(4, 2, 2), encoder_kernels=(15, 5, 3),
+                     decoder_kernels=(3, 3, 3), activation="leaky_relu", input_shift=0.8, input_scale=4.0)
+    torch.manual_seed(0)
+    old = UNet(cfg).double()
+    new = sf.split(old, 8).double()
+    assert new.config.depth == 4 and new.config.channels == (8, 4, 6, 6) and new.config.strides == (2, 2, 2, 2)
+    assert new.config.halo >= old.config.halo  # the two new levels see at least what the old one saw
+
+    class OldFirstLevel(nn.Module):  # stands in for the new level 2: the old level 1 of the image
+        def forward(self, e1):
+            return old.encoder[0](image)
+
+    image = (torch.rand(1, 3, 80, 64, dtype=torch.float64) - 0.8) * 4  # as the model normalizes it (no padding)
+    new.encoder[1] = OldFirstLevel()
+    with torch.no_grad():  # the new level 1 reaches nothing, and the head gets d back from the +/- pair
+        # (to float32's rounding: the split model is built in float32 and copies the weights into it)
+        assert (old(image / 4 + 0.8) - new(image / 4 + 0.8)).abs().max() < 1e-6
+    with pytest.raises(SystemExit, match="twice"):
+        sf.split(old, 6)
+    with pytest.raises(SystemExit, match="leaky_relu"):
+        sf.split(UNet(dataclasses.replace(cfg, activation="relu")), 8)
+
+    # the script: fits the new levels on a store's training slides, writes a checkpoint gigaseg train takes
+    make_data = load_script("scripts/tissue_model/make_data.py")
+    assert make_data.main(["--mpp", "8", "--out", str(tmp_path / "data"), "--size", "96", "--train", "2",
+                           "--val", "1"]) == 0
+    save_checkpoint(tmp_path / "m.pt", UNet(cfg), mpp=8.0)
+    assert sf.main([str(tmp_path / "m.pt"), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "s.pt"),
+                    "--steps", "20", "--crop", "64"]) == 0
+    assert "masks agree on" in capsys.readouterr().out
+    model, mpp = load_model(tmp_path / "s.pt")
+    assert mpp == 8.0 and model.config.strides == (2, 2, 2, 2)
+    with pytest.raises(SystemExit, match="smaller"):
+        sf.main([str(tmp_path / "m.pt"), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "t.pt"),
+                 "--crop", "200"])
