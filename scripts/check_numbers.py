@@ -489,6 +489,9 @@ STAGE22 = "results/tissue-model/stage-22"  # real_slides_eval.py --synthetic 48 
 #: stage 22's runs from scratch: the shipped architecture and the stride-2 front, seeds 61 and 62 (log.csv)
 SCRATCH22 = {(arch, seed): f"results/tissue-model/runs/stage22-scratch-{arch}-seed{seed}/log.csv"
              for arch in ("shipped-arch", "stride2-front") for seed in (61, 62)}
+#: the stride-2 front's two runs continued to 20,000 steps (log.csv: the first 6,000 steps and the rest)
+LONG22 = {seed: f"results/tissue-model/runs/stage22-scratch-stride2-front-seed{seed}-to-20000/log.csv"
+          for seed in (61, 62)}
 STAGE19_BEFORE = "results/tissue-model/stage-19/before.json"  # real_slides_eval.py --synthetic 48 on 4e987ec's library
 SEAM_SPEED = "benchmarks/builtin/seam-correction.json"  # builtin_predict.py with and without it, alternating
 HOLE_SPEED = "benchmarks/builtin/hole-filling.json"  # builtin_predict.py with and without --fill-holes 0, alternating
@@ -774,6 +777,13 @@ CLAIMS: list[Claim] = [
       for seed in (61, 62)),
     Claim("results/tissue-model/README.md", "The new one leads at every validation of both\nseeds, by {:.3f}-{:.3f}",
           SCRATCH22["stride2-front", 61], lambda d: _scratch_lead()),
+    *(Claim("results/tissue-model/README.md", f"| stride-2 front from scratch, seed {seed}, 20,000 steps | "
+            + " | ".join(["{:.3f}"] * 7) + " |", f"{STAGE22}/scratch-stride2-front-seed{seed}-20000-98000.json",
+            lambda d, s=seed: _stage22_row(f"scratch-stride2-front-seed{s}-20000"))
+      for seed in (61, 62)),
+    Claim("results/tissue-model/README.md",
+          "On the 24 validation slides they end at {:.3f} (seed 61) and {:.3f} (seed 62)",
+          LONG22[61], lambda d: tuple(_validations(_load(LONG22[s]))[-1] for s in (61, 62))),
     *(Claim("results/tissue-model/README.md", f"| {name} | " + " | ".join(["{:.3f}"] * 7) + " |",
             f"{STAGE22}/{run or 'shipped'}-98000.json", lambda d, r=run: _stage22_row(r))
       for name, run in (("shipped", None), ("control: the shipped model fine-tuned alike, seed 51", "control-seed51"),
