@@ -33,6 +33,8 @@ OUT = Path(__file__).resolve().parents[2] / "src" / "gigaseg" / "weights" / "tis
 
 
 def main(argv=None) -> int:
+    from gigaseg.cli import number  # the same rule for each value as gigaseg predict's option of that name
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", nargs="?", help="a study run folder (checkpoint.pt, config.json)")
     ap.add_argument("--update", default=None, metavar="FILE",
@@ -50,13 +52,13 @@ def main(argv=None) -> int:
                          "slides; 0: off)")
     ap.add_argument("--component-filter", default=None,
                     help="the JSON of component_filter.py: its filter is stored with the weights")
-    ap.add_argument("--fill-holes", type=float, default=None, metavar="UM",
+    ap.add_argument("--fill-holes", type=number("fill_holes"), default=None, metavar="UM",
                     help="store this hole width in microns with the weights: gigaseg predict fills the holes of "
                          "the model's masks narrower than it (the built-in model: 100)")
-    ap.add_argument("--drop-specks", type=float, default=None, metavar="UM",
+    ap.add_argument("--drop-specks", type=number("drop_specks"), default=None, metavar="UM",
                     help="store this speck size in microns with the weights: gigaseg predict drops the pieces of the "
                          "model's masks smaller than a square of it (the built-in model: 100)")
-    ap.add_argument("--edge-trim", type=float, default=None, metavar="RATIO",
+    ap.add_argument("--edge-trim", type=number("edge_trim"), default=None, metavar="RATIO",
                     help="store this edge trim ratio (0-1) with the weights: gigaseg predict drops the pixels of the "
                          "masks' outline paler than it times the tissue beside them (the built-in model: 0.4)")
     args = ap.parse_args(argv)
@@ -110,12 +112,8 @@ def _post_processing(path, args) -> None:
     if args.fill_holes is not None:
         with_holes(path, args.fill_holes)
     if args.drop_specks is not None:
-        if not args.drop_specks >= 0:
-            raise SystemExit(f"--drop-specks must be a size in microns >= 0, got {args.drop_specks}")
         _with_meta(path, "drop_specks_um", float(args.drop_specks))
     if args.edge_trim is not None:
-        if not 0 <= args.edge_trim <= 1:
-            raise SystemExit(f"--edge-trim must be a ratio from 0 to 1, got {args.edge_trim}")
         _with_meta(path, "edge_trim", float(args.edge_trim))
 
 
@@ -126,9 +124,9 @@ def with_filter(path, filt) -> None:
 
 def with_holes(path, um: float) -> None:
     """Store the hole width ``um`` (microns, NOTE [Hole filling]) in the header of the weights file ``path``."""
-    if not um >= 0:
-        raise SystemExit(f"--fill-holes must be a width in microns >= 0, got {um}")
-    _with_meta(path, "fill_holes_um", float(um))
+    from gigaseg.options import check_number
+
+    _with_meta(path, "fill_holes_um", float(check_number("fill_holes", um)))
 
 
 def _with_meta(path, key: str, value) -> None:
