@@ -128,11 +128,6 @@ def od_tables(glass: Any) -> np.ndarray:
     return np.stack([np.maximum(-np.log10((v + 1.0) / (g[c] + 1.0)), 0.0) for c in range(3)]).astype(np.float32)
 
 
-def _od(rgb: np.ndarray, glass: np.ndarray) -> np.ndarray:
-    od = -np.log10((rgb.astype(np.float32) + 1) / (glass.astype(np.float32) + 1))
-    return np.maximum(od, 0, out=od)
-
-
 def component_features(image: Any, prob: Any, thr_u8: int, *, band: int = _BAND,
                        workers: int = 2) -> tuple[np.ndarray, int, np.ndarray]:
     """``(labels, n, features)``: the 8-connected components of ``prob >= thr_u8`` (int32 labels
