@@ -77,10 +77,18 @@ def _validations(rows: list[dict[str, str]]) -> list[float]:
 
 def _stage22_row(run: str | None) -> tuple:
     """A row of stage 22's table: held out and fresh 98000 (all, fat-rich), then the three real-slide readings."""
-    held = _load(BUILTIN_REAL if run is None else f"{STAGE22}/{run}-90000.json")
-    fresh = _load(f"{STAGE22}/{run or 'shipped'}-98000.json")
+    held, fresh = (_load(f"{STAGE22}/{run or 'shipped'}-{first}.json") for first in (90000, 98000))
     return (*(d["synthetic"]["groups"][g]["dice"] for d in (held, fresh) for g in ("all", "fat-rich")),
             *(held["slides"][i]["model"]["dice"] for i in range(3)))
+
+
+def _rescored(before: dict, after: dict, groups: Sequence[str], changed: bool = False) -> tuple:
+    """Each group's synthetic Dice in ``before`` and in ``after`` (two real_slides_eval JSONs), then, with
+    ``changed``, how many slides score another Dice in ``after``."""
+    pairs = tuple(d["synthetic"]["groups"][g]["dice"] for g in groups for d in (before, after))
+    was = {r["seed"]: r["dice"] for r in before["synthetic"]["slides"]}
+    moved = sum(r["dice"] != was[r["seed"]] for r in after["synthetic"]["slides"])
+    return (*pairs, moved) if changed else pairs
 
 
 def _scratch_lead() -> tuple[float, float]:
@@ -485,7 +493,10 @@ STAGE21 = "results/tissue-model/stage-21"
 BUILTIN_REAL_S20 = f"{STAGE21}/before/real-slides.json"
 FRESH_S20 = {seed: f"{STAGE21}/before/fresh-{seed}.json" for seed in (93000, 94000, 95000, 96000, 97000)}
 STAGE20 = "results/tissue-model/stage-20"  # edge_bands.py and real_slides_eval.py of stage 20's runs
-STAGE22 = "results/tissue-model/stage-22"  # real_slides_eval.py --synthetic 48 of stage 22's runs (90000, 98000)
+# real_slides_eval.py --synthetic 48 of stage 22's runs (90000, 98000); shipped-90000.json is the targets table's
+# results.json as stage 22 compared against it, before the synthetic slides were scored through predict_slide
+STAGE22 = "results/tissue-model/stage-22"
+THROUGH_PREDICT = "results/tissue-model/through-predict"  # real_slides_eval.py --synthetic-seed 93000, 97000 (12-06)
 #: stage 22's runs from scratch: the shipped architecture and the stride-2 front, seeds 61 and 62 (log.csv)
 SCRATCH22 = {(arch, seed): f"results/tissue-model/runs/stage22-scratch-{arch}-seed{seed}/log.csv"
              for arch in ("shipped-arch", "stride2-front") for seed in (61, 62)}
@@ -789,6 +800,15 @@ CLAIMS: list[Claim] = [
       for name, run in (("shipped", None), ("control: the shipped model fine-tuned alike, seed 51", "control-seed51"),
                         ("split front, seed 51", "split-front-seed51"),
                         ("split front, seed 52", "split-front-seed52"))),
+    # results/tissue-model/README.md: the synthetic slides scored through predict_slide (before: stage 22's copy)
+    Claim("results/tissue-model/README.md",
+          "group: all {:.4f} -> {:.4f}, fat-rich {:.4f} -> {:.4f}; {} of the 48 slides changed", BUILTIN_REAL,
+          lambda d: _rescored(_load(f"{STAGE22}/shipped-90000.json"), d, ("all", "fat-rich"), changed=True)),
+    Claim("results/tissue-model/README.md", "seeds 93000-93047 {:.4f} -> {:.4f}, seeds 97000-97047 {:.4f} -> {:.4f}",
+          f"{THROUGH_PREDICT}/fresh-93000.json",
+          lambda d: tuple(v for seed in (93000, 97000) for v in _rescored(
+              _load(f"results/tissue-model/fresh-{seed}/results.json"), _load(f"{THROUGH_PREDICT}/fresh-{seed}.json"),
+              ("all",)))),
     Claim("docs/model-card.md", "share of fat-rich slides ({}, {}, {}, {}\nand {} of 48)", FRESH,
           lambda d: tuple(_load(f)["synthetic"]["groups"]["fat-rich"]["n"] for f in FRESH_ALL)),
     Claim("results/tissue-model/README.md", "[fresh-94000/](fresh-94000/README.md)) scores {:.3f}", FRESH_S20[94000],

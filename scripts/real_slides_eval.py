@@ -22,7 +22,8 @@ to show how much a real-slide score moves with nothing but the slide's orientati
 With ``--synthetic N`` it also scores the model on N held-out synthetic slides of every
 category (profile "all", seeds 90000.., 1024 x 1024 at the model's resolution: the held-out
 set of the tissue-model study, scripts/tissue_model/; --synthetic-seed for others, such as
-slides that no stage has looked at) per category group, and README.md
+slides that no stage has looked at) per category group, each saved as a PNG at the model's
+resolution and predicted by ``predict_slide`` like the real slides, and README.md
 starts with the targets table of issue 18; the scanner study then scores those slides with each
 of --shifts too. Scratch outputs go to a temporary folder.
 """
@@ -101,52 +102,31 @@ def shifted(rgb: np.ndarray, name: str) -> np.ndarray:
     return np.rint(255 * x).astype(np.uint8)
 
 
-def _synthetic(net, mpp: float, n: int, orientations: int = 1, component_filter: bool = True,
-               seam_correction: bool = True, fill_holes: float | None = None, shift: str | None = None,
-               first: int | None = None, drop_specks: float | None = None, trim: float | None = None) -> dict:
+def _synthetic(run, mpp: float, n: int, tmp: Path, orientations: int = 1, shift: str | None = None,
+               first: int | None = None) -> dict:
     """Dice per held-out synthetic slide (profile "all", seeds 90000.. or ``first``.., 1024 x 1024 at ``mpp``) and
-    per group,
-    of the mask ``predict_slide`` makes: round(255 p) >= 128, the model's glass balance with its seam
-    correction (unless not ``seam_correction``), its component filter (if it has one and
-    ``component_filter``), its edge trim (``trim``), its speck removal (``drop_specks`` microns) and its hole
-    filling (``fill_holes`` microns) applied (None: the model's); each
-    slide with the colour change ``shift`` (a name of ``SHIFTS``) when given."""
+    per group, of the mask that ``run`` (``gigaseg predict`` with the study's options) writes for the slide saved
+    as a PNG at ``mpp``: the product's own path, glass balance, seams, the network, edge trim, component filter,
+    specks and holes included; each slide with the colour change ``shift`` (a name of ``SHIFTS``) when given."""
+    import tifffile
+    from PIL import Image
+
     _study_path()
     from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
 
-    from gigaseg.checkpoint import component_filter as filter_of
-    from gigaseg.checkpoint import edge_trim, hole_width, speck_size
-    from gigaseg.components import apply_component_filter
-    from gigaseg.edges import trim_edges
-    from gigaseg.engine import tiled_predict
-    from gigaseg.glass import balance_for, read_glass
-    from gigaseg.holes import drop_specks as remove_specks
-    from gigaseg.holes import fill_holes as fill
-
-    side = 1024
-    slides = []
-    filt = filter_of(net) if component_filter else None
     first = HELD_OUT_SEED if first is None else first
-    for seed, cats, rgb, m, _ in held_out(n, side, mpp, first=first):
-        drawn = rgb if shift is None else shifted(rgb, shift)
-        seen = balance_for(net, drawn, seams=seam_correction)  # as predict_slide reads it
-        p = np.rint(tiled_predict(net, seen, orientations=orientations) * 255).astype(np.uint8)
-        ratio = edge_trim(net) if trim is None else trim
-        trimmed = None
-        if ratio > 0:  # NOTE [Edge trim], before the filter as predict_slide does
-            trimmed = trim_edges(seen[:, :] if seen is not drawn else drawn, p, 128, ratio, read_glass(seen))
-        if filt is not None:
-            apply_component_filter(seen, p, 128, filt)
-        speck_um = speck_size(net) if drop_specks is None else drop_specks
-        if speck_um > 0:  # NOTE [Specks]
-            remove_specks(p, 128, (speck_um / mpp) ** 2, speck_um / mpp)
-        width = hole_width(net) if fill_holes is None else fill_holes
-        if width > 0:
-            fill(p, 128, width / mpp, trimmed)
-        slides.append({"seed": seed, "categories": cats, "dice": dice(p >= 128, m == 1),
+    folder = tmp / "synthetic"
+    folder.mkdir(parents=True, exist_ok=True)
+    slides = []
+    for seed, cats, rgb, m, _ in held_out(n, 1024, mpp, first=first):
+        png = folder / f"s{seed}.png"
+        Image.fromarray(rgb if shift is None else shifted(rgb, shift)).save(png)
+        s = run("model", png, folder / "out", mpp, orientations)
+        pred = tifffile.imread(s["paths"]["mask"]) >= 128
+        slides.append({"seed": seed, "categories": cats, "dice": dice(pred, m == 1),
                        "tissue_od": tissue_od(rgb, m == 1)})  # the faint quarter by the slide as drawn
         print(json.dumps(slides[-1] | ({"shift": shift} if shift else {})), file=sys.stderr)
-    return {"mpp": mpp, "side": side, "seeds": [first, first + n - 1], "orientations": orientations,
+    return {"mpp": mpp, "side": 1024, "seeds": [first, first + n - 1], "orientations": orientations,
             "groups": group_scores(slides), "slides": slides}
 
 
@@ -470,9 +450,7 @@ def main(argv=None) -> int:
             print(json.dumps(results["orientation_study"][-1]), file=sys.stderr)
         if args.synthetic:
             def synthetic(orientations: int, shift: str | None = None) -> dict:
-                return _synthetic(net, trained_mpp, args.synthetic, orientations, args.component_filter,
-                                  args.seam_correction, args.fill_holes, shift, args.synthetic_seed,
-                                  args.drop_specks, args.edge_trim)
+                return _synthetic(run, trained_mpp, args.synthetic, tmp, orientations, shift, args.synthetic_seed)
 
             results["synthetic"] = synthetic(args.orientations)
             if args.orientation_study:

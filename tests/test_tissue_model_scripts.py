@@ -458,13 +458,20 @@ def test_seam_check_scores_each_slide_with_and_without_the_correction(tmp_path):
     assert summary["drawn_without_seams"]["lower_by_over_0.005"] == 1 and summary["all"]["seams_found_on"] == 1
 
 
-def test_real_slides_eval_scores_synthetic_slides_of_any_seed_with_scanner_colours():
+def test_real_slides_eval_scores_synthetic_slides_of_any_seed_with_scanner_colours(tmp_path):
     """--synthetic-seed picks the synthetic slides, and the scanner study changes their colours as it
     changes the real slides' (shifted before the model's glass balance), into one table per change."""
+    from gigaseg.predict import predict_slide
+
     real = load_script("scripts/real_slides_eval.py")
     net, mpp = load_model()
-    as_drawn = real._synthetic(net, mpp, 1, first=93001)
-    warm = real._synthetic(net, mpp, 1, first=93001, shift="warm white balance")
+
+    def run(method, path, od, at, orientations=1):
+        assert method == "model"
+        return predict_slide(net, path, od, mpp=at, progress=False, overwrite=True, orientations=orientations)
+
+    as_drawn = real._synthetic(run, mpp, 1, tmp_path, first=93001)
+    warm = real._synthetic(run, mpp, 1, tmp_path, shift="warm white balance", first=93001)
     assert as_drawn["seeds"] == [93001, 93001] and as_drawn["slides"][0]["seed"] == 93001
     assert warm["slides"][0]["dice"] != as_drawn["slides"][0]["dice"]  # another image
     assert abs(warm["slides"][0]["dice"] - as_drawn["slides"][0]["dice"]) < 0.05  # balanced back
