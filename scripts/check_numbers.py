@@ -496,6 +496,7 @@ STAGE20 = "results/tissue-model/stage-20"  # edge_bands.py and real_slides_eval.
 # real_slides_eval.py --synthetic 48 of stage 22's runs (90000, 98000); shipped-90000.json is the targets table's
 # results.json as stage 22 compared against it, before the synthetic slides were scored through predict_slide
 STAGE22 = "results/tissue-model/stage-22"
+OVERVIEW = "results/tissue-model/overview/summary.json"  # predict/baseline on CMU-1-Small-Region's macro image
 THROUGH_PREDICT = "results/tissue-model/through-predict"  # real_slides_eval.py --synthetic-seed 93000, 97000 (12-06)
 #: stage 22's runs from scratch: the shipped architecture and the stride-2 front, seeds 61 and 62 (log.csv)
 SCRATCH22 = {(arch, seed): f"results/tissue-model/runs/stage22-scratch-{arch}-seed{seed}/log.csv"
@@ -800,6 +801,14 @@ CLAIMS: list[Claim] = [
       for name, run in (("shipped", None), ("control: the shipped model fine-tuned alike, seed 51", "control-seed51"),
                         ("split front, seed 51", "split-front-seed51"),
                         ("split front, seed 52", "split-front-seed52"))),
+    # results/tissue-model/overview/: an overview photograph (the macro image of CMU-1-Small-Region.svs)
+    *(Claim("results/tissue-model/overview/README.md", f"| {row} | {{:.3f}} | {{}} | {{:.2f}} |", OVERVIEW,
+            lambda d, m=method: at("tissue_fraction", "pieces", "outside_box_share")(d["methods"][m]))
+      for row, method in (("built-in model", "builtin"), ("paper reproduction's model", "paper-reproduction"),
+                          ("Otsu", "otsu"), ("saturation", "saturation"))),
+    Claim("docs/model-card.md", "but {:.2f} of what it calls tissue lies outside the scanned area", OVERVIEW,
+          lambda d: d["methods"]["builtin"]["outside_box_share"]),
+    Claim("docs/model-card.md", "the frosted end ({} pieces;", OVERVIEW, lambda d: d["methods"]["builtin"]["pieces"]),
     # results/tissue-model/README.md: the synthetic slides scored through predict_slide (before: stage 22's copy)
     Claim("results/tissue-model/README.md",
           "group: all {:.4f} -> {:.4f}, fat-rich {:.4f} -> {:.4f}; {} of the 48 slides changed", BUILTIN_REAL,
