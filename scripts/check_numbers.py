@@ -498,9 +498,10 @@ STAGE20 = "results/tissue-model/stage-20"  # edge_bands.py and real_slides_eval.
 STAGE22 = "results/tissue-model/stage-22"
 OVERVIEW = "results/tissue-model/overview/summary.json"  # predict/baseline on CMU-1-Small-Region's macro image
 THROUGH_PREDICT = "results/tissue-model/through-predict"  # real_slides_eval.py --synthetic-seed 93000, 97000 (12-06)
-#: stage 22's runs from scratch: the shipped architecture and the stride-2 front, seeds 61 and 62 (log.csv)
+#: stage 22's runs from scratch: the shipped architecture, the stride-2 front and the shipped architecture twice as
+#: wide, seeds 61 and 62 (log.csv)
 SCRATCH22 = {(arch, seed): f"results/tissue-model/runs/stage22-scratch-{arch}-seed{seed}/log.csv"
-             for arch in ("shipped-arch", "stride2-front") for seed in (61, 62)}
+             for arch in ("shipped-arch", "stride2-front", "wide-16-32-64-64") for seed in (61, 62)}
 #: the stride-2 front's two runs continued to 20,000 steps (log.csv: the first 6,000 steps and the rest)
 LONG22 = {seed: f"results/tissue-model/runs/stage22-scratch-stride2-front-seed{seed}-to-20000/log.csv"
           for seed in (61, 62)}
@@ -785,8 +786,14 @@ CLAIMS: list[Claim] = [
     # stage 22: a first level of stride 2, from scratch and split from the shipped model
     *(Claim("results/tissue-model/README.md", f"| {name}, seed {seed} | " + " | ".join(["{:.3f}"] * 6) + " |",
             SCRATCH22[arch, seed], lambda d: tuple(_validations(d)))
-      for arch, name in (("shipped-arch", "shipped architecture"), ("stride2-front", "stride-2 front"))
+      for arch, name in (("shipped-arch", "shipped architecture"), ("stride2-front", "stride-2 front"),
+                         ("wide-16-32-64-64", "shipped architecture twice as wide"))
       for seed in (61, 62)),
+    Claim("results/tissue-model/README.md", "Seed 61\ntracks the shipped architecture ({:.3f} at 6,000 steps against {:.3f})",
+          SCRATCH22["wide-16-32-64-64", 61],
+          lambda d: (_validations(d)[-1], _validations(_load(SCRATCH22["shipped-arch", 61]))[-1])),
+    Claim("results/tissue-model/README.md", "steps and ends at {:.3f}", SCRATCH22["wide-16-32-64-64", 62],
+          lambda d: _validations(d)[-1]),
     Claim("results/tissue-model/README.md", "The new one leads at every validation of both\nseeds, by {:.3f}-{:.3f}",
           SCRATCH22["stride2-front", 61], lambda d: _scratch_lead()),
     *(Claim("results/tissue-model/README.md", f"| stride-2 front from scratch, seed {seed}, 20,000 steps | "
