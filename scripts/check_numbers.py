@@ -789,7 +789,8 @@ CLAIMS: list[Claim] = [
       for arch, name in (("shipped-arch", "shipped architecture"), ("stride2-front", "stride-2 front"),
                          ("wide-16-32-64-64", "shipped architecture twice as wide"))
       for seed in (61, 62)),
-    Claim("results/tissue-model/README.md", "Seed 61\ntracks the shipped architecture ({:.3f} at 6,000 steps against {:.3f})",
+    Claim("results/tissue-model/README.md",
+          "Seed 61\ntracks the shipped architecture ({:.3f} at 6,000 steps against {:.3f})",
           SCRATCH22["wide-16-32-64-64", 61],
           lambda d: (_validations(d)[-1], _validations(_load(SCRATCH22["shipped-arch", 61]))[-1])),
     Claim("results/tissue-model/README.md", "steps and ends at {:.3f}", SCRATCH22["wide-16-32-64-64", 62],
