@@ -140,9 +140,36 @@ def test_a_slide_gets_the_gains_of_its_pixels(tmp_path):
     Image.fromarray(img).save(tmp_path / "s.png")
     with open_slide(tmp_path / "s.png", mpp=2.0) as slide:
         grid = SlideArray(slide, 2.0)
-        np.testing.assert_allclose(glass_gains(grid, 250), glass_gains(img, 250), atol=0.01)
+        np.testing.assert_array_equal(glass_gains(grid, 250), glass_gains(img, 250))  # NOTE [Glass sample]
         coarse = SlideArray(slide, 0.5)  # 4x finer than the file: the statistic comes from a coarser read
         np.testing.assert_allclose(glass_gains(coarse, 250), glass_gains(img, 250), atol=0.01)
+
+
+@pytest.mark.parametrize("size", [(1024, 1024), (1024, 1536)])  # the second: the seams' sample is coarser too
+def test_an_array_and_the_same_pixels_in_a_file_are_read_alike(tmp_path, size):
+    """NOTE [Glass sample]: the built-in model on an array (the Python API, the training's validation)
+    and gigaseg predict on the same pixels saved as a PNG see the same balanced image, seams corrected,
+    and give the same probabilities to the bit, on a synthetic slide whose scanner left seams."""
+    import tifffile
+
+    from gigaseg.predict import predict_slide
+    from gigaseg.slides import SlideArray, open_slide
+    from gigaseg.synth import render_region
+
+    net, mpp = load_model()
+    h, w = size
+    rgb, _ = render_region(90000, 0, 0, w, h, width=w, height=h, mpp=mpp, profile="all")
+    Image.fromarray(rgb).save(tmp_path / "s.png")
+    with open_slide(tmp_path / "s.png", mpp=mpp) as slide:
+        grid = SlideArray(slide, mpp)
+        a, b = balance_for(net, rgb), balance_for(net, grid)
+        np.testing.assert_array_equal(a.gains, b.gains)
+        np.testing.assert_array_equal(np.asarray(a[:, :]), np.asarray(b[:, :]))
+    summary = predict_slide(net, tmp_path / "s.png", tmp_path / "out", mpp=mpp, progress=False, probabilities=True,
+                            component_filter=False, edge_trim=0, drop_specks=0, fill_holes=0)
+    assert summary["seam_correction"]["columns"]  # the seams were found and corrected
+    written = tifffile.imread(summary["paths"]["mask"])
+    np.testing.assert_array_equal(written, np.rint(tiled_predict(net, rgb) * 255).astype(np.uint8))
 
 
 def test_a_balancing_model_refuses_images_that_are_not_8_bit_rgb():

@@ -19,8 +19,9 @@ import numpy as np
 
 from ._imagelike import ImageWrapper
 from .errors import InputError
+from .slides.base import Slide
 
-#: Pixels the glass estimate looks at, at most (a regular sample of the image).
+#: Pixels the glass estimate looks at, at most (the image read coarser: NOTE [Glass sample]).
 SAMPLE_PIXELS = 2**18
 #: Pixels at least this bright (mean of R, G, B) can be glass; darker ones (out-of-scan padding,
 #: pen, dark tissue) never are.
@@ -67,9 +68,9 @@ SEAM_MIN_CORRECTION = 0.005
 # "Glass balance"). So a model may declare ``glass_white`` W: before the model, each channel of the
 # image is multiplied by gain_c = clip(W / g_c, 1, MAX_GAIN), where g is the image's glass colour,
 # and rounded back to uint8 (clipped at 255). g is the per-channel median of the brightest
-# GLASS_SHARE of the pixels brighter than MIN_GLASS_LEVEL, over a regular sample of at most
-# SAMPLE_PIXELS (a numpy-like image: every s-th row and column; a slide: its grid read s times
-# coarser from the pyramid, the same statistic up to resampling). Gains are never below 1: glass
+# GLASS_SHARE of the pixels brighter than MIN_GLASS_LEVEL, over a sample of at most SAMPLE_PIXELS:
+# the image read s times coarser, area-averaged (a slide from its pyramid, any other image as a
+# one-level slide would be: NOTE [Glass sample]). Gains are never below 1: glass
 # at W or brighter is left as it is, so white slides are read exactly as before. An estimate tinted
 # green or magenta by more than MAX_TINT (|ln g_G - (ln g_R + ln g_B) / 2|) is pale tissue, not
 # glass (an image that is all tissue: eosin, PAS), and the image is left as it is. Blue and yellow
@@ -166,19 +167,45 @@ def _training_view(image: Any) -> Any:
     return None
 
 
-def _coarse_slide(image: Any, s: int) -> np.ndarray | None:
-    """A SlideArray's grid read ``s`` times coarser from its pyramid; None for other images."""
-    slide = getattr(image, "slide", None)
-    if slide is None or not hasattr(image, "mpp"):
-        return None
+def _coarse_slide(image: Any, s: int) -> np.ndarray:
+    """A SlideArray's grid read ``s`` times coarser from its pyramid; any other image read ``s`` times coarser
+    as a one-level slide of it would be (NOTE [Glass sample])."""
     from .slides import SlideArray
 
+    slide = getattr(image, "slide", None)
+    if slide is None or not hasattr(image, "mpp"):
+        return np.asarray(SlideArray(_OneLevel(image), (float(s), float(s)))[:, :])
     mpp = image.mpp if isinstance(image.mpp, tuple) else (image.mpp, image.mpp)
     return np.asarray(SlideArray(slide, (mpp[0] * s, mpp[1] * s))[:, :])
 
 
+# NOTE [Glass sample]
+# The glass balance and the seam correction measure an image on a coarse sample of it. A slide's
+# grid is sampled by reading its pyramid s times coarser (area-averaged by Pillow's BOX filter in
+# Slide.read_region_at_mpp). Any other image (an array, a memmap, a training view) is sampled the
+# same way, as a one-level slide of 1 um/px read at s um/px: so an image and the same pixels saved
+# as a PNG and given to `gigaseg predict` are balanced alike, to the bit, and so are a slide and
+# its training regions. (Until 2026-12-06 an array was sampled by taking every s-th pixel, and
+# real_slides_eval.py's in-memory scores differed from the product's by a few pixels per slide.)
+class _OneLevel(Slide):
+    """An (H, W, 3) uint8 image-like as a one-level slide of 1 um/px (NOTE [Glass sample]); read in boxes."""
+
+    backend = "array"
+
+    def __init__(self, image: Any) -> None:
+        h, w = (int(v) for v in image.shape[:2])
+        super().__init__("<image>", [(w, h)], mpp=(1.0, 1.0))
+        self._image = image
+
+    def _read_level(self, level: int, lvl_x: int, lvl_y: int, lvl_w: int, lvl_h: int) -> np.ndarray:
+        return np.asarray(self._image[lvl_y:lvl_y + lvl_h, lvl_x:lvl_x + lvl_w])
+
+    def _close(self) -> None:
+        self._image = None
+
+
 def _sample(image: Any) -> tuple[np.ndarray, int]:
-    """A regular sample of at most about ``SAMPLE_PIXELS`` pixels of ``image``, and its step s."""
+    """``image`` read s times coarser to at most about ``SAMPLE_PIXELS`` pixels (NOTE [Glass sample]), and s."""
     if isinstance(image, GlassBalanced):
         image = image.image
     base = _training_view(image)  # a training view: its stored region
@@ -187,35 +214,24 @@ def _sample(image: Any) -> tuple[np.ndarray, int]:
     s = max(1, math.ceil(math.sqrt(h * w / SAMPLE_PIXELS)))
     if s == 1:
         return np.asarray(image[:, :]), s
-    coarse = _coarse_slide(image, s)
-    if coarse is not None:
-        return coarse, s
-    try:
-        return np.asarray(image[::s, ::s]), s
-    except (TypeError, ValueError, IndexError, InputError):  # an array-like read in steps of 1 only: row by row
-        return np.stack([np.asarray(image[y:y + 1, :])[0, ::s] for y in range(0, h, s)]), s
+    return _coarse_slide(image, s), s  # NOTE [Glass sample]
 
 
 def _mean_sample(image: Any, pixels: int) -> tuple[np.ndarray, int]:
-    """``image`` area-averaged s x s to at most about ``pixels`` pixels (float32), and s; a slide's
-    grid read s times coarser from its pyramid, and never finer than the slide's level 0 (an
-    enlarged thumbnail's seams would be the enlargement's). Read in bands of rows, so any image-like
-    will do."""
+    """``image`` read s times coarser (area-averaged, NOTE [Glass sample]) to at most about ``pixels``
+    pixels (float32), and s; a slide's grid never finer than the slide's level 0 (an enlarged
+    thumbnail's seams would be the enlargement's). Read in bands of rows, so any image-like will do."""
     h, w = (int(v) for v in image.shape[:2])
     s = max(1, math.ceil(math.sqrt(h * w / pixels)))
     level0 = getattr(getattr(image, "slide", None), "mpp", None)
     if level0 and hasattr(image, "mpp"):  # a slide enlarged to the grid: its own pixels, no finer
         s = max(s, round(min(level0) / min(np.atleast_1d(image.mpp))))
-    coarse = _coarse_slide(image, s) if s > 1 else None
-    if coarse is not None:
-        return coarse.astype(np.float32), s
-    hs, ws = h // s, w // s
-    out = np.empty((hs, ws, int(image.shape[2])), np.float32)
-    band = max(1, (32 << 20) // max(1, s * s * ws * 3))  # sample rows per read: about 32 MB
-    for y in range(0, hs, band):
-        n = min(band, hs - y)
-        block = np.asarray(image[y * s:(y + n) * s, :ws * s]).astype(np.float32)
-        out[y:y + n] = block.reshape(n, s, ws, s, -1).mean((1, 3)) if s > 1 else block
+    if s > 1:
+        return _coarse_slide(image, s).astype(np.float32), s  # NOTE [Glass sample]
+    out = np.empty((h, w, int(image.shape[2])), np.float32)
+    band = max(1, (32 << 20) // max(1, w * 3))  # rows per read: about 32 MB
+    for y in range(0, h, band):
+        out[y:y + band] = np.asarray(image[y:y + band, :w])
     return out, s
 
 
