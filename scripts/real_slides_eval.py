@@ -114,11 +114,12 @@ def _synthetic(run, mpp: float, n: int, tmp: Path, orientations: int = 1, shift:
     _study_path()
     from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
 
+    side = 1024
     first = HELD_OUT_SEED if first is None else first
     folder = tmp / "synthetic"
     folder.mkdir(parents=True, exist_ok=True)
     slides = []
-    for seed, cats, rgb, m, _ in held_out(n, 1024, mpp, first=first):
+    for seed, cats, rgb, m, _ in held_out(n, side, mpp, first=first):
         png = folder / f"s{seed}.png"
         Image.fromarray(rgb if shift is None else shifted(rgb, shift)).save(png)
         s = run("model", png, folder / "out", mpp, orientations)
@@ -126,7 +127,7 @@ def _synthetic(run, mpp: float, n: int, tmp: Path, orientations: int = 1, shift:
         slides.append({"seed": seed, "categories": cats, "dice": dice(pred, m == 1),
                        "tissue_od": tissue_od(rgb, m == 1)})  # the faint quarter by the slide as drawn
         print(json.dumps(slides[-1] | ({"shift": shift} if shift else {})), file=sys.stderr)
-    return {"mpp": mpp, "side": 1024, "seeds": [first, first + n - 1], "orientations": orientations,
+    return {"mpp": mpp, "side": side, "seeds": [first, first + n - 1], "orientations": orientations,
             "groups": group_scores(slides), "slides": slides}
 
 

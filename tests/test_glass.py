@@ -214,7 +214,7 @@ def test_predict_reports_the_gains_it_used(tmp_path):
                          progress=False)["glass_gains"] is None
 
 
-def test_an_image_read_in_steps_of_one_is_sampled_row_by_row():
+def test_an_image_read_in_steps_of_one_is_sampled_as_an_array_is():
     img, _ = _slide_like((205, 200, 195), h=700, w=900, seed=8)
 
     class StepsOfOne:  # an array-like that refuses steps, as a SlideArray does

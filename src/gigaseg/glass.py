@@ -220,7 +220,7 @@ def _sample(image: Any) -> tuple[np.ndarray, int]:
 def _mean_sample(image: Any, pixels: int) -> tuple[np.ndarray, int]:
     """``image`` read s times coarser (area-averaged, NOTE [Glass sample]) to at most about ``pixels``
     pixels (float32), and s; a slide's grid never finer than the slide's level 0 (an enlarged
-    thumbnail's seams would be the enlargement's). Read in bands of rows, so any image-like will do."""
+    thumbnail's seams would be the enlargement's)."""
     h, w = (int(v) for v in image.shape[:2])
     s = max(1, math.ceil(math.sqrt(h * w / pixels)))
     level0 = getattr(getattr(image, "slide", None), "mpp", None)
@@ -228,11 +228,7 @@ def _mean_sample(image: Any, pixels: int) -> tuple[np.ndarray, int]:
         s = max(s, round(min(level0) / min(np.atleast_1d(image.mpp))))
     if s > 1:
         return _coarse_slide(image, s).astype(np.float32), s  # NOTE [Glass sample]
-    out = np.empty((h, w, int(image.shape[2])), np.float32)
-    band = max(1, (32 << 20) // max(1, w * 3))  # rows per read: about 32 MB
-    for y in range(0, h, band):
-        out[y:y + band] = np.asarray(image[y:y + band, :w])
-    return out, s
+    return np.asarray(image[:, :], np.float32), s  # at most ``pixels`` pixels: one read
 
 
 @dataclass(frozen=True, eq=False)
