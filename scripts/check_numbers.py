@@ -497,7 +497,8 @@ STAGE20 = "results/tissue-model/stage-20"  # edge_bands.py and real_slides_eval.
 # results.json as stage 22 compared against it, before the synthetic slides were scored through predict_slide
 STAGE22 = "results/tissue-model/stage-22"
 OVERVIEW = "results/tissue-model/overview/summary.json"  # predict/baseline on CMU-1-Small-Region's macro image
-THROUGH_PREDICT = "results/tissue-model/through-predict"  # real_slides_eval.py --synthetic-seed 93000, 97000 (12-06)
+# real_slides_eval.py --synthetic-seed 93000, 97000 (12-06), and the targets table before NOTE [Glass sample]
+THROUGH_PREDICT = "results/tissue-model/through-predict"
 #: stage 22's runs from scratch: the shipped architecture, the stride-2 front and the shipped architecture twice as
 #: wide, seeds 61 and 62 (log.csv)
 SCRATCH22 = {(arch, seed): f"results/tissue-model/runs/stage22-scratch-{arch}-seed{seed}/log.csv"
@@ -809,6 +810,11 @@ CLAIMS: list[Claim] = [
       for name, run in (("shipped", None), ("control: the shipped model fine-tuned alike, seed 51", "control-seed51"),
                         ("split front, seed 51", "split-front-seed51"),
                         ("split front, seed 52", "split-front-seed52"))),
+    Claim("results/tissue-model/README.md",
+          "(all\n{:.4f} as before) and the slides under gamma 1.25 from {:.4f} to {:.4f}", BUILTIN_REAL,
+          lambda d: (d["synthetic"]["groups"]["all"]["dice"],
+                     *(x["synthetic_shifts"]["gamma 1.25"]["all"]["dice"]
+                       for x in (_load(f"{THROUGH_PREDICT}/targets-before-glass-sample.json"), d)))),
     # results/tissue-model/overview/: an overview photograph (the macro image of CMU-1-Small-Region.svs)
     *(Claim("results/tissue-model/overview/README.md", f"| {row} | {{:.3f}} | {{}} | {{:.2f}} |", OVERVIEW,
             lambda d, m=method: at("tissue_fraction", "pieces", "outside_box_share")(d["methods"][m]))
