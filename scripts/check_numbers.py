@@ -82,6 +82,15 @@ def _stage22_row(run: str | None) -> tuple:
             *(held["slides"][i]["model"]["dice"] for i in range(3)))
 
 
+def _stage23_row(name: str) -> Getter:
+    """A row of stage 23's table: the synthetic groups of real_slides_eval.py --synthetic 24, then two real slides."""
+    def get(d: Any) -> tuple:
+        real = (next(r for r in d["slides"] if r["slide"].startswith(n))["model"]["dice"]
+                for n in ("CMU-1-Small-Region.svs", "kidney-48-5"))
+        return (*(d["synthetic"]["groups"][g]["dice"] for g in TISSUE_GROUPS), *real)
+    return get
+
+
 def _rescored(before: dict, after: dict, groups: Sequence[str], changed: bool = False) -> tuple:
     """Each group's synthetic Dice in ``before`` and in ``after`` (two real_slides_eval JSONs), then, with
     ``changed``, how many slides score another Dice in ``after``."""
@@ -506,6 +515,10 @@ SCRATCH22 = {(arch, seed): f"results/tissue-model/runs/stage22-scratch-{arch}-se
 #: the stride-2 front's two runs continued to 20,000 steps (log.csv: the first 6,000 steps and the rest)
 LONG22 = {seed: f"results/tissue-model/runs/stage22-scratch-stride2-front-seed{seed}-to-20000/log.csv"
           for seed in (61, 62)}
+#: stage 23: runs trained on the 24 validation slides they are scored on (log.csv), and their scores
+MEM23 = {run: f"results/tissue-model/runs/stage23-memorize-{run}/log.csv"
+         for run in ("shipped", "wide-16-32-64-64", "stride2-front-scratch")}
+STAGE23 = "results/tissue-model/stage-23"  # real_slides_eval.py --synthetic 24 and error_sources.py --slides 24
 STAGE19_BEFORE = "results/tissue-model/stage-19/before.json"  # real_slides_eval.py --synthetic 48 on 4e987ec's library
 SEAM_SPEED = "benchmarks/builtin/seam-correction.json"  # builtin_predict.py with and without it, alternating
 HOLE_SPEED = "benchmarks/builtin/hole-filling.json"  # builtin_predict.py with and without --fill-holes 0, alternating
@@ -784,6 +797,39 @@ CLAIMS: list[Claim] = [
       for name, run in (("shipped", None), ("sharp edges, seed 51", "seed51"), ("sharp edges, seed 52", "seed52"),
                         ("control: the same fine-tune on the slides as drawn, seed 51", "control-seed51"),
                         ("every training slide stained to the edge, seed 51", "all-sharp-seed51"))),
+    # stage 23: trained on the slides it is scored on
+    *(Claim("results/tissue-model/README.md", f"| {name} | " + " | ".join(["{:.3f}"] * 6) + " |", MEM23[run],
+            lambda d: tuple(_validations(d)))
+      for run, name in (("shipped", "the shipped model, Adam 0.001, warm-up 100, cosine"),
+                        ("wide-16-32-64-64", "the same widened to 16-32-64-64 (`widen.py`, 384,252 weights)"),
+                        ("stride2-front-scratch", "the stride-2 front from scratch (stage 22's recipe, seed 62)"))),
+    *(Claim("results/tissue-model/README.md", f"| {name} | " + " | ".join(["{:.3f}"] * 12) + " |",
+            f"{STAGE23}/{f}", _stage23_row(name))
+      for name, f in (("shipped", "shipped-90000-24.json"),
+                      ("trained on these 24 slides", "memorized-shipped-90000-24.json"))),
+    Claim("results/tissue-model/README.md", "Fat-rich is {:.3f} (three slides here). The\n  shipped model scores "
+          "the same slides {:.3f}", f"{STAGE23}/memorized-shipped-90000-24.json",
+          lambda d: (d["synthetic"]["groups"]["fat-rich"]["dice"],
+                     _load(f"{STAGE23}/shipped-90000-24.json")["synthetic"]["groups"]["all"]["dice"])),
+    Claim("results/tissue-model/README.md", "scored them through `gigaseg predict`: {:.3f}, every group "
+          "above 0.97\nbut the faint slides ({:.3f}), where the shipped model scores the same slides {:.3f}",
+          f"{STAGE23}/memorized-shipped-90000-24.json",
+          lambda d: (d["synthetic"]["groups"]["all"]["dice"], d["synthetic"]["groups"]["faint"]["dice"],
+                     _load(f"{STAGE23}/shipped-90000-24.json")["synthetic"]["groups"]["all"]["dice"])),
+    Claim("results/tissue-model/README.md", "ends lower ({:.3f} against {:.3f})", MEM23["wide-16-32-64-64"],
+          lambda d: (_validations(d)[-1], _validations(_load(MEM23["shipped"]))[-1])),
+    Claim("results/tissue-model/README.md", "The stride-2 front, from scratch, ends at {:.3f}",
+          MEM23["stride2-front-scratch"], lambda d: _validations(d)[-1]),
+    Claim("results/tissue-model/README.md", "Of the glass called tissue, {:.0%} lies within\n  2 pixels",
+          f"{STAGE23}/errors-memorized-shipped.json",
+          lambda d: d["glass_called_tissue"][0] / sum(d["glass_called_tissue"])),
+    Claim("results/tissue-model/README.md", "are\n  {:.0%} wrong, and they are {:.0%} of all the wrong pixels",
+          f"{STAGE23}/errors-memorized-shipped.json", lambda d: _err(d, "faint edge (tissue)")),
+    Claim("results/tissue-model/README.md", "(worst {:.3f}: seed {}, Grocott",
+          f"{STAGE23}/memorized-shipped-90000-24.json",
+          lambda d: (d["synthetic"]["groups"]["faint"]["min"], _worst_seed(d))),
+    Claim("results/tissue-model/README.md", "CMU-1-Small-Region scores {:.3f}, and kidney-48-5's smear\n  is kept "
+          "({:.3f})", f"{STAGE23}/memorized-shipped-90000-24.json", lambda d: _stage23_row("")(d)[-2:]),
     # stage 22: a first level of stride 2, from scratch and split from the shipped model
     *(Claim("results/tissue-model/README.md", f"| {name}, seed {seed} | " + " | ".join(["{:.3f}"] * 6) + " |",
             SCRATCH22[arch, seed], lambda d: tuple(_validations(d)))
