@@ -527,7 +527,8 @@ LONG22 = {seed: f"results/tissue-model/runs/stage22-scratch-stride2-front-seed{s
 MEM23 = {run: f"results/tissue-model/runs/stage23-memorize-{run}/log.csv"
          for run in ("shipped", "wide-16-32-64-64", "stride2-front-scratch")}
 #: stage 23: the same recipe on 96 training slides, and stage 20's control on 432 and 2,432 training slides (log.csv)
-FIT96 = {run: f"results/tissue-model/runs/stage23-fit96-{run}/log.csv" for run in ("shipped", "wide-16-32-64-64")}
+FIT96 = {run: f"results/tissue-model/runs/stage23-fit96-{run}/log.csv"
+         for run in ("shipped", "wide-16-32-64-64", "he-only", "ihc-only")}
 MORE23 = {n: f"results/tissue-model/runs/stage23-control-{n}-slides-seed51/log.csv" for n in (432, 2432)}
 STAGE23 = "results/tissue-model/stage-23"  # real_slides_eval.py --synthetic 24 and error_sources.py --slides 24
 STAGE19_BEFORE = "results/tissue-model/stage-19/before.json"  # real_slides_eval.py --synthetic 48 on 4e987ec's library
@@ -867,6 +868,11 @@ CLAIMS: list[Claim] = [
     Claim("docs/model-card.md", "the same\nnetwork trained on 24 held-out slides scores them {:.3f}",
           f"{STAGE23}/memorized-shipped-90000-24.json", lambda d: d["synthetic"]["groups"]["all"]["dice"]),
     Claim("docs/model-card.md", "it fits 96 slides only to {:.3f}", FIT96["shipped"], lambda d: _validations(d)[-1]),
+    *(Claim("results/tissue-model/README.md", f"| {name} | {{:.3f}} | {{:.3f}} |", FIT96[run],
+            lambda d, f=f: (_load(f"{STAGE23}/{f}")["train"]["groups"]["all"]["dice"], _validations(d)[-1]))
+      for run, name, f in (("shipped", "every stain (as above)", "fit96-shipped-before.json"),
+                           ("he-only", "H&E only", "fit96-he-only-before.json"),
+                           ("ihc-only", "IHC only", "fit96-ihc-only-before.json"))),
     # stage 22: a first level of stride 2, from scratch and split from the shipped model
     *(Claim("results/tissue-model/README.md", f"| {name}, seed {seed} | " + " | ".join(["{:.3f}"] * 6) + " |",
             SCRATCH22[arch, seed], lambda d: tuple(_validations(d)))
