@@ -99,6 +99,21 @@ def _more_row(n: int) -> Getter:
     return get
 
 
+def _fat_split(run: str, before: str) -> Getter:
+    """Stage 23: the network's Dice on the fat-rich slides a fit trains on and on the others, before and after
+    (a fit_check.py JSON's per-slide scores and categories, and the run's val.csv at its last step)."""
+    def get(rows: list[dict[str, str]]) -> tuple:
+        last = max(int(r["step"]) for r in rows)
+        after = {r["region"]: float(r["dice"]) for r in rows if int(r["step"]) == last}
+        per = _load(f"{STAGE23}/{before}")["train"]["per_slide"]
+        out: list[Any] = []
+        for fat in (True, False):
+            sel = [r for r in per if ("adipose" in r["categories"]) == fat]
+            out += [len(sel), statistics.mean(r["dice"] for r in sel), statistics.mean(after[r["region"]] for r in sel)]
+        return tuple(out)
+    return get
+
+
 def _rescored(before: dict, after: dict, groups: Sequence[str], changed: bool = False) -> tuple:
     """Each group's synthetic Dice in ``before`` and in ``after`` (two real_slides_eval JSONs), then, with
     ``changed``, how many slides score another Dice in ``after``."""
@@ -871,6 +886,11 @@ CLAIMS: list[Claim] = [
     *(Claim("results/tissue-model/README.md", f"| {name} | {{:.3f}} | {{:.3f}} |", FIT96[run],
             lambda d, f=f: (_load(f"{STAGE23}/{f}")["train"]["groups"]["all"]["dice"], _validations(d)[-1]))
       for run, name, f in (("shipped", "every stain (as above)", "fit96-shipped-before.json"),
+                           ("he-only", "H&E only", "fit96-he-only-before.json"),
+                           ("ihc-only", "IHC only", "fit96-ihc-only-before.json"))),
+    *(Claim("results/tissue-model/README.md", f"| {name} | {{}} | {{:.3f}} | {{:.3f}} | {{}} | {{:.3f}} | {{:.3f}} |",
+            f"results/tissue-model/runs/stage23-fit96-{run}/val.csv", _fat_split(run, f))
+      for run, name, f in (("shipped", "every stain", "fit96-shipped-before.json"),
                            ("he-only", "H&E only", "fit96-he-only-before.json"),
                            ("ihc-only", "IHC only", "fit96-ihc-only-before.json"))),
     # stage 22: a first level of stride 2, from scratch and split from the shipped model
