@@ -441,3 +441,34 @@ def test_step_memory_does_not_count_what_earlier_work_freed(store, tmp_path):
     m = json.loads(proc.stdout.splitlines()[-1])
     assert m["before"] > 800e6  # the freed blocks were still resident before training
     assert m["peak"] < m["before"] - 600e6
+
+
+def test_a_budget_that_cuts_regions_into_small_tiles_gets_advice():
+    """NOTE [Tiling advice]: a deep model's halo under the default 1 GiB budget."""
+    from types import SimpleNamespace
+
+    from gigaseg import UNet, UNetConfig
+    from gigaseg.engine import plan
+    from gigaseg.training import SLOW_RECOMPUTE, _tiling_advice
+
+    model = UNet(UNetConfig(depth=5, channels=(12, 8, 16, 32, 32), strides=(2, 4, 4, 2, 2),
+                            encoder_kernels=(3, 15, 11, 7, 5), decoder_kernels=(3, 3, 3, 3, 3),
+                            activation="leaky_relu", input_shift=0.8, input_scale=4.0))
+    regions = [SimpleNamespace(shape=(1024, 1024, 3)), SimpleNamespace(shape=(2048, 2048, 3))]
+
+    def run(**kw):
+        c = SimpleNamespace(**{"tile": None, "memory_budget": None, **kw})
+        return SimpleNamespace(c=c, ranks=None, n_regions=2, train_ds=SimpleNamespace(regions=regions), model=model,
+                               device=torch.device("cpu"))
+
+    advice = _tiling_advice(run())
+    slow = plan(model, 2048, 2048, device="cpu")
+    assert slow.recompute > SLOW_RECOMPUTE
+    need = plan(model, 2048, 2048, memory_budget=2**62, device="cpu").predicted_peak_bytes
+    assert advice is not None and "1.00 GiB" in advice and "2048 x 2048" in advice and f"{slow.recompute:.1f}" in advice
+    given = float(advice.split("--memory-budget ")[1].split("GiB")[0]) * 2**30
+    assert need < given < need * 1.1 + 2**28  # enough, and not much more
+    # ... and with that budget, none: the region trains in one piece
+    assert plan(model, 2048, 2048, memory_budget=int(given), device="cpu").recompute == 1.0
+    assert _tiling_advice(run(memory_budget=int(given))) is None
+    assert _tiling_advice(run(tile=256)) is None  # the user chose the tile

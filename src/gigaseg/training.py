@@ -978,6 +978,44 @@ def _train_step(run: _Run) -> dict[str, Any]:
             "peak_anon_bytes": mem.peak, "epoch": row["epoch"], "region": row["region"]}
 
 
+# NOTE [Tiling advice]
+# The default memory budget (1 GiB) is what lets a gigapixel region train on a laptop. But a
+# model's halo grows with its depth and strides, and for a deep model the tiles that fit in 1 GiB
+# can be small beside their halo: a 2048 x 2048 region under a model of total stride 128 (halo 513)
+# is cut into 16 x 16 tiles of 128 pixels, and each step computes 71 times the region's pixels,
+# 90 times slower than the region in one piece (2.3 GiB). Nothing is wrong with that (the gradient
+# is exact either way), but it is silent; so before the first step the run says how many times it
+# recomputes and the budget that would take the largest region at once (the planner's prediction,
+# plus a tenth, rounded up to a quarter GiB), and leaves the choice to the user, who knows what
+# else the machine runs. Not under torchrun, where the ranks share tiles and the plan differs.
+#: A step that recomputes more than this many times its region's pixels gets tiling advice.
+SLOW_RECOMPUTE = 3.0
+
+
+def _tiling_advice(run: _Run) -> str | None:
+    """Advice when the memory budget makes each step recompute its region many times (NOTE [Tiling
+    advice]); None when it does not, when a tile was given, or under torchrun."""
+    from ._units import format_bytes, parse_bytes
+    from .engine import DEFAULT_MEMORY_BUDGET, plan
+
+    c = run.c
+    if c.tile is not None or run.ranks is not None or not run.n_regions:
+        return None
+    h, w = max((r.shape[:2] for r in run.train_ds.regions), key=lambda hw: hw[0] * hw[1])
+    budget = c.memory_budget if c.memory_budget is not None else DEFAULT_MEMORY_BUDGET
+    now = plan(run.model, h, w, memory_budget=budget, device=run.device)
+    if now.recompute <= SLOW_RECOMPUTE:
+        return None
+    whole = plan(run.model, h, w, memory_budget=2**62, device=run.device)
+    need = math.ceil(whole.predicted_peak_bytes * 1.1 / 2**28) / 4  # GiB, up to the next quarter
+    return (f"with a memory budget of {format_bytes(parse_bytes(budget))} the {h} x {w} regions are trained "
+            f"in {now.grid[0]} x {now.grid[1]} tiles of {now.tile[0]} x {now.tile[1]} pixels, each recomputed with "
+            f"the model's {now.halo}-pixel halo: {now.recompute:.1f} times the region's pixels per step. One "
+            f"region at once needs about {format_bytes(whole.predicted_peak_bytes)}: give --memory-budget "
+            f"{need:g}GiB (memory_budget='{need:g}GiB') if the machine has it, for steps about "
+            f"{now.recompute:.0f} times faster")
+
+
 def _step_regions(run: _Run) -> tuple[list[tuple[int, int]], tuple[int, int]]:
     """The step's ``regions_per_step`` (region index, epoch): the next ones of the stream a
     single process takes one per step; and the (epoch, position) after them."""
@@ -1196,6 +1234,8 @@ def _train(config: TrainConfig, ranks: Any) -> dict[str, Any]:
     if not run.val_regions and run.writer:
         print(f"gigaseg train: no validation regions (no 'val' split in {c.data} and no --val-data); "
               "training without validation", file=sys.stderr)
+    if run.writer and (advice := _tiling_advice(run)):
+        print(f"gigaseg train: {advice}", file=sys.stderr)
     t_start = last_plot = time.perf_counter()
     bar = tqdm(total=c.steps, initial=run.step, desc="train", unit="step", disable=not (c.progress and run.writer),
                dynamic_ncols=True)
