@@ -597,3 +597,42 @@ def test_splitting_the_first_level_keeps_the_rest_of_the_model_exactly(tmp_path,
     with pytest.raises(SystemExit, match="smaller"):
         sf.main([str(tmp_path / "m.pt"), "--data", str(tmp_path / "data"), "--out", str(tmp_path / "t.pt"),
                  "--crop", "200"])
+
+
+def test_a_finer_model_starts_as_the_old_one_on_the_2x2_average(tmp_path, capsys):
+    import torch.nn.functional as F
+
+    from gigaseg import UNet, UNetConfig
+    from gigaseg.checkpoint import save_checkpoint
+
+    fine = load_script("scripts/tissue_model/finer.py")
+    cfg = UNetConfig(depth=3, channels=(4, 6, 6), strides=(4, 2, 2), encoder_kernels=(15, 5, 3),
+                     decoder_kernels=(3, 3, 3), activation="leaky_relu", input_shift=0.8, input_scale=4.0)
+    torch.manual_seed(0)
+    old = UNet(cfg)
+    new = fine.finer(old, 8)
+    assert new.config.depth == 4 and new.config.channels == (8, 4, 6, 6) and new.config.strides == (2, 4, 2, 2)
+    x = torch.rand(1, 3, 64, 96, dtype=torch.float64)  # sides multiples of the total stride (32)
+    with torch.no_grad():
+        want = F.interpolate(old.double()(F.avg_pool2d(x, 2)), scale_factor=2, mode="nearest")
+        assert (new.double()(x) - want).abs().max() < 1e-5  # the weights divided by 1.01 are float32
+        # not the old model on the image itself: the new one reads the average, not every other pixel
+        assert (new(x) - F.interpolate(old(x[..., ::2, ::2]), scale_factor=2)).abs().max() > 1e-3
+    # the free channels start silent, not dead: after a step every weight out of them has moved
+    new.float().train()
+    opt = torch.optim.SGD(new.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        (new(x.float()) - 1).square().mean().backward()
+        opt.step()
+    assert new.head.conv.weight[0, 2:].abs().sum() > 0 and new.encoder[1].conv.weight[:, 6:].abs().sum() > 0
+    with pytest.raises(SystemExit, match="at least 6"):
+        fine.finer(old, 4)
+    with pytest.raises(SystemExit, match="leaky_relu"):
+        fine.finer(UNet(dataclasses.replace(cfg, activation="relu")), 8)
+
+    save_checkpoint(tmp_path / "m.pt", old, mpp=4.0)
+    assert fine.main([str(tmp_path / "m.pt"), "--out", str(tmp_path / "f.pt"), "--c0", "8"]) == 0
+    assert "2 um/px" in capsys.readouterr().out
+    model, mpp = load_model(tmp_path / "f.pt")
+    assert mpp == 2.0 and model.config.channels == (8, 4, 6, 6)
