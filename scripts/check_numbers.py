@@ -90,19 +90,68 @@ def _more_row(n: int) -> Getter:
     return get
 
 
-def _fat_split(run: str, before: str) -> Getter:
-    """Stage 23: the network's Dice on the fat-rich slides a fit trains on and on the others, before and after
-    (a fit_check.py JSON's per-slide scores and categories, and the run's val.csv at its last step)."""
+def _fat_split(before: str) -> Getter:
+    """Stages 23 and 24: the network's Dice on the fat-rich slides a fit trains on and on the others, before and
+    after (``before``: a fit_check.py JSON's per-slide scores and categories; the rows: the run's val.csv, whose
+    last step is the after)."""
     def get(rows: list[dict[str, str]]) -> tuple:
         last = max(int(r["step"]) for r in rows)
         after = {r["region"]: float(r["dice"]) for r in rows if int(r["step"]) == last}
-        per = _load(f"{STAGE23}/{before}")["train"]["per_slide"]
+        per = _load(before)["train"]["per_slide"]
         out: list[Any] = []
         for fat in (True, False):
             sel = [r for r in per if ("adipose" in r["categories"]) == fat]
             out += [len(sel), statistics.mean(r["dice"] for r in sel), statistics.mean(after[r["region"]] for r in sel)]
         return tuple(out)
     return get
+
+
+def _fit24_row(before: str, val: str) -> Getter:
+    """Stage 24's table of fits: the Dice before (a fit_check.py JSON), the validations at 2,000, 4,000 and 6,000
+    steps (the rows: a log.csv), then ``_fat_split``'s before and after of the fat-rich slides and the others
+    (``val``: the run's val.csv)."""
+    def get(rows: list[dict[str, str]]) -> tuple:
+        at = {int(r["step"]): float(r["val_dice_mean"]) for r in rows if r["val_dice_mean"]}
+        split = _fat_split(before)(_load(val))
+        return (_load(before)["train"]["groups"]["all"]["dice"], *(at[k] for k in (2000, 4000, 6000)),
+                *split[1:3], *split[4:6])
+    return get
+
+
+def _last_dice(rows: list[dict[str, str]]) -> dict[str, float]:
+    """Each region's Dice at the last step of a val.csv."""
+    last = max(int(r["step"]) for r in rows)
+    return {r["region"]: float(r["dice"]) for r in rows if int(r["step"]) == last}
+
+
+def _fit24_gains() -> tuple[float, float, float, float]:
+    """Stage 24: the least and most that the 2 um/px fits gain over the 4 um/px ones, on the fat-rich slides
+    and on the others (every pair of a 2 um/px run and a 4 um/px run)."""
+    fine = [_fat_split(f"{STAGE24}/fit96-2um-before.json")(_load(FIT24[seed].replace("log", "val")))
+            for seed in (71, 72)]
+    coarse = [_fat_split(f"{STAGE23}/fit96-shipped-before.json")(_load(FIT96[run].replace("log", "val")))
+              for run in ("shipped", "shipped-seed72")]
+    fat = [f[2] - c[2] for f in fine for c in coarse]
+    rest = [f[5] - c[5] for f in fine for c in coarse]
+    return min(fat), max(fat), min(rest), max(rest)
+
+
+def _held24(name: str, group: str = "all") -> float:
+    """Stage 24: a group's Dice on the 24 held-out slides (fit_check.py's JSON ``held24-NAME.json``)."""
+    return _load(f"{STAGE24}/held24-{name}.json")["val"]["groups"][group]["dice"]
+
+
+def _fit24_summary() -> tuple:
+    """Stage 24 in short: the range of the two 2 um/px fits on all 96 slides and that of stage 23's two 4 um/px
+    fits, then the same two ranges on the fat-rich slides (eight values)."""
+    fine = [_fat_split(f"{STAGE24}/fit96-2um-before.json")(_load(FIT24[seed].replace("log", "val")))
+            for seed in (71, 72)]
+    coarse = [_fat_split(f"{STAGE23}/fit96-shipped-before.json")(_load(FIT96[run].replace("log", "val")))
+              for run in ("shipped", "shipped-seed72")]
+    alls = [_validations(_load(FIT24[seed]))[-1] for seed in (71, 72)]
+    alls4 = [_validations(_load(FIT96[run]))[-1] for run in ("shipped", "shipped-seed72")]
+    return (min(alls), max(alls), min(alls4), max(alls4), min(f[2] for f in fine), max(f[2] for f in fine),
+            min(c[2] for c in coarse), max(c[2] for c in coarse))
 
 
 def _rescored(before: dict, after: dict, groups: Sequence[str], changed: bool = False) -> tuple:
@@ -540,6 +589,10 @@ FIT96 = {run: f"results/tissue-model/runs/stage23-fit96-{run}/log.csv"
          for run in ("shipped", "wide-16-32-64-64", "he-only", "ihc-only", "shipped-seed72", "split-front")}
 MORE23 = {n: f"results/tissue-model/runs/stage23-control-{n}-slides-seed51/log.csv" for n in (432, 2432)}
 STAGE23 = "results/tissue-model/stage-23"  # real_slides_eval.py --synthetic 24 and error_sources.py --slides 24
+#: stage 24: the shipped model made finer (2 um/px, finer.py) and fitted to stage 23's 96 slides (log.csv)
+FIT24 = {seed: f"results/tissue-model/runs/stage24-fit96-2um-seed{seed}/log.csv" for seed in (71, 72)}
+STAGE24 = "results/tissue-model/stage-24"  # fit_check.py JSON: before, and on the 24 held-out slides
+FINER_SPEED = "benchmarks/builtin/finer-2um.json"  # builtin_predict.py, the shipped and the 2 um/px model alternating
 STAGE19_BEFORE = "results/tissue-model/stage-19/before.json"  # real_slides_eval.py --synthetic 48 on 4e987ec's library
 SEAM_SPEED = "benchmarks/builtin/seam-correction.json"  # builtin_predict.py with and without it, alternating
 HOLE_SPEED = "benchmarks/builtin/hole-filling.json"  # builtin_predict.py with and without --fill-holes 0, alternating
@@ -890,12 +943,71 @@ CLAIMS: list[Claim] = [
                            ("he-only", "H&E only", "fit96-he-only-before.json"),
                            ("ihc-only", "IHC only", "fit96-ihc-only-before.json"))),
     *(Claim("results/tissue-model/README.md", f"| {name} | {{}} | {{:.3f}} | {{:.3f}} | {{}} | {{:.3f}} | {{:.3f}} |",
-            f"results/tissue-model/runs/stage23-fit96-{run}/val.csv", _fat_split(run, f))
+            f"results/tissue-model/runs/stage23-fit96-{run}/val.csv", _fat_split(f"{STAGE23}/{f}"))
       for run, name, f in (("shipped", "every stain", "fit96-shipped-before.json"),
                            ("shipped-seed72", "every stain, seed 72", "fit96-shipped-before.json"),
                            ("split-front", "every stain, the stride-2 front", "fit96-shipped-before.json"),
                            ("he-only", "H&E only", "fit96-he-only-before.json"),
                            ("ihc-only", "IHC only", "fit96-ihc-only-before.json"))),
+    # stage 24: a finer operating resolution
+    Claim("results/tissue-model/README.md", "2 um/px ({:,} weights against {:,})",
+          FIT24[71].replace("log.csv", "config.json"),
+          lambda d: (d["parameters"], _load(FIT96["shipped"].replace("log.csv", "config.json"))["parameters"])),
+    Claim("results/tissue-model/README.md", "the shipped model does: {:.3f} on stage 23's 96 slides rendered at "
+          "2 um/px (the shipped model at 4 um/px:\n{:.3f}) and {:.3f} on the 24 held-out slides ({:.3f})",
+          f"{STAGE24}/fit96-2um-before.json",
+          lambda d: (d["train"]["groups"]["all"]["dice"],
+                     _load(f"{STAGE23}/fit96-shipped-before.json")["train"]["groups"]["all"]["dice"],
+                     _held24("2um-before"), _held24("shipped-4um"))),
+    *(Claim("results/tissue-model/README.md", "a step took {:.2f} s (median of each run)", FIT24[seed],
+            step_median(1, 6000)) for seed in (71, 72)),
+    *(Claim("results/tissue-model/README.md", f"| {name} | " + " | ".join(["{:.3f}"] * 8) + " |", log,
+            _fit24_row(before, log.replace("log.csv", "val.csv")))
+      for name, log, before in (
+          ("4 um/px, the shipped model, seed 71 (stage 23)", FIT96["shipped"], f"{STAGE23}/fit96-shipped-before.json"),
+          ("4 um/px, the shipped model, seed 72 (stage 23)", FIT96["shipped-seed72"],
+           f"{STAGE23}/fit96-shipped-before.json"),
+          ("2 um/px, `finer.py`, seed 71", FIT24[71], f"{STAGE24}/fit96-2um-before.json"),
+          ("2 um/px, `finer.py`, seed 72", FIT24[72], f"{STAGE24}/fit96-2um-before.json"))),
+    Claim("results/tissue-model/README.md", "slides gain {:.3f}-{:.3f} over the 4 um/px fits, the others {:.3f}-{:.3f}",
+          FIT24[71], lambda _: _fit24_gains()),
+    Claim("results/tissue-model/README.md", "the worst slide of both runs ({:.3f} and {:.3f})", FIT24[71],
+          lambda _: tuple(min(_last_dice(_load(FIT24[seed].replace("log", "val"))).values()) for seed in (71, 72))),
+    Claim("results/tissue-model/README.md",
+          "| 24 held-out slides | all | H&E ({}) | IHC ({}) | fat-rich ({}) | faint ({}) |",
+          f"{STAGE24}/held24-shipped-4um.json",
+          lambda d: tuple(d["val"]["groups"][g]["n"] for g in ("H&E", "IHC", "fat-rich", "faint"))),
+    *(Claim("results/tissue-model/README.md", f"| {name} | " + " | ".join(["{:.3f}"] * 5) + " |",
+            f"{STAGE24}/held24-{f}.json",
+            lambda d: tuple(d["val"]["groups"][g]["dice"] for g in ("all", "H&E", "IHC", "fat-rich", "faint")))
+      for name, f in (("the shipped model, 4 um/px", "shipped-4um"),
+                      ("4 um/px, fitted to the 96, seed 71", "fit96-4um-seed71"),
+                      ("4 um/px, fitted to the 96, seed 72", "fit96-4um-seed72"),
+                      ("`finer.py` before training, 2 um/px", "2um-before"),
+                      ("2 um/px, fitted to the 96, seed 71", "fit96-2um-seed71"),
+                      ("2 um/px, fitted to the 96, seed 72", "fit96-2um-seed72"))),
+    Claim("results/tissue-model/README.md", "the 4 um/px fits do not (they lose {:.3f}-{:.3f})",
+          f"{STAGE24}/held24-shipped-4um.json",
+          lambda d: tuple(sorted(_held24("shipped-4um") - _held24(f"fit96-4um-seed{s}") for s in (71, 72)))),
+    Claim("results/tissue-model/README.md", "read much into their {:.3f}-{:.3f}",
+          f"{STAGE24}/held24-fit96-2um-seed72.json",
+          lambda d: tuple(sorted(_held24(f"fit96-2um-seed{s}", "fat-rich") for s in (71, 72)))),
+    Claim("results/tissue-model/README.md",
+          "finer-2um.json)): {:.1f} and {:.1f} s per slide\nagainst {:.2f} and {:.2f}", FINER_SPEED,
+          lambda d: (*(r["seconds_per_slide_in_batch"] for r in d["runs"][1::2]),
+                     *(r["seconds_per_slide_in_batch"] for r in d["runs"][0::2]))),
+    Claim("results/tissue-model/README.md", "reading took {:.1f} s and the network {:.1f} s against {:.2f}",
+          FINER_SPEED,
+          lambda d: (d["runs"][3]["timings_per_slide"][1]["read_s"], d["runs"][3]["timings_per_slide"][1]["model_s"],
+                     d["runs"][2]["timings_per_slide"][1]["model_s"])),
+    Claim("results/tissue-model/README.md", "fits the same 96 slides better ({:.3f}-{:.3f} against {:.3f}-{:.3f}; "
+          "the\nfat-rich ones {:.3f}-{:.3f} against {:.3f}-{:.3f})", FIT24[71], lambda _: _fit24_summary()),
+    Claim("docs/model-card.md", "fits those 96 slides better ({:.3f}-{:.3f}, the fat-rich ones {:.3f}-{:.3f})",
+          FIT24[71], lambda _: tuple(_fit24_summary()[i] for i in (0, 1, 4, 5))),
+    Claim("docs/model-card.md", "takes {:.1f}-{:.1f} s per 40x slide here where the shipped model, side by side, took "
+          "{:.2f}-{:.2f}", FINER_SPEED,
+          lambda d: (*sorted(r["seconds_per_slide_in_batch"] for r in d["runs"][1::2]),
+                     *sorted(r["seconds_per_slide_in_batch"] for r in d["runs"][0::2]))),
     # stage 22: a first level of stride 2, from scratch and split from the shipped model
     *(Claim("results/tissue-model/README.md", f"| {name}, seed {seed} | " + " | ".join(["{:.3f}"] * 6) + " |",
             SCRATCH22[arch, seed], lambda d: tuple(_validations(d)))
