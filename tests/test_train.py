@@ -472,3 +472,15 @@ def test_a_budget_that_cuts_regions_into_small_tiles_gets_advice():
     assert plan(model, 2048, 2048, memory_budget=int(given), device="cpu").recompute == 1.0
     assert _tiling_advice(run(memory_budget=int(given))) is None
     assert _tiling_advice(run(tile=256)) is None  # the user chose the tile
+
+
+def test_tiling_advice_leaves_a_budget_too_small_to_the_first_step():
+    from types import SimpleNamespace
+
+    from gigaseg.training import _tiling_advice
+
+    model = preset("paper")
+    c = SimpleNamespace(tile=None, memory_budget=2**20)  # 1 MiB: no tile fits; the engine's PlanError comes later
+    run = SimpleNamespace(c=c, ranks=None, n_regions=1, train_ds=SimpleNamespace(regions=[SimpleNamespace(
+        shape=(4096, 4096, 3))]), model=model, device=torch.device("cpu"))
+    assert _tiling_advice(run) is None

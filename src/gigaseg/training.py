@@ -65,6 +65,7 @@ from .errors import (
     CheckpointWriteError,
     ConfigError,
     DistributedError,
+    GigasegError,
     InputError,
     OutputError,
     StoreError,
@@ -983,7 +984,7 @@ def _train_step(run: _Run) -> dict[str, Any]:
 # model's halo grows with its depth and strides, and for a deep model the tiles that fit in 1 GiB
 # can be small beside their halo: a 2048 x 2048 region under a model of total stride 128 (halo 513)
 # is cut into 16 x 16 tiles of 128 pixels, and each step computes 71 times the region's pixels,
-# 90 times slower than the region in one piece (2.3 GiB). Nothing is wrong with that (the gradient
+# 90 times slower than the region in one piece (2.1 GiB). Nothing is wrong with that (the gradient
 # is exact either way), but it is silent; so before the first step the run says how many times it
 # recomputes and the budget that would take the largest region at once (the planner's prediction,
 # plus a tenth, rounded up to a quarter GiB), and leaves the choice to the user, who knows what
@@ -1003,7 +1004,10 @@ def _tiling_advice(run: _Run) -> str | None:
         return None
     h, w = max((r.shape[:2] for r in run.train_ds.regions), key=lambda hw: hw[0] * hw[1])
     budget = c.memory_budget if c.memory_budget is not None else DEFAULT_MEMORY_BUDGET
-    now = plan(run.model, h, w, memory_budget=budget, device=run.device)
+    try:
+        now = plan(run.model, h, w, memory_budget=budget, device=run.device)
+    except GigasegError:  # no tile fits, or a model the planner cannot read: the first step says so
+        return None
     if now.recompute <= SLOW_RECOMPUTE:
         return None
     whole = plan(run.model, h, w, memory_budget=2**62, device=run.device)
