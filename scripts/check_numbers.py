@@ -971,7 +971,7 @@ CLAIMS: list[Claim] = [
           ("2 um/px, `finer.py`, seed 72", FIT24[72], f"{STAGE24}/fit96-2um-before.json"))),
     Claim("results/tissue-model/README.md", "slides gain {:.3f}-{:.3f} over the 4 um/px fits, the others {:.3f}-{:.3f}",
           FIT24[71], lambda _: _fit24_gains()),
-    Claim("results/tissue-model/README.md", "the worst slide of both runs ({:.3f} and {:.3f})", FIT24[71],
+    Claim("results/tissue-model/README.md", "The worst slide of both runs ({:.3f} and {:.3f})", FIT24[71],
           lambda _: tuple(min(_last_dice(_load(FIT24[seed].replace("log", "val"))).values()) for seed in (71, 72))),
     Claim("results/tissue-model/README.md",
           "| 24 held-out slides | all | H&E ({}) | IHC ({}) | fat-rich ({}) | faint ({}) |",
