@@ -103,8 +103,8 @@ def shifted(rgb: np.ndarray, name: str) -> np.ndarray:
 
 
 def _synthetic(run, mpp: float, n: int, tmp: Path, orientations: int = 1, shift: str | None = None,
-               first: int | None = None) -> dict:
-    """Dice per held-out synthetic slide (profile "all", seeds 90000.. or ``first``.., 1024 x 1024 at ``mpp``) and
+               first: int | None = None, side: int = 1024) -> dict:
+    """Dice per held-out synthetic slide (profile "all", seeds 90000.. or ``first``.., side x side at ``mpp``) and
     per group, of the mask that ``run`` (``gigaseg predict`` with the study's options) writes for the slide saved
     as a PNG at ``mpp``: the product's own path, glass balance, seams, the network, edge trim, component filter,
     specks and holes included; each slide with the colour change ``shift`` (a name of ``SHIFTS``) when given."""
@@ -114,7 +114,6 @@ def _synthetic(run, mpp: float, n: int, tmp: Path, orientations: int = 1, shift:
     _study_path()
     from evaluate import HELD_OUT_SEED, dice, group_scores, held_out, tissue_od
 
-    side = 1024
     first = HELD_OUT_SEED if first is None else first
     folder = tmp / "synthetic"
     folder.mkdir(parents=True, exist_ok=True)
@@ -145,7 +144,8 @@ def _area_mean(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(h, f, w, f, *a.shape[2:]).mean(axis=(1, 3))
 
 
-def _synthetic_coarse(run, mpp: float, n: int, factors: list[int], tmp: Path, first: int | None = None) -> dict:
+def _synthetic_coarse(run, mpp: float, n: int, factors: list[int], tmp: Path, first: int | None = None,
+                      side: int = 1024) -> dict:
     """Dice per group on the held-out synthetic slides read coarser than the model, as a coarse slide or a
     thumbnail is: each slide area-averaged f x f for each f of ``factors``, saved as PNG and predicted by ``run``
     at f times ``mpp`` (read, resampled to the model's resolution, the model, its filter and hole filling, the
@@ -159,7 +159,7 @@ def _synthetic_coarse(run, mpp: float, n: int, factors: list[int], tmp: Path, fi
     per: dict[int, list] = {f: [] for f in factors}
     folder = tmp / "coarse"
     folder.mkdir(parents=True, exist_ok=True)
-    for seed, cats, rgb, m, _ in held_out(n, 1024, mpp, first=first):
+    for seed, cats, rgb, m, _ in held_out(n, side, mpp, first=first):
         for f in factors:
             png = folder / f"s{seed}-x{f}.png"
             Image.fromarray(np.rint(_area_mean(rgb, f)).astype(np.uint8)).save(png)
@@ -290,6 +290,10 @@ def main(argv=None) -> int:
                     help="first seed of the synthetic slides (default 90000: the study's held-out set, which every "
                          "stage since has looked at; 97000 and up: slides that no stage has; 93000-96047 are the "
                          "fresh draws already quoted)")
+    ap.add_argument("--synthetic-side", type=int, default=1024, metavar="PX",
+                    help="side of the synthetic slides in pixels at the model's resolution (default 1024, the study's; "
+                         "a slide is drawn for its size in microns, so a model at 2 um/px sees the 4 um/px models' "
+                         "slides with 2048)")
     ap.add_argument("--synthetic-downsamples", default="", metavar="F,F",
                     help="also score the synthetic slides area-averaged by each of these factors, as a coarse slide "
                          "or thumbnail is read (comma-separated; default: none)")
@@ -335,6 +339,8 @@ def main(argv=None) -> int:
     if any(f < 2 for f in factors):
         ap.error(f"--synthetic-downsamples: whole factors of 2 or more, such as 2,4,8; got "
                  f"{args.synthetic_downsamples!r}")
+    if args.synthetic_side < 256:
+        ap.error(f"--synthetic-side {args.synthetic_side}: give at least 256 pixels (the study's slides: 1024)")
 
     from PIL import Image
 
@@ -451,7 +457,8 @@ def main(argv=None) -> int:
             print(json.dumps(results["orientation_study"][-1]), file=sys.stderr)
         if args.synthetic:
             def synthetic(orientations: int, shift: str | None = None) -> dict:
-                return _synthetic(run, trained_mpp, args.synthetic, tmp, orientations, shift, args.synthetic_seed)
+                return _synthetic(run, trained_mpp, args.synthetic, tmp, orientations, shift, args.synthetic_seed,
+                                  args.synthetic_side)
 
             results["synthetic"] = synthetic(args.orientations)
             if args.orientation_study:
@@ -464,7 +471,7 @@ def main(argv=None) -> int:
                 results["synthetic_shifts"] = {shift: synthetic(args.orientations, shift)["groups"] for shift in shifts}
             if factors:
                 results["synthetic_coarse"] = _synthetic_coarse(run, trained_mpp, args.synthetic, factors, tmp,
-                                                                args.synthetic_seed)
+                                                                args.synthetic_seed, args.synthetic_side)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -636,3 +636,24 @@ def test_a_finer_model_starts_as_the_old_one_on_the_2x2_average(tmp_path, capsys
     assert "2 um/px" in capsys.readouterr().out
     model, mpp = load_model(tmp_path / "f.pt")
     assert mpp == 2.0 and model.config.channels == (8, 4, 6, 6)
+
+
+def test_real_slides_eval_draws_synthetic_slides_of_another_side(tmp_path, capsys):
+    """--synthetic-side: a model at another resolution can be scored on the same slides in microns (a slide
+    is drawn for its size, so 2048 px at 2 um/px are the 1024 px at 4 um/px)."""
+    from PIL import Image
+
+    from gigaseg.predict import predict_slide
+
+    real = load_script("scripts/real_slides_eval.py")
+    sizes = []
+
+    def run(method, path, od, mpp, orientations=1):
+        sizes.append(Image.open(path).size)
+        return predict_slide(None, path, od, mpp=mpp, overwrite=True, progress=False)
+
+    small = real._synthetic(run, 8.0, 1, tmp_path, first=93001, side=512)
+    assert small["side"] == 512 and sizes == [(512, 512)]
+    with pytest.raises(SystemExit):
+        real.main(["--synthetic", "1", "--synthetic-side", "100", "--out", str(tmp_path / "x")])
+    assert "at least 256" in capsys.readouterr().err
