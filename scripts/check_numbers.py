@@ -124,13 +124,19 @@ def _last_dice(rows: list[dict[str, str]]) -> dict[str, float]:
     return {r["region"]: float(r["dice"]) for r in rows if int(r["step"]) == last}
 
 
-def _fit24_gains() -> tuple[float, float, float, float]:
-    """Stage 24: the least and most that the 2 um/px fits gain over the 4 um/px ones, on the fat-rich slides
-    and on the others (every pair of a 2 um/px run and a 4 um/px run)."""
+def _fit24_splits() -> tuple[list[tuple], list[tuple]]:
+    """Stage 24: ``_fat_split`` of the two 2 um/px fits, then of stage 23's two 4 um/px fits."""
     fine = [_fat_split(f"{STAGE24}/fit96-2um-before.json")(_load(FIT24[seed].replace("log", "val")))
             for seed in (71, 72)]
     coarse = [_fat_split(f"{STAGE23}/fit96-shipped-before.json")(_load(FIT96[run].replace("log", "val")))
               for run in ("shipped", "shipped-seed72")]
+    return fine, coarse
+
+
+def _fit24_gains() -> tuple[float, float, float, float]:
+    """Stage 24: the least and most that the 2 um/px fits gain over the 4 um/px ones, on the fat-rich slides
+    and on the others (every pair of a 2 um/px run and a 4 um/px run)."""
+    fine, coarse = _fit24_splits()
     fat = [f[2] - c[2] for f in fine for c in coarse]
     rest = [f[5] - c[5] for f in fine for c in coarse]
     return min(fat), max(fat), min(rest), max(rest)
@@ -144,10 +150,7 @@ def _held24(name: str, group: str = "all") -> float:
 def _fit24_summary() -> tuple:
     """Stage 24 in short: the range of the two 2 um/px fits on all 96 slides and that of stage 23's two 4 um/px
     fits, then the same two ranges on the fat-rich slides (eight values)."""
-    fine = [_fat_split(f"{STAGE24}/fit96-2um-before.json")(_load(FIT24[seed].replace("log", "val")))
-            for seed in (71, 72)]
-    coarse = [_fat_split(f"{STAGE23}/fit96-shipped-before.json")(_load(FIT96[run].replace("log", "val")))
-              for run in ("shipped", "shipped-seed72")]
+    fine, coarse = _fit24_splits()
     alls = [_validations(_load(FIT24[seed]))[-1] for seed in (71, 72)]
     alls4 = [_validations(_load(FIT96[run]))[-1] for run in ("shipped", "shipped-seed72")]
     return (min(alls), max(alls), min(alls4), max(alls4), min(f[2] for f in fine), max(f[2] for f in fine),
