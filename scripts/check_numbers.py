@@ -95,8 +95,7 @@ def _fat_split(before: str) -> Getter:
     after (``before``: a fit_check.py JSON's per-slide scores and categories; the rows: the run's val.csv, whose
     last step is the after)."""
     def get(rows: list[dict[str, str]]) -> tuple:
-        last = max(int(r["step"]) for r in rows)
-        after = {r["region"]: float(r["dice"]) for r in rows if int(r["step"]) == last}
+        after = _last_dice(rows)
         per = _load(before)["train"]["per_slide"]
         out: list[Any] = []
         for fat in (True, False):
@@ -106,16 +105,21 @@ def _fat_split(before: str) -> Getter:
     return get
 
 
-def _fit24_row(before: str, val: str) -> Getter:
+def _fit24_row(before: str, log: str) -> Getter:
     """Stage 24's table of fits: the Dice before (a fit_check.py JSON), the validations at 2,000, 4,000 and 6,000
-    steps (the rows: a log.csv), then ``_fat_split``'s before and after of the fat-rich slides and the others
-    (``val``: the run's val.csv)."""
+    steps (the rows: the run's ``log``), then ``_fat_split``'s before and after of the fat-rich slides and the
+    others (the val.csv beside ``log``)."""
     def get(rows: list[dict[str, str]]) -> tuple:
         at = {int(r["step"]): float(r["val_dice_mean"]) for r in rows if r["val_dice_mean"]}
-        split = _fat_split(before)(_load(val))
+        split = _fat_split(before)(_val_rows(log))
         return (_load(before)["train"]["groups"]["all"]["dice"], *(at[k] for k in (2000, 4000, 6000)),
                 *split[1:3], *split[4:6])
     return get
+
+
+def _val_rows(log: str) -> list[dict[str, str]]:
+    """The rows of the val.csv beside a run's log.csv."""
+    return _load(log.replace("log.csv", "val.csv"))
 
 
 def _last_dice(rows: list[dict[str, str]]) -> dict[str, float]:
@@ -126,9 +130,9 @@ def _last_dice(rows: list[dict[str, str]]) -> dict[str, float]:
 
 def _fit24_splits() -> tuple[list[tuple], list[tuple]]:
     """Stage 24: ``_fat_split`` of the two 2 um/px fits, then of stage 23's two 4 um/px fits."""
-    fine = [_fat_split(f"{STAGE24}/fit96-2um-before.json")(_load(FIT24[seed].replace("log", "val")))
+    fine = [_fat_split(f"{STAGE24}/fit96-2um-before.json")(_val_rows(FIT24[seed]))
             for seed in (71, 72)]
-    coarse = [_fat_split(f"{STAGE23}/fit96-shipped-before.json")(_load(FIT96[run].replace("log", "val")))
+    coarse = [_fat_split(f"{STAGE23}/fit96-shipped-before.json")(_val_rows(FIT96[run]))
               for run in ("shipped", "shipped-seed72")]
     return fine, coarse
 
@@ -965,7 +969,7 @@ CLAIMS: list[Claim] = [
     *(Claim("results/tissue-model/README.md", "a step took {:.2f} s (median of each run)", FIT24[seed],
             step_median(1, 6000)) for seed in (71, 72)),
     *(Claim("results/tissue-model/README.md", f"| {name} | " + " | ".join(["{:.3f}"] * 8) + " |", log,
-            _fit24_row(before, log.replace("log.csv", "val.csv")))
+            _fit24_row(before, log))
       for name, log, before in (
           ("4 um/px, the shipped model, seed 71 (stage 23)", FIT96["shipped"], f"{STAGE23}/fit96-shipped-before.json"),
           ("4 um/px, the shipped model, seed 72 (stage 23)", FIT96["shipped-seed72"],
@@ -975,7 +979,7 @@ CLAIMS: list[Claim] = [
     Claim("results/tissue-model/README.md", "slides gain {:.3f}-{:.3f} over the 4 um/px fits, the others {:.3f}-{:.3f}",
           FIT24[71], lambda _: _fit24_gains()),
     Claim("results/tissue-model/README.md", "The worst slide of both runs ({:.3f} and {:.3f})", FIT24[71],
-          lambda _: tuple(min(_last_dice(_load(FIT24[seed].replace("log", "val"))).values()) for seed in (71, 72))),
+          lambda _: tuple(min(_last_dice(_val_rows(FIT24[seed])).values()) for seed in (71, 72))),
     Claim("results/tissue-model/README.md",
           "| 24 held-out slides | all | H&E ({}) | IHC ({}) | fat-rich ({}) | faint ({}) |",
           f"{STAGE24}/held24-shipped-4um.json",
