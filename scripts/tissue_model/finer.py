@@ -31,8 +31,6 @@ import sys
 
 import torch
 
-SLOPE = 0.01  # the leaky ReLU's (gigaseg.model)
-
 
 def finer(old, c0: int = 12, *, seed: int = 0):
     """A UNet of one level more, at half the mpp, computing ``old`` on the 2 x 2 area average (the module
@@ -51,7 +49,7 @@ def finer(old, c0: int = 12, *, seed: int = 0):
                               encoder_kernels=(3, *oc.encoder_kernels),
                               decoder_kernels=(3, *oc.decoder_kernels))
     new = UNet(cfg)
-    g = 1 + SLOPE
+    g = 1 + old.encoder[0].act.negative_slope  # leaky_relu(a) - leaky_relu(-a) = g a
     with torch.no_grad():
         # the new first level: channels 0..n_in-1 the 2 x 2 average, n_in..2 n_in-1 its negative
         w, b = new.encoder[0].conv.weight, new.encoder[0].conv.bias
